@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uhmm/uhmm.h - Heterogeneous Memory Management for Linux processes.
+ *
+ * uhmm gives a process one virtual address space shared by the CPU and by
+ * devices.  Memory that uhmm manages ("managed memory", obtained from
+ * uhmm_alloc() or handed to uhmm_register()) can be migrated to a device's
+ * private memory with uhmm_migrate(); while a page lives on a device it is
+ * absent from the CPU page table, and the first CPU access to it (read or
+ * write, from any thread) sleeps while uhmm brings the data back, then
+ * proceeds.  Plain pointers stay valid throughout.
+ *
+ * Conventions
+ *   - Every call returns 0 (or a non-negative count) on success and a
+ *     negative errno on failure; nothing is changed by a call that fails
+ *     argument validation.
+ *   - Every call except uhmm_ctx_destroy() may be made from any thread at any
+ *     time while the context lives.  Calls that "may sleep" wait for page
+ *     locks, device copies or the fault-service thread; none may be made from
+ *     a signal handler.
+ *   - -EBADF: the context or device handle is not live (never created, or
+ *     destroyed).  -ECHILD: the context belongs to the parent of a fork();
+ *     a fork child uses memory it inherited as ordinary memory and may create
+ *     its own context.
+ *
+ * Page size is 4 KiB (UHMM_PAGE_SIZE); addresses and lengths are in bytes.
+ */
+#ifndef UHMM_UHMM_H
+#define UHMM_UHMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uhmm/device.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UHMM_VERSION_MAJOR 0
+#define UHMM_VERSION_MINOR 1
+
+/** A context: the process's userfaultfd, fault service and managed ranges. */
+typedef struct uhmm_ctx uhmm_ctx;
+/** A device attached to a context (a simdev, or a backend of the caller's). */
+typedef struct uhmm_device uhmm_device;
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+
+/** Context flags (struct uhmm_ctx_opts.flags). */
+enum {
+	/**
+	 * Refuse to fall back to UFFD_USER_MODE_ONLY: fail with -EPERM when the
+	 * process may not open a userfaultfd that also traps kernel accesses.
+	 */
+	UHMM_CTX_REQUIRE_KERNEL_FAULTS = 1u << 0,
+	/** Force UFFD_USER_MODE_ONLY even where full mode is allowed (testing). */
+	UHMM_CTX_USER_MODE_ONLY = 1u << 1,
+	/** Do not use UFFDIO_MOVE even if the kernel has it (testing). */
+	UHMM_CTX_NO_MOVE = 1u << 2,
+};
+
+/**
+ * Options of a context.  Initialise with uhmm_ctx_opts_init(), then change
+ * what you need.  Each numeric option can also be set through the
+ * environment variable named beside it; the environment wins over the
+ * struct, so a deployed program can be tuned without rebuilding.
+ */
+struct uhmm_ctx_opts {
+	uint32_t size;        /**< sizeof(struct uhmm_ctx_opts); set by init */
+	uint32_t flags;       /**< UHMM_CTX_* */
+	/**
+	 * Fault-around: on a CPU fault on a device-resident page, bring back up
+	 * to this many pages (the faulting page included) of the aligned block
+	 * around it that live on the same device.  1 disables fault-around.
+	 * Range 1..512.  UHMM_FAULT_AROUND.  Default 16 (see
+	 * docs/ARCHITECTURE.md for the measurement).
+	 */
+	uint32_t fault_around;
+	/**
+	 * Zero-fill window: a CPU fault on a never-populated page fills up to
+	 * this many following never-populated pages too.  Range 1..512.
+	 * UHMM_ZERO_AROUND.  Default 64.
+	 */
+	uint32_t zero_around;
+	/**
+	 * Warm page pool: populated system pages kept ready to be moved into
+	 * place on a CPU fault (UFFDIO_MOVE).  In pages; 0 disables the pool
+	 * (faults then copy with UFFDIO_COPY).  UHMM_POOL_PAGES.  Default 4096.
+	 */
+	uint32_t pool_pages;
+	/** Print statistics to stderr at destroy (also UHMM_STATS=1). */
+	uint32_t print_stats;
+};
+
+/** Fill @opts with the defaults. */
+UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
+
+/**
+ * uhmm_ctx_create - create a context.
+ * @opts: options, or NULL for the defaults.
+ * @out:  receives the context.
+ *
+ * Opens a userfaultfd, probes the kernel's features and starts the
+ * fault-service thread.  Full mode (kernel accesses to device-resident pages
+ * are served too) is used where the process may have it: root,
+ * CAP_SYS_PTRACE, read/write access to /dev/userfaultfd, or
+ * vm.unprivileged_userfaultfd = 1.  Otherwise the context falls back to
+ * UFFD_USER_MODE_ONLY, and then a *kernel* access to a device-resident page
+ * (read(2) into it, write(2) from it, a futex on it) fails with EFAULT
+ * instead of bringing the page back: migrate such buffers back with
+ * uhmm_migrate(..., NULL, 0) before handing them to system calls.
+ * uhmm_ctx_info() tells which mode a context got.
+ *
+ * Errors: -EINVAL bad options; -ENOSYS the kernel has no userfaultfd;
+ * -EPERM userfaultfd is not permitted (or full mode was required and is not);
+ * -EOPNOTSUPP the kernel lacks a feature uhmm needs (UFFD_FEATURE_EVENT_REMOVE,
+ * EVENT_UNMAP, EVENT_REMAP, THREAD_ID); -ENOMEM; -EAGAIN thread creation
+ * failed.  May sleep.
+ */
+UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out);
+
+/**
+ * uhmm_ctx_destroy - tear a context down.
+ *
+ * Brings every device-resident page back to system memory (nothing is
+ * lost), detaches and destroys every device, stops the fault-service thread
+ * and unregisters every managed range.  Memory from uhmm_alloc() stays
+ * mapped as ordinary anonymous memory owned by the caller (release it with
+ * munmap(2)); registered memory stays the caller's as before.
+ *
+ * The caller must not make other calls on @ctx concurrently with or after
+ * this one.  Other threads may keep touching managed memory until destroy
+ * returns: their faults are served.  Returns 0, -EBADF, -ECHILD, or -EIO if
+ * a device failed to return some page (that page's data is poisoned: a
+ * later access raises SIGBUS).  May sleep.
+ */
+UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx);
+
+/** What a context runs with (uhmm_ctx_info()). */
+struct uhmm_ctx_info {
+	uint64_t uffd_features; /**< UFFD_FEATURE_* the kernel granted */
+	uint32_t user_mode_only;/**< 1: kernel accesses to device pages fail */
+	uint32_t has_move;      /**< 1: UFFDIO_MOVE is used */
+	uint32_t fault_around;  /**< effective options after the environment */
+	uint32_t zero_around;
+	uint32_t pool_pages;
+	uint32_t reserved;
+};
+UHMM_API int uhmm_ctx_info(uhmm_ctx *ctx, struct uhmm_ctx_info *info);
+
+/* ------------------------------------------------------------------------ */
+/* Managed memory                                                            */
+
+/**
+ * uhmm_alloc - map managed memory.
+ * @len: bytes, > 0; rounded up to a multiple of 4 KiB.
+ * @out: receives an address aligned to 2 MiB.
+ * The memory reads as zeros.  Errors: -EINVAL, -ENOMEM, -EBADF, -ECHILD.
+ */
+UHMM_API int uhmm_alloc(uhmm_ctx *ctx, size_t len, void **out);
+
+/**
+ * uhmm_free - unmap memory from uhmm_alloc().
+ * @addr: exactly the address uhmm_alloc() returned.
+ * Device pages of the range are freed (their data is discarded).  Faults
+ * of other threads on the range after this returns get SIGSEGV as for any
+ * unmapped memory.  Errors: -EINVAL @addr is not the start of a range from
+ * uhmm_alloc() (a registered range is released with uhmm_unregister()).
+ * May sleep: waits for migrations of the range in flight.
+ */
+UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
+
+/**
+ * uhmm_register - manage existing memory of the process.
+ * @addr, @len: page-aligned, len > 0.  The whole range must be mapped,
+ *   private, anonymous, readable and writable (malloc'd or mmap'd with
+ *   MAP_PRIVATE | MAP_ANONYMOUS; allocate with aligned_alloc(4096, n) or
+ *   posix_memalign to get page alignment).
+ * Errors: -EINVAL unaligned or zero length or wrapping; -EFAULT part of the
+ * range is not mapped; -EOPNOTSUPP shared, file-backed, hugetlb or
+ * non-writable memory; -EEXIST overlaps a managed range; -ENOMEM.
+ * May sleep.
+ */
+UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
+
+/**
+ * uhmm_unregister - stop managing memory given to uhmm_register().
+ * @addr, @len: exactly a registered range.
+ * Device-resident pages come back first: the memory keeps its contents.
+ * Errors: -EINVAL not exactly a registered range; -EIO a device failed to
+ * return a page (the range stays registered).  May sleep.
+ */
+UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Migration                                                                 */
+
+/**
+ * uhmm_migrate - move pages of managed memory to a device or back.
+ * @addr, @len: page-aligned range, len > 0, inside managed ranges (it may
+ *   span several adjacent ones).
+ * @dst: the destination device, or NULL for system memory.
+ * @flags: 0 (reserved).
+ *
+ * Works in batches of at most 2 MiB.  For each batch: the pages are locked
+ * (in address order; CPU faults on them wait), removed from the CPU page
+ * table (so a CPU write cannot slip past the copy), copied by the
+ * destination's copy engine, and the new location is recorded.  Pages
+ * never touched become zeroed device pages without a copy.  Pages already
+ * at @dst are skipped.  If a copy fails, the batch's pages are put back
+ * where they were with their data and the call fails.
+ *
+ * Returns 0 when every page is at @dst.  Errors: -EINVAL bad range or
+ * flags; -EFAULT part of the range is not managed; -ENOMEM @dst ran out of
+ * memory (pages of earlier batches stay migrated; the failing batch is
+ * left where it was); -EIO a copy failed (likewise); -EBUSY some page could
+ * not be taken from the CPU page table (pinned by the kernel, e.g. by
+ * O_DIRECT I/O in flight): the others moved; -EBADF, -ECHILD.  May sleep.
+ */
+UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
+		 unsigned flags);
+
+/** Where a page lives (uhmm_page_info.where). */
+enum uhmm_where {
+	UHMM_WHERE_CPU = 0,    /**< system memory (present or never touched) */
+	UHMM_WHERE_DEVICE = 1, /**< a device's private memory */
+};
+
+/** State of one managed page (uhmm_page_query()). */
+struct uhmm_page_info {
+	uint32_t where;        /**< enum uhmm_where */
+	uint32_t seq;          /**< bumped on every change of location */
+	uhmm_device *device;   /**< UHMM_WHERE_DEVICE: which device */
+	uint64_t dpfn;         /**< UHMM_WHERE_DEVICE: device frame */
+};
+
+/**
+ * uhmm_page_query - report where the page containing @addr lives.
+ * A snapshot: it may change as soon as the call returns.  Does not fault
+ * the page in.  Errors: -EFAULT @addr is not managed.
+ */
+UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
+		    struct uhmm_page_info *info);
+
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                   */
+
+/**
+ * uhmm_device_attach - attach a backend to a context.
+ * @ops:  the backend's operations (must outlive the device).
+ * @priv: passed to every operation.
+ * @name: a short name for messages (copied; may be NULL).
+ * At most 255 devices per context.  Errors: -EINVAL, -ENOSPC, -ENOMEM.
+ */
+UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops,
+		       void *priv, const char *name, uhmm_device **out);
+
+/**
+ * uhmm_device_detach - bring every page on @dev back to system memory,
+ * then call ops->destroy and release the handle.  Errors: -EBADF, -EIO
+ * (a page could not be read back; the device stays attached).  May sleep.
+ */
+UHMM_API int uhmm_device_detach(uhmm_device *dev);
+
+/** The priv pointer given to uhmm_device_attach(). */
+UHMM_API void *uhmm_device_priv(const uhmm_device *dev);
+/** The device's name. */
+UHMM_API const char *uhmm_device_name(const uhmm_device *dev);
+/** The ops table given to uhmm_device_attach() (tells a backend its own). */
+UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+
+/**
+ * Counters of a context since it was created.  Every field only grows.
+ * "Pages" are 4 KiB pages.
+ */
+struct uhmm_stats {
+	uint64_t migrated_to_device_pages;
+	uint64_t migrated_to_device_bytes;   /**< bytes copied (holes excluded) */
+	uint64_t migrated_to_system_pages;
+	uint64_t migrated_to_system_bytes;
+	uint64_t zero_filled_pages;          /**< device pages zero-filled, no copy */
+	uint64_t cpu_faults;                 /**< CPU faults served */
+	uint64_t cpu_faults_device;          /**< ...of which brought data back */
+	uint64_t cpu_faults_waited;          /**< ...of which waited on a busy page */
+	uint64_t fault_around_pages;         /**< extra pages brought back by fault-around */
+	uint64_t copy_ns;                    /**< time in the copy engines (submit to completion) */
+	uint64_t copy_batches;
+	uint64_t copy_errors;
+	uint64_t pool_hits;                  /**< faults served from the warm pool (UFFDIO_MOVE) */
+	uint64_t pool_misses;                /**< faults served by UFFDIO_COPY */
+	uint64_t events_remove;              /**< madvise(MADV_DONTNEED)-like zaps seen */
+	uint64_t events_unmap;
+	uint64_t events_remap;
+	uint64_t device_pages_freed_by_events;
+	uint64_t migrate_busy;               /**< pages left in place: -EBUSY */
+	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
+	uint64_t managed_pages;              /**< gauge: pages under management */
+};
+
+/** Copy a context's counters into @out. */
+UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out);
+/** Print the counters to @f (a FILE *) in a human-readable table. */
+UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *f);
+
+/** A static string for a uhmm error code (negative errno). */
+UHMM_API const char *uhmm_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_UHMM_H */

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctx.c - contexts and devices: creation, teardown, handle checking,
+ * options, statistics.
+ *
+ * Locks: the handle registry's mutex (a leaf); ctx->dev_lock (a leaf,
+ * guards attach/detach publishing into ctx->devs).  uhmm_ctx_destroy()
+ * sleeps until calls in flight on the context have left.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "util/futex.h"
+
+void uhmm__assert_fail(const char *what, const char *file, int line)
+{
+	fprintf(stderr, "uhmm: assertion failed: %s (%s:%d)\n", what, file, line);
+	abort();
+}
+
+uint64_t uhmm__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the handle registry: which pointers are live contexts/devices ---- */
+
+/*
+ * Every call checks its handle here first, so a destroyed (or never
+ * created) handle gets -EBADF instead of a use after free.  A handful of
+ * handles live at once: a linear scan is fine.
+ */
+enum { H_CTX = 1, H_DEV = 2 };
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { const void *h; int kind; } *reg;
+static size_t nreg, capreg;
+
+static int reg_add(const void *h, int kind)
+{
+	pthread_mutex_lock(&reg_lock);
+	if (nreg == capreg) {
+		size_t cap = capreg ? capreg * 2 : 16;
+		void *n = realloc(reg, cap * sizeof(*reg));
+		if (!n) {
+			pthread_mutex_unlock(&reg_lock);
+			return -ENOMEM;
+		}
+		reg = n;
+		capreg = cap;
+	}
+	reg[nreg].h = h;
+	reg[nreg++].kind = kind;
+	pthread_mutex_unlock(&reg_lock);
+	return 0;
+}
+
+static void reg_del(const void *h)
+{
+	pthread_mutex_lock(&reg_lock);
+	for (size_t i = 0; i < nreg; i++) {
+		if (reg[i].h == h) {
+			reg[i] = reg[--nreg];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+}
+
+static bool live_locked(const void *h, int kind)
+{
+	for (size_t i = 0; i < nreg; i++)
+		if (reg[i].h == h && reg[i].kind == kind)
+			return true;
+	return false;
+}
+
+bool uhmm__handle_live(const void *h)
+{
+	if (!h)
+		return false;
+	pthread_mutex_lock(&reg_lock);
+	bool live = live_locked(h, H_DEV);
+	pthread_mutex_unlock(&reg_lock);
+	return live;
+}
+
+size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max)
+{
+	size_t n = 0;
+	pid_t me = getpid();
+	pthread_mutex_lock(&reg_lock);
+	for (size_t i = 0; i < nreg && n < max; i++) {
+		struct uhmm_ctx *c = (struct uhmm_ctx *)reg[i].h;
+		if (reg[i].kind == H_CTX && c->pid == me && !atomic_load(&c->dying))
+			out[n++] = c;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return n;
+}
+
+int uhmm__ctx_enter(struct uhmm_ctx *ctx)
+{
+	if (!ctx)
+		return -EBADF;
+	pthread_mutex_lock(&reg_lock);
+	bool live = live_locked(ctx, H_CTX) && !atomic_load(&ctx->dying);
+	if (live)
+		atomic_fetch_add(&ctx->calls, 1);
+	pthread_mutex_unlock(&reg_lock);
+	if (!live)
+		return -EBADF;
+	if (ctx->pid != getpid()) {
+		uhmm__ctx_exit(ctx);
+		return -ECHILD;
+	}
+	return 0;
+}
+
+void uhmm__ctx_exit(struct uhmm_ctx *ctx)
+{
+	if (atomic_fetch_sub(&ctx->calls, 1) == 1 && atomic_load(&ctx->dying))
+		uhmm_futex_wake_all(&ctx->calls);
+}
+
+/* ---- options ---- */
+
+/* The options table: name, environment variable, default, bounds. */
+static const struct {
+	const char *env;
+	size_t off;
+	uint32_t def, min, max;
+} options[] = {
+	{ "UHMM_FAULT_AROUND", offsetof(struct uhmm_ctx_opts, fault_around), 16, 1, 512 },
+	{ "UHMM_ZERO_AROUND", offsetof(struct uhmm_ctx_opts, zero_around), 64, 1, 512 },
+	{ "UHMM_POOL_PAGES", offsetof(struct uhmm_ctx_opts, pool_pages), 4096, 0, 1u << 20 },
+	{ "UHMM_STATS", offsetof(struct uhmm_ctx_opts, print_stats), 0, 0, 1 },
+};
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static uint32_t *opt_field(struct uhmm_ctx_opts *o, size_t i)
+{
+	return (uint32_t *)((char *)o + options[i].off);
+}
+
+UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof(*opts));
+	opts->size = sizeof(*opts);
+	for (size_t i = 0; i < NOPTIONS; i++)
+		*opt_field(opts, i) = options[i].def;
+}
+
+static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
+{
+	uhmm_ctx_opts_init(o);
+	if (in) {
+		if (in->size < sizeof(*in))
+			return -EINVAL;
+		*o = *in;
+		o->size = sizeof(*o);
+	}
+	if (o->flags & ~(uint32_t)(UHMM_CTX_REQUIRE_KERNEL_FAULTS |
+				   UHMM_CTX_USER_MODE_ONLY | UHMM_CTX_NO_MOVE))
+		return -EINVAL;
+	if ((o->flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS) &&
+	    (o->flags & UHMM_CTX_USER_MODE_ONLY))
+		return -EINVAL;
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const char *e = getenv(options[i].env);
+		if (e && *e) {
+			char *end;
+			unsigned long v = strtoul(e, &end, 0);
+			if (*end == '\0')
+				*opt_field(o, i) = (uint32_t)v;
+		}
+		uint32_t v = *opt_field(o, i);
+		if (v < options[i].min || v > options[i].max)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- contexts ---- */
+
+UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
+{
+	if (!out)
+		return -EINVAL;
+	struct uhmm_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	int err = opts_resolve(opts, &ctx->opts);
+	if (err) {
+		free(ctx);
+		return err;
+	}
+	ctx->pid = getpid();
+	ctx->uffd = ctx->evfd = -1;
+	pthread_rwlock_init(&ctx->ranges_lock, NULL);
+	pthread_rwlock_init(&ctx->fork_lock, NULL);
+	pthread_mutex_init(&ctx->dev_lock, NULL);
+	pthread_mutex_init(&ctx->req_lock, NULL);
+
+	err = uhmm__uffd_open(ctx);
+	if (err)
+		goto fail;
+	ctx->zeros = mmap(NULL, UHMM_HUGE_SIZE, PROT_READ,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ctx->bounce = mmap(NULL, BATCH_PAGES * PAGE_SIZE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (ctx->zeros == MAP_FAILED || ctx->bounce == MAP_FAILED) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	err = uhmm__pool_init(ctx, ctx->opts.pool_pages);
+	if (err)
+		goto fail;
+	err = uhmm__service_start(ctx);
+	if (err)
+		goto fail;
+	err = reg_add(ctx, H_CTX);
+	if (err) {
+		uhmm__service_stop(ctx);
+		goto fail;
+	}
+	uhmm__fork_init();
+	*out = ctx;
+	return 0;
+fail:
+	if (ctx->pool.base)
+		uhmm__pool_fini(&ctx->pool);
+	if (ctx->zeros && ctx->zeros != MAP_FAILED)
+		munmap(ctx->zeros, UHMM_HUGE_SIZE);
+	if (ctx->bounce && ctx->bounce != MAP_FAILED)
+		munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	if (ctx->uffd >= 0)
+		close(ctx->uffd);
+	pthread_rwlock_destroy(&ctx->ranges_lock);
+	pthread_rwlock_destroy(&ctx->fork_lock);
+	pthread_mutex_destroy(&ctx->dev_lock);
+	pthread_mutex_destroy(&ctx->req_lock);
+	free(ctx);
+	return err;
+}
+
+static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d);
+
+UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
+{
+	if (!ctx)
+		return -EBADF;
+	/* Refuse new calls, then wait for the ones in flight. */
+	pthread_mutex_lock(&reg_lock);
+	bool live = live_locked(ctx, H_CTX) && !atomic_exchange(&ctx->dying, true);
+	pthread_mutex_unlock(&reg_lock);
+	if (!live)
+		return -EBADF;
+	if (ctx->pid != getpid()) {
+		atomic_store(&ctx->dying, false);
+		return -ECHILD;
+	}
+	long c;
+	while ((c = atomic_load(&ctx->calls)) != 0)
+		uhmm_futex_wait(&ctx->calls, (uint32_t)c);
+	reg_del(ctx);
+
+	/* Every page home while the service thread still installs them. */
+	int err = uhmm__evacuate(ctx, 0);
+	for (unsigned id = 1; id < MAX_DEVICES; id++) {
+		struct uhmm_device *d = atomic_load(&ctx->devs[id]);
+		if (d)
+			device_release(ctx, d);
+	}
+	uhmm__service_stop(ctx);
+	if (ctx->opts.print_stats)
+		uhmm_stats_print(ctx, stderr);
+	uhmm__ranges_release_all(ctx);
+	uhmm__pool_fini(&ctx->pool);
+	munmap(ctx->zeros, UHMM_HUGE_SIZE);
+	munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	close(ctx->uffd);
+	pthread_rwlock_destroy(&ctx->ranges_lock);
+	pthread_rwlock_destroy(&ctx->fork_lock);
+	pthread_mutex_destroy(&ctx->dev_lock);
+	pthread_mutex_destroy(&ctx->req_lock);
+	free(ctx);
+	return err ? -EIO : 0;
+}
+
+UHMM_API int uhmm_ctx_info(uhmm_ctx *ctx, struct uhmm_ctx_info *info)
+{
+	if (!info)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	memset(info, 0, sizeof(*info));
+	info->uffd_features = ctx->features;
+	info->user_mode_only = ctx->user_mode_only;
+	info->has_move = ctx->has_move;
+	info->fault_around = ctx->opts.fault_around;
+	info->zero_around = ctx->opts.zero_around;
+	info->pool_pages = ctx->opts.pool_pages;
+	uhmm__ctx_exit(ctx);
+	return 0;
+}
+
+/* ---- devices ---- */
+
+struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id)
+{
+	return id && id < MAX_DEVICES ? atomic_load(&ctx->devs[id]) : NULL;
+}
+
+void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
+			  const uint64_t *dpfn, size_t n)
+{
+	struct uhmm_device *d = uhmm__dev_get(ctx, id);
+	if (d)
+		d->ops->free(d->priv, 0, n, dpfn);
+}
+
+UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops,
+				void *priv, const char *name, uhmm_device **out)
+{
+	if (!ops || !out || !ops->alloc || !ops->free || !ops->copy_submit ||
+	    !ops->copy_wait)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	struct uhmm_device *d = calloc(1, sizeof(*d));
+	if (!d) {
+		err = -ENOMEM;
+		goto out;
+	}
+	d->ctx = ctx;
+	d->ops = ops;
+	d->priv = priv;
+	pthread_mutex_lock(&ctx->dev_lock);
+	for (unsigned id = 1; id < MAX_DEVICES; id++) {
+		if (!atomic_load(&ctx->devs[id])) {
+			d->id = id;
+			break;
+		}
+	}
+	if (d->id) {
+		snprintf(d->name, sizeof(d->name), "%s", name ? name : "device");
+		err = reg_add(d, H_DEV);
+		if (!err)
+			atomic_store(&ctx->devs[d->id], d);
+	} else {
+		err = -ENOSPC;
+	}
+	pthread_mutex_unlock(&ctx->dev_lock);
+	if (err)
+		free(d);
+	else
+		*out = d;
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
+{
+	reg_del(d);
+	pthread_mutex_lock(&ctx->dev_lock);
+	atomic_store(&ctx->devs[d->id], NULL);
+	pthread_mutex_unlock(&ctx->dev_lock);
+	if (d->ops->destroy)
+		d->ops->destroy(d->priv);
+	free(d);
+}
+
+UHMM_API int uhmm_device_detach(uhmm_device *dev)
+{
+	if (!uhmm__handle_live(dev))
+		return -EBADF;
+	struct uhmm_ctx *ctx = dev->ctx;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	err = uhmm__evacuate(ctx, dev->id);
+	if (!err)
+		device_release(ctx, dev);
+	uhmm__ctx_exit(ctx);
+	return err ? -EIO : 0;
+}
+
+UHMM_API void *uhmm_device_priv(const uhmm_device *dev)
+{
+	return dev ? dev->priv : NULL;
+}
+
+UHMM_API const char *uhmm_device_name(const uhmm_device *dev)
+{
+	return dev ? dev->name : NULL;
+}
+
+UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev)
+{
+	return dev ? dev->ops : NULL;
+}

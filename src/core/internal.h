@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uhmm core internals, shared by the files of src/core/.  Prototypes are
+ * grouped by the file that defines them.  uhmm__ names cross files; static
+ * names do not.  Lock ranks are in docs/ARCHITECTURE.md ("Locking").
+ */
+#ifndef UHMM_CORE_INTERNAL_H
+#define UHMM_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uhmm/uhmm.h>
+
+#include "util/uffd_compat.h"
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE 4096ul
+#define BATCH_PAGES 512u /* a migration batch: one 2 MiB block */
+#define MAX_DEVICES 256u /* device ids 1..255; 0 means "system memory" */
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#ifdef UHMM_DEBUG
+#define UHMM_ASSERT(c) ((c) ? (void)0 : uhmm__assert_fail(#c, __FILE__, __LINE__))
+#else
+#define UHMM_ASSERT(c) ((void)0)
+#endif
+void uhmm__assert_fail(const char *what, const char *file, int line)
+	__attribute__((noreturn));
+
+/* ------------------------------------------------------------------------ */
+/* Page state: 16 bytes a page (the figure docs/ARCHITECTURE.md promises).   */
+
+/*
+ * The page word.  Bits 0-3 are the lock and its companions; bits 8-15 the
+ * device id (0: the page is in system memory; n: device-private on device
+ * n, frame uhmm_page.dpfn).
+ *
+ *   LOCKED   a thread owns the page (a migration or a fault in service).
+ *            Only the owner changes the location, dpfn and seq.
+ *   WAITERS  some thread sleeps on the word (futex); the unlocker wakes all.
+ *   PARKED   the service thread parked a CPU fault on the page; the unlocker
+ *            signals the service thread, which re-dispatches parked faults.
+ *   ZAPPED   the application discarded the page (MADV_DONTNEED / munmap)
+ *            while it was locked; the unlocker discards the data instead of
+ *            publishing it (uhmm__page_publish_unlock).  Set only by the
+ *            service thread, only while LOCKED.
+ */
+#define PG_LOCKED 0x1u
+#define PG_WAITERS 0x2u
+#define PG_PARKED 0x4u
+#define PG_ZAPPED 0x8u
+#define PG_LOCKBITS (PG_LOCKED | PG_WAITERS | PG_PARKED | PG_ZAPPED)
+#define PG_DEV_SHIFT 8
+#define PG_DEV_MASK 0xff00u
+
+static inline unsigned pg_dev(uint32_t w)
+{
+	return (w & PG_DEV_MASK) >> PG_DEV_SHIFT;
+}
+
+struct uhmm_page {
+	_Atomic uint32_t word;
+	_Atomic uint32_t seq;  /* bumped by the lock owner at each move */
+	_Atomic uint64_t dpfn; /* valid while pg_dev(word) != 0 */
+};
+_Static_assert(sizeof(struct uhmm_page) == 16, "16 bytes of metadata a page");
+
+/* A page-state array, shared by the ranges split from one another. */
+struct uhmm_pagearr {
+	_Atomic long refs;
+	size_t n;
+	size_t bytes; /* mapping size */
+	struct uhmm_page pages[];
+};
+
+/* A managed range: [start, start + npages * 4K), pages arr->pages[first..]. */
+struct uhmm_range {
+	uintptr_t start;
+	size_t npages;
+	struct uhmm_pagearr *arr;
+	size_t first;
+	_Atomic long refs;
+	bool owned;       /* from uhmm_alloc: uhmm_free may unmap it */
+	atomic_bool dead;    /* removed from the table */
+	atomic_bool closing; /* being unregistered: no new device pages */
+};
+
+static inline struct uhmm_page *range_page(struct uhmm_range *r, size_t idx)
+{
+	return &r->arr->pages[r->first + idx];
+}
+static inline uintptr_t range_end(const struct uhmm_range *r)
+{
+	return r->start + (r->npages << PAGE_SHIFT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                   */
+
+struct uhmm_device {
+	struct uhmm_ctx *ctx;
+	const struct uhmm_device_ops *ops;
+	void *priv;
+	unsigned id;
+	char name[32];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Warm page pool (pool.c)                                                  */
+
+/*
+ * The reserve: an anonymous private region registered with a second
+ * userfaultfd (SIGBUS mode, no events) so that it can be the destination of
+ * UFFDIO_MOVE.  Its slots are EMPTY (no page) or FULL (a populated page), and
+ * BUSY while an operation owns them.  Migration to a device moves managed
+ * pages into EMPTY slots (they become FULL: the warm pool refills itself);
+ * a fault moves FULL slots into managed memory (they become EMPTY).
+ */
+struct uhmm_pool {
+	int ruffd;
+	char *base;
+	size_t nslots;
+	uint64_t *full; /* bitmaps, nslots bits */
+	uint64_t *busy;
+	size_t nfull_free;  /* FULL and not BUSY */
+	size_t target_full; /* keep at most this many FULL free slots */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages);
+void uhmm__pool_fini(struct uhmm_pool *pool);
+/* A run of n contiguous free slots, all FULL (want_full) or all EMPTY.
+ * Returns the first slot or -1.  Never blocks. */
+long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full);
+/* As uhmm__pool_get(EMPTY), waiting for slots to be returned. */
+long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
+/* Return slot s; full: whether it now holds a page. */
+void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
+/* Release FULL free slots above the target (madvise, outside the lock). */
+void uhmm__pool_trim(struct uhmm_pool *pool);
+static inline char *pool_slot(struct uhmm_pool *pool, size_t s)
+{
+	return pool->base + (s << PAGE_SHIFT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The context                                                               */
+
+/* A request from a migrating thread that the service thread install pages. */
+struct install_req {
+	struct uhmm_range *r;
+	size_t idx, n;       /* pages idx .. idx + n - 1, all locked by requester */
+	uint8_t *want;       /* in: 1 = install src page i; out: 2 = installed */
+	char *src;           /* page i's data at src + i * 4K */
+	bool src_is_slots;   /* src lies in the reserve: UFFDIO_MOVE, else COPY */
+	int result;
+	_Atomic uint32_t done;
+	struct install_req *next;
+};
+
+/* A CPU fault waiting for its page (service thread only). */
+struct parked_fault {
+	uintptr_t addr;
+	uint64_t flags;
+};
+
+struct uhmm_ctx {
+	pid_t pid;
+	int uffd;
+	int evfd;                 /* wakes the service thread */
+	uint64_t features;
+	bool user_mode_only;
+	bool has_move;
+	bool has_poison;
+	struct uhmm_ctx_opts opts;
+
+	/* Managed ranges, sorted by start.  ranges_lock is a leaf: never held
+	 * while sleeping on anything else. */
+	pthread_rwlock_t ranges_lock;
+	struct uhmm_range **ranges;
+	size_t nranges, cap_ranges;
+
+	/* Devices by id; slots are published/cleared under dev_lock. */
+	pthread_mutex_t dev_lock;
+	struct uhmm_device *_Atomic devs[MAX_DEVICES];
+
+	/* Held for reading by every migration toward a device, for writing by
+	 * the fork handler while it brings every device page home. */
+	pthread_rwlock_t fork_lock;
+
+	struct uhmm_pool pool;
+	char *zeros;              /* 2 MiB of read-only zeros (UFFDIO_COPY source) */
+
+	/* Service thread. */
+	pthread_t service;
+	atomic_bool stop;
+	pthread_mutex_t req_lock;
+	struct install_req *req_head, **req_tail;
+	struct parked_fault *parked; /* service thread only */
+	size_t nparked, cap_parked;
+	char *bounce;                /* service thread only: BATCH_PAGES pages */
+
+	/* Handles in use: destroy waits for calls in flight. */
+	_Atomic long calls;
+	atomic_bool dying;
+
+	struct uhmm_stats stats; /* updated with __atomic builtins */
+};
+
+#define STAT_ADD(ctx, field, v) \
+	__atomic_fetch_add(&(ctx)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
+#define STAT_INC(ctx, field) STAT_ADD(ctx, field, 1)
+
+/* ctx.c */
+int uhmm__ctx_enter(struct uhmm_ctx *ctx);
+void uhmm__ctx_exit(struct uhmm_ctx *ctx);
+struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id);
+void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
+			  const uint64_t *dpfn, size_t n);
+uint64_t uhmm__now_ns(void);
+
+/* uffd.c */
+int uhmm__uffd_open(struct uhmm_ctx *ctx);
+int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);
+int uhmm__uffd_register(int fd, uintptr_t start, size_t len);
+int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
+/* Each returns bytes handled (>= 0), or -errno with *done set to the bytes
+ * handled before the error. */
+long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
+		     uint64_t mode, size_t *done);
+long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
+		     size_t *done);
+int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
+int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
+int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);
+
+/* range.c */
+/* Find the range containing addr and take a reference, or NULL. */
+struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
+void uhmm__range_put(struct uhmm_range *r);
+/* 0 if [start, end) is covered by managed ranges, -EFAULT otherwise. */
+int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* Take [start, end) out of the table (splitting ranges); device pages of
+ * the part are freed; locked ones are marked ZAPPED.  Service thread only
+ * (never blocks on a page). */
+void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* Discard device pages of [start, end) (MADV_DONTNEED).  Service thread. */
+void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* mremap moved [from, from + len) to to.  Service thread. */
+void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
+			size_t len);
+void uhmm__ranges_release_all(struct uhmm_ctx *ctx);
+
+/* page.c */
+bool uhmm__page_trylock(struct uhmm_page *p);
+void uhmm__page_lock(struct uhmm_page *p);
+/* Service thread: p is locked by someone else; mark it PARKED.  Returns
+ * false if it was unlocked meanwhile (then try to lock it again). */
+bool uhmm__page_park(struct uhmm_page *p);
+/*
+ * Publish a new location (dev 0: system memory) and unlock; returns true.
+ * The page's previous device copy is the caller's to free afterwards.
+ * If the page was ZAPPED while locked, returns false instead: the new
+ * device page (if any) and the previous one were both freed, and the page
+ * is an empty system page.  Wakes sleepers and the service thread as the
+ * word says.
+ */
+bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
+			       unsigned dev, uint64_t dpfn);
+/* Unlock without moving the page (ZAPPED is honoured as above). */
+void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* Service thread: discard a page's device copy now, or mark it ZAPPED. */
+void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+
+/* service.c */
+int uhmm__service_start(struct uhmm_ctx *ctx);
+void uhmm__service_stop(struct uhmm_ctx *ctx);
+void uhmm__service_kick(struct uhmm_ctx *ctx);
+/* Hand an install request to the service thread and wait for it. */
+void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req);
+/* Install pages of a request (service thread; also used by its faults). */
+void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
+
+/* migrate.c */
+/* Bring pages [idx, idx + n) of r that live on a device back to system
+ * memory (any device, or only dev_id if non-zero).  May sleep. */
+int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
+				  size_t idx, size_t n, unsigned dev_id);
+/* Run a batch on a device's copy engine (timed).  First error or 0. */
+int uhmm__copy_run(struct uhmm_ctx *ctx, struct uhmm_device *dev,
+		   struct uhmm_copy *c, size_t n);
+/* Copy device-resident pages [idx, idx + n) of r (locked; want[i] == 1 for
+ * those wanted) into buf, page i at buf + i * 4K.  A page whose copy fails
+ * three times gets want[i] = 0.  Returns 0, or the error if a page failed. */
+int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		      size_t n, char *buf, uint8_t *want);
+/* Every page of every range on dev_id (0: any device) back home. */
+int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
+
+/* fork.c */
+void uhmm__fork_init(void);
+
+/* Handle registry (ctx.c): is h a live device handle? */
+bool uhmm__handle_live(const void *h);
+/* The live contexts of this process (for the fork handlers). */
+size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max);
+
+#endif /* UHMM_CORE_INTERNAL_H */

@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migrate.c - moving pages between system memory and devices.
+ *
+ * A batch is at most one 2 MiB block of one range.  Its phases:
+ *
+ *   migrate_collect   lock the pages in address order; decide which move
+ *   (alloc)           take device pages for them (fail: nothing changed)
+ *   (invalidate)      tell the mirrors; a device fences before we go on
+ *   migrate_unmap     take the pages out of the CPU page table (UFFDIO_MOVE
+ *                     into EMPTY reserve slots).  From here a CPU access
+ *                     faults and waits on the page lock, so no write can
+ *                     land after the copy reads the page (hard point 2).
+ *   migrate_copy      the destination's copy engine copies; holes become
+ *                     zeroed device pages without a copy
+ *   migrate_finalize  publish the new location and unlock; pages whose copy
+ *                     failed go back to where they were, with their data
+ *
+ * Locks: fork_lock (read, around each batch toward a device), then page
+ * locks in address order.  Sleeps on page locks, the copy engine, the pool
+ * (EMPTY slots) and install requests served by the service thread.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "core/internal.h"
+
+/* ---- running copies ---- */
+
+/* Run a batch on one device's copy engine, timing it.  Per-copy status in
+ * the array; returns the first error or 0. */
+int uhmm__copy_run(struct uhmm_ctx *ctx, struct uhmm_device *dev,
+		   struct uhmm_copy *c, size_t n)
+{
+	if (!n)
+		return 0;
+	uint64_t t0 = uhmm__now_ns();
+	uhmm_fence_t fence;
+	int err = dev->ops->copy_submit(dev->priv, c, n, &fence);
+	if (err) {
+		for (size_t i = 0; i < n; i++)
+			c[i].status = (int16_t)err;
+	} else {
+		err = dev->ops->copy_wait(dev->priv, fence);
+	}
+	STAT_ADD(ctx, copy_ns, uhmm__now_ns() - t0);
+	STAT_INC(ctx, copy_batches);
+	if (err)
+		STAT_INC(ctx, copy_errors);
+	return err;
+}
+
+/*
+ * Copy pages [idx, idx + n) of r (locked, all device-resident) to buf
+ * (page i at buf + i * 4K).  Pages whose copy fails twice get want[i] = 0.
+ * Returns 0 or the first error.
+ */
+int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		      size_t n, char *buf, uint8_t *want)
+{
+	struct uhmm_copy c[BATCH_PAGES];
+	size_t map[BATCH_PAGES];
+	int first_err = 0;
+	size_t lost = 0;
+	/* want[]: 1 to fetch, 5 fetched, 4 failed (retry), 0 given up. */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		bool again = false;
+		/* One copy batch per device met, in the order pages appear. */
+		for (size_t first = 0; first < n; first++) {
+			if (want[first] != 1)
+				continue;
+			unsigned dev = pg_dev(atomic_load_explicit(
+				&range_page(r, idx + first)->word, memory_order_relaxed));
+			size_t nc = 0;
+			for (size_t i = first; i < n; i++) {
+				struct uhmm_page *p = range_page(r, idx + i);
+				if (want[i] != 1 ||
+				    pg_dev(atomic_load_explicit(&p->word,
+								memory_order_relaxed)) != dev)
+					continue;
+				c[nc] = (struct uhmm_copy){
+					.sys = buf + (i << PAGE_SHIFT),
+					.dpfn = atomic_load_explicit(&p->dpfn,
+								     memory_order_relaxed),
+					.npages = 1,
+					.dir = UHMM_COPY_FROM_DEVICE,
+				};
+				map[nc++] = i;
+			}
+			struct uhmm_device *d = uhmm__dev_get(ctx, dev);
+			int err = d ? uhmm__copy_run(ctx, d, c, nc) : -ENODEV;
+			for (size_t k = 0; k < nc; k++) {
+				if (d && !c[k].status) {
+					want[map[k]] = 5;
+				} else {
+					want[map[k]] = attempt == 2 ? 0 : 4;
+					lost += attempt == 2;
+					again = true;
+				}
+			}
+			if (err && !first_err)
+				first_err = err;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (want[i] == 4)
+				want[i] = 1; /* retry these only */
+		if (!again)
+			break;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (want[i] == 5)
+			want[i] = 1;
+	return lost ? first_err : 0;
+}
+
+/* ---- toward the system ---- */
+
+static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
+			   size_t idx, size_t n, unsigned only_dev)
+{
+	uint8_t want[BATCH_PAGES];
+	size_t nwant = 0;
+	/* collect */
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p = range_page(r, idx + i);
+		uhmm__page_lock(p);
+		unsigned d = pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed));
+		want[i] = d && (!only_dev || d == only_dev);
+		nwant += want[i];
+	}
+	int err = 0;
+	long slot = -1;
+	char *bounce = NULL;
+	if (!nwant)
+		goto unlock;
+
+	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want };
+	slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	if (slot >= 0) {
+		req.src = pool_slot(&ctx->pool, (size_t)slot);
+		req.src_is_slots = true;
+	} else {
+		bounce = mmap(NULL, n << PAGE_SHIFT, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (bounce == MAP_FAILED) {
+			bounce = NULL;
+			err = -ENOMEM;
+			goto unlock;
+		}
+		req.src = bounce;
+	}
+	/* copy; then the service thread installs and unlocks what came back */
+	err = uhmm__fetch_pages(ctx, r, idx, n, req.src, want);
+	uhmm__install_request(ctx, &req);
+	size_t back = 0;
+	for (size_t i = 0; i < n; i++) {
+		back += want[i] == 2;
+		if (slot >= 0)
+			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
+	}
+	STAT_ADD(ctx, migrated_to_system_pages, back);
+	STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
+	if (!err && req.result)
+		err = req.result == -EEXIST ? -EIO : -EFAULT;
+unlock:
+	for (size_t i = 0; i < n; i++)
+		if (want[i] < 2)
+			uhmm__page_unlock(ctx, range_page(r, idx + i));
+	if (bounce)
+		munmap(bounce, n << PAGE_SHIFT);
+	return err;
+}
+
+int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
+				  size_t idx, size_t n, unsigned dev_id)
+{
+	int err = 0;
+	for (size_t i = idx; i < idx + n;) {
+		uintptr_t a = r->start + (i << PAGE_SHIFT);
+		size_t room = (UHMM_HUGE_SIZE - (a & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
+		size_t m = idx + n - i < room ? idx + n - i : room;
+		int e = batch_to_system(ctx, r, i, m, dev_id);
+		if (e && !err)
+			err = e;
+		i += m;
+	}
+	return err;
+}
+
+/* ---- toward a device ---- */
+
+struct batch {
+	struct uhmm_range *r;
+	size_t idx, n;
+	struct uhmm_device *dst;
+	uint8_t kind[BATCH_PAGES];  /* what happens to each page, below */
+	uint8_t alloc[BATCH_PAGES]; /* dpfn[i] was allocated for the page */
+	uint64_t dpfn[BATCH_PAGES]; /* new device page */
+	uint64_t old[BATCH_PAGES];  /* old device page (device to device) */
+	unsigned olddev[BATCH_PAGES];
+	long slot;                  /* EMPTY reserve run for the batch */
+	size_t nbusy;
+};
+
+enum {
+	K_STAY = 0,     /* not moving: already there, or failed */
+	K_FROM_CPU,     /* system page to move */
+	K_FROM_DEV,     /* another device's page */
+	K_HOLE,         /* never populated: zero device page */
+	K_BUSY,         /* the kernel would not let the page go (-EBUSY) */
+	K_DONE,         /* published at the destination */
+	K_RESTORE,      /* copy failed: the system page goes back */
+};
+
+/* Lock the pages and decide; allocate device pages for the movers. */
+static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
+{
+	size_t need = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		struct uhmm_page *p = range_page(b->r, b->idx + i);
+		uhmm__page_lock(p);
+		unsigned d = pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed));
+		if (d == b->dst->id) {
+			b->kind[i] = K_STAY;
+		} else if (d) {
+			b->kind[i] = K_FROM_DEV;
+			b->olddev[i] = d;
+			b->old[i] = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+			need++;
+		} else {
+			b->kind[i] = K_FROM_CPU;
+			need++;
+		}
+	}
+	if (atomic_load(&b->r->closing))
+		return -EFAULT;
+	if (!need)
+		return 0;
+	uint64_t got[BATCH_PAGES];
+	long n = b->dst->ops->alloc(b->dst->priv, 0, need, got);
+	if (n < (long)need) {
+		if (n > 0)
+			b->dst->ops->free(b->dst->priv, 0, (size_t)n, got);
+		return n < 0 ? (int)n : -ENOMEM;
+	}
+	for (size_t i = 0, k = 0; i < b->n; i++)
+		if (b->kind[i] != K_STAY) {
+			b->dpfn[i] = got[k++];
+			b->alloc[i] = 1;
+		}
+	return 0;
+}
+
+/* Move the system pages out of the CPU page table into reserve slots. */
+static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
+{
+	int err = 0;
+	b->slot = uhmm__pool_get_empty_wait(&ctx->pool, b->n);
+	if (b->slot < 0)
+		return -ENOMEM;
+	char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
+	for (size_t i = 0; i < b->n;) {
+		if (b->kind[i] != K_FROM_CPU) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < b->n && b->kind[j] == K_FROM_CPU)
+			j++;
+		uintptr_t src = b->r->start + ((b->idx + i) << PAGE_SHIFT);
+		size_t done = 0;
+		long ret = uhmm__uffd_move(ctx->pool.ruffd, (uintptr_t)slots + (i << PAGE_SHIFT),
+					   src, (j - i) << PAGE_SHIFT,
+					   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done);
+		size_t k = i + (done >> PAGE_SHIFT);
+		if (ret >= 0) {
+			i = j;
+			continue;
+		}
+		if (ret == -EBUSY) {
+			/* Shared with a fork child, or pinned: retried below
+			 * after the copy-on-write is broken. */
+			b->kind[k] = K_BUSY;
+			b->nbusy++;
+			i = k + 1;
+			continue;
+		}
+		/* The mapping is gone or changed (munmap/mremap racing us):
+		 * leave the rest of the run where it is. */
+		for (size_t x = k; x < j; x++)
+			b->kind[x] = K_STAY;
+		err = -EFAULT;
+		i = j;
+	}
+	/* Which slots received a page?  Holes were never populated. */
+	unsigned char vec[BATCH_PAGES];
+	if (mincore(slots, b->n << PAGE_SHIFT, vec) == 0) {
+		for (size_t i = 0; i < b->n; i++)
+			if (b->kind[i] == K_FROM_CPU && !(vec[i] & 1))
+				b->kind[i] = K_HOLE;
+	}
+	return err;
+}
+
+static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
+{
+	struct uhmm_copy c[BATCH_PAGES];
+	size_t map[BATCH_PAGES], nc = 0;
+	char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
+	int err = 0;
+
+	/* Device to device goes through a bounce buffer (old device -> bounce
+	 * -> new device), one copy batch per source device.  Not through the
+	 * slots: an EMPTY reserve slot must never be touched (SIGBUS). */
+	uint8_t seen[BATCH_PAGES] = { 0 };
+	char *bounce = NULL;
+	for (size_t i = 0; i < b->n && !bounce; i++) {
+		if (b->kind[i] != K_FROM_DEV)
+			continue;
+		bounce = mmap(NULL, b->n << PAGE_SHIFT, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (bounce == MAP_FAILED) {
+			bounce = NULL;
+			for (size_t x = 0; x < b->n; x++)
+				if (b->kind[x] == K_FROM_DEV)
+					b->kind[x] = K_STAY;
+			err = -ENOMEM;
+		}
+	}
+	for (size_t first = 0; first < b->n; first++) {
+		if (b->kind[first] != K_FROM_DEV || seen[first])
+			continue;
+		unsigned dev = b->olddev[first];
+		nc = 0;
+		for (size_t i = first; i < b->n; i++) {
+			if (b->kind[i] != K_FROM_DEV || b->olddev[i] != dev)
+				continue;
+			seen[i] = 1;
+			c[nc] = (struct uhmm_copy){ .sys = bounce + (i << PAGE_SHIFT),
+						    .dpfn = b->old[i], .npages = 1,
+						    .dir = UHMM_COPY_FROM_DEVICE };
+			map[nc++] = i;
+		}
+		struct uhmm_device *d = uhmm__dev_get(ctx, dev);
+		int e = d ? uhmm__copy_run(ctx, d, c, nc) : -ENODEV;
+		for (size_t k = 0; e && k < nc; k++)
+			if (!d || c[k].status)
+				b->kind[map[k]] = K_STAY; /* stays on the old device */
+		if (e && !err)
+			err = e;
+	}
+
+	/* Everything else goes to the destination in one batch; adjacent
+	 * pages with adjacent device frames become one copy. */
+	nc = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		uint8_t k = b->kind[i];
+		if (k != K_FROM_CPU && k != K_FROM_DEV && k != K_HOLE)
+			continue;
+		uint16_t dir = k == K_HOLE ? UHMM_COPY_ZERO : UHMM_COPY_TO_DEVICE;
+		if (nc && c[nc - 1].dir == dir && map[nc - 1] + c[nc - 1].npages == i &&
+		    b->kind[map[nc - 1]] == k &&
+		    c[nc - 1].dpfn + c[nc - 1].npages == b->dpfn[i]) {
+			c[nc - 1].npages++;
+			continue;
+		}
+		char *src = k == K_FROM_DEV ? bounce : slots;
+		c[nc] = (struct uhmm_copy){ .sys = dir == UHMM_COPY_ZERO ? NULL
+							     : src + (i << PAGE_SHIFT),
+					    .dpfn = b->dpfn[i], .npages = 1, .dir = dir };
+		map[nc++] = i;
+	}
+	int e = uhmm__copy_run(ctx, b->dst, c, nc);
+	for (size_t k = 0; e && k < nc; k++) {
+		if (!c[k].status)
+			continue;
+		for (size_t i = map[k]; i < map[k] + c[k].npages; i++) {
+			/* Failed: a system page goes back (restore), a hole
+			 * stays a hole, another device keeps its copy. */
+			b->kind[i] = b->kind[i] == K_FROM_CPU ? K_RESTORE : K_STAY;
+		}
+	}
+	if (bounce)
+		munmap(bounce, b->n << PAGE_SHIFT);
+	return err ? err : e;
+}
+
+static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
+{
+	size_t moved = 0, bytes = 0, zeros = 0, nrestore = 0;
+	uint8_t want[BATCH_PAGES];
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct uhmm_page *p = range_page(b->r, b->idx + i);
+		uint8_t k = b->kind[i];
+		want[i] = 0;
+		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE) {
+			moved++;
+			if (k == K_HOLE)
+				zeros++;
+			else
+				bytes += PAGE_SIZE;
+			/* Published, or (zapped meanwhile) discarded: either way
+			 * the new device page is accounted for. */
+			if (uhmm__page_publish_unlock(ctx, p, b->dst->id, b->dpfn[i]) &&
+			    k == K_FROM_DEV)
+				uhmm__dev_free_pages(ctx, b->olddev[i], &b->old[i], 1);
+			b->kind[i] = K_DONE;
+		} else {
+			if (k == K_RESTORE) {
+				want[i] = 1;
+				nrestore++;
+			}
+			if (b->alloc[i])
+				b->dst->ops->free(b->dst->priv, 0, 1, &b->dpfn[i]);
+		}
+	}
+	if (nrestore) {
+		/* Put the source pages back; the service thread does it so
+		 * that a concurrent madvise() is honoured (service.c). */
+		struct install_req req = { .r = b->r, .idx = b->idx, .n = b->n,
+					   .want = want,
+					   .src = pool_slot(&ctx->pool, (size_t)b->slot),
+					   .src_is_slots = true };
+		uhmm__install_request(ctx, &req);
+	}
+	/* Pages not published above nor by the install are still ours. */
+	for (size_t i = 0; i < b->n; i++)
+		if (b->kind[i] != K_DONE && want[i] < 2)
+			uhmm__page_unlock(ctx, range_page(b->r, b->idx + i));
+	STAT_ADD(ctx, migrated_to_device_pages, moved);
+	STAT_ADD(ctx, migrated_to_device_bytes, bytes);
+	STAT_ADD(ctx, zero_filled_pages, zeros);
+}
+
+/* Release the batch's reserve slots: those holding a page stay FULL. */
+static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
+{
+	if (b->slot < 0)
+		return;
+	unsigned char vec[BATCH_PAGES];
+	char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
+	if (mincore(slots, b->n << PAGE_SHIFT, vec))
+		memset(vec, 1, b->n); /* cannot tell: assume populated */
+	for (size_t i = 0; i < b->n; i++)
+		uhmm__pool_put(&ctx->pool, (size_t)b->slot + i, vec[i] & 1);
+	uhmm__pool_trim(&ctx->pool);
+}
+
+static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
+			   size_t idx, size_t n, struct uhmm_device *dst,
+			   size_t *busy_out)
+{
+	struct batch *b = malloc(sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1 };
+	int err = migrate_collect(ctx, b);
+	if (err) {
+		for (size_t i = 0; i < n; i++)
+			uhmm__page_unlock(ctx, range_page(r, idx + i));
+		free(b);
+		return err;
+	}
+	/* (The mirrors are told here, before any page changes, once device
+	 * page tables exist: see the notifier.) */
+	int e1 = migrate_unmap(ctx, b);
+	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
+	if (b->slot < 0) {
+		for (size_t i = 0; i < n; i++)
+			if (b->alloc[i])
+				b->dst->ops->free(b->dst->priv, 0, 1, &b->dpfn[i]);
+		for (size_t i = 0; i < n; i++)
+			uhmm__page_unlock(ctx, range_page(r, idx + i));
+		free(b);
+		return e1;
+	}
+	migrate_finalize(ctx, b);
+	release_slots(ctx, b);
+	*busy_out = b->nbusy;
+	free(b);
+	return e2 ? e2 : e1;
+}
+
+/* ---- the public call ---- */
+
+static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
+			     struct uhmm_device *dst)
+{
+	struct uhmm_range *r = uhmm__range_get(ctx, a);
+	if (!r)
+		return -EFAULT;
+	size_t idx = (a - r->start) >> PAGE_SHIFT;
+	if (idx + n > r->npages)
+		n = r->npages - idx;
+	int err;
+	if (!dst) {
+		err = uhmm__migrate_range_to_system(ctx, r, idx, n, 0);
+	} else {
+		size_t busy = 0;
+		err = batch_to_device(ctx, r, idx, n, dst, &busy);
+		if (busy && (!err || err == -EBUSY)) {
+			/* Break copy-on-write sharing (a fork child still maps
+			 * the page) by populating for write, then try again.
+			 * No page lock is held here: if the page is absent the
+			 * fault is served as usual. */
+			madvise((void *)a, n << PAGE_SHIFT, MADV_POPULATE_WRITE);
+			busy = 0;
+			err = batch_to_device(ctx, r, idx, n, dst, &busy);
+			if (busy) {
+				STAT_ADD(ctx, migrate_busy, busy);
+				if (!err)
+					err = -EBUSY;
+			}
+		}
+	}
+	uhmm__range_put(r);
+	return err;
+}
+
+UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
+			  uhmm_device *dst, unsigned flags)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a || flags)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	if (dst && (!uhmm__handle_live(dst) || dst->ctx != ctx)) {
+		err = -EBADF;
+		goto out;
+	}
+	err = uhmm__ranges_cover(ctx, a, a + len);
+	if (err)
+		goto out;
+	if (dst)
+		pthread_rwlock_rdlock(&ctx->fork_lock);
+	int first = 0;
+	for (uintptr_t x = a; x < a + len;) {
+		size_t room = (UHMM_HUGE_SIZE - (x & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
+		size_t n = ((a + len - x) >> PAGE_SHIFT) < room ? (a + len - x) >> PAGE_SHIFT
+								: room;
+		struct uhmm_range *r = uhmm__range_get(ctx, x);
+		if (r) {
+			/* Batches stop at range boundaries too. */
+			size_t left = (range_end(r) - x) >> PAGE_SHIFT;
+			if (n > left)
+				n = left;
+			uhmm__range_put(r);
+		}
+		int e = migrate_one_batch(ctx, x, n, dst);
+		if (e == -EBUSY) {
+			if (!first)
+				first = e;
+		} else if (e) {
+			first = e;
+			break; /* earlier batches stay migrated */
+		}
+		x += n << PAGE_SHIFT;
+	}
+	if (dst)
+		pthread_rwlock_unlock(&ctx->fork_lock);
+	err = first;
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id)
+{
+	int err = 0;
+	for (uintptr_t a = 0;;) {
+		/* Walk the table by address, one range at a time. */
+		struct uhmm_range *r = NULL;
+		pthread_rwlock_rdlock(&ctx->ranges_lock);
+		for (size_t i = 0; i < ctx->nranges; i++) {
+			if (ctx->ranges[i]->start >= a) {
+				r = ctx->ranges[i];
+				atomic_fetch_add(&r->refs, 1);
+				break;
+			}
+		}
+		pthread_rwlock_unlock(&ctx->ranges_lock);
+		if (!r)
+			break;
+		int e = uhmm__migrate_range_to_system(ctx, r, 0, r->npages, dev_id);
+		if (e && !err)
+			err = e;
+		a = range_end(r);
+		uhmm__range_put(r);
+	}
+	return err;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * page.c - the per-page lock and the publication of a page's location.
+ *
+ * Locks: the page lock (PG_LOCKED in struct uhmm_page.word), the role of
+ * the kernel's folio lock.  Rank: below fork_lock, above ranges_lock, the
+ * pool lock and the request lock (docs/ARCHITECTURE.md).  Several page locks
+ * are taken in ascending address order only.
+ *
+ * Who sleeps on it: application threads in uhmm_migrate() and friends
+ * (futex on the word).  The fault-service thread never does: it only
+ * trylocks, and parks a fault on a locked page (PG_PARKED); the unlocker
+ * then kicks the service thread, which re-dispatches the parked faults.
+ * A fault on a busy page therefore waits once and is served once: no
+ * spinning and no blind retry (DESIGN.md hard point 1).
+ *
+ * Lost wake-ups cannot happen: a sleeper or the service thread sets its bit
+ * with a compare-and-swap that succeeds only while LOCKED is set, and the
+ * unlocker clears all bits with one atomic operation and then looks at what
+ * it removed.
+ */
+#define _GNU_SOURCE
+#include "core/internal.h"
+#include "util/futex.h"
+
+bool uhmm__page_trylock(struct uhmm_page *p)
+{
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	while (!(w & PG_LOCKED)) {
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->word, &w, w | PG_LOCKED, memory_order_acquire,
+			    memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+void uhmm__page_lock(struct uhmm_page *p)
+{
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	for (;;) {
+		if (!(w & PG_LOCKED)) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &p->word, &w, w | PG_LOCKED,
+				    memory_order_acquire, memory_order_relaxed))
+				return;
+			continue;
+		}
+		if (!(w & PG_WAITERS) &&
+		    !atomic_compare_exchange_weak_explicit(
+			    &p->word, &w, w | PG_WAITERS, memory_order_relaxed,
+			    memory_order_relaxed))
+			continue;
+		uhmm_futex_wait(&p->word, w | PG_WAITERS);
+		w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	}
+}
+
+bool uhmm__page_park(struct uhmm_page *p)
+{
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	while (w & PG_LOCKED) {
+		if (w & PG_PARKED)
+			return true;
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->word, &w, w | PG_PARKED, memory_order_relaxed,
+			    memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+/* Free the device page a page word points at (the caller owns the page). */
+static void drop_device_page(struct uhmm_ctx *ctx, uint32_t w, uint64_t dpfn)
+{
+	if (pg_dev(w))
+		uhmm__dev_free_pages(ctx, pg_dev(w), &dpfn, 1);
+}
+
+static void after_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
+			 uint32_t old)
+{
+	if (old & PG_WAITERS)
+		uhmm_futex_wake_all(&p->word);
+	if (old & PG_PARKED)
+		uhmm__service_kick(ctx);
+}
+
+bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
+			       unsigned dev, uint64_t dpfn)
+{
+	bool published = true;
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	UHMM_ASSERT(w & PG_LOCKED);
+	UHMM_ASSERT(dev < MAX_DEVICES);
+
+	/*
+	 * Zapped while we held it: the application discarded the page, so what
+	 * we were about to publish is garbage.  Free it and the page's current
+	 * device copy; the page becomes an empty system page (the next CPU
+	 * fault fills zeros, as the kernel does after MADV_DONTNEED).
+	 */
+	if (unlikely(w & PG_ZAPPED)) {
+		if (dev && (dev != pg_dev(w) ||
+			    dpfn != atomic_load_explicit(&p->dpfn,
+							 memory_order_relaxed)))
+			uhmm__dev_free_pages(ctx, dev, &dpfn, 1);
+		drop_device_page(ctx, w,
+				 atomic_load_explicit(&p->dpfn,
+						      memory_order_relaxed));
+		dev = 0;
+		dpfn = 0;
+		published = false;
+	}
+	if (dev != pg_dev(w) ||
+	    (dev && dpfn != atomic_load_explicit(&p->dpfn, memory_order_relaxed))) {
+		atomic_store_explicit(&p->dpfn, dpfn, memory_order_relaxed);
+		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
+	}
+	/* Release: whoever locks the page next sees dpfn and the data. */
+	uint32_t nw = (uint32_t)dev << PG_DEV_SHIFT;
+	uint32_t old = atomic_exchange_explicit(&p->word, nw,
+						memory_order_release);
+	/* ZAPPED is only set while locked, by the service thread, which never
+	 * holds another thread's page: it cannot appear after our check. */
+	UHMM_ASSERT(!(old & PG_ZAPPED) || (w & PG_ZAPPED));
+	after_unlock(ctx, p, old);
+	return published;
+}
+
+void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p)
+{
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	(void)uhmm__page_publish_unlock(ctx, p, pg_dev(w),
+					atomic_load_explicit(&p->dpfn,
+							     memory_order_relaxed));
+}
+
+void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
+{
+	for (;;) {
+		if (uhmm__page_trylock(p)) {
+			uint32_t w = atomic_load_explicit(&p->word,
+							  memory_order_relaxed);
+			if (pg_dev(w)) {
+				drop_device_page(ctx, w,
+						 atomic_load_explicit(
+							 &p->dpfn,
+							 memory_order_relaxed));
+				STAT_INC(ctx, device_pages_freed_by_events);
+			}
+			(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
+			return;
+		}
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		if ((w & PG_LOCKED) &&
+		    atomic_compare_exchange_weak_explicit(
+			    &p->word, &w, w | PG_ZAPPED, memory_order_relaxed,
+			    memory_order_relaxed))
+			return;
+	}
+}

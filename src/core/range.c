@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * range.c - managed ranges: the table, uhmm_alloc/free/register/unregister,
+ * and how the table follows munmap, madvise and mremap.
+ *
+ * Locks: ctx->ranges_lock (rwlock, a leaf: held only while the table is
+ * read or edited, never across a sleep, a page lock or a system call that
+ * raises a userfaultfd event).  A range found in the table is pinned by a
+ * reference (uhmm__range_get/put), so a migration can use it after the lock
+ * is dropped even if munmap takes it out of the table meanwhile.
+ *
+ * Page-state arrays are shared by the ranges split from one range (a munmap
+ * of the middle, a partial mremap): a page's lock word never moves, so a
+ * thread sleeping on it, or holding it, is never left with a stale copy.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+/* ---- page-state arrays and range objects ---- */
+
+static struct uhmm_pagearr *pagearr_new(size_t n)
+{
+	size_t bytes = sizeof(struct uhmm_pagearr) + n * sizeof(struct uhmm_page);
+	bytes = (bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	/* mmap: zeroed, and untouched parts cost nothing. */
+	struct uhmm_pagearr *a = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return NULL;
+	atomic_init(&a->refs, 1);
+	a->n = n;
+	a->bytes = bytes;
+	return a;
+}
+
+static void pagearr_put(struct uhmm_pagearr *a)
+{
+	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+		munmap(a, a->bytes);
+}
+
+static struct uhmm_range *range_new(uintptr_t start, size_t npages,
+				    struct uhmm_pagearr *arr, size_t first,
+				    bool owned)
+{
+	struct uhmm_range *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->start = start;
+	r->npages = npages;
+	r->arr = arr;
+	r->first = first;
+	r->owned = owned;
+	atomic_init(&r->refs, 1); /* the table's */
+	atomic_fetch_add_explicit(&arr->refs, 1, memory_order_relaxed);
+	return r;
+}
+
+void uhmm__range_put(struct uhmm_range *r)
+{
+	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+		pagearr_put(r->arr);
+		free(r);
+	}
+}
+
+/* ---- the table (sorted array) ---- */
+
+/* Index of the first range whose end is above addr.  Caller holds the lock. */
+static size_t lower_bound_locked(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	size_t lo = 0, hi = ctx->nranges;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (range_end(ctx->ranges[mid]) <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static struct uhmm_range *find_locked(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	size_t i = lower_bound_locked(ctx, addr);
+	if (i < ctx->nranges && ctx->ranges[i]->start <= addr)
+		return ctx->ranges[i];
+	return NULL;
+}
+
+static bool overlaps_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	size_t i = lower_bound_locked(ctx, start);
+	return i < ctx->nranges && ctx->ranges[i]->start < end;
+}
+
+static int insert_locked(struct uhmm_ctx *ctx, struct uhmm_range *r)
+{
+	if (ctx->nranges == ctx->cap_ranges) {
+		size_t cap = ctx->cap_ranges ? ctx->cap_ranges * 2 : 16;
+		void *n = realloc(ctx->ranges, cap * sizeof(*ctx->ranges));
+		if (!n)
+			return -ENOMEM;
+		ctx->ranges = n;
+		ctx->cap_ranges = cap;
+	}
+	size_t i = lower_bound_locked(ctx, r->start);
+	memmove(&ctx->ranges[i + 1], &ctx->ranges[i],
+		(ctx->nranges - i) * sizeof(*ctx->ranges));
+	ctx->ranges[i] = r;
+	ctx->nranges++;
+	__atomic_fetch_add(&ctx->stats.managed_pages, r->npages, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void remove_at_locked(struct uhmm_ctx *ctx, size_t i)
+{
+	struct uhmm_range *r = ctx->ranges[i];
+	memmove(&ctx->ranges[i], &ctx->ranges[i + 1],
+		(ctx->nranges - i - 1) * sizeof(*ctx->ranges));
+	ctx->nranges--;
+	__atomic_fetch_sub(&ctx->stats.managed_pages, r->npages, __ATOMIC_RELAXED);
+	atomic_store(&r->dead, true);
+}
+
+struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	struct uhmm_range *r = find_locked(ctx, addr);
+	if (r)
+		atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	return r;
+}
+
+int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	int err = 0;
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	for (uintptr_t a = start; a < end;) {
+		struct uhmm_range *r = find_locked(ctx, a);
+		if (!r) {
+			err = -EFAULT;
+			break;
+		}
+		a = range_end(r);
+	}
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	return err;
+}
+
+/* ---- checking what the caller hands us ---- */
+
+/*
+ * Every VMA of [start, end) must be private, anonymous, readable and
+ * writable: read /proc/self/maps (the VMAs a fault will meet).
+ */
+static int check_anon_private(uintptr_t start, uintptr_t end)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return -errno;
+	char line[512];
+	uintptr_t covered = start;
+	int err = 0;
+	while (covered < end && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, off, ino;
+		char perms[8], dev[16];
+		int pos = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &lo, &hi, perms,
+			   &off, dev, &ino, &pos) < 6)
+			continue;
+		if (hi <= covered || lo >= end)
+			continue;
+		if (lo > covered) {
+			err = -EFAULT; /* a hole */
+			break;
+		}
+		const char *path = line + pos;
+		bool anon = ino == 0 && (path[0] == '\n' || path[0] == '\0' ||
+					 !strncmp(path, "[heap]", 6) ||
+					 !strncmp(path, "[anon:", 6));
+		if (perms[3] != 'p' || !anon || perms[0] != 'r' || perms[1] != 'w') {
+			err = -EOPNOTSUPP;
+			break;
+		}
+		covered = hi;
+	}
+	fclose(f);
+	if (!err && covered < end)
+		err = -EFAULT;
+	return err;
+}
+
+static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
+		     bool owned)
+{
+	size_t n = len >> PAGE_SHIFT;
+	struct uhmm_pagearr *arr = pagearr_new(n);
+	if (!arr)
+		return -ENOMEM;
+	struct uhmm_range *r = range_new(start, n, arr, 0, owned);
+	pagearr_put(arr); /* the range holds it now */
+	if (!r)
+		return -ENOMEM;
+
+	int err;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	if (overlaps_locked(ctx, start, start + len))
+		err = -EEXIST;
+	else
+		err = insert_locked(ctx, r);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (err) {
+		uhmm__range_put(r);
+		return err;
+	}
+	/* Registered after it is in the table: a fault is never unknown. */
+	err = uhmm__uffd_register(ctx->uffd, start, len);
+	if (err) {
+		pthread_rwlock_wrlock(&ctx->ranges_lock);
+		size_t i = lower_bound_locked(ctx, start);
+		if (i < ctx->nranges && ctx->ranges[i] == r)
+			remove_at_locked(ctx, i);
+		pthread_rwlock_unlock(&ctx->ranges_lock);
+		uhmm__range_put(r);
+		return err == -EINVAL ? -EOPNOTSUPP : err;
+	}
+	return 0;
+}
+
+/* Take the range starting exactly at start (and, if len, of that length)
+ * out of the table; returns it with the table's reference, or NULL. */
+static struct uhmm_range *take_exact(struct uhmm_ctx *ctx, uintptr_t start,
+				     size_t len, bool owned)
+{
+	struct uhmm_range *r = NULL;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	size_t i = lower_bound_locked(ctx, start);
+	if (i < ctx->nranges && ctx->ranges[i]->start == start &&
+	    ctx->ranges[i]->owned == owned &&
+	    (!len || ctx->ranges[i]->npages << PAGE_SHIFT == len)) {
+		r = ctx->ranges[i];
+		remove_at_locked(ctx, i);
+	}
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	return r;
+}
+
+/* ---- public calls ---- */
+
+UHMM_API int uhmm_alloc(uhmm_ctx *ctx, size_t len, void **out)
+{
+	if (!out || len == 0 || len > ((size_t)1 << 46))
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	len = (len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	char *raw = mmap(NULL, len + UHMM_HUGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED) {
+		err = -ENOMEM;
+		goto out;
+	}
+	uintptr_t a = ((uintptr_t)raw + UHMM_HUGE_SIZE - 1) &
+		      ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+	if (a > (uintptr_t)raw)
+		munmap(raw, a - (uintptr_t)raw);
+	munmap((char *)a + len, (uintptr_t)raw + UHMM_HUGE_SIZE - a);
+	err = add_range(ctx, a, len, true);
+	if (err) {
+		munmap((void *)a, len);
+		goto out;
+	}
+	*out = (void *)a;
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+/* Lock every page (waiting for migrations in flight), discard device
+ * copies.  The range is out of the table: nobody new can find it. */
+static void drain_and_discard(struct uhmm_ctx *ctx, struct uhmm_range *r)
+{
+	for (size_t i = 0; i < r->npages; i++) {
+		struct uhmm_page *p = range_page(r, i);
+		uhmm__page_lock(p);
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		if (pg_dev(w)) {
+			uint64_t d = atomic_load_explicit(&p->dpfn,
+							  memory_order_relaxed);
+			uhmm__dev_free_pages(ctx, pg_dev(w), &d, 1);
+		}
+		(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
+	}
+}
+
+UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
+{
+	if (!addr || ((uintptr_t)addr & (PAGE_SIZE - 1)))
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	struct uhmm_range *r = take_exact(ctx, (uintptr_t)addr, 0, true);
+	if (!r) {
+		err = -EINVAL;
+		goto out;
+	}
+	size_t len = r->npages << PAGE_SHIFT;
+	/* Unregister first: munmap then raises no UNMAP event, and threads
+	 * asleep in a fault on the range wake up (to meet SIGSEGV). */
+	uhmm__uffd_unregister(ctx->uffd, r->start, len);
+	drain_and_discard(ctx, r);
+	munmap(addr, len);
+	uhmm__range_put(r);
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	err = check_anon_private(a, a + len);
+	if (!err)
+		err = add_range(ctx, a, len, false);
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	struct uhmm_range *r = uhmm__range_get(ctx, a);
+	if (!r || r->start != a || r->owned || r->npages << PAGE_SHIFT != len) {
+		err = -EINVAL;
+		goto out;
+	}
+	/*
+	 * Closing: migrations toward a device refuse the range from now on
+	 * (they check after locking their pages, so one that checked earlier
+	 * still holds its pages and the sweep below waits for it).  The range
+	 * stays in the table meanwhile so that faults on it are served.
+	 */
+	if (atomic_exchange(&r->closing, true)) {
+		err = -EINVAL; /* another unregister is at work */
+		goto out;
+	}
+	err = uhmm__migrate_range_to_system(ctx, r, 0, r->npages, 0);
+	if (err) {
+		atomic_store(&r->closing, false);
+		goto out;
+	}
+	struct uhmm_range *t = take_exact(ctx, a, len, false);
+	if (t) {
+		uhmm__uffd_unregister(ctx->uffd, a, len);
+		uhmm__range_put(t);
+	}
+out:
+	if (r)
+		uhmm__range_put(r);
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
+			     struct uhmm_page_info *info)
+{
+	if (!info)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)addr);
+	if (!r) {
+		err = -EFAULT;
+		goto out;
+	}
+	struct uhmm_page *p = range_page(r, ((uintptr_t)addr - r->start) >> PAGE_SHIFT);
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+	memset(info, 0, sizeof(*info));
+	info->seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
+	if (pg_dev(w)) {
+		info->where = UHMM_WHERE_DEVICE;
+		info->device = uhmm__dev_get(ctx, pg_dev(w));
+		info->dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+	}
+	uhmm__range_put(r);
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+/* ---- following the CPU page table (service thread) ---- */
+
+void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	for (uintptr_t a = start; a < end;) {
+		struct uhmm_range *r = uhmm__range_get(ctx, a);
+		if (!r) {
+			/* Skip to the next range, if any. */
+			pthread_rwlock_rdlock(&ctx->ranges_lock);
+			size_t i = lower_bound_locked(ctx, a);
+			a = i < ctx->nranges ? ctx->ranges[i]->start : end;
+			pthread_rwlock_unlock(&ctx->ranges_lock);
+			continue;
+		}
+		uintptr_t e = range_end(r) < end ? range_end(r) : end;
+		for (uintptr_t x = a; x < e; x += PAGE_SIZE)
+			uhmm__page_zap(ctx, range_page(r, (x - r->start) >> PAGE_SHIFT));
+		a = e;
+		uhmm__range_put(r);
+	}
+}
+
+/*
+ * Cut [start, end) out of the table.  Ranges partly inside are split into
+ * the parts outside, sharing the page array.  Returns the removed pieces
+ * (as new ranges covering just the cut part, so the caller can walk them)
+ * through *cut / *ncut.  Caller holds the write lock.
+ */
+static int cut_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      struct uhmm_range ***cut, size_t *ncut)
+{
+	*cut = NULL;
+	*ncut = 0;
+	size_t i = lower_bound_locked(ctx, start);
+	while (i < ctx->nranges && ctx->ranges[i]->start < end) {
+		struct uhmm_range *r = ctx->ranges[i];
+		uintptr_t cs = r->start > start ? r->start : start;
+		uintptr_t ce = range_end(r) < end ? range_end(r) : end;
+		size_t off = (cs - r->start) >> PAGE_SHIFT;
+		size_t n = (ce - cs) >> PAGE_SHIFT;
+		struct uhmm_range *mid = range_new(cs, n, r->arr, r->first + off, r->owned);
+		struct uhmm_range *left = NULL, *right = NULL;
+		if (cs > r->start)
+			left = range_new(r->start, off, r->arr, r->first, r->owned);
+		if (ce < range_end(r))
+			right = range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT,
+					  r->arr, r->first + off + n, r->owned);
+		void *grown = realloc(*cut, (*ncut + 1) * sizeof(**cut));
+		if (!mid || (cs > r->start && !left) ||
+		    (ce < range_end(r) && !right) || !grown) {
+			if (grown)
+				*cut = grown;
+			if (mid)
+				uhmm__range_put(mid);
+			if (left)
+				uhmm__range_put(left);
+			if (right)
+				uhmm__range_put(right);
+			return -ENOMEM;
+		}
+		*cut = grown;
+		(*cut)[(*ncut)++] = mid;
+		remove_at_locked(ctx, i);
+		uhmm__range_put(r);
+		if (left && insert_locked(ctx, left) == 0)
+			i++;
+		else if (left)
+			uhmm__range_put(left);
+		if (right && insert_locked(ctx, right) == 0)
+			i++;
+		else if (right)
+			uhmm__range_put(right);
+	}
+	return 0;
+}
+
+void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct uhmm_range **cut;
+	size_t ncut;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	int err = cut_locked(ctx, start, end, &cut, &ncut);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (err)
+		fprintf(stderr, "uhmm: out of memory following munmap\n");
+	for (size_t k = 0; k < ncut; k++) {
+		struct uhmm_range *r = cut[k];
+		for (size_t i = 0; i < r->npages; i++)
+			uhmm__page_zap(ctx, range_page(r, i));
+		atomic_store(&r->dead, true);
+		uhmm__range_put(r);
+	}
+	free(cut);
+}
+
+void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
+			size_t len)
+{
+	struct uhmm_range **cut;
+	size_t ncut;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	int err = cut_locked(ctx, from, from + len, &cut, &ncut);
+	for (size_t k = 0; !err && k < ncut; k++) {
+		/* Same pages, new address: device-resident data follows. */
+		struct uhmm_range *r = cut[k];
+		struct uhmm_range *moved = range_new(to + (r->start - from), r->npages,
+						     r->arr, r->first, r->owned);
+		if (!moved || overlaps_locked(ctx, moved->start, range_end(moved)) ||
+		    insert_locked(ctx, moved)) {
+			if (moved)
+				uhmm__range_put(moved);
+			err = -ENOMEM;
+		}
+	}
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (err)
+		fprintf(stderr, "uhmm: cannot follow mremap (%s)\n", strerror(-err));
+	for (size_t k = 0; k < ncut; k++) {
+		atomic_store(&cut[k]->dead, true);
+		uhmm__range_put(cut[k]);
+	}
+	free(cut);
+}
+
+void uhmm__ranges_release_all(struct uhmm_ctx *ctx)
+{
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	while (ctx->nranges) {
+		struct uhmm_range *r = ctx->ranges[ctx->nranges - 1];
+		uhmm__uffd_unregister(ctx->uffd, r->start, r->npages << PAGE_SHIFT);
+		remove_at_locked(ctx, ctx->nranges - 1);
+		uhmm__range_put(r);
+	}
+	free(ctx->ranges);
+	ctx->ranges = NULL;
+	ctx->cap_ranges = 0;
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+}

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * service.c - the fault-service thread.
+ *
+ * One thread per context reads the userfaultfd and serves, in order:
+ *   - CPU faults on managed memory (MISSING): a never-populated page gets
+ *     zeros; a device-resident page comes back (with fault-around);
+ *   - events: REMOVE (madvise DONTNEED/FREE/REMOVE), UNMAP (munmap), REMAP
+ *     (mremap);
+ *   - install requests of migrating threads (uhmm_migrate to the system,
+ *     and the restore of a failed migration);
+ *   - parked faults whose page was unlocked.
+ *
+ * Rules (docs/ARCHITECTURE.md, "Threads"):
+ *   - It never touches managed memory: it moves pages in with ioctls.
+ *   - It never sleeps on a page lock: it trylocks; a fault on a locked page
+ *     is parked (PG_PARKED) and served when the owner unlocks and kicks.
+ *   - It is the only thread that installs pages into managed memory.  So
+ *     every install is ordered against the REMOVE/UNMAP/REMAP events it
+ *     reads: a REMOVE read before an install marks the page ZAPPED and the
+ *     install is dropped; one read after it precedes the kernel's zap,
+ *     which then removes the installed page.  Either way the application
+ *     sees its madvise() take effect, never stale data after it.
+ *   - It may wait for a device's copy engine, and takes the leaf locks
+ *     (ranges_lock, pool lock, request lock) briefly.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "util/futex.h"
+
+void uhmm__service_kick(struct uhmm_ctx *ctx)
+{
+	uint64_t one = 1;
+	ssize_t r = write(ctx->evfd, &one, sizeof(one));
+	(void)r; /* EAGAIN: the counter is already non-zero, a wake is due */
+}
+
+/* ---- installing pages (service thread only) ---- */
+
+void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
+{
+	struct uhmm_range *r = req->r;
+	size_t i = 0;
+	req->result = 0;
+	while (i < req->n) {
+		struct uhmm_page *p = range_page(r, req->idx + i);
+		if (req->want[i] != 1) {
+			i++;
+			continue;
+		}
+		if (atomic_load_explicit(&p->word, memory_order_relaxed) & PG_ZAPPED) {
+			/* Discarded by the application: do not bring it back. */
+			req->want[i++] = 3;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < req->n && req->want[j] == 1 &&
+		       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
+					      memory_order_relaxed) & PG_ZAPPED))
+			j++;
+		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
+		char *src = req->src + (i << PAGE_SHIFT);
+		size_t len = (j - i) << PAGE_SHIFT, done = 0;
+		long ret = req->src_is_slots
+				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len, 0, &done)
+				   : uhmm__uffd_copy(ctx->uffd, dst, src, len, &done);
+		size_t k = i + (done >> PAGE_SHIFT);
+		for (size_t x = i; x < k; x++)
+			req->want[x] = 2;
+		if (ret >= 0) {
+			i = j;
+			continue;
+		}
+		if (ret == -EEXIST) {
+			/* A page is already there: the location we recorded is
+			 * wrong.  Keep the device copy (nothing is lost) and go
+			 * on; this is a bug worth hearing about. */
+			fprintf(stderr, "uhmm: page %#lx present while on a device\n",
+				(unsigned long)(dst + (done & ~(PAGE_SIZE - 1))));
+			req->want[k] = 0;
+			i = k + 1;
+			continue;
+		}
+		/* The mapping changed under us (munmap or mremap whose event
+		 * we have not read yet): leave the rest where it is; the event
+		 * will say what became of it. */
+		for (size_t x = k; x < req->n; x++)
+			if (req->want[x] == 1)
+				req->want[x] = 0;
+		req->result = (int)ret;
+		break;
+	}
+
+	/* Publish: installed and discarded pages are in system memory now. */
+	for (i = 0; i < req->n; i++) {
+		if (req->want[i] != 2 && req->want[i] != 3)
+			continue;
+		struct uhmm_page *p = range_page(r, req->idx + i);
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		uint64_t old = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+		if (uhmm__page_publish_unlock(ctx, p, 0, 0) && pg_dev(w))
+			uhmm__dev_free_pages(ctx, pg_dev(w), &old, 1);
+	}
+}
+
+void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req)
+{
+	atomic_store_explicit(&req->done, 0, memory_order_relaxed);
+	req->next = NULL;
+	pthread_mutex_lock(&ctx->req_lock);
+	*ctx->req_tail = req;
+	ctx->req_tail = &req->next;
+	pthread_mutex_unlock(&ctx->req_lock);
+	uhmm__service_kick(ctx);
+	while (!atomic_load_explicit(&req->done, memory_order_acquire))
+		uhmm_futex_wait(&req->done, 0);
+}
+
+static void serve_requests(struct uhmm_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->req_lock);
+	struct install_req *q = ctx->req_head;
+	ctx->req_head = NULL;
+	ctx->req_tail = &ctx->req_head;
+	pthread_mutex_unlock(&ctx->req_lock);
+	while (q) {
+		struct install_req *next = q->next;
+		uhmm__install_pages(ctx, q);
+		atomic_store_explicit(&q->done, 1, memory_order_release);
+		uhmm_futex_wake_all(&q->done);
+		q = next;
+	}
+}
+
+/* ---- faults ---- */
+
+static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags)
+{
+	if (ctx->nparked == ctx->cap_parked) {
+		size_t cap = ctx->cap_parked ? ctx->cap_parked * 2 : 64;
+		struct parked_fault *n = realloc(ctx->parked, cap * sizeof(*n));
+		if (!n) {
+			/* Cannot remember it: let the thread fault again. */
+			uhmm__uffd_wake(ctx->uffd, addr, PAGE_SIZE);
+			return;
+		}
+		ctx->parked = n;
+		ctx->cap_parked = cap;
+	}
+	ctx->parked[ctx->nparked++] = (struct parked_fault){ addr, flags };
+}
+
+/* Fill zeros into a never-populated page and up to zero_around - 1 pages
+ * after it that are in system memory and free.  Holds page idx. */
+static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		       bool write)
+{
+	size_t n = 1, max = ctx->opts.zero_around;
+	while (n < max && idx + n < r->npages) {
+		struct uhmm_page *p = range_page(r, idx + n);
+		if (!uhmm__page_trylock(p))
+			break;
+		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed))) {
+			uhmm__page_unlock(ctx, p);
+			break;
+		}
+		n++;
+	}
+	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
+	size_t done = 0;
+	long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
+					   n << PAGE_SHIFT, &done)
+			 : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
+	/* -EEXIST: a page is there already (this fault was a duplicate, or a
+	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
+	 * the faulting thread must retry to see the truth. */
+	if (ret < 0 && done == 0)
+		uhmm__uffd_wake(ctx->uffd, dst, PAGE_SIZE);
+	for (size_t i = 0; i < n; i++)
+		uhmm__page_unlock(ctx, range_page(r, idx + i));
+}
+
+/*
+ * Bring a device-resident page back, with the neighbours of its aligned
+ * fault-around block that live on the same device and are free.  Holds
+ * page idx.  The copy engine copies into warm pool pages, one UFFDIO_MOVE
+ * per run puts them in place and wakes the faulting threads.
+ */
+static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+			 unsigned dev, uint64_t fault_addr)
+{
+	size_t fa = ctx->opts.fault_around;
+	size_t bs = idx - idx % fa, be = bs + fa < r->npages ? bs + fa : r->npages;
+	size_t lo = idx, hi = idx + 1;
+	while (lo > bs) {
+		struct uhmm_page *p = range_page(r, lo - 1);
+		if (!uhmm__page_trylock(p))
+			break;
+		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)) != dev) {
+			uhmm__page_unlock(ctx, p);
+			break;
+		}
+		lo--;
+	}
+	while (hi < be) {
+		struct uhmm_page *p = range_page(r, hi);
+		if (!uhmm__page_trylock(p))
+			break;
+		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)) != dev) {
+			uhmm__page_unlock(ctx, p);
+			break;
+		}
+		hi++;
+	}
+	size_t n = hi - lo;
+	uint8_t want[BATCH_PAGES];
+	memset(want, 1, n);
+	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want };
+	long slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	if (slot >= 0) {
+		req.src = pool_slot(&ctx->pool, (size_t)slot);
+		req.src_is_slots = true;
+		STAT_INC(ctx, pool_hits);
+	} else {
+		req.src = ctx->bounce;
+		STAT_INC(ctx, pool_misses);
+	}
+
+	int err = uhmm__fetch_pages(ctx, r, lo, n, req.src, want);
+	if (err && want[idx - lo] != 1 && ctx->has_poison) {
+		/* The device cannot give the faulting page back.  Its data is
+		 * lost to us; tell the faulting thread (SIGBUS) rather than
+		 * hand it a wrong page.  The device copy is kept. */
+		fprintf(stderr, "uhmm: device %u lost page %#lx (%s)\n", dev,
+			(unsigned long)fault_addr, strerror(-err));
+		uhmm__uffd_poison(ctx->uffd, r->start + (idx << PAGE_SHIFT), PAGE_SIZE);
+	}
+	uhmm__install_pages(ctx, &req);
+	size_t back = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (want[i] == 2)
+			back++;
+		else if (want[i] == 0)
+			uhmm__page_unlock(ctx, range_page(r, lo + i));
+		if (slot >= 0)
+			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
+	}
+	STAT_ADD(ctx, migrated_to_system_pages, back);
+	STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
+	STAT_INC(ctx, cpu_faults_device);
+	if (back > 1)
+		STAT_ADD(ctx, fault_around_pages, back - 1);
+}
+
+/* Serve one CPU fault.  Returns false if it had to be parked. */
+static bool serve_fault(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
+			bool *unknown)
+{
+	uintptr_t pa = addr & ~(PAGE_SIZE - 1);
+	struct uhmm_range *r = uhmm__range_get(ctx, pa);
+	if (!r) {
+		*unknown = true;
+		return true;
+	}
+	size_t idx = (pa - r->start) >> PAGE_SHIFT;
+	struct uhmm_page *p = range_page(r, idx);
+	while (!uhmm__page_trylock(p)) {
+		if (uhmm__page_park(p)) {
+			uhmm__range_put(r);
+			return false;
+		}
+	}
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	if (!pg_dev(w))
+		serve_zero(ctx, r, idx, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	else
+		serve_device(ctx, r, idx, pg_dev(w), addr);
+	STAT_INC(ctx, cpu_faults);
+	uhmm__range_put(r);
+	return true;
+}
+
+/* A fault outside every managed range: memory we registered but no longer
+ * know (the grown tail of an mremap, or a range being released).  Serve
+ * zeros like the kernel would, or let the thread retry and meet the truth. */
+static void serve_unknown(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags)
+{
+	uintptr_t pa = addr & ~(PAGE_SIZE - 1);
+	bool unknown = false;
+	if (!serve_fault(ctx, addr, flags, &unknown)) {
+		park(ctx, addr, flags);
+		return;
+	}
+	if (!unknown)
+		return;
+	size_t done;
+	long ret = (flags & UFFD_PAGEFAULT_FLAG_WRITE)
+			   ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, &done)
+			   : uhmm__uffd_zeropage(ctx->uffd, pa, PAGE_SIZE, &done);
+	if (ret < 0)
+		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
+}
+
+static void redispatch_parked(struct uhmm_ctx *ctx)
+{
+	size_t n = ctx->nparked;
+	if (!n)
+		return;
+	struct parked_fault *list = ctx->parked;
+	ctx->parked = NULL;
+	ctx->nparked = ctx->cap_parked = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool unknown = false;
+		if (!serve_fault(ctx, list[i].addr, list[i].flags, &unknown))
+			park(ctx, list[i].addr, list[i].flags);
+		else if (unknown)
+			serve_unknown(ctx, list[i].addr, list[i].flags);
+	}
+	free(list);
+}
+
+/* ---- the loop ---- */
+
+#define MSG_BATCH 64
+
+static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
+			struct parked_fault *unknown, size_t *nunknown)
+{
+	for (size_t i = 0; i < n; i++) {
+		switch (m[i].event) {
+		case UFFD_EVENT_PAGEFAULT: {
+			uintptr_t a = m[i].arg.pagefault.address;
+			uint64_t fl = m[i].arg.pagefault.flags;
+			bool unk = false;
+			if (!serve_fault(ctx, a, fl, &unk)) {
+				STAT_INC(ctx, cpu_faults_waited);
+				park(ctx, a, fl);
+			} else if (unk) {
+				unknown[(*nunknown)++] = (struct parked_fault){ a, fl };
+			}
+			break;
+		}
+		case UFFD_EVENT_REMOVE:
+			STAT_INC(ctx, events_remove);
+			uhmm__ranges_zap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
+			break;
+		case UFFD_EVENT_UNMAP:
+			STAT_INC(ctx, events_unmap);
+			uhmm__ranges_unmap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
+			break;
+		case UFFD_EVENT_REMAP:
+			STAT_INC(ctx, events_remap);
+			uhmm__ranges_remap(ctx, m[i].arg.remap.from, m[i].arg.remap.to,
+					   m[i].arg.remap.len);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static void *service_main(void *arg)
+{
+	struct uhmm_ctx *ctx = arg;
+	struct pollfd fds[2] = { { .fd = ctx->uffd, .events = POLLIN },
+				 { .fd = ctx->evfd, .events = POLLIN } };
+	struct uffd_msg msgs[MSG_BATCH];
+	struct parked_fault unknown[MSG_BATCH];
+
+	while (!atomic_load_explicit(&ctx->stop, memory_order_acquire)) {
+		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (fds[1].revents & POLLIN) {
+			uint64_t v;
+			ssize_t rr = read(ctx->evfd, &v, sizeof(v));
+			(void)rr;
+		}
+		/* Faults and events first: they block application threads. */
+		for (;;) {
+			ssize_t got = read(ctx->uffd, msgs, sizeof(msgs));
+			if (got <= 0)
+				break;
+			size_t nunknown = 0;
+			handle_msgs(ctx, msgs, (size_t)got / sizeof(msgs[0]), unknown,
+				    &nunknown);
+			/* Unknown addresses: an event read in the same batch
+			 * (mremap) may have made them known. */
+			for (size_t i = 0; i < nunknown; i++)
+				serve_unknown(ctx, unknown[i].addr, unknown[i].flags);
+		}
+		serve_requests(ctx);
+		redispatch_parked(ctx);
+	}
+	return NULL;
+}
+
+int uhmm__service_start(struct uhmm_ctx *ctx)
+{
+	ctx->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->evfd < 0)
+		return -errno;
+	ctx->req_head = NULL;
+	ctx->req_tail = &ctx->req_head;
+	int err = pthread_create(&ctx->service, NULL, service_main, ctx);
+	if (err) {
+		close(ctx->evfd);
+		ctx->evfd = -1;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+void uhmm__service_stop(struct uhmm_ctx *ctx)
+{
+	atomic_store_explicit(&ctx->stop, true, memory_order_release);
+	uhmm__service_kick(ctx);
+	pthread_join(ctx->service, NULL);
+	close(ctx->evfd);
+	ctx->evfd = -1;
+	free(ctx->parked);
+	ctx->parked = NULL;
+	ctx->nparked = ctx->cap_parked = 0;
+}

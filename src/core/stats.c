@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* stats.c - reading and printing the counters; error strings.  No locks. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/internal.h"
+
+UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out)
+{
+	if (!out)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	const uint64_t *src = (const uint64_t *)&ctx->stats;
+	uint64_t *dst = (uint64_t *)out;
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	out->metadata_bytes = out->managed_pages * sizeof(struct uhmm_page);
+	uhmm__ctx_exit(ctx);
+	return 0;
+}
+
+/* Printing works on a dying context too (destroy prints last). */
+UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *fp)
+{
+	FILE *f = fp ? fp : stderr;
+	if (!ctx)
+		return -EBADF;
+	struct uhmm_stats s;
+	const uint64_t *src = (const uint64_t *)&ctx->stats;
+	for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++)
+		((uint64_t *)&s)[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	s.metadata_bytes = s.managed_pages * sizeof(struct uhmm_page);
+#define P(field, what) fprintf(f, "  %-28s %12llu  %s\n", #field, \
+			       (unsigned long long)s.field, what)
+	fprintf(f, "uhmm statistics:\n");
+	P(migrated_to_device_pages, "pages moved to devices");
+	P(migrated_to_device_bytes, "bytes copied to devices");
+	P(migrated_to_system_pages, "pages moved back");
+	P(migrated_to_system_bytes, "bytes copied back");
+	P(zero_filled_pages, "device pages zero-filled (no copy)");
+	P(cpu_faults, "CPU faults served");
+	P(cpu_faults_device, "... that brought data back");
+	P(cpu_faults_waited, "... that waited on a busy page");
+	P(fault_around_pages, "extra pages by fault-around");
+	P(copy_ns, "ns in copy engines");
+	P(copy_batches, "copy batches");
+	P(copy_errors, "copy batches with errors");
+	P(pool_hits, "faults served by UFFDIO_MOVE");
+	P(pool_misses, "faults served by UFFDIO_COPY");
+	P(events_remove, "REMOVE events (madvise)");
+	P(events_unmap, "UNMAP events (munmap)");
+	P(events_remap, "REMAP events (mremap)");
+	P(device_pages_freed_by_events, "device pages discarded by events");
+	P(migrate_busy, "pages the kernel kept (EBUSY)");
+	P(metadata_bytes, "page-state bytes");
+	P(managed_pages, "pages managed");
+#undef P
+	return 0;
+}
+
+UHMM_API const char *uhmm_strerror(int err)
+{
+	switch (-err) {
+	case 0: return "success";
+	case EBADF: return "not a live uhmm context or device";
+	case ECHILD: return "context belongs to the parent process (after fork)";
+	case EFAULT: return "address range not managed or not mapped";
+	case EEXIST: return "range overlaps a managed range";
+	case EOPNOTSUPP: return "memory kind or kernel feature not supported";
+	case ENOSYS: return "userfaultfd not available in this kernel";
+	case EBUSY: return "page held by the kernel (pinned or shared)";
+	default: return strerror(err < 0 ? -err : err);
+	}
+}

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd.c - opening a userfaultfd, probing its features, and thin wrappers
+ * of its ioctls that report partial progress.  No locks.
+ *
+ * Probing follows the kernel's protocol: UFFDIO_API may be issued once per
+ * descriptor, and a request with features = 0 answers with every feature the
+ * kernel has.  So a first descriptor asks, is closed, and the context's
+ * descriptor is opened asking for what uhmm wants of what exists.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+/* Needed: without these events uhmm cannot follow the CPU page table. */
+#define UFFD_NEEDED                                                           \
+	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |               \
+	 UFFD_FEATURE_EVENT_REMAP)
+/* Used where present. */
+#define UFFD_WANTED (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON)
+
+static int open_raw(int flags)
+{
+	int fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd >= 0)
+		return fd;
+	int err = errno;
+	/* /dev/userfaultfd (Linux 6.1) grants full mode to whoever may open it,
+	 * even with vm.unprivileged_userfaultfd = 0. */
+	if (err == EPERM && !(flags & UFFD_USER_MODE_ONLY)) {
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+			close(dev);
+			if (fd >= 0)
+				return fd;
+		}
+	}
+	return -err;
+}
+
+int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK;
+	if (user_mode_only)
+		flags |= UFFD_USER_MODE_ONLY;
+	int fd = open_raw(flags);
+	if (fd < 0)
+		return fd;
+	*fd_out = fd;
+	return 0;
+}
+
+static int api(int fd, uint64_t features, uint64_t *got)
+{
+	struct uffdio_api a = { .api = UFFD_API, .features = features };
+	if (ioctl(fd, UFFDIO_API, &a) < 0)
+		return -errno;
+	*got = a.features;
+	return 0;
+}
+
+int uhmm__uffd_open(struct uhmm_ctx *ctx)
+{
+	const char *env = getenv("UHMM_USER_MODE_ONLY");
+	bool user_only = (ctx->opts.flags & UHMM_CTX_USER_MODE_ONLY) ||
+			 (env && *env == '1');
+	int fd, err = uhmm__uffd_new_fd(user_only, &fd);
+	if (err == -EPERM && !user_only &&
+	    !(ctx->opts.flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS)) {
+		/* Full mode is not ours to have: serve user faults only. */
+		user_only = true;
+		err = uhmm__uffd_new_fd(true, &fd);
+	}
+	if (err == -ENOSYS || err == -EOPNOTSUPP)
+		return -ENOSYS;
+	if (err)
+		return err;
+
+	uint64_t have;
+	err = api(fd, 0, &have);
+	close(fd);
+	if (err)
+		return err == -EINVAL ? -EOPNOTSUPP : err;
+	if ((have & UFFD_NEEDED) != UFFD_NEEDED)
+		return -EOPNOTSUPP;
+
+	uint64_t want = UFFD_NEEDED | (have & UFFD_WANTED);
+	const char *nomove = getenv("UHMM_NO_MOVE");
+	if ((ctx->opts.flags & UHMM_CTX_NO_MOVE) || (nomove && *nomove == '1'))
+		want &= ~(uint64_t)UFFD_FEATURE_MOVE;
+
+	err = uhmm__uffd_new_fd(user_only, &fd);
+	if (err)
+		return err;
+	err = api(fd, want, &have);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	ctx->uffd = fd;
+	ctx->features = have;
+	ctx->user_mode_only = user_only;
+	ctx->has_move = (have & UFFD_FEATURE_MOVE) != 0;
+	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
+	return 0;
+}
+
+int uhmm__uffd_register(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_register r = {
+		.range = { .start = start, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	return ioctl(fd, UFFDIO_REGISTER, &r) < 0 ? -errno : 0;
+}
+
+int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+	return ioctl(fd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
+		     uint64_t mode, size_t *done)
+{
+	size_t off = 0;
+	while (off < len) {
+		struct uffdio_move m = { .dst = dst + off, .src = src + off,
+					 .len = len - off, .mode = mode };
+		if (ioctl(fd, UFFDIO_MOVE, &m) == 0) {
+			off = len;
+			break;
+		}
+		int err = errno;
+		if (m.move > 0)
+			off += (size_t)m.move;
+		if (err == EAGAIN)
+			continue; /* raced with the page table: retry the rest */
+		*done = off;
+		return -err;
+	}
+	*done = off;
+	return (long)off;
+}
+
+long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
+		     size_t *done)
+{
+	size_t off = 0;
+	while (off < len) {
+		struct uffdio_copy c = { .dst = dst + off,
+					 .src = (uintptr_t)src + off,
+					 .len = len - off };
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
+			off = len;
+			break;
+		}
+		int err = errno;
+		if (c.copy > 0)
+			off += (size_t)c.copy;
+		if (err == EAGAIN)
+			continue;
+		*done = off;
+		return -err;
+	}
+	*done = off;
+	return (long)off;
+}
+
+int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done)
+{
+	size_t off = 0;
+	while (off < len) {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst + off, .len = len - off }
+		};
+		if (ioctl(fd, UFFDIO_ZEROPAGE, &z) == 0) {
+			off = len;
+			break;
+		}
+		int err = errno;
+		if (z.zeropage > 0)
+			off += (size_t)z.zeropage;
+		if (err == EAGAIN)
+			continue;
+		*done = off;
+		return -err;
+	}
+	*done = off;
+	return 0;
+}
+
+int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+	return ioctl(fd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len)
+{
+	struct uffdio_poison p = { .range = { .start = addr, .len = len } };
+	return ioctl(fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}

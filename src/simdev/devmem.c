@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * devmem.c - simdev's device memory: a pool of 2 MiB chunks and an
+ * allocator of 4 KiB (order 0) and 2 MiB (order 9) device pages.
+ *
+ * Locks: struct devmem.lock guards the chunk states, the free stack, the
+ * partial list and free_pages.  Nothing blocks or allocates under it; the
+ * longest step is a 512-bit bitmap scan of one chunk.  Functions named
+ * *_locked expect the caller to hold it.
+ *
+ * Chunk states:
+ *   FREE   on the free stack; used == 0, bitmap clear
+ *   HUGE   one 2 MiB page
+ *   SPLIT  512 4 KiB pages; bit i set = frame i of the chunk allocated;
+ *          1 <= used <= 512, and on the partial list iff used < 512
+ * 4 KiB pages come from partial chunks first, so the pool fragments as
+ * little as it can; a free chunk is split only when no partial one is left,
+ * and a split chunk whose last page is freed becomes FREE again.
+ */
+#define _GNU_SOURCE
+#include "simdev/simdev_internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define DEVMEM_NIL UINT32_MAX
+#define MAP_WORDS (SIMDEV_CHUNK_PAGES / 64)
+
+enum chunk_state { CHUNK_FREE, CHUNK_HUGE, CHUNK_SPLIT };
+
+struct devmem_chunk {
+	uint64_t map[MAP_WORDS];   /* SPLIT: allocated frames */
+	uint16_t used;             /* SPLIT: popcount of map */
+	uint8_t state;             /* enum chunk_state */
+	bool on_partial;
+	uint32_t prev, next;       /* partial list links */
+};
+
+int uhmm__devmem_init(struct devmem *dm, uint64_t bytes)
+{
+	memset(dm, 0, sizeof(*dm));
+	if (bytes == 0 || bytes % UHMM_HUGE_SIZE != 0)
+		return -EINVAL;
+	if (bytes / UHMM_HUGE_SIZE >= DEVMEM_NIL || bytes > SIZE_MAX - UHMM_HUGE_SIZE)
+		return -ENOMEM;
+
+	uint32_t nchunks = (uint32_t)(bytes / UHMM_HUGE_SIZE);
+	dm->chunks = calloc(nchunks, sizeof(*dm->chunks));
+	dm->free_stack = calloc(nchunks, sizeof(*dm->free_stack));
+	if (!dm->chunks || !dm->free_stack)
+		goto nomem;
+
+	/* Over-map by 2 MiB, then trim to a 2 MiB aligned window. */
+	size_t len = (size_t)bytes + UHMM_HUGE_SIZE;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		goto nomem;
+	uintptr_t start = (uintptr_t)p;
+	uintptr_t aligned = (start + UHMM_HUGE_SIZE - 1) & ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+	size_t head = aligned - start;
+	size_t tail = UHMM_HUGE_SIZE - head;
+	if (head)
+		munmap(p, head);
+	if (tail)
+		munmap((void *)(aligned + bytes), tail);
+	/*
+	 * Small pages keep the footprint proportional to what is touched: a
+	 * split chunk with one 4 KiB page in use should not cost 2 MiB.
+	 * Advisory only.
+	 */
+	(void)madvise((void *)aligned, bytes, MADV_NOHUGEPAGE);
+
+	dm->base = (unsigned char *)aligned;
+	dm->bytes = bytes;
+	dm->nchunks = nchunks;
+	dm->partial = DEVMEM_NIL;
+	/* Pushed in reverse so that the first allocations get low frames. */
+	for (uint32_t i = 0; i < nchunks; i++) {
+		dm->chunks[i].prev = dm->chunks[i].next = DEVMEM_NIL;
+		dm->free_stack[i] = nchunks - 1 - i;
+	}
+	dm->nfree = nchunks;
+	dm->free_pages = bytes / UHMM_PAGE_SIZE;
+	pthread_mutex_init(&dm->lock, NULL);
+	return 0;
+
+nomem:
+	free(dm->chunks);
+	free(dm->free_stack);
+	dm->chunks = NULL;
+	dm->free_stack = NULL;
+	return -ENOMEM;
+}
+
+void uhmm__devmem_fini(struct devmem *dm)
+{
+	if (!dm->base)
+		return;
+	munmap(dm->base, dm->bytes);
+	pthread_mutex_destroy(&dm->lock);
+	free(dm->chunks);
+	free(dm->free_stack);
+	memset(dm, 0, sizeof(*dm));
+}
+
+/* ---- partial list ------------------------------------------------------- */
+
+static void partial_add_locked(struct devmem *dm, uint32_t ci)
+{
+	struct devmem_chunk *c = &dm->chunks[ci];
+	c->prev = DEVMEM_NIL;
+	c->next = dm->partial;
+	if (dm->partial != DEVMEM_NIL)
+		dm->chunks[dm->partial].prev = ci;
+	dm->partial = ci;
+	c->on_partial = true;
+}
+
+static void partial_del_locked(struct devmem *dm, uint32_t ci)
+{
+	struct devmem_chunk *c = &dm->chunks[ci];
+	if (c->prev != DEVMEM_NIL)
+		dm->chunks[c->prev].next = c->next;
+	else
+		dm->partial = c->next;
+	if (c->next != DEVMEM_NIL)
+		dm->chunks[c->next].prev = c->prev;
+	c->prev = c->next = DEVMEM_NIL;
+	c->on_partial = false;
+}
+
+/* ---- order 0 ------------------------------------------------------------ */
+
+/*
+ * Takes up to @want free frames from split chunk @ci (on the partial list)
+ * into @out; drops the chunk from the partial list when it fills up.
+ */
+static size_t chunk_take_locked(struct devmem *dm, uint32_t ci, size_t want,
+				uint64_t *out)
+{
+	struct devmem_chunk *c = &dm->chunks[ci];
+	size_t got = 0;
+
+	for (unsigned w = 0; w < MAP_WORDS && got < want; w++) {
+		uint64_t freebits = ~c->map[w];
+		while (freebits && got < want) {
+			unsigned b = (unsigned)__builtin_ctzll(freebits);
+			freebits &= freebits - 1;
+			c->map[w] |= 1ull << b;
+			out[got++] = (uint64_t)ci * SIMDEV_CHUNK_PAGES + w * 64 + b;
+		}
+	}
+	c->used = (uint16_t)(c->used + got);
+	if (c->used == SIMDEV_CHUNK_PAGES)
+		partial_del_locked(dm, ci);
+	return got;
+}
+
+static size_t alloc_small_locked(struct devmem *dm, size_t n, uint64_t *dpfn)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		if (dm->partial == DEVMEM_NIL) {
+			if (dm->nfree == 0)
+				break;
+			uint32_t ci = dm->free_stack[--dm->nfree];
+			struct devmem_chunk *c = &dm->chunks[ci];
+			c->state = CHUNK_SPLIT;
+			c->used = 0;
+			memset(c->map, 0, sizeof(c->map));
+			partial_add_locked(dm, ci);
+		}
+		got += chunk_take_locked(dm, dm->partial, n - got, dpfn + got);
+	}
+	dm->free_pages -= got;
+	return got;
+}
+
+static void free_small_locked(struct devmem *dm, uint64_t dpfn)
+{
+	if (dpfn >= dm->bytes / UHMM_PAGE_SIZE) {
+		simdev_bug("free of 4 KiB frame %llu outside the pool",
+			   (unsigned long long)dpfn);
+		return;
+	}
+	uint32_t ci = (uint32_t)(dpfn / SIMDEV_CHUNK_PAGES);
+	unsigned idx = (unsigned)(dpfn % SIMDEV_CHUNK_PAGES);
+	struct devmem_chunk *c = &dm->chunks[ci];
+	uint64_t bit = 1ull << (idx % 64);
+
+	if (c->state != CHUNK_SPLIT || !(c->map[idx / 64] & bit)) {
+		simdev_bug("double free of 4 KiB frame %llu",
+			   (unsigned long long)dpfn);
+		return;
+	}
+	c->map[idx / 64] &= ~bit;
+	if (c->used == SIMDEV_CHUNK_PAGES)
+		partial_add_locked(dm, ci);
+	c->used--;
+	dm->free_pages++;
+	if (c->used == 0) {
+		/* The whole chunk is free again: usable for a 2 MiB page. */
+		partial_del_locked(dm, ci);
+		c->state = CHUNK_FREE;
+		dm->free_stack[dm->nfree++] = ci;
+	}
+}
+
+/* ---- order 9 ------------------------------------------------------------ */
+
+static size_t alloc_huge_locked(struct devmem *dm, size_t n, uint64_t *dpfn)
+{
+	size_t got = 0;
+
+	while (got < n && dm->nfree > 0) {
+		uint32_t ci = dm->free_stack[--dm->nfree];
+		dm->chunks[ci].state = CHUNK_HUGE;
+		dpfn[got++] = (uint64_t)ci * SIMDEV_CHUNK_PAGES;
+	}
+	dm->free_pages -= got * SIMDEV_CHUNK_PAGES;
+	return got;
+}
+
+static void free_huge_locked(struct devmem *dm, uint64_t dpfn)
+{
+	uint32_t ci = (uint32_t)(dpfn / SIMDEV_CHUNK_PAGES);
+
+	if (dpfn % SIMDEV_CHUNK_PAGES != 0 || dpfn >= dm->bytes / UHMM_PAGE_SIZE ||
+	    dm->chunks[ci].state != CHUNK_HUGE) {
+		simdev_bug("free of 2 MiB page at frame %llu that is not allocated",
+			   (unsigned long long)dpfn);
+		return;
+	}
+	dm->chunks[ci].state = CHUNK_FREE;
+	dm->free_stack[dm->nfree++] = ci;
+	dm->free_pages += SIMDEV_CHUNK_PAGES;
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+long uhmm__devmem_alloc(struct devmem *dm, unsigned order, size_t n, uint64_t *dpfn)
+{
+	if (order != 0 && order != UHMM_HUGE_ORDER)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (!dpfn)
+		return -EINVAL;
+	if (n > LONG_MAX)
+		n = LONG_MAX;
+
+	pthread_mutex_lock(&dm->lock);
+	size_t got = order == 0 ? alloc_small_locked(dm, n, dpfn)
+				: alloc_huge_locked(dm, n, dpfn);
+	pthread_mutex_unlock(&dm->lock);
+	return (long)got;
+}
+
+void uhmm__devmem_free(struct devmem *dm, unsigned order, size_t n,
+		       const uint64_t *dpfn)
+{
+	if (n == 0)
+		return;
+	if ((order != 0 && order != UHMM_HUGE_ORDER) || !dpfn) {
+		simdev_bug("free with order %u, dpfn %p", order, (const void *)dpfn);
+		return;
+	}
+
+	pthread_mutex_lock(&dm->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (order == 0)
+			free_small_locked(dm, dpfn[i]);
+		else
+			free_huge_locked(dm, dpfn[i]);
+	}
+	pthread_mutex_unlock(&dm->lock);
+}
+
+void uhmm__devmem_info(struct devmem *dm, uint64_t *total, uint64_t *free_pages,
+		       uint64_t *huge_free)
+{
+	pthread_mutex_lock(&dm->lock);
+	*total = dm->bytes / UHMM_PAGE_SIZE;
+	*free_pages = dm->free_pages;
+	*huge_free = dm->nfree;
+	pthread_mutex_unlock(&dm->lock);
+}

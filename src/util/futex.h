@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* Thin futex wrappers (private futexes: the words never leave the process). */
+#ifndef UHMM_FUTEX_H
+#define UHMM_FUTEX_H
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Sleep while *word == val.  Spurious wake-ups happen: callers loop. */
+static inline void uhmm_futex_wait(void *word, uint32_t val)
+{
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static inline void uhmm_futex_wake_all(void *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+#endif

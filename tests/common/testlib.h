@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared helpers of uhmm's cmocka tests. */
+#ifndef UHMM_TESTLIB_H
+#define UHMM_TESTLIB_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+/*
+ * main() of a test program: with an argument, run only the test of that
+ * name (ctest runs every test in its own process this way); without, run
+ * them all.
+ */
+int uhmm_test_main(int argc, char **argv, const char *group,
+		   const struct CMUnitTest *tests, size_t n);
+#define UHMM_TEST_MAIN(tests)                                                 \
+	int main(int argc, char **argv)                                       \
+	{                                                                     \
+		return uhmm_test_main(argc, argv, __FILE__, tests,            \
+				      sizeof(tests) / sizeof(tests[0]));      \
+	}
+
+/* Skip the current test, saying why (cmocka's skip() gives no reason). */
+#define TEST_SKIP(...)                                                        \
+	do {                                                                  \
+		fprintf(stderr, "[  SKIP    ] %s: ", __func__);               \
+		fprintf(stderr, __VA_ARGS__);                                 \
+		fputc('\n', stderr);                                          \
+		skip();                                                       \
+	} while (0)
+
+/* Fail with both values printed when a negative-errno call fails. */
+#define ASSERT_OK(expr)                                                       \
+	do {                                                                  \
+		long r_ = (long)(expr);                                       \
+		if (r_ < 0)                                                   \
+			fail_msg("%s = %ld (%s)", #expr, r_,                  \
+				 uhmm_test_strerror((int)r_));                \
+	} while (0)
+
+const char *uhmm_test_strerror(int err);
+
+/* Fill/check a buffer with a pattern derived from (seed, offset). */
+void uhmm_test_fill(void *p, size_t len, uint64_t seed);
+/* Returns the offset of the first mismatch, or (size_t)-1. */
+size_t uhmm_test_check(const void *p, size_t len, uint64_t seed);
+
+/* Monotonic time in ns. */
+uint64_t uhmm_test_now_ns(void);
+
+#endif
