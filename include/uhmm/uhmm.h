@@ -74,7 +74,7 @@ struct uhmm_ctx_opts {
 	 * Fault-around: on a CPU fault on a device-resident page, bring back up
 	 * to this many pages (the faulting page included) of the aligned block
 	 * around it that live on the same device.  1 disables fault-around.
-	 * Range 1..512.  UHMM_FAULT_AROUND.  Default 16 (see
+	 * Range 1..512.  UHMM_FAULT_AROUND.  Default 64 (see
 	 * docs/ARCHITECTURE.md for the measurement).
 	 */
 	uint32_t fault_around;

@@ -139,7 +139,7 @@ static const struct {
 	size_t off;
 	uint32_t def, min, max;
 } options[] = {
-	{ "UHMM_FAULT_AROUND", offsetof(struct uhmm_ctx_opts, fault_around), 16, 1, 512 },
+	{ "UHMM_FAULT_AROUND", offsetof(struct uhmm_ctx_opts, fault_around), 64, 1, 512 },
 	{ "UHMM_ZERO_AROUND", offsetof(struct uhmm_ctx_opts, zero_around), 64, 1, 512 },
 	{ "UHMM_POOL_PAGES", offsetof(struct uhmm_ctx_opts, pool_pages), 4096, 0, 1u << 20 },
 	{ "UHMM_STATS", offsetof(struct uhmm_ctx_opts, print_stats), 0, 0, 1 },
@@ -284,7 +284,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	}
 	uhmm__service_stop(ctx);
 	if (ctx->opts.print_stats)
-		uhmm_stats_print(ctx, stderr);
+		uhmm__stats_print(ctx, stderr);
 	uhmm__ranges_release_all(ctx);
 	uhmm__pool_fini(&ctx->pool);
 	munmap(ctx->zeros, UHMM_HUGE_SIZE);

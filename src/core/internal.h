@@ -161,6 +161,7 @@ struct install_req {
 	uint8_t *want;       /* in: 1 = install src page i; out: 2 = installed */
 	char *src;           /* page i's data at src + i * 4K */
 	bool src_is_slots;   /* src lies in the reserve: UFFDIO_MOVE, else COPY */
+	bool count;          /* a migration to the system (not a restore) */
 	int result;
 	_Atomic uint32_t done;
 	struct install_req *next;
@@ -170,6 +171,7 @@ struct install_req {
 struct parked_fault {
 	uintptr_t addr;
 	uint64_t flags;
+	uint32_t seq; /* the page's seq when the message was read */
 };
 
 struct uhmm_ctx {
@@ -304,6 +306,9 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		      size_t n, char *buf, uint8_t *want);
 /* Every page of every range on dev_id (0: any device) back home. */
 int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
+
+/* stats.c */
+void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
 
 /* fork.c */
 void uhmm__fork_init(void);

@@ -81,10 +81,17 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 				    pg_dev(atomic_load_explicit(&p->word,
 								memory_order_relaxed)) != dev)
 					continue;
+				uint64_t dpfn = atomic_load_explicit(&p->dpfn,
+								     memory_order_relaxed);
+				/* Adjacent pages in adjacent frames: one copy. */
+				if (nc && map[nc - 1] + c[nc - 1].npages == i &&
+				    c[nc - 1].dpfn + c[nc - 1].npages == dpfn) {
+					c[nc - 1].npages++;
+					continue;
+				}
 				c[nc] = (struct uhmm_copy){
 					.sys = buf + (i << PAGE_SHIFT),
-					.dpfn = atomic_load_explicit(&p->dpfn,
-								     memory_order_relaxed),
+					.dpfn = dpfn,
 					.npages = 1,
 					.dir = UHMM_COPY_FROM_DEVICE,
 				};
@@ -93,12 +100,14 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			struct uhmm_device *d = uhmm__dev_get(ctx, dev);
 			int err = d ? uhmm__copy_run(ctx, d, c, nc) : -ENODEV;
 			for (size_t k = 0; k < nc; k++) {
-				if (d && !c[k].status) {
-					want[map[k]] = 5;
-				} else {
-					want[map[k]] = attempt == 2 ? 0 : 4;
-					lost += attempt == 2;
-					again = true;
+				for (size_t i = map[k]; i < map[k] + c[k].npages; i++) {
+					if (d && !c[k].status) {
+						want[i] = 5;
+					} else {
+						want[i] = attempt == 2 ? 0 : 4;
+						lost += attempt == 2;
+						again = true;
+					}
 				}
 			}
 			if (err && !first_err)
@@ -137,7 +146,8 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	if (!nwant)
 		goto unlock;
 
-	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want };
+	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
+				   .count = true };
 	slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
@@ -155,14 +165,8 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	/* copy; then the service thread installs and unlocks what came back */
 	err = uhmm__fetch_pages(ctx, r, idx, n, req.src, want);
 	uhmm__install_request(ctx, &req);
-	size_t back = 0;
-	for (size_t i = 0; i < n; i++) {
-		back += want[i] == 2;
-		if (slot >= 0)
-			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
-	}
-	STAT_ADD(ctx, migrated_to_system_pages, back);
-	STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
+	for (size_t i = 0; slot >= 0 && i < n; i++)
+		uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
 	if (!err && req.result)
 		err = req.result == -EEXIST ? -EIO : -EFAULT;
 unlock:

@@ -193,9 +193,9 @@ void uhmm__pool_trim(struct uhmm_pool *pool)
 	for (;;) {
 		/* Take a block's worth of excess FULL slots, release them
 		 * outside the lock, give them back EMPTY. */
-		size_t take[64], nt = 0;
+		size_t take[BATCH_PAGES], nt = 0;
 		pthread_mutex_lock(&pool->lock);
-		for (size_t i = pool->nslots; i-- > 0 && nt < 64 &&
+		for (size_t i = pool->nslots; i-- > 0 && nt < BATCH_PAGES &&
 					      pool->nfull_free > pool->target_full;) {
 			if (bit(pool->full, i) && !bit(pool->busy, i)) {
 				set_bit(pool->busy, i, true);
@@ -206,8 +206,15 @@ void uhmm__pool_trim(struct uhmm_pool *pool)
 		pthread_mutex_unlock(&pool->lock);
 		if (!nt)
 			return;
-		for (size_t k = 0; k < nt; k++)
-			madvise(pool_slot(pool, take[k]), PAGE_SIZE, MADV_DONTNEED);
+		/* take[] is descending: release each contiguous run at once. */
+		for (size_t k = 0; k < nt;) {
+			size_t j = k + 1;
+			while (j < nt && take[j] + 1 == take[j - 1])
+				j++;
+			madvise(pool_slot(pool, take[j - 1]), (j - k) * PAGE_SIZE,
+				MADV_DONTNEED);
+			k = j;
+		}
 		pthread_mutex_lock(&pool->lock);
 		for (size_t k = 0; k < nt; k++) {
 			set_bit(pool->busy, take[k], false);

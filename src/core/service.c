@@ -99,6 +99,14 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 		break;
 	}
 
+	/* Count before publishing: whoever sees a page unlocked sees it counted. */
+	if (req->count) {
+		size_t back = 0;
+		for (i = 0; i < req->n; i++)
+			back += req->want[i] == 2;
+		STAT_ADD(ctx, migrated_to_system_pages, back);
+		STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
+	}
 	/* Publish: installed and discarded pages are in system memory now. */
 	for (i = 0; i < req->n; i++) {
 		if (req->want[i] != 2 && req->want[i] != 3)
@@ -142,7 +150,8 @@ static void serve_requests(struct uhmm_ctx *ctx)
 
 /* ---- faults ---- */
 
-static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags)
+static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
+		 uint32_t seq)
 {
 	if (ctx->nparked == ctx->cap_parked) {
 		size_t cap = ctx->cap_parked ? ctx->cap_parked * 2 : 64;
@@ -155,7 +164,7 @@ static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags)
 		ctx->parked = n;
 		ctx->cap_parked = cap;
 	}
-	ctx->parked[ctx->nparked++] = (struct parked_fault){ addr, flags };
+	ctx->parked[ctx->nparked++] = (struct parked_fault){ addr, flags, seq };
 }
 
 /* Fill zeros into a never-populated page and up to zero_around - 1 pages
@@ -223,7 +232,8 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	size_t n = hi - lo;
 	uint8_t want[BATCH_PAGES];
 	memset(want, 1, n);
-	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want };
+	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
+				   .count = true };
 	long slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
@@ -253,18 +263,38 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		if (slot >= 0)
 			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
 	}
-	STAT_ADD(ctx, migrated_to_system_pages, back);
-	STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
 	STAT_INC(ctx, cpu_faults_device);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
 }
 
+/*
+ * The page's sequence number when a fault message was read.  A message is
+ * only read while its thread sleeps in the kernel, but the thread can be
+ * woken after that (another fault on the page was served, and UFFDIO_MOVE
+ * wakes every thread waiting on it), leaving us holding a stale message.
+ * Acting on it later, after the page went back to a device, would migrate
+ * the page for nobody.  So a fault is served only if the page has not moved
+ * since its message was read; otherwise its thread (if it still waits) is
+ * woken to fault again and tell us the truth.
+ */
+static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	struct uhmm_range *r = uhmm__range_get(ctx, addr);
+	if (!r)
+		return 0;
+	uint32_t seq = atomic_load_explicit(
+		&range_page(r, (addr - r->start) >> PAGE_SHIFT)->seq,
+		memory_order_relaxed);
+	uhmm__range_put(r);
+	return seq;
+}
+
 /* Serve one CPU fault.  Returns false if it had to be parked. */
-static bool serve_fault(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
+static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 			bool *unknown)
 {
-	uintptr_t pa = addr & ~(PAGE_SIZE - 1);
+	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
 	struct uhmm_range *r = uhmm__range_get(ctx, pa);
 	if (!r) {
 		*unknown = true;
@@ -279,11 +309,16 @@ static bool serve_fault(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
 		}
 	}
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-	if (!pg_dev(w))
-		serve_zero(ctx, r, idx, flags & UFFD_PAGEFAULT_FLAG_WRITE);
-	else
-		serve_device(ctx, r, idx, pg_dev(w), addr);
-	STAT_INC(ctx, cpu_faults);
+	if (atomic_load_explicit(&p->seq, memory_order_relaxed) != f->seq) {
+		uhmm__page_unlock(ctx, p); /* stale: see page_seq() */
+		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
+	} else if (!pg_dev(w)) {
+		serve_zero(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE);
+		STAT_INC(ctx, cpu_faults);
+	} else {
+		serve_device(ctx, r, idx, pg_dev(w), f->addr);
+		STAT_INC(ctx, cpu_faults);
+	}
 	uhmm__range_put(r);
 	return true;
 }
@@ -291,12 +326,13 @@ static bool serve_fault(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
 /* A fault outside every managed range: memory we registered but no longer
  * know (the grown tail of an mremap, or a range being released).  Serve
  * zeros like the kernel would, or let the thread retry and meet the truth. */
-static void serve_unknown(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags)
+static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 {
-	uintptr_t pa = addr & ~(PAGE_SIZE - 1);
+	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
+	uint64_t flags = f->flags;
 	bool unknown = false;
-	if (!serve_fault(ctx, addr, flags, &unknown)) {
-		park(ctx, addr, flags);
+	if (!serve_fault(ctx, f, &unknown)) {
+		park(ctx, f->addr, f->flags, f->seq);
 		return;
 	}
 	if (!unknown)
@@ -319,10 +355,10 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	ctx->nparked = ctx->cap_parked = 0;
 	for (size_t i = 0; i < n; i++) {
 		bool unknown = false;
-		if (!serve_fault(ctx, list[i].addr, list[i].flags, &unknown))
-			park(ctx, list[i].addr, list[i].flags);
+		if (!serve_fault(ctx, &list[i], &unknown))
+			park(ctx, list[i].addr, list[i].flags, list[i].seq);
 		else if (unknown)
-			serve_unknown(ctx, list[i].addr, list[i].flags);
+			serve_unknown(ctx, &list[i]);
 	}
 	free(list);
 }
@@ -334,17 +370,22 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			struct parked_fault *unknown, size_t *nunknown)
 {
+	/* Sequence snapshots first, before serving anything moves pages. */
+	uint32_t seq[MSG_BATCH];
+	for (size_t i = 0; i < n; i++)
+		if (m[i].event == UFFD_EVENT_PAGEFAULT)
+			seq[i] = page_seq(ctx, m[i].arg.pagefault.address & ~(PAGE_SIZE - 1));
 	for (size_t i = 0; i < n; i++) {
 		switch (m[i].event) {
 		case UFFD_EVENT_PAGEFAULT: {
-			uintptr_t a = m[i].arg.pagefault.address;
-			uint64_t fl = m[i].arg.pagefault.flags;
+			struct parked_fault f = { m[i].arg.pagefault.address,
+						  m[i].arg.pagefault.flags, seq[i] };
 			bool unk = false;
-			if (!serve_fault(ctx, a, fl, &unk)) {
+			if (!serve_fault(ctx, &f, &unk)) {
 				STAT_INC(ctx, cpu_faults_waited);
-				park(ctx, a, fl);
+				park(ctx, f.addr, f.flags, f.seq);
 			} else if (unk) {
-				unknown[(*nunknown)++] = (struct parked_fault){ a, fl };
+				unknown[(*nunknown)++] = f;
 			}
 			break;
 		}
@@ -394,7 +435,7 @@ static void *service_main(void *arg)
 			/* Unknown addresses: an event read in the same batch
 			 * (mremap) may have made them known. */
 			for (size_t i = 0; i < nunknown; i++)
-				serve_unknown(ctx, unknown[i].addr, unknown[i].flags);
+				serve_unknown(ctx, &unknown[i]);
 		}
 		serve_requests(ctx);
 		redispatch_parked(ctx);

@@ -23,12 +23,20 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out)
 	return 0;
 }
 
-/* Printing works on a dying context too (destroy prints last). */
 UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *fp)
 {
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	uhmm__stats_print(ctx, fp);
+	uhmm__ctx_exit(ctx);
+	return 0;
+}
+
+/* Also used by uhmm_ctx_destroy() on a context no longer open to calls. */
+void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
+{
 	FILE *f = fp ? fp : stderr;
-	if (!ctx)
-		return -EBADF;
 	struct uhmm_stats s;
 	const uint64_t *src = (const uint64_t *)&ctx->stats;
 	for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++)
@@ -59,7 +67,6 @@ UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *fp)
 	P(metadata_bytes, "page-state bytes");
 	P(managed_pages, "pages managed");
 #undef P
-	return 0;
 }
 
 UHMM_API const char *uhmm_strerror(int err)

@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Migration and the return on CPU fault: the hard points of DESIGN.md that
+ * the core touches (1: races between faults and migrations, 2: the order of
+ * a migration, 5: device memory running out).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "testlib.h"
+
+#define MiB (1ul << 20)
+#define PG 4096ul
+
+struct fixture {
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+};
+
+static void setup_dev(struct fixture *f, uint64_t mem, uint64_t latency_ns)
+{
+	ASSERT_OK(uhmm_ctx_create(NULL, &f->ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = mem;
+	o.latency_ns = latency_ns;
+	ASSERT_OK(uhmm_simdev_create(f->ctx, &o, &f->dev));
+}
+
+static void teardown(struct fixture *f)
+{
+	ASSERT_OK(uhmm_ctx_destroy(f->ctx));
+}
+
+static struct uhmm_stats stats(uhmm_ctx *ctx)
+{
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(ctx, &s));
+	return s;
+}
+
+static size_t pages_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device *dev)
+{
+	size_t n = 0;
+	for (size_t off = 0; off < len; off += PG) {
+		struct uhmm_page_info pi;
+		ASSERT_OK(uhmm_page_query(ctx, (const char *)p + off, &pi));
+		if (dev ? (pi.where == UHMM_WHERE_DEVICE && pi.device == dev)
+			: pi.where == UHMM_WHERE_CPU)
+			n++;
+	}
+	return n;
+}
+
+static void round_trip_preserves_data(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 8 * MiB;
+	void *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, &p));
+	assert_int_equal((uintptr_t)p % (2 * MiB), 0);
+	uhmm_test_fill(p, len, 1);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	struct uhmm_stats s = stats(f.ctx);
+	assert_int_equal(s.migrated_to_device_pages, len / PG);
+	assert_int_equal(s.migrated_to_device_bytes, len);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	assert_int_equal(pages_on(f.ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 1), (size_t)-1);
+	/* Migrating what is already there moves nothing. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	assert_int_equal(stats(f.ctx).migrated_to_system_pages, len / PG);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	teardown(&f);
+}
+
+static void cpu_read_and_write_bring_pages_back(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 2 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 7);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	/* A read fault on one page, a write fault on another. */
+	uint64_t v = *(volatile uint64_t *)(p + 100 * PG);
+	p[300 * PG] = 'x';
+	struct uhmm_page_info pi;
+	ASSERT_OK(uhmm_page_query(f.ctx, p + 100 * PG, &pi));
+	assert_int_equal(pi.where, UHMM_WHERE_CPU);
+	ASSERT_OK(uhmm_page_query(f.ctx, p + 300 * PG, &pi));
+	assert_int_equal(pi.where, UHMM_WHERE_CPU);
+	uint64_t expect;
+	uhmm_test_fill(&expect, 8, 7 + (100 * PG) / 8);
+	assert_int_equal(v, expect);
+	assert_int_equal(p[300 * PG], 'x');
+	uhmm_test_fill(&expect, 8, 7 + (300 * PG) / 8);
+	p[300 * PG] = ((char *)&expect)[0]; /* undo the write for the check */
+	assert_int_equal(uhmm_test_check(p, len, 7), (size_t)-1);
+	/* Faults are accounted before their pages unlock; a migration takes
+	 * every page lock, so after it the counters are complete. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	struct uhmm_stats s = stats(f.ctx);
+	assert_true(s.cpu_faults_device >= 2);
+	assert_int_equal(s.migrated_to_system_pages, len / PG);
+	teardown(&f);
+}
+
+static void untouched_pages_become_zeroed_device_pages_without_copy(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 4 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	p[0] = 1; /* one populated page */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	struct uhmm_stats s = stats(f.ctx);
+	assert_int_equal(s.migrated_to_device_pages, len / PG);
+	/* Zero-around may have populated a few neighbours of page 0; all the
+	 * rest went to the device without a copy. */
+	assert_true(s.zero_filled_pages >= len / PG - 512);
+	assert_true(s.migrated_to_device_bytes <= 512 * PG);
+	for (size_t off = 0; off < len; off += PG)
+		assert_int_equal(p[off + 17], 0);
+	assert_int_equal(p[0], 1);
+	teardown(&f);
+}
+
+static void register_malloced_buffer_round_trip(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 3 * MiB + 5 * PG; /* not a whole number of blocks */
+	char *p = aligned_alloc(PG, len);
+	assert_non_null(p);
+	uhmm_test_fill(p, len, 3);
+	ASSERT_OK(uhmm_register(f.ctx, p, len));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 3), (size_t)-1);
+	ASSERT_OK(uhmm_unregister(f.ctx, p, len));
+	free(p);
+	teardown(&f);
+}
+
+static void device_to_device_preserves_data(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	uhmm_device *dev2;
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 32 * MiB;
+	ASSERT_OK(uhmm_simdev_create(f.ctx, &o, &dev2));
+	size_t len = 4 * MiB;
+	void *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, &p));
+	uhmm_test_fill(p, len, 11);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, dev2, 0));
+	assert_int_equal(pages_on(f.ctx, p, len, dev2), len / PG);
+	struct uhmm_simdev_meminfo mi;
+	ASSERT_OK(uhmm_simdev_meminfo(f.dev, &mi));
+	assert_int_equal(mi.free_pages, mi.total_pages); /* old copies freed */
+	assert_int_equal(uhmm_test_check(p, len, 11), (size_t)-1);
+	teardown(&f);
+}
+
+/* ---- hard point 1: many threads, one page, one migration ---- */
+
+#define NTHREADS 8
+#define NPAGES 512
+#define ROUNDS 100
+
+struct herd {
+	char *p;
+	pthread_barrier_t start, done;
+	atomic_size_t bad;
+};
+
+static void *herd_thread(void *arg)
+{
+	struct herd *h = arg;
+	for (int r = 0; r < ROUNDS; r++) {
+		pthread_barrier_wait(&h->start);
+		for (size_t i = 0; i < NPAGES; i++) {
+			uint64_t v = *(volatile uint64_t *)(h->p + i * PG);
+			if (v != (uint64_t)(r * NPAGES + i))
+				atomic_fetch_add(&h->bad, 1);
+		}
+		pthread_barrier_wait(&h->done);
+	}
+	return NULL;
+}
+
+static void eight_threads_one_page_cost_one_migration(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	struct herd h = { 0 };
+	ASSERT_OK(uhmm_alloc(f.ctx, NPAGES * PG, (void **)&h.p));
+	pthread_barrier_init(&h.start, NULL, NTHREADS + 1);
+	pthread_barrier_init(&h.done, NULL, NTHREADS + 1);
+	pthread_t t[NTHREADS];
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_create(&t[i], NULL, herd_thread, &h);
+	for (int r = 0; r < ROUNDS; r++) {
+		for (size_t i = 0; i < NPAGES; i++)
+			*(uint64_t *)(h.p + i * PG) = (uint64_t)(r * NPAGES + i);
+		struct uhmm_stats pre = stats(f.ctx);
+		ASSERT_OK(uhmm_migrate(f.ctx, h.p, NPAGES * PG, f.dev, 0));
+		struct uhmm_stats before = stats(f.ctx);
+		/* Nothing came back during the migration (a stale fault
+		 * message of the last round must not be served). */
+		assert_int_equal(before.migrated_to_system_pages,
+				 pre.migrated_to_system_pages);
+		pthread_barrier_wait(&h.start);
+		pthread_barrier_wait(&h.done);
+		/* The service thread wakes the faulting threads before it
+		 * unlocks the pages; a migration locks them all, so after it
+		 * every fault of the round is accounted for. */
+		ASSERT_OK(uhmm_migrate(f.ctx, h.p, NPAGES * PG, NULL, 0));
+		struct uhmm_stats after = stats(f.ctx);
+		/* Every page came back exactly once, however many threads
+		 * touched it. */
+		assert_int_equal(after.migrated_to_system_pages -
+					 before.migrated_to_system_pages, NPAGES);
+		assert_int_equal(pages_on(f.ctx, h.p, NPAGES * PG, NULL), NPAGES);
+	}
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(atomic_load(&h.bad), 0);
+	struct uhmm_stats s = stats(f.ctx);
+	assert_int_equal(s.migrated_to_system_pages, (uint64_t)ROUNDS * NPAGES);
+	assert_int_equal(s.migrated_to_device_pages, (uint64_t)ROUNDS * NPAGES);
+	/* Faults are never more than one per page and thread. */
+	assert_true(s.cpu_faults_device <= (uint64_t)ROUNDS * NPAGES);
+	teardown(&f);
+}
+
+/* ---- hard point 2: a CPU write during the copy is not lost ---- */
+
+struct writer {
+	volatile uint64_t *word;
+	atomic_bool stop;
+	atomic_uint_fast64_t last;
+};
+
+static void *writer_thread(void *arg)
+{
+	struct writer *w = arg;
+	uint64_t v = 0;
+	while (!atomic_load(&w->stop)) {
+		*w->word = ++v;
+		atomic_store(&w->last, v);
+	}
+	return NULL;
+}
+
+static void cpu_write_during_copy_is_not_lost(void **state)
+{
+	struct fixture f;
+	/* 20 ms a copy: the writer hits the page while its copy runs. */
+	setup_dev(&f, 64 * MiB, 20 * 1000 * 1000);
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, 2 * MiB, (void **)&p));
+	memset(p, 0, 2 * MiB);
+	struct writer w = { .word = (volatile uint64_t *)(p + 5 * PG) };
+	pthread_t t;
+	pthread_create(&t, NULL, writer_thread, &w);
+	while (atomic_load(&w.last) < 1000)
+		;
+	for (int i = 0; i < 5; i++)
+		ASSERT_OK(uhmm_migrate(f.ctx, p, 2 * MiB, f.dev, 0));
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	/* The last value written is in memory: no write was dropped by the
+	 * copy taking an older snapshot. */
+	assert_int_equal(*w.word, atomic_load(&w.last));
+	struct uhmm_stats s = stats(f.ctx);
+	assert_true(s.cpu_faults_waited >= 1); /* the race did happen */
+	teardown(&f);
+}
+
+static void copy_failure_restores_source(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 4 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 21);
+	/* The second 2 MiB batch has a copy fail in its middle. */
+	ASSERT_OK(uhmm_simdev_inject(f.dev, UHMM_SIMDEV_FAIL_COPY, 1, 1));
+	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -EIO);
+	size_t on_dev = pages_on(f.ctx, p, len, f.dev);
+	assert_true(on_dev < len / PG);
+	/* Pages of the failed batch are back in system memory. */
+	struct uhmm_page_info pi;
+	ASSERT_OK(uhmm_page_query(f.ctx, p + len - PG, &pi));
+	assert_int_equal(pi.where, UHMM_WHERE_CPU);
+	assert_int_equal(uhmm_test_check(p, len, 21), (size_t)-1);
+	assert_true(stats(f.ctx).copy_errors >= 1);
+	/* The device has no page leaked. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	struct uhmm_simdev_meminfo mi;
+	ASSERT_OK(uhmm_simdev_meminfo(f.dev, &mi));
+	assert_int_equal(mi.free_pages, mi.total_pages);
+	teardown(&f);
+}
+
+static void fetch_failure_is_retried(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 2 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 5);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	/* The next copy (a CPU fault's fetch) fails once: served anyway. */
+	ASSERT_OK(uhmm_simdev_inject(f.dev, UHMM_SIMDEV_FAIL_COPY, 0, 1));
+	assert_int_equal(uhmm_test_check(p, len, 5), (size_t)-1);
+	teardown(&f);
+}
+
+/* ---- hard point 5: device memory runs out ---- */
+
+static void device_exhaustion_fails_cleanly(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 4 * MiB, 0);
+	size_t len = 8 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 9);
+	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -ENOMEM);
+	/* The first batches fit; the failing one stayed in place. */
+	assert_int_equal(pages_on(f.ctx, p, len, f.dev), 4 * MiB / PG);
+	assert_int_equal(uhmm_test_check(p, len, 9), (size_t)-1);
+	teardown(&f);
+}
+
+static void alloc_failure_changes_nothing(void **state)
+{
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 2 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 13);
+	ASSERT_OK(uhmm_simdev_inject(f.dev, UHMM_SIMDEV_FAIL_ALLOC, 0, 1));
+	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -ENOMEM);
+	assert_int_equal(pages_on(f.ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0)); /* recovers */
+	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);
+	teardown(&f);
+}
+
+/* ---- the service thread never waits for a page lock ---- */
+
+struct toucher {
+	volatile char *addr;
+	atomic_bool done;
+};
+
+static void *touch_thread(void *arg)
+{
+	struct toucher *t = arg;
+	(void)*t->addr;
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+struct migrator {
+	struct fixture *f;
+	void *p;
+	size_t len;
+	atomic_bool done;
+};
+
+static void *migrate_thread(void *arg)
+{
+	struct migrator *m = arg;
+	ASSERT_OK(uhmm_migrate(m->f->ctx, m->p, m->len, m->f->dev, 0));
+	atomic_store(&m->done, true);
+	return NULL;
+}
+
+static void fault_on_busy_page_parks_without_blocking_service(void **state)
+{
+	struct fixture f;
+	/* Each copy takes 300 ms: the migration holds its pages that long. */
+	setup_dev(&f, 64 * MiB, 300ull * 1000 * 1000);
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, 4 * MiB, (void **)&p));
+	memset(p, 1, 4 * MiB);
+	struct migrator m = { .f = &f, .p = p, .len = 16 * PG };
+	pthread_t tm, ta, tb;
+	pthread_create(&tm, NULL, migrate_thread, &m);
+	/* Wait until the migration holds the pages (they left the CPU). */
+	for (;;) {
+		struct uhmm_page_info pi;
+		ASSERT_OK(uhmm_page_query(f.ctx, p, &pi));
+		unsigned char vec;
+		mincore(p, PG, &vec);
+		if (!(vec & 1))
+			break;
+		usleep(1000);
+	}
+	struct toucher a = { .addr = p }, b = { .addr = p + 3 * MiB };
+	pthread_create(&ta, NULL, touch_thread, &a); /* busy page: parks */
+	usleep(20000);
+	pthread_create(&tb, NULL, touch_thread, &b); /* free page: served */
+	pthread_join(tb, NULL);
+	/* b was served while the migration (and a) still wait. */
+	assert_false(atomic_load(&m.done));
+	pthread_join(tm, NULL);
+	pthread_join(ta, NULL);
+	assert_true(atomic_load(&a.done));
+	assert_true(stats(f.ctx).cpu_faults_waited >= 1);
+	teardown(&f);
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(round_trip_preserves_data),
+	cmocka_unit_test(cpu_read_and_write_bring_pages_back),
+	cmocka_unit_test(untouched_pages_become_zeroed_device_pages_without_copy),
+	cmocka_unit_test(register_malloced_buffer_round_trip),
+	cmocka_unit_test(device_to_device_preserves_data),
+	cmocka_unit_test(eight_threads_one_page_cost_one_migration),
+	cmocka_unit_test(cpu_write_during_copy_is_not_lost),
+	cmocka_unit_test(copy_failure_restores_source),
+	cmocka_unit_test(fetch_failure_is_retried),
+	cmocka_unit_test(device_exhaustion_fails_cleanly),
+	cmocka_unit_test(alloc_failure_changes_nothing),
+	cmocka_unit_test(fault_on_busy_page_parks_without_blocking_service),
+};
+
+UHMM_TEST_MAIN(tests)
