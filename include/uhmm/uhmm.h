@@ -57,7 +57,11 @@ enum {
 	UHMM_CTX_REQUIRE_KERNEL_FAULTS = 1u << 0,
 	/** Force UFFD_USER_MODE_ONLY even where full mode is allowed (testing). */
 	UHMM_CTX_USER_MODE_ONLY = 1u << 1,
-	/** Do not use UFFDIO_MOVE even if the kernel has it (testing). */
+	/**
+	 * Install pages on CPU faults with UFFDIO_COPY instead of moving warm
+	 * pool pages in with UFFDIO_MOVE (the path of kernels without MOVE;
+	 * for testing and measuring).  Also UHMM_NO_MOVE=1.
+	 */
 	UHMM_CTX_NO_MOVE = 1u << 2,
 };
 
@@ -142,7 +146,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx);
 struct uhmm_ctx_info {
 	uint64_t uffd_features; /**< UFFD_FEATURE_* the kernel granted */
 	uint32_t user_mode_only;/**< 1: kernel accesses to device pages fail */
-	uint32_t has_move;      /**< 1: UFFDIO_MOVE is used */
+	uint32_t has_move;      /**< 1: faults install pages with UFFDIO_MOVE */
 	uint32_t fault_around;  /**< effective options after the environment */
 	uint32_t zero_around;
 	uint32_t pool_pages;
@@ -217,7 +221,8 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * memory (pages of earlier batches stay migrated; the failing batch is
  * left where it was); -EIO a copy failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by
- * O_DIRECT I/O in flight): the others moved; -EBADF, -ECHILD.  May sleep.
+ * O_DIRECT I/O in flight): the others moved; -EOPNOTSUPP migration to a
+ * device needs UFFDIO_MOVE (Linux 6.8); -EBADF, -ECHILD.  May sleep.
  */
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
 		 unsigned flags);

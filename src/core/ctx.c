@@ -308,7 +308,7 @@ UHMM_API int uhmm_ctx_info(uhmm_ctx *ctx, struct uhmm_ctx_info *info)
 	memset(info, 0, sizeof(*info));
 	info->uffd_features = ctx->features;
 	info->user_mode_only = ctx->user_mode_only;
-	info->has_move = ctx->has_move;
+	info->has_move = ctx->move_in;
 	info->fault_around = ctx->opts.fault_around;
 	info->zero_around = ctx->opts.zero_around;
 	info->pool_pages = ctx->opts.pool_pages;

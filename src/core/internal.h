@@ -180,7 +180,8 @@ struct uhmm_ctx {
 	int evfd;                 /* wakes the service thread */
 	uint64_t features;
 	bool user_mode_only;
-	bool has_move;
+	bool has_move;            /* the kernel has UFFDIO_MOVE */
+	bool move_in;             /* install pages with it (else UFFDIO_COPY) */
 	bool has_poison;
 	struct uhmm_ctx_opts opts;
 

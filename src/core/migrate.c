@@ -148,7 +148,7 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .count = true };
-	slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;
@@ -541,6 +541,10 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
 		goto out;
+	if (dst && !ctx->has_move) {
+		err = -EOPNOTSUPP; /* nothing takes a page out of place atomically */
+		goto out;
+	}
 	if (dst)
 		pthread_rwlock_rdlock(&ctx->fork_lock);
 	int first = 0;

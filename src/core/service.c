@@ -234,7 +234,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	memset(want, 1, n);
 	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
 				   .count = true };
-	long slot = ctx->has_move ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	long slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;

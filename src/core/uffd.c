@@ -92,9 +92,6 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 		return -EOPNOTSUPP;
 
 	uint64_t want = UFFD_NEEDED | (have & UFFD_WANTED);
-	const char *nomove = getenv("UHMM_NO_MOVE");
-	if ((ctx->opts.flags & UHMM_CTX_NO_MOVE) || (nomove && *nomove == '1'))
-		want &= ~(uint64_t)UFFD_FEATURE_MOVE;
 
 	err = uhmm__uffd_new_fd(user_only, &fd);
 	if (err)
@@ -108,6 +105,9 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	ctx->features = have;
 	ctx->user_mode_only = user_only;
 	ctx->has_move = (have & UFFD_FEATURE_MOVE) != 0;
+	const char *nomove = getenv("UHMM_NO_MOVE");
+	ctx->move_in = ctx->has_move && !(ctx->opts.flags & UHMM_CTX_NO_MOVE) &&
+		       !(nomove && *nomove == '1');
 	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
 	return 0;
 }

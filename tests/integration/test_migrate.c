@@ -179,6 +179,31 @@ static void device_to_device_preserves_data(void **state)
 	teardown(&f);
 }
 
+static void faults_install_with_copy_when_move_is_off(void **state)
+{
+	struct fixture f;
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = UHMM_CTX_NO_MOVE;
+	ASSERT_OK(uhmm_ctx_create(&o, &f.ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 16 * MiB;
+	ASSERT_OK(uhmm_simdev_create(f.ctx, &so, &f.dev));
+	size_t len = 4 * MiB;
+	void *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, &p));
+	uhmm_test_fill(p, len, 77);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(uhmm_test_check(p, len, 77), (size_t)-1);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0)); /* counters settle */
+	struct uhmm_stats s = stats(f.ctx);
+	assert_int_equal(s.pool_hits, 0);
+	assert_true(s.pool_misses >= 1);
+	assert_int_equal(s.migrated_to_system_pages, len / PG);
+	teardown(&f);
+}
+
 /* ---- hard point 1: many threads, one page, one migration ---- */
 
 #define NTHREADS 8
@@ -442,6 +467,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(untouched_pages_become_zeroed_device_pages_without_copy),
 	cmocka_unit_test(register_malloced_buffer_round_trip),
 	cmocka_unit_test(device_to_device_preserves_data),
+	cmocka_unit_test(faults_install_with_copy_when_move_is_off),
 	cmocka_unit_test(eight_threads_one_page_cost_one_migration),
 	cmocka_unit_test(cpu_write_during_copy_is_not_lost),
 	cmocka_unit_test(copy_failure_restores_source),
