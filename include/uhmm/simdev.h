@@ -38,7 +38,9 @@ UHMM_API void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts);
 /**
  * uhmm_simdev_create - create a software device and attach it to @ctx.
  * The device is released by uhmm_device_detach() or with the context.
- * Errors: -EINVAL bad options (mem_bytes 0 or not a multiple of 2 MiB,
+ * @opts may be NULL for the defaults.
+ * Errors: -EBADF @ctx is not a live context; -EINVAL @out is NULL, or bad
+ * options (opts->size too small, mem_bytes 0 or not a multiple of 2 MiB,
  * copy_threads out of range, negative bandwidth); -ENOMEM; -EAGAIN thread
  * creation failed; errors of uhmm_device_attach().
  */
@@ -50,11 +52,12 @@ struct uhmm_simdev_meminfo {
 	uint64_t total_pages;     /**< 4 KiB pages of device memory */
 	uint64_t free_pages;
 	uint64_t huge_free;       /**< whole free 2 MiB blocks */
-	uint64_t copies;          /**< copies completed */
-	uint64_t bytes_copied;
+	uint64_t copies;          /**< copies completed successfully */
+	uint64_t bytes_copied;    /**< their bytes (zero fills included) */
 };
 
-/** Errors: -EINVAL @dev is not a simdev. */
+/** Errors: -EINVAL @dev is not a live simdev (NULL, detached, another
+ * backend's device). */
 UHMM_API int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out);
 
 /** Fault injection points (uhmm_simdev_inject()). */
@@ -68,7 +71,9 @@ enum uhmm_simdev_fault {
  * @what:  which operation.
  * @after: let this many operations of that kind succeed first.
  * @count: then fail this many (0 disarms).
- * Copies are counted one struct uhmm_copy at a time.  Thread-safe.
+ * Copies are counted one struct uhmm_copy at a time, allocations one
+ * alloc call at a time.  A failing copy may have written part of its
+ * destination.  Thread-safe.
  * Errors: -EINVAL.
  */
 UHMM_API int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,

@@ -269,7 +269,8 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
  */
 UHMM_API int uhmm_device_detach(uhmm_device *dev);
 
-/** The priv pointer given to uhmm_device_attach(). */
+/** The priv pointer given to uhmm_device_attach() (NULL if @dev is not a
+ * live device; likewise for the two calls below). */
 UHMM_API void *uhmm_device_priv(const uhmm_device *dev);
 /** The device's name. */
 UHMM_API const char *uhmm_device_name(const uhmm_device *dev);

@@ -399,17 +399,19 @@ UHMM_API int uhmm_device_detach(uhmm_device *dev)
 	return err ? -EIO : 0;
 }
 
+/* The accessors check the handle: a detached device gives NULL, never a
+ * read of freed memory. */
 UHMM_API void *uhmm_device_priv(const uhmm_device *dev)
 {
-	return dev ? dev->priv : NULL;
+	return uhmm__handle_live(dev) ? dev->priv : NULL;
 }
 
 UHMM_API const char *uhmm_device_name(const uhmm_device *dev)
 {
-	return dev ? dev->name : NULL;
+	return uhmm__handle_live(dev) ? dev->name : NULL;
 }
 
 UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev)
 {
-	return dev ? dev->ops : NULL;
+	return uhmm__handle_live(dev) ? dev->ops : NULL;
 }

@@ -240,7 +240,7 @@ int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done);
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-		     size_t *done);
+		     uint64_t mode, size_t *done);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
 int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
 int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);

@@ -69,9 +69,14 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
 		char *src = req->src + (i << PAGE_SHIFT);
 		size_t len = (j - i) << PAGE_SHIFT, done = 0;
+		/* DONTWAKE: the faulting threads resume only after the page is
+		 * published (below), so what they see of uhmm agrees with what
+		 * they see of memory. */
 		long ret = req->src_is_slots
-				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len, 0, &done)
-				   : uhmm__uffd_copy(ctx->uffd, dst, src, len, &done);
+				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
+						     UFFDIO_MOVE_MODE_DONTWAKE, &done)
+				   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
+						     UFFDIO_COPY_MODE_DONTWAKE, &done);
 		size_t k = i + (done >> PAGE_SHIFT);
 		for (size_t x = i; x < k; x++)
 			req->want[x] = 2;
@@ -117,6 +122,10 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 		if (uhmm__page_publish_unlock(ctx, p, 0, 0) && pg_dev(w))
 			uhmm__dev_free_pages(ctx, pg_dev(w), &old, 1);
 	}
+	/* One wake for the whole span: a thread whose page was not installed
+	 * faults again and is served anew. */
+	uhmm__uffd_wake(ctx->uffd, r->start + (req->idx << PAGE_SHIFT),
+			req->n << PAGE_SHIFT);
 }
 
 void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req)
@@ -186,7 +195,7 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
 	size_t done = 0;
 	long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
-					   n << PAGE_SHIFT, &done)
+					   n << PAGE_SHIFT, 0, &done)
 			 : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
 	/* -EEXIST: a page is there already (this fault was a duplicate, or a
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
@@ -339,7 +348,7 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 		return;
 	size_t done;
 	long ret = (flags & UFFD_PAGEFAULT_FLAG_WRITE)
-			   ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, &done)
+			   ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, 0, &done)
 			   : uhmm__uffd_zeropage(ctx->uffd, pa, PAGE_SIZE, &done);
 	if (ret < 0)
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);

@@ -151,13 +151,13 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 }
 
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-		     size_t *done)
+		     uint64_t mode, size_t *done)
 {
 	size_t off = 0;
 	while (off < len) {
 		struct uffdio_copy c = { .dst = dst + off,
 					 .src = (uintptr_t)src + off,
-					 .len = len - off };
+					 .len = len - off, .mode = mode };
 		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
 			off = len;
 			break;

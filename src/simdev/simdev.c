@@ -207,8 +207,10 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 	struct simdev *sd;
 	char namebuf[32];
 
-	if (!ctx || !out)
+	if (!out)
 		return -EINVAL;
+	if (!ctx)
+		return -EBADF;
 	int err = uhmm__simdev_new(opts, &sd);
 	if (err)
 		return err;
