@@ -83,7 +83,7 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	if (err)
 		return err;
 
-	uint64_t have;
+	uint64_t have = 0;
 	err = api(fd, 0, &have);
 	close(fd);
 	if (err)
