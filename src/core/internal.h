@@ -270,11 +270,11 @@ void uhmm__page_lock(struct uhmm_page *p);
 bool uhmm__page_park(struct uhmm_page *p);
 /*
  * Publish a new location (dev 0: system memory) and unlock; returns true.
- * The page's previous device copy is the caller's to free afterwards.
- * If the page was ZAPPED while locked, returns false instead: the new
- * device page (if any) and the previous one were both freed, and the page
- * is an empty system page.  Wakes sleepers and the service thread as the
- * word says.
+ * If the location changes, the page's previous device copy is freed first,
+ * under the lock.  If the page was ZAPPED while locked, returns false
+ * instead: the new device page (if any) and the previous one are freed and
+ * the page is an empty system page.  Wakes sleepers and the service thread
+ * as the word says.
  */
 bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 			       unsigned dev, uint64_t dpfn);

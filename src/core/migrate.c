@@ -407,11 +407,9 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 				zeros++;
 			else
 				bytes += PAGE_SIZE;
-			/* Published, or (zapped meanwhile) discarded: either way
-			 * the new device page is accounted for. */
-			if (uhmm__page_publish_unlock(ctx, p, b->dst->id, b->dpfn[i]) &&
-			    k == K_FROM_DEV)
-				uhmm__dev_free_pages(ctx, b->olddev[i], &b->old[i], 1);
+			/* Published (the old device copy freed), or, zapped
+			 * meanwhile, discarded: no device page is left over. */
+			(void)uhmm__page_publish_unlock(ctx, p, b->dst->id, b->dpfn[i]);
 			b->kind[i] = K_DONE;
 		} else {
 			if (k == K_RESTORE) {

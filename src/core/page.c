@@ -70,13 +70,6 @@ bool uhmm__page_park(struct uhmm_page *p)
 	return false;
 }
 
-/* Free the device page a page word points at (the caller owns the page). */
-static void drop_device_page(struct uhmm_ctx *ctx, uint32_t w, uint64_t dpfn)
-{
-	if (pg_dev(w))
-		uhmm__dev_free_pages(ctx, pg_dev(w), &dpfn, 1);
-}
-
 static void after_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 			 uint32_t old)
 {
@@ -91,29 +84,32 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 {
 	bool published = true;
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+	unsigned prev = pg_dev(w);
+	uint64_t prev_dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 	UHMM_ASSERT(w & PG_LOCKED);
 	UHMM_ASSERT(dev < MAX_DEVICES);
 
 	/*
 	 * Zapped while we held it: the application discarded the page, so what
-	 * we were about to publish is garbage.  Free it and the page's current
-	 * device copy; the page becomes an empty system page (the next CPU
-	 * fault fills zeros, as the kernel does after MADV_DONTNEED).
+	 * we were about to publish is garbage.  Free it; the page becomes an
+	 * empty system page (the next CPU fault fills zeros, as the kernel does
+	 * after MADV_DONTNEED).
 	 */
 	if (unlikely(w & PG_ZAPPED)) {
-		if (dev && (dev != pg_dev(w) ||
-			    dpfn != atomic_load_explicit(&p->dpfn,
-							 memory_order_relaxed)))
+		if (dev && (dev != prev || dpfn != prev_dpfn))
 			uhmm__dev_free_pages(ctx, dev, &dpfn, 1);
-		drop_device_page(ctx, w,
-				 atomic_load_explicit(&p->dpfn,
-						      memory_order_relaxed));
 		dev = 0;
 		dpfn = 0;
 		published = false;
 	}
-	if (dev != pg_dev(w) ||
-	    (dev && dpfn != atomic_load_explicit(&p->dpfn, memory_order_relaxed))) {
+	/*
+	 * The previous device copy is freed here, while the page is still
+	 * locked: once it is unlocked, a detach or destroy may lock it, find
+	 * it home, and release the device under our feet.
+	 */
+	if (dev != prev || (dev && dpfn != prev_dpfn)) {
+		if (prev)
+			uhmm__dev_free_pages(ctx, prev, &prev_dpfn, 1);
 		atomic_store_explicit(&p->dpfn, dpfn, memory_order_relaxed);
 		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 	}
@@ -140,15 +136,9 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
 	for (;;) {
 		if (uhmm__page_trylock(p)) {
-			uint32_t w = atomic_load_explicit(&p->word,
-							  memory_order_relaxed);
-			if (pg_dev(w)) {
-				drop_device_page(ctx, w,
-						 atomic_load_explicit(
-							 &p->dpfn,
-							 memory_order_relaxed));
+			if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)))
 				STAT_INC(ctx, device_pages_freed_by_events);
-			}
+			/* Home and empty; publishing frees the device copy. */
 			(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
 			return;
 		}

@@ -293,13 +293,7 @@ static void drain_and_discard(struct uhmm_ctx *ctx, struct uhmm_range *r)
 	for (size_t i = 0; i < r->npages; i++) {
 		struct uhmm_page *p = range_page(r, i);
 		uhmm__page_lock(p);
-		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-		if (pg_dev(w)) {
-			uint64_t d = atomic_load_explicit(&p->dpfn,
-							  memory_order_relaxed);
-			uhmm__dev_free_pages(ctx, pg_dev(w), &d, 1);
-		}
-		(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
+		(void)uhmm__page_publish_unlock(ctx, p, 0, 0); /* frees the copy */
 	}
 }
 

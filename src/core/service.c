@@ -116,11 +116,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 	for (i = 0; i < req->n; i++) {
 		if (req->want[i] != 2 && req->want[i] != 3)
 			continue;
-		struct uhmm_page *p = range_page(r, req->idx + i);
-		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-		uint64_t old = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
-		if (uhmm__page_publish_unlock(ctx, p, 0, 0) && pg_dev(w))
-			uhmm__dev_free_pages(ctx, pg_dev(w), &old, 1);
+		(void)uhmm__page_publish_unlock(ctx, range_page(r, req->idx + i), 0, 0);
 	}
 	/* One wake for the whole span: a thread whose page was not installed
 	 * faults again and is served anew. */
