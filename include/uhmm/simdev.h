@@ -14,6 +14,7 @@
 #ifndef UHMM_SIMDEV_H
 #define UHMM_SIMDEV_H
 
+#include <uhmm/mirror.h>
 #include <uhmm/uhmm.h>
 
 #ifdef __cplusplus
@@ -30,6 +31,11 @@ struct uhmm_simdev_opts {
 	/** Transfer model: fixed latency added to each copy, in ns; default 0. */
 	uint64_t latency_ns;
 	const char *name;         /**< default "simdev<N>" */
+	/* Compute (uhmm_simdev_launch). */
+	uint32_t compute_units;   /**< 1..16; default 2.  Each has its own TLB. */
+	uint32_t lanes_per_cu;    /**< work items in flight per unit, 1..64; default 8 */
+	uint32_t fault_batch;     /**< device faults serviced per pass, 1..4096; default 256 */
+	uint32_t tlb_entries;     /**< per unit, power of two 1..4096; default 64 */
 };
 
 /** Fill @opts with the defaults. */
@@ -78,6 +84,108 @@ enum uhmm_simdev_fault {
  */
 UHMM_API int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
 		       uint64_t after, uint64_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Compute: kernels, device memory accessors, device faults                 */
+
+/*
+ * A simdev runs kernels: a C function called once per work item on the
+ * device's compute units (lanes are threads; a unit's lanes share its TLB).
+ * A kernel reaches memory only through the accessors below, which translate
+ * the ordinary process pointers it was given through the unit's TLB and the
+ * device page table, the mirror of the CPU's.  A miss raises a device fault:
+ * the work item waits while the device's fault-service pass drains the
+ * fault buffer in batches (duplicates removed, sorted, grouped by 2 MiB
+ * block), resolves each block by policy, fills the device page table from
+ * uhmm_range_fault() and replays.
+ *
+ * Policies (uhmm_simdev_advise): migrate the block to device memory on the
+ * first device touch (default), or map the system pages remotely (the device
+ * then reads and writes them through the CPU's MMU, coherently).
+ *
+ * A device access that cannot be resolved (unmapped memory, PROT_NONE, a
+ * write to read-only memory, a page unmapped while the kernel ran) ends the
+ * kernel: the accessor does not return, the remaining work items are
+ * cancelled, and uhmm_simdev_launch() returns the error, like a GPU's
+ * page-fault error.  The process does not crash.
+ */
+
+/** A work item, as accessors see it. */
+typedef struct uhmm_simdev_item uhmm_simdev_item;
+
+/** A kernel: called once for each idx in [0, grid). */
+typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg);
+
+/**
+ * uhmm_simdev_launch - run @fn for every work item of @grid on @dev and wait.
+ * Returns 0, or the first device fault error: -EFAULT (unmapped or
+ * PROT_NONE memory), -EPERM (write to read-only memory), -ENOMEM (device
+ * memory exhausted and the pages could not stay remote), -EINVAL (bad
+ * arguments), -EBUSY (another launch is running on @dev).  May sleep.
+ * Must not be called from a kernel.
+ */
+UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
+				uint64_t grid, void *arg);
+
+/* Accessors.  Valid only inside a kernel, on the calling work item's wi.
+ * Natural alignment is required (unaligned: the kernel fails -EINVAL). */
+UHMM_API uint8_t uhmm_simdev_ld8(uhmm_simdev_item *wi, const void *p);
+UHMM_API uint16_t uhmm_simdev_ld16(uhmm_simdev_item *wi, const void *p);
+UHMM_API uint32_t uhmm_simdev_ld32(uhmm_simdev_item *wi, const void *p);
+UHMM_API uint64_t uhmm_simdev_ld64(uhmm_simdev_item *wi, const void *p);
+UHMM_API void uhmm_simdev_st8(uhmm_simdev_item *wi, void *p, uint8_t v);
+UHMM_API void uhmm_simdev_st16(uhmm_simdev_item *wi, void *p, uint16_t v);
+UHMM_API void uhmm_simdev_st32(uhmm_simdev_item *wi, void *p, uint32_t v);
+UHMM_API void uhmm_simdev_st64(uhmm_simdev_item *wi, void *p, uint64_t v);
+/** Copy n bytes between managed addresses (any alignment, may cross pages). */
+UHMM_API void uhmm_simdev_copy(uhmm_simdev_item *wi, void *dst, const void *src,
+			       size_t n);
+/** Atomics (sequentially consistent); return the old value. */
+UHMM_API uint32_t uhmm_simdev_atomic_add32(uhmm_simdev_item *wi, void *p, uint32_t v);
+UHMM_API uint64_t uhmm_simdev_atomic_add64(uhmm_simdev_item *wi, void *p, uint64_t v);
+UHMM_API uint32_t uhmm_simdev_atomic_xchg32(uhmm_simdev_item *wi, void *p, uint32_t v);
+UHMM_API uint64_t uhmm_simdev_atomic_xchg64(uhmm_simdev_item *wi, void *p, uint64_t v);
+/** Compare-exchange: returns the old value (equal to @expect on success). */
+UHMM_API uint32_t uhmm_simdev_atomic_cas32(uhmm_simdev_item *wi, void *p,
+					   uint32_t expect, uint32_t desired);
+UHMM_API uint64_t uhmm_simdev_atomic_cas64(uhmm_simdev_item *wi, void *p,
+					   uint64_t expect, uint64_t desired);
+
+/** Placement policies (uhmm_simdev_advise). */
+enum uhmm_simdev_advice {
+	UHMM_SIMDEV_MIGRATE_ON_TOUCH = 0, /**< default */
+	UHMM_SIMDEV_MAP_REMOTE = 1,
+};
+
+/**
+ * uhmm_simdev_advise - choose the policy for device faults on
+ * [addr, addr + len) (page-aligned).  Later advice over a range replaces
+ * earlier advice there.  Errors: -EINVAL.
+ */
+UHMM_API int uhmm_simdev_advise(uhmm_device *dev, void *addr, size_t len,
+				enum uhmm_simdev_advice advice);
+
+/** Counters of a simdev's compute side (uhmm_simdev_stats()). */
+struct uhmm_simdev_stats {
+	uint64_t launches;
+	uint64_t work_items;
+	uint64_t faults;            /**< device faults raised (misses that reached the buffer) */
+	uint64_t fault_batches;     /**< service passes */
+	uint64_t fault_duplicates;  /**< faults removed as duplicates within a pass */
+	uint64_t fault_resolutions; /**< pages whose mapping a pass changed */
+	uint64_t fault_service_ns;  /**< time in service passes */
+	uint64_t migrations;        /**< blocks migrated to the device by faults */
+	uint64_t remote_maps;       /**< pages mapped remotely */
+	uint64_t range_fault_calls;
+	uint64_t range_fault_pages; /**< pages walked by range faults */
+	uint64_t invalidations;     /**< invalidate callbacks received */
+	uint64_t shootdown_pages;   /**< device page-table entries removed */
+	uint64_t tlb_hits, tlb_misses;
+	uint64_t kernel_errors;     /**< launches that ended with an error */
+};
+
+/** Errors: -EINVAL @dev is not a live simdev. */
+UHMM_API int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uhmm/mirror.h - keeping a device page table in step with the CPU's:
+ * interval notifiers, range fault, and uhmm_mprotect().
+ *
+ * These are the counterparts of the kernel's mmu_interval_notifier and
+ * hmm_range_fault().  A device that mirrors the process's address space
+ * subscribes to an interval with uhmm_notifier_insert(); uhmm calls its
+ * invalidate callback before a change of the CPU page table becomes
+ * visible where uhmm controls the order (its own migrations, MADV_DONTNEED
+ * through the REMOVE event, uhmm_mprotect()), and as soon as it learns of
+ * it otherwise (munmap, mremap).  The device fills its page table from
+ * uhmm_range_fault() and uses the notifier's sequence number to know
+ * whether what it read is still true.
+ *
+ * The pattern every mirror follows (it is the kernel's, Documentation/mm/
+ * hmm.rst), with one lock of the device's own, here "pt_lock", taken both in
+ * the invalidate callback and around the retry check:
+ *
+ *     struct uhmm_range_req req = {
+ *         .notifier = n, .start = va, .end = va + len,
+ *         .flags = UHMM_RF_FAULT_READ, .entries = entries,
+ *         .timeout_ms = 1000,
+ *     };
+ *   again:
+ *     err = uhmm_range_fault(ctx, &req);      // sets req.notifier_seq
+ *     if (err)
+ *         return err;                         // -EFAULT, -EPERM, -EBUSY...
+ *     pthread_mutex_lock(&dev->pt_lock);
+ *     if (uhmm_notifier_read_retry(n, req.notifier_seq)) {
+ *         pthread_mutex_unlock(&dev->pt_lock);
+ *         goto again;                         // something changed: redo
+ *     }
+ *     ... write entries[] into the device page table ...
+ *     pthread_mutex_unlock(&dev->pt_lock);
+ *
+ *   static void invalidate(struct uhmm_notifier *n,
+ *                          const struct uhmm_inv_event *ev, void *priv)
+ *   {
+ *       struct dev *dev = priv;
+ *       pthread_mutex_lock(&dev->pt_lock);
+ *       ... remove [ev->start, ev->end) from the device page table,
+ *           flush TLBs, wait for accesses in flight (fence) ...
+ *       pthread_mutex_unlock(&dev->pt_lock);
+ *   }
+ *
+ * Why it is enough: the sequence number is made odd *before* the callback
+ * runs.  A filler that checks read_retry under pt_lock either ran before the
+ * callback took pt_lock (and the callback then removes what it wrote), or
+ * after the sequence changed (and it retries).
+ */
+#ifndef UHMM_MIRROR_H
+#define UHMM_MIRROR_H
+
+#include <stdbool.h>
+#include <uhmm/uhmm.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Interval notifiers                                                        */
+
+/** Why an invalidation happens (uhmm_inv_event.reason). */
+enum uhmm_inv_reason {
+	UHMM_INV_UNMAP = 1,   /**< munmap: the range is gone */
+	UHMM_INV_ZAP,         /**< madvise(DONTNEED/FREE/REMOVE): contents discarded */
+	UHMM_INV_REMAP,       /**< mremap: the range moved to new_start */
+	UHMM_INV_MIGRATE,     /**< pages change location; device = destination
+				   (NULL: system memory) */
+	UHMM_INV_EXCLUSIVE,   /**< a device takes pages exclusively (device) */
+	UHMM_INV_PROTECTION,  /**< uhmm_mprotect() changes access rights */
+	UHMM_INV_RELEASE,     /**< the context is being destroyed */
+};
+
+/** What an invalidate callback is told. */
+struct uhmm_inv_event {
+	uintptr_t start, end;        /**< page-aligned, within the interval */
+	enum uhmm_inv_reason reason;
+	/** MIGRATE, EXCLUSIVE: the device the pages go to (NULL: system
+	 * memory).  A device can skip invalidations it causes itself when it
+	 * updates its page table on its own. */
+	uhmm_device *device;
+	uintptr_t new_start;         /**< REMAP: where start went */
+};
+
+struct uhmm_notifier;
+
+/**
+ * An invalidate callback.  It may sleep (until the device has fenced): the
+ * change waits for it.  It runs in the thread that makes the change: an
+ * application thread in uhmm_migrate()/uhmm_mprotect(), or uhmm's
+ * fault-service thread.  So it must not touch managed memory, must not call
+ * uhmm functions other than uhmm_notifier_read_begin/read_retry, and must
+ * not wait for anything that needs those (a device access that is waiting
+ * for a CPU fault to be served, for instance).  Callbacks of one notifier
+ * never run concurrently.
+ */
+typedef void (*uhmm_invalidate_fn)(struct uhmm_notifier *n,
+				   const struct uhmm_inv_event *ev, void *priv);
+
+/**
+ * uhmm_notifier_insert - subscribe to invalidations of [start, start + len).
+ * @start, @len: page-aligned, len > 0, not wrapping; any address range
+ *   (managed or not; only changes uhmm sees are reported).
+ * @fn: the callback; @priv is passed to it.
+ * Errors: -EINVAL, -EBADF, -ECHILD, -ENOMEM.
+ */
+UHMM_API int uhmm_notifier_insert(uhmm_ctx *ctx, uintptr_t start, size_t len,
+				  uhmm_invalidate_fn fn, void *priv,
+				  struct uhmm_notifier **out);
+
+/**
+ * uhmm_notifier_remove - unsubscribe and free @n.  Waits for a callback of
+ * @n that is running; must not be called from a callback.  Notifiers still
+ * inserted when the context is destroyed get a RELEASE event and are freed
+ * by uhmm_ctx_destroy().  Errors: -EBADF.
+ */
+UHMM_API int uhmm_notifier_remove(struct uhmm_notifier *n);
+
+/**
+ * uhmm_notifier_read_begin - start reading the interval.  Sleeps while an
+ * invalidation of @n is running, then returns the sequence number to give
+ * to uhmm_notifier_read_retry().  Never fails.
+ */
+UHMM_API uint32_t uhmm_notifier_read_begin(struct uhmm_notifier *n);
+
+/**
+ * uhmm_notifier_read_retry - whether an invalidation of @n started since
+ * read_begin returned @seq (then what was read may be stale).  Call it under
+ * the lock the callback takes.  Never sleeps.
+ */
+UHMM_API bool uhmm_notifier_read_retry(struct uhmm_notifier *n, uint32_t seq);
+
+/* ------------------------------------------------------------------------ */
+/* Range fault                                                               */
+
+/** Request flags (uhmm_range_req.flags). */
+enum {
+	UHMM_RF_SNAPSHOT = 0,        /**< report only; fault nothing in */
+	UHMM_RF_FAULT_READ = 1u << 0,/**< make every page readable */
+	UHMM_RF_FAULT_WRITE = 1u << 1,/**< make every page writable (implies read) */
+};
+
+/*
+ * One entry per page (uhmm_range_req.entries).  The low 48 bits hold the
+ * device frame for device-private pages of the requesting device; for a
+ * system page the data is at the page's own virtual address.
+ */
+#define UHMM_RE_VALID (1ull << 63)   /**< the device may map the page */
+#define UHMM_RE_WRITE (1ull << 62)   /**< ... for writing */
+#define UHMM_RE_ZERO (1ull << 61)    /**< the shared zero page (read-only) */
+#define UHMM_RE_DEVICE (1ull << 60)  /**< private to the requesting device */
+#define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
+#define UHMM_RE_HUGE (1ull << 58)    /**< mapped as part of a 2 MiB page */
+#define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
+
+/** A range fault request. */
+struct uhmm_range_req {
+	struct uhmm_notifier *notifier; /**< may be NULL (no retry detection) */
+	uintptr_t start, end;           /**< page-aligned, start < end */
+	uint32_t flags;                 /**< UHMM_RF_* */
+	uint32_t timeout_ms;            /**< give up with -EBUSY after; 0 = 1000 */
+	uhmm_device *device;            /**< the requester: tells DEVICE from REMOTE */
+	uint64_t *entries;              /**< out: (end - start) / 4096 entries */
+	uint32_t notifier_seq;          /**< out: for read_retry */
+};
+
+/**
+ * uhmm_range_fault - snapshot [start, end) for a device, faulting pages in
+ * if asked.
+ *
+ * With UHMM_RF_FAULT_READ or _WRITE, pages on another device are first
+ * brought back to system memory, then the range is populated
+ * (MADV_POPULATE_READ/WRITE: never-touched pages become the zero page for
+ * reads, private pages are copied-on-write for writes, as a CPU access
+ * would do), so every entry comes back VALID.  Access rights are checked
+ * against the CPU mapping at the time of the call (PROCMAP_QUERY where the
+ * kernel has it, /proc/self/maps otherwise).
+ *
+ * If the notifier is invalidated during the walk, the walk starts over;
+ * after timeout_ms of that it gives up.  On success the entries are final
+ * for notifier_seq: check uhmm_notifier_read_retry() under your lock before
+ * using them (see the pattern at the top of this header).
+ *
+ * Errors (as the kernel's): -EINVAL bad request; -EFAULT a hole or a
+ * PROT_NONE area in the range (also: a fault-in the kernel refused);
+ * -EPERM a write fault on a read-only area; -EBUSY the notifier kept being
+ * invalidated past the timeout; -EBADF, -ECHILD.  May sleep.
+ */
+UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
+
+/* ------------------------------------------------------------------------ */
+/* Protection changes                                                        */
+
+/**
+ * uhmm_mprotect - mprotect(2) that tells the mirrors first.
+ * mprotect sends no userfaultfd event, so a device mirror would keep a
+ * write mapping of a page the CPU made read-only.  This call invalidates
+ * [addr, addr + len) with UHMM_INV_PROTECTION, then changes the protection.
+ * (uhmm_range_fault() checks rights at fault time in any case.)
+ * Errors: -EINVAL, and mprotect's own errors (negated).
+ */
+UHMM_API int uhmm_mprotect(uhmm_ctx *ctx, void *addr, size_t len, int prot);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_MIRROR_H */
