@@ -154,6 +154,7 @@ enum {
 #define UHMM_RE_DEVICE (1ull << 60)  /**< private to the requesting device */
 #define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
 #define UHMM_RE_HUGE (1ull << 58)    /**< mapped as part of a 2 MiB page */
+#define UHMM_RE_ERROR (1ull << 57)   /**< snapshot: a hole or an unreadable area */
 #define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
 
 /** A range fault request. */
@@ -184,8 +185,11 @@ struct uhmm_range_req {
  * for notifier_seq: check uhmm_notifier_read_retry() under your lock before
  * using them (see the pattern at the top of this header).
  *
- * Errors (as the kernel's): -EINVAL bad request; -EFAULT a hole or a
- * PROT_NONE area in the range (also: a fault-in the kernel refused);
+ * A snapshot (no fault flags) never fails for holes: their entries say
+ * UHMM_RE_ERROR.  Never-touched pages have no flag set.
+ *
+ * Errors (as the kernel's): -EINVAL bad request; -EFAULT a fault request
+ * meets a hole or a PROT_NONE area (also: a fault-in the kernel refused);
  * -EPERM a write fault on a read-only area; -EBUSY the notifier kept being
  * invalidated past the timeout; -EBADF, -ECHILD.  May sleep.
  */

@@ -304,6 +304,9 @@ struct uhmm_stats {
 	uint64_t events_remap;
 	uint64_t device_pages_freed_by_events;
 	uint64_t migrate_busy;               /**< pages left in place: -EBUSY */
+	uint64_t invalidations;              /**< invalidations sent to notifiers */
+	uint64_t range_fault_calls;
+	uint64_t range_fault_pages;          /**< pages walked by range faults */
 	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
 	uint64_t managed_pages;              /**< gauge: pages under management */
 };

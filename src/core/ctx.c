@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +40,12 @@ uint64_t uhmm__now_ns(void)
  * created) handle gets -EBADF instead of a use after free.  A handful of
  * handles live at once: a linear scan is fine.
  */
-enum { H_CTX = 1, H_DEV = 2 };
+enum { H_CTX = UHMM__H_CTX, H_DEV = UHMM__H_DEV };
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct { const void *h; int kind; } *reg;
 static size_t nreg, capreg;
 
-static int reg_add(const void *h, int kind)
+int uhmm__handle_add(const void *h, int kind)
 {
 	pthread_mutex_lock(&reg_lock);
 	if (nreg == capreg) {
@@ -63,7 +64,7 @@ static int reg_add(const void *h, int kind)
 	return 0;
 }
 
-static void reg_del(const void *h)
+void uhmm__handle_del(const void *h)
 {
 	pthread_mutex_lock(&reg_lock);
 	for (size_t i = 0; i < nreg; i++) {
@@ -81,6 +82,16 @@ static bool live_locked(const void *h, int kind)
 		if (reg[i].h == h && reg[i].kind == kind)
 			return true;
 	return false;
+}
+
+bool uhmm__handle_is(const void *h, int kind)
+{
+	if (!h)
+		return false;
+	pthread_mutex_lock(&reg_lock);
+	bool live = live_locked(h, kind);
+	pthread_mutex_unlock(&reg_lock);
+	return live;
 }
 
 bool uhmm__handle_live(const void *h)
@@ -206,15 +217,22 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 		return err;
 	}
 	ctx->pid = getpid();
-	ctx->uffd = ctx->evfd = -1;
+	ctx->uffd = ctx->evfd = ctx->pagemap_fd = ctx->maps_fd = -1;
 	pthread_rwlock_init(&ctx->ranges_lock, NULL);
 	pthread_rwlock_init(&ctx->fork_lock, NULL);
+	pthread_rwlock_init(&ctx->notifier_lock, NULL);
 	pthread_mutex_init(&ctx->dev_lock, NULL);
 	pthread_mutex_init(&ctx->req_lock, NULL);
 
 	err = uhmm__uffd_open(ctx);
 	if (err)
 		goto fail;
+	/* For range faults: page table (PAGEMAP_SCAN or pagemap reads) and
+	 * VMA rights (PROCMAP_QUERY where the kernel has it). */
+	ctx->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	const char *nq = getenv("UHMM_NO_PROCMAP_QUERY"); /* test the fallback */
+	ctx->maps_fd = nq && *nq == '1' ? -1
+					: open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	ctx->zeros = mmap(NULL, UHMM_HUGE_SIZE, PROT_READ,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ctx->bounce = mmap(NULL, BATCH_PAGES * PAGE_SIZE, PROT_READ | PROT_WRITE,
@@ -229,7 +247,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	err = uhmm__service_start(ctx);
 	if (err)
 		goto fail;
-	err = reg_add(ctx, H_CTX);
+	err = uhmm__handle_add(ctx, H_CTX);
 	if (err) {
 		uhmm__service_stop(ctx);
 		goto fail;
@@ -246,8 +264,13 @@ fail:
 		munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
+	if (ctx->pagemap_fd >= 0)
+		close(ctx->pagemap_fd);
+	if (ctx->maps_fd >= 0)
+		close(ctx->maps_fd);
 	pthread_rwlock_destroy(&ctx->ranges_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
+	pthread_rwlock_destroy(&ctx->notifier_lock);
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	free(ctx);
@@ -273,15 +296,19 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	long c;
 	while ((c = atomic_load(&ctx->calls)) != 0)
 		uhmm_futex_wait(&ctx->calls, (uint32_t)c);
-	reg_del(ctx);
+	uhmm__handle_del(ctx);
 
 	/* Every page home while the service thread still installs them. */
 	int err = uhmm__evacuate(ctx, 0);
+	/* Mirrors drop everything; devices may remove their notifiers as
+	 * they are destroyed; the rest are freed here. */
+	uhmm__invalidate(ctx, 0, UINTPTR_MAX, UHMM_INV_RELEASE, NULL, 0);
 	for (unsigned id = 1; id < MAX_DEVICES; id++) {
 		struct uhmm_device *d = atomic_load(&ctx->devs[id]);
 		if (d)
 			device_release(ctx, d);
 	}
+	uhmm__notifiers_free_all(ctx);
 	uhmm__service_stop(ctx);
 	if (ctx->opts.print_stats)
 		uhmm__stats_print(ctx, stderr);
@@ -290,8 +317,13 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	munmap(ctx->zeros, UHMM_HUGE_SIZE);
 	munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
 	close(ctx->uffd);
+	if (ctx->pagemap_fd >= 0)
+		close(ctx->pagemap_fd);
+	if (ctx->maps_fd >= 0)
+		close(ctx->maps_fd);
 	pthread_rwlock_destroy(&ctx->ranges_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
+	pthread_rwlock_destroy(&ctx->notifier_lock);
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	free(ctx);
@@ -357,7 +389,7 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 	}
 	if (d->id) {
 		snprintf(d->name, sizeof(d->name), "%s", name ? name : "device");
-		err = reg_add(d, H_DEV);
+		err = uhmm__handle_add(d, H_DEV);
 		if (!err)
 			atomic_store(&ctx->devs[d->id], d);
 	} else {
@@ -375,7 +407,7 @@ out:
 
 static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
-	reg_del(d);
+	uhmm__handle_del(d);
 	pthread_mutex_lock(&ctx->dev_lock);
 	atomic_store(&ctx->devs[d->id], NULL);
 	pthread_mutex_unlock(&ctx->dev_lock);

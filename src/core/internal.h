@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <uhmm/mirror.h>
 #include <uhmm/uhmm.h>
 
 #include "util/uffd_compat.h"
@@ -158,7 +159,12 @@ static inline char *pool_slot(struct uhmm_pool *pool, size_t s)
 struct install_req {
 	struct uhmm_range *r;
 	size_t idx, n;       /* pages idx .. idx + n - 1, all locked by requester */
-	uint8_t *want;       /* in: 1 = install src page i; out: 2 = installed */
+	/* in: 1 = install src page i.  out: 2 installed (moved: the source
+	 * slot is empty), 6 installed (copied: the source keeps its page),
+	 * 3 discarded (zapped meanwhile), 0 left where it was.  2, 3 and 6
+	 * are published and unlocked by the service thread; 0 and 1 stay the
+	 * requester's to unlock. */
+	uint8_t *want;
 	char *src;           /* page i's data at src + i * 4K */
 	bool src_is_slots;   /* src lies in the reserve: UFFDIO_MOVE, else COPY */
 	bool count;          /* a migration to the system (not a restore) */
@@ -210,6 +216,14 @@ struct uhmm_ctx {
 	struct parked_fault *parked; /* service thread only */
 	size_t nparked, cap_parked;
 	char *bounce;                /* service thread only: BATCH_PAGES pages */
+
+	/* Interval notifiers (notifier.c). */
+	pthread_rwlock_t notifier_lock;
+	struct uhmm_notifier *notifiers;
+	_Atomic size_t nnotifiers;
+
+	/* /proc/self/pagemap and /proc/self/maps (range faults). */
+	int pagemap_fd, maps_fd;
 
 	/* Handles in use: destroy waits for calls in flight. */
 	_Atomic long calls;
@@ -311,10 +325,26 @@ int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
 
+/* notifier.c */
+/* Tell every notifier overlapping [start, end); returns when all callbacks
+ * have.  Called with the pages of the change locked, or by the service
+ * thread for events. */
+void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      enum uhmm_inv_reason reason, struct uhmm_device *dev,
+		      uintptr_t new_start);
+void uhmm__notifiers_free_all(struct uhmm_ctx *ctx);
+bool uhmm__notifier_read_begin_until(struct uhmm_notifier *n, uint64_t deadline,
+				     uint32_t *seq);
+
 /* fork.c */
 void uhmm__fork_init(void);
 
-/* Handle registry (ctx.c): is h a live device handle? */
+/* Handle registry (ctx.c). */
+enum { UHMM__H_CTX = 1, UHMM__H_DEV = 2, UHMM__H_NOTIFIER = 3 };
+int uhmm__handle_add(const void *h, int kind);
+void uhmm__handle_del(const void *h);
+bool uhmm__handle_is(const void *h, int kind);
+/* Is h a live device handle? */
 bool uhmm__handle_live(const void *h);
 /* The live contexts of this process (for the fork handlers). */
 size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max);

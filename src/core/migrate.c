@@ -146,6 +146,8 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	if (!nwant)
 		goto unlock;
 
+	uhmm__invalidate(ctx, r->start + (idx << PAGE_SHIFT),
+			 r->start + ((idx + n) << PAGE_SHIFT), UHMM_INV_MIGRATE, NULL, 0);
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .count = true };
 	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
@@ -467,8 +469,11 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		free(b);
 		return err;
 	}
-	/* (The mirrors are told here, before any page changes, once device
-	 * page tables exist: see the notifier.) */
+	/* invalidate: the mirrors drop the pages and fence, before any page
+	 * changes (hard point 2).  The pages stay locked, so nobody can map
+	 * them again until we are done. */
+	uhmm__invalidate(ctx, r->start + (idx << PAGE_SHIFT),
+			 r->start + ((idx + n) << PAGE_SHIFT), UHMM_INV_MIGRATE, dst, 0);
 	int e1 = migrate_unmap(ctx, b);
 	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
 	if (b->slot < 0) {

@@ -94,27 +94,47 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			i = k + 1;
 			continue;
 		}
-		/* The mapping changed under us (munmap or mremap whose event
-		 * we have not read yet): leave the rest where it is; the event
-		 * will say what became of it. */
-		for (size_t x = k; x < req->n; x++)
-			if (req->want[x] == 1)
+		/*
+		 * The run does not fit one mapping as it is now: it crosses
+		 * VMAs (mprotect split the range), or UFFDIO_MOVE refuses a
+		 * read-only destination, or the mapping changed under us
+		 * (munmap or mremap whose event we have not read yet).  Go
+		 * page by page, copying where moving is refused; a page that
+		 * cannot be installed stays where it is (on its device: the
+		 * event will say what became of it).
+		 */
+		for (size_t x = k; x < j; x++) {
+			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
+			char *sp = req->src + (x << PAGE_SHIFT);
+			size_t one;
+			if (req->src_is_slots &&
+			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
+					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
+				req->want[x] = 2;
+			} else if ((ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
+							  UFFDIO_COPY_MODE_DONTWAKE,
+							  &one)) >= 0) {
+				/* Copied: a slot keeps its page. */
+				req->want[x] = req->src_is_slots ? 6 : 2;
+			} else {
 				req->want[x] = 0;
-		req->result = (int)ret;
-		break;
+				req->result = (int)ret;
+			}
+		}
+		i = j;
 	}
 
 	/* Count before publishing: whoever sees a page unlocked sees it counted. */
 	if (req->count) {
 		size_t back = 0;
 		for (i = 0; i < req->n; i++)
-			back += req->want[i] == 2;
+			back += req->want[i] == 2 || req->want[i] == 6;
 		STAT_ADD(ctx, migrated_to_system_pages, back);
 		STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
 	}
 	/* Publish: installed and discarded pages are in system memory now. */
 	for (i = 0; i < req->n; i++) {
-		if (req->want[i] != 2 && req->want[i] != 3)
+		if (req->want[i] != 2 && req->want[i] != 3 && req->want[i] != 6)
 			continue;
 		(void)uhmm__page_publish_unlock(ctx, range_page(r, req->idx + i), 0, 0);
 	}
@@ -193,6 +213,12 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
 					   n << PAGE_SHIFT, 0, &done)
 			 : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
+	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST) {
+		/* The window crosses into another mapping (mprotect split
+		 * the range): the faulting page alone. */
+		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, PAGE_SIZE, 0, &done)
+			    : uhmm__uffd_zeropage(ctx->uffd, dst, PAGE_SIZE, &done);
+	}
 	/* -EEXIST: a page is there already (this fault was a duplicate, or a
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
 	 * the faulting thread must retry to see the truth. */
@@ -235,6 +261,10 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		hi++;
 	}
 	size_t n = hi - lo;
+	/* The device that holds the pages drops its mapping of them (and
+	 * fences) before they move. */
+	uhmm__invalidate(ctx, r->start + (lo << PAGE_SHIFT), r->start + (hi << PAGE_SHIFT),
+			 UHMM_INV_MIGRATE, NULL, 0);
 	uint8_t want[BATCH_PAGES];
 	memset(want, 1, n);
 	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
@@ -261,7 +291,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	uhmm__install_pages(ctx, &req);
 	size_t back = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (want[i] == 2)
+		if (want[i] == 2 || want[i] == 6)
 			back++;
 		else if (want[i] == 0)
 			uhmm__page_unlock(ctx, range_page(r, lo + i));
@@ -395,15 +425,24 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			break;
 		}
 		case UFFD_EVENT_REMOVE:
+			/* Read before the kernel zaps: mirrors drop the pages
+			 * now, racing only the zap itself. */
 			STAT_INC(ctx, events_remove);
+			uhmm__invalidate(ctx, m[i].arg.remove.start, m[i].arg.remove.end,
+					 UHMM_INV_ZAP, NULL, 0);
 			uhmm__ranges_zap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_UNMAP:
 			STAT_INC(ctx, events_unmap);
+			uhmm__invalidate(ctx, m[i].arg.remove.start, m[i].arg.remove.end,
+					 UHMM_INV_UNMAP, NULL, 0);
 			uhmm__ranges_unmap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
 			break;
 		case UFFD_EVENT_REMAP:
 			STAT_INC(ctx, events_remap);
+			uhmm__invalidate(ctx, m[i].arg.remap.from,
+					 m[i].arg.remap.from + m[i].arg.remap.len,
+					 UHMM_INV_REMAP, NULL, m[i].arg.remap.to);
 			uhmm__ranges_remap(ctx, m[i].arg.remap.from, m[i].arg.remap.to,
 					   m[i].arg.remap.len);
 			break;

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notifier.c - interval notifiers: who is told, before a change of the CPU
+ * page table becomes visible, that a range is about to change.
+ *
+ * Locks: ctx->notifier_lock (rwlock): read while invalidating (callbacks run
+ * under it), write to insert or remove a notifier.  n->inv_lock (mutex)
+ * serialises the callbacks of one notifier.  Rank: below the page locks
+ * (invalidations run with the pages of the change locked), above the leaf
+ * locks.  Under them the callbacks may sleep until their device has fenced;
+ * they must not call into uhmm (mirror.h).
+ *
+ * The sequence number, per notifier:
+ *
+ *   filler (device fault path)          invalidation (uhmm)
+ *   --------------------------          -------------------
+ *   seq = read_begin(n)  (even)
+ *   range_fault: read page states
+ *                                       n->seq++          (odd)
+ *                                       callback: lock(pt_lock)
+ *   lock(pt_lock)  ...waits...            remove entries, fence
+ *                                       unlock(pt_lock)
+ *                                       n->seq++          (even)
+ *   read_retry(n, seq): true -> redo    ...the change happens
+ *
+ * If the filler takes pt_lock first, it installs its entries and the
+ * callback then removes them; if the callback runs first, the filler sees
+ * a different seq and retries.  read_begin never returns an odd value: it
+ * sleeps on the word until the running invalidation ends.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "core/internal.h"
+#include "util/futex.h"
+
+struct uhmm_notifier {
+	struct uhmm_ctx *ctx;
+	uintptr_t start, end;
+	uhmm_invalidate_fn fn;
+	void *priv;
+	_Atomic uint32_t seq; /* odd while a callback runs */
+	pthread_mutex_t inv_lock;
+	struct uhmm_notifier *next;
+};
+
+UHMM_API int uhmm_notifier_insert(uhmm_ctx *ctx, uintptr_t start, size_t len,
+				  uhmm_invalidate_fn fn, void *priv,
+				  struct uhmm_notifier **out)
+{
+	if (!fn || !out || !len || ((start | len) & (PAGE_SIZE - 1)) ||
+	    start + len < start)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	struct uhmm_notifier *n = calloc(1, sizeof(*n));
+	if (!n) {
+		err = -ENOMEM;
+		goto out;
+	}
+	n->ctx = ctx;
+	n->start = start;
+	n->end = start + len;
+	n->fn = fn;
+	n->priv = priv;
+	pthread_mutex_init(&n->inv_lock, NULL);
+	err = uhmm__handle_add(n, UHMM__H_NOTIFIER);
+	if (err) {
+		pthread_mutex_destroy(&n->inv_lock);
+		free(n);
+		goto out;
+	}
+	pthread_rwlock_wrlock(&ctx->notifier_lock);
+	n->next = ctx->notifiers;
+	ctx->notifiers = n;
+	atomic_fetch_add(&ctx->nnotifiers, 1);
+	pthread_rwlock_unlock(&ctx->notifier_lock);
+	*out = n;
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+static void notifier_free(struct uhmm_notifier *n)
+{
+	uhmm__handle_del(n);
+	pthread_mutex_destroy(&n->inv_lock);
+	free(n);
+}
+
+UHMM_API int uhmm_notifier_remove(struct uhmm_notifier *n)
+{
+	if (!uhmm__handle_is(n, UHMM__H_NOTIFIER))
+		return -EBADF;
+	struct uhmm_ctx *ctx = n->ctx;
+	/* Taking the lock for writing waits for running callbacks. */
+	pthread_rwlock_wrlock(&ctx->notifier_lock);
+	struct uhmm_notifier **pp = &ctx->notifiers;
+	while (*pp && *pp != n)
+		pp = &(*pp)->next;
+	if (*pp) {
+		*pp = n->next;
+		atomic_fetch_sub(&ctx->nnotifiers, 1);
+	}
+	pthread_rwlock_unlock(&ctx->notifier_lock);
+	notifier_free(n);
+	return 0;
+}
+
+UHMM_API uint32_t uhmm_notifier_read_begin(struct uhmm_notifier *n)
+{
+	for (;;) {
+		uint32_t s = atomic_load_explicit(&n->seq, memory_order_acquire);
+		if (!(s & 1))
+			return s;
+		uhmm_futex_wait(&n->seq, s);
+	}
+}
+
+/* read_begin that gives up at deadline (monotonic ns): false then. */
+bool uhmm__notifier_read_begin_until(struct uhmm_notifier *n, uint64_t deadline,
+				     uint32_t *seq)
+{
+	for (;;) {
+		uint32_t s = atomic_load_explicit(&n->seq, memory_order_acquire);
+		if (!(s & 1)) {
+			*seq = s;
+			return true;
+		}
+		uint64_t now = uhmm__now_ns();
+		if (now >= deadline)
+			return false;
+		uhmm_futex_wait_ns(&n->seq, s, deadline - now);
+	}
+}
+
+UHMM_API bool uhmm_notifier_read_retry(struct uhmm_notifier *n, uint32_t seq)
+{
+	return atomic_load_explicit(&n->seq, memory_order_acquire) != seq;
+}
+
+void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      enum uhmm_inv_reason reason, struct uhmm_device *dev,
+		      uintptr_t new_start)
+{
+	if (!atomic_load_explicit(&ctx->nnotifiers, memory_order_acquire))
+		return;
+	STAT_INC(ctx, invalidations);
+	pthread_rwlock_rdlock(&ctx->notifier_lock);
+	for (struct uhmm_notifier *n = ctx->notifiers; n; n = n->next) {
+		if (n->end <= start || n->start >= end)
+			continue;
+		struct uhmm_inv_event ev = {
+			.start = start > n->start ? start : n->start,
+			.end = end < n->end ? end : n->end,
+			.reason = reason,
+			.device = dev,
+			.new_start = new_start + ((start > n->start ? start : n->start) - start),
+		};
+		pthread_mutex_lock(&n->inv_lock);
+		/* Odd before the callback: a filler that has not yet checked
+		 * read_retry under its lock will see the change. */
+		atomic_fetch_add_explicit(&n->seq, 1, memory_order_seq_cst);
+		n->fn(n, &ev, n->priv);
+		atomic_fetch_add_explicit(&n->seq, 1, memory_order_release);
+		pthread_mutex_unlock(&n->inv_lock);
+		uhmm_futex_wake_all(&n->seq);
+	}
+	pthread_rwlock_unlock(&ctx->notifier_lock);
+}
+
+void uhmm__notifiers_free_all(struct uhmm_ctx *ctx)
+{
+	pthread_rwlock_wrlock(&ctx->notifier_lock);
+	struct uhmm_notifier *n = ctx->notifiers;
+	ctx->notifiers = NULL;
+	atomic_store(&ctx->nnotifiers, 0);
+	pthread_rwlock_unlock(&ctx->notifier_lock);
+	while (n) {
+		struct uhmm_notifier *next = n->next;
+		notifier_free(n);
+		n = next;
+	}
+}

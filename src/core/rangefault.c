@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rangefault.c - uhmm_range_fault(): what a device may map, faulted in on
+ * request; and uhmm_mprotect().
+ *
+ * The walk is made of three steps, deciding kept apart from acting:
+ *   rf_rights         the CPU mapping's rights over the range (VMAs):
+ *                     decides -EFAULT / -EPERM before anything moves
+ *   rf_fault_in       acts: pages on other devices come home (a migration,
+ *                     which invalidates), then MADV_POPULATE_{READ,WRITE}
+ *                     over the runs not on the requesting device
+ *   rf_snapshot       reads uhmm's page state and the kernel's page table
+ *                     (PAGEMAP_SCAN, or /proc/self/pagemap) into entries
+ * and the whole is repeated if the notifier was invalidated meanwhile, so
+ * the entries returned are final for req->notifier_seq.
+ *
+ * Locks: none of its own.  Sleeps in migrations (page locks), in populate
+ * (whose faults the service thread serves), and in read_begin.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+/* ---- kernel interfaces newer than the installed headers ---- */
+
+/* PAGEMAP_SCAN (Linux 6.7) */
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_PFNZERO (1 << 5)
+#define PAGE_IS_HUGE (1 << 6)
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+/* PROCMAP_QUERY (Linux 6.11) */
+#ifndef PROCMAP_QUERY
+struct procmap_query {
+	uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags;
+	uint64_t vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#define PROCMAP_QUERY_VMA_READABLE 0x01
+#define PROCMAP_QUERY_VMA_WRITABLE 0x02
+#define PROCMAP_QUERY_COVERING_OR_NEXT_VMA 0x10
+#endif
+
+/* ---- rights ---- */
+
+struct vma {
+	uintptr_t start, end;
+	bool r, w;
+};
+
+/* Next VMA covering addr or after it, by PROCMAP_QUERY.  1 found, 0 none,
+ * -errno when the ioctl is not there. */
+static int vma_query(struct uhmm_ctx *ctx, uintptr_t addr, struct vma *v)
+{
+	if (ctx->maps_fd < 0)
+		return -ENOTTY;
+	struct procmap_query q = { .size = sizeof(q), .query_addr = addr,
+				   .query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA };
+	if (ioctl(ctx->maps_fd, PROCMAP_QUERY, &q) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	v->start = q.vma_start;
+	v->end = q.vma_end;
+	v->r = q.vma_flags & PROCMAP_QUERY_VMA_READABLE;
+	v->w = q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE;
+	return 1;
+}
+
+/*
+ * The rights of the CPU mapping over [start, end), one byte a page:
+ * RIGHT_R, RIGHT_R | RIGHT_W, or 0 for a hole or an unreadable area.
+ */
+#define RIGHT_R 1
+#define RIGHT_W 2
+
+static void fill(uint8_t *rights, uintptr_t start, uintptr_t lo, uintptr_t hi,
+		 uint8_t v)
+{
+	memset(rights + ((lo - start) >> PAGE_SHIFT), v, (hi - lo) >> PAGE_SHIFT);
+}
+
+static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		     uint8_t *rights)
+{
+	memset(rights, 0, (end - start) >> PAGE_SHIFT);
+	uintptr_t at = start;
+	int r;
+	struct vma v;
+	while (at < end && (r = vma_query(ctx, at, &v)) == 1) {
+		if (v.start >= end)
+			return 0;
+		uintptr_t lo = v.start > at ? v.start : at;
+		uintptr_t hi = v.end < end ? v.end : end;
+		fill(rights, start, lo, hi, v.r ? (RIGHT_R | (v.w ? RIGHT_W : 0)) : 0);
+		at = hi;
+	}
+	if (at >= end || r == 0)
+		return 0;
+
+	/* No PROCMAP_QUERY: parse /proc/self/maps. */
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return -errno;
+	char line[512];
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 ||
+		    hi <= start || lo >= end)
+			continue;
+		uintptr_t l = lo > start ? lo : start, h = hi < end ? hi : end;
+		fill(rights, start, l, h,
+		     perms[0] == 'r' ? (RIGHT_R | (perms[1] == 'w' ? RIGHT_W : 0)) : 0);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* ---- faulting in ---- */
+
+/* Bring home the managed pages of [start, end) that live on a device other
+ * than @self, then populate every run not on @self. */
+static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       unsigned self, bool write)
+{
+	int err = 0;
+	uintptr_t run = start; /* start of the current run to populate */
+	for (uintptr_t a = start; a < end && !err;) {
+		struct uhmm_range *r = uhmm__range_get(ctx, a);
+		if (!r) {
+			a += PAGE_SIZE; /* not managed: populate as is */
+			continue;
+		}
+		uintptr_t e = range_end(r) < end ? range_end(r) : end;
+		for (; a < e; a += PAGE_SIZE) {
+			size_t idx = (a - r->start) >> PAGE_SHIFT;
+			unsigned d = pg_dev(atomic_load_explicit(&range_page(r, idx)->word,
+								 memory_order_acquire));
+			if (!d || d != self) {
+				if (d) /* another device's page: home first */
+					err = uhmm__migrate_range_to_system(ctx, r, idx, 1, 0);
+				if (err)
+					break;
+				continue;
+			}
+			/* On the requester: it maps its own copy; populate
+			 * what came before. */
+			if (run < a && madvise((void *)run, a - run, write ? MADV_POPULATE_WRITE
+								     : MADV_POPULATE_READ))
+				err = -errno;
+			run = a + PAGE_SIZE;
+		}
+		uhmm__range_put(r);
+	}
+	if (!err && run < end &&
+	    madvise((void *)run, end - run, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		err = -errno;
+	if (err == -ENOMEM || err == -EINVAL || err == -EHWPOISON)
+		err = -EFAULT; /* populate's way of saying "cannot map this" */
+	return err;
+}
+
+/* ---- snapshot ---- */
+
+/* Present / zero / huge for each page of [start, end), by PAGEMAP_SCAN, or
+ * /proc/self/pagemap (no zero or huge information without it). */
+static int rf_pagemap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      uint64_t *ent)
+{
+	size_t n = (end - start) >> PAGE_SHIFT;
+	static int no_scan;
+	if (!__atomic_load_n(&no_scan, __ATOMIC_RELAXED)) {
+		struct page_region vec[64];
+		uintptr_t at = start;
+		while (at < end) {
+			struct pm_scan_arg a = {
+				.size = sizeof(a), .start = at, .end = end,
+				.vec = (uintptr_t)vec, .vec_len = 64,
+				.category_anyof_mask = PAGE_IS_PRESENT,
+				.return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+			};
+			long got = ioctl(ctx->pagemap_fd, PAGEMAP_SCAN, &a);
+			if (got < 0) {
+				if (errno == ENOTTY || errno == EINVAL) {
+					__atomic_store_n(&no_scan, 1, __ATOMIC_RELAXED);
+					goto fallback;
+				}
+				return -errno;
+			}
+			for (long k = 0; k < got; k++) {
+				uint64_t fl = UHMM_RE_VALID;
+				if (vec[k].categories & PAGE_IS_PFNZERO)
+					fl |= UHMM_RE_ZERO;
+				if (vec[k].categories & PAGE_IS_HUGE)
+					fl |= UHMM_RE_HUGE;
+				for (uint64_t x = vec[k].start; x < vec[k].end; x += PAGE_SIZE)
+					ent[(x - start) >> PAGE_SHIFT] = fl;
+			}
+			if (a.walk_end <= at)
+				break;
+			at = a.walk_end;
+		}
+		return 0;
+	}
+fallback:
+	for (size_t i = 0; i < n; i++) {
+		uint64_t pm;
+		off_t off = (off_t)(((start >> PAGE_SHIFT) + i) * 8);
+		if (pread(ctx->pagemap_fd, &pm, 8, off) != 8)
+			return -EIO;
+		ent[i] = (pm >> 63) & 1 ? UHMM_RE_VALID : 0;
+	}
+	return 0;
+}
+
+static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
+		       unsigned self, const uint8_t *rights)
+{
+	size_t n = (req->end - req->start) >> PAGE_SHIFT;
+	memset(req->entries, 0, n * sizeof(uint64_t));
+	int err = rf_pagemap(ctx, req->start, req->end, req->entries);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t *e = &req->entries[i];
+		if (!(rights[i] & RIGHT_R))
+			*e = UHMM_RE_ERROR;
+		else if ((*e & UHMM_RE_VALID) && !(*e & UHMM_RE_ZERO) &&
+			 (rights[i] & RIGHT_W))
+			*e |= UHMM_RE_WRITE;
+	}
+	/* Device-resident pages are absent from the CPU page table: uhmm's
+	 * page state says where they are. */
+	for (uintptr_t a = req->start; a < req->end;) {
+		struct uhmm_range *r = uhmm__range_get(ctx, a);
+		if (!r) {
+			a += PAGE_SIZE;
+			continue;
+		}
+		uintptr_t e = range_end(r) < req->end ? range_end(r) : req->end;
+		for (; a < e; a += PAGE_SIZE) {
+			struct uhmm_page *p = range_page(r, (a - r->start) >> PAGE_SHIFT);
+			uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+			unsigned d = pg_dev(w);
+			if (!d)
+				continue;
+			size_t i = (a - req->start) >> PAGE_SHIFT;
+			uint64_t *ent = &req->entries[i];
+			if (!(rights[i] & RIGHT_R))
+				continue;
+			if (d == self)
+				*ent = UHMM_RE_VALID | UHMM_RE_DEVICE |
+				       ((rights[i] & RIGHT_W) ? UHMM_RE_WRITE : 0) |
+				       (atomic_load_explicit(&p->dpfn, memory_order_relaxed) &
+					UHMM_RE_DPFN_MASK);
+			else
+				*ent = UHMM_RE_REMOTE;
+		}
+		uhmm__range_put(r);
+	}
+	return 0;
+}
+
+UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
+{
+	if (!req || !req->entries || req->start >= req->end ||
+	    ((req->start | req->end) & (PAGE_SIZE - 1)) ||
+	    (req->flags & ~(uint32_t)(UHMM_RF_FAULT_READ | UHMM_RF_FAULT_WRITE)))
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	unsigned self = 0;
+	if (req->device) {
+		if (!uhmm__handle_live(req->device) || req->device->ctx != ctx) {
+			err = -EBADF;
+			goto out;
+		}
+		self = req->device->id;
+	}
+	bool write = req->flags & UHMM_RF_FAULT_WRITE;
+	/* (A hole and a read-only page in one write fault: -EFAULT wins, as
+	 * in the kernel, where the walk meets the hole as an error.) */
+	bool fault = req->flags & (UHMM_RF_FAULT_READ | UHMM_RF_FAULT_WRITE);
+	size_t n = (req->end - req->start) >> PAGE_SHIFT;
+	uint64_t deadline = uhmm__now_ns() +
+			    (uint64_t)(req->timeout_ms ? req->timeout_ms : 1000) * 1000000ull;
+	STAT_INC(ctx, range_fault_calls);
+
+	uint8_t *rights = malloc(n);
+	if (!rights) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		uint32_t seq = 0;
+		if (req->notifier &&
+		    !uhmm__notifier_read_begin_until(req->notifier, deadline, &seq)) {
+			err = -EBUSY; /* invalidated all along */
+			break;
+		}
+		STAT_ADD(ctx, range_fault_pages, n);
+		/* Decide from the CPU mapping's rights before acting. */
+		err = rf_rights(ctx, req->start, req->end, rights);
+		if (err)
+			break;
+		for (size_t i = 0; fault && i < n; i++) {
+			if (!(rights[i] & RIGHT_R)) {
+				err = -EFAULT;
+				break;
+			}
+			if (write && !(rights[i] & RIGHT_W))
+				err = -EPERM; /* unless a hole comes later */
+		}
+		if (err)
+			break;
+		if (fault) {
+			err = rf_fault_in(ctx, req->start, req->end, self, write);
+			if (err)
+				break;
+		}
+		err = rf_snapshot(ctx, req, self, rights);
+		if (err)
+			break;
+		bool complete = true;
+		for (size_t i = 0; fault && i < n; i++)
+			if (!(req->entries[i] & UHMM_RE_VALID) ||
+			    (write && !(req->entries[i] & UHMM_RE_WRITE)))
+				complete = false;
+		bool stale = req->notifier && uhmm_notifier_read_retry(req->notifier, seq);
+		if (complete && !stale) {
+			/* Final for seq: entries cannot be trusted after an
+			 * invalidation, which read_retry will tell. */
+			req->notifier_seq = seq;
+			break;
+		}
+		if (uhmm__now_ns() > deadline) {
+			err = -EBUSY;
+			break;
+		}
+	}
+	free(rights);
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_mprotect(uhmm_ctx *ctx, void *addr, size_t len, int prot)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	uhmm__invalidate(ctx, a, a + len, UHMM_INV_PROTECTION, NULL, 0);
+	if (mprotect(addr, len, prot))
+		err = -errno;
+	uhmm__ctx_exit(ctx);
+	return err;
+}
