@@ -103,7 +103,7 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	memset(rights, 0, (end - start) >> PAGE_SHIFT);
 	uintptr_t at = start;
 	int r;
-	struct vma v;
+	struct vma v = { 0 };
 	while (at < end && (r = vma_query(ctx, at, &v)) == 1) {
 		if (v.start >= end)
 			return 0;
