@@ -5,6 +5,12 @@
  *
  * Locks: none of its own.  The ops forward to devmem.c and copy.c, which
  * take theirs; fault injection and statistics are lock-free atomics.
+ *
+ * Life of an attached simdev (uhmm_simdev_create): new (pool, copy
+ * engine) -> attach -> compute start (page table, lanes, fault-service
+ * thread, the notifier over the whole address space).  ops->destroy, called
+ * by uhmm at detach or context destroy after every device page is freed,
+ * runs it backwards: notifier, fault thread, lanes, copy engine, pool.
  */
 #define _GNU_SOURCE
 #include "simdev/simdev_internal.h"
@@ -27,6 +33,10 @@ void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 		.bandwidth_gbps = 0,
 		.latency_ns = 0,
 		.name = NULL,
+		.compute_units = 2,
+		.lanes_per_cu = 8,
+		.fault_batch = 256,
+		.tlb_entries = 64,
 	};
 }
 
@@ -39,6 +49,15 @@ static int opts_check(const struct uhmm_simdev_opts *o)
 	if (o->copy_threads == 0 || o->copy_threads > SIMDEV_MAX_THREADS)
 		return -EINVAL;
 	if (isnan(o->bandwidth_gbps) || o->bandwidth_gbps < 0)
+		return -EINVAL;
+	if (o->compute_units < 1 || o->compute_units > 16)
+		return -EINVAL;
+	if (o->lanes_per_cu < 1 || o->lanes_per_cu > 64)
+		return -EINVAL;
+	if (o->fault_batch < 1 || o->fault_batch > 4096)
+		return -EINVAL;
+	if (o->tlb_entries < 1 || o->tlb_entries > 4096 ||
+	    (o->tlb_entries & (o->tlb_entries - 1)))
 		return -EINVAL;
 	return 0;
 }
@@ -63,6 +82,10 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 		return -ENOMEM;
 	sd->bandwidth_gbps = opts->bandwidth_gbps;
 	sd->latency_ns = opts->latency_ns;
+	sd->compute_units = opts->compute_units;
+	sd->lanes_per_cu = opts->lanes_per_cu;
+	sd->fault_batch = opts->fault_batch;
+	sd->tlb_entries = opts->tlb_entries;
 	atomic_init(&sd->fail_alloc.ok, 0);
 	atomic_init(&sd->fail_alloc.fail, 0);
 	atomic_init(&sd->fail_copy.ok, 0);
@@ -185,6 +208,7 @@ static void simdev_destroy(void *priv)
 
 	if (!sd)
 		return;
+	uhmm__compute_stop(sd);
 	uhmm__copy_stop(sd);
 	uhmm__devmem_fini(&sd->mem);
 	free(sd);
@@ -226,11 +250,17 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		simdev_destroy(sd);
 		return err;
 	}
+	err = uhmm__compute_start(sd, ctx, *out);
+	if (err) {
+		/* Nothing is on the device yet: detach only destroys it. */
+		(void)uhmm_device_detach(*out);
+		*out = NULL;
+		return err;
+	}
 	return 0;
 }
 
-/* The simdev behind @dev, or NULL when @dev is not a simdev. */
-static struct simdev *simdev_of(uhmm_device *dev)
+struct simdev *uhmm__simdev_of(uhmm_device *dev)
 {
 	if (!dev || uhmm_device_ops_of(dev) != &uhmm__simdev_ops)
 		return NULL;
@@ -239,7 +269,7 @@ static struct simdev *simdev_of(uhmm_device *dev)
 
 int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out)
 {
-	struct simdev *sd = simdev_of(dev);
+	struct simdev *sd = uhmm__simdev_of(dev);
 
 	if (!sd || !out)
 		return -EINVAL;
@@ -250,9 +280,19 @@ int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out)
 int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
 		       uint64_t after, uint64_t count)
 {
-	struct simdev *sd = simdev_of(dev);
+	struct simdev *sd = uhmm__simdev_of(dev);
 
 	if (!sd)
 		return -EINVAL;
 	return uhmm__simdev_inject(sd, what, after, count);
+}
+
+int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd || !sd->comp || !out)
+		return -EINVAL;
+	uhmm__compute_stats(sd->comp, out);
+	return 0;
 }

@@ -2,14 +2,31 @@
 /*
  * simdev_internal.h - internals of the software device, shared by its files.
  *
- *   simdev.c  create/destroy, options, meminfo, fault injection, ops table
- *   devmem.c  device memory pool and its 4 KiB / 2 MiB page allocator
- *   copy.c    copy engine: worker threads, batches, fences, transfer model
+ *   simdev.c   create/destroy, options, meminfo, fault injection, ops table
+ *   devmem.c   device memory pool and its 4 KiB / 2 MiB page allocator
+ *   copy.c     copy engine: worker threads, batches, fences, transfer model
+ *   mmu.c      device page table, per-unit TLBs, the mirror's invalidate
+ *              callback (shootdown + fence)
+ *   compute.c  compute units and lanes, launch, accessors, kernel errors
+ *              (siglongjmp, the SIGSEGV/SIGBUS handler)
+ *   fault.c    device fault buffer, the fault-service thread, policies,
+ *              advice
  *
- * Locks (none is held while taking another, so there is no lock order):
- *   struct devmem.lock       allocator state; nothing blocks under it
- *   struct copy_engine.lock  queue, fences, counters; only condvar waits
+ * Locks, by rank (a thread takes only locks of a higher rank than those it
+ * holds):
+ *   1  struct sd_cu.lock         a compute unit: its TLB, and every access a
+ *                                lane makes to device memory (the fence)
+ *   2  struct sd_compute.pt_lock the device page table; under it: radix
+ *                                walks and calloc/free of its nodes, nothing
+ *                                else (no uhmm call, no wait)
+ *   -  leaves, never held with another simdev lock: struct devmem.lock,
+ *      struct copy_engine.lock, sd_compute.launch_lock, .fb_lock (the fault
+ *      buffer), .adv_lock (the advice list)
  * Copies run with no lock held.  Statistics and fault injection are atomics.
+ * No simdev lock is held across a call into uhmm or across an access to
+ * memory through the process's address space (which may fault into uhmm):
+ * see compute.c and mmu.c for why that rules out deadlocks with uhmm's
+ * fault-service thread.
  *
  * simdev includes only public and device headers (never src/core/).
  */
@@ -17,14 +34,17 @@
 #define UHMM_SIMDEV_INTERNAL_H
 
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #include <uhmm/device.h>
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 
 /* Pages of a 2 MiB chunk. */
@@ -146,6 +166,8 @@ struct simdev_fault {
 	_Atomic uint64_t fail;
 };
 
+struct sd_compute;
+
 struct simdev {
 	struct devmem mem;
 	struct copy_engine eng;
@@ -156,6 +178,11 @@ struct simdev {
 	struct simdev_fault fail_copy;     /* counted per valid struct uhmm_copy */
 	_Atomic uint64_t copies;           /* copies completed successfully */
 	_Atomic uint64_t bytes_copied;     /* bytes they moved (ZERO: filled) */
+	/* Compute options, checked at creation (uhmm_simdev_opts). */
+	uint32_t compute_units, lanes_per_cu, fault_batch, tlb_entries;
+	/* The compute side: NULL for a simdev made by uhmm__simdev_new() alone
+	 * (unit tests); set up by uhmm_simdev_create() once attached. */
+	struct sd_compute *comp;
 };
 
 /*
@@ -171,10 +198,188 @@ void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out);
 int uhmm__simdev_inject(struct simdev *sd, enum uhmm_simdev_fault what,
 			uint64_t after, uint64_t count);
 
+/* The simdev behind @dev, or NULL when @dev is not a live simdev. */
+struct simdev *uhmm__simdev_of(uhmm_device *dev);
+
 /* Consumes one operation at @fp; true when that operation must fail. */
 bool uhmm__simdev_should_fail(struct simdev_fault *fp);
 
 /* The backend's operations; priv is a struct simdev *. */
 extern const struct uhmm_device_ops uhmm__simdev_ops;
+
+/* ------------------------------------------------------------------------ */
+/* The compute side (mmu.c, compute.c, fault.c)                              */
+
+/*
+ * Device page-table entries (PTEs).  0 means "no translation".  Otherwise
+ * PTE_R is set; PTE_W allows writes and atomics; PTE_DEV says the page is in
+ * this simdev's memory at frame pte >> PTE_DPFN_SHIFT (else the page is a
+ * system page, reached through its own virtual address).
+ */
+#define PTE_R (1ull << 0)
+#define PTE_W (1ull << 1)
+#define PTE_DEV (1ull << 2)
+#define PTE_DPFN_SHIFT 12
+
+/* Kinds of access, ordered by strength (a fault keeps the strongest). */
+enum sd_access { SD_READ = 1, SD_WRITE = 2, SD_ATOMIC = 3 };
+
+static inline bool pte_allows(uint64_t pte, unsigned acc)
+{
+	return pte && (acc == SD_READ || (pte & PTE_W));
+}
+
+/*
+ * The part of the address space the device mirrors (its notifier's
+ * interval): [SD_VA_START, SD_VA_END).  Nothing outside it is ever mapped.
+ */
+#define SD_VA_START ((uintptr_t)UHMM_PAGE_SIZE)
+#define SD_VA_END (((uintptr_t)1 << 47) - UHMM_PAGE_SIZE)
+
+/* One TLB entry: vpn + 1 (0: empty) and the PTE it caches. */
+struct sd_tlb_entry {
+	uint64_t vpn1;
+	uint64_t pte;
+};
+
+/* A compute unit.  Everything here is guarded by lock. */
+struct sd_cu {
+	pthread_mutex_t lock;
+	struct sd_tlb_entry *tlb;  /* tlb_entries, direct-mapped by vpn */
+	uint64_t tlb_mask;
+	uint64_t hits, misses;
+};
+
+/*
+ * A lane: one thread of a compute unit; the work item a kernel is handed
+ * is its lane (one item at a time).  The fault_* fields are guarded by
+ * sd_compute.fb_lock; the rest belong to the lane's thread.
+ */
+struct uhmm_simdev_item {
+	struct sd_compute *c;
+	struct sd_cu *cu;
+	unsigned id;
+	pthread_t thread;
+	sigjmp_buf env;            /* set per work item (sigsetjmp(env, 0)) */
+	int err;                   /* why the current item ended early */
+	/* A device fault in flight: queued in the fault buffer until done. */
+	uintptr_t fault_page;
+	unsigned fault_acc;        /* enum sd_access */
+	bool fault_done;
+	int fault_err;             /* 0: replay; -EBUSY: replay; else fail */
+	pthread_cond_t fault_cond;
+};
+
+/* One advice range (uhmm_simdev_advise).  Ranges are sorted and disjoint. */
+struct sd_advice {
+	uintptr_t start, end;
+	unsigned advice;           /* enum uhmm_simdev_advice, never the default */
+};
+
+struct pt_node;
+struct sd_fpage;
+
+/* Counters of uhmm_simdev_stats (TLB ones live in the units). */
+struct sd_cstats {
+	_Atomic uint64_t launches, work_items, faults, fault_batches,
+		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
+		remote_maps, range_fault_calls, range_fault_pages, invalidations,
+		shootdown_pages, kernel_errors;
+};
+
+struct sd_compute {
+	struct simdev *sd;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	struct uhmm_notifier *notifier;
+	pid_t pid;                 /* launches from a fork child: -ECHILD */
+	unsigned ncu, nlanes, fault_batch;
+
+	/* mmu.c */
+	pthread_mutex_t pt_lock;
+	struct pt_node *pt_root;   /* never NULL once started */
+	struct sd_cu *cus;
+
+	/* compute.c: the launch protocol, under launch_lock. */
+	struct uhmm_simdev_item *lanes;
+	unsigned lanes_started;
+	pthread_mutex_t launch_lock;
+	pthread_cond_t launch_cond;   /* a new generation, or stop */
+	pthread_cond_t done_cond;     /* running reached 0 */
+	uint64_t gen;                 /* bumped per launch */
+	unsigned running;             /* lanes still in the current launch */
+	bool lanes_stop;
+	uhmm_simdev_kernel fn;        /* the launch: read by lanes after waking */
+	void *arg;
+	uint64_t grid;
+	_Atomic bool busy;            /* a launch is in progress (-EBUSY) */
+	_Atomic uint64_t next_idx;    /* next work item to hand out */
+	_Atomic bool failed;          /* stop handing out work items */
+	_Atomic int err;              /* the first error of the launch */
+
+	/* fault.c: the fault buffer, under fb_lock.  Each lane has at most one
+	 * fault in flight, so nlanes slots never overflow. */
+	pthread_mutex_t fb_lock;
+	pthread_cond_t fb_cond;       /* the buffer gained a fault, or stop */
+	struct uhmm_simdev_item **fb; /* FIFO, fb_n entries */
+	unsigned fb_n;
+	bool fb_stop;
+	bool fault_inited;            /* fb_lock, fb_cond, adv_lock exist */
+	bool fault_started;
+	pthread_t fault_thread;
+	/* The service thread's scratch (only it touches these). */
+	struct uhmm_simdev_item **batch;
+	struct sd_fpage *fpages;
+	uint64_t *entries;            /* UHMM_HUGE_SIZE / 4096 range-fault entries */
+
+	/* fault.c: advice, under adv_lock. */
+	pthread_mutex_t adv_lock;
+	struct sd_advice *adv;
+	size_t nadv, adv_cap;
+
+	struct sd_cstats st;
+};
+
+/* mmu.c */
+/* Page table and TLBs.  Errors: -ENOMEM. */
+int uhmm__mmu_init(struct sd_compute *c, unsigned tlb_entries);
+void uhmm__mmu_fini(struct sd_compute *c);
+/* The PTE of the page at @va, or 0.  Caller holds pt_lock. */
+uint64_t uhmm__pt_lookup_locked(struct sd_compute *c, uintptr_t va);
+/* Sets the PTE of the page at @va (pte != 0).  Caller holds pt_lock.
+ * Errors: -ENOMEM (a table node could not be allocated; nothing changed). */
+int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte);
+/* Translation of the page @vpn for access @acc through @cu's TLB, filling
+ * it from the page table on a miss; 0 when there is none with the rights.
+ * Caller holds cu->lock (takes pt_lock inside). */
+uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
+				uint64_t vpn, unsigned acc);
+/* The notifier's callback: shootdown and fence (mirror.h). */
+void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			  void *priv);
+
+/* compute.c */
+/* Starts the compute side of an attached simdev: page table, lanes, the
+ * fault-service thread, the notifier.  Errors: -ENOMEM, -EAGAIN, errors of
+ * uhmm_notifier_insert().  On failure nothing is left to stop. */
+int uhmm__compute_start(struct simdev *sd, uhmm_ctx *ctx, uhmm_device *dev);
+/* Stops and frees what uhmm__compute_start() set up (sd->comp may be NULL).
+ * Must not run while a launch is in progress. */
+void uhmm__compute_stop(struct simdev *sd);
+void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *out);
+
+/* fault.c */
+int uhmm__fault_init(struct sd_compute *c);   /* -ENOMEM */
+int uhmm__fault_start(struct sd_compute *c);  /* -EAGAIN */
+void uhmm__fault_stop(struct sd_compute *c);  /* joins; answers leftovers */
+void uhmm__fault_fini(struct sd_compute *c);
+/* Queues a device fault of lane @wi on the page at @page for @acc and
+ * sleeps until the service thread replays it.  Returns 0 or -EBUSY (try
+ * the translation again) or the error that ends the work item.  The caller
+ * holds no simdev lock. */
+int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
+		      uintptr_t page, unsigned acc);
+int uhmm__advise(struct sd_compute *c, uintptr_t start, uintptr_t end,
+		 unsigned advice);
 
 #endif /* UHMM_SIMDEV_INTERNAL_H */

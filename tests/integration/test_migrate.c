@@ -308,7 +308,9 @@ static void cpu_write_during_copy_is_not_lost(void **state)
 	pthread_create(&t, NULL, writer_thread, &w);
 	while (atomic_load(&w.last) < 1000)
 		;
-	for (int i = 0; i < 5; i++)
+	/* Until the writer has hit the page mid-migration at least once (a
+	 * busy machine may not schedule it in the first windows). */
+	for (int i = 0; i < 50 && (i < 5 || stats(f.ctx).cpu_faults_waited == 0); i++)
 		ASSERT_OK(uhmm_migrate(f.ctx, p, 2 * MiB, f.dev, 0));
 	atomic_store(&w.stop, true);
 	pthread_join(t, NULL);
