@@ -108,6 +108,23 @@ UHMM_API int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
  * kernel: the accessor does not return, the remaining work items are
  * cancelled, and uhmm_simdev_launch() returns the error, like a GPU's
  * page-fault error.  The process does not crash.
+ *
+ * Signals.  A kernel reads and writes system pages through their own
+ * addresses, so memory that vanishes under it raises SIGSEGV or SIGBUS in
+ * the lane thread.  The first uhmm_simdev_create() of the process installs
+ * a handler for both (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) that ends the
+ * work item with -EFAULT when the signal comes from such an access, and
+ * otherwise passes the signal on to the handler installed before it (or,
+ * if that was SIG_DFL or SIG_IGN, restores the default action, so the
+ * fault kills the process as it would have).  An application that installs
+ * its own SIGSEGV/SIGBUS handler after creating a simdev must chain to the
+ * previous handler for device accesses to stay safe.  Lanes block every
+ * asynchronous signal.
+ *
+ * Placement follows the advice in force when a page faults; advice given
+ * later does not move or unmap pages the device already maps.  A
+ * MAP_REMOTE fault also maps the following pages of its aligned 256 KiB
+ * window that the device does not map yet (device "map-around").
  */
 
 /** A work item, as accessors see it. */
@@ -118,17 +135,24 @@ typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg
 
 /**
  * uhmm_simdev_launch - run @fn for every work item of @grid on @dev and wait.
+ * Work items run in any order, in parallel on the device's lanes; a grid
+ * of 0 runs nothing and returns 0.
  * Returns 0, or the first device fault error: -EFAULT (unmapped or
- * PROT_NONE memory), -EPERM (write to read-only memory), -ENOMEM (device
- * memory exhausted and the pages could not stay remote), -EINVAL (bad
- * arguments), -EBUSY (another launch is running on @dev).  May sleep.
- * Must not be called from a kernel.
+ * PROT_NONE memory), -EPERM (write to read-only memory), -ENOMEM (the
+ * device page table could not grow), -EINVAL (an unaligned access, or bad
+ * arguments: @dev not a simdev, @fn NULL, called from a kernel), -EBUSY
+ * (another launch is running on @dev), -ECHILD (@dev belongs to the parent
+ * of a fork).  On an error, work items not yet started are not started.
+ * May sleep.  The device must not be detached (nor its context destroyed)
+ * while a launch runs.
  */
 UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 				uint64_t grid, void *arg);
 
-/* Accessors.  Valid only inside a kernel, on the calling work item's wi.
- * Natural alignment is required (unaligned: the kernel fails -EINVAL). */
+/* Accessors.  Valid only inside a kernel, on the calling work item's wi
+ * (any other use aborts the process with a message: there is nobody to
+ * return an error to).  Natural alignment is required (unaligned: the
+ * kernel fails -EINVAL).  Loads and stores are single-copy atomic. */
 UHMM_API uint8_t uhmm_simdev_ld8(uhmm_simdev_item *wi, const void *p);
 UHMM_API uint16_t uhmm_simdev_ld16(uhmm_simdev_item *wi, const void *p);
 UHMM_API uint32_t uhmm_simdev_ld32(uhmm_simdev_item *wi, const void *p);
@@ -137,7 +161,8 @@ UHMM_API void uhmm_simdev_st8(uhmm_simdev_item *wi, void *p, uint8_t v);
 UHMM_API void uhmm_simdev_st16(uhmm_simdev_item *wi, void *p, uint16_t v);
 UHMM_API void uhmm_simdev_st32(uhmm_simdev_item *wi, void *p, uint32_t v);
 UHMM_API void uhmm_simdev_st64(uhmm_simdev_item *wi, void *p, uint64_t v);
-/** Copy n bytes between managed addresses (any alignment, may cross pages). */
+/** Copy n bytes (any alignment, may cross pages; the ranges must not
+ * overlap).  Not atomic. */
 UHMM_API void uhmm_simdev_copy(uhmm_simdev_item *wi, void *dst, const void *src,
 			       size_t n);
 /** Atomics (sequentially consistent); return the old value. */
@@ -171,11 +196,16 @@ struct uhmm_simdev_stats {
 	uint64_t work_items;
 	uint64_t faults;            /**< device faults raised (misses that reached the buffer) */
 	uint64_t fault_batches;     /**< service passes */
-	uint64_t fault_duplicates;  /**< faults removed as duplicates within a pass */
-	uint64_t fault_resolutions; /**< pages whose mapping a pass changed */
+	/** faults on a page another fault of the pass already names, or on a
+	 * page found mapped when the pass looked (resolved meanwhile) */
+	uint64_t fault_duplicates;
+	/** faulting pages a pass mapped (each page once a pass; pages mapped
+	 * alongside them, by migrating the block or by map-around, count in
+	 * migrations / remote_maps, not here) */
+	uint64_t fault_resolutions;
 	uint64_t fault_service_ns;  /**< time in service passes */
 	uint64_t migrations;        /**< blocks migrated to the device by faults */
-	uint64_t remote_maps;       /**< pages mapped remotely */
+	uint64_t remote_maps;       /**< pages mapped remotely (system pages) */
 	uint64_t range_fault_calls;
 	uint64_t range_fault_pages; /**< pages walked by range faults */
 	uint64_t invalidations;     /**< invalidate callbacks received */
@@ -184,7 +214,7 @@ struct uhmm_simdev_stats {
 	uint64_t kernel_errors;     /**< launches that ended with an error */
 };
 
-/** Errors: -EINVAL @dev is not a live simdev. */
+/** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */
 UHMM_API int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out);
 
 #ifdef __cplusplus

@@ -262,6 +262,7 @@ struct uhmm_simdev_item {
 	pthread_t thread;
 	sigjmp_buf env;            /* set per work item (sigsetjmp(env, 0)) */
 	int err;                   /* why the current item ended early */
+	bool in_sys;               /* inside an access to system memory */
 	/* A device fault in flight: queued in the fault buffer until done. */
 	uintptr_t fault_page;
 	unsigned fault_acc;        /* enum sd_access */
@@ -312,6 +313,7 @@ struct sd_compute {
 	uhmm_simdev_kernel fn;        /* the launch: read by lanes after waking */
 	void *arg;
 	uint64_t grid;
+	uint64_t chunk;               /* work items a lane takes at once */
 	_Atomic bool busy;            /* a launch is in progress (-EBUSY) */
 	_Atomic uint64_t next_idx;    /* next work item to hand out */
 	_Atomic bool failed;          /* stop handing out work items */

@@ -1,0 +1,707 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * compute.c - simdev's compute units: lane threads, uhmm_simdev_launch(),
+ * the memory accessors kernels use, and how a kernel ends on an error.
+ *
+ * Threads: compute_units x lanes_per_cu lane threads per simdev, created
+ * with the device and parked on launch_cond between launches.  A launch
+ * publishes (fn, arg, grid) under launch_lock and bumps the generation;
+ * lanes take work-item indices from an atomic counter; the launcher sleeps
+ * on done_cond until every lane has left the launch.
+ *
+ * Locks:
+ *   launch_lock  (leaf) the launch protocol; only condvar waits under it.
+ *   sd_cu.lock   (rank 1, see mmu.c) held by a lane from translation to the
+ *                end of an access to device memory.  It is NOT held across
+ *                an access to system memory: such an access may fault into
+ *                uhmm's fault-service thread, which may be running our
+ *                invalidate callback, which waits for this very lock.  A
+ *                lane never holds a unit lock while it raises a device
+ *                fault either (the fault pass runs uhmm_migrate(), whose
+ *                invalidation takes every unit lock).
+ *
+ * Ending a work item on an error: each work item runs under a
+ * sigsetjmp(env, 0) (no signal mask saved: cheap).  An accessor that meets
+ * an error (unaligned address, a device fault that could not be resolved)
+ * records it and siglongjmp()s back to the lane's loop, which fails the
+ * launch; other lanes stop taking new items.  An accessor only jumps with
+ * no lock held.
+ *
+ * Memory that vanishes under an access to system memory (munmap while the
+ * kernel runs) raises SIGSEGV or SIGBUS in the lane.  simdev installs, once
+ * per process at the first uhmm_simdev_create(), a handler for both
+ * (SA_SIGINFO | SA_NODEFER | SA_ONSTACK).  If the faulting thread is a lane
+ * inside a system-memory access (the thread-local `in_access` is set only
+ * around that access), the handler records -EFAULT and siglongjmp()s out,
+ * ending the work item as a device would report a page-fault error.
+ * Otherwise it passes the signal to the handler that was installed before
+ * simdev's (its sa_sigaction or sa_handler), or, if that was SIG_DFL or
+ * SIG_IGN, restores SIG_DFL and returns so that the fault re-executes and
+ * kills the process as usual.  An application that installs its own
+ * handler later must chain to simdev's for device accesses to stay safe.
+ * Lanes write their thread-locals before any access, so the handler never
+ * triggers a lazy TLS allocation.  SA_NODEFER: the handler leaves by a jump
+ * that does not restore the signal mask, so the signal must not be blocked
+ * while it runs.
+ */
+#define _GNU_SOURCE
+#include "simdev/simdev_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PAGE_SHIFT 12u
+
+enum op { OP_LD, OP_ST, OP_ADD, OP_XCHG, OP_CAS };
+
+/* The lane this thread is (NULL for every other thread). */
+static __thread struct uhmm_simdev_item *cur_lane;
+/* Set only while this lane accesses system memory (see the handler). */
+static __thread struct uhmm_simdev_item *volatile in_access;
+
+/* ---- the SIGSEGV / SIGBUS handler --------------------------------------- */
+
+static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
+static struct sigaction old_segv, old_bus;
+
+static void device_access_fault(int sig, siginfo_t *si, void *uc)
+{
+	struct uhmm_simdev_item *wi = in_access;
+
+	if (wi) {
+		in_access = NULL;
+		wi->err = -EFAULT;
+		siglongjmp(wi->env, 1);
+	}
+	/* Not ours: chain to the handler we replaced. */
+	const struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+	if (old->sa_flags & SA_SIGINFO) {
+		old->sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+		return;
+	}
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	sigaction(sig, &dfl, NULL);
+	/* A fault re-executes and now kills; a signal sent by kill() does not
+	 * come back by itself. */
+	if (si && si->si_code <= 0)
+		raise(sig);
+}
+
+static void sig_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = device_access_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+/* Ends the current work item with @err (never returns).  No lock held. */
+static _Noreturn void item_fail(struct uhmm_simdev_item *wi, int err)
+{
+	wi->err = err;
+	siglongjmp(wi->env, 1);
+}
+
+/* An accessor called outside its own work item has no one to report to. */
+static void item_check(struct uhmm_simdev_item *wi)
+{
+	if (__builtin_expect(!wi || wi != cur_lane, 0)) {
+		fprintf(stderr, "uhmm simdev: a device accessor was called outside "
+			"the work item it was given (wi %p)\n", (void *)wi);
+		abort();
+	}
+}
+
+#define DEFINE_OP(T, name)                                                    \
+	static uint64_t name(void *vp, enum op op, uint64_t a, uint64_t b)    \
+	{                                                                     \
+		T *p = vp;                                                    \
+		T e;                                                          \
+		switch (op) {                                                 \
+		case OP_LD:                                                   \
+			return __atomic_load_n(p, __ATOMIC_RELAXED);          \
+		case OP_ST:                                                   \
+			__atomic_store_n(p, (T)a, __ATOMIC_RELAXED);          \
+			return 0;                                             \
+		case OP_ADD:                                                  \
+			return __atomic_fetch_add(p, (T)a, __ATOMIC_SEQ_CST); \
+		case OP_XCHG:                                                 \
+			return __atomic_exchange_n(p, (T)a, __ATOMIC_SEQ_CST);\
+		case OP_CAS:                                                  \
+			e = (T)a;                                             \
+			__atomic_compare_exchange_n(p, &e, (T)b, false,       \
+						    __ATOMIC_SEQ_CST,         \
+						    __ATOMIC_SEQ_CST);        \
+			return e;                                             \
+		}                                                             \
+		return 0;                                                     \
+	}
+DEFINE_OP(uint8_t, op8)
+DEFINE_OP(uint16_t, op16)
+DEFINE_OP(uint32_t, op32)
+DEFINE_OP(uint64_t, op64)
+
+static uint64_t op_apply(void *p, unsigned size, enum op op, uint64_t a, uint64_t b)
+{
+	switch (size) {
+	case 1:
+		return op8(p, op, a, b);
+	case 2:
+		return op16(p, op, a, b);
+	case 4:
+		return op32(p, op, a, b);
+	default:
+		return op64(p, op, a, b);
+	}
+}
+
+/*
+ * Under ThreadSanitizer, a kernel's accesses to system memory are hidden
+ * from it, as a device's DMA would be: TSan would otherwise build shadow
+ * memory for every page a kernel touches (a kernel reading one word per
+ * page of 1 GiB costs 1 GiB of shadow and ~10 s).  Accesses to device
+ * memory stay visible, so TSan still checks simdev's fence against the
+ * copy engine.  Races between the application's CPU threads and its
+ * kernels on system memory are the application's to find.
+ */
+#if defined(__SANITIZE_THREAD__)
+void AnnotateIgnoreReadsBegin(const char *f, int l);
+void AnnotateIgnoreReadsEnd(const char *f, int l);
+void AnnotateIgnoreWritesBegin(const char *f, int l);
+void AnnotateIgnoreWritesEnd(const char *f, int l);
+#define SYS_ACCESS_BEGIN()                                                    \
+	do {                                                                  \
+		AnnotateIgnoreReadsBegin(__FILE__, __LINE__);                 \
+		AnnotateIgnoreWritesBegin(__FILE__, __LINE__);                \
+	} while (0)
+#define SYS_ACCESS_END()                                                      \
+	do {                                                                  \
+		AnnotateIgnoreWritesEnd(__FILE__, __LINE__);                  \
+		AnnotateIgnoreReadsEnd(__FILE__, __LINE__);                   \
+	} while (0)
+#else
+#define SYS_ACCESS_BEGIN() ((void)0)
+#define SYS_ACCESS_END() ((void)0)
+#endif
+
+static void *dev_ptr(struct sd_compute *c, uint64_t pte, uintptr_t va)
+{
+	return uhmm__devmem_ptr(&c->sd->mem, pte >> PTE_DPFN_SHIFT) +
+	       (va & (UHMM_PAGE_SIZE - 1));
+}
+
+/*
+ * Brackets an access to system memory: the signal handler ends the work
+ * item if it faults (in_access), and TSan looks away (above).  A jump out
+ * of the bracket is tidied by sys_abort() in the lane's loop.
+ */
+static void sys_begin(struct uhmm_simdev_item *wi)
+{
+	wi->in_sys = true;
+	SYS_ACCESS_BEGIN();
+	in_access = wi;
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static void sys_end(struct uhmm_simdev_item *wi)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	in_access = NULL;
+	SYS_ACCESS_END();
+	wi->in_sys = false;
+}
+
+/* After a jump out of the bracket (the handler cleared in_access).  TSan's
+ * siglongjmp restores the thread's ignore state of the sigsetjmp, so there
+ * is no TSan bracket to close. */
+static void sys_abort(struct uhmm_simdev_item *wi)
+{
+	in_access = NULL;
+	wi->in_sys = false;
+}
+
+/* Addresses the device can ever map; others fault with -EFAULT at once. */
+static bool va_ok(uintptr_t va, size_t n)
+{
+	return va >= SD_VA_START && va < SD_VA_END && n <= SD_VA_END - va;
+}
+
+/*
+ * Accesses @size bytes at @va (naturally aligned, within one page).
+ * Translates through the unit's TLB and the page table; on a miss raises a
+ * device fault and retries once it is replayed.
+ */
+static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
+			    unsigned size, enum op op, uint64_t a, uint64_t b)
+{
+	struct sd_compute *c;
+	unsigned acc = op == OP_LD ? SD_READ : op == OP_ST ? SD_WRITE : SD_ATOMIC;
+
+	item_check(wi);
+	c = wi->c;
+	if (va & (size - 1))
+		item_fail(wi, -EINVAL);
+	if (!va_ok(va, size))
+		item_fail(wi, -EFAULT);
+	for (;;) {
+		struct sd_cu *cu = wi->cu;
+		pthread_mutex_lock(&cu->lock);
+		uint64_t pte = uhmm__translate_locked(c, cu, va >> PAGE_SHIFT, acc);
+		if (pte & PTE_DEV) {
+			/* Device memory: under the unit lock, so an
+			 * invalidation waits for this access (the fence). */
+			uint64_t r = op_apply(dev_ptr(c, pte, va), size, op, a, b);
+			pthread_mutex_unlock(&cu->lock);
+			return r;
+		}
+		pthread_mutex_unlock(&cu->lock);
+		if (pte) {
+			/* System memory, through the CPU's MMU, no lock held. */
+			sys_begin(wi);
+			uint64_t r = op_apply((void *)va, size, op, a, b);
+			sys_end(wi);
+			return r;
+		}
+		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
+					    acc);
+		if (err && err != -EBUSY)
+			item_fail(wi, err);
+	}
+}
+
+/*
+ * Copies @n bytes (within one page) between @va and @buf: to @buf when
+ * @write is false, from it otherwise.
+ */
+static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
+			 size_t n, bool write)
+{
+	struct sd_compute *c = wi->c;
+	unsigned acc = write ? SD_WRITE : SD_READ;
+
+	for (;;) {
+		struct sd_cu *cu = wi->cu;
+		pthread_mutex_lock(&cu->lock);
+		uint64_t pte = uhmm__translate_locked(c, cu, va >> PAGE_SHIFT, acc);
+		if (pte & PTE_DEV) {
+			void *d = dev_ptr(c, pte, va);
+			if (write)
+				memcpy(d, buf, n);
+			else
+				memcpy(buf, d, n);
+			pthread_mutex_unlock(&cu->lock);
+			return;
+		}
+		pthread_mutex_unlock(&cu->lock);
+		if (pte) {
+			sys_begin(wi);
+			if (write)
+				memcpy((void *)va, buf, n);
+			else
+				memcpy(buf, (const void *)va, n);
+			sys_end(wi);
+			return;
+		}
+		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
+					    acc);
+		if (err && err != -EBUSY)
+			item_fail(wi, err);
+	}
+}
+
+#define LD(bits)                                                              \
+	UHMM_API uint##bits##_t uhmm_simdev_ld##bits(uhmm_simdev_item *wi,    \
+						     const void *p)           \
+	{                                                                     \
+		return (uint##bits##_t)access_word(wi, (uintptr_t)p,          \
+						   bits / 8, OP_LD, 0, 0);    \
+	}
+#define ST(bits)                                                              \
+	UHMM_API void uhmm_simdev_st##bits(uhmm_simdev_item *wi, void *p,     \
+					   uint##bits##_t v)                  \
+	{                                                                     \
+		access_word(wi, (uintptr_t)p, bits / 8, OP_ST, v, 0);         \
+	}
+LD(8)
+LD(16)
+LD(32)
+LD(64)
+ST(8)
+ST(16)
+ST(32)
+ST(64)
+
+UHMM_API uint32_t uhmm_simdev_atomic_add32(uhmm_simdev_item *wi, void *p, uint32_t v)
+{
+	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_ADD, v, 0);
+}
+
+UHMM_API uint64_t uhmm_simdev_atomic_add64(uhmm_simdev_item *wi, void *p, uint64_t v)
+{
+	return access_word(wi, (uintptr_t)p, 8, OP_ADD, v, 0);
+}
+
+UHMM_API uint32_t uhmm_simdev_atomic_xchg32(uhmm_simdev_item *wi, void *p, uint32_t v)
+{
+	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_XCHG, v, 0);
+}
+
+UHMM_API uint64_t uhmm_simdev_atomic_xchg64(uhmm_simdev_item *wi, void *p, uint64_t v)
+{
+	return access_word(wi, (uintptr_t)p, 8, OP_XCHG, v, 0);
+}
+
+UHMM_API uint32_t uhmm_simdev_atomic_cas32(uhmm_simdev_item *wi, void *p,
+					   uint32_t expect, uint32_t desired)
+{
+	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_CAS, expect, desired);
+}
+
+UHMM_API uint64_t uhmm_simdev_atomic_cas64(uhmm_simdev_item *wi, void *p,
+					   uint64_t expect, uint64_t desired)
+{
+	return access_word(wi, (uintptr_t)p, 8, OP_CAS, expect, desired);
+}
+
+/* Through a bounce buffer, one piece at a time: no piece crosses a page
+ * of either side, so each is one translation per side. */
+UHMM_API void uhmm_simdev_copy(uhmm_simdev_item *wi, void *dst, const void *src,
+			       size_t n)
+{
+	unsigned char buf[UHMM_PAGE_SIZE];
+	uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+
+	item_check(wi);
+	if (n == 0)
+		return;
+	if (!va_ok(d, n) || !va_ok(s, n))
+		item_fail(wi, -EFAULT);
+	while (n) {
+		size_t k = n;
+		size_t sroom = UHMM_PAGE_SIZE - (s & (UHMM_PAGE_SIZE - 1));
+		size_t droom = UHMM_PAGE_SIZE - (d & (UHMM_PAGE_SIZE - 1));
+		if (k > sroom)
+			k = sroom;
+		if (k > droom)
+			k = droom;
+		access_bytes(wi, s, buf, k, false);
+		access_bytes(wi, d, buf, k, true);
+		s += k;
+		d += k;
+		n -= k;
+	}
+}
+
+/* ---- lanes and launches ------------------------------------------------- */
+
+static void launch_fail(struct sd_compute *c, int err)
+{
+	int zero = 0;
+	atomic_compare_exchange_strong(&c->err, &zero, err);
+	atomic_store_explicit(&c->failed, true, memory_order_relaxed);
+}
+
+/*
+ * Runs one work item: 0, or the error an accessor (or the signal handler)
+ * ended it with.  Its own frame, so that nothing live across the
+ * sigsetjmp changes before a jump back to it.
+ */
+static __attribute__((noinline)) int run_item(struct uhmm_simdev_item *wi,
+					       uhmm_simdev_kernel fn,
+					       uint64_t idx, void *arg)
+{
+	if (sigsetjmp(wi->env, 0)) {
+		sys_abort(wi);
+		return wi->err;
+	}
+	fn(wi, idx, arg);
+	return 0;
+}
+
+/*
+ * Runs work items of the current launch until none is left.  Indices are
+ * taken from the shared counter a chunk at a time (one atomic per chunk,
+ * not per item); a chunk is small enough that the lanes stay balanced.
+ */
+static void lane_run(struct uhmm_simdev_item *wi, uhmm_simdev_kernel fn,
+		     void *arg, uint64_t grid, uint64_t chunk)
+{
+	struct sd_compute *c = wi->c;
+	uint64_t done = 0;
+
+	for (;;) {
+		uint64_t first = atomic_fetch_add_explicit(&c->next_idx, chunk,
+							   memory_order_relaxed);
+		if (first >= grid)
+			break;
+		uint64_t last = grid - first < chunk ? grid : first + chunk;
+		for (uint64_t idx = first; idx < last; idx++) {
+			if (atomic_load_explicit(&c->failed, memory_order_relaxed))
+				goto out;
+			int err = run_item(wi, fn, idx, arg);
+			if (err) {
+				launch_fail(c, err);
+				goto out;
+			}
+			done++;
+		}
+	}
+out:
+	atomic_fetch_add_explicit(&c->st.work_items, done, memory_order_relaxed);
+}
+
+static void *lane_main(void *p)
+{
+	struct uhmm_simdev_item *wi = p;
+	struct sd_compute *c = wi->c;
+	uint64_t seen = 0;
+
+	/* Touch the thread-locals before any access (see the handler). */
+	cur_lane = wi;
+	in_access = NULL;
+
+	pthread_mutex_lock(&c->launch_lock);
+	for (;;) {
+		while (!c->lanes_stop && c->gen == seen)
+			pthread_cond_wait(&c->launch_cond, &c->launch_lock);
+		if (c->lanes_stop)
+			break;
+		seen = c->gen;
+		uhmm_simdev_kernel fn = c->fn;
+		void *arg = c->arg;
+		uint64_t grid = c->grid, chunk = c->chunk;
+		pthread_mutex_unlock(&c->launch_lock);
+
+		lane_run(wi, fn, arg, grid, chunk);
+
+		pthread_mutex_lock(&c->launch_lock);
+		if (--c->running == 0)
+			pthread_cond_signal(&c->done_cond);
+	}
+	pthread_mutex_unlock(&c->launch_lock);
+	return NULL;
+}
+
+UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
+				uint64_t grid, void *arg)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+	struct sd_compute *c = sd ? sd->comp : NULL;
+
+	if (!c || !fn || cur_lane)
+		return -EINVAL;
+	if (getpid() != c->pid)
+		return -ECHILD;
+	if (atomic_exchange(&c->busy, true))
+		return -EBUSY;
+	atomic_fetch_add_explicit(&c->st.launches, 1, memory_order_relaxed);
+	if (grid == 0) {
+		atomic_store(&c->busy, false);
+		return 0;
+	}
+
+	pthread_mutex_lock(&c->launch_lock);
+	c->fn = fn;
+	c->arg = arg;
+	c->grid = grid;
+	/* About 16 chunks per lane, at most 64 items each. */
+	c->chunk = grid / ((uint64_t)c->nlanes * 16);
+	c->chunk = c->chunk < 1 ? 1 : c->chunk > 64 ? 64 : c->chunk;
+	atomic_store(&c->next_idx, 0);
+	atomic_store(&c->failed, false);
+	atomic_store(&c->err, 0);
+	c->running = c->nlanes;
+	c->gen++;
+	pthread_cond_broadcast(&c->launch_cond);
+	while (c->running)
+		pthread_cond_wait(&c->done_cond, &c->launch_lock);
+	int err = atomic_load(&c->err);
+	pthread_mutex_unlock(&c->launch_lock);
+
+	if (err)
+		atomic_fetch_add_explicit(&c->st.kernel_errors, 1, memory_order_relaxed);
+	atomic_store(&c->busy, false);
+	return err;
+}
+
+UHMM_API int uhmm_simdev_advise(uhmm_device *dev, void *addr, size_t len,
+				enum uhmm_simdev_advice advice)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!sd || !sd->comp || len == 0 || (a | len) & (UHMM_PAGE_SIZE - 1) ||
+	    len > UINTPTR_MAX - a)
+		return -EINVAL;
+	if (advice != UHMM_SIMDEV_MIGRATE_ON_TOUCH && advice != UHMM_SIMDEV_MAP_REMOTE)
+		return -EINVAL;
+	return uhmm__advise(sd->comp, a, a + len, advice);
+}
+
+void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
+{
+	memset(o, 0, sizeof(*o));
+#define S(f) o->f = atomic_load_explicit(&c->st.f, memory_order_relaxed)
+	S(launches);
+	S(work_items);
+	S(faults);
+	S(fault_batches);
+	S(fault_duplicates);
+	S(fault_resolutions);
+	S(fault_service_ns);
+	S(migrations);
+	S(remote_maps);
+	S(range_fault_calls);
+	S(range_fault_pages);
+	S(invalidations);
+	S(shootdown_pages);
+	S(kernel_errors);
+#undef S
+	for (unsigned i = 0; i < c->ncu; i++) {
+		pthread_mutex_lock(&c->cus[i].lock);
+		o->tlb_hits += c->cus[i].hits;
+		o->tlb_misses += c->cus[i].misses;
+		pthread_mutex_unlock(&c->cus[i].lock);
+	}
+}
+
+/* ---- start and stop ----------------------------------------------------- */
+
+static void lanes_stop(struct sd_compute *c)
+{
+	pthread_mutex_lock(&c->launch_lock);
+	c->lanes_stop = true;
+	pthread_cond_broadcast(&c->launch_cond);
+	pthread_mutex_unlock(&c->launch_lock);
+	for (unsigned i = 0; i < c->lanes_started; i++)
+		pthread_join(c->lanes[i].thread, NULL);
+	c->lanes_started = 0;
+}
+
+static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
+{
+	c->lanes = calloc(c->nlanes, sizeof(*c->lanes));
+	if (!c->lanes)
+		return -ENOMEM;
+	for (unsigned i = 0; i < c->nlanes; i++) {
+		struct uhmm_simdev_item *wi = &c->lanes[i];
+		wi->c = c;
+		wi->cu = &c->cus[i / lanes_per_cu];
+		wi->id = i;
+		pthread_cond_init(&wi->fault_cond, NULL);
+	}
+	/*
+	 * Lanes take no asynchronous signals meant for the application; the
+	 * synchronous ones a device access may raise stay deliverable.
+	 */
+	sigset_t set, old;
+	sigfillset(&set);
+	sigdelset(&set, SIGSEGV);
+	sigdelset(&set, SIGBUS);
+	sigdelset(&set, SIGFPE);
+	sigdelset(&set, SIGILL);
+	sigdelset(&set, SIGTRAP);
+	pthread_sigmask(SIG_SETMASK, &set, &old);
+	int err = 0;
+	for (unsigned i = 0; i < c->nlanes; i++) {
+		if (pthread_create(&c->lanes[i].thread, NULL, lane_main,
+				   &c->lanes[i]) != 0) {
+			err = -EAGAIN;
+			break;
+		}
+		char name[16];
+		snprintf(name, sizeof(name), "uhmm-lane%u", i % 10000u);
+		pthread_setname_np(c->lanes[i].thread, name);
+		c->lanes_started++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
+static void compute_free(struct sd_compute *c)
+{
+	if (c->lanes)
+		for (unsigned i = 0; i < c->nlanes; i++)
+			pthread_cond_destroy(&c->lanes[i].fault_cond);
+	free(c->lanes);
+	uhmm__fault_fini(c);
+	uhmm__mmu_fini(c);
+	pthread_mutex_destroy(&c->launch_lock);
+	pthread_cond_destroy(&c->launch_cond);
+	pthread_cond_destroy(&c->done_cond);
+	free(c);
+}
+
+int uhmm__compute_start(struct simdev *sd, uhmm_ctx *ctx, uhmm_device *dev)
+{
+	struct sd_compute *c = calloc(1, sizeof(*c));
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	pthread_once(&sig_once, sig_install);
+	c->sd = sd;
+	c->ctx = ctx;
+	c->dev = dev;
+	c->pid = getpid();
+	c->ncu = sd->compute_units;
+	c->nlanes = sd->compute_units * sd->lanes_per_cu;
+	c->fault_batch = sd->fault_batch;
+	pthread_mutex_init(&c->launch_lock, NULL);
+	pthread_cond_init(&c->launch_cond, NULL);
+	pthread_cond_init(&c->done_cond, NULL);
+
+	err = uhmm__mmu_init(c, sd->tlb_entries);
+	if (!err)
+		err = uhmm__fault_init(c);
+	if (!err)
+		err = lanes_start(c, sd->lanes_per_cu);
+	if (!err)
+		err = uhmm__fault_start(c);
+	if (!err)
+		err = uhmm_notifier_insert(ctx, SD_VA_START, SD_VA_END - SD_VA_START,
+					   uhmm__mmu_invalidate, c, &c->notifier);
+	if (err) {
+		c->notifier = NULL;
+		uhmm__fault_stop(c);
+		lanes_stop(c);
+		compute_free(c);
+		return err;
+	}
+	sd->comp = c;
+	return 0;
+}
+
+/*
+ * The notifier goes first (uhmm_notifier_remove() waits for a callback in
+ * progress), so no invalidation reaches the table once we free it; then the
+ * fault-service thread, then the lanes.
+ */
+void uhmm__compute_stop(struct simdev *sd)
+{
+	struct sd_compute *c = sd->comp;
+
+	if (!c)
+		return;
+	if (c->notifier)
+		(void)uhmm_notifier_remove(c->notifier);
+	c->notifier = NULL;
+	uhmm__fault_stop(c);
+	lanes_stop(c);
+	compute_free(c);
+	sd->comp = NULL;
+}

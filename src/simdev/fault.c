@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fault.c - simdev's device faults: the fault buffer, the fault-service
+ * thread (the "GMMU fault handler"), placement policies and advice.
+ *
+ * A lane whose translation misses queues {page, access, itself} in the
+ * fault buffer and sleeps on its own condvar.  The service thread drains
+ * the buffer in passes of at most fault_batch faults:
+ *
+ *   sort       by page; faults on one page become one (the strongest
+ *              access wins; the others count as duplicates)
+ *   replay     pages that are already mapped with the rights (another pass
+ *              resolved them) are only replayed, counted as duplicates
+ *   group      by 2 MiB block, then by runs of one policy within it
+ *   resolve    MIGRATE_ON_TOUCH: uhmm_migrate() the run (clipped to what
+ *              uhmm manages if it says -EFAULT), then range-fault the pages
+ *              of the run that have no translation.  Migration refused
+ *              (-ENOMEM: device full; -EBUSY, -EIO, ...): map remotely.
+ *              MAP_REMOTE: range-fault the faulting pages, each run
+ *              extended forward over pages with no translation up to the
+ *              end of the aligned SD_MAP_AROUND window ("map-around", the
+ *              device's fault-around).
+ *   install    under pt_lock, if the notifier's sequence is unchanged
+ *              (read_retry); otherwise range-fault again
+ *   answer     each lane gets 0 (replay), -EBUSY (replay; range fault timed
+ *              out or kept being invalidated) or the error ending its item
+ *
+ * Only pages without a valid translation are ever range-faulted: a launch
+ * over an unchanged, already mirrored range raises no fault at all, so it
+ * walks nothing (DESIGN.md hard point 8).  A range fault that fails over a
+ * run (-EFAULT, -EPERM) is redone page by page for the faulting pages, so
+ * each lane gets the error of its own page and access.
+ *
+ * Locks:
+ *   fb_lock   (leaf) the buffer and the lanes' fault_* fields; only condvar
+ *             waits under it.
+ *   adv_lock  (leaf) the advice list; nothing blocks under it.
+ *   pt_lock   (mmu.c) taken here to look at and fill the page table.
+ * The service thread calls uhmm_migrate() and uhmm_range_fault() with no
+ * simdev lock held: both may invalidate (our callback takes pt_lock and the
+ * unit locks) and fault pages in through uhmm's own fault-service thread.
+ */
+#define _GNU_SOURCE
+#include "simdev/simdev_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#define PAGE ((uintptr_t)UHMM_PAGE_SIZE)
+#define BLOCK ((uintptr_t)UHMM_HUGE_SIZE)
+/* Map-around window of MAP_REMOTE faults, in bytes (aligned). */
+#define SD_MAP_AROUND (64 * PAGE)
+/* Range faults that keep being invalidated before install: give up, the
+ * lanes fault again. */
+#define SD_MAP_TRIES 8
+
+/* One faulting page of a pass. */
+struct sd_fpage {
+	uintptr_t va;
+	unsigned acc;   /* strongest access of its faults */
+	int err;        /* the answer, once done */
+	bool done;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+#define STAT_ADD(c, f, v) \
+	atomic_fetch_add_explicit(&(c)->st.f, (v), memory_order_relaxed)
+
+/* ---- advice ------------------------------------------------------------- */
+
+/*
+ * The policy at @va, and the largest [*rlo, *rhi) around it, within
+ * [lo, hi), where it does not change.
+ */
+static unsigned advice_at(struct sd_compute *c, uintptr_t va, uintptr_t lo,
+			  uintptr_t hi, uintptr_t *rlo, uintptr_t *rhi)
+{
+	unsigned pol = UHMM_SIMDEV_MIGRATE_ON_TOUCH;
+	uintptr_t a = lo, b = hi;
+
+	pthread_mutex_lock(&c->adv_lock);
+	/* First range that ends after va. */
+	size_t l = 0, r = c->nadv;
+	while (l < r) {
+		size_t m = l + (r - l) / 2;
+		if (c->adv[m].end <= va)
+			l = m + 1;
+		else
+			r = m;
+	}
+	if (l < c->nadv && c->adv[l].start <= va) {
+		pol = c->adv[l].advice;
+		if (c->adv[l].start > a)
+			a = c->adv[l].start;
+		if (c->adv[l].end < b)
+			b = c->adv[l].end;
+	} else {
+		if (l > 0 && c->adv[l - 1].end > a)
+			a = c->adv[l - 1].end;
+		if (l < c->nadv && c->adv[l].start < b)
+			b = c->adv[l].start;
+	}
+	pthread_mutex_unlock(&c->adv_lock);
+	*rlo = a;
+	*rhi = b;
+	return pol;
+}
+
+/*
+ * Later advice replaces earlier advice over [start, end): cut the range out
+ * of every entry, then (unless it is the default) insert it, merged with
+ * touching neighbours of the same advice.  The list stays sorted, disjoint
+ * and holds only non-default advice.
+ */
+int uhmm__advise(struct sd_compute *c, uintptr_t start, uintptr_t end,
+		 unsigned advice)
+{
+	pthread_mutex_lock(&c->adv_lock);
+	size_t cap = c->nadv + 3, n = 0;
+	struct sd_advice *out = malloc(cap * sizeof(*out));
+	if (!out) {
+		pthread_mutex_unlock(&c->adv_lock);
+		return -ENOMEM;
+	}
+	bool placed = advice == UHMM_SIMDEV_MIGRATE_ON_TOUCH;
+	for (size_t i = 0; i < c->nadv; i++) {
+		struct sd_advice e = c->adv[i];
+		if (e.end <= start || e.start >= end) {
+			if (!placed && e.start >= end) {
+				out[n++] = (struct sd_advice){ start, end, advice };
+				placed = true;
+			}
+			out[n++] = e;
+			continue;
+		}
+		if (e.start < start)
+			out[n++] = (struct sd_advice){ e.start, start, e.advice };
+		if (!placed) {
+			out[n++] = (struct sd_advice){ start, end, advice };
+			placed = true;
+		}
+		if (e.end > end)
+			out[n++] = (struct sd_advice){ end, e.end, e.advice };
+	}
+	if (!placed)
+		out[n++] = (struct sd_advice){ start, end, advice };
+	/* Merge touching ranges of the same advice. */
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m && out[m - 1].end == out[i].start &&
+		    out[m - 1].advice == out[i].advice)
+			out[m - 1].end = out[i].end;
+		else
+			out[m++] = out[i];
+	}
+	free(c->adv);
+	c->adv = out;
+	c->nadv = m;
+	c->adv_cap = cap;
+	pthread_mutex_unlock(&c->adv_lock);
+	return 0;
+}
+
+/* ---- mapping: range fault + install ------------------------------------- */
+
+/*
+ * Writes the entries of a range fault of [lo, lo + np pages) into the page
+ * table.  Caller holds pt_lock and has checked read_retry.  Entries that
+ * are not VALID are left out (the lane faults again).  Errors: -ENOMEM.
+ */
+static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
+			  const uint64_t *entries)
+{
+	uint64_t remote = 0;
+	int err = 0;
+
+	for (size_t i = 0; i < np; i++) {
+		uint64_t e = entries[i];
+		uintptr_t va = lo + i * PAGE;
+		if (!(e & UHMM_RE_VALID))
+			continue;
+		uint64_t pte = PTE_R | ((e & UHMM_RE_WRITE) ? PTE_W : 0);
+		if (e & UHMM_RE_DEVICE) {
+			uint64_t dpfn = e & UHMM_RE_DPFN_MASK;
+			if (!uhmm__devmem_range_ok(&c->sd->mem, dpfn, 1)) {
+				simdev_bug("range fault gave frame %llu outside the pool",
+					   (unsigned long long)dpfn);
+				continue;
+			}
+			pte |= PTE_DEV | dpfn << PTE_DPFN_SHIFT;
+		}
+		if (uhmm__pt_lookup_locked(c, va) == pte)
+			continue;
+		err = uhmm__pt_set_locked(c, va, pte);
+		if (err)
+			break;
+		if (!(pte & PTE_DEV))
+			remote++;
+	}
+	STAT_ADD(c, remote_maps, remote);
+	return err;
+}
+
+/* Range-faults [lo, hi) (within one block) for @acc and installs it. */
+static int map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi, unsigned acc)
+{
+	size_t np = (hi - lo) / PAGE;
+
+	for (int tries = 0;; tries++) {
+		struct uhmm_range_req req = {
+			.notifier = c->notifier,
+			.start = lo,
+			.end = hi,
+			.flags = acc == SD_READ ? UHMM_RF_FAULT_READ : UHMM_RF_FAULT_WRITE,
+			.timeout_ms = 1000,
+			.device = c->dev,
+			.entries = c->entries,
+		};
+		STAT_ADD(c, range_fault_calls, 1);
+		STAT_ADD(c, range_fault_pages, np);
+		int err = uhmm_range_fault(c->ctx, &req);
+		if (err)
+			return err;
+		pthread_mutex_lock(&c->pt_lock);
+		if (uhmm_notifier_read_retry(c->notifier, req.notifier_seq)) {
+			pthread_mutex_unlock(&c->pt_lock);
+			if (tries + 1 >= SD_MAP_TRIES)
+				return -EBUSY;
+			continue;
+		}
+		err = install_locked(c, lo, np, c->entries);
+		pthread_mutex_unlock(&c->pt_lock);
+		return err;
+	}
+}
+
+/* Answers the pending faulting pages of @fp that lie in [lo, hi). */
+static void settle(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+		   uintptr_t lo, uintptr_t hi, int err)
+{
+	uint64_t resolved = 0;
+
+	if (!err)
+		pthread_mutex_lock(&c->pt_lock);
+	for (size_t i = 0; i < n; i++) {
+		if (fp[i].done || fp[i].va < lo || fp[i].va >= hi)
+			continue;
+		fp[i].done = true;
+		fp[i].err = err;
+		if (!err && pte_allows(uhmm__pt_lookup_locked(c, fp[i].va), fp[i].acc))
+			resolved++;
+	}
+	if (!err)
+		pthread_mutex_unlock(&c->pt_lock);
+	STAT_ADD(c, fault_resolutions, resolved);
+}
+
+/*
+ * Maps [lo, hi) for the strongest access of the pending faulting pages of
+ * @fp inside it.  If that fails with an error that belongs to a page
+ * (-EFAULT, -EPERM) and the run is more than one page, each faulting page
+ * is mapped alone for its own access, so that it gets its own answer.
+ */
+static void map_run(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+		    uintptr_t lo, uintptr_t hi)
+{
+	unsigned acc = SD_READ;
+
+	for (size_t i = 0; i < n; i++)
+		if (!fp[i].done && fp[i].va >= lo && fp[i].va < hi && fp[i].acc > acc)
+			acc = fp[i].acc;
+	int err = map_range(c, lo, hi, acc);
+	if ((err == -EFAULT || err == -EPERM) && hi - lo > PAGE) {
+		for (size_t i = 0; i < n; i++) {
+			if (fp[i].done || fp[i].va < lo || fp[i].va >= hi)
+				continue;
+			int e = map_range(c, fp[i].va, fp[i].va + PAGE, fp[i].acc);
+			settle(c, &fp[i], 1, fp[i].va, fp[i].va + PAGE, e);
+		}
+		return;
+	}
+	settle(c, fp, n, lo, hi, err);
+}
+
+/*
+ * Whether the page at @va needs a range fault: no translation, or (for a
+ * pending faulting page) one without the rights.  Caller holds pt_lock.
+ */
+static bool needs_map_locked(struct sd_compute *c, uintptr_t va,
+			     const struct sd_fpage *f)
+{
+	uint64_t pte = uhmm__pt_lookup_locked(c, va);
+	if (!pte)
+		return true;
+	return f && !f->done && f->va == va && !pte_allows(pte, f->acc);
+}
+
+/*
+ * MAP_REMOTE, and the fallback of a refused migration: range-fault the
+ * pending faulting pages of [lo, hi), each run extended forward over pages
+ * without translation to the end of its map-around window.
+ */
+static void map_remote(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+		       uintptr_t lo, uintptr_t hi)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (fp[i].done) {
+			i++;
+			continue;
+		}
+		uintptr_t a = fp[i].va, b = a + PAGE;
+		size_t j = i + 1;
+		pthread_mutex_lock(&c->pt_lock);
+		for (;;) {
+			uintptr_t lim = ((b - PAGE) & ~(SD_MAP_AROUND - 1)) + SD_MAP_AROUND;
+			if (lim > hi)
+				lim = hi;
+			while (b < lim && needs_map_locked(c, b, NULL))
+				b += PAGE;
+			while (j < n && fp[j].va < b)
+				j++;
+			if (j < n && fp[j].va == b && !fp[j].done) {
+				b += PAGE; /* mapped without the rights: take it */
+				j++;
+				continue;
+			}
+			break;
+		}
+		pthread_mutex_unlock(&c->pt_lock);
+		map_run(c, fp + i, j - i, a, b);
+		i = j;
+	}
+}
+
+/* Range-faults the pages of [lo, hi) that need it, in runs. */
+static void map_missing(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			uintptr_t lo, uintptr_t hi)
+{
+	uintptr_t va = lo;
+	size_t k = 0;
+
+	while (va < hi) {
+		pthread_mutex_lock(&c->pt_lock);
+		while (k < n && fp[k].va < va)
+			k++;
+		while (va < hi && !needs_map_locked(c, va, k < n ? &fp[k] : NULL)) {
+			va += PAGE;
+			while (k < n && fp[k].va < va)
+				k++;
+		}
+		uintptr_t a = va;
+		while (va < hi && needs_map_locked(c, va, k < n ? &fp[k] : NULL)) {
+			va += PAGE;
+			while (k < n && fp[k].va < va)
+				k++;
+		}
+		pthread_mutex_unlock(&c->pt_lock);
+		if (a < va)
+			map_run(c, fp, n, a, va);
+	}
+	/* A faulting page mapped meanwhile by nobody else's doing cannot
+	 * exist (only this thread installs); answer any left as replays. */
+	settle(c, fp, n, lo, hi, 0);
+}
+
+/* [*a, *b): the pages around @va within [lo, hi) that uhmm manages. */
+static void managed_extent(struct sd_compute *c, uintptr_t va, uintptr_t lo,
+			   uintptr_t hi, uintptr_t *a, uintptr_t *b)
+{
+	struct uhmm_page_info pi;
+
+	*a = *b = va;
+	if (uhmm_page_query(c->ctx, (void *)va, &pi))
+		return;
+	while (*a > lo && !uhmm_page_query(c->ctx, (void *)(*a - PAGE), &pi))
+		*a -= PAGE;
+	*b = va + PAGE;
+	while (*b < hi && !uhmm_page_query(c->ctx, (void *)*b, &pi))
+		*b += PAGE;
+}
+
+/*
+ * MIGRATE_ON_TOUCH over [lo, hi) (one block, one policy): migrate it, then
+ * map what moved.  Part of it not managed (-EFAULT): migrate the managed
+ * extents around the faulting pages instead, and map unmanaged faulting
+ * pages remotely.  Migration refused otherwise: map remotely.
+ */
+static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			    uintptr_t lo, uintptr_t hi, bool clipped)
+{
+	int err = uhmm_migrate(c->ctx, (void *)lo, hi - lo, c->dev, 0);
+
+	if (!err) {
+		STAT_ADD(c, migrations, 1);
+		map_missing(c, fp, n, lo, hi);
+		return;
+	}
+	if (err == -EFAULT && !clipped) {
+		size_t i = 0;
+		while (i < n) {
+			if (fp[i].done) {
+				i++;
+				continue;
+			}
+			uintptr_t a, b;
+			managed_extent(c, fp[i].va, lo, hi, &a, &b);
+			if (a == b) {
+				map_remote(c, fp + i, 1, fp[i].va, fp[i].va + PAGE);
+				i++;
+				continue;
+			}
+			size_t j = i;
+			while (j < n && fp[j].va < b)
+				j++;
+			migrate_and_map(c, fp + i, j - i, a, b, true);
+			i = j;
+		}
+		return;
+	}
+	map_remote(c, fp, n, lo, hi);
+}
+
+/* Resolves the pending faulting pages of one 2 MiB block. */
+static void resolve_block(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			  uintptr_t blk)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (fp[i].done) {
+			i++;
+			continue;
+		}
+		uintptr_t lo, hi;
+		unsigned pol = advice_at(c, fp[i].va, blk, blk + BLOCK, &lo, &hi);
+		size_t j = i;
+		while (j < n && fp[j].va < hi)
+			j++;
+		if (pol == UHMM_SIMDEV_MAP_REMOTE)
+			map_remote(c, fp + i, j - i, lo, hi);
+		else
+			migrate_and_map(c, fp + i, j - i, lo, hi, false);
+		i = j;
+	}
+}
+
+/* ---- the service pass --------------------------------------------------- */
+
+static int lane_cmp(const void *x, const void *y)
+{
+	const struct uhmm_simdev_item *a = *(struct uhmm_simdev_item *const *)x;
+	const struct uhmm_simdev_item *b = *(struct uhmm_simdev_item *const *)y;
+	return a->fault_page < b->fault_page ? -1 : a->fault_page > b->fault_page;
+}
+
+/*
+ * One pass over c->batch[0, k), sorted by page on return.  The lanes' fault
+ * fields are stable: each lane sleeps until answered.
+ */
+static void service_pass(struct sd_compute *c, unsigned k)
+{
+	struct uhmm_simdev_item **b = c->batch;
+	struct sd_fpage *fp = c->fpages;
+	size_t nu = 0;
+	uint64_t t0 = now_ns();
+
+	qsort(b, k, sizeof(*b), lane_cmp);
+	for (unsigned i = 0; i < k; i++) {
+		if (nu && fp[nu - 1].va == b[i]->fault_page) {
+			if (b[i]->fault_acc > fp[nu - 1].acc)
+				fp[nu - 1].acc = b[i]->fault_acc;
+			continue;
+		}
+		fp[nu++] = (struct sd_fpage){ .va = b[i]->fault_page,
+					      .acc = b[i]->fault_acc
+					      };
+	}
+	uint64_t dups = k - nu;
+
+	/* Resolved by an earlier pass since the lanes looked: replay. */
+	pthread_mutex_lock(&c->pt_lock);
+	for (size_t u = 0; u < nu; u++) {
+		if (pte_allows(uhmm__pt_lookup_locked(c, fp[u].va), fp[u].acc)) {
+			fp[u].done = true;
+			fp[u].err = 0;
+			dups += 1; /* its other faults are counted above */
+		}
+	}
+	pthread_mutex_unlock(&c->pt_lock);
+	STAT_ADD(c, fault_duplicates, dups);
+
+	for (size_t i = 0; i < nu;) {
+		uintptr_t blk = fp[i].va & ~(BLOCK - 1);
+		size_t j = i + 1;
+		while (j < nu && (fp[j].va & ~(BLOCK - 1)) == blk)
+			j++;
+		resolve_block(c, fp + i, j - i, blk);
+		i = j;
+	}
+
+	/* Answer (both arrays are sorted by page). */
+	pthread_mutex_lock(&c->fb_lock);
+	size_t u = 0;
+	for (unsigned i = 0; i < k; i++) {
+		while (fp[u].va != b[i]->fault_page)
+			u++;
+		b[i]->fault_err = fp[u].done ? fp[u].err : -EBUSY;
+		b[i]->fault_done = true;
+		pthread_cond_signal(&b[i]->fault_cond);
+	}
+	pthread_mutex_unlock(&c->fb_lock);
+
+	STAT_ADD(c, fault_batches, 1);
+	STAT_ADD(c, fault_service_ns, now_ns() - t0);
+}
+
+static void *fault_main(void *arg)
+{
+	struct sd_compute *c = arg;
+
+	pthread_mutex_lock(&c->fb_lock);
+	for (;;) {
+		while (!c->fb_stop && c->fb_n == 0)
+			pthread_cond_wait(&c->fb_cond, &c->fb_lock);
+		if (c->fb_stop)
+			break;
+		unsigned k = c->fb_n < c->fault_batch ? c->fb_n : c->fault_batch;
+		memcpy(c->batch, c->fb, k * sizeof(*c->fb));
+		memmove(c->fb, c->fb + k, (c->fb_n - k) * sizeof(*c->fb));
+		c->fb_n -= k;
+		pthread_mutex_unlock(&c->fb_lock);
+		service_pass(c, k);
+		pthread_mutex_lock(&c->fb_lock);
+	}
+	/* Stopping: nobody will resolve what is left. */
+	for (unsigned i = 0; i < c->fb_n; i++) {
+		c->fb[i]->fault_err = -ENODEV;
+		c->fb[i]->fault_done = true;
+		pthread_cond_signal(&c->fb[i]->fault_cond);
+	}
+	c->fb_n = 0;
+	pthread_mutex_unlock(&c->fb_lock);
+	return NULL;
+}
+
+int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
+		      uintptr_t page, unsigned acc)
+{
+	pthread_mutex_lock(&c->fb_lock);
+	if (c->fb_stop) {
+		pthread_mutex_unlock(&c->fb_lock);
+		return -ENODEV;
+	}
+	wi->fault_page = page;
+	wi->fault_acc = acc;
+	wi->fault_done = false;
+	c->fb[c->fb_n++] = wi;
+	STAT_ADD(c, faults, 1);
+	pthread_cond_signal(&c->fb_cond);
+	while (!wi->fault_done)
+		pthread_cond_wait(&wi->fault_cond, &c->fb_lock);
+	int err = wi->fault_err;
+	pthread_mutex_unlock(&c->fb_lock);
+	return err;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+int uhmm__fault_init(struct sd_compute *c)
+{
+	pthread_mutex_init(&c->fb_lock, NULL);
+	pthread_cond_init(&c->fb_cond, NULL);
+	pthread_mutex_init(&c->adv_lock, NULL);
+	c->fault_inited = true;
+	c->fb = calloc(c->nlanes, sizeof(*c->fb));
+	c->batch = calloc(c->fault_batch, sizeof(*c->batch));
+	c->fpages = calloc(c->fault_batch, sizeof(*c->fpages));
+	c->entries = calloc(BLOCK / PAGE, sizeof(*c->entries));
+	if (!c->fb || !c->batch || !c->fpages || !c->entries)
+		return -ENOMEM;
+	return 0;
+}
+
+int uhmm__fault_start(struct sd_compute *c)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&c->fault_thread, NULL, fault_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return -EAGAIN;
+	pthread_setname_np(c->fault_thread, "uhmm-devfault");
+	c->fault_started = true;
+	return 0;
+}
+
+void uhmm__fault_stop(struct sd_compute *c)
+{
+	if (!c->fault_started)
+		return;
+	pthread_mutex_lock(&c->fb_lock);
+	c->fb_stop = true;
+	pthread_cond_broadcast(&c->fb_cond);
+	pthread_mutex_unlock(&c->fb_lock);
+	pthread_join(c->fault_thread, NULL);
+	c->fault_started = false;
+}
+
+/* Safe on a partly initialised compute (calloc'd struct). */
+void uhmm__fault_fini(struct sd_compute *c)
+{
+	free(c->fb);
+	free(c->batch);
+	free(c->fpages);
+	free(c->entries);
+	free(c->adv);
+	c->fb = NULL;
+	c->batch = NULL;
+	c->fpages = NULL;
+	c->entries = NULL;
+	c->adv = NULL;
+	c->nadv = 0;
+	if (!c->fault_inited)
+		return;
+	c->fault_inited = false;
+	pthread_mutex_destroy(&c->fb_lock);
+	pthread_cond_destroy(&c->fb_cond);
+	pthread_mutex_destroy(&c->adv_lock);
+}
