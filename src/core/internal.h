@@ -52,11 +52,19 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
  *            while it was locked; the unlocker discards the data instead of
  *            publishing it (uhmm__page_publish_unlock).  Set only by the
  *            service thread, only while LOCKED.
+ *   DISCARD  the application asked for the page to be discarded (REMOVE
+ *            read), and the kernel's zap, which follows the read, may not
+ *            have happened yet.  A migration that takes the page out of the
+ *            CPU page table treats it as empty, so old data cannot escape
+ *            to a device ahead of the zap.  Cleared by the next CPU fault on
+ *            the page (the zap is done: the page was missing) and by any
+ *            change of location.  Set by the service thread under the lock.
  */
 #define PG_LOCKED 0x1u
 #define PG_WAITERS 0x2u
 #define PG_PARKED 0x4u
 #define PG_ZAPPED 0x8u
+#define PG_DISCARD 0x10u
 #define PG_LOCKBITS (PG_LOCKED | PG_WAITERS | PG_PARKED | PG_ZAPPED)
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
@@ -326,9 +334,19 @@ int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
 
 /* notifier.c */
-/* Tell every notifier overlapping [start, end); returns when all callbacks
- * have.  Called with the pages of the change locked, or by the service
- * thread for events. */
+/*
+ * Tell every notifier overlapping [start, end) that it is about to change:
+ * returns when all callbacks have; the notifiers' sequences stay odd until
+ * uhmm__invalidate_end() (pass it start's result) once the change is
+ * complete.  Called with the pages of the change locked, or by the service
+ * thread for events.  uhmm__invalidate() is both at once (for changes that
+ * have already happened).
+ */
+bool uhmm__invalidate_start(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			    enum uhmm_inv_reason reason, struct uhmm_device *dev,
+			    uintptr_t new_start);
+void uhmm__invalidate_end(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			  bool started);
 void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		      enum uhmm_inv_reason reason, struct uhmm_device *dev,
 		      uintptr_t new_start);

@@ -143,11 +143,12 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	int err = 0;
 	long slot = -1;
 	char *bounce = NULL;
+	uintptr_t va = r->start + (idx << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
+	bool inv = false;
 	if (!nwant)
 		goto unlock;
 
-	uhmm__invalidate(ctx, r->start + (idx << PAGE_SHIFT),
-			 r->start + ((idx + n) << PAGE_SHIFT), UHMM_INV_MIGRATE, NULL, 0);
+	inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .count = true };
 	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
@@ -175,6 +176,8 @@ unlock:
 	for (size_t i = 0; i < n; i++)
 		if (want[i] < 2)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
+	/* After every page is published: the mirrors may read again. */
+	uhmm__invalidate_end(ctx, va, vend, inv);
 	if (bounce)
 		munmap(bounce, n << PAGE_SHIFT);
 	return err;
@@ -301,12 +304,17 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		err = -EFAULT;
 		i = j;
 	}
-	/* Which slots received a page?  Holes were never populated. */
+	/* Which slots received a page?  Holes were never populated.  A page
+	 * the application discarded, whose zap may still be on its way, is
+	 * empty whatever we found (PG_DISCARD). */
 	unsigned char vec[BATCH_PAGES];
 	if (mincore(slots, b->n << PAGE_SHIFT, vec) == 0) {
-		for (size_t i = 0; i < b->n; i++)
-			if (b->kind[i] == K_FROM_CPU && !(vec[i] & 1))
+		for (size_t i = 0; i < b->n; i++) {
+			uint32_t w = atomic_load_explicit(
+				&range_page(b->r, b->idx + i)->word, memory_order_relaxed);
+			if (b->kind[i] == K_FROM_CPU && (!(vec[i] & 1) || (w & PG_DISCARD)))
 				b->kind[i] = K_HOLE;
+		}
 	}
 	return err;
 }
@@ -472,8 +480,8 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	/* invalidate: the mirrors drop the pages and fence, before any page
 	 * changes (hard point 2).  The pages stay locked, so nobody can map
 	 * them again until we are done. */
-	uhmm__invalidate(ctx, r->start + (idx << PAGE_SHIFT),
-			 r->start + ((idx + n) << PAGE_SHIFT), UHMM_INV_MIGRATE, dst, 0);
+	uintptr_t va = r->start + (idx << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
+	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, dst, 0);
 	int e1 = migrate_unmap(ctx, b);
 	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
 	if (b->slot < 0) {
@@ -482,10 +490,13 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				b->dst->ops->free(b->dst->priv, 0, 1, &b->dpfn[i]);
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
+		uhmm__invalidate_end(ctx, va, vend, inv);
 		free(b);
 		return e1;
 	}
 	migrate_finalize(ctx, b);
+	/* Every page is published: the mirrors may read again. */
+	uhmm__invalidate_end(ctx, va, vend, inv);
 	release_slots(ctx, b);
 	*busy_out = b->nbusy;
 	free(b);

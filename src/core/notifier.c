@@ -40,7 +40,8 @@ struct uhmm_notifier {
 	uintptr_t start, end;
 	uhmm_invalidate_fn fn;
 	void *priv;
-	_Atomic uint32_t seq; /* odd while a callback runs */
+	_Atomic uint32_t seq; /* odd while an invalidation is in progress */
+	unsigned active;      /* invalidations in progress (under inv_lock) */
 	pthread_mutex_t inv_lock;
 	struct uhmm_notifier *next;
 };
@@ -141,34 +142,72 @@ UHMM_API bool uhmm_notifier_read_retry(struct uhmm_notifier *n, uint32_t seq)
 	return atomic_load_explicit(&n->seq, memory_order_acquire) != seq;
 }
 
-void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
-		      enum uhmm_inv_reason reason, struct uhmm_device *dev,
-		      uintptr_t new_start)
+/*
+ * Start an invalidation: every overlapping notifier's sequence goes odd
+ * (if it was not already: invalidations may overlap) and its callback runs.
+ * The sequence stays odd until uhmm__invalidate_end(): read_begin waits and
+ * read_retry says "stale" for the whole change, not just for the callback.
+ * (The kernel's invalidate_range_start/end.)  A range fault that ran after
+ * the callback but before the change was published would otherwise read a
+ * state that no later invalidation corrects.
+ */
+bool uhmm__invalidate_start(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			    enum uhmm_inv_reason reason, struct uhmm_device *dev,
+			    uintptr_t new_start)
 {
 	if (!atomic_load_explicit(&ctx->nnotifiers, memory_order_acquire))
-		return;
+		return false; /* nobody listens: nothing to end either */
 	STAT_INC(ctx, invalidations);
 	pthread_rwlock_rdlock(&ctx->notifier_lock);
 	for (struct uhmm_notifier *n = ctx->notifiers; n; n = n->next) {
 		if (n->end <= start || n->start >= end)
 			continue;
+		uintptr_t s = start > n->start ? start : n->start;
 		struct uhmm_inv_event ev = {
-			.start = start > n->start ? start : n->start,
+			.start = s,
 			.end = end < n->end ? end : n->end,
 			.reason = reason,
 			.device = dev,
-			.new_start = new_start + ((start > n->start ? start : n->start) - start),
+			.new_start = new_start + (s - start),
 		};
 		pthread_mutex_lock(&n->inv_lock);
 		/* Odd before the callback: a filler that has not yet checked
 		 * read_retry under its lock will see the change. */
-		atomic_fetch_add_explicit(&n->seq, 1, memory_order_seq_cst);
+		if (n->active++ == 0)
+			atomic_fetch_add_explicit(&n->seq, 1, memory_order_seq_cst);
 		n->fn(n, &ev, n->priv);
-		atomic_fetch_add_explicit(&n->seq, 1, memory_order_release);
 		pthread_mutex_unlock(&n->inv_lock);
-		uhmm_futex_wake_all(&n->seq);
+	}
+	/* The read side stays held until the end: a notifier cannot be
+	 * removed while its sequence is odd. */
+	return true;
+}
+
+void uhmm__invalidate_end(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+			  bool started)
+{
+	if (!started)
+		return;
+	for (struct uhmm_notifier *n = ctx->notifiers; n; n = n->next) {
+		if (n->end <= start || n->start >= end)
+			continue;
+		pthread_mutex_lock(&n->inv_lock);
+		bool last = --n->active == 0;
+		if (last)
+			atomic_fetch_add_explicit(&n->seq, 1, memory_order_release);
+		pthread_mutex_unlock(&n->inv_lock);
+		if (last)
+			uhmm_futex_wake_all(&n->seq);
 	}
 	pthread_rwlock_unlock(&ctx->notifier_lock);
+}
+
+void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      enum uhmm_inv_reason reason, struct uhmm_device *dev,
+		      uintptr_t new_start)
+{
+	bool started = uhmm__invalidate_start(ctx, start, end, reason, dev, new_start);
+	uhmm__invalidate_end(ctx, start, end, started);
 }
 
 void uhmm__notifiers_free_all(struct uhmm_ctx *ctx)

@@ -113,8 +113,11 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		atomic_store_explicit(&p->dpfn, dpfn, memory_order_relaxed);
 		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 	}
-	/* Release: whoever locks the page next sees dpfn and the data. */
+	/* Release: whoever locks the page next sees dpfn and the data.
+	 * DISCARD survives only an unlock that leaves the page in place. */
 	uint32_t nw = (uint32_t)dev << PG_DEV_SHIFT;
+	if (dev == prev && (!dev || dpfn == prev_dpfn))
+		nw |= w & PG_DISCARD;
 	uint32_t old = atomic_exchange_explicit(&p->word, nw,
 						memory_order_release);
 	/* ZAPPED is only set while locked, by the service thread, which never
@@ -136,8 +139,14 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
 	for (;;) {
 		if (uhmm__page_trylock(p)) {
-			if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)))
+			if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed))) {
 				STAT_INC(ctx, device_pages_freed_by_events);
+			} else {
+				/* In system memory: the kernel zaps it after we
+				 * return; until then nobody may carry it off. */
+				atomic_fetch_or_explicit(&p->word, PG_DISCARD,
+							 memory_order_relaxed);
+			}
 			/* Home and empty; publishing frees the device copy. */
 			(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
 			return;

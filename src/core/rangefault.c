@@ -371,9 +371,10 @@ UHMM_API int uhmm_mprotect(uhmm_ctx *ctx, void *addr, size_t len, int prot)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	uhmm__invalidate(ctx, a, a + len, UHMM_INV_PROTECTION, NULL, 0);
+	bool inv = uhmm__invalidate_start(ctx, a, a + len, UHMM_INV_PROTECTION, NULL, 0);
 	if (mprotect(addr, len, prot))
 		err = -errno;
+	uhmm__invalidate_end(ctx, a, a + len, inv);
 	uhmm__ctx_exit(ctx);
 	return err;
 }

@@ -224,8 +224,14 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	 * the faulting thread must retry to see the truth. */
 	if (ret < 0 && done == 0)
 		uhmm__uffd_wake(ctx->uffd, dst, PAGE_SIZE);
-	for (size_t i = 0; i < n; i++)
-		uhmm__page_unlock(ctx, range_page(r, idx + i));
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p = range_page(r, idx + i);
+		/* Filled: it was missing, so any pending zap is done. */
+		if (i < (done >> PAGE_SHIFT))
+			atomic_fetch_and_explicit(&p->word, ~PG_DISCARD,
+						  memory_order_relaxed);
+		uhmm__page_unlock(ctx, p);
+	}
 }
 
 /*
@@ -263,8 +269,8 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	size_t n = hi - lo;
 	/* The device that holds the pages drops its mapping of them (and
 	 * fences) before they move. */
-	uhmm__invalidate(ctx, r->start + (lo << PAGE_SHIFT), r->start + (hi << PAGE_SHIFT),
-			 UHMM_INV_MIGRATE, NULL, 0);
+	uintptr_t va = r->start + (lo << PAGE_SHIFT), vend = r->start + (hi << PAGE_SHIFT);
+	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
 	uint8_t want[BATCH_PAGES];
 	memset(want, 1, n);
 	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
@@ -298,6 +304,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		if (slot >= 0)
 			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
 	}
+	uhmm__invalidate_end(ctx, va, vend, inv);
 	STAT_INC(ctx, cpu_faults_device);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
