@@ -72,6 +72,8 @@ enum uhmm_inv_reason {
 	UHMM_INV_EXCLUSIVE,   /**< a device takes pages exclusively (device) */
 	UHMM_INV_PROTECTION,  /**< uhmm_mprotect() changes access rights */
 	UHMM_INV_RELEASE,     /**< the context is being destroyed */
+	UHMM_INV_REVOKE,      /**< the CPU takes back pages a device held
+				   exclusively (device = the holder) */
 };
 
 /** What an invalidate callback is told. */
@@ -155,6 +157,11 @@ enum {
 #define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
 #define UHMM_RE_HUGE (1ull << 58)    /**< mapped as part of a 2 MiB page */
 #define UHMM_RE_ERROR (1ull << 57)   /**< snapshot: a hole or an unreadable area */
+/** Held exclusively by the requesting device (uhmm_make_exclusive): the
+ * low 48 bits are the page number of the address where the device reaches
+ * the data atomically ((e & UHMM_RE_DPFN_MASK) << 12).  Held by another
+ * device: UHMM_RE_REMOTE, as a device-private page. */
+#define UHMM_RE_EXCLUSIVE (1ull << 56)
 #define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
 
 /** A range fault request. */
@@ -194,6 +201,59 @@ struct uhmm_range_req {
  * invalidated past the timeout; -EBADF, -ECHILD.  May sleep.
  */
 UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
+
+/* ------------------------------------------------------------------------ */
+/* Device-exclusive access                                                   */
+
+/*
+ * A device's atomics on system memory over a bus like PCIe are not atomic
+ * with respect to the CPU: the page must be taken away from the CPU while
+ * the device works on it (the kernel's make_device_exclusive()).
+ *
+ * uhmm_make_exclusive() brings each page to system memory if it is on a
+ * device, tells the other mirrors (UHMM_INV_EXCLUSIVE, device = @dev), and
+ * takes the page out of the CPU page table: CPU reads and writes both fault
+ * from then on.  The data stays in a system page that uhmm owns; the device
+ * reaches it at the address returned in @pages (and reported by
+ * uhmm_range_fault as UHMM_RE_EXCLUSIVE), where ordinary CPU atomics are
+ * atomic with respect to everything else.
+ *
+ * A CPU access to an exclusive page revokes it: the holder is told
+ * (UHMM_INV_REVOKE) and fences its accesses in flight, then the page goes
+ * back into the CPU page table with its latest contents and the access
+ * proceeds.  Several CPU threads touching the page at once cost one
+ * revocation.  Migrations, uhmm_unregister, fork and context teardown
+ * revoke too; munmap and madvise(DONTNEED) release the page (its data is
+ * discarded, as the kernel would).
+ *
+ * Limits (the kernel has the same): managed anonymous private memory only.
+ * A read-only area is refused with -EPERM; pages pinned or shared
+ * copy-on-write with a fork child are unshared first, and if the kernel
+ * still will not let one go, the call fails with -EBUSY.  A page held by
+ * another device changes holder (the other device is told first).
+ */
+
+/**
+ * uhmm_make_exclusive - give @dev exclusive access to @npages pages at @addr.
+ * @addr: page-aligned; @npages > 0; the range must be managed.
+ * @pages: NULL, or an array of @npages that receives, for each page, the
+ *   address where the device reaches its data.  Valid until the device is
+ *   told (an invalidation of the page).
+ * Returns 0 when every page is held by @dev.  Errors: -EINVAL; -EBADF @dev
+ * is not a live device; -EFAULT part of the range is not managed (or not
+ * mapped); -EOPNOTSUPP the memory is not anonymous private; -EPERM the
+ * range is not writable; -EBUSY the kernel would not let a page go (pages
+ * before it stay exclusive); -ENOMEM; -ECHILD.  May sleep.
+ */
+UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
+				 void **pages);
+
+/**
+ * uhmm_check_exclusive - whether every page of the range is still held
+ * exclusively by @dev.  Returns 1 (all held), 0 (some page is not), or a
+ * negative errno (-EINVAL, -EBADF, -EFAULT not managed).  A snapshot.
+ */
+UHMM_API int uhmm_check_exclusive(uhmm_device *dev, void *addr, size_t npages);
 
 /* ------------------------------------------------------------------------ */
 /* Protection changes                                                        */

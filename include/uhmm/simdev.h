@@ -190,6 +190,24 @@ enum uhmm_simdev_advice {
 UHMM_API int uhmm_simdev_advise(uhmm_device *dev, void *addr, size_t len,
 				enum uhmm_simdev_advice advice);
 
+/**
+ * Atomics on pages in system memory (uhmm_simdev_advise_atomics).  The
+ * device's atomics are not atomic with respect to the CPU over a bus, so the
+ * page is either taken exclusively (uhmm_make_exclusive: it stays in system
+ * memory, the CPU takes it back by touching it) or migrated to the device.
+ */
+enum uhmm_simdev_atomic_policy {
+	/** Default: exclusive for pages the CPU touched recently (present in
+	 * its page table), migrate the others. */
+	UHMM_SIMDEV_ATOMIC_AUTO = 0,
+	UHMM_SIMDEV_ATOMIC_EXCLUSIVE = 1,
+	UHMM_SIMDEV_ATOMIC_MIGRATE = 2,
+};
+
+/** Choose the atomic policy for [addr, addr + len).  Errors: -EINVAL. */
+UHMM_API int uhmm_simdev_advise_atomics(uhmm_device *dev, void *addr, size_t len,
+					enum uhmm_simdev_atomic_policy policy);
+
 /** Counters of a simdev's compute side (uhmm_simdev_stats()). */
 struct uhmm_simdev_stats {
 	uint64_t launches;
@@ -212,6 +230,7 @@ struct uhmm_simdev_stats {
 	uint64_t shootdown_pages;   /**< device page-table entries removed */
 	uint64_t tlb_hits, tlb_misses;
 	uint64_t kernel_errors;     /**< launches that ended with an error */
+	uint64_t exclusive_pages;   /**< pages taken exclusively for atomics */
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

@@ -231,13 +231,15 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *ds
 enum uhmm_where {
 	UHMM_WHERE_CPU = 0,    /**< system memory (present or never touched) */
 	UHMM_WHERE_DEVICE = 1, /**< a device's private memory */
+	UHMM_WHERE_EXCLUSIVE = 2, /**< system memory held exclusively by a device
+				       (uhmm_make_exclusive, mirror.h) */
 };
 
 /** State of one managed page (uhmm_page_query()). */
 struct uhmm_page_info {
 	uint32_t where;        /**< enum uhmm_where */
 	uint32_t seq;          /**< bumped on every change of location */
-	uhmm_device *device;   /**< UHMM_WHERE_DEVICE: which device */
+	uhmm_device *device;   /**< UHMM_WHERE_DEVICE, _EXCLUSIVE: which device */
 	uint64_t dpfn;         /**< UHMM_WHERE_DEVICE: device frame */
 };
 
@@ -304,6 +306,9 @@ struct uhmm_stats {
 	uint64_t events_remap;
 	uint64_t device_pages_freed_by_events;
 	uint64_t migrate_busy;               /**< pages left in place: -EBUSY */
+	uint64_t exclusive_grabs;            /**< pages made device-exclusive */
+	uint64_t exclusive_revocations;      /**< pages the CPU took back */
+	uint64_t exclusive_revoke_ns;        /**< time revoking (fence included) */
 	uint64_t invalidations;              /**< invalidations sent to notifiers */
 	uint64_t range_fault_calls;
 	uint64_t range_fault_pages;          /**< pages walked by range faults */
