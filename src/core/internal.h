@@ -66,12 +66,33 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
 #define PG_ZAPPED 0x8u
 #define PG_DISCARD 0x10u
 #define PG_LOCKBITS (PG_LOCKED | PG_WAITERS | PG_PARKED | PG_ZAPPED)
+#define PG_EXCL 0x20u /* with a device id: held exclusively, data in slot dpfn */
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
+#define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL)
 
+/* Locations (the PG_LOC_MASK bits of a word). */
+#define LOC_CPU 0u
+#define LOC_DEV(id) ((uint32_t)(id) << PG_DEV_SHIFT)
+#define LOC_EXCL(id) (((uint32_t)(id) << PG_DEV_SHIFT) | PG_EXCL)
+
+/* The device a page is on or held by (0: the CPU has it). */
 static inline unsigned pg_dev(uint32_t w)
 {
 	return (w & PG_DEV_MASK) >> PG_DEV_SHIFT;
+}
+static inline uint32_t pg_loc(uint32_t w)
+{
+	return w & PG_LOC_MASK;
+}
+/* The device whose private memory holds the page, or 0. */
+static inline unsigned pg_devpriv(uint32_t w)
+{
+	return (w & PG_EXCL) ? 0 : pg_dev(w);
+}
+static inline bool pg_excl(uint32_t w)
+{
+	return w & PG_EXCL;
 }
 
 struct uhmm_page {
@@ -173,7 +194,8 @@ struct install_req {
 	 * are published and unlocked by the service thread; 0 and 1 stay the
 	 * requester's to unlock. */
 	uint8_t *want;
-	char *src;           /* page i's data at src + i * 4K */
+	char *src;           /* page i's data at src + i * 4K ... */
+	char **srcv;         /* ... or at srcv[i] if set (slots: moved) */
 	bool src_is_slots;   /* src lies in the reserve: UFFDIO_MOVE, else COPY */
 	bool count;          /* a migration to the system (not a restore) */
 	int result;
@@ -268,6 +290,9 @@ int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
 int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);
 
 /* range.c */
+/* 0 if [start, end) is mapped, private, anonymous, readable and writable;
+ * -EFAULT (a hole) or -EOPNOTSUPP otherwise. */
+int uhmm__check_anon_private(uintptr_t start, uintptr_t end);
 /* Find the range containing addr and take a reference, or NULL. */
 struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
 void uhmm__range_put(struct uhmm_range *r);
@@ -291,15 +316,16 @@ void uhmm__page_lock(struct uhmm_page *p);
  * false if it was unlocked meanwhile (then try to lock it again). */
 bool uhmm__page_park(struct uhmm_page *p);
 /*
- * Publish a new location (dev 0: system memory) and unlock; returns true.
- * If the location changes, the page's previous device copy is freed first,
- * under the lock.  If the page was ZAPPED while locked, returns false
- * instead: the new device page (if any) and the previous one are freed and
- * the page is an empty system page.  Wakes sleepers and the service thread
- * as the word says.
+ * Publish a new location (LOC_CPU, LOC_DEV(id) with its device frame, or
+ * LOC_EXCL(id) with its reserve slot) and unlock; returns true.  The page's
+ * previous copy, if the new location does not use it, is released first,
+ * under the lock (a device page freed, a reserve slot returned).  If the
+ * page was ZAPPED while locked, returns false instead: the new copy and the
+ * previous one are both released and the page is an empty system page.
+ * Wakes sleepers and the service thread as the word says.
  */
 bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
-			       unsigned dev, uint64_t dpfn);
+			       uint32_t loc, uint64_t dpfn);
 /* Unlock without moving the page (ZAPPED is honoured as above). */
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Service thread: discard a page's device copy now, or mark it ZAPPED. */
@@ -353,6 +379,15 @@ void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 void uhmm__notifiers_free_all(struct uhmm_ctx *ctx);
 bool uhmm__notifier_read_begin_until(struct uhmm_notifier *n, uint64_t deadline,
 				     uint32_t *seq);
+
+/* rangefault.c */
+int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+
+/* exclusive.c */
+/* Give pages [idx, idx + n) of r back to the CPU if a device holds them
+ * exclusively (dev_id: only that holder; 0: any).  May sleep. */
+int uhmm__revoke_range(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		       size_t n, unsigned dev_id);
 
 /* fork.c */
 void uhmm__fork_init(void);

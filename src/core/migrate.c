@@ -72,14 +72,14 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		for (size_t first = 0; first < n; first++) {
 			if (want[first] != 1)
 				continue;
-			unsigned dev = pg_dev(atomic_load_explicit(
+			unsigned dev = pg_devpriv(atomic_load_explicit(
 				&range_page(r, idx + first)->word, memory_order_relaxed));
 			size_t nc = 0;
 			for (size_t i = first; i < n; i++) {
 				struct uhmm_page *p = range_page(r, idx + i);
 				if (want[i] != 1 ||
-				    pg_dev(atomic_load_explicit(&p->word,
-								memory_order_relaxed)) != dev)
+				    pg_devpriv(atomic_load_explicit(&p->word,
+								    memory_order_relaxed)) != dev)
 					continue;
 				uint64_t dpfn = atomic_load_explicit(&p->dpfn,
 								     memory_order_relaxed);
@@ -136,7 +136,7 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p = range_page(r, idx + i);
 		uhmm__page_lock(p);
-		unsigned d = pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed));
+		unsigned d = pg_devpriv(atomic_load_explicit(&p->word, memory_order_relaxed));
 		want[i] = d && (!only_dev || d == only_dev);
 		nwant += want[i];
 	}
@@ -194,6 +194,9 @@ int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		int e = batch_to_system(ctx, r, i, m, dev_id);
 		if (e && !err)
 			err = e;
+		e = uhmm__revoke_range(ctx, r, i, m, dev_id);
+		if (e && !err)
+			err = e;
 		i += m;
 	}
 	return err;
@@ -221,6 +224,7 @@ enum {
 	K_HOLE,         /* never populated: zero device page */
 	K_BUSY,         /* the kernel would not let the page go (-EBUSY) */
 	K_DONE,         /* published at the destination */
+	K_FROM_EXCL,    /* system page a device holds exclusively (in slot old) */
 	K_RESTORE,      /* copy failed: the system page goes back */
 };
 
@@ -231,9 +235,16 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 	for (size_t i = 0; i < b->n; i++) {
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uhmm__page_lock(p);
-		unsigned d = pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed));
-		if (d == b->dst->id) {
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		unsigned d = pg_dev(w);
+		if (pg_loc(w) == LOC_DEV(b->dst->id)) {
 			b->kind[i] = K_STAY;
+		} else if (pg_excl(w)) {
+			/* Held exclusively: its data is in a reserve slot. */
+			b->kind[i] = K_FROM_EXCL;
+			b->olddev[i] = d;
+			b->old[i] = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+			need++;
 		} else if (d) {
 			b->kind[i] = K_FROM_DEV;
 			b->olddev[i] = d;
@@ -372,6 +383,13 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 	nc = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		uint8_t k = b->kind[i];
+		if (k == K_FROM_EXCL) { /* never adjacent: a copy of its own */
+			c[nc] = (struct uhmm_copy){ .sys = pool_slot(&ctx->pool, b->old[i]),
+						    .dpfn = b->dpfn[i], .npages = 1,
+						    .dir = UHMM_COPY_TO_DEVICE };
+			map[nc++] = i;
+			continue;
+		}
 		if (k != K_FROM_CPU && k != K_FROM_DEV && k != K_HOLE)
 			continue;
 		uint16_t dir = k == K_HOLE ? UHMM_COPY_ZERO : UHMM_COPY_TO_DEVICE;
@@ -411,7 +429,7 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uint8_t k = b->kind[i];
 		want[i] = 0;
-		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE) {
+		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE || k == K_FROM_EXCL) {
 			moved++;
 			if (k == K_HOLE)
 				zeros++;
@@ -419,7 +437,7 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 				bytes += PAGE_SIZE;
 			/* Published (the old device copy freed), or, zapped
 			 * meanwhile, discarded: no device page is left over. */
-			(void)uhmm__page_publish_unlock(ctx, p, b->dst->id, b->dpfn[i]);
+			(void)uhmm__page_publish_unlock(ctx, p, LOC_DEV(b->dst->id), b->dpfn[i]);
 			b->kind[i] = K_DONE;
 		} else {
 			if (k == K_RESTORE) {

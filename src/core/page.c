@@ -20,6 +20,8 @@
  * it removed.
  */
 #define _GNU_SOURCE
+#include <sys/mman.h>
+
 #include "core/internal.h"
 #include "util/futex.h"
 
@@ -79,44 +81,66 @@ static void after_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		uhmm__service_kick(ctx);
 }
 
+/* Release a copy of a page that no location refers to any more. */
+static void drop_copy(struct uhmm_ctx *ctx, uint32_t loc, uint64_t dpfn)
+{
+	if (loc & PG_EXCL) {
+		/* A reserve slot: FULL if it still holds the page (a copy
+		 * installed it, or the data was discarded), EMPTY if it was
+		 * moved into place. */
+		unsigned char v = 1;
+		mincore(pool_slot(&ctx->pool, dpfn), PAGE_SIZE, &v);
+		uhmm__pool_put(&ctx->pool, dpfn, v & 1);
+	} else if (pg_dev(loc)) {
+		uhmm__dev_free_pages(ctx, pg_dev(loc), &dpfn, 1);
+	}
+}
+
 bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
-			       unsigned dev, uint64_t dpfn)
+			       uint32_t loc, uint64_t dpfn)
 {
 	bool published = true;
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-	unsigned prev = pg_dev(w);
+	uint32_t prev = pg_loc(w);
 	uint64_t prev_dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 	UHMM_ASSERT(w & PG_LOCKED);
-	UHMM_ASSERT(dev < MAX_DEVICES);
+	UHMM_ASSERT(!(loc & ~PG_LOC_MASK));
+	if (loc == LOC_CPU)
+		dpfn = 0;
+	/* Same copy: a device page or slot kept, possibly by a new holder. */
+	bool same_copy = loc != LOC_CPU && pg_excl(loc) == pg_excl(prev) &&
+			 prev != LOC_CPU && dpfn == prev_dpfn &&
+			 (pg_excl(loc) || loc == prev);
 
 	/*
 	 * Zapped while we held it: the application discarded the page, so what
-	 * we were about to publish is garbage.  Free it; the page becomes an
+	 * we were about to publish is garbage.  Release it; the page becomes an
 	 * empty system page (the next CPU fault fills zeros, as the kernel does
 	 * after MADV_DONTNEED).
 	 */
 	if (unlikely(w & PG_ZAPPED)) {
-		if (dev && (dev != prev || dpfn != prev_dpfn))
-			uhmm__dev_free_pages(ctx, dev, &dpfn, 1);
-		dev = 0;
+		if (loc != LOC_CPU && !same_copy)
+			drop_copy(ctx, loc, dpfn);
+		loc = LOC_CPU;
 		dpfn = 0;
+		same_copy = false;
 		published = false;
 	}
 	/*
-	 * The previous device copy is freed here, while the page is still
-	 * locked: once it is unlocked, a detach or destroy may lock it, find
-	 * it home, and release the device under our feet.
+	 * The previous copy is released here, while the page is still locked:
+	 * once it is unlocked, a detach or destroy may lock it, find it home,
+	 * and release the device under our feet.
 	 */
-	if (dev != prev || (dev && dpfn != prev_dpfn)) {
-		if (prev)
-			uhmm__dev_free_pages(ctx, prev, &prev_dpfn, 1);
+	if (loc != prev || dpfn != prev_dpfn) {
+		if (prev != LOC_CPU && !same_copy)
+			drop_copy(ctx, prev, prev_dpfn);
 		atomic_store_explicit(&p->dpfn, dpfn, memory_order_relaxed);
 		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 	}
 	/* Release: whoever locks the page next sees dpfn and the data.
 	 * DISCARD survives only an unlock that leaves the page in place. */
-	uint32_t nw = (uint32_t)dev << PG_DEV_SHIFT;
-	if (dev == prev && (!dev || dpfn == prev_dpfn))
+	uint32_t nw = loc;
+	if (loc == prev && dpfn == prev_dpfn)
 		nw |= w & PG_DISCARD;
 	uint32_t old = atomic_exchange_explicit(&p->word, nw,
 						memory_order_release);
@@ -130,7 +154,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-	(void)uhmm__page_publish_unlock(ctx, p, pg_dev(w),
+	(void)uhmm__page_publish_unlock(ctx, p, pg_loc(w),
 					atomic_load_explicit(&p->dpfn,
 							     memory_order_relaxed));
 }
@@ -148,7 +172,7 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 							 memory_order_relaxed);
 			}
 			/* Home and empty; publishing frees the device copy. */
-			(void)uhmm__page_publish_unlock(ctx, p, 0, 0);
+			(void)uhmm__page_publish_unlock(ctx, p, LOC_CPU, 0);
 			return;
 		}
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);

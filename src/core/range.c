@@ -162,7 +162,7 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
  * Every VMA of [start, end) must be private, anonymous, readable and
  * writable: read /proc/self/maps (the VMAs a fault will meet).
  */
-static int check_anon_private(uintptr_t start, uintptr_t end)
+int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	if (!f)
@@ -329,7 +329,7 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	err = check_anon_private(a, a + len);
+	err = uhmm__check_anon_private(a, a + len);
 	if (!err)
 		err = add_range(ctx, a, len, false);
 	uhmm__ctx_exit(ctx);
@@ -394,7 +394,7 @@ UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
 	memset(info, 0, sizeof(*info));
 	info->seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
 	if (pg_dev(w)) {
-		info->where = UHMM_WHERE_DEVICE;
+		info->where = pg_excl(w) ? UHMM_WHERE_EXCLUSIVE : UHMM_WHERE_DEVICE;
 		info->device = uhmm__dev_get(ctx, pg_dev(w));
 		info->dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 	}

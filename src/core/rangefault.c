@@ -134,6 +134,25 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	return 0;
 }
 
+/* 0 if the CPU may write all of [start, end); -EPERM if part is read-only,
+ * -EFAULT if part is a hole or unreadable. */
+int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	size_t n = (end - start) >> PAGE_SHIFT;
+	uint8_t *rights = malloc(n);
+	if (!rights)
+		return -ENOMEM;
+	int err = rf_rights(ctx, start, end, rights);
+	for (size_t i = 0; !err && i < n; i++) {
+		if (!(rights[i] & RIGHT_R))
+			err = -EFAULT;
+		else if (!(rights[i] & RIGHT_W))
+			err = -EPERM;
+	}
+	free(rights);
+	return err;
+}
+
 /* ---- faulting in ---- */
 
 /* Bring home the managed pages of [start, end) that live on a device other
@@ -266,13 +285,17 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			uint64_t *ent = &req->entries[i];
 			if (!(rights[i] & RIGHT_R))
 				continue;
-			if (d == self)
-				*ent = UHMM_RE_VALID | UHMM_RE_DEVICE |
-				       ((rights[i] & RIGHT_W) ? UHMM_RE_WRITE : 0) |
-				       (atomic_load_explicit(&p->dpfn, memory_order_relaxed) &
+			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+			uint64_t wr = (rights[i] & RIGHT_W) ? UHMM_RE_WRITE : 0;
+			if (d != self)
+				*ent = UHMM_RE_REMOTE;
+			else if (pg_excl(w)) /* the holder reaches it in its slot */
+				*ent = UHMM_RE_VALID | UHMM_RE_EXCLUSIVE | wr |
+				       (((uintptr_t)pool_slot(&ctx->pool, dpfn) >> PAGE_SHIFT) &
 					UHMM_RE_DPFN_MASK);
 			else
-				*ent = UHMM_RE_REMOTE;
+				*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | wr |
+				       (dpfn & UHMM_RE_DPFN_MASK);
 		}
 		uhmm__range_put(r);
 	}

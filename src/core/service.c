@@ -45,6 +45,9 @@ void uhmm__service_kick(struct uhmm_ctx *ctx)
 
 /* ---- installing pages (service thread only) ---- */
 
+/* Where page i of a request comes from. */
+#define REQ_SRC(req, i) ((req)->srcv ? (req)->srcv[i] : (req)->src + ((i) << PAGE_SHIFT))
+
 void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 {
 	struct uhmm_range *r = req->r;
@@ -62,12 +65,12 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			continue;
 		}
 		size_t j = i + 1;
-		while (j < req->n && req->want[j] == 1 &&
+		while (!req->srcv && j < req->n && req->want[j] == 1 &&
 		       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
 					      memory_order_relaxed) & PG_ZAPPED))
 			j++;
 		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
-		char *src = req->src + (i << PAGE_SHIFT);
+		char *src = REQ_SRC(req, i);
 		size_t len = (j - i) << PAGE_SHIFT, done = 0;
 		/* DONTWAKE: the faulting threads resume only after the page is
 		 * published (below), so what they see of uhmm agrees with what
@@ -105,7 +108,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 		 */
 		for (size_t x = k; x < j; x++) {
 			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
-			char *sp = req->src + (x << PAGE_SHIFT);
+			char *sp = REQ_SRC(req, x);
 			size_t one;
 			if (req->src_is_slots &&
 			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
@@ -202,7 +205,7 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		struct uhmm_page *p = range_page(r, idx + n);
 		if (!uhmm__page_trylock(p))
 			break;
-		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed))) {
+		if (pg_loc(atomic_load_explicit(&p->word, memory_order_relaxed)) != LOC_CPU) {
 			uhmm__page_unlock(ctx, p);
 			break;
 		}
@@ -250,7 +253,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		struct uhmm_page *p = range_page(r, lo - 1);
 		if (!uhmm__page_trylock(p))
 			break;
-		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)) != dev) {
+		if (pg_loc(atomic_load_explicit(&p->word, memory_order_relaxed)) != LOC_DEV(dev)) {
 			uhmm__page_unlock(ctx, p);
 			break;
 		}
@@ -260,7 +263,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		struct uhmm_page *p = range_page(r, hi);
 		if (!uhmm__page_trylock(p))
 			break;
-		if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)) != dev) {
+		if (pg_loc(atomic_load_explicit(&p->word, memory_order_relaxed)) != LOC_DEV(dev)) {
 			uhmm__page_unlock(ctx, p);
 			break;
 		}
@@ -332,6 +335,35 @@ static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr)
 	return seq;
 }
 
+/*
+ * A CPU touch of a page a device holds exclusively: the holder drops it and
+ * fences its atomics in flight (UHMM_INV_REVOKE), then the page, which never
+ * left system memory, is moved back into place from its reserve slot.
+ * Holds page idx.
+ */
+static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+			 unsigned holder)
+{
+	uint64_t t0 = uhmm__now_ns();
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	bool inv = uhmm__invalidate_start(ctx, va, va + PAGE_SIZE, UHMM_INV_REVOKE,
+					  uhmm__dev_get(ctx, holder), 0);
+	uint8_t want = 1;
+	struct install_req req = {
+		.r = r, .idx = idx, .n = 1, .want = &want,
+		.src = pool_slot(&ctx->pool,
+				 atomic_load_explicit(&range_page(r, idx)->dpfn,
+						      memory_order_relaxed)),
+		.src_is_slots = true,
+	};
+	uhmm__install_pages(ctx, &req);
+	if (want == 0)
+		uhmm__page_unlock(ctx, range_page(r, idx)); /* mapping gone */
+	uhmm__invalidate_end(ctx, va, va + PAGE_SIZE, inv);
+	STAT_INC(ctx, exclusive_revocations);
+	STAT_ADD(ctx, exclusive_revoke_ns, uhmm__now_ns() - t0);
+}
+
 /* Serve one CPU fault.  Returns false if it had to be parked. */
 static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 			bool *unknown)
@@ -354,8 +386,11 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	if (atomic_load_explicit(&p->seq, memory_order_relaxed) != f->seq) {
 		uhmm__page_unlock(ctx, p); /* stale: see page_seq() */
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
-	} else if (!pg_dev(w)) {
+	} else if (pg_loc(w) == LOC_CPU) {
 		serve_zero(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE);
+		STAT_INC(ctx, cpu_faults);
+	} else if (pg_excl(w)) {
+		serve_revoke(ctx, r, idx, pg_dev(w));
 		STAT_INC(ctx, cpu_faults);
 	} else {
 		serve_device(ctx, r, idx, pg_dev(w), f->addr);

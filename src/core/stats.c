@@ -64,6 +64,9 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(events_remap, "REMAP events (mremap)");
 	P(device_pages_freed_by_events, "device pages discarded by events");
 	P(migrate_busy, "pages the kernel kept (EBUSY)");
+	P(exclusive_grabs, "pages made device-exclusive");
+	P(exclusive_revocations, "exclusive pages taken back");
+	P(exclusive_revoke_ns, "ns revoking");
 	P(invalidations, "invalidations sent to mirrors");
 	P(range_fault_calls, "range faults");
 	P(range_fault_pages, "pages walked by range faults");
