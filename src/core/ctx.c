@@ -136,6 +136,29 @@ int uhmm__ctx_enter(struct uhmm_ctx *ctx)
 	return 0;
 }
 
+int uhmm__dev_enter(uhmm_device *dev, struct uhmm_ctx **out)
+{
+	if (!dev)
+		return -EBADF;
+	/* Both checks under one lock: the device cannot be freed between
+	 * finding it live and entering its context (detach enters too). */
+	pthread_mutex_lock(&reg_lock);
+	bool live = live_locked(dev, H_DEV) && live_locked(dev->ctx, H_CTX) &&
+		    !atomic_load(&dev->ctx->dying);
+	struct uhmm_ctx *ctx = live ? dev->ctx : NULL;
+	if (live)
+		atomic_fetch_add(&ctx->calls, 1);
+	pthread_mutex_unlock(&reg_lock);
+	if (!live)
+		return -EBADF;
+	if (ctx->pid != getpid()) {
+		uhmm__ctx_exit(ctx);
+		return -ECHILD;
+	}
+	*out = ctx;
+	return 0;
+}
+
 void uhmm__ctx_exit(struct uhmm_ctx *ctx)
 {
 	if (atomic_fetch_sub(&ctx->calls, 1) == 1 && atomic_load(&ctx->dying))
@@ -418,10 +441,8 @@ static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 
 UHMM_API int uhmm_device_detach(uhmm_device *dev)
 {
-	if (!uhmm__handle_live(dev))
-		return -EBADF;
-	struct uhmm_ctx *ctx = dev->ctx;
-	int err = uhmm__ctx_enter(ctx);
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
 	if (err)
 		return err;
 	err = uhmm__evacuate(ctx, dev->id);

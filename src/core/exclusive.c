@@ -217,20 +217,25 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	return err;
 }
 
+/* Check the arguments of the two calls below and enter dev's context. */
+static int excl_enter(uhmm_device *dev, uintptr_t a, size_t npages, uintptr_t *end,
+		      struct uhmm_ctx **ctx)
+{
+	if (!a || !npages || (a & (PAGE_SIZE - 1)) || npages > (SIZE_MAX >> PAGE_SHIFT) ||
+	    a + (npages << PAGE_SHIFT) < a)
+		return -EINVAL;
+	*end = a + (npages << PAGE_SHIFT);
+	return uhmm__dev_enter(dev, ctx);
+}
+
 UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 				 void **pages)
 {
-	uintptr_t a = (uintptr_t)addr;
-	if (!addr || !npages || (a & (PAGE_SIZE - 1)) || npages > (SIZE_MAX >> PAGE_SHIFT) ||
-	    a + (npages << PAGE_SHIFT) < a)
-		return -EINVAL;
-	if (!uhmm__handle_live(dev))
-		return -EBADF;
-	struct uhmm_ctx *ctx = dev->ctx;
-	int err = uhmm__ctx_enter(ctx);
+	uintptr_t a = (uintptr_t)addr, end;
+	struct uhmm_ctx *ctx;
+	int err = excl_enter(dev, a, npages, &end, &ctx);
 	if (err)
 		return err;
-	uintptr_t end = a + (npages << PAGE_SHIFT);
 	if (!ctx->has_move) {
 		err = -EOPNOTSUPP;
 		goto out;
@@ -282,18 +287,12 @@ out:
 
 UHMM_API int uhmm_check_exclusive(uhmm_device *dev, void *addr, size_t npages)
 {
-	uintptr_t a = (uintptr_t)addr;
-	if (!addr || !npages || (a & (PAGE_SIZE - 1)) || npages > (SIZE_MAX >> PAGE_SHIFT) ||
-	    a + (npages << PAGE_SHIFT) < a)
-		return -EINVAL;
-	if (!uhmm__handle_live(dev))
-		return -EBADF;
-	struct uhmm_ctx *ctx = dev->ctx;
-	int err = uhmm__ctx_enter(ctx);
+	uintptr_t a = (uintptr_t)addr, end;
+	struct uhmm_ctx *ctx;
+	int err = excl_enter(dev, a, npages, &end, &ctx);
 	if (err)
 		return err;
 	int held = 1;
-	uintptr_t end = a + (npages << PAGE_SHIFT);
 	for (uintptr_t x = a; x < end && held == 1;) {
 		struct uhmm_range *r = uhmm__range_get(ctx, x);
 		if (!r) {

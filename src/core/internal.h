@@ -269,6 +269,8 @@ struct uhmm_ctx {
 /* ctx.c */
 int uhmm__ctx_enter(struct uhmm_ctx *ctx);
 void uhmm__ctx_exit(struct uhmm_ctx *ctx);
+/* Enter the context of a live device (-EBADF, -ECHILD). */
+int uhmm__dev_enter(uhmm_device *dev, struct uhmm_ctx **ctx);
 struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id);
 void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
 			  const uint64_t *dpfn, size_t n);
