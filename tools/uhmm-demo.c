@@ -97,6 +97,32 @@ static void histogram(uhmm_simdev_item *wi, uint64_t i, void *arg)
 	uhmm_simdev_atomic_add32(wi, &h->bins[v % NBINS], 1);
 }
 
+#define NCTR 64
+#define PAGE_WORDS 512
+struct ctr_args {
+	uint64_t *ctr; /* counter k at ctr[k * PAGE_WORDS]: one per page */
+};
+
+static void count_up(uhmm_simdev_item *wi, uint64_t i, void *arg)
+{
+	struct ctr_args *c = arg;
+	uhmm_simdev_atomic_add64(wi, &c->ctr[(i % NCTR) * PAGE_WORDS], 1);
+}
+
+struct cpu_counter {
+	uint64_t *ctr;
+	uint64_t n;
+	pthread_t tid;
+};
+
+static void *cpu_count_up(void *arg)
+{
+	struct cpu_counter *c = arg;
+	for (uint64_t i = 0; i < c->n; i++)
+		__atomic_fetch_add(&c->ctr[(i % NCTR) * PAGE_WORDS], 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
 static void phase(const char *what, double secs, size_t bytes)
 {
 	printf("  %-40s %8.1f ms %9.0f MB/s\n", what, secs * 1e3,
@@ -277,8 +303,43 @@ int main(int argc, char **argv)
 	CHECK(uhmm_free(ctx, in));
 	CHECK(uhmm_free(ctx, bins));
 
+	/* ---- one set of counters, incremented by the device and the CPU at
+	 * once: device atomics take the pages exclusively, CPU touches revoke */
+	uint64_t *ctr;
+	CHECK(uhmm_alloc(ctx, NCTR * 4096, (void **)&ctr));
+	for (size_t k = 0; k < NCTR; k++)
+		ctr[k * PAGE_WORDS] = 0; /* the CPU touches them first */
+	enum { PER_SIDE = 100000 };
+	struct uhmm_stats e0, e1;
+	CHECK(uhmm_stats_get(ctx, &e0));
+	struct cpu_counter cc[2] = { { .ctr = ctr, .n = PER_SIDE }, { .ctr = ctr, .n = PER_SIDE } };
+	struct ctr_args ca = { .ctr = ctr };
+	t = now();
+	for (int k = 0; k < 2; k++)
+		pthread_create(&cc[k].tid, NULL, cpu_count_up, &cc[k]);
+	CHECK(uhmm_simdev_launch(dev, count_up, PER_SIDE, &ca));
+	for (int k = 0; k < 2; k++)
+		pthread_join(cc[k].tid, NULL);
+	double ct = now() - t;
+	uint64_t total = 0;
+	for (size_t k = 0; k < NCTR; k++)
+		total += ctr[k * PAGE_WORDS];
+	CHECK(uhmm_stats_get(ctx, &e1));
+	uint64_t revokes = e1.exclusive_revocations - e0.exclusive_revocations;
+	printf("\n  shared counters: device + 2 CPU threads, %d increments each side:"
+	       " total %llu of %llu (%s) in %.1f ms\n", PER_SIDE,
+	       (unsigned long long)total, 3ull * PER_SIDE,
+	       total == 3ull * PER_SIDE ? "exact" : "LOST INCREMENTS", ct * 1e3);
+	printf("  exclusive grabs %llu, revocations %llu (mean %.1f us each)\n",
+	       (unsigned long long)(e1.exclusive_grabs - e0.exclusive_grabs),
+	       (unsigned long long)revokes,
+	       revokes ? (double)(e1.exclusive_revoke_ns - e0.exclusive_revoke_ns) / 1e3 /
+				 (double)revokes
+		       : 0.0);
+	CHECK(uhmm_free(ctx, ctr));
+
 	bool ok = dev_bad == 0 && cpu_bad == 0 && on_device == len / 4096 &&
-		  saxpy_bad == 0 && hist_bad == 0;
+		  saxpy_bad == 0 && hist_bad == 0 && total == 3ull * PER_SIDE;
 	printf("\n  device copy: %s; CPU view: %s\n",
 	       dev_bad ? "MISMATCH" : "every byte right",
 	       cpu_bad ? "MISMATCH" : "every byte right");

@@ -103,6 +103,13 @@ UHMM_API int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
  * first device touch (default), or map the system pages remotely (the device
  * then reads and writes them through the CPU's MMU, coherently).
  *
+ * Atomics are never made through a remote mapping: an atomic on a page that
+ * is not in the device's memory follows the atomic policy
+ * (uhmm_simdev_advise_atomics): the page is taken exclusively
+ * (uhmm_make_exclusive; the device then also reads and writes it there until
+ * the CPU takes it back) or migrated.  An atomic on memory uhmm does not
+ * manage can be made atomic neither way: it ends the kernel with -EFAULT.
+ *
  * A device access that cannot be resolved (unmapped memory, PROT_NONE, a
  * write to read-only memory, a page unmapped while the kernel ran) ends the
  * kernel: the accessor does not return, the remaining work items are
@@ -138,13 +145,16 @@ typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg
  * Work items run in any order, in parallel on the device's lanes; a grid
  * of 0 runs nothing and returns 0.
  * Returns 0, or the first device fault error: -EFAULT (unmapped or
- * PROT_NONE memory), -EPERM (write to read-only memory), -ENOMEM (the
- * device page table could not grow), -EINVAL (an unaligned access, or bad
- * arguments: @dev not a simdev, @fn NULL, called from a kernel), -EBUSY
- * (another launch is running on @dev), -ECHILD (@dev belongs to the parent
- * of a fork).  On an error, work items not yet started are not started.
- * May sleep.  The device must not be detached (nor its context destroyed)
- * while a launch runs.
+ * PROT_NONE memory; an atomic on unmanaged memory), -EPERM (write or
+ * atomic to read-only memory), -ENOMEM (the device page table could not
+ * grow), -EINVAL (an unaligned access, or bad arguments: @dev not a simdev,
+ * @fn NULL, called from a kernel), -EBUSY (another launch is running on
+ * @dev), -ECHILD (@dev belongs to the parent of a fork); when an atomic's
+ * page can be neither taken exclusively nor migrated, the migration's error
+ * (-ENOMEM, -EIO; -EOPNOTSUPP on kernels without UFFDIO_MOVE).  On an
+ * error, work items not yet started are not started.  May sleep.  The
+ * device must not be detached (nor its context destroyed) while a launch
+ * runs.
  */
 UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 				uint64_t grid, void *arg);
@@ -204,7 +214,15 @@ enum uhmm_simdev_atomic_policy {
 	UHMM_SIMDEV_ATOMIC_MIGRATE = 2,
 };
 
-/** Choose the atomic policy for [addr, addr + len).  Errors: -EINVAL. */
+/**
+ * Choose the atomic policy for [addr, addr + len) (page-aligned).  Like
+ * placement advice: later advice over a range replaces earlier advice
+ * there, and it acts at the next atomic fault (pages the device already
+ * holds or migrated stay as they are).  When the policy's way is refused
+ * (make_exclusive -EBUSY, a migration failing for want of device memory),
+ * the other way is tried.  Errors: -EINVAL (also: @dev not a live simdev,
+ * or bad @policy), -ENOMEM.
+ */
 UHMM_API int uhmm_simdev_advise_atomics(uhmm_device *dev, void *addr, size_t len,
 					enum uhmm_simdev_atomic_policy policy);
 
@@ -222,7 +240,8 @@ struct uhmm_simdev_stats {
 	 * migrations / remote_maps, not here) */
 	uint64_t fault_resolutions;
 	uint64_t fault_service_ns;  /**< time in service passes */
-	uint64_t migrations;        /**< blocks migrated to the device by faults */
+	uint64_t migrations;        /**< migrations to the device by faults (a
+				     block, or an atomic fault's run of pages) */
 	uint64_t remote_maps;       /**< pages mapped remotely (system pages) */
 	uint64_t range_fault_calls;
 	uint64_t range_fault_pages; /**< pages walked by range faults */
@@ -230,7 +249,8 @@ struct uhmm_simdev_stats {
 	uint64_t shootdown_pages;   /**< device page-table entries removed */
 	uint64_t tlb_hits, tlb_misses;
 	uint64_t kernel_errors;     /**< launches that ended with an error */
-	uint64_t exclusive_pages;   /**< pages taken exclusively for atomics */
+	uint64_t exclusive_pages;   /**< pages taken exclusively for atomics
+				     (uhmm_make_exclusive by atomic faults) */
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

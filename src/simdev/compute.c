@@ -12,8 +12,10 @@
  * Locks:
  *   launch_lock  (leaf) the launch protocol; only condvar waits under it.
  *   sd_cu.lock   (rank 1, see mmu.c) held by a lane from translation to the
- *                end of an access to device memory.  It is NOT held across
- *                an access to system memory: such an access may fault into
+ *                end of an access through a DEV or EXCL entry (device
+ *                memory, or the uhmm-owned copy of a page held exclusively;
+ *                neither faults).  It is NOT held across an access through
+ *                a SYS entry (system memory): such an access may fault into
  *                uhmm's fault-service thread, which may be running our
  *                invalidate callback, which waits for this very lock.  A
  *                lane never holds a unit lock while it raises a device
@@ -198,10 +200,14 @@ void AnnotateIgnoreWritesEnd(const char *f, int l);
 #define SYS_ACCESS_END() ((void)0)
 #endif
 
-static void *dev_ptr(struct sd_compute *c, uint64_t pte, uintptr_t va)
+/* Where the data of @va is for a DEV or EXCL entry (PTE_FENCED). */
+static void *fenced_ptr(struct sd_compute *c, uint64_t pte, uintptr_t va)
 {
-	return uhmm__devmem_ptr(&c->sd->mem, pte >> PTE_DPFN_SHIFT) +
-	       (va & (UHMM_PAGE_SIZE - 1));
+	uintptr_t off = va & (UHMM_PAGE_SIZE - 1);
+
+	if (pte & PTE_EXCL)
+		return (unsigned char *)(uintptr_t)(pte & PTE_ADDR_MASK) + off;
+	return uhmm__devmem_ptr(&c->sd->mem, pte >> PTE_DPFN_SHIFT) + off;
 }
 
 /*
@@ -261,16 +267,18 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 		struct sd_cu *cu = wi->cu;
 		pthread_mutex_lock(&cu->lock);
 		uint64_t pte = uhmm__translate_locked(c, cu, va >> PAGE_SHIFT, acc);
-		if (pte & PTE_DEV) {
-			/* Device memory: under the unit lock, so an
-			 * invalidation waits for this access (the fence). */
-			uint64_t r = op_apply(dev_ptr(c, pte, va), size, op, a, b);
+		if (pte & PTE_FENCED) {
+			/* Device memory or a page held exclusively: under the
+			 * unit lock, so an invalidation (a revocation too)
+			 * waits for this access (the fence). */
+			uint64_t r = op_apply(fenced_ptr(c, pte, va), size, op, a, b);
 			pthread_mutex_unlock(&cu->lock);
 			return r;
 		}
 		pthread_mutex_unlock(&cu->lock);
 		if (pte) {
-			/* System memory, through the CPU's MMU, no lock held. */
+			/* System memory, through the CPU's MMU, no lock held.
+			 * Never an atomic: SYS entries lack PTE_A. */
 			sys_begin(wi);
 			uint64_t r = op_apply((void *)va, size, op, a, b);
 			sys_end(wi);
@@ -297,8 +305,8 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 		struct sd_cu *cu = wi->cu;
 		pthread_mutex_lock(&cu->lock);
 		uint64_t pte = uhmm__translate_locked(c, cu, va >> PAGE_SHIFT, acc);
-		if (pte & PTE_DEV) {
-			void *d = dev_ptr(c, pte, va);
+		if (pte & PTE_FENCED) {
+			void *d = fenced_ptr(c, pte, va);
 			if (write)
 				memcpy(d, buf, n);
 			else
@@ -549,7 +557,7 @@ UHMM_API int uhmm_simdev_advise(uhmm_device *dev, void *addr, size_t len,
 		return -EINVAL;
 	if (advice != UHMM_SIMDEV_MIGRATE_ON_TOUCH && advice != UHMM_SIMDEV_MAP_REMOTE)
 		return -EINVAL;
-	return uhmm__advise(sd->comp, a, a + len, advice);
+	return uhmm__advise(sd->comp, SD_ADV_PLACE, a, a + len, advice);
 }
 
 void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
@@ -570,6 +578,7 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(invalidations);
 	S(shootdown_pages);
 	S(kernel_errors);
+	S(exclusive_pages);
 #undef S
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_lock(&c->cus[i].lock);

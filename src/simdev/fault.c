@@ -11,7 +11,12 @@
  *              access wins; the others count as duplicates)
  *   replay     pages that are already mapped with the rights (another pass
  *              resolved them) are only replayed, counted as duplicates
- *   group      by 2 MiB block, then by runs of one policy within it
+ *   group      by 2 MiB block; then, in each block:
+ *   atomics    atomic faults on pages not in this device's memory go by the
+ *              atomic policy first (atomic.c): taken exclusively (EXCL
+ *              entries) or migrated; an atomic never goes through a SYS
+ *              entry
+ *   runs       the other faults by runs of one placement policy
  *   resolve    MIGRATE_ON_TOUCH: uhmm_migrate() the run (clipped to what
  *              uhmm manages if it says -EFAULT), then range-fault the pages
  *              of the run that have no translation.  Migration refused
@@ -34,7 +39,7 @@
  * Locks:
  *   fb_lock   (leaf) the buffer and the lanes' fault_* fields; only condvar
  *             waits under it.
- *   adv_lock  (leaf) the advice list; nothing blocks under it.
+ *   adv_lock  (leaf) the advice lists; nothing blocks under it.
  *   pt_lock   (mmu.c) taken here to look at and fill the page table.
  * The service thread calls uhmm_migrate() and uhmm_range_fault() with no
  * simdev lock held: both may invalidate (our callback takes pt_lock and the
@@ -56,14 +61,6 @@
  * lanes fault again. */
 #define SD_MAP_TRIES 8
 
-/* One faulting page of a pass. */
-struct sd_fpage {
-	uintptr_t va;
-	unsigned acc;   /* strongest access of its faults */
-	int err;        /* the answer, once done */
-	bool done;
-};
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -76,37 +73,36 @@ static uint64_t now_ns(void)
 
 /* ---- advice ------------------------------------------------------------- */
 
-/*
- * The policy at @va, and the largest [*rlo, *rhi) around it, within
- * [lo, hi), where it does not change.
- */
-static unsigned advice_at(struct sd_compute *c, uintptr_t va, uintptr_t lo,
-			  uintptr_t hi, uintptr_t *rlo, uintptr_t *rhi)
+/* Both lists' default is 0 (MIGRATE_ON_TOUCH, ATOMIC_AUTO). */
+unsigned uhmm__advice_at(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t va,
+			 uintptr_t lo, uintptr_t hi, uintptr_t *rlo, uintptr_t *rhi)
 {
-	unsigned pol = UHMM_SIMDEV_MIGRATE_ON_TOUCH;
+	unsigned pol = 0;
 	uintptr_t a = lo, b = hi;
 
 	pthread_mutex_lock(&c->adv_lock);
+	const struct sd_advice *adv = c->adv[kind].v;
+	size_t nadv = c->adv[kind].n;
 	/* First range that ends after va. */
-	size_t l = 0, r = c->nadv;
+	size_t l = 0, r = nadv;
 	while (l < r) {
 		size_t m = l + (r - l) / 2;
-		if (c->adv[m].end <= va)
+		if (adv[m].end <= va)
 			l = m + 1;
 		else
 			r = m;
 	}
-	if (l < c->nadv && c->adv[l].start <= va) {
-		pol = c->adv[l].advice;
-		if (c->adv[l].start > a)
-			a = c->adv[l].start;
-		if (c->adv[l].end < b)
-			b = c->adv[l].end;
+	if (l < nadv && adv[l].start <= va) {
+		pol = adv[l].advice;
+		if (adv[l].start > a)
+			a = adv[l].start;
+		if (adv[l].end < b)
+			b = adv[l].end;
 	} else {
-		if (l > 0 && c->adv[l - 1].end > a)
-			a = c->adv[l - 1].end;
-		if (l < c->nadv && c->adv[l].start < b)
-			b = c->adv[l].start;
+		if (l > 0 && adv[l - 1].end > a)
+			a = adv[l - 1].end;
+		if (l < nadv && adv[l].start < b)
+			b = adv[l].start;
 	}
 	pthread_mutex_unlock(&c->adv_lock);
 	*rlo = a;
@@ -120,19 +116,20 @@ static unsigned advice_at(struct sd_compute *c, uintptr_t va, uintptr_t lo,
  * touching neighbours of the same advice.  The list stays sorted, disjoint
  * and holds only non-default advice.
  */
-int uhmm__advise(struct sd_compute *c, uintptr_t start, uintptr_t end,
-		 unsigned advice)
+int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
+		 uintptr_t end, unsigned advice)
 {
 	pthread_mutex_lock(&c->adv_lock);
-	size_t cap = c->nadv + 3, n = 0;
+	struct sd_advlist *list = &c->adv[kind];
+	size_t cap = list->n + 3, n = 0;
 	struct sd_advice *out = malloc(cap * sizeof(*out));
 	if (!out) {
 		pthread_mutex_unlock(&c->adv_lock);
 		return -ENOMEM;
 	}
-	bool placed = advice == UHMM_SIMDEV_MIGRATE_ON_TOUCH;
-	for (size_t i = 0; i < c->nadv; i++) {
-		struct sd_advice e = c->adv[i];
+	bool placed = advice == 0; /* the default is not stored */
+	for (size_t i = 0; i < list->n; i++) {
+		struct sd_advice e = list->v[i];
 		if (e.end <= start || e.start >= end) {
 			if (!placed && e.start >= end) {
 				out[n++] = (struct sd_advice){ start, end, advice };
@@ -161,56 +158,82 @@ int uhmm__advise(struct sd_compute *c, uintptr_t start, uintptr_t end,
 		else
 			out[m++] = out[i];
 	}
-	free(c->adv);
-	c->adv = out;
-	c->nadv = m;
-	c->adv_cap = cap;
+	free(list->v);
+	list->v = out;
+	list->n = m;
 	pthread_mutex_unlock(&c->adv_lock);
 	return 0;
 }
 
 /* ---- mapping: range fault + install ------------------------------------- */
 
+uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
+{
+	uint64_t frame = e & UHMM_RE_DPFN_MASK;
+	bool w = e & UHMM_RE_WRITE;
+	uint64_t pte = PTE_R | (w ? PTE_W : 0);
+
+	if (!(e & UHMM_RE_VALID))
+		return 0;
+	if (e & UHMM_RE_EXCLUSIVE) {
+		/* Held by this device: the data is at uhmm's page frame << 12. */
+		if (!frame) {
+			simdev_bug("range fault gave an exclusive page at 0");
+			return 0;
+		}
+		return pte | PTE_EXCL | (w ? PTE_A : 0) | frame << PTE_DPFN_SHIFT;
+	}
+	if (e & UHMM_RE_DEVICE) {
+		if (!uhmm__devmem_range_ok(&c->sd->mem, frame, 1)) {
+			simdev_bug("range fault gave frame %llu outside the pool",
+				   (unsigned long long)frame);
+			return 0;
+		}
+		return pte | PTE_DEV | (w ? PTE_A : 0) | frame << PTE_DPFN_SHIFT;
+	}
+	return pte; /* SYS: never PTE_A */
+}
+
 /*
  * Writes the entries of a range fault of [lo, lo + np pages) into the page
  * table.  Caller holds pt_lock and has checked read_retry.  Entries that
- * are not VALID are left out (the lane faults again).  Errors: -ENOMEM.
+ * are not VALID are left out (the lane faults again).  *@flush is set when
+ * an entry was replaced by one of another kind or place (SYS by EXCL, say,
+ * when no invalidation removed it first): TLBs may still cache the old one
+ * with rights the new allows, so the caller shoots the range down after
+ * dropping pt_lock.  (Upgrades of rights need no shootdown: a TLB entry
+ * without the rights misses.)  Errors: -ENOMEM.
  */
 static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
-			  const uint64_t *entries)
+			  const uint64_t *entries, bool *flush)
 {
 	uint64_t remote = 0;
 	int err = 0;
 
 	for (size_t i = 0; i < np; i++) {
-		uint64_t e = entries[i];
 		uintptr_t va = lo + i * PAGE;
-		if (!(e & UHMM_RE_VALID))
+		uint64_t pte = uhmm__pte_of_entry(c, entries[i]);
+		if (!pte)
 			continue;
-		uint64_t pte = PTE_R | ((e & UHMM_RE_WRITE) ? PTE_W : 0);
-		if (e & UHMM_RE_DEVICE) {
-			uint64_t dpfn = e & UHMM_RE_DPFN_MASK;
-			if (!uhmm__devmem_range_ok(&c->sd->mem, dpfn, 1)) {
-				simdev_bug("range fault gave frame %llu outside the pool",
-					   (unsigned long long)dpfn);
-				continue;
-			}
-			pte |= PTE_DEV | dpfn << PTE_DPFN_SHIFT;
-		}
-		if (uhmm__pt_lookup_locked(c, va) == pte)
+		uint64_t old = uhmm__pt_lookup_locked(c, va);
+		if (old == pte)
 			continue;
 		err = uhmm__pt_set_locked(c, va, pte);
 		if (err)
 			break;
-		if (!(pte & PTE_DEV))
+		if (old && ((old ^ pte) & (PTE_FENCED | PTE_ADDR_MASK)))
+			*flush = true;
+		if (!(pte & PTE_FENCED))
 			remote++;
 	}
 	STAT_ADD(c, remote_maps, remote);
 	return err;
 }
 
-/* Range-faults [lo, hi) (within one block) for @acc and installs it. */
-static int map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi, unsigned acc)
+/* Range-faults [lo, hi) (within one block) for @acc (0: snapshot) and
+ * installs it. */
+int uhmm__fault_map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi,
+			  unsigned acc)
 {
 	size_t np = (hi - lo) / PAGE;
 
@@ -219,7 +242,9 @@ static int map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi, unsigned 
 			.notifier = c->notifier,
 			.start = lo,
 			.end = hi,
-			.flags = acc == SD_READ ? UHMM_RF_FAULT_READ : UHMM_RF_FAULT_WRITE,
+			.flags = acc == 0 ? UHMM_RF_SNAPSHOT
+			       : acc == SD_READ ? UHMM_RF_FAULT_READ
+						: UHMM_RF_FAULT_WRITE,
 			.timeout_ms = 1000,
 			.device = c->dev,
 			.entries = c->entries,
@@ -229,6 +254,7 @@ static int map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi, unsigned 
 		int err = uhmm_range_fault(c->ctx, &req);
 		if (err)
 			return err;
+		bool flush = false;
 		pthread_mutex_lock(&c->pt_lock);
 		if (uhmm_notifier_read_retry(c->notifier, req.notifier_seq)) {
 			pthread_mutex_unlock(&c->pt_lock);
@@ -236,15 +262,17 @@ static int map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi, unsigned 
 				return -EBUSY;
 			continue;
 		}
-		err = install_locked(c, lo, np, c->entries);
+		err = install_locked(c, lo, np, c->entries, &flush);
 		pthread_mutex_unlock(&c->pt_lock);
+		if (flush)
+			uhmm__tlb_shootdown(c, lo / PAGE, (hi - 1) / PAGE);
 		return err;
 	}
 }
 
 /* Answers the pending faulting pages of @fp that lie in [lo, hi). */
-static void settle(struct sd_compute *c, struct sd_fpage *fp, size_t n,
-		   uintptr_t lo, uintptr_t hi, int err)
+void uhmm__fault_settle(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			uintptr_t lo, uintptr_t hi, int err)
 {
 	uint64_t resolved = 0;
 
@@ -269,25 +297,26 @@ static void settle(struct sd_compute *c, struct sd_fpage *fp, size_t n,
  * (-EFAULT, -EPERM) and the run is more than one page, each faulting page
  * is mapped alone for its own access, so that it gets its own answer.
  */
-static void map_run(struct sd_compute *c, struct sd_fpage *fp, size_t n,
-		    uintptr_t lo, uintptr_t hi)
+void uhmm__fault_map_run(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			 uintptr_t lo, uintptr_t hi)
 {
 	unsigned acc = SD_READ;
 
 	for (size_t i = 0; i < n; i++)
 		if (!fp[i].done && fp[i].va >= lo && fp[i].va < hi && fp[i].acc > acc)
 			acc = fp[i].acc;
-	int err = map_range(c, lo, hi, acc);
+	int err = uhmm__fault_map_range(c, lo, hi, acc);
 	if ((err == -EFAULT || err == -EPERM) && hi - lo > PAGE) {
 		for (size_t i = 0; i < n; i++) {
 			if (fp[i].done || fp[i].va < lo || fp[i].va >= hi)
 				continue;
-			int e = map_range(c, fp[i].va, fp[i].va + PAGE, fp[i].acc);
-			settle(c, &fp[i], 1, fp[i].va, fp[i].va + PAGE, e);
+			uintptr_t va = fp[i].va;
+			int e = uhmm__fault_map_range(c, va, va + PAGE, fp[i].acc);
+			uhmm__fault_settle(c, &fp[i], 1, va, va + PAGE, e);
 		}
 		return;
 	}
-	settle(c, fp, n, lo, hi, err);
+	uhmm__fault_settle(c, fp, n, lo, hi, err);
 }
 
 /*
@@ -337,7 +366,7 @@ static void map_remote(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			break;
 		}
 		pthread_mutex_unlock(&c->pt_lock);
-		map_run(c, fp + i, j - i, a, b);
+		uhmm__fault_map_run(c, fp + i, j - i, a, b);
 		i = j;
 	}
 }
@@ -366,11 +395,11 @@ static void map_missing(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 		}
 		pthread_mutex_unlock(&c->pt_lock);
 		if (a < va)
-			map_run(c, fp, n, a, va);
+			uhmm__fault_map_run(c, fp, n, a, va);
 	}
 	/* A faulting page mapped meanwhile by nobody else's doing cannot
 	 * exist (only this thread installs); answer any left as replays. */
-	settle(c, fp, n, lo, hi, 0);
+	uhmm__fault_settle(c, fp, n, lo, hi, 0);
 }
 
 /* [*a, *b): the pages around @va within [lo, hi) that uhmm manages. */
@@ -430,19 +459,27 @@ static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 	map_remote(c, fp, n, lo, hi);
 }
 
-/* Resolves the pending faulting pages of one 2 MiB block. */
+/*
+ * Resolves the pending faulting pages of one 2 MiB block: atomics on pages
+ * outside device memory by the atomic policy, the rest by placement.
+ * (A placement migration of the block may then take back pages just made
+ * exclusive - a MIGRATE invalidation removes their EXCL entries first - and
+ * the atomics replay on device memory: correct, only slower.)
+ */
 static void resolve_block(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			  uintptr_t blk)
 {
 	size_t i = 0;
 
+	uhmm__atomic_resolve(c, fp, n);
 	while (i < n) {
 		if (fp[i].done) {
 			i++;
 			continue;
 		}
 		uintptr_t lo, hi;
-		unsigned pol = advice_at(c, fp[i].va, blk, blk + BLOCK, &lo, &hi);
+		unsigned pol = uhmm__advice_at(c, SD_ADV_PLACE, fp[i].va, blk,
+					       blk + BLOCK, &lo, &hi);
 		size_t j = i;
 		while (j < n && fp[j].va < hi)
 			j++;
@@ -586,7 +623,10 @@ int uhmm__fault_init(struct sd_compute *c)
 	c->batch = calloc(c->fault_batch, sizeof(*c->batch));
 	c->fpages = calloc(c->fault_batch, sizeof(*c->fpages));
 	c->entries = calloc(BLOCK / PAGE, sizeof(*c->entries));
-	if (!c->fb || !c->batch || !c->fpages || !c->entries)
+	c->snap = calloc(BLOCK / PAGE, sizeof(*c->snap));
+	c->xptrs = calloc(BLOCK / PAGE, sizeof(*c->xptrs));
+	if (!c->fb || !c->batch || !c->fpages || !c->entries || !c->snap ||
+	    !c->xptrs)
 		return -ENOMEM;
 	return 0;
 }
@@ -624,13 +664,19 @@ void uhmm__fault_fini(struct sd_compute *c)
 	free(c->batch);
 	free(c->fpages);
 	free(c->entries);
-	free(c->adv);
+	free(c->snap);
+	free(c->xptrs);
 	c->fb = NULL;
 	c->batch = NULL;
 	c->fpages = NULL;
 	c->entries = NULL;
-	c->adv = NULL;
-	c->nadv = 0;
+	c->snap = NULL;
+	c->xptrs = NULL;
+	for (unsigned k = 0; k < SD_ADV_KINDS; k++) {
+		free(c->adv[k].v);
+		c->adv[k].v = NULL;
+		c->adv[k].n = 0;
+	}
 	if (!c->fault_inited)
 		return;
 	c->fault_inited = false;

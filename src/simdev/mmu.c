@@ -6,9 +6,11 @@
  *
  * Locks, in rank order:
  *   1 sd_cu.lock          a unit's TLB.  A lane holds it from translation to
- *                         the end of an access to *device* memory (never to
- *                         system memory: see compute.c).  Under it a lane may
- *                         take pt_lock; nothing blocks under it otherwise.
+ *                         the end of an access through a DEV or EXCL entry
+ *                         (device memory, or a page held exclusively: memory
+ *                         that never faults), never through a SYS entry (see
+ *                         compute.c).  Under it a lane may take pt_lock;
+ *                         nothing blocks under it otherwise.
  *   2 sd_compute.pt_lock  the radix tree.  Under it: walks, calloc and free
  *                         of nodes.  Never held while taking a unit lock.
  *
@@ -203,6 +205,16 @@ uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 
 /* ---- invalidation: shootdown and fence ---------------------------------- */
 
+void uhmm__tlb_shootdown(struct sd_compute *c, uint64_t first, uint64_t last)
+{
+	for (unsigned i = 0; i < c->ncu; i++) {
+		struct sd_cu *cu = &c->cus[i];
+		pthread_mutex_lock(&cu->lock);
+		tlb_flush_locked(cu, first, last);
+		pthread_mutex_unlock(&cu->lock);
+	}
+}
+
 /*
  * The notifier's callback (see mirror.h for the protocol).  Runs in the
  * thread making the change: an application thread, uhmm's fault-service
@@ -213,14 +225,23 @@ uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
  *    range fault that started before the change fails its read_retry check.
  * 2. Shootdown and fence: take each unit's lock in turn and flush the range
  *    from its TLB.  A lane holds its unit's lock from translation to the end
- *    of a device-memory access, so once we hold the lock no access through
- *    an old translation is in flight on that unit, and none can start.
- *    pt_lock is released first (rank: unit lock before pt_lock).
+ *    of an access through a DEV or EXCL entry, so once we hold the lock no
+ *    access through an old translation is in flight on that unit, and none
+ *    can start.  pt_lock is released first (rank: unit lock before pt_lock).
+ *
+ * EXCL entries need exactly this: on REVOKE (the CPU touched the page), on
+ * EXCLUSIVE (another device takes it), on MIGRATE of the page, uhmm reuses
+ * or copies the memory behind the entry once we return, so every device
+ * atomic on it must be over by then - and it is, since such accesses hold
+ * the unit lock.  Every reason removes every entry of the range: nothing
+ * here depends on the reason, so no reason can leave an EXCL entry behind.
  *
  * Why it cannot deadlock: a unit lock is held only for a translation and a
  * device-memory access (pool memory never faults), never across an access
  * to system memory, which may fault into uhmm's fault-service thread - the
- * thread that may be running this callback.  Accesses to system pages need
+ * thread that may be running this callback.  (An EXCL entry's memory is
+ * uhmm's own, outside every managed range: it never faults.)  Accesses to
+ * system pages through SYS entries need
  * no fence: they go through the CPU's MMU, so a late one sees the CPU's
  * current page table.
  *
@@ -255,13 +276,7 @@ void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *
 	atomic_fetch_add_explicit(&c->st.shootdown_pages, removed,
 				  memory_order_relaxed);
 
-	uint64_t first = start >> PAGE_SHIFT, last = (end - 1) >> PAGE_SHIFT;
-	for (unsigned i = 0; i < c->ncu; i++) {
-		struct sd_cu *cu = &c->cus[i];
-		pthread_mutex_lock(&cu->lock);
-		tlb_flush_locked(cu, first, last);
-		pthread_mutex_unlock(&cu->lock);
-	}
+	uhmm__tlb_shootdown(c, start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT);
 }
 
 /* ---- setup -------------------------------------------------------------- */

@@ -9,8 +9,10 @@
  *              callback (shootdown + fence)
  *   compute.c  compute units and lanes, launch, accessors, kernel errors
  *              (siglongjmp, the SIGSEGV/SIGBUS handler)
- *   fault.c    device fault buffer, the fault-service thread, policies,
- *              advice
+ *   fault.c    device fault buffer, the fault-service thread, placement
+ *              policies, advice
+ *   atomic.c   atomic faults on pages outside device memory: the atomic
+ *              policy, uhmm_make_exclusive(), EXCL entries
  *
  * Locks, by rank (a thread takes only locks of a higher rank than those it
  * holds):
@@ -21,7 +23,7 @@
  *                                else (no uhmm call, no wait)
  *   -  leaves, never held with another simdev lock: struct devmem.lock,
  *      struct copy_engine.lock, sd_compute.launch_lock, .fb_lock (the fault
- *      buffer), .adv_lock (the advice list)
+ *      buffer), .adv_lock (the advice lists)
  * Copies run with no lock held.  Statistics and fault injection are atomics.
  * No simdev lock is held across a call into uhmm or across an access to
  * memory through the process's address space (which may fault into uhmm):
@@ -212,21 +214,46 @@ extern const struct uhmm_device_ops uhmm__simdev_ops;
 
 /*
  * Device page-table entries (PTEs).  0 means "no translation".  Otherwise
- * PTE_R is set; PTE_W allows writes and atomics; PTE_DEV says the page is in
- * this simdev's memory at frame pte >> PTE_DPFN_SHIFT (else the page is a
- * system page, reached through its own virtual address).
+ * PTE_R is set, and the entry is of one of three kinds:
+ *   SYS   (neither PTE_DEV nor PTE_EXCL) a system page, reached through its
+ *         own virtual address, with no lock held: the access goes through
+ *         the CPU's MMU and may fault into uhmm.  Never PTE_A: an atomic
+ *         through the process's VA is not atomic w.r.t. the CPU over a bus
+ *         (simdev.h), so it misses and takes the atomic policy (atomic.c).
+ *   DEV   (PTE_DEV) this simdev's memory, frame pte >> PTE_DPFN_SHIFT.
+ *   EXCL  (PTE_EXCL) a system page this device holds exclusively
+ *         (uhmm_make_exclusive): the data is at the uhmm-owned address
+ *         pte & PTE_ADDR_MASK, not at the page's own address.
+ * DEV and EXCL memory never faults, so accesses through them are made under
+ * the unit's lock (PTE_FENCED): the invalidate callback's pass over the unit
+ * locks is the fence (mmu.c).  Rights: PTE_W allows writes; PTE_A allows
+ * atomics and is set only on writable DEV and EXCL entries.
+ * Invariant: an EXCL entry exists only while uhmm says this device holds the
+ * page; whatever ends the hold (REVOKE, EXCLUSIVE for another device,
+ * MIGRATE, UNMAP, ZAP, PROTECTION, RELEASE) invalidates the page first, and
+ * the callback removes every entry of the range, of every kind.
  */
 #define PTE_R (1ull << 0)
 #define PTE_W (1ull << 1)
 #define PTE_DEV (1ull << 2)
+#define PTE_EXCL (1ull << 3)
+#define PTE_A (1ull << 4)
+#define PTE_FENCED (PTE_DEV | PTE_EXCL)
 #define PTE_DPFN_SHIFT 12
+#define PTE_ADDR_MASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
 
 /* Kinds of access, ordered by strength (a fault keeps the strongest). */
 enum sd_access { SD_READ = 1, SD_WRITE = 2, SD_ATOMIC = 3 };
 
 static inline bool pte_allows(uint64_t pte, unsigned acc)
 {
-	return pte && (acc == SD_READ || (pte & PTE_W));
+	if (!pte)
+		return false;
+	if (acc == SD_READ)
+		return true;
+	if (acc == SD_WRITE)
+		return pte & PTE_W;
+	return pte & PTE_A;
 }
 
 /*
@@ -271,21 +298,42 @@ struct uhmm_simdev_item {
 	pthread_cond_t fault_cond;
 };
 
-/* One advice range (uhmm_simdev_advise).  Ranges are sorted and disjoint. */
+/* One advice range (uhmm_simdev_advise, uhmm_simdev_advise_atomics). */
 struct sd_advice {
 	uintptr_t start, end;
-	unsigned advice;           /* enum uhmm_simdev_advice, never the default */
+	unsigned advice;           /* the list's enum, never its default (0) */
+};
+
+/* An advice list: sorted, disjoint, only non-default advice. */
+struct sd_advlist {
+	struct sd_advice *v;
+	size_t n;
+};
+
+/* Which advice list (sd_compute.adv[]). */
+enum sd_adv_kind {
+	SD_ADV_PLACE = 0,   /* enum uhmm_simdev_advice */
+	SD_ADV_ATOMIC = 1,  /* enum uhmm_simdev_atomic_policy */
+	SD_ADV_KINDS
 };
 
 struct pt_node;
-struct sd_fpage;
+
+/* One faulting page of a service pass (fault.c, atomic.c). */
+struct sd_fpage {
+	uintptr_t va;
+	unsigned acc;   /* strongest access of its faults */
+	int err;        /* the answer, once done */
+	bool done;
+	unsigned char how; /* atomic.c: how a pending atomic is resolved */
+};
 
 /* Counters of uhmm_simdev_stats (TLB ones live in the units). */
 struct sd_cstats {
 	_Atomic uint64_t launches, work_items, faults, fault_batches,
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
 		remote_maps, range_fault_calls, range_fault_pages, invalidations,
-		shootdown_pages, kernel_errors;
+		shootdown_pages, kernel_errors, exclusive_pages;
 };
 
 struct sd_compute {
@@ -333,11 +381,12 @@ struct sd_compute {
 	struct uhmm_simdev_item **batch;
 	struct sd_fpage *fpages;
 	uint64_t *entries;            /* UHMM_HUGE_SIZE / 4096 range-fault entries */
+	uint64_t *snap;               /* atomic.c: as many snapshot entries */
+	void **xptrs;                 /* atomic.c: as many make_exclusive pages */
 
 	/* fault.c: advice, under adv_lock. */
 	pthread_mutex_t adv_lock;
-	struct sd_advice *adv;
-	size_t nadv, adv_cap;
+	struct sd_advlist adv[SD_ADV_KINDS];
 
 	struct sd_cstats st;
 };
@@ -356,6 +405,9 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte);
  * Caller holds cu->lock (takes pt_lock inside). */
 uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 				uint64_t vpn, unsigned acc);
+/* Drops pages [first, last] from every unit's TLB, waiting for accesses
+ * through them in flight.  Caller holds no simdev lock. */
+void uhmm__tlb_shootdown(struct sd_compute *c, uint64_t first, uint64_t last);
 /* The notifier's callback: shootdown and fence (mirror.h). */
 void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
 			  void *priv);
@@ -381,7 +433,42 @@ void uhmm__fault_fini(struct sd_compute *c);
  * holds no simdev lock. */
 int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
 		      uintptr_t page, unsigned acc);
-int uhmm__advise(struct sd_compute *c, uintptr_t start, uintptr_t end,
-		 unsigned advice);
+/* Sets the advice of list @kind over [start, end).  Errors: -ENOMEM. */
+int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
+		 uintptr_t end, unsigned advice);
+/* The advice of list @kind at @va, and the largest [*rlo, *rhi) around it,
+ * within [lo, hi), where it does not change.  Takes adv_lock. */
+unsigned uhmm__advice_at(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t va,
+			 uintptr_t lo, uintptr_t hi, uintptr_t *rlo, uintptr_t *rhi);
+/*
+ * Pieces of the service pass that atomic.c uses; the service thread only,
+ * no simdev lock held.  @fp[0, n) are faulting pages sorted by address.
+ *   map_run    range-faults [lo, hi) for the strongest pending access in it,
+ *              installs, answers the pending pages in it (page by page on a
+ *              page's own error)
+ *   map_range  range-faults [lo, hi) for @acc (0: a snapshot, no fault
+ *              flags) and installs what is VALID, under the read_retry
+ *              discipline.  0, -ENOMEM, -EBUSY (kept going stale), or the
+ *              range fault's error.
+ *   settle     answers the pending pages in [lo, hi) with @err
+ */
+void uhmm__fault_map_run(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			 uintptr_t lo, uintptr_t hi);
+int uhmm__fault_map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi,
+			  unsigned acc);
+void uhmm__fault_settle(struct sd_compute *c, struct sd_fpage *fp, size_t n,
+			uintptr_t lo, uintptr_t hi, int err);
+
+/* atomic.c */
+/*
+ * Resolves the pending faulting pages of @fp[0, n) (one 2 MiB block, sorted)
+ * whose access is atomic and which are not in this device's memory, by the
+ * atomic policy: take them exclusively or migrate them.  Leaves the others
+ * (and atomic faults on pages already in this device's memory) pending for
+ * the placement policy.  Service thread only; no simdev lock held.
+ */
+void uhmm__atomic_resolve(struct sd_compute *c, struct sd_fpage *fp, size_t n);
+/* The PTE for a VALID range-fault entry (0 if it cannot be mapped). */
+uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e);
 
 #endif /* UHMM_SIMDEV_INTERNAL_H */
