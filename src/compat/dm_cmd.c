@@ -1,0 +1,584 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dm_cmd.c - the requests of the dmirror device, on uhmm.
+ *
+ * A handle is a mirror (the kernel's struct dmirror): its device page
+ * table (dm_pt) holds range-fault entries, filled by mirror_fault() with
+ * the read_begin / range_fault / lock / read_retry pattern of
+ * uhmm/mirror.h and emptied by dm_invalidate() under the same lock.
+ *
+ * How the device reaches a page, by its entry:
+ *   DEVICE (a frame of its simdev)  the copy engine, under pt_lock: the
+ *       frame cannot change hands while we hold it, because moving it
+ *       invalidates first, and the invalidation waits for pt_lock.
+ *   EXCLUSIVE (a reserve slot)      memcpy at the slot, under pt_lock, for
+ *       the same reason (a revocation invalidates before the slot moves).
+ *   system page                     through the process's own address with
+ *       process_vm_readv/writev, with NO lock held: such an access can
+ *       fault into uhmm's service thread, which may be running our
+ *       invalidate callback at that moment (waiting for pt_lock).  The
+ *       kernel's checks apply (no right the CPU lacks, copy-on-write as a
+ *       CPU write), and memory that vanished gives EFAULT, not a crash: the
+ *       entries are dropped and the next round faults them again, which
+ *       reports the hole as the kernel would.
+ *
+ * Locks: d->use_lock (read; RELEASE writes), then pt_lock.  Nothing
+ * touches process memory or calls uhmm with pt_lock held except the
+ * copy engine (device memory and our own bounce buffers only).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "compat/dmirror_internal.h"
+
+#define PS DM_PAGE_SIZE
+/* A racer that keeps unmapping what we read could make us loop: after
+ * this many rounds give up as if the memory were gone. */
+#define MAX_ROUNDS 1000
+
+static inline uintptr_t min_u(uintptr_t a, uintptr_t b)
+{
+	return a < b ? a : b;
+}
+
+void dm_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+		   void *priv)
+{
+	uhmm_dmirror *h = priv;
+	pthread_mutex_lock(&h->pt_lock);
+	/* Every reason drops the entries: REMAP included (the next access
+	 * faults them in at the new place), MIGRATE to our own device too
+	 * (the read-back after a migration fills them from a snapshot). */
+	dm_pt_clear(&h->pt, ev->start, ev->end);
+	pthread_mutex_unlock(&h->pt_lock);
+}
+
+/* ---- filling the mirror ---- */
+
+/*
+ * One round of range faults over [start, end) (the kernel's
+ * dmirror_fault): @rf_flags as uhmm_range_fault.  With @device_only (the
+ * read-back of a migration), nothing is faulted and only pages on this
+ * device are entered.
+ */
+static int mirror_fault(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
+			uintptr_t end, uint32_t rf_flags, bool device_only)
+{
+	uint64_t *ent = malloc(DM_CHUNK_PAGES * sizeof(*ent));
+	if (!ent)
+		return -ENOMEM;
+	int err = 0;
+	for (uintptr_t a = start; a < end && !err;) {
+		uintptr_t next = min_u(end, a + DM_CHUNK_PAGES * PS);
+		struct uhmm_range_req req = {
+			.notifier = h->n, .start = a, .end = next, .flags = rf_flags,
+			.device = dev, .entries = ent,
+		};
+		err = uhmm_range_fault(h->ctx, &req);
+		if (err)
+			break;
+		pthread_mutex_lock(&h->pt_lock);
+		if (uhmm_notifier_read_retry(h->n, req.notifier_seq)) {
+			pthread_mutex_unlock(&h->pt_lock);
+			continue; /* invalidated meanwhile: this chunk again */
+		}
+		for (size_t i = 0; i < (next - a) / PS && !err; i++) {
+			uint64_t e = ent[i];
+			if (!(e & UHMM_RE_VALID) || (device_only && !(e & UHMM_RE_DEVICE)))
+				continue;
+			err = dm_pt_set(&h->pt, a + i * PS, e);
+		}
+		pthread_mutex_unlock(&h->pt_lock);
+		a = next;
+	}
+	free(ent);
+	return err;
+}
+
+/* ---- device accesses through the mirror ---- */
+
+enum acc { ACC_READ, ACC_WRITE, ACC_READ_DEVICE_ONLY };
+
+/* Queue a device copy of one page, merging with the previous one when
+ * both the frames and the buffer are contiguous. */
+static void copy_add(struct uhmm_copy *c, size_t *nc, void *sys, uint64_t dpfn,
+		     uint16_t dir)
+{
+	if (*nc) {
+		struct uhmm_copy *l = &c[*nc - 1];
+		if (l->dpfn + l->npages == dpfn &&
+		    (char *)l->sys + (size_t)l->npages * PS == (char *)sys) {
+			l->npages++;
+			return;
+		}
+	}
+	c[(*nc)++] = (struct uhmm_copy){ .sys = sys, .dpfn = dpfn, .npages = 1,
+					 .dir = dir };
+}
+
+static int copy_run(uhmm_device *dev, struct uhmm_copy *c, size_t nc)
+{
+	if (!nc)
+		return 0;
+	const struct uhmm_device_ops *ops = uhmm_device_ops_of(dev);
+	void *priv = uhmm_device_priv(dev);
+	uhmm_fence_t f;
+	if (!ops)
+		return -EIO;
+	int err = ops->copy_submit(priv, c, nc, &f);
+	if (!err)
+		err = ops->copy_wait(priv, f);
+	return err ? -EIO : 0;
+}
+
+/*
+ * Access pages *done.. of [start, end) through the mirror, between the
+ * process and @buf (page i of the range <-> buf + i * PS).  Advances *done
+ * past what was accessed.  Returns 0 when all is done, -ENOENT at the first
+ * page without a suitable entry (the caller faults from *done), or an
+ * error.  ACC_READ_DEVICE_ONLY takes only entries of pages on this device.
+ */
+static int mirror_access(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
+			 uintptr_t end, char *buf, size_t *done, enum acc acc)
+{
+	size_t n = (end - start) / PS;
+	struct uhmm_copy *c = malloc(DM_CHUNK_PAGES * sizeof(*c));
+	uint8_t *sys = malloc(DM_CHUNK_PAGES);
+	int err = (!c || !sys) ? -ENOMEM : 0;
+	while (!err && *done < n) {
+		size_t first = *done, lim = first + DM_CHUNK_PAGES < n ? first + DM_CHUNK_PAGES : n;
+		size_t i = first, nc = 0;
+		bool missing = false;
+		pthread_mutex_lock(&h->pt_lock);
+		for (; i < lim; i++) {
+			uintptr_t va = start + i * PS;
+			char *b = buf + i * PS;
+			uint64_t e = dm_pt_get(&h->pt, va);
+			sys[i - first] = 0;
+			if (!(e & UHMM_RE_VALID) || (acc == ACC_WRITE && !(e & UHMM_RE_WRITE)) ||
+			    (acc == ACC_READ_DEVICE_ONLY && !(e & UHMM_RE_DEVICE))) {
+				missing = true;
+				break;
+			}
+			uint64_t pfn = e & UHMM_RE_DPFN_MASK;
+			if (e & UHMM_RE_DEVICE) {
+				copy_add(c, &nc, b, pfn, acc == ACC_WRITE ? UHMM_COPY_TO_DEVICE
+									 : UHMM_COPY_FROM_DEVICE);
+			} else if (e & UHMM_RE_EXCLUSIVE) {
+				/* The device's own access to the page it holds. */
+				void *slot = (void *)(uintptr_t)(pfn << DM_PAGE_SHIFT);
+				if (acc == ACC_WRITE)
+					memcpy(slot, b, PS);
+				else
+					memcpy(b, slot, PS);
+			} else {
+				sys[i - first] = 1;
+			}
+		}
+		err = copy_run(dev, c, nc);
+		pthread_mutex_unlock(&h->pt_lock);
+		/* System pages, no lock held (see the top of the file). */
+		for (size_t k = first; !err && k < i;) {
+			if (!sys[k - first]) {
+				k++;
+				continue;
+			}
+			size_t j = k + 1;
+			while (j < i && sys[j - first])
+				j++;
+			uintptr_t va = start + k * PS;
+			int r = acc == ACC_WRITE ? dm_mem_write(va, buf + k * PS, (j - k) * PS)
+						 : dm_mem_read(buf + k * PS, va, (j - k) * PS);
+			if (r) {
+				/* Gone or no longer allowed: forget these
+				 * entries, fault again from here. */
+				pthread_mutex_lock(&h->pt_lock);
+				dm_pt_clear(&h->pt, va, start + j * PS);
+				pthread_mutex_unlock(&h->pt_lock);
+				i = k;
+				missing = true;
+				break;
+			}
+			k = j;
+		}
+		if (err)
+			break;
+		*done = i;
+		if (missing)
+			err = -ENOENT;
+	}
+	free(c);
+	free(sys);
+	return err;
+}
+
+/*
+ * Access the whole range, faulting what the mirror lacks (the loop of the
+ * kernel's dmirror_read/dmirror_write).  Counts fault rounds in *faults
+ * (may be NULL).
+ */
+static int access_faulting(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
+			   uintptr_t end, char *buf, enum acc acc, uint64_t *faults)
+{
+	size_t done = 0;
+	for (int round = 0;; round++) {
+		int err = mirror_access(h, dev, start, end, buf, &done, acc);
+		if (err != -ENOENT)
+			return err;
+		if (round >= MAX_ROUNDS)
+			return -EFAULT;
+		err = mirror_fault(h, dev, start + done * PS, end,
+				   acc == ACC_WRITE ? UHMM_RF_FAULT_WRITE : UHMM_RF_FAULT_READ,
+				   false);
+		if (err)
+			return err;
+		if (faults)
+			(*faults)++;
+	}
+}
+
+/* ---- requests ---- */
+
+static int cmd_read(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
+{
+	size_t size = c->npages * PS;
+	char *buf = dm_bounce_alloc(size);
+	if (!buf)
+		return -ENOMEM;
+	int err = access_faulting(h, dev, c->addr, c->addr + size, buf, ACC_READ, &c->faults);
+	if (!err)
+		err = dm_mem_write(c->ptr, buf, size);
+	if (!err)
+		c->cpages = c->npages;
+	dm_bounce_free(buf, size);
+	return err;
+}
+
+static int cmd_write(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
+{
+	size_t size = c->npages * PS;
+	char *buf = dm_bounce_alloc(size);
+	if (!buf)
+		return -ENOMEM;
+	int err = dm_mem_read(buf, c->ptr, size);
+	if (!err)
+		err = access_faulting(h, dev, c->addr, c->addr + size, buf, ACC_WRITE,
+				      &c->faults);
+	if (!err)
+		c->cpages = c->npages;
+	dm_bounce_free(buf, size);
+	return err;
+}
+
+/* The device reads [start, end) back after a migration or an exclusive
+ * grab; @device_only: every page must be on this device (-ENOENT). */
+static int read_back(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c,
+		     bool device_only)
+{
+	size_t size = c->npages * PS;
+	uintptr_t start = c->addr, end = start + size;
+	char *buf = dm_bounce_alloc(size);
+	if (!buf)
+		return -ENOMEM;
+	int err;
+	if (device_only) {
+		size_t done = 0;
+		err = mirror_fault(h, dev, start, end, UHMM_RF_SNAPSHOT, true);
+		if (!err)
+			err = mirror_access(h, dev, start, end, buf, &done, ACC_READ_DEVICE_ONLY);
+	} else {
+		err = access_faulting(h, dev, start, end, buf, ACC_READ, NULL);
+	}
+	if (!err)
+		err = dm_mem_write(c->ptr, buf, size);
+	if (!err)
+		c->cpages = c->npages;
+	dm_bounce_free(buf, size);
+	return err;
+}
+
+/* The area [a, ...) starts in: -EINVAL for a hole or an unreadable area
+ * (the kernel's vma_lookup + VM_READ check); sets *vend. */
+static int chunk_vma(uintptr_t a, uintptr_t *vend)
+{
+	struct dm_vma v;
+	int r = dm_vma_find(a, &v);
+	if (r < 0)
+		return r;
+	if (r == 0 || v.start > a || !v.r)
+		return -EINVAL;
+	*vend = v.end;
+	return 0;
+}
+
+/* Whether the page at @a is managed and on @dev (1), managed elsewhere
+ * (0), or not managed (-EFAULT). */
+static int page_on(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
+{
+	struct uhmm_page_info pi;
+	int r = uhmm_page_query(ctx, (void *)a, &pi);
+	if (r)
+		return r;
+	return pi.where == UHMM_WHERE_DEVICE && pi.device == dev;
+}
+
+static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
+			      struct uhmm_dmirror_cmd *c)
+{
+	uintptr_t start = c->addr, end = start + c->npages * PS;
+	/* FAIL_ALLOC: this handle's next device allocation fails, once. */
+	pthread_mutex_lock(&h->pt_lock);
+	bool fail = h->flags & UHMM_DMIRROR_FLAG_FAIL_ALLOC;
+	h->flags &= ~UHMM_DMIRROR_FLAG_FAIL_ALLOC;
+	pthread_mutex_unlock(&h->pt_lock);
+	if (fail)
+		uhmm_simdev_inject(dev, UHMM_SIMDEV_FAIL_ALLOC, 0, 1);
+	bool retried = false;
+	int err = 0;
+	for (uintptr_t a = start; a < end && !err;) {
+		uintptr_t vend, next;
+		err = chunk_vma(a, &vend);
+		if (err)
+			break;
+		next = min_u(min_u(end, a + DM_CHUNK_PAGES * PS), vend);
+		dm_manage_range(h->ctx, a, next);
+		/* Migrate the managed runs; unmanaged pages (shared, file)
+		 * stay, and the read-back reports them. */
+		for (uintptr_t p = a; p < next && !err;) {
+			if (page_on(h->ctx, p, dev) < 0) {
+				p += PS;
+				continue;
+			}
+			uintptr_t q = p + PS;
+			while (q < next && page_on(h->ctx, q, dev) >= 0)
+				q += PS;
+			err = uhmm_migrate(h->ctx, (void *)p, q - p, dev, 0);
+			if (err == -ENOMEM && fail && !retried) {
+				/* The injected failure: allocate again (the
+				 * kernel falls back from 2 MiB to 4 KiB pages;
+				 * uhmm's migration allocates 4 KiB pages, so
+				 * its fallback is this second attempt). */
+				retried = true;
+				err = 0;
+				continue;
+			}
+			if (err == -EBUSY || err == -EFAULT)
+				err = 0; /* pinned or unmapped meanwhile: left */
+			p = q;
+		}
+		a = next;
+	}
+	if (fail)
+		uhmm_simdev_inject(dev, UHMM_SIMDEV_FAIL_ALLOC, 0, 0);
+	if (err)
+		return err;
+	return read_back(h, dev, c, true);
+}
+
+static int cmd_migrate_to_sys(uhmm_dmirror *h, uhmm_device *dev,
+			      struct uhmm_dmirror_cmd *c)
+{
+	uintptr_t start = c->addr, end = start + c->npages * PS;
+	int err = 0;
+	for (uintptr_t a = start; a < end && !err;) {
+		uintptr_t vend, next;
+		err = chunk_vma(a, &vend);
+		if (err)
+			break;
+		next = min_u(min_u(end, a + DM_CHUNK_PAGES * PS), vend);
+		for (uintptr_t p = a; p < next && !err;) {
+			if (page_on(h->ctx, p, dev) != 1) {
+				p += PS;
+				continue;
+			}
+			uintptr_t q = p + PS;
+			while (q < next && page_on(h->ctx, q, dev) == 1)
+				q += PS;
+			err = uhmm_migrate(h->ctx, (void *)p, q - p, NULL, 0);
+			if (!err)
+				c->cpages += (q - p) / PS;
+			p = q;
+		}
+		a = next;
+	}
+	return err;
+}
+
+/* SNAPSHOT byte of a range-fault entry.  @cow_pending: the CPU maps this
+ * system page read-only until a write copies it (see cow_pending()). */
+static uint8_t snap_byte(uint64_t e, bool cow_pending)
+{
+	if (e & UHMM_RE_ERROR)
+		return UHMM_DMIRROR_PROT_ERROR;
+	if (e & UHMM_RE_REMOTE)
+		return UHMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE;
+	if (!(e & UHMM_RE_VALID))
+		return UHMM_DMIRROR_PROT_NONE;
+	bool w = (e & UHMM_RE_WRITE) && !((e & (UHMM_RE_DEVICE | UHMM_RE_EXCLUSIVE)) == 0 &&
+					   cow_pending);
+	uint8_t b = w ? UHMM_DMIRROR_PROT_WRITE : UHMM_DMIRROR_PROT_READ;
+	if (e & UHMM_RE_DEVICE)
+		return b | UHMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+	if (e & UHMM_RE_ZERO)
+		b |= UHMM_DMIRROR_PROT_ZERO;
+	if (e & UHMM_RE_HUGE)
+		b |= UHMM_DMIRROR_PROT_PMD;
+	return b;
+}
+
+/*
+ * Which pages of [a, a + n pages) a private mapping maps read-only for
+ * copy-on-write: a page-cache page (pagemap bit 61) or an anonymous page
+ * shared with a fork child (bit 56, "exclusively mapped", clear).  The
+ * kernel reports those without HMM_PFN_WRITE; uhmm's entries follow the
+ * mapping's rights, so the snapshot refines them here.
+ */
+static void cow_pending(int pm_fd, uintptr_t a, size_t n, uint8_t *out)
+{
+	memset(out, 0, n);
+	uint64_t pm[DM_CHUNK_PAGES];
+	if (pm_fd < 0 || pread(pm_fd, pm, n * 8, (off_t)(a / PS * 8)) != (ssize_t)(n * 8))
+		return;
+	struct dm_vma v = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		uintptr_t va = a + i * PS;
+		if (va >= v.end && dm_vma_find(va, &v) != 1)
+			return;
+		if (v.start > va || v.shared || !((pm[i] >> 63) & 1))
+			continue;
+		out[i] = ((pm[i] >> 61) & 1) || !((pm[i] >> 56) & 1);
+	}
+}
+
+static int cmd_snapshot(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
+{
+	uint8_t *bytes = dm_bounce_alloc(c->npages);
+	uint64_t *ent = malloc(DM_CHUNK_PAGES * sizeof(*ent));
+	uint8_t cow[DM_CHUNK_PAGES];
+	int pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int err = (!bytes || !ent) ? -ENOMEM : 0;
+	uintptr_t start = c->addr, end = start + c->npages * PS;
+	for (uintptr_t a = start; a < end && !err;) {
+		uintptr_t next = min_u(end, a + DM_CHUNK_PAGES * PS);
+		/* No notifier: a snapshot is a snapshot, nothing is kept. */
+		struct uhmm_range_req req = { .start = a, .end = next, .flags = UHMM_RF_SNAPSHOT,
+					      .device = dev, .entries = ent };
+		err = uhmm_range_fault(h->ctx, &req);
+		if (err)
+			break;
+		size_t n = (next - a) / PS;
+		cow_pending(pm_fd, a, n, cow);
+		for (size_t i = 0; i < n; i++)
+			bytes[(a - start) / PS + i] = snap_byte(ent[i], cow[i]);
+		a = next;
+	}
+	if (pm_fd >= 0)
+		close(pm_fd);
+	if (!err)
+		err = dm_mem_write(c->ptr, bytes, c->npages);
+	if (!err)
+		c->cpages = c->npages;
+	free(ent);
+	dm_bounce_free(bytes, c->npages);
+	return err;
+}
+
+static int cmd_exclusive(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
+{
+	dm_manage_range(h->ctx, c->addr, c->addr + c->npages * PS);
+	int err = uhmm_make_exclusive(dev, (void *)(uintptr_t)c->addr, c->npages, NULL);
+	if (err)
+		return err;
+	/* Read through the mirror: the device reaches pages it holds at
+	 * their reserve slots (UHMM_RE_EXCLUSIVE), without revoking them. */
+	return read_back(h, dev, c, false);
+}
+
+static int cmd_check_exclusive(uhmm_dmirror *h, uhmm_device *dev,
+			       struct uhmm_dmirror_cmd *c)
+{
+	uintptr_t start = c->addr, end = start + c->npages * PS;
+	for (uintptr_t a = start; a < end; a += PS)
+		if (uhmm_check_exclusive(dev, (void *)a, 1) == 1)
+			return -EPERM; /* still held: the CPU has not revoked */
+	return 0;
+}
+
+int dm_cmd(uhmm_dmirror *h, unsigned request, struct uhmm_dmirror_cmd *cmd)
+{
+	if (request > UHMM_DMIRROR_FLAGS)
+		return -EINVAL;
+	struct uhmm_dmirror_cmd c = *cmd;
+	c.cpages = 0;
+	c.faults = 0;
+	if (request == UHMM_DMIRROR_FLAGS) {
+		pthread_mutex_lock(&h->pt_lock);
+		h->flags = c.npages;
+		pthread_mutex_unlock(&h->pt_lock);
+		*cmd = c;
+		return 0;
+	}
+	/* Page-aligned, at least one page, no wrap (and within what a
+	 * 48-bit address space can name, so sizes fit in size_t). */
+	if ((c.addr & (PS - 1)) || !c.npages || c.npages > ((uint64_t)1 << 36) ||
+	    c.addr + c.npages * PS < c.addr)
+		return -EINVAL;
+	struct dm_dev *d = h->d;
+	bool excl = request == UHMM_DMIRROR_RELEASE;
+	if (excl)
+		pthread_rwlock_wrlock(&d->use_lock);
+	else
+		pthread_rwlock_rdlock(&d->use_lock);
+	uhmm_device *dev = d->dev;
+	int err;
+	if (!dev) {
+		err = -EIO; /* a RELEASE could not re-create the device */
+		goto out;
+	}
+	switch (request) {
+	case UHMM_DMIRROR_READ:
+		err = cmd_read(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_WRITE:
+		err = cmd_write(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_MIGRATE_TO_DEV:
+		err = cmd_migrate_to_dev(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_MIGRATE_TO_SYS:
+		err = cmd_migrate_to_sys(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_SNAPSHOT:
+		err = cmd_snapshot(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_EXCLUSIVE:
+		err = cmd_exclusive(h, dev, &c);
+		break;
+	case UHMM_DMIRROR_CHECK_EXCLUSIVE:
+		err = cmd_check_exclusive(h, dev, &c);
+		break;
+	default: /* UHMM_DMIRROR_RELEASE */
+		err = dm_dev_release_locked(d);
+		break;
+	}
+out:
+	pthread_rwlock_unlock(&d->use_lock);
+	if (!err)
+		*cmd = c;
+	return err;
+}
+
+UHMM_API int uhmm_dmirror_cmd(uhmm_dmirror *h, unsigned request,
+			      struct uhmm_dmirror_cmd *cmd)
+{
+	int err = dm_handle_check(h);
+	if (err)
+		return err;
+	if (!cmd)
+		return -EFAULT;
+	return dm_cmd(h, request, cmd);
+}

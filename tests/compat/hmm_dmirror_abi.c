@@ -1,0 +1,816 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hmm_dmirror_abi.c - a program written against the kernel's HMM test
+ * driver ABI (/dev/hmm_dmirror0..3, lib/test_hmm_uapi.h) and nothing else,
+ * in the manner of the kernel's selftests (tools/testing/selftests/mm/
+ * hmm-tests.c).  ctest runs it under LD_PRELOAD=libuhmm-dmirror.so, one
+ * process per test (the test's name is the argument).
+ *
+ * It knows nothing of uhmm: every expectation is the driver's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/types.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+/* ---- the uapi, as lib/test_hmm_uapi.h has it ---- */
+struct hmm_dmirror_cmd {
+	__u64 addr;
+	__u64 ptr;
+	__u64 npages;
+	__u64 cpages;
+	__u64 faults;
+};
+#define HMM_DMIRROR_READ _IOWR('H', 0x00, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_WRITE _IOWR('H', 0x01, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_MIGRATE_TO_DEV _IOWR('H', 0x02, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_MIGRATE_TO_SYS _IOWR('H', 0x03, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_SNAPSHOT _IOWR('H', 0x04, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_EXCLUSIVE _IOWR('H', 0x05, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_CHECK_EXCLUSIVE _IOWR('H', 0x06, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_RELEASE _IOWR('H', 0x07, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_FLAG_FAIL_ALLOC (1ULL << 0)
+enum {
+	HMM_DMIRROR_PROT_ERROR = 0xFF,
+	HMM_DMIRROR_PROT_NONE = 0x00,
+	HMM_DMIRROR_PROT_READ = 0x01,
+	HMM_DMIRROR_PROT_WRITE = 0x02,
+	HMM_DMIRROR_PROT_PMD = 0x04,
+	HMM_DMIRROR_PROT_PUD = 0x08,
+	HMM_DMIRROR_PROT_ZERO = 0x10,
+	HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20,
+	HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30,
+	HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL = 0x40,
+	HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE = 0x50,
+};
+
+#define PS 4096ul
+#define TWOMEG (2ul << 20)
+#define LOCAL_W (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE)
+
+static int hmm_open(int unit)
+{
+	char path[32];
+	snprintf(path, sizeof(path), "/dev/hmm_dmirror%d", unit);
+	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static int open_or_fail(int unit)
+{
+	int fd = hmm_open(unit);
+	if (fd < 0)
+		fail_msg("open /dev/hmm_dmirror%d: %s (run under LD_PRELOAD=libuhmm-dmirror.so)",
+			 unit, strerror(errno));
+	return fd;
+}
+
+/* One request: 0 or -errno; *out gets the command as the driver left it. */
+static int dmcmd(int fd, unsigned long req, void *addr, void *ptr, unsigned long npages,
+		 struct hmm_dmirror_cmd *out)
+{
+	struct hmm_dmirror_cmd c = { .addr = (uintptr_t)addr, .ptr = (uintptr_t)ptr,
+				     .npages = npages, .cpages = 0xdead, .faults = 0xbeef };
+	int r;
+	do
+		r = ioctl(fd, req, &c);
+	while (r && errno == EINTR);
+	if (out)
+		*out = c;
+	return r ? -errno : 0;
+}
+
+static void *map_anon(size_t size, int prot, int flags)
+{
+	void *p = mmap(NULL, size, prot, flags | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+static void fill(void *p, size_t size, int seed)
+{
+	int *q = p;
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		q[i] = (int)i + seed;
+}
+
+static void check(const void *p, size_t size, int seed)
+{
+	const int *q = p;
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		if (q[i] != (int)i + seed)
+			fail_msg("int %zu: %d, expected %d", i, q[i], (int)i + seed);
+}
+
+static void snapshot_expect(int fd, void *addr, unsigned long npages, unsigned char want)
+{
+	unsigned char *m = malloc(npages);
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_SNAPSHOT, addr, m, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	for (unsigned long i = 0; i < npages; i++)
+		if (m[i] != want)
+			fail_msg("page %lu: snapshot 0x%02x, expected 0x%02x", i, m[i], want);
+	free(m);
+}
+
+/* ---- opening ---- */
+
+static void open_devices_coherent_ones_enodev(void **state)
+{
+	int a = open_or_fail(0), b = open_or_fail(1), c = open_or_fail(0);
+	assert_true(a != b && b != c && a != c);
+	for (int unit = 2; unit < 4; unit++) {
+		/* Device-coherent: a program treats ENODEV as "skip". */
+		assert_int_equal(hmm_open(unit), -1);
+		assert_int_equal(errno, ENODEV);
+	}
+	assert_int_equal(close(a), 0);
+	assert_int_equal(close(b), 0);
+	assert_int_equal(close(c), 0);
+}
+
+static void bad_requests_fail_and_write_nothing_back(void **state)
+{
+	int fd = open_or_fail(0);
+	size_t size = 4 * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	char *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(dmcmd(fd, _IOWR('H', 0x09, struct hmm_dmirror_cmd), buf, mirror, 4, &c),
+			 -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf + 1, mirror, 4, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, 0, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, 0, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_SNAPSHOT, (void *)(-PS), mirror, 2, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, ~0ul / 2, &c), -EINVAL);
+	/* On error the command is not written back. */
+	assert_int_equal(c.cpages, 0xdead);
+	assert_int_equal(c.faults, 0xbeef);
+	/* The command itself cannot be read. */
+	assert_int_equal(ioctl(fd, HMM_DMIRROR_READ, (void *)16), -1);
+	assert_int_equal(errno, EFAULT);
+	/* The destination cannot be written. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, (void *)16, 4, &c), -EFAULT);
+	/* Success zeroes and reports. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, NULL, NULL, 0, &c), 0);
+	assert_int_equal(c.cpages, 0);
+	assert_int_equal(c.faults, 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+/* ---- READ / WRITE ---- */
+
+static void read_anon_needs_one_fault_round(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 64;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	assert_int_equal(c.faults, 1);
+	check(mirror, size, 0);
+	/* The mirror is still valid: no fault the second time. */
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 0);
+	check(mirror, size, 0);
+	/* The CPU changes the data: the device reads the new data. */
+	fill(buf, size, 7);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	check(mirror, size, 7);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void read_prot_none_or_hole_efault(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 8;
+	size_t size = npages * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	char *mirror = malloc(size);
+	fill(buf, size, 0);
+	memset(mirror, 0x5a, size);
+	assert_int_equal(mprotect(buf, size, PROT_NONE), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), -EFAULT);
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal((unsigned char)mirror[i], 0x5a);
+	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), 0);
+	check(mirror, size, 0);
+	/* A hole in the middle. */
+	assert_int_equal(munmap(buf + 3 * PS, PS), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), -EFAULT);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void write_anon_and_readonly_eperm(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(mirror, size, -100);
+	/* Read-only: -EPERM, memory unchanged (still zero). */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	fill(mirror, size, -100);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), -EPERM);
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		assert_int_equal(buf[i], 0);
+	assert_int_equal(mprotect(buf, size, PROT_READ | PROT_WRITE), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	assert_int_equal(c.faults, 1);
+	check(buf, size, -100);
+	/* Made read-only again: the mirror must lose its write right. */
+	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
+	fill(mirror, size, 5);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), -EPERM);
+	check(buf, size, -100);
+	/* A hole: -EFAULT. */
+	assert_int_equal(munmap(buf, PS), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), -EFAULT);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+/* ---- migration ---- */
+
+static void migrate_to_device_read_write_and_back(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 600; /* two chunks */
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, size, 0);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	/* The device reads and writes its own memory: no fault rounds. */
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 0);
+	check(mirror, size, 0);
+	fill(mirror, size, 3);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), 0);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	/* MIGRATE_TO_SYS counts what moved. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages / 2, &c), 0);
+	assert_int_equal(c.cpages, npages / 2);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(c.cpages, npages - npages / 2);
+	snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	check(buf, size, 3);
+	/* Again, then a CPU access brings the pages back. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	check(buf, size, 3);
+	snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void migrate_untouched_and_zero_pages(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 32;
+	size_t size = npages * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	char *mirror = malloc(size);
+	volatile char sink = 0;
+	for (size_t i = 0; i < size; i += 2 * PS)
+		sink += buf[i]; /* every other page: the zero page */
+	(void)sink;
+	snapshot_expect(fd, buf, 1, HMM_DMIRROR_PROT_ZERO | HMM_DMIRROR_PROT_READ);
+	snapshot_expect(fd, buf + PS, 1, HMM_DMIRROR_PROT_NONE);
+	memset(mirror, 1, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal(mirror[i], 0);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal(buf[i], 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void migrate_hole_or_prot_none_einval(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 1024;
+	size_t size = npages * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	char *mirror = malloc(size);
+	fill(buf, size, 1);
+	/* A hole in the second chunk: the first chunk stays migrated. */
+	assert_int_equal(munmap(buf + 700 * PS, PS), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL),
+			 -EINVAL);
+	snapshot_expect(fd, buf, 512, LOCAL_W);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, NULL), -EINVAL);
+	/* Unreadable. */
+	assert_int_equal(mprotect(buf + 800 * PS, PS, PROT_NONE), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf + 701 * PS, mirror, 200, NULL),
+			 -EINVAL);
+	check(buf, 512 * PS, 1); /* the CPU brings the first chunk back */
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void migrate_shared_anon_enoent(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 8;
+	size_t size = npages * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_SHARED);
+	char *mirror = malloc(size);
+	fill(buf, size, 2);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), -ENOENT);
+	snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	check(buf, size, 2);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void file_backed_shared_mapping(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	char path[] = "/tmp/hmm_dmirror_abi.XXXXXX";
+	int file = mkstemp(path);
+	assert_true(file >= 0);
+	unlink(path);
+	int *data = malloc(size), *mirror = malloc(size);
+	fill(data, size, 11);
+	assert_int_equal(pwrite(file, data, size, 0), (ssize_t)size);
+	int *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, file, 0);
+	assert_true(buf != MAP_FAILED);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), 0);
+	check(mirror, size, 11);
+	snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	fill(mirror, size, 12);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, NULL), 0);
+	assert_int_equal(pread(file, data, size, 0), (ssize_t)size);
+	check(data, size, 12); /* the file sees the device's write */
+	/* Page cache cannot move to the device. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), -ENOENT);
+	check(buf, size, 12);
+	munmap(buf, size);
+	close(file);
+	free(data);
+	free(mirror);
+	close(fd);
+}
+
+static void two_devices_migrate_to_one_read_through_other(void **state)
+{
+	int fd0 = open_or_fail(0), fd1 = open_or_fail(1);
+	unsigned long npages = 64;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 4);
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	snapshot_expect(fd0, buf, npages, LOCAL_W);
+	snapshot_expect(fd1, buf, npages, HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	/* Device 1 reads: the pages leave device 0 first. */
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 1);
+	check(mirror, size, 4);
+	snapshot_expect(fd0, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	/* Device 1 takes them, device 0's read-back finds them elsewhere... */
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	/* ...and device 0's own migration moves them device to device. */
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	check(mirror, size, 4);
+	snapshot_expect(fd1, buf, npages, HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	/* MIGRATE_TO_SYS on device 1 moves nothing of device 0's. */
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(c.cpages, 0);
+	check(buf, size, 4);
+	munmap(buf, size);
+	free(mirror);
+	close(fd0);
+	close(fd1);
+}
+
+/* ---- snapshot ---- */
+
+static void snapshot_reports_each_kind(void **state)
+{
+	int fd0 = open_or_fail(0), fd1 = open_or_fail(1);
+	unsigned long npages = 7;
+	char *p = map_anon(npages * PS, PROT_NONE, MAP_PRIVATE);
+	unsigned char m[7];
+	char tmp[PS];
+	/* 0: PROT_NONE, 1: hole, 2: zero page, 3: read-only, 4: written,
+	 * 5: on device 0, 6: on device 1.  (The hole is punched last: the
+	 * kernel's selftest punches it first, but under uhmm the migrations
+	 * register memory, and uhmm's page-state array for a one-page range
+	 * is a one-page mmap that the kernel may place in that very hole.
+	 * See docs/COMPAT.md.) */
+	assert_int_equal(mprotect(p + 2 * PS, PS, PROT_READ), 0);
+	volatile char v = p[2 * PS];
+	(void)v;
+	assert_int_equal(mprotect(p + 3 * PS, 4 * PS, PROT_READ | PROT_WRITE), 0);
+	memset(p + 3 * PS, 1, 4 * PS);
+	assert_int_equal(mprotect(p + 3 * PS, PS, PROT_READ), 0);
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, p + 5 * PS, tmp, 1, NULL), 0);
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_DEV, p + 6 * PS, tmp, 1, NULL), 0);
+	assert_int_equal(munmap(p + PS, PS), 0);
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_SNAPSHOT, p, m, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	assert_int_equal(m[0], HMM_DMIRROR_PROT_ERROR);
+	assert_int_equal(m[1], HMM_DMIRROR_PROT_ERROR);
+	assert_int_equal(m[2], HMM_DMIRROR_PROT_ZERO | HMM_DMIRROR_PROT_READ);
+	assert_int_equal(m[3], HMM_DMIRROR_PROT_READ);
+	assert_int_equal(m[4], HMM_DMIRROR_PROT_WRITE);
+	assert_int_equal(m[5], LOCAL_W);
+	assert_int_equal(m[6], HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	munmap(p, npages * PS);
+	close(fd0);
+	close(fd1);
+}
+
+/* AnonHugePages of the mapping at @p, in kB (smaps). */
+static long anon_huge_kb(void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	int in = 0;
+	long kb = -1;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static void thp_region_snapshot_pmd_and_migrate(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = TWOMEG / PS;
+	char *raw = map_anon(2 * TWOMEG, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *buf = (int *)(((uintptr_t)raw + TWOMEG - 1) & ~(TWOMEG - 1));
+	int *mirror = malloc(TWOMEG);
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(madvise(buf, TWOMEG, MADV_HUGEPAGE), 0);
+	fill(buf, TWOMEG, 9);
+	long kb = anon_huge_kb(buf);
+	if (kb >= 2048)
+		snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD);
+	else
+		fprintf(stderr, "note: the kernel gave no huge page (AnonHugePages %ld kB); "
+				"PMD not checked\n", kb);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	check(mirror, TWOMEG, 9);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, TWOMEG, 9);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(buf, TWOMEG, 9);
+	munmap(raw, 2 * TWOMEG);
+	free(mirror);
+	close(fd);
+}
+
+/* ---- exclusive, release, flags ---- */
+
+static void exclusive_until_cpu_touch(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, size, 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_CHECK_EXCLUSIVE, buf, NULL, npages, NULL), -EPERM);
+	/* The CPU takes the pages back by touching them. */
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		assert_int_equal(buf[i]++, (int)i);
+	check(buf, size, 1);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_CHECK_EXCLUSIVE, buf, NULL, npages, NULL), 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void exclusive_then_mprotect_write_eperm(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 4;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	fill(buf, size, 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, mirror, npages, NULL), 0);
+	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, NULL), -EPERM);
+	check(buf, size, 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void release_evicts_device_memory(void **state)
+{
+	int fd = open_or_fail(1);
+	unsigned long npages = 128;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	fill(buf, size, 21);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_RELEASE, buf, NULL, npages, NULL), 0);
+	snapshot_expect(fd, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	check(buf, size, 21);
+	/* The device works on afterwards. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	check(mirror, size, 21);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void flags_fail_alloc_falls_back(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = TWOMEG / PS;
+	char *raw = map_anon(2 * TWOMEG, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *buf = (int *)(((uintptr_t)raw + TWOMEG - 1) & ~(TWOMEG - 1));
+	int *mirror = malloc(TWOMEG);
+	struct hmm_dmirror_cmd c;
+	madvise(buf, TWOMEG, MADV_HUGEPAGE);
+	fill(buf, TWOMEG, 33);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, NULL, NULL, HMM_DMIRROR_FLAG_FAIL_ALLOC, &c),
+			 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, TWOMEG, 33);
+	snapshot_expect(fd, buf, npages, LOCAL_W);
+	check(buf, TWOMEG, 33);
+	munmap(raw, 2 * TWOMEG);
+	free(mirror);
+	close(fd);
+}
+
+static void dev_mmap_private_is_read_only_for_snapshot(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 4;
+	size_t size = npages * PS;
+	char *priv = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	char *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(priv != MAP_FAILED && shared != MAP_FAILED);
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal(priv[i] | shared[i], 0);
+	snapshot_expect(fd, priv, npages, HMM_DMIRROR_PROT_READ);
+	snapshot_expect(fd, shared, npages, HMM_DMIRROR_PROT_WRITE);
+	priv[0] = 1; /* copy-on-write */
+	snapshot_expect(fd, priv, 1, HMM_DMIRROR_PROT_WRITE);
+	munmap(priv, size);
+	munmap(shared, size);
+	close(fd);
+}
+
+static void dup_shares_the_mirror(void **state)
+{
+	int fd = open_or_fail(0);
+	int fd2 = dup(fd);
+	assert_true(fd2 >= 0);
+	int *buf = map_anon(PS, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int mirror[PS / sizeof(int)];
+	struct hmm_dmirror_cmd c;
+	fill(buf, PS, 8);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, 1, &c), 0);
+	assert_int_equal(c.faults, 1);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(dmcmd(fd2, HMM_DMIRROR_READ, buf, mirror, 1, &c), 0);
+	assert_int_equal(c.faults, 0); /* same file, same mirror */
+	check(mirror, PS, 8);
+	assert_int_equal(close(fd2), 0);
+	munmap(buf, PS);
+}
+
+/* ---- the address space changes ---- */
+
+/* Fork: @flags MAP_PRIVATE or MAP_SHARED.  The child writes through its
+ * own device; the parent sees the result only for a shared mapping. */
+static void fork_child_writes(int flags)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 32;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, flags);
+	int *mirror = malloc(size);
+	fill(buf, size, 0);
+	fill(mirror, size, -1000);
+	/* Some of it on the device when fork happens. */
+	int *back = malloc(size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, back, npages / 2, NULL),
+			 flags == MAP_SHARED ? -ENOENT : 0);
+	free(back);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = 0;
+		const int *q = buf;
+		for (size_t i = 0; i < size / sizeof(int); i++)
+			bad |= q[i] != (int)i;
+		/* The parent's descriptor mirrors the parent, not us. */
+		bad |= (dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, 1, NULL) != -EINVAL) << 1;
+		int cfd = hmm_open(0);
+		struct hmm_dmirror_cmd c;
+		bad |= (cfd < 0) << 2;
+		bad |= (dmcmd(cfd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c) != 0) << 3;
+		bad |= (c.cpages != npages || c.faults != 1) << 4;
+		for (size_t i = 0; i < size / sizeof(int); i++)
+			bad |= (q[i] != (int)i - 1000) << 5;
+		close(cfd);
+		_exit(bad);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	check(buf, size, flags == MAP_SHARED ? -1000 : 0);
+	/* The parent's device still works. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), 0);
+	check(mirror, size, flags == MAP_SHARED ? -1000 : 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+static void fork_child_writes_private_stay_in_child(void **state)
+{
+	fork_child_writes(MAP_PRIVATE);
+}
+
+static void fork_child_writes_shared_reach_parent(void **state)
+{
+	fork_child_writes(MAP_SHARED);
+}
+
+struct racer {
+	int fd;
+	void *buf;
+	unsigned long npages;
+	int ok, efault, other;
+};
+
+static void *read_loop(void *arg)
+{
+	struct racer *r = arg;
+	void *mirror = malloc(r->npages * PS);
+	for (int i = 0; i < 2000 && !r->efault; i++) {
+		int e = dmcmd(r->fd, HMM_DMIRROR_READ, r->buf, mirror, r->npages, NULL);
+		if (!e)
+			r->ok++;
+		else if (e == -EFAULT)
+			r->efault++;
+		else
+			r->other++;
+	}
+	free(mirror);
+	return NULL;
+}
+
+static void munmap_racing_read_fails_cleanly(void **state)
+{
+	for (int on_device = 0; on_device < 2; on_device++) {
+		int fd = open_or_fail(0);
+		struct racer r = { .fd = fd, .npages = 256 };
+		size_t size = r.npages * PS;
+		r.buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+		fill(r.buf, size, 0);
+		void *mirror = malloc(size);
+		if (on_device)
+			assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, r.buf, mirror,
+					       r.npages, NULL), 0);
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, read_loop, &r), 0);
+		usleep(2000);
+		assert_int_equal(munmap(r.buf, size), 0);
+		pthread_join(t, NULL);
+		assert_int_equal(r.other, 0);
+		/* Once it is gone, the device says so. */
+		assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, r.buf, mirror, r.npages, NULL),
+				 -EFAULT);
+		free(mirror);
+		close(fd);
+	}
+}
+
+static void mremap_after_migration(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 64;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 55);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
+	char *dst = map_anon(size, PROT_NONE, MAP_PRIVATE);
+	int *moved = mremap(buf, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	assert_true((void *)moved == dst);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, NULL), -EFAULT);
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, moved, mirror, npages, &c), 0);
+	check(mirror, size, 55);
+	check(moved, size, 55);
+	munmap(moved, size);
+	free(mirror);
+	close(fd);
+}
+
+#ifdef __SANITIZE_THREAD__
+/* The fork tests open the device in the child, which starts uhmm's threads
+ * there: TSan supports that only when told to. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+	return "die_after_fork=0";
+}
+#endif
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(open_devices_coherent_ones_enodev),
+		cmocka_unit_test(bad_requests_fail_and_write_nothing_back),
+		cmocka_unit_test(read_anon_needs_one_fault_round),
+		cmocka_unit_test(read_prot_none_or_hole_efault),
+		cmocka_unit_test(write_anon_and_readonly_eperm),
+		cmocka_unit_test(migrate_to_device_read_write_and_back),
+		cmocka_unit_test(migrate_untouched_and_zero_pages),
+		cmocka_unit_test(migrate_hole_or_prot_none_einval),
+		cmocka_unit_test(migrate_shared_anon_enoent),
+		cmocka_unit_test(file_backed_shared_mapping),
+		cmocka_unit_test(two_devices_migrate_to_one_read_through_other),
+		cmocka_unit_test(snapshot_reports_each_kind),
+		cmocka_unit_test(thp_region_snapshot_pmd_and_migrate),
+		cmocka_unit_test(exclusive_until_cpu_touch),
+		cmocka_unit_test(exclusive_then_mprotect_write_eperm),
+		cmocka_unit_test(release_evicts_device_memory),
+		cmocka_unit_test(flags_fail_alloc_falls_back),
+		cmocka_unit_test(dev_mmap_private_is_read_only_for_snapshot),
+		cmocka_unit_test(dup_shares_the_mirror),
+		cmocka_unit_test(fork_child_writes_private_stay_in_child),
+		cmocka_unit_test(fork_child_writes_shared_reach_parent),
+		cmocka_unit_test(munmap_racing_read_fails_cleanly),
+		cmocka_unit_test(mremap_after_migration),
+	};
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
