@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scenario 2: return on CPU fault.
+ *
+ * Per-fault latency of a CPU read of a device-resident 4 KiB page, timed
+ * around the single load, in each fault-service mode uhmm offers:
+ *   - the service thread installing warm pool pages with UFFDIO_MOVE
+ *     (the default), with fault_around = 1 so one fault moves one page;
+ *   - the same with UHMM_CTX_NO_MOVE (UFFDIO_COPY), fault_around = 1;
+ *   - the default context (fault-around 64): one touch per 64-page block,
+ *     so every timed touch is a fault bringing 64 pages.
+ * against the floors of floors.c, measured in the same run.  Then the
+ * sequential CPU read of a 256 MiB device-resident buffer (fault-around in
+ * force) in GB/s, against memcpy and against reading it resident.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+/* Voluntary + involuntary context switches of the whole process so far. */
+static double ctx_switches(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_nvcsw + (double)ru.ru_nivcsw;
+}
+
+#define REGION_PAGES 2048u /* within the default warm pool (4096 pages) */
+
+struct mode_result {
+	struct dist d;
+	uint64_t pool_hits, pool_misses, faults, around;
+	double cs_per_fault;
+	uint32_t fa;
+	bool kernel_faults; /* full mode: kernel accesses are served too */
+};
+
+static int uhmm_latency(struct bench_sc *sc, uint32_t flags, uint32_t fa, const char *key,
+			const char *what, size_t n, struct mode_result *res)
+{
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	size_t len = (size_t)REGION_PAGES * PAGE;
+	int e = make_ctx(sc, flags, fa, 64u << 20, &ctx, &dev);
+	if (e < 0)
+		return e;
+	struct uhmm_ctx_info info;
+	uhmm_ctx_info(ctx, &info);
+	res->fa = info.fault_around;
+	res->kernel_faults = !info.user_mode_only;
+	size_t stride = info.fault_around, per_round = REGION_PAGES / stride;
+	double *ns = calloc(n, sizeof(double));
+	char *buf = NULL;
+	if (!ns) {
+		e = -ENOMEM;
+		goto out;
+	}
+	if ((e = uhmm_alloc(ctx, len, (void **)&buf)) < 0) {
+		bench_fail(sc, "uhmm_alloc", e);
+		goto out;
+	}
+	memset(buf, 0x77, len);
+	struct uhmm_stats s0 = { 0 }, s1;
+	size_t done = 0;
+	double cs = 0, touched = 0;
+	for (int round = 0; done < n; round++) {
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate to device", e);
+			goto out;
+		}
+		if (round == 1)
+			uhmm_stats_get(ctx, &s0);
+		double cs0 = ctx_switches();
+		for (size_t i = 0; i < per_round; i++) {
+			const volatile char *p = buf + i * stride * PAGE;
+			uint64_t t = now_ns();
+			(void)*p;
+			t = now_ns() - t;
+			if (round > 0 && done < n)
+				ns[done++] = (double)t;
+		}
+		if (round > 0) {
+			cs += ctx_switches() - cs0;
+			touched += per_round;
+		}
+		/* Whatever fault-around left behind comes home untimed. */
+		if ((e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate home", e);
+			goto out;
+		}
+	}
+	uhmm_stats_get(ctx, &s1);
+	res->pool_hits = s1.pool_hits - s0.pool_hits;
+	res->pool_misses = s1.pool_misses - s0.pool_misses;
+	res->faults = s1.cpu_faults_device - s0.cpu_faults_device;
+	res->around = s1.fault_around_pages - s0.fault_around_pages;
+	res->cs_per_fault = touched ? cs / touched : NAN;
+	res->d = report_lat(sc, false, key, what, ns, n);
+out:
+	free(ns);
+	if (buf)
+		uhmm_free(ctx, buf);
+	uhmm_ctx_destroy(ctx);
+	return e < 0 ? e : 0;
+}
+
+/* Sequential read of len bytes of device-resident memory; median GB/s. */
+static int seq_read(struct bench_sc *sc, uint32_t fa, size_t len, double *gb, double *resident)
+{
+	struct uhmm_stats s0 = { 0 }, s1 = { 0 };
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	int e = make_ctx(sc, 0, fa, len + (32u << 20), &ctx, &dev);
+	if (e < 0)
+		return e;
+	char *buf = NULL;
+	double *v = calloc((size_t)cfg.reps, sizeof(double));
+	double *w = calloc((size_t)cfg.reps, sizeof(double));
+	uint64_t sink = 0;
+	if (!v || !w) {
+		e = -ENOMEM;
+		goto out;
+	}
+	if ((e = uhmm_alloc(ctx, len, (void **)&buf)) < 0) {
+		bench_fail(sc, "uhmm_alloc", e);
+		goto out;
+	}
+	memset(buf, 0x11, len);
+	for (int r = -1; r < cfg.reps; r++) { /* r = -1: warm-up */
+		uint64_t t = now_ns();
+		sink += read_sum(buf, len);
+		t = now_ns() - t;
+		if (r >= 0)
+			w[r] = gbps(len, t);
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate to device", e);
+			goto out;
+		}
+		if (r == 0)
+			uhmm_stats_get(ctx, &s0);
+		t = now_ns();
+		sink += read_sum(buf, len);
+		t = now_ns() - t;
+		if (r >= 0)
+			v[r] = gbps(len, t);
+	}
+	uhmm_stats_get(ctx, &s1);
+	{
+		struct uhmm_ctx_info info;
+		uhmm_ctx_info(ctx, &info);
+		bench_note(sc, "sequential read, fault_around=%u, pool_pages=%u: %llu faults brought data back,"
+			   " pool hits %llu, misses (UFFDIO_COPY) %llu", info.fault_around, info.pool_pages,
+			   (unsigned long long)(s1.cpu_faults_device - s0.cpu_faults_device),
+			   (unsigned long long)(s1.pool_hits - s0.pool_hits),
+			   (unsigned long long)(s1.pool_misses - s0.pool_misses));
+	}
+	__asm__ volatile("" ::"r"(sink));
+	*gb = dist_of(v, (size_t)cfg.reps).median;
+	if (resident)
+		*resident = dist_of(w, (size_t)cfg.reps).median;
+out:
+	free(v);
+	free(w);
+	if (buf)
+		uhmm_free(ctx, buf);
+	uhmm_ctx_destroy(ctx);
+	return e < 0 ? e : 0;
+}
+
+int sc_cpufault(struct bench_sc *sc)
+{
+	size_t n = cfg.quick ? 256 : 8192;
+	int e;
+	struct mode_result mv = { 0 }, cp = { 0 }, df = { 0 };
+
+	bench_progress("  cpufault: uhmm, UFFDIO_MOVE pool, fault_around 1");
+	if ((e = uhmm_latency(sc, 0, 1, "uhmm_move_fa1", "uhmm service thread + UFFDIO_MOVE pool, fault_around=1",
+			      n, &mv)) < 0)
+		return e;
+	bench_progress("  cpufault: uhmm, UFFDIO_COPY (NO_MOVE), fault_around 1");
+	if ((e = uhmm_latency(sc, UHMM_CTX_NO_MOVE, 1, "uhmm_copy_fa1",
+			      "uhmm service thread + UFFDIO_COPY (NO_MOVE), fault_around=1", n, &cp)) < 0)
+		return e;
+	bench_progress("  cpufault: uhmm, default fault-around");
+	if ((e = uhmm_latency(sc, 0, 0, "uhmm_move_fadefault",
+			      "uhmm default (fault_around=64): one fault per 64-page block",
+			      cfg.quick ? 64 : 1024, &df)) < 0)
+		return e;
+
+	double *ns = calloc(n, sizeof(double));
+	if (!ns)
+		return -ENOMEM;
+	struct dist thr, spin, sbm, mpr, kf;
+	bench_progress("  cpufault: floors");
+	double cs0 = ctx_switches();
+	if ((e = floor_uffd_thread(ns, n, false)) < 0)
+		goto fail;
+	double floor_cs = (ctx_switches() - cs0) / (double)(n + 1024); /* + warm-up round */
+	thr = report_lat(sc, true, "floor_uffd_thread", "bare uffd service thread (poll) + UFFDIO_COPY", ns, n);
+	if ((e = floor_uffd_thread(ns, n, true)) < 0)
+		goto fail;
+	spin = report_lat(sc, true, "floor_uffd_spin", "bare uffd spinning thread + UFFDIO_COPY", ns, n);
+	if ((e = floor_sigbus_move(ns, n)) < 0)
+		goto fail;
+	sbm = report_lat(sc, true, "floor_sigbus_move", "bare SIGBUS-mode handler + UFFDIO_MOVE of warm pages", ns, n);
+	if ((e = floor_mprotect_sigsegv(ns, n)) < 0)
+		goto fail;
+	mpr = report_lat(sc, true, "mprotect_sigsegv", "hand-written mprotect+SIGSEGV migrator", ns, n);
+	if ((e = floor_kernel_fault(ns, n)) < 0)
+		goto fail;
+	kf = report_lat(sc, true, "kernel_fault", "kernel anonymous write fault (warm)", ns, n);
+	free(ns);
+	(void)spin;
+	(void)kf;
+
+	/* The fastest mode uhmm offers, and the fastest that also serves
+	 * kernel-mode accesses (every service-thread mode does, in full mode). */
+	struct mode_result *fast = cp.d.median < mv.d.median ? &cp : &mv;
+	bench_ratio(sc, "fastest_mode_vs_sigbus_move", fast->d.median / sbm.median,
+		    "fastest uhmm mode (fa=1) median / SIGBUS+MOVE floor median");
+	bench_goal(sc, '<', 1.5);
+	if (fast->kernel_faults) {
+		bench_ratio(sc, "kernel_serving_mode_vs_uffd_thread", fast->d.median / thr.median,
+			    "fastest kernel-serving uhmm mode median / bare service thread");
+		bench_goal(sc, '<', 1.5);
+	} else {
+		bench_note(sc, "context in UFFD_USER_MODE_ONLY: no mode serves kernel accesses here");
+	}
+	bench_ratio(sc, "move_vs_mprotect_sigsegv", mv.d.median / mpr.median,
+		    "uhmm MOVE (fa=1) median / mprotect+SIGSEGV migrator");
+	bench_ratio(sc, "move_p99_vs_uffd_thread_p99", mv.d.p99 / thr.p99,
+		    "uhmm MOVE (fa=1) p99 / bare service thread p99");
+	bench_fig(sc, "move_fa1_ctx_switches_per_fault", mv.cs_per_fault, "",
+		  "context switches per fault, MOVE fa=1 (getrusage, all threads)");
+	bench_fig(sc, "copy_fa1_ctx_switches_per_fault", cp.cs_per_fault, "",
+		  "context switches per fault, NO_MOVE fa=1");
+	bench_base(sc, "floor_uffd_thread_ctx_switches_per_fault", floor_cs, "",
+		   "context switches per fault, bare service thread");
+	bench_fig(sc, "fadefault_us_per_page", df.d.median / 1e3 / (double)(df.fa ? df.fa : 1), "us",
+		  "default fault-around: median fault latency per page brought");
+	bench_note(sc, "pool hits/misses during timed rounds: MOVE %llu/%llu, NO_MOVE %llu/%llu, default fa %llu/%llu",
+		   (unsigned long long)mv.pool_hits, (unsigned long long)mv.pool_misses,
+		   (unsigned long long)cp.pool_hits, (unsigned long long)cp.pool_misses,
+		   (unsigned long long)df.pool_hits, (unsigned long long)df.pool_misses);
+	bench_note(sc, "default context: fault_around=%u, %llu faults brought %llu extra pages",
+		   df.fa, (unsigned long long)df.faults, (unsigned long long)df.around);
+	bench_note(sc, "uhmm offers no SIGBUS self-service or spinning mode yet: the SIGBUS and spin"
+		   " figures are floors for modes to come");
+
+	/* Sequential read with fault-around. */
+	size_t len = cfg.quick ? (size_t)16 << 20 : (size_t)256 << 20;
+	double seq = NAN, res = NAN, seq512 = NAN;
+	bench_progress("  cpufault: sequential read of %zu MiB device-resident", len >> 20);
+	if ((e = seq_read(sc, 0, len, &seq, &res)) < 0)
+		return e;
+	if (!cfg.quick) {
+		bench_progress("  cpufault: sequential read, fault_around 512");
+		if ((e = seq_read(sc, 512, len, &seq512, NULL)) < 0)
+			return e;
+	}
+	double mc = memcpy_gbps(len, len, cfg.reps);
+	char w[112];
+	snprintf(w, sizeof(w), "sequential read of %zu MiB device-resident, default fault-around", len >> 20);
+	bench_fig(sc, "seq_read_gbps", seq, "GB/s", w);
+	if (!cfg.quick)
+		bench_fig(sc, "seq_read_fa512_gbps", seq512, "GB/s", "the same with fault_around=512");
+	bench_base(sc, "memcpy_gbps", mc, "GB/s", "memcpy of the same size, warm");
+	bench_base(sc, "resident_read_gbps", res, "GB/s", "the same read with the buffer resident");
+	bench_ratio(sc, "seq_read_vs_memcpy", seq / mc, "sequential read from device / memcpy");
+	bench_goal(sc, '>', 0.5);
+	if (!cfg.quick)
+		bench_ratio(sc, "seq_read_fa512_vs_memcpy", seq512 / mc, "the same, fault_around=512 / memcpy");
+	return 0;
+fail:
+	free(ns);
+	return bench_fail(sc, "floor", e);
+}

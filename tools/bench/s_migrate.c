@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scenario 1: migration to a device.
+ *
+ * 256 MiB of managed memory, filled by the CPU, is migrated to a simdev
+ * with one uhmm_migrate() call per batch-sized chunk (4 KiB, 64 KiB,
+ * 2 MiB), against memcpy of the same total in chunks of the same size
+ * between two warm buffers.  Before timing, the buffer and the device's
+ * memory have been through one round trip (device memory is process
+ * memory: its first touch would be timed otherwise).  Between timed runs
+ * the buffer is brought home (untimed) with uhmm_migrate(..., NULL).
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const size_t batch[] = { 4096, 64 << 10, 2 << 20 };
+static const char *batch_name[] = { "4k", "64k", "2m" };
+
+int sc_migrate(struct bench_sc *sc)
+{
+	size_t len = cfg.quick ? (size_t)16 << 20 : (size_t)256 << 20;
+	int reps = cfg.reps;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	int e = make_ctx(sc, 0, 0, len + (32u << 20), &ctx, &dev);
+	if (e < 0)
+		return e;
+	char *buf = NULL;
+	e = uhmm_alloc(ctx, len, (void **)&buf);
+	if (e < 0) {
+		bench_fail(sc, "uhmm_alloc", e);
+		goto out;
+	}
+	memset(buf, 0x5a, len);
+	/* Warm the device memory and the reserve: one untimed round trip. */
+	if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
+	    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+		bench_fail(sc, "warm-up round trip", e);
+		goto out;
+	}
+	touch_write(buf, len);
+
+	double *v = calloc((size_t)reps, sizeof(double));
+	double gb_uhmm[3], gb_memcpy[3], copy_share[3];
+	for (size_t b = 0; b < 3 && e == 0; b++) {
+		bench_progress("  migrate: %zu KiB batches over %zu MiB", batch[b] >> 10, len >> 20);
+		uint64_t timed = 0, copy_ns = 0;
+		for (int r = 0; r < reps; r++) {
+			struct uhmm_stats s0, s1;
+			uhmm_stats_get(ctx, &s0);
+			uint64_t t = now_ns();
+			for (size_t off = 0; off < len; off += batch[b])
+				if ((e = uhmm_migrate(ctx, buf + off, batch[b], dev, 0)) < 0)
+					break;
+			t = now_ns() - t;
+			uhmm_stats_get(ctx, &s1);
+			timed += t;
+			copy_ns += s1.copy_ns - s0.copy_ns;
+			if (e < 0) {
+				bench_fail(sc, "uhmm_migrate to device", e);
+				break;
+			}
+			v[r] = gbps(len, t);
+			if ((e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+				bench_fail(sc, "uhmm_migrate home", e);
+				break;
+			}
+			touch_write(buf, len); /* every page present and warm again */
+		}
+		if (e)
+			break;
+		struct dist d = dist_of(v, (size_t)reps);
+		gb_uhmm[b] = d.median;
+		copy_share[b] = timed ? (double)copy_ns / (double)timed : NAN;
+		gb_memcpy[b] = memcpy_gbps(len, batch[b], reps);
+	}
+	free(v);
+	if (e)
+		goto out;
+
+	for (size_t b = 0; b < 3; b++) {
+		char k[64], w[112];
+		snprintf(k, sizeof(k), "migrate_%s_gbps", batch_name[b]);
+		snprintf(w, sizeof(w), "uhmm_migrate, %zu KiB batches (median of %d)", batch[b] >> 10, reps);
+		bench_fig(sc, k, gb_uhmm[b], "GB/s", w);
+	}
+	for (size_t b = 0; b < 3; b++) {
+		char k[64], w[112];
+		snprintf(k, sizeof(k), "memcpy_%s_gbps", batch_name[b]);
+		snprintf(w, sizeof(w), "memcpy, %zu KiB chunks, warm buffers", batch[b] >> 10);
+		bench_base(sc, k, gb_memcpy[b], "GB/s", w);
+	}
+	for (size_t b = 0; b < 3; b++) {
+		char k[64], w[112];
+		snprintf(k, sizeof(k), "migrate_%s_vs_memcpy", batch_name[b]);
+		snprintf(w, sizeof(w), "%zu KiB batches / memcpy", batch[b] >> 10);
+		bench_ratio(sc, k, gb_uhmm[b] / gb_memcpy[b], w);
+		if (b == 2)
+			bench_goal(sc, '>', 0.8);
+	}
+	for (size_t b = 0; b < 3; b++) {
+		char k[64], w[112];
+		snprintf(k, sizeof(k), "copy_share_%s", batch_name[b]);
+		snprintf(w, sizeof(w), "%zu KiB: share of the time in the copy engine", batch[b] >> 10);
+		bench_fig(sc, k, copy_share[b], "", w);
+	}
+	bench_note(sc, "%zu MiB each run; device memory and pages warmed by an untimed round trip;"
+		   " the buffer is brought home and rewritten between runs (untimed)", len >> 20);
+	bench_series("migrate_uhmm_gbps", gb_uhmm, 3);
+	bench_series("migrate_memcpy_gbps", gb_memcpy, 3);
+out:
+	if (buf)
+		uhmm_free(ctx, buf);
+	uhmm_ctx_destroy(ctx);
+	return e < 0 ? e : 0;
+}
