@@ -221,7 +221,10 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * memory (pages of earlier batches stay migrated; the failing batch is
  * left where it was); -EIO a copy failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by
- * O_DIRECT I/O in flight): the others moved; -EOPNOTSUPP migration to a
+ * O_DIRECT I/O in flight): the others moved; -EPERM part of the range is
+ * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
+ * mappings, so those pages stay in system memory (nothing is lost);
+ * -EOPNOTSUPP migration to a
  * device needs UFFDIO_MOVE (Linux 6.8); -EBADF, -ECHILD.  May sleep.
  */
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,

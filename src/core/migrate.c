@@ -308,11 +308,14 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			i = k + 1;
 			continue;
 		}
-		/* The mapping is gone or changed (munmap/mremap racing us):
-		 * leave the rest of the run where it is. */
+		/* The mapping is read-only (UFFDIO_MOVE moves only between
+		 * writable mappings of equal rights), or gone or changed
+		 * (munmap/mremap racing us): leave the rest of the run. */
 		for (size_t x = k; x < j; x++)
 			b->kind[x] = K_STAY;
-		err = -EFAULT;
+		uintptr_t at = b->r->start + ((b->idx + k) << PAGE_SHIFT);
+		err = ret == -EINVAL && uhmm__range_writable(ctx, at, at + PAGE_SIZE) == -EPERM
+			      ? -EPERM : -EFAULT;
 		i = j;
 	}
 	/* Which slots received a page?  Holes were never populated.  A page

@@ -310,6 +310,9 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 		goto out;
 	}
 	size_t len = r->npages << PAGE_SHIFT;
+	/* Mirrors drop the range before its device pages are freed (they
+	 * could be handed out again while a device still maps them). */
+	uhmm__invalidate(ctx, r->start, r->start + len, UHMM_INV_UNMAP, NULL, 0);
 	/* Unregister first: munmap then raises no UNMAP event, and threads
 	 * asleep in a fault on the range wake up (to meet SIGSEGV). */
 	uhmm__uffd_unregister(ctx->uffd, r->start, len);
@@ -366,6 +369,8 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
 	}
 	struct uhmm_range *t = take_exact(ctx, a, len, false);
 	if (t) {
+		/* uhmm no longer sees changes of it: mirrors let it go. */
+		uhmm__invalidate(ctx, a, a + len, UHMM_INV_UNMAP, NULL, 0);
 		uhmm__uffd_unregister(ctx->uffd, a, len);
 		uhmm__range_put(t);
 	}

@@ -45,6 +45,8 @@ void uhmm__service_kick(struct uhmm_ctx *ctx)
 
 /* ---- installing pages (service thread only) ---- */
 
+static void drain_events(struct uhmm_ctx *ctx);
+
 /* Where page i of a request comes from. */
 #define REQ_SRC(req, i) ((req)->srcv ? (req)->srcv[i] : (req)->src + ((i) << PAGE_SHIFT))
 
@@ -52,6 +54,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 {
 	struct uhmm_range *r = req->r;
 	size_t i = 0;
+	unsigned eagain = 0;
 	req->result = 0;
 	while (i < req->n) {
 		struct uhmm_page *p = range_page(r, req->idx + i);
@@ -87,6 +90,13 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			i = j;
 			continue;
 		}
+		if (ret == -EAGAIN && eagain++ < 64) {
+			/* An event is pending: handle it, then look at page k
+			 * again (it may have been discarded meanwhile). */
+			drain_events(ctx);
+			i = k;
+			continue;
+		}
 		if (ret == -EEXIST) {
 			/* A page is already there: the location we recorded is
 			 * wrong.  Keep the device copy (nothing is lost) and go
@@ -110,6 +120,8 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
 			char *sp = REQ_SRC(req, x);
 			size_t one;
+			if (ret == -EAGAIN)
+				drain_events(ctx);
 			if (req->src_is_slots &&
 			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
 					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
@@ -213,9 +225,19 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
 	size_t done = 0;
-	long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
-					   n << PAGE_SHIFT, 0, &done)
-			 : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
+	long ret;
+	for (int tries = 0;; tries++) {
+		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
+					      n << PAGE_SHIFT, 0, &done)
+			    : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
+		if (ret != -EAGAIN || tries == 8)
+			break;
+		/* An event must be read first (and may concern this very
+		 * page: a discard just makes it zeros, which we are filling;
+		 * an unmap makes the next attempt fail, and the thread then
+		 * meets SIGSEGV as it should). */
+		drain_events(ctx);
+	}
 	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST) {
 		/* The window crosses into another mapping (mprotect split
 		 * the range): the faulting page alone. */
@@ -415,9 +437,15 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	if (!unknown)
 		return;
 	size_t done;
-	long ret = (flags & UFFD_PAGEFAULT_FLAG_WRITE)
-			   ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, 0, &done)
-			   : uhmm__uffd_zeropage(ctx->uffd, pa, PAGE_SIZE, &done);
+	long ret;
+	for (int tries = 0;; tries++) {
+		ret = (flags & UFFD_PAGEFAULT_FLAG_WRITE)
+			      ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, 0, &done)
+			      : uhmm__uffd_zeropage(ctx->uffd, pa, PAGE_SIZE, &done);
+		if (ret != -EAGAIN || tries == 8)
+			break;
+		drain_events(ctx);
+	}
 	if (ret < 0)
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 }
@@ -444,6 +472,64 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 
 #define MSG_BATCH 64
 
+/* REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to). */
+static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_REMOVE:
+		/* Read before the kernel zaps: mirrors drop the pages
+		 * now, racing only the zap itself. */
+		STAT_INC(ctx, events_remove);
+		uhmm__invalidate(ctx, m->arg.remove.start, m->arg.remove.end,
+				 UHMM_INV_ZAP, NULL, 0);
+		uhmm__ranges_zap(ctx, m->arg.remove.start, m->arg.remove.end);
+		break;
+	case UFFD_EVENT_UNMAP:
+		STAT_INC(ctx, events_unmap);
+		uhmm__invalidate(ctx, m->arg.remove.start, m->arg.remove.end,
+				 UHMM_INV_UNMAP, NULL, 0);
+		uhmm__ranges_unmap(ctx, m->arg.remove.start, m->arg.remove.end);
+		break;
+	case UFFD_EVENT_REMAP:
+		STAT_INC(ctx, events_remap);
+		uhmm__invalidate(ctx, m->arg.remap.from,
+				 m->arg.remap.from + m->arg.remap.len,
+				 UHMM_INV_REMAP, NULL, m->arg.remap.to);
+		uhmm__ranges_remap(ctx, m->arg.remap.from, m->arg.remap.to,
+				   m->arg.remap.len);
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * An install or zero-fill was refused with EAGAIN and no progress: the
+ * kernel will not fill pages while an event is pending (mmap_changing),
+ * and this thread is the one that reads events.  Read them now and handle
+ * the events; faults read meanwhile are parked with their sequence
+ * snapshot and served by the main loop.  Callers hold page locks: the
+ * event handlers only trylock, and mark pages they cannot take ZAPPED,
+ * which the caller checks again before retrying.
+ */
+static void drain_events(struct uhmm_ctx *ctx)
+{
+	struct uffd_msg m[16];
+	ssize_t got;
+	while ((got = read(ctx->uffd, m, sizeof(m))) > 0) {
+		for (size_t i = 0; i < (size_t)got / sizeof(m[0]); i++) {
+			if (m[i].event == UFFD_EVENT_PAGEFAULT) {
+				uintptr_t a = m[i].arg.pagefault.address;
+				park(ctx, a, m[i].arg.pagefault.flags,
+				     page_seq(ctx, a & ~(PAGE_SIZE - 1)));
+			} else {
+				handle_event(ctx, &m[i]);
+			}
+		}
+	}
+}
+
+
 static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			struct parked_fault *unknown, size_t *nunknown)
 {
@@ -466,29 +552,8 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			}
 			break;
 		}
-		case UFFD_EVENT_REMOVE:
-			/* Read before the kernel zaps: mirrors drop the pages
-			 * now, racing only the zap itself. */
-			STAT_INC(ctx, events_remove);
-			uhmm__invalidate(ctx, m[i].arg.remove.start, m[i].arg.remove.end,
-					 UHMM_INV_ZAP, NULL, 0);
-			uhmm__ranges_zap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
-			break;
-		case UFFD_EVENT_UNMAP:
-			STAT_INC(ctx, events_unmap);
-			uhmm__invalidate(ctx, m[i].arg.remove.start, m[i].arg.remove.end,
-					 UHMM_INV_UNMAP, NULL, 0);
-			uhmm__ranges_unmap(ctx, m[i].arg.remove.start, m[i].arg.remove.end);
-			break;
-		case UFFD_EVENT_REMAP:
-			STAT_INC(ctx, events_remap);
-			uhmm__invalidate(ctx, m[i].arg.remap.from,
-					 m[i].arg.remap.from + m[i].arg.remap.len,
-					 UHMM_INV_REMAP, NULL, m[i].arg.remap.to);
-			uhmm__ranges_remap(ctx, m[i].arg.remap.from, m[i].arg.remap.to,
-					   m[i].arg.remap.len);
-			break;
 		default:
+			handle_event(ctx, &m[i]);
 			break;
 		}
 	}

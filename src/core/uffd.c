@@ -141,8 +141,11 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		int err = errno;
 		if (m.move > 0)
 			off += (size_t)m.move;
-		if (err == EAGAIN)
-			continue; /* raced with the page table: retry the rest */
+		/* EAGAIN after progress: the rest is still to do.  EAGAIN with
+		 * none: an event is pending (mmap_changing) and must be read
+		 * first; the caller decides (the service thread reads it). */
+		if (err == EAGAIN && m.move > 0)
+			continue;
 		*done = off;
 		return -err;
 	}
@@ -165,8 +168,8 @@ long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 		int err = errno;
 		if (c.copy > 0)
 			off += (size_t)c.copy;
-		if (err == EAGAIN)
-			continue;
+		if (err == EAGAIN && c.copy > 0)
+			continue; /* see uhmm__uffd_move */
 		*done = off;
 		return -err;
 	}
@@ -188,8 +191,8 @@ int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done)
 		int err = errno;
 		if (z.zeropage > 0)
 			off += (size_t)z.zeropage;
-		if (err == EAGAIN)
-			continue;
+		if (err == EAGAIN && z.zeropage > 0)
+			continue; /* see uhmm__uffd_move */
 		*done = off;
 		return -err;
 	}
