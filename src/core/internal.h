@@ -339,6 +339,8 @@ void uhmm__service_stop(struct uhmm_ctx *ctx);
 void uhmm__service_kick(struct uhmm_ctx *ctx);
 /* Hand an install request to the service thread and wait for it. */
 void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req);
+/* Wait until the service thread has handled every event it has read. */
+void uhmm__service_sync(struct uhmm_ctx *ctx);
 /* Install pages of a request (service thread; also used by its faults). */
 void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
 

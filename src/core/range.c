@@ -211,6 +211,13 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 	if (!r)
 		return -ENOMEM;
 
+	/*
+	 * munmap and mremap return once the service thread has *read* their
+	 * events, maybe before it handled them: a new mapping at the same
+	 * address would otherwise meet the old range still in the table, or
+	 * be cut by the old range's late UNMAP.  Let the handling catch up.
+	 */
+	uhmm__service_sync(ctx);
 	int err;
 	pthread_rwlock_wrlock(&ctx->ranges_lock);
 	if (overlaps_locked(ctx, start, start + len))

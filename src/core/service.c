@@ -56,6 +56,22 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 	size_t i = 0;
 	unsigned eagain = 0;
 	req->result = 0;
+	if (!r)
+		return; /* a sync request (uhmm__service_sync) */
+	/*
+	 * The range moved or went away (mremap or munmap, whose event this
+	 * thread handled after the requester took its pages): the old
+	 * address may already belong to a new mapping, so nothing is
+	 * installed there.  The pages stay where they are; their state went
+	 * with the range (a fault at the new address brings them back).
+	 */
+	if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+		for (i = 0; i < req->n; i++)
+			if (req->want[i] == 1)
+				req->want[i] = 0;
+		req->result = -ENOENT;
+		return;
+	}
 	while (i < req->n) {
 		struct uhmm_page *p = range_page(r, req->idx + i);
 		if (req->want[i] != 1) {
@@ -170,6 +186,14 @@ void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req)
 	uhmm__service_kick(ctx);
 	while (!atomic_load_explicit(&req->done, memory_order_acquire))
 		uhmm_futex_wait(&req->done, 0);
+}
+
+void uhmm__service_sync(struct uhmm_ctx *ctx)
+{
+	/* Served after the messages the service thread has read: every event
+	 * read so far has been handled when this returns. */
+	struct install_req req = { .r = NULL, .n = 0 };
+	uhmm__install_request(ctx, &req);
 }
 
 static void serve_requests(struct uhmm_ctx *ctx)
