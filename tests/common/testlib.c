@@ -3,6 +3,8 @@
 #include "testlib.h"
 
 #include <string.h>
+
+#include <uhmm/uhmm.h>
 #include <time.h>
 
 int uhmm_test_main(int argc, char **argv, const char *group,
@@ -47,4 +49,19 @@ uint64_t uhmm_test_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+size_t uhmm_test_pages_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device *dev)
+{
+	size_t n = 0;
+	for (size_t off = 0; off < len; off += 4096) {
+		struct uhmm_page_info pi;
+		int err = uhmm_page_query(ctx, (const char *)p + off, &pi);
+		if (err)
+			fail_msg("uhmm_page_query(%p) = %d", (const void *)((const char *)p + off), err);
+		if (dev ? (pi.where == UHMM_WHERE_DEVICE && pi.device == dev)
+			: pi.where == UHMM_WHERE_CPU)
+			n++;
+	}
+	return n;
 }

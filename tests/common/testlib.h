@@ -50,6 +50,13 @@ void uhmm_test_fill(void *p, size_t len, uint64_t seed);
 /* Returns the offset of the first mismatch, or (size_t)-1. */
 size_t uhmm_test_check(const void *p, size_t len, uint64_t seed);
 
+/* Pages of [p, p + len) that uhmm reports on @dev (NULL: in system
+ * memory).  Fails the test if a page is not managed. */
+struct uhmm_ctx;
+struct uhmm_device;
+size_t uhmm_test_pages_on(struct uhmm_ctx *ctx, const void *p, size_t len,
+			  struct uhmm_device *dev);
+
 /* Monotonic time in ns. */
 uint64_t uhmm_test_now_ns(void);
 

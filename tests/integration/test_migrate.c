@@ -48,18 +48,6 @@ static struct uhmm_stats stats(uhmm_ctx *ctx)
 	return s;
 }
 
-static size_t pages_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device *dev)
-{
-	size_t n = 0;
-	for (size_t off = 0; off < len; off += PG) {
-		struct uhmm_page_info pi;
-		ASSERT_OK(uhmm_page_query(ctx, (const char *)p + off, &pi));
-		if (dev ? (pi.where == UHMM_WHERE_DEVICE && pi.device == dev)
-			: pi.where == UHMM_WHERE_CPU)
-			n++;
-	}
-	return n;
-}
 
 static void round_trip_preserves_data(void **state)
 {
@@ -71,12 +59,12 @@ static void round_trip_preserves_data(void **state)
 	assert_int_equal((uintptr_t)p % (2 * MiB), 0);
 	uhmm_test_fill(p, len, 1);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
-	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
 	struct uhmm_stats s = stats(f.ctx);
 	assert_int_equal(s.migrated_to_device_pages, len / PG);
 	assert_int_equal(s.migrated_to_device_bytes, len);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
-	assert_int_equal(pages_on(f.ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, NULL), len / PG);
 	assert_int_equal(uhmm_test_check(p, len, 1), (size_t)-1);
 	/* Migrating what is already there moves nothing. */
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
@@ -149,7 +137,7 @@ static void register_malloced_buffer_round_trip(void **state)
 	uhmm_test_fill(p, len, 3);
 	ASSERT_OK(uhmm_register(f.ctx, p, len));
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
-	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
 	assert_int_equal(uhmm_test_check(p, len, 3), (size_t)-1);
 	ASSERT_OK(uhmm_unregister(f.ctx, p, len));
 	free(p);
@@ -171,7 +159,7 @@ static void device_to_device_preserves_data(void **state)
 	uhmm_test_fill(p, len, 11);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, dev2, 0));
-	assert_int_equal(pages_on(f.ctx, p, len, dev2), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, dev2), len / PG);
 	struct uhmm_simdev_meminfo mi;
 	ASSERT_OK(uhmm_simdev_meminfo(f.dev, &mi));
 	assert_int_equal(mi.free_pages, mi.total_pages); /* old copies freed */
@@ -263,7 +251,7 @@ static void eight_threads_one_page_cost_one_migration(void **state)
 		 * touched it. */
 		assert_int_equal(after.migrated_to_system_pages -
 					 before.migrated_to_system_pages, NPAGES);
-		assert_int_equal(pages_on(f.ctx, h.p, NPAGES * PG, NULL), NPAGES);
+		assert_int_equal(uhmm_test_pages_on(f.ctx, h.p, NPAGES * PG, NULL), NPAGES);
 	}
 	for (int i = 0; i < NTHREADS; i++)
 		pthread_join(t[i], NULL);
@@ -333,7 +321,7 @@ static void copy_failure_restores_source(void **state)
 	/* The second 2 MiB batch has a copy fail in its middle. */
 	ASSERT_OK(uhmm_simdev_inject(f.dev, UHMM_SIMDEV_FAIL_COPY, 1, 1));
 	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -EIO);
-	size_t on_dev = pages_on(f.ctx, p, len, f.dev);
+	size_t on_dev = uhmm_test_pages_on(f.ctx, p, len, f.dev);
 	assert_true(on_dev < len / PG);
 	/* Pages of the failed batch are back in system memory. */
 	struct uhmm_page_info pi;
@@ -376,7 +364,7 @@ static void device_exhaustion_fails_cleanly(void **state)
 	uhmm_test_fill(p, len, 9);
 	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -ENOMEM);
 	/* The first batches fit; the failing one stayed in place. */
-	assert_int_equal(pages_on(f.ctx, p, len, f.dev), 4 * MiB / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), 4 * MiB / PG);
 	assert_int_equal(uhmm_test_check(p, len, 9), (size_t)-1);
 	teardown(&f);
 }
@@ -391,7 +379,7 @@ static void alloc_failure_changes_nothing(void **state)
 	uhmm_test_fill(p, len, 13);
 	ASSERT_OK(uhmm_simdev_inject(f.dev, UHMM_SIMDEV_FAIL_ALLOC, 0, 1));
 	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -ENOMEM);
-	assert_int_equal(pages_on(f.ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, NULL), len / PG);
 	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0)); /* recovers */
 	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);

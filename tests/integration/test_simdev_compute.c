@@ -56,18 +56,6 @@ static struct uhmm_simdev_stats dstats(uhmm_device *dev)
 	return s;
 }
 
-static size_t pages_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device *dev)
-{
-	size_t n = 0;
-	for (size_t off = 0; off < len; off += PG) {
-		struct uhmm_page_info pi;
-		ASSERT_OK(uhmm_page_query(ctx, (const char *)p + off, &pi));
-		if (dev ? (pi.where == UHMM_WHERE_DEVICE && pi.device == dev)
-			: pi.where == UHMM_WHERE_CPU)
-			n++;
-	}
-	return n;
-}
 
 /* ---- kernels ------------------------------------------------------------ */
 
@@ -326,7 +314,7 @@ static void migrate_policy_moves_pages_to_device(void **state)
 	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
 	uhmm_test_fill(p, len, 3);
 	ASSERT_OK(touch_launch(f.dev, p, len, PG, 0, NULL));
-	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
 	struct uhmm_simdev_stats st = dstats(f.dev);
 	assert_int_equal(st.migrations, 2);
 	assert_int_equal(st.remote_maps, 0);
@@ -343,7 +331,7 @@ static void map_remote_policy_keeps_pages_in_system_memory(void **state)
 	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
 	ASSERT_OK(uhmm_simdev_advise(f.dev, p, len, UHMM_SIMDEV_MAP_REMOTE));
 	ASSERT_OK(touch_launch(f.dev, p, len, PG, 1, NULL));
-	assert_int_equal(pages_on(f.ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, NULL), len / PG);
 	struct uhmm_simdev_stats st = dstats(f.dev);
 	assert_int_equal(st.migrations, 0);
 	assert_int_equal(st.remote_maps, len / PG);
@@ -368,9 +356,9 @@ static void advice_applies_per_range(void **state)
 				     UHMM_SIMDEV_MAP_REMOTE));
 	/* remote | migrate | remote | remote */
 	ASSERT_OK(touch_launch(f.dev, p, len, PG, 1, NULL));
-	assert_int_equal(pages_on(f.ctx, p, 2 * MiB, NULL), 512);
-	assert_int_equal(pages_on(f.ctx, p + 2 * MiB, 2 * MiB, f.dev), 512);
-	assert_int_equal(pages_on(f.ctx, p + 4 * MiB, 4 * MiB, NULL), 1024);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, 2 * MiB, NULL), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 2 * MiB, 2 * MiB, f.dev), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 4 * MiB, 4 * MiB, NULL), 1024);
 	struct uhmm_simdev_stats st = dstats(f.dev);
 	assert_int_equal(st.migrations, 1);
 	assert_int_equal(st.remote_maps, 1536);
@@ -387,7 +375,7 @@ static void device_memory_full_falls_back_to_remote_mapping(void **state)
 	size_t len = 8 * MiB;
 	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
 	ASSERT_OK(touch_launch(f.dev, p, len, PG, 1, NULL));
-	size_t on_dev = pages_on(f.ctx, p, len, f.dev);
+	size_t on_dev = uhmm_test_pages_on(f.ctx, p, len, f.dev);
 	assert_true(on_dev <= 512);
 	struct uhmm_simdev_stats st = dstats(f.dev);
 	assert_true(st.remote_maps >= len / PG - 512);
@@ -409,7 +397,7 @@ static void invalidation_shoots_down_tlb(void **state)
 	uint64_t sum;
 	ASSERT_OK(touch_launch(f.dev, p, len, PG, 0, &sum));
 	assert_int_equal(sum, len / PG);
-	assert_int_equal(pages_on(f.ctx, p, len, f.dev), len / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
 	struct uhmm_simdev_stats a = dstats(f.dev);
 
 	/* Back to system memory: the device must forget its translations. */
