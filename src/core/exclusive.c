@@ -160,9 +160,23 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			kind[k] = G_BUSY; /* shared with a fork child, or pinned */
 			(*busy)++;
 			i = k + 1;
+		} else if (j - k > 1) {
+			/* The run may cross two mappings (mprotect split the
+			 * range): the first page alone, then go on. */
+			size_t one;
+			ret = uhmm__uffd_move(ctx->pool.ruffd, (uintptr_t)slots + (k << PAGE_SHIFT),
+					      va + (k << PAGE_SHIFT), PAGE_SIZE,
+					      UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &one);
+			if (ret == -EBUSY) {
+				kind[k] = G_BUSY;
+				(*busy)++;
+			} else if (ret < 0) {
+				kind[k] = G_FAIL;
+				err = -EFAULT;
+			}
+			i = k + 1;
 		} else {
-			for (size_t x = k; x < j; x++)
-				kind[x] = G_FAIL;
+			kind[k] = G_FAIL;
 			err = -EFAULT;
 			i = j;
 		}

@@ -308,9 +308,30 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			i = k + 1;
 			continue;
 		}
+		if (j - k > 1) {
+			/* UFFDIO_MOVE wants its source inside one mapping: the
+			 * run may cross two (mprotect split the range).  Go
+			 * one page at a time for the rest of it. */
+			j = k + 1;
+			size_t one;
+			ret = uhmm__uffd_move(ctx->pool.ruffd,
+					      (uintptr_t)slots + (k << PAGE_SHIFT),
+					      b->r->start + ((b->idx + k) << PAGE_SHIFT),
+					      PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &one);
+			if (ret >= 0) {
+				i = j;
+				continue;
+			}
+			if (ret == -EBUSY) {
+				b->kind[k] = K_BUSY;
+				b->nbusy++;
+				i = j;
+				continue;
+			}
+		}
 		/* The mapping is read-only (UFFDIO_MOVE moves only between
 		 * writable mappings of equal rights), or gone or changed
-		 * (munmap/mremap racing us): leave the rest of the run. */
+		 * (munmap/mremap racing us): the page stays. */
 		for (size_t x = k; x < j; x++)
 			b->kind[x] = K_STAY;
 		uintptr_t at = b->r->start + ((b->idx + k) << PAGE_SHIFT);
