@@ -231,6 +231,27 @@ static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
 	ctx->parked[ctx->nparked++] = (struct parked_fault){ addr, flags, seq };
 }
 
+/*
+ * Fill [dst, dst + len) with zeros: the zero page for a read fault, private
+ * zeroed pages for a write.  An EAGAIN with no progress means an event must
+ * be read first: read it (drain_events) and try again, a few times.  An
+ * event may concern these very pages: a discard just makes them zeros,
+ * which we are filling; an unmap makes the next attempt fail, and the
+ * thread then meets SIGSEGV as it should.
+ */
+static long fill_zeros(struct uhmm_ctx *ctx, uintptr_t dst, size_t len, bool write,
+		       size_t *done)
+{
+	long ret;
+	for (int tries = 0;; tries++) {
+		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, done)
+			    : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
+		if (ret != -EAGAIN || tries == 8)
+			return ret;
+		drain_events(ctx);
+	}
+}
+
 /* Fill zeros into a never-populated page and up to zero_around - 1 pages
  * after it that are in system memory and free.  Holds page idx. */
 static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
@@ -249,24 +270,11 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
 	size_t done = 0;
-	long ret;
-	for (int tries = 0;; tries++) {
-		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros,
-					      n << PAGE_SHIFT, 0, &done)
-			    : uhmm__uffd_zeropage(ctx->uffd, dst, n << PAGE_SHIFT, &done);
-		if (ret != -EAGAIN || tries == 8)
-			break;
-		/* An event must be read first (and may concern this very
-		 * page: a discard just makes it zeros, which we are filling;
-		 * an unmap makes the next attempt fail, and the thread then
-		 * meets SIGSEGV as it should). */
-		drain_events(ctx);
-	}
+	long ret = fill_zeros(ctx, dst, n << PAGE_SHIFT, write, &done);
 	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST) {
 		/* The window crosses into another mapping (mprotect split
 		 * the range): the faulting page alone. */
-		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, PAGE_SIZE, 0, &done)
-			    : uhmm__uffd_zeropage(ctx->uffd, dst, PAGE_SIZE, &done);
+		ret = fill_zeros(ctx, dst, PAGE_SIZE, write, &done);
 	}
 	/* -EEXIST: a page is there already (this fault was a duplicate, or a
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
@@ -461,15 +469,7 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	if (!unknown)
 		return;
 	size_t done;
-	long ret;
-	for (int tries = 0;; tries++) {
-		ret = (flags & UFFD_PAGEFAULT_FLAG_WRITE)
-			      ? uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, 0, &done)
-			      : uhmm__uffd_zeropage(ctx->uffd, pa, PAGE_SIZE, &done);
-		if (ret != -EAGAIN || tries == 8)
-			break;
-		drain_events(ctx);
-	}
+	long ret = fill_zeros(ctx, pa, PAGE_SIZE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &done);
 	if (ret < 0)
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 }
