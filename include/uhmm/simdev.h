@@ -66,24 +66,134 @@ struct uhmm_simdev_meminfo {
  * backend's device). */
 UHMM_API int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out);
 
-/** Fault injection points (uhmm_simdev_inject()). */
+/* ------------------------------------------------------------------------ */
+/* Fault injection                                                          */
+
+/*
+ * simdev can make its own operations fail, so that tests can check what
+ * uhmm and the application see when a device misbehaves
+ * (docs/FAULT_INJECTION.md has the full story and the tested cases).
+ *
+ * Two levels:
+ *   always        uhmm_simdev_inject() with UHMM_SIMDEV_FAIL_ALLOC and
+ *                 UHMM_SIMDEV_FAIL_COPY ("let @after pass, fail @count").
+ *                 Present in every build; costs two relaxed atomic loads per
+ *                 allocation and per copy while disarmed.
+ *   build option  configure with -DUHMM_FAULT_INJECT=ON: the other points
+ *                 below, rate mode (fail with a probability, reproducible by
+ *                 seed), uhmm_simdev_inject_set(), and the environment
+ *                 variable UHMM_FAULT_INJECT read by uhmm_simdev_create().
+ *                 Without the option these checks are not compiled at all;
+ *                 the calls that need them return -EOPNOTSUPP and the
+ *                 variable is ignored.
+ *
+ * Every point is per device, thread-safe and lock-free, and counts the
+ * failures it injects (struct uhmm_simdev_stats, injected_*).
+ *
+ * What fails, and how uhmm and the caller see it:
+ *
+ *   FAIL_ALLOC, FAIL_ALLOC_4K, FAIL_ALLOC_2M   device memory allocation
+ *       (ops->alloc; _4K: order 0 calls only, _2M: order 9 calls only,
+ *       plain ALLOC: both).  The call returns 0 pages, as when the device is
+ *       full.  A migration toward the device then fails with -ENOMEM before
+ *       anything moves: the batch's pages stay where they were (earlier
+ *       batches of the call stay migrated).  A device kernel's fault falls
+ *       back to mapping the system pages remotely; an atomic one to
+ *       uhmm_make_exclusive.  uhmm allocates only 4 KiB pages today, so
+ *       FAIL_ALLOC_2M is only met by callers of ops->alloc of their own.
+ *   FAIL_COPY    one struct uhmm_copy of a batch: it writes the first half
+ *       of its destination, then completes with -EIO; the batch's other
+ *       copies run normally, so the failure lands in the middle of a batch.
+ *       Toward a device: the pages of that copy are restored in system
+ *       memory with their data, the others of the batch complete;
+ *       uhmm_migrate() returns -EIO.  Back to system memory on request
+ *       (uhmm_migrate(..., NULL)): each failed page is retried twice; a page
+ *       still failing stays on the device with its data and the call
+ *       returns -EIO.  On a CPU fault: retried twice too; a page still
+ *       failing is poisoned (the faulting thread gets SIGBUS, as on real
+ *       hardware) and its device copy is kept.
+ *   FAIL_SUBMIT  ops->copy_submit refuses a whole batch (-EIO, nothing
+ *       queued): to uhmm every copy of the batch failed, with the outcomes
+ *       of FAIL_COPY.
+ *   FAIL_PT      one update of the device page table (an entry installed or
+ *       changed by the device's fault service): -ENOMEM, as when a table
+ *       node cannot be allocated.  The fault service does not retry: the
+ *       work items waiting on the pages that could not be mapped end, and
+ *       uhmm_simdev_launch() returns -ENOMEM.  Only simdev's mirror is
+ *       affected: the pages keep the place uhmm gave them (a migration the
+ *       fault started is complete), entries installed before the failure
+ *       stay valid, and a new launch faults the rest in.
+ *
+ * Device fences (ops->fence) are no point: uhmm never calls them.
+ */
+
+/** Fault injection points. */
 enum uhmm_simdev_fault {
-	UHMM_SIMDEV_FAIL_ALLOC = 1, /**< alloc returns no pages */
-	UHMM_SIMDEV_FAIL_COPY = 2,  /**< a copy completes with -EIO */
+	UHMM_SIMDEV_FAIL_ALLOC = 1,    /**< alloc returns no pages (any order) */
+	UHMM_SIMDEV_FAIL_COPY = 2,     /**< a copy completes with -EIO */
+	/* The points below need -DUHMM_FAULT_INJECT=ON. */
+	UHMM_SIMDEV_FAIL_PT = 3,       /**< a device page-table update: -ENOMEM */
+	UHMM_SIMDEV_FAIL_SUBMIT = 4,   /**< copy_submit refuses a batch: -EIO */
+	UHMM_SIMDEV_FAIL_ALLOC_4K = 5, /**< alloc of 4 KiB pages returns none */
+	UHMM_SIMDEV_FAIL_ALLOC_2M = 6, /**< alloc of 2 MiB pages returns none */
 };
 
 /**
- * uhmm_simdev_inject - make device operations fail, for testing.
+ * uhmm_simdev_inject - make device operations fail, for testing (count
+ * mode).
  * @what:  which operation.
  * @after: let this many operations of that kind succeed first.
  * @count: then fail this many (0 disarms).
  * Copies are counted one struct uhmm_copy at a time, allocations one
- * alloc call at a time.  A failing copy may have written part of its
- * destination.  Thread-safe.
- * Errors: -EINVAL.
+ * alloc call at a time (calls with n == 0 are not counted), submissions one
+ * copy_submit call with at least one copy at a time, page-table updates one
+ * entry at a time.  A failing copy may have written part of its
+ * destination.  Thread-safe: exactly @after operations pass, then exactly
+ * @count fail, even when they race (an operation racing with the call
+ * itself counts against the old or the new setting).
+ * Errors: -EINVAL (@dev not a live simdev, unknown @what); -EOPNOTSUPP
+ * @what needs the build option UHMM_FAULT_INJECT, which is off.
  */
 UHMM_API int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
 		       uint64_t after, uint64_t count);
+
+/** How a point fails (uhmm_simdev_inject_set). */
+struct uhmm_simdev_fault_spec {
+	uint64_t after;  /**< operations that succeed first */
+	/** Count mode (rate == 0): fail this many after @after (0 disarms).
+	 * Rate mode: at most this many failures (0: no limit). */
+	uint64_t count;
+	/** 0: count mode.  (0, 1]: each operation after @after fails with this
+	 * probability. */
+	double rate;
+	/** Rate mode: seed of the point's random stream.  The n-th operation
+	 * drawn for fails or not as a function of (seed, point, n) only, so a
+	 * run that issues the same operations in the same order fails at the
+	 * same places. */
+	uint64_t seed;
+};
+
+/**
+ * uhmm_simdev_inject_set - arm (or, with count == 0 and rate == 0, disarm)
+ * the point @what of @dev, replacing its previous setting.  Needs the build
+ * option UHMM_FAULT_INJECT.  What each point does is described above.
+ * Errors: -EINVAL (@dev not a live simdev, unknown @what, @spec NULL, rate
+ * not in [0, 1]); -EOPNOTSUPP built without UHMM_FAULT_INJECT.
+ *
+ * The same can be set from the environment, for every simdev the process
+ * creates: UHMM_FAULT_INJECT is read by uhmm_simdev_create(), e.g.
+ *
+ *   UHMM_FAULT_INJECT="copy:rate=0.01,alloc:after=10:count=3,pt:rate=0.05,seed=7"
+ *
+ * Items are separated by ','.  An item is `seed=N` (the seed of every point
+ * of the variable that sets none) or a point name (alloc, alloc4k, alloc2m,
+ * copy, submit, pt) followed by `:key=value` fields: after=N, count=N,
+ * rate=P, seed=N.  A syntax error makes uhmm_simdev_create() fail with
+ * -EINVAL (and print the bad item on stderr).  Without the build option
+ * the variable is ignored.
+ */
+UHMM_API int uhmm_simdev_inject_set(uhmm_device *dev, enum uhmm_simdev_fault what,
+				    const struct uhmm_simdev_fault_spec *spec);
 
 /* ------------------------------------------------------------------------ */
 /* Compute: kernels, device memory accessors, device faults                 */
@@ -251,6 +361,12 @@ struct uhmm_simdev_stats {
 	uint64_t kernel_errors;     /**< launches that ended with an error */
 	uint64_t exclusive_pages;   /**< pages taken exclusively for atomics
 				     (uhmm_make_exclusive by atomic faults) */
+	/* Failures injected (uhmm_simdev_inject, uhmm_simdev_inject_set, the
+	 * UHMM_FAULT_INJECT variable), by point. */
+	uint64_t injected_alloc;    /**< FAIL_ALLOC, _4K, _2M: alloc calls failed */
+	uint64_t injected_copy;     /**< FAIL_COPY: copies failed */
+	uint64_t injected_submit;   /**< FAIL_SUBMIT: batches refused */
+	uint64_t injected_pt;       /**< FAIL_PT: page-table updates failed */
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

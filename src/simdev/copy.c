@@ -114,7 +114,7 @@ static int copy_run_one(struct simdev *sd, const struct uhmm_copy *c)
 
 	uint64_t model = transfer_ns(sd, c);
 	uint64_t deadline = model ? sat_add(now_ns(), model) : 0;
-	bool fail = uhmm__simdev_should_fail(&sd->fail_copy);
+	bool fail = uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_COPY]);
 	size_t bytes = (size_t)c->npages * UHMM_PAGE_SIZE;
 	size_t len = fail ? (size_t)(c->npages / 2) * UHMM_PAGE_SIZE : bytes;
 	unsigned char *dev = uhmm__devmem_ptr(&sd->mem, c->dpfn);

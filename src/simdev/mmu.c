@@ -78,6 +78,10 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
 
 	if (va < SD_VA_START || va >= SD_VA_END || !pte)
 		return -EINVAL;
+	/* Injected (UHMM_SIMDEV_FAIL_PT): as if a node could not be
+	 * allocated, before anything changed. */
+	if (SD_FI(c->sd, UHMM_SIMDEV_FAIL_PT))
+		return -ENOMEM;
 	for (unsigned l = 0; l < PT_LEVELS - 1; l++) {
 		struct pt_node **slot = &n->child[slot_of(va, l)];
 		if (!*slot) {
@@ -105,7 +109,7 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
  * space costs what is mapped, not what is covered.
  */
 static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
-			 uintptr_t start, uintptr_t end)
+			 uintptr_t start, uintptr_t end, bool keep_dev)
 {
 	unsigned shift = level_shift(level);
 	uintptr_t span = (uintptr_t)1 << shift;
@@ -118,7 +122,7 @@ static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
 		if (lo >= end)
 			break;
 		if (level == PT_LEVELS - 1) {
-			if (n->pte[i]) {
+			if (n->pte[i] && !(keep_dev && (n->pte[i] & PTE_DEV))) {
 				n->pte[i] = 0;
 				n->used--;
 				removed++;
@@ -128,7 +132,7 @@ static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
 		struct pt_node *ch = n->child[i];
 		if (!ch)
 			continue;
-		removed += pt_clear(ch, level + 1, lo, start, end);
+		removed += pt_clear(ch, level + 1, lo, start, end, keep_dev);
 		if (ch->used == 0) {
 			free(ch);
 			n->child[i] = NULL;
@@ -245,9 +249,15 @@ void uhmm__tlb_shootdown(struct sd_compute *c, uint64_t first, uint64_t last)
  * no fence: they go through the CPU's MMU, so a late one sees the CPU's
  * current page table.
  *
- * Own migrations (MIGRATE with ev->device == this device) are handled like
- * any other: the entries go, and the next device fault installs the new
- * location from uhmm_range_fault().
+ * Own migrations (MIGRATE with ev->device == this device) remove every entry
+ * except DEV ones: the pages that move in had SYS or EXCL entries (which
+ * go; the next device fault installs the new location from
+ * uhmm_range_fault()), while a DEV entry names a page that is already in
+ * this device's memory and stays in the same frame (a page leaves this
+ * device only through an invalidation that is not ours).  Removing those
+ * too would make every device fault on a block that is only partly mapped
+ * (its migration moves nothing) wipe the block's mapping, and faults under
+ * page-table pressure would never finish mapping it.
  */
 void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
 			  void *priv)
@@ -268,8 +278,9 @@ void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *
 	if (start >= end)
 		return;
 
+	bool own = ev->reason == UHMM_INV_MIGRATE && ev->device == c->dev;
 	pthread_mutex_lock(&c->pt_lock);
-	uint64_t removed = pt_clear(c->pt_root, 0, 0, start, end);
+	uint64_t removed = pt_clear(c->pt_root, 0, 0, start, end, own);
 	pthread_mutex_unlock(&c->pt_lock);
 	if (!removed)
 		return; /* TLB subset invariant: no TLB holds the range */

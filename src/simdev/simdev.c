@@ -86,10 +86,16 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	sd->lanes_per_cu = opts->lanes_per_cu;
 	sd->fault_batch = opts->fault_batch;
 	sd->tlb_entries = opts->tlb_entries;
-	atomic_init(&sd->fail_alloc.ok, 0);
-	atomic_init(&sd->fail_alloc.fail, 0);
-	atomic_init(&sd->fail_copy.ok, 0);
-	atomic_init(&sd->fail_copy.fail, 0);
+	for (unsigned i = 0; i <= SD_FI_MAX; i++) {
+		atomic_init(&sd->fi[i].ok, 0);
+		atomic_init(&sd->fi[i].fail, 0);
+#ifdef UHMM_FAULT_INJECT
+		atomic_init(&sd->fi[i].rate, 0);
+		atomic_init(&sd->fi[i].draws, 0);
+		atomic_init(&sd->fi[i].seed, 0);
+#endif
+		atomic_init(&sd->fi[i].injected, 0);
+	}
 	atomic_init(&sd->copies, 0);
 	atomic_init(&sd->bytes_copied, 0);
 
@@ -111,6 +117,16 @@ fail_free:
 
 /* ---- fault injection ---------------------------------------------------- */
 
+#ifdef UHMM_FAULT_INJECT
+/* splitmix64's output function: a bijection that mixes well. */
+static uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+#endif
+
 bool uhmm__simdev_should_fail(struct simdev_fault *fp)
 {
 	/* Disarmed (the usual case): two relaxed loads. */
@@ -121,41 +137,253 @@ bool uhmm__simdev_should_fail(struct simdev_fault *fp)
 							  memory_order_relaxed))
 			return false;
 	uint64_t fail = atomic_load_explicit(&fp->fail, memory_order_relaxed);
+	if (!fail)
+		return false;
+#ifdef UHMM_FAULT_INJECT
+	uint64_t rate = atomic_load_explicit(&fp->rate, memory_order_relaxed);
+	if (rate) {
+		/* The n-th draw is a pure function of (seed, n). */
+		uint64_t n = atomic_fetch_add_explicit(&fp->draws, 1,
+						       memory_order_relaxed);
+		uint64_t seed = atomic_load_explicit(&fp->seed, memory_order_relaxed);
+		if (mix64(seed + (n + 1) * 0x9e3779b97f4a7c15ull) >= rate)
+			return false;
+	}
+#endif
 	while (fail > 0)
 		if (atomic_compare_exchange_weak_explicit(&fp->fail, &fail, fail - 1,
 							  memory_order_relaxed,
-							  memory_order_relaxed))
+							  memory_order_relaxed)) {
+			atomic_fetch_add_explicit(&fp->injected, 1,
+						  memory_order_relaxed);
 			return true;
+		}
 	return false;
 }
 
+/* The points that exist in this build. */
+static bool point_ok(enum uhmm_simdev_fault what)
+{
+	if (what == UHMM_SIMDEV_FAIL_ALLOC || what == UHMM_SIMDEV_FAIL_COPY)
+		return true;
+#ifdef UHMM_FAULT_INJECT
+	return what >= UHMM_SIMDEV_FAIL_PT && what <= SD_FI_MAX;
+#else
+	return false;
+#endif
+}
+
+static bool point_known(enum uhmm_simdev_fault what)
+{
+	return what >= UHMM_SIMDEV_FAIL_ALLOC && what <= SD_FI_MAX;
+}
+
 /*
- * Arms @fp.  Each operation consumes one unit of `ok`, else of `fail`, so
- * exactly @after operations pass before exactly @count fail, even under
- * concurrency.  An operation racing with the arming itself may count
- * against either the old or the new setting.
+ * Arms @fp.  Each operation consumes one unit of `ok`, else (in rate mode,
+ * when its draw says so) one of `fail`, so exactly @after operations pass
+ * before the failures start, even under concurrency.  An operation racing
+ * with the arming itself may count against either the old or the new
+ * setting.  @rate: 0, or the threshold a draw must stay below.
  */
+static void arm(struct simdev_fault *fp, uint64_t after, uint64_t fail,
+		uint64_t rate, uint64_t seed)
+{
+	/* Disarm first so no operation sees the new `ok` with the old `fail`
+	 * (or the new seed with the old rate). */
+	atomic_store(&fp->fail, 0);
+#ifdef UHMM_FAULT_INJECT
+	atomic_store(&fp->rate, 0);
+	atomic_store(&fp->seed, seed);
+	atomic_store(&fp->draws, 0);
+#else
+	(void)seed;
+	(void)rate;
+#endif
+	atomic_store(&fp->ok, fail ? after : 0);
+#ifdef UHMM_FAULT_INJECT
+	atomic_store(&fp->rate, rate);
+#endif
+	atomic_store(&fp->fail, fail);
+}
+
 int uhmm__simdev_inject(struct simdev *sd, enum uhmm_simdev_fault what,
 			uint64_t after, uint64_t count)
 {
-	struct simdev_fault *fp;
-
-	switch (what) {
-	case UHMM_SIMDEV_FAIL_ALLOC:
-		fp = &sd->fail_alloc;
-		break;
-	case UHMM_SIMDEV_FAIL_COPY:
-		fp = &sd->fail_copy;
-		break;
-	default:
+	if (!point_known(what))
 		return -EINVAL;
-	}
-	/* Disarm first so no operation sees the new `ok` with the old `fail`. */
-	atomic_store(&fp->fail, 0);
-	atomic_store(&fp->ok, count ? after : 0);
-	atomic_store(&fp->fail, count);
+	if (!point_ok(what))
+		return -EOPNOTSUPP;
+	arm(&sd->fi[what], after, count, 0, 0);
 	return 0;
 }
+
+int uhmm__simdev_inject_set(struct simdev *sd, enum uhmm_simdev_fault what,
+			    const struct uhmm_simdev_fault_spec *spec)
+{
+	if (!point_known(what) || !spec || isnan(spec->rate) || spec->rate < 0 ||
+	    spec->rate > 1)
+		return -EINVAL;
+#ifdef UHMM_FAULT_INJECT
+	if (spec->rate == 0) {
+		arm(&sd->fi[what], spec->after, spec->count, 0, 0);
+		return 0;
+	}
+	uint64_t fail = spec->count ? spec->count : UINT64_MAX;
+	/* rate * 2^64, kept below 2^64; 1.0 fails every draw (count mode). */
+	uint64_t thr = spec->rate >= 1.0 ? 0 : (uint64_t)ldexp(spec->rate, 64);
+	if (spec->rate < 1.0 && thr == 0)
+		thr = 1;
+	/* Each point its own stream, even with one seed for all. */
+	uint64_t seed = mix64(spec->seed ^ ((uint64_t)what << 56));
+	arm(&sd->fi[what], spec->after, fail, thr, seed);
+	return 0;
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+#ifdef UHMM_FAULT_INJECT
+static const struct {
+	const char *name;
+	enum uhmm_simdev_fault what;
+} fi_names[] = {
+	{ "alloc", UHMM_SIMDEV_FAIL_ALLOC },
+	{ "copy", UHMM_SIMDEV_FAIL_COPY },
+	{ "pt", UHMM_SIMDEV_FAIL_PT },
+	{ "submit", UHMM_SIMDEV_FAIL_SUBMIT },
+	{ "alloc4k", UHMM_SIMDEV_FAIL_ALLOC_4K },
+	{ "alloc2m", UHMM_SIMDEV_FAIL_ALLOC_2M },
+};
+
+static bool parse_u64(const char *v, uint64_t *out)
+{
+	char *end;
+	if (!*v || *v == '-')
+		return false;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 0);
+	if (errno || *end)
+		return false;
+	*out = x;
+	return true;
+}
+
+static bool parse_rate(const char *v, double *out)
+{
+	char *end;
+	if (!*v)
+		return false;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || *end || isnan(x) || x < 0 || x > 1)
+		return false;
+	*out = x;
+	return true;
+}
+
+/* One point item "name[:key=value]*", @item NUL-terminated and writable. */
+static int parse_point(char *item, enum uhmm_simdev_fault *what,
+		       struct uhmm_simdev_fault_spec *spec, bool *has_seed)
+{
+	char *save = NULL;
+	char *name = strtok_r(item, ":", &save);
+	size_t i;
+
+	if (!name)
+		return -EINVAL;
+	for (i = 0; i < sizeof(fi_names) / sizeof(fi_names[0]); i++)
+		if (!strcmp(name, fi_names[i].name))
+			break;
+	if (i == sizeof(fi_names) / sizeof(fi_names[0]))
+		return -EINVAL;
+	*what = fi_names[i].what;
+	*spec = (struct uhmm_simdev_fault_spec){ 0 };
+	*has_seed = false;
+	bool any = false;
+	for (char *kv; (kv = strtok_r(NULL, ":", &save));) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			return -EINVAL;
+		*eq = '\0';
+		const char *v = eq + 1;
+		bool ok;
+		if (!strcmp(kv, "after")) {
+			ok = parse_u64(v, &spec->after);
+		} else if (!strcmp(kv, "count")) {
+			ok = parse_u64(v, &spec->count);
+			any = true;
+		} else if (!strcmp(kv, "rate")) {
+			ok = parse_rate(v, &spec->rate);
+			any = true;
+		} else if (!strcmp(kv, "seed")) {
+			ok = parse_u64(v, &spec->seed);
+			*has_seed = true;
+		} else {
+			ok = false;
+		}
+		if (!ok)
+			return -EINVAL;
+	}
+	/* A bare name (or only after=) fails the next operation forever
+	 * after: say what is meant instead. */
+	return any ? 0 : -EINVAL;
+}
+
+int uhmm__simdev_inject_parse(struct simdev *sd, const char *env)
+{
+	enum { MAXITEMS = 32 };
+	struct {
+		enum uhmm_simdev_fault what;
+		struct uhmm_simdev_fault_spec spec;
+		bool has_seed;
+	} items[MAXITEMS];
+	size_t n = 0;
+	uint64_t seed = 0;
+	char *copy = strdup(env);
+	char *save = NULL;
+	int err = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
+		char orig[128];
+		snprintf(orig, sizeof(orig), "%s", it);
+		if (!strncmp(it, "seed=", 5)) {
+			if (!parse_u64(it + 5, &seed))
+				err = -EINVAL;
+		} else if (n == MAXITEMS) {
+			err = -EINVAL;
+		} else {
+			err = parse_point(it, &items[n].what, &items[n].spec,
+					  &items[n].has_seed);
+			n += !err;
+		}
+		if (err) {
+			fprintf(stderr, "uhmm simdev: UHMM_FAULT_INJECT: bad item '%s'\n",
+				orig);
+			break;
+		}
+	}
+	free(copy);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		if (!items[i].has_seed)
+			items[i].spec.seed = seed;
+		err = uhmm__simdev_inject_set(sd, items[i].what, &items[i].spec);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+#else
+int uhmm__simdev_inject_parse(struct simdev *sd, const char *env)
+{
+	(void)sd;
+	(void)env;
+	return -EOPNOTSUPP;
+}
+#endif
 
 void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out)
 {
@@ -173,9 +401,16 @@ static long simdev_alloc(void *priv, unsigned order, size_t n, uint64_t *dpfn)
 {
 	struct simdev *sd = priv;
 
-	if ((order == 0 || order == UHMM_HUGE_ORDER) && n > 0 && dpfn &&
-	    uhmm__simdev_should_fail(&sd->fail_alloc))
-		return 0;
+	if ((order == 0 || order == UHMM_HUGE_ORDER) && n > 0 && dpfn) {
+		/* Each armed point counts the call (no short-circuit). */
+		bool fail = uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_ALLOC]);
+		if (order == 0)
+			fail |= SD_FI(sd, UHMM_SIMDEV_FAIL_ALLOC_4K);
+		else
+			fail |= SD_FI(sd, UHMM_SIMDEV_FAIL_ALLOC_2M);
+		if (fail)
+			return 0;
+	}
 	return uhmm__devmem_alloc(&sd->mem, order, n, dpfn);
 }
 
@@ -188,7 +423,11 @@ static void simdev_free(void *priv, unsigned order, size_t n, const uint64_t *dp
 static int simdev_copy_submit(void *priv, struct uhmm_copy *copies, size_t n,
 			      uhmm_fence_t *fence)
 {
-	return uhmm__copy_submit(priv, copies, n, fence);
+	struct simdev *sd = priv;
+
+	if (n > 0 && copies && fence && SD_FI(sd, UHMM_SIMDEV_FAIL_SUBMIT))
+		return -EIO; /* nothing queued */
+	return uhmm__copy_submit(sd, copies, n, fence);
 }
 
 static int simdev_copy_wait(void *priv, uhmm_fence_t fence)
@@ -251,6 +490,12 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		return err;
 	}
 	err = uhmm__compute_start(sd, ctx, *out);
+#ifdef UHMM_FAULT_INJECT
+	/* Armed last: creation itself never meets an injected failure. */
+	const char *env = getenv("UHMM_FAULT_INJECT");
+	if (!err && env && *env)
+		err = uhmm__simdev_inject_parse(sd, env);
+#endif
 	if (err) {
 		/* Nothing is on the device yet: detach only destroys it. */
 		(void)uhmm_device_detach(*out);
@@ -287,6 +532,16 @@ int uhmm_simdev_inject(uhmm_device *dev, enum uhmm_simdev_fault what,
 	return uhmm__simdev_inject(sd, what, after, count);
 }
 
+int uhmm_simdev_inject_set(uhmm_device *dev, enum uhmm_simdev_fault what,
+			   const struct uhmm_simdev_fault_spec *spec)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd)
+		return -EINVAL;
+	return uhmm__simdev_inject_set(sd, what, spec);
+}
+
 int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out)
 {
 	struct simdev *sd = uhmm__simdev_of(dev);
@@ -294,5 +549,11 @@ int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out)
 	if (!sd || !sd->comp || !out)
 		return -EINVAL;
 	uhmm__compute_stats(sd->comp, out);
+	out->injected_alloc = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_ALLOC].injected) +
+			      atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_ALLOC_4K].injected) +
+			      atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_ALLOC_2M].injected);
+	out->injected_copy = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_COPY].injected);
+	out->injected_submit = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_SUBMIT].injected);
+	out->injected_pt = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_PT].injected);
 	return 0;
 }

@@ -160,13 +160,38 @@ int uhmm__copy_fence(struct simdev *sd);
 /* simdev.c                                                                  */
 
 /*
- * One fault-injection point: the next `ok` operations succeed, the `fail`
- * after them fail, the rest succeed.  Both only count down.
+ * One fault-injection point (indexed by enum uhmm_simdev_fault).  The next
+ * `ok` operations succeed; then, in count mode (rate == 0), the `fail`
+ * after them fail; in rate mode each later operation fails with
+ * probability rate / 2^64 while `fail` (the budget) lasts.  All only count
+ * down.  `injected` counts the failures made (uhmm_simdev_stats).
+ *
+ * Rate mode, the points after FAIL_COPY and the environment variable exist
+ * only when built with -DUHMM_FAULT_INJECT=ON (CMake option
+ * UHMM_FAULT_INJECT); without it SD_FI() is `false` for those points and the
+ * compiler drops their checks.  FAIL_ALLOC and FAIL_COPY in count mode are
+ * always there (uhmm_simdev_inject predates the option; libuhmm-dmirror's
+ * FAIL_ALLOC flag and the core's tests use it).
  */
 struct simdev_fault {
 	_Atomic uint64_t ok;
 	_Atomic uint64_t fail;
+#ifdef UHMM_FAULT_INJECT
+	_Atomic uint64_t rate;             /* 0: count mode */
+	_Atomic uint64_t draws;            /* rate mode: operations drawn for */
+	_Atomic uint64_t seed;             /* written while disarmed */
+#endif
+	_Atomic uint64_t injected;
 };
+
+/* Points: 1..SD_FI_MAX (0 unused). */
+#define SD_FI_MAX 6
+
+#ifdef UHMM_FAULT_INJECT
+#define SD_FI(sd, what) uhmm__simdev_should_fail(&(sd)->fi[(what)])
+#else
+#define SD_FI(sd, what) false
+#endif
 
 struct sd_compute;
 
@@ -176,8 +201,11 @@ struct simdev {
 	/* Transfer model, fixed at creation. */
 	double bandwidth_gbps;             /* 0: unlimited */
 	uint64_t latency_ns;
-	struct simdev_fault fail_alloc;    /* counted per alloc call with n > 0 */
-	struct simdev_fault fail_copy;     /* counted per valid struct uhmm_copy */
+	/* Fault injection, by enum uhmm_simdev_fault.  ALLOC, ALLOC_4K and
+	 * ALLOC_2M count alloc calls with n > 0 (of their order), COPY valid
+	 * struct uhmm_copy, SUBMIT copy_submit calls with n > 0, PT device
+	 * page-table updates (uhmm__pt_set_locked). */
+	struct simdev_fault fi[SD_FI_MAX + 1];
 	_Atomic uint64_t copies;           /* copies completed successfully */
 	_Atomic uint64_t bytes_copied;     /* bytes they moved (ZERO: filled) */
 	/* Compute options, checked at creation (uhmm_simdev_opts). */
@@ -203,8 +231,16 @@ int uhmm__simdev_inject(struct simdev *sd, enum uhmm_simdev_fault what,
 /* The simdev behind @dev, or NULL when @dev is not a live simdev. */
 struct simdev *uhmm__simdev_of(uhmm_device *dev);
 
-/* Consumes one operation at @fp; true when that operation must fail. */
+/* Consumes one operation at @fp; true when that operation must fail (and
+ * then counts it in fp->injected). */
 bool uhmm__simdev_should_fail(struct simdev_fault *fp);
+/* uhmm_simdev_inject_set() on the backend itself. */
+int uhmm__simdev_inject_set(struct simdev *sd, enum uhmm_simdev_fault what,
+			    const struct uhmm_simdev_fault_spec *spec);
+/* Arms the points named by the string @env (the syntax of the
+ * UHMM_FAULT_INJECT variable, docs/FAULT_INJECTION.md).  -EINVAL on a
+ * syntax error (nothing armed), -EOPNOTSUPP without the build option. */
+int uhmm__simdev_inject_parse(struct simdev *sd, const char *env);
 
 /* The backend's operations; priv is a struct simdev *. */
 extern const struct uhmm_device_ops uhmm__simdev_ops;
