@@ -364,13 +364,14 @@ static void copy_failure_on_cpu_fault_exhausted_poisons_and_keeps_copy(void **st
 	assert_int_equal(w.dev, 1);
 	assert_int_equal(w.cpu, f.len / PG - 1);
 	check_cpu_pages(&f);
-	if (rc == 0) {
-		teardown(&f);
+	/* uhmm_ctx_destroy says -EIO for a page it could not bring home. */
+	free(f.shadow);
+	int drc = uhmm_ctx_destroy(f.ctx);
+	if (rc == 0)
 		TEST_SKIP("KNOWN CORE BUG: uhmm_migrate(home) returned 0 with a "
 			  "poisoned page left on the device (EEXIST not reported)");
-	}
 	assert_int_equal(rc, -EIO);
-	teardown(&f);
+	assert_int_equal(drc, -EIO);
 }
 
 /* ---- device allocation --------------------------------------------------- */
