@@ -366,8 +366,11 @@ static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 				err = 0;
 				continue;
 			}
-			if (err == -EBUSY || err == -EFAULT)
-				err = 0; /* pinned or unmapped meanwhile: left */
+			/* Pinned, unmapped meanwhile, or read-only (uhmm moves
+			 * pages only between writable mappings): left where
+			 * they are; the read-back reports them (-ENOENT). */
+			if (err == -EBUSY || err == -EFAULT || err == -EPERM)
+				err = 0;
 			p = q;
 		}
 		a = next;
