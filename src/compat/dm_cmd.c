@@ -457,13 +457,19 @@ static void cow_pending(int pm_fd, uintptr_t a, size_t n, uint8_t *out)
 	}
 }
 
+/*
+ * The bytes go to ptr chunk by chunk, as the kernel's copy_to_user of each
+ * chunk: a ptr buffer shorter than npages fails with -EFAULT at the first
+ * chunk past its end, instead of after a walk of the whole range (npages
+ * may be up to 2^36).
+ */
 static int cmd_snapshot(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
 {
-	uint8_t *bytes = dm_bounce_alloc(c->npages);
+	uint8_t bytes[DM_CHUNK_PAGES];
 	uint64_t *ent = malloc(DM_CHUNK_PAGES * sizeof(*ent));
 	uint8_t cow[DM_CHUNK_PAGES];
 	int pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	int err = (!bytes || !ent) ? -ENOMEM : 0;
+	int err = !ent ? -ENOMEM : 0;
 	uintptr_t start = c->addr, end = start + c->npages * PS;
 	for (uintptr_t a = start; a < end && !err;) {
 		uintptr_t next = min_u(end, a + DM_CHUNK_PAGES * PS);
@@ -476,17 +482,15 @@ static int cmd_snapshot(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_c
 		size_t n = (next - a) / PS;
 		cow_pending(pm_fd, a, n, cow);
 		for (size_t i = 0; i < n; i++)
-			bytes[(a - start) / PS + i] = snap_byte(ent[i], cow[i]);
+			bytes[i] = snap_byte(ent[i], cow[i]);
+		err = dm_mem_write(c->ptr + (a - start) / PS, bytes, n);
 		a = next;
 	}
 	if (pm_fd >= 0)
 		close(pm_fd);
 	if (!err)
-		err = dm_mem_write(c->ptr, bytes, c->npages);
-	if (!err)
 		c->cpages = c->npages;
 	free(ent);
-	dm_bounce_free(bytes, c->npages);
 	return err;
 }
 

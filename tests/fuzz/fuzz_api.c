@@ -1080,7 +1080,8 @@ static void op_launch(void)
 		else if (!mapped || !(pr & PROT_READ))
 			p = A_EFAULT;
 		else if (write && !(pr & PROT_WRITE))
-			p = A_EPERM;
+			/* An atomic on unmanaged read-only memory: both apply. */
+			p = A_EPERM | (atomic && !managed_at(a) ? A_EFAULT : 0);
 		else if (atomic && !managed_at(a))
 			p = A_EFAULT;
 		else if (managed_at(a))
