@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -405,5 +406,9 @@ bool uhmm__handle_is(const void *h, int kind);
 bool uhmm__handle_live(const void *h);
 /* The live contexts of this process (for the fork handlers). */
 size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max);
+
+/* Debugging aid for stress programs (stats.c): the parked faults and
+ * their pages, read without locks. */
+UHMM_API void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f);
 
 #endif /* UHMM_CORE_INTERNAL_H */

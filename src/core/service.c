@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,32 @@ void uhmm__service_kick(struct uhmm_ctx *ctx)
 
 /* ---- installing pages (service thread only) ---- */
 
-static void drain_events(struct uhmm_ctx *ctx);
+static size_t drain_events(struct uhmm_ctx *ctx);
+
+/* How long the service thread waits for the address space to settle. */
+#define SETTLE_NS 2000000000ull
+
+/*
+ * A fill or move ioctl failed with EAGAIN: a change of the address space is
+ * in flight (the kernel's mmap_changing), and its event must be read before
+ * pages may be installed.  Read and handle the pending events; when there
+ * is none left to read, the threads that posted them have not yet run to
+ * finish their syscalls (on two cores they may wait for this very CPU):
+ * yield.  Returns false once the wait has lasted SETTLE_NS (*t0 holds its
+ * start, 0 on the first call); the caller then gives up on the install and
+ * lets the faulting thread retry.
+ */
+static bool settle(struct uhmm_ctx *ctx, uint64_t *t0)
+{
+	uint64_t now = uhmm__now_ns();
+	if (!*t0)
+		*t0 = now;
+	else if (now - *t0 > SETTLE_NS)
+		return false;
+	if (!drain_events(ctx))
+		sched_yield();
+	return true;
+}
 
 /* Where page i of a request comes from. */
 #define REQ_SRC(req, i) ((req)->srcv ? (req)->srcv[i] : (req)->src + ((i) << PAGE_SHIFT))
@@ -54,7 +80,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 {
 	struct uhmm_range *r = req->r;
 	size_t i = 0;
-	unsigned eagain = 0;
+	uint64_t t0 = 0;
 	req->result = 0;
 	if (!r)
 		return; /* a sync request (uhmm__service_sync) */
@@ -106,10 +132,12 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			i = j;
 			continue;
 		}
-		if (ret == -EAGAIN && eagain++ < 64) {
+		if (ret == -EAGAIN && settle(ctx, &t0)) {
 			/* An event is pending: handle it, then look at page k
-			 * again (it may have been discarded meanwhile). */
-			drain_events(ctx);
+			 * again (it may have been discarded meanwhile, or the
+			 * whole range moved or went away: below). */
+			if (atomic_load_explicit(&r->dead, memory_order_acquire))
+				break;
 			i = k;
 			continue;
 		}
@@ -136,8 +164,13 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
 			char *sp = REQ_SRC(req, x);
 			size_t one;
-			if (ret == -EAGAIN)
-				drain_events(ctx);
+			if (ret == -EAGAIN && !settle(ctx, &t0))
+				t0 = uhmm__now_ns() - SETTLE_NS; /* no more waiting */
+			if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+				req->want[x] = 0;
+				req->result = -ENOENT;
+				continue;
+			}
 			if (req->src_is_slots &&
 			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
 					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
@@ -153,6 +186,13 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			}
 		}
 		i = j;
+	}
+	if (i < req->n) {
+		/* The range moved or went away while we waited (see above). */
+		for (; i < req->n; i++)
+			if (req->want[i] == 1)
+				req->want[i] = 0;
+		req->result = -ENOENT;
 	}
 
 	/* Count before publishing: whoever sees a page unlocked sees it counted. */
@@ -239,16 +279,27 @@ static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
  * which we are filling; an unmap makes the next attempt fail, and the
  * thread then meets SIGSEGV as it should.
  */
-static long fill_zeros(struct uhmm_ctx *ctx, uintptr_t dst, size_t len, bool write,
-		       size_t *done)
+static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst,
+		       size_t len, bool write, size_t *done)
 {
-	long ret;
-	for (int tries = 0;; tries++) {
-		ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, done)
-			    : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
-		if (ret != -EAGAIN || tries == 8)
+	uint64_t t0 = 0;
+	for (;;) {
+		long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, done)
+				 : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
+		if (ret != -EAGAIN || !settle(ctx, &t0))
 			return ret;
-		drain_events(ctx);
+		/*
+		 * The events handled may have moved the range away or
+		 * ended it (r: dead), or, for a fault we did not know,
+		 * made its address known (an mremap moved a range there):
+		 * the address may now hold another mapping's pages, or
+		 * device-resident data.  Zeros there would be wrong: the
+		 * caller wakes the thread, which faults again
+		 * (-ESTALE: ours, not a code the kernel gives).
+		 */
+		if (r ? atomic_load_explicit(&r->dead, memory_order_acquire)
+		      : uhmm__ranges_cover(ctx, dst, dst + PAGE_SIZE) == 0)
+			return -ESTALE;
 	}
 }
 
@@ -270,11 +321,11 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
 	size_t done = 0;
-	long ret = fill_zeros(ctx, dst, n << PAGE_SHIFT, write, &done);
-	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST) {
+	long ret = fill_zeros(ctx, r, dst, n << PAGE_SHIFT, write, &done);
+	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST && ret != -ESTALE) {
 		/* The window crosses into another mapping (mprotect split
 		 * the range): the faulting page alone. */
-		ret = fill_zeros(ctx, dst, PAGE_SIZE, write, &done);
+		ret = fill_zeros(ctx, r, dst, PAGE_SIZE, write, &done);
 	}
 	/* -EEXIST: a page is there already (this fault was a duplicate, or a
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
@@ -469,7 +520,8 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	if (!unknown)
 		return;
 	size_t done;
-	long ret = fill_zeros(ctx, pa, PAGE_SIZE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &done);
+	long ret = fill_zeros(ctx, NULL, pa, PAGE_SIZE, flags & UFFD_PAGEFAULT_FLAG_WRITE,
+			      &done);
 	if (ret < 0)
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 }
@@ -536,21 +588,31 @@ static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
  * event handlers only trylock, and mark pages they cannot take ZAPPED,
  * which the caller checks again before retrying.
  */
-static void drain_events(struct uhmm_ctx *ctx)
+static size_t drain_events(struct uhmm_ctx *ctx)
 {
 	struct uffd_msg m[16];
 	ssize_t got;
+	size_t total = 0, faults = 0;
 	while ((got = read(ctx->uffd, m, sizeof(m))) > 0) {
+		total += (size_t)got / sizeof(m[0]);
 		for (size_t i = 0; i < (size_t)got / sizeof(m[0]); i++) {
 			if (m[i].event == UFFD_EVENT_PAGEFAULT) {
 				uintptr_t a = m[i].arg.pagefault.address;
 				park(ctx, a, m[i].arg.pagefault.flags,
 				     page_seq(ctx, a & ~(PAGE_SIZE - 1)));
+				faults++;
 			} else {
 				handle_event(ctx, &m[i]);
 			}
 		}
 	}
+	/* These faults wait on no page lock, so no unlock will kick us for
+	 * them; and we may be redispatching the parked list right now (an
+	 * install of redispatch_parked met EAGAIN), past which the loop
+	 * would sleep in poll.  Kick ourselves: the loop comes round. */
+	if (faults)
+		uhmm__service_kick(ctx);
+	return total;
 }
 
 
@@ -562,23 +624,32 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 	for (size_t i = 0; i < n; i++)
 		if (m[i].event == UFFD_EVENT_PAGEFAULT)
 			seq[i] = page_seq(ctx, m[i].arg.pagefault.address & ~(PAGE_SIZE - 1));
-	for (size_t i = 0; i < n; i++) {
-		switch (m[i].event) {
-		case UFFD_EVENT_PAGEFAULT: {
-			struct parked_fault f = { m[i].arg.pagefault.address,
-						  m[i].arg.pagefault.flags, seq[i] };
-			bool unk = false;
-			if (!serve_fault(ctx, &f, &unk)) {
-				STAT_INC(ctx, cpu_faults_waited);
-				park(ctx, f.addr, f.flags, f.seq);
-			} else if (unk) {
-				unknown[(*nunknown)++] = f;
-			}
-			break;
-		}
-		default:
+	/*
+	 * Then every event of the batch, in order, before any fault is
+	 * served.  Serving a fault can meet EAGAIN and read further events
+	 * (drain_events), which it handles at once: had an earlier event of
+	 * this batch not been handled yet, the two would be applied out of
+	 * order.  (Seen: munmap(B) returns once its UNMAP is read; another
+	 * thread then mremaps a range onto B; its REMAP, read by a fault's
+	 * drain, was applied first and the late UNMAP(B) cut the range just
+	 * moved in.)  A fault read before an event and served after it sees
+	 * the page as the event left it, as if it had been read after it: it
+	 * was not yet served, so nothing depended on the order.
+	 */
+	for (size_t i = 0; i < n; i++)
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
 			handle_event(ctx, &m[i]);
-			break;
+	for (size_t i = 0; i < n; i++) {
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		struct parked_fault f = { m[i].arg.pagefault.address,
+					  m[i].arg.pagefault.flags, seq[i] };
+		bool unk = false;
+		if (!serve_fault(ctx, &f, &unk)) {
+			STAT_INC(ctx, cpu_faults_waited);
+			park(ctx, f.addr, f.flags, f.seq);
+		} else if (unk) {
+			unknown[(*nunknown)++] = f;
 		}
 	}
 }

@@ -89,3 +89,33 @@ UHMM_API const char *uhmm_strerror(int err)
 	default: return strerror(err < 0 ? -err : err);
 	}
 }
+
+/*
+ * Debugging aid for stress programs (tests/torture): print the faults the
+ * service thread holds parked and the state of each one's page.  Reads
+ * without locks; meant for a process that has stopped making progress.
+ * Not part of the API (no header); declare it to use it.
+ */
+UHMM_API void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f)
+{
+	fprintf(f, "parked faults: %zu\n", ctx->nparked);
+	for (size_t i = 0; i < ctx->nparked; i++) {
+		uintptr_t a = ctx->parked[i].addr & ~(uintptr_t)(PAGE_SIZE - 1);
+		fprintf(f, "  %#lx flags %#llx seq %u:", (unsigned long)a,
+			(unsigned long long)ctx->parked[i].flags, ctx->parked[i].seq);
+		struct uhmm_range *r = NULL;
+		for (size_t k = 0; k < ctx->nranges; k++)
+			if (ctx->ranges[k]->start <= a && a < range_end(ctx->ranges[k]))
+				r = ctx->ranges[k];
+		if (!r) {
+			fprintf(f, " no range\n");
+			continue;
+		}
+		struct uhmm_page *p = range_page(r, (a - r->start) >> PAGE_SHIFT);
+		fprintf(f, " range %#lx+%zu pages, word %#x seq %u dpfn %llu\n",
+			(unsigned long)r->start, r->npages,
+			atomic_load_explicit(&p->word, memory_order_relaxed),
+			atomic_load_explicit(&p->seq, memory_order_relaxed),
+			(unsigned long long)atomic_load_explicit(&p->dpfn, memory_order_relaxed));
+	}
+}

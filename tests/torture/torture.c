@@ -148,8 +148,7 @@ static struct {
 	bool serialize_events;
 	pthread_rwlock_t event_lock;
 	/* --no-ro-migrate: the mprotect operation does not migrate the
-	 * read-only range (uhmm_migrate fails -EFAULT there,
-	 * tests/torture/repro/repro_migrate_readonly.c). */
+	 * read-only range. */
 	bool no_ro_migrate;
 	/* --no-uhmm-free: the munmap operation releases allocated ranges with
 	 * munmap(2), never uhmm_free(), which leaves stale device mappings
@@ -1054,8 +1053,12 @@ static void op_mprotect(struct tstate *t, unsigned si, uint64_t opid)
 		break;
 	}
 	default: /* migrate the read-only range around; data stays */
+		/* To a device: -EPERM, documented (UFFDIO_MOVE needs a
+		 * writable mapping; the pages stay in system memory).
+		 * Home: the pages come back by copy, no error. */
 		r = uhmm_migrate(G.ctx, s->base, s->len, G.dev[d], 0);
-		outcome(t, K_MPROTECT, "uhmm_migrate(read-only)", r, true, true, false);
+		outcome(t, K_MPROTECT, "uhmm_migrate(read-only)", r, true, true,
+			G.dev[d] != NULL);
 		break;
 	}
 	check_bytes(t, si, 0, s->len, "read-only");
@@ -1295,6 +1298,9 @@ static void dump_stacks(void)
 	closedir(d);
 }
 
+/* In the library, not in its headers (src/core/stats.c). */
+void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f);
+
 static void *watchdog(void *arg)
 {
 	(void)arg;
@@ -1328,9 +1334,24 @@ static void *watchdog(void *arg)
 				atomic_load(&TS[i].done));
 		}
 		uhmm_stats_print(G.ctx, stderr);
+		uhmm__debug_dump_parked(G.ctx, stderr);
 		for (unsigned d = 0; d < NDEV; d++)
 			dump_device(d);
-		dump_stacks();
+		/* UHMM_TORTURE_GDB=1: full backtraces of every thread, with
+		 * the library's frames, from gdb (when installed). */
+		const char *g = getenv("UHMM_TORTURE_GDB");
+		if (g && *g == '1') {
+			char cmd[800];
+			snprintf(cmd, sizeof(cmd),
+				 "gdb -p %d -batch -ex 'thread apply all bt 12' "
+				 "1>&2 2>/dev/null",
+				 (int)getpid());
+			fflush(stderr);
+			if (system(cmd) != 0)
+				dump_stacks();
+		} else {
+			dump_stacks();
+		}
 		fflush(stderr);
 		abort();
 	}
