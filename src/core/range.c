@@ -253,6 +253,7 @@ static struct uhmm_range *take_exact(struct uhmm_ctx *ctx, uintptr_t start,
 	size_t i = lower_bound_locked(ctx, start);
 	if (i < ctx->nranges && ctx->ranges[i]->start == start &&
 	    ctx->ranges[i]->owned == owned &&
+	    (!owned || ctx->ranges[i]->first == 0) && /* the allocation's start */
 	    (!len || ctx->ranges[i]->npages << PAGE_SHIFT == len)) {
 		r = ctx->ranges[i];
 		remove_at_locked(ctx, i);

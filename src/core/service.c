@@ -142,12 +142,16 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			continue;
 		}
 		if (ret == -EEXIST) {
-			/* A page is already there: the location we recorded is
-			 * wrong.  Keep the device copy (nothing is lost) and go
-			 * on; this is a bug worth hearing about. */
+			/* Something is there already: the poison marker left
+			 * by serve_device() when the device could not give the
+			 * page back, or (a bug worth hearing about) a page while
+			 * we recorded it on a device.  Keep the device copy
+			 * (nothing is lost) and tell the caller. */
 			fprintf(stderr, "uhmm: page %#lx present while on a device\n",
 				(unsigned long)(dst + (done & ~(PAGE_SIZE - 1))));
 			req->want[k] = 0;
+			if (!req->result)
+				req->result = -EEXIST;
 			i = k + 1;
 			continue;
 		}

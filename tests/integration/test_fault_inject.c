@@ -322,12 +322,9 @@ static void on_sigbus(int sig)
  * SIGBUS, as with a real device's uncorrectable error) and its device copy
  * is kept.  Its data can no longer reach the CPU (the poison marker stays in
  * the CPU page table), so a later migration home must say so.
- *
- * KNOWN CORE BUG (reported to the lead, see docs/FAULT_INJECTION.md): the
- * install over the poison marker fails with EEXIST, serve/install_pages
- * leaves the page on the device without setting req->result, and
- * uhmm_migrate(..., NULL) returns 0 with the page still on the device.  The
- * test skips at that point until src/core/service.c reports -EEXIST.
+ * (The install over the poison marker fails with EEXIST; install_pages
+ * reports it and uhmm_migrate turns it into -EIO.  Before that was fixed
+ * the call returned 0 with the page left on the device.)
  */
 static void copy_failure_on_cpu_fault_exhausted_poisons_and_keeps_copy(void **state)
 {
@@ -367,9 +364,6 @@ static void copy_failure_on_cpu_fault_exhausted_poisons_and_keeps_copy(void **st
 	/* uhmm_ctx_destroy says -EIO for a page it could not bring home. */
 	free(f.shadow);
 	int drc = uhmm_ctx_destroy(f.ctx);
-	if (rc == 0)
-		TEST_SKIP("KNOWN CORE BUG: uhmm_migrate(home) returned 0 with a "
-			  "poisoned page left on the device (EEXIST not reported)");
 	assert_int_equal(rc, -EIO);
 	assert_int_equal(drc, -EIO);
 }
