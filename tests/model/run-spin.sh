@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# run-spin.sh - check the Promela model of the page protocol (page.pml) with
+# spin, exhaustively, and check that the checks can fail.
+#
+#   tests/model/run-spin.sh             every check below; exit 0 iff all pass
+#   tests/model/run-spin.sh --bug       only the STALE_INSTALL mutation, with
+#                                       spin's counterexample printed
+#   options: --workdir DIR (where pan is built and run; default: a fresh
+#            temporary directory, removed at the end), --keep (keep it)
+#   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
+#            take, default 300), SPIN_MEMLIM (MB pan may use, default 4096)
+#   exit: 0 all passed (--bug: the mutation was caught), 1 a check failed,
+#         2 usage, 77 spin or the compiler missing (ctest: skipped)
+#
+# Checks (docs/ARCHITECTURE.md, "The model-checked page protocol"):
+#   safety      assertions (no lost update, no zero fill over data) and
+#               invalid end states (deadlock, lost wake-up): must pass
+#   liveness    non-progress cycles (livelock): must pass
+#   mutations   must FAIL, or the checks above prove nothing:
+#     stale-install  (-DSTALE_INSTALL) an assertion: a lost device atomic
+#     lost-kick      (-DLOST_KICK) an invalid end state: a parked fault
+#                    whose thread sleeps for ever
+#     device-unbounded (-DDEV_TRIES=0) a non-progress cycle: the CPU and
+#                    the device taking the page from each other for ever
+# A search that does not complete ("Search not completed" without an
+# error, "max search depth too small", out of memory) is a failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+model=$here/page.pml
+SPIN=${SPIN:-spin}
+CC=${CC:-cc}
+SPIN_TIMEOUT=${SPIN_TIMEOUT:-300}
+SPIN_MEMLIM=${SPIN_MEMLIM:-4096}
+DEPTH=${SPIN_DEPTH:-10000}   # the searches reach depth < 300
+HASH=25         # 2^25 slots: no rehashing on the way
+
+only_bug=0 keep=0 workdir=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--bug) only_bug=1 ;;
+	--keep) keep=1 ;;
+	--workdir) workdir=$2; shift ;;
+	*) echo "usage: $0 [--bug] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+for tool in "$SPIN" "$CC"; do
+	# 77: ctest's SKIP_RETURN_CODE (tests/model/CMakeLists.txt)
+	command -v "$tool" >/dev/null || { echo "run-spin: $tool not found: skipped"; exit 77; }
+done
+if [ -z "$workdir" ]; then
+	workdir=$(mktemp -d "${TMPDIR:-/tmp}/uhmm-spin.XXXXXX") || exit 2
+	[ $keep = 1 ] || trap 'rm -rf "$workdir"' EXIT
+else
+	mkdir -p "$workdir" || exit 2
+fi
+echo "run-spin: $("$SPIN" -V 2>&1 | head -1); work directory $workdir"
+
+failures=0
+now() { date +%s.%N; }
+
+# check NAME KIND EXPECT [spin -D options...]
+#   KIND: safety | liveness.  EXPECT: pass, or the error spin must report.
+check() {
+	local name=$1 kind=$2 expect=$3
+	shift 3
+	local dir=$workdir/$name out cflags run
+	rm -rf "$dir" && mkdir -p "$dir" || return 1
+	out=$dir/pan.out
+	if [ "$kind" = safety ]; then
+		cflags="-DSAFETY"
+		run="./pan -m$DEPTH -w$HASH"
+	else
+		cflags="-DNP"
+		run="./pan -l -m$DEPTH -w$HASH"
+	fi
+	local t0 t1 rc
+	t0=$(now)
+	if ! (cd "$dir" && "$SPIN" -a "$@" "$model" >spin.out 2>&1); then
+		cat "$dir/spin.out"
+		echo "FAIL $name: spin could not generate the verifier"
+		failures=$((failures + 1))
+		return
+	fi
+	if ! (cd "$dir" && "$CC" -O2 -w $cflags -DCOLLAPSE -DMEMLIM=$SPIN_MEMLIM \
+		-o pan pan.c >cc.out 2>&1); then
+		cat "$dir/cc.out"
+		echo "FAIL $name: pan does not compile"
+		failures=$((failures + 1))
+		return
+	fi
+	(cd "$dir" && timeout "$SPIN_TIMEOUT" $run) >"$out" 2>&1
+	rc=$?
+	t1=$(now)
+	local errors wall
+	errors=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$out" | tail -1)
+	wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+	printf '%-18s %-8s' "$name" "$kind"
+	grep -E 'states, stored|transitions \(' "$out" | tr -s ' \t' ' ' | tr '\n' ';'
+	printf ' depth %s; pan %ss; wall %ss\n' \
+		"$(sed -n 's/.*depth reached \([0-9]*\).*/\1/p' "$out" | tail -1)" \
+		"$(sed -n 's/.*elapsed time \([0-9.e+]*\).*/\1/p' "$out" | tail -1)" \
+		"$wall"
+	if [ $rc = 124 ]; then
+		echo "FAIL $name: pan did not finish in ${SPIN_TIMEOUT}s"
+		failures=$((failures + 1))
+		return
+	fi
+	if grep -qE 'max search depth too small|out of memory|MEMLIM|resizing hashtable to -w[0-9]+.. failed' "$out"; then
+		grep -E 'max search depth too small|out of memory|MEMLIM' "$out"
+		echo "FAIL $name: the search was truncated"
+		failures=$((failures + 1))
+		return
+	fi
+	if [ -z "$errors" ]; then
+		tail -20 "$out"
+		echo "FAIL $name: no result from pan (exit $rc)"
+		failures=$((failures + 1))
+		return
+	fi
+	if [ "$expect" = pass ]; then
+		if [ "$errors" != 0 ] || grep -q 'Search not completed' "$out"; then
+			grep -E '^pan:|Search not completed' "$out" | head -5
+			echo "--- counterexample (spin -t):"
+			(cd "$dir" && cp "$model" . && "$SPIN" -t -p -g "$@" page.pml 2>&1 | tail -60)
+			echo "FAIL $name: expected no error"
+			failures=$((failures + 1))
+			return
+		fi
+		echo "  ok: no error, search complete"
+	else
+		if [ "$errors" = 0 ] || ! grep -q "$expect" "$out"; then
+			grep -E '^pan:' "$out" | head -5
+			echo "FAIL $name: the mutation was not caught (expected: $expect)"
+			failures=$((failures + 1))
+			return
+		fi
+		echo "  ok: caught: $(grep -m1 "$expect" "$out" | sed 's/^pan:[0-9]*: //')"
+		if [ $only_bug = 1 ]; then
+			echo "--- counterexample (spin -t -p), the last steps:"
+			(cd "$dir" && cp "$model" . && "$SPIN" -t -p "$@" page.pml 2>&1 |
+				grep -E '^ *[0-9]+:|assert' | tail -60)
+		fi
+	fi
+}
+
+if [ $only_bug = 1 ]; then
+	check stale-install safety 'assertion violated' -DSTALE_INSTALL
+else
+	check safety safety pass
+	check liveness liveness pass
+	check stale-install safety 'assertion violated' -DSTALE_INSTALL
+	check lost-kick safety 'invalid end state' -DLOST_KICK
+	check device-unbounded liveness 'non-progress cycle' -DDEV_TRIES=0
+fi
+
+if [ $failures != 0 ]; then
+	echo "run-spin: $failures check(s) FAILED"
+	exit 1
+fi
+echo "run-spin: all checks passed"
