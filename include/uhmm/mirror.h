@@ -195,10 +195,15 @@ struct uhmm_range_req {
  * A snapshot (no fault flags) never fails for holes: their entries say
  * UHMM_RE_ERROR.  Never-touched pages have no flag set.
  *
- * Errors (as the kernel's): -EINVAL bad request; -EFAULT a fault request
- * meets a hole or a PROT_NONE area (also: a fault-in the kernel refused);
- * -EPERM a write fault on a read-only area; -EBUSY the notifier kept being
- * invalidated past the timeout; -EBADF, -ECHILD.  May sleep.
+ * Errors (as the kernel's): -EINVAL bad request (also: req->notifier is
+ * not NULL and not a live notifier of @ctx -- removed, freed with its
+ * context, or not a notifier at all); -EFAULT a fault request meets a hole
+ * or a PROT_NONE area (also: a fault-in the kernel refused); -EPERM a
+ * write fault on a read-only area; -EBUSY the notifier kept being
+ * invalidated past the timeout; -EBADF @ctx is not a live context, or
+ * req->device is not NULL and not a live device of @ctx (or is being
+ * detached); -ECHILD.  Removing req->notifier while the call runs is the
+ * caller's error.  May sleep.
  */
 UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
 
@@ -243,7 +248,9 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
  * is not a live device; -EFAULT part of the range is not managed (or not
  * mapped); -EOPNOTSUPP the memory is not anonymous private; -EPERM the
  * range is not writable; -EBUSY the kernel would not let a page go (pages
- * before it stay exclusive); -ENOMEM; -ECHILD.  May sleep.
+ * before it stay exclusive); -ENOMEM; -ECHILD.  A detach of @dev waits
+ * for the call and then revokes what it took; once the detach has started
+ * the call fails with -EBADF.  May sleep.
  */
 UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 				 void **pages);

@@ -261,10 +261,14 @@ typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg
  * @fn NULL, called from a kernel), -EBUSY (another launch is running on
  * @dev), -ECHILD (@dev belongs to the parent of a fork); when an atomic's
  * page can be neither taken exclusively nor migrated, the migration's error
- * (-ENOMEM, -EIO; -EOPNOTSUPP on kernels without UFFDIO_MOVE).  On an
- * error, work items not yet started are not started.  May sleep.  The
- * device must not be detached (nor its context destroyed) while a launch
- * runs.
+ * (-ENOMEM, -EIO; -EOPNOTSUPP on kernels without UFFDIO_MOVE); -EBADF
+ * (@dev was detached, or its context destroyed, while the launch ran: a
+ * device fault met the detach or destroy, which waited for the launch to
+ * end).  On an error, work items not yet started are not started.  May
+ * sleep.  A detach of @dev or a destroy of its context waits for a launch
+ * in flight (work items that fault from then on end the launch with
+ * -EBADF); a launch called after either returns -EINVAL (@dev is no longer
+ * a simdev).
  */
 UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 				uint64_t grid, void *arg);

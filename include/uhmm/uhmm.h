@@ -225,7 +225,10 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
  * mappings, so those pages stay in system memory (nothing is lost);
  * -EOPNOTSUPP migration to a
- * device needs UFFDIO_MOVE (Linux 6.8); -EBADF, -ECHILD.  May sleep.
+ * device needs UFFDIO_MOVE (Linux 6.8); -EBADF @ctx is not a live
+ * context, or @dst is not a live device of @ctx (or is being detached:
+ * uhmm_device_detach() waits for migrations toward the device already
+ * under way); -ECHILD.  May sleep.
  */
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
 		 unsigned flags);
@@ -269,8 +272,14 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 
 /**
  * uhmm_device_detach - bring every page on @dev back to system memory,
- * then call ops->destroy and release the handle.  Errors: -EBADF, -EIO
- * (a page could not be read back; the device stays attached).  May sleep.
+ * then call ops->destroy and release the handle.  Calls in flight that use
+ * @dev (uhmm_migrate() toward it, uhmm_range_fault() and
+ * uhmm_make_exclusive() for it, a simdev launch on it) finish first; from
+ * the moment the detach starts, new ones fail with -EBADF, and so do
+ * those calls when a launch in flight makes them for its device faults
+ * (the launch then ends early).  Errors: -EBADF (@dev is not a live
+ * device, or another detach of it is under way), -EIO (a page could not
+ * be read back; the device stays attached).  May sleep.
  */
 UHMM_API int uhmm_device_detach(uhmm_device *dev);
 
@@ -324,7 +333,8 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out);
 /** Print the counters to @f (a FILE *) in a human-readable table. */
 UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *f);
 
-/** A static string for a uhmm error code (negative errno). */
+/** A string for a uhmm error code (negative errno).  Never NULL, whatever
+ * the int (INT_MIN included). */
 UHMM_API const char *uhmm_strerror(int err);
 
 #ifdef __cplusplus

@@ -14,10 +14,13 @@
  *               sleeps in uhmm, never in our callbacks).
  *   d->use_lock (per device number) is taken by dm_cmd.c, not here.
  *   bounce_lock the scratch-buffer arena; leaf.
+ *   h_lock      the list of live handles; leaf.  Held across fork (so the
+ *               child's copy of the list is whole).
  * Fork: the child handler re-initialises them all (the child has one
  * thread) and forgets the parent's context: a fork child gets its own on
  * its first open.  Handles inherited from the parent stay as they were
- * (their memory is a copy nobody else uses) and answer -EINVAL.
+ * (their memory is a copy nobody else uses), and stay in the child's list
+ * of handles, so they answer -EINVAL (not ours), never -EBADF.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +43,10 @@ static uhmm_ctx *g_ctx;    /* NULL until the first open of this process */
 static pid_t g_pid;        /* the process g_ctx belongs to */
 static int g_nhandles;     /* open handles of g_ctx */
 static struct dm_dev g_dev[DM_NPRIVATE];
+/* Every handle opened and not closed (in a fork child, the parent's too):
+ * a pointer is looked up here before it is used as a handle. */
+static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
+static uhmm_dmirror *g_handles;
 /* Set while this thread is inside uhmm_mprotect(): its own mprotect(2)
  * comes back through the shim and must go straight to the kernel. */
 static __thread int t_in_mprotect;
@@ -53,12 +60,25 @@ static void devs_init(void)
 	}
 }
 
-/* In the fork child: one thread; the parent's context is not ours. */
+/* The list of handles is copied whole into a fork child. */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&h_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&h_lock);
+}
+
+/* In the fork child: one thread; the parent's context is not ours.  The
+ * parent's handles stay listed: they answer -EINVAL (dm_handle_check). */
 static void atfork_child(void)
 {
 	pthread_mutex_init(&g_lock, NULL);
 	pthread_mutex_init(&g_reg_lock, NULL);
 	pthread_mutex_init(&bounce_lock, NULL);
+	pthread_mutex_init(&h_lock, NULL);
 	g_ctx = NULL;
 	g_nhandles = 0;
 	devs_init();
@@ -67,15 +87,30 @@ static void atfork_child(void)
 static void state_init(void)
 {
 	devs_init();
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Under h_lock: is @h in the list? */
+static bool handle_listed(const uhmm_dmirror *h)
+{
+	for (const uhmm_dmirror *x = g_handles; x; x = x->next)
+		if (x == h)
+			return true;
+	return false;
 }
 
 int dm_handle_check(const uhmm_dmirror *h)
 {
-	if (!h || h->magic != DM_MAGIC)
+	if (!h)
 		return -EBADF;
-	/* The kernel's handle keeps the opener's mm; ours cannot reach it. */
-	return h->pid == getpid() ? 0 : -EINVAL;
+	pthread_mutex_lock(&h_lock);
+	/* Not dereferenced unless listed: a closed handle is freed memory. */
+	int err = !handle_listed(h) ? -EBADF
+		  /* The kernel's handle keeps the opener's mm; ours cannot
+		   * reach it. */
+		  : h->pid == getpid() ? 0 : -EINVAL;
+	pthread_mutex_unlock(&h_lock);
+	return err;
 }
 
 /* The simdev of device number @num. */
@@ -177,7 +212,10 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out)
 		pthread_mutex_unlock(&g_lock);
 		goto fail_pt;
 	}
-	h->magic = DM_MAGIC;
+	pthread_mutex_lock(&h_lock);
+	h->next = g_handles;
+	g_handles = h;
+	pthread_mutex_unlock(&h_lock);
 	*out = h;
 	return 0;
 fail_pt:
@@ -189,12 +227,22 @@ fail_free:
 
 UHMM_API int uhmm_dmirror_close(uhmm_dmirror *h)
 {
-	int err = dm_handle_check(h);
-	if (err == -EINVAL)
-		return 0; /* the parent's: leave its (copied) state alone */
+	if (!h)
+		return -EBADF;
+	/* Checked and unlisted at once: of two closes, one does it. */
+	pthread_mutex_lock(&h_lock);
+	uhmm_dmirror **pp = &g_handles;
+	while (*pp && *pp != h)
+		pp = &(*pp)->next;
+	int err = !*pp ? -EBADF : 0;
+	bool parents = *pp && h->pid != getpid();
+	if (*pp && !parents)
+		*pp = h->next;
+	pthread_mutex_unlock(&h_lock);
 	if (err)
 		return err;
-	h->magic = 0;
+	if (parents)
+		return 0; /* the parent's: leave its (copied) state alone */
 	uhmm_notifier_remove(h->n); /* waits for a callback of ours running */
 	dm_pt_destroy(&h->pt);
 	pthread_mutex_destroy(&h->pt_lock);

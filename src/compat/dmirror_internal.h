@@ -24,6 +24,7 @@
  *                      count, and (with use_lock written) a device's simdev;
  *                      held across context/simdev create/destroy only
  *   4  tab_lock        (mutex, preload.c) descriptor bindings, handle refs
+ *   4  h_lock          (mutex, dm_state.c) the list of live handles; leaf
  *   4  bounce_lock     (mutex, dm_state.c) the scratch-buffer arena
  * No callback of ours takes anything but pt_lock, and pt_lock holders wait
  * for nothing of uhmm's, so uhmm's threads never wait for us in a cycle.
@@ -85,9 +86,8 @@ struct uhmm_dmirror {
 	struct dm_pt pt;
 	uint64_t flags;            /* UHMM_DMIRROR_FLAG_* */
 	int refs;                  /* preload: bindings + requests (tab_lock) */
-	uint32_t magic;
+	struct uhmm_dmirror *next; /* the list of live handles (h_lock) */
 };
-#define DM_MAGIC 0x646d6972u
 
 /* The user address space a mirror covers (as simdev's). */
 #define DM_VA_START ((uintptr_t)DM_PAGE_SIZE)
@@ -98,7 +98,9 @@ struct uhmm_dmirror {
  * afterwards if the new device could not be created. */
 int dm_dev_release_locked(struct dm_dev *d);
 
-/* Whether @h is a live handle of this process (0), or why not. */
+/* Whether @h is a live handle of this process (0), or why not: -EBADF
+ * not a handle (never one, or closed; @h is looked up before it is
+ * dereferenced), -EINVAL a handle inherited from the parent of a fork. */
 int dm_handle_check(const uhmm_dmirror *h);
 
 /* One virtual memory area as /proc/self/maps tells it. */

@@ -5,7 +5,8 @@
  *
  * Locks: the handle registry's mutex (a leaf); ctx->dev_lock (a leaf,
  * guards attach/detach publishing into ctx->devs).  uhmm_ctx_destroy()
- * sleeps until calls in flight on the context have left.
+ * sleeps until calls in flight on the context have left;
+ * uhmm_device_detach() until the device's users have (uhmm__dev_hold).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -163,6 +164,40 @@ void uhmm__ctx_exit(struct uhmm_ctx *ctx)
 {
 	if (atomic_fetch_sub(&ctx->calls, 1) == 1 && atomic_load(&ctx->dying))
 		uhmm_futex_wake_all(&ctx->calls);
+}
+
+/*
+ * Device users.  A call that uses a device for longer than one look at it
+ * (a migration toward it, a range fault on its behalf, an exclusive grab, a
+ * simdev launch) holds it; uhmm_device_detach() sets DEV_DYING, so that no
+ * new hold succeeds, waits until the holds in flight are released, and only
+ * then brings the device's pages home: nothing can put a page on it after
+ * the evacuation.  A hold never waits (a launch's own device faults take
+ * holds while detach waits for the launch: they fail at once with -EBADF,
+ * the launch ends, detach goes on).  The count and the bit share one word,
+ * so a release touches the device once: detach may free it as soon as it
+ * sees the count reach zero (the wake-up after that is a futex call on the
+ * address, which reads nothing).
+ */
+#define DEV_DYING 0x80000000u
+
+int uhmm__dev_hold(struct uhmm_ctx *ctx, struct uhmm_device *dev)
+{
+	if (!dev)
+		return -EBADF;
+	pthread_mutex_lock(&reg_lock);
+	bool ok = live_locked(dev, H_DEV) && dev->ctx == ctx &&
+		  !(atomic_load(&dev->users) & DEV_DYING);
+	if (ok)
+		atomic_fetch_add(&dev->users, 1);
+	pthread_mutex_unlock(&reg_lock);
+	return ok ? 0 : -EBADF;
+}
+
+void uhmm__dev_release(struct uhmm_device *dev)
+{
+	if (atomic_fetch_sub(&dev->users, 1) == (DEV_DYING | 1))
+		uhmm_futex_wake_all(&dev->users);
 }
 
 /* ---- options ---- */
@@ -445,8 +480,26 @@ UHMM_API int uhmm_device_detach(uhmm_device *dev)
 	int err = uhmm__dev_enter(dev, &ctx);
 	if (err)
 		return err;
+	/* No new users (a second detach gets -EBADF), then wait for the
+	 * ones in flight: a migration toward the device that started before
+	 * would otherwise publish its pages there after the evacuation.
+	 * (Checked live again: a detach that entered with us may have
+	 * finished and freed the device.) */
+	pthread_mutex_lock(&reg_lock);
+	bool first = live_locked(dev, H_DEV) &&
+		     !(atomic_fetch_or(&dev->users, DEV_DYING) & DEV_DYING);
+	pthread_mutex_unlock(&reg_lock);
+	if (!first) {
+		uhmm__ctx_exit(ctx);
+		return -EBADF;
+	}
+	uint32_t u;
+	while ((u = atomic_load(&dev->users)) != DEV_DYING)
+		uhmm_futex_wait(&dev->users, u);
 	err = uhmm__evacuate(ctx, dev->id);
-	if (!err)
+	if (err)
+		atomic_fetch_and(&dev->users, ~DEV_DYING); /* stays attached */
+	else
 		device_release(ctx, dev);
 	uhmm__ctx_exit(ctx);
 	return err ? -EIO : 0;

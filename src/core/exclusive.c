@@ -250,6 +250,11 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 	int err = excl_enter(dev, a, npages, &end, &ctx);
 	if (err)
 		return err;
+	/* Held while pages are given to it: a detach waits for us, so its
+	 * evacuation revokes everything we grab. */
+	err = uhmm__dev_hold(ctx, dev);
+	if (err)
+		goto out_ctx;
 	if (!ctx->has_move) {
 		err = -EOPNOTSUPP;
 		goto out;
@@ -295,6 +300,8 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 	}
 	pthread_rwlock_unlock(&ctx->fork_lock);
 out:
+	uhmm__dev_release(dev);
+out_ctx:
 	uhmm__ctx_exit(ctx);
 	return err;
 }

@@ -141,6 +141,9 @@ struct uhmm_device {
 	void *priv;
 	unsigned id;
 	char name[32];
+	/* Calls using the device (uhmm__dev_hold), and a dying bit while it
+	 * is being detached (ctx.c). */
+	_Atomic uint32_t users;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -272,6 +275,11 @@ int uhmm__ctx_enter(struct uhmm_ctx *ctx);
 void uhmm__ctx_exit(struct uhmm_ctx *ctx);
 /* Enter the context of a live device (-EBADF, -ECHILD). */
 int uhmm__dev_enter(uhmm_device *dev, struct uhmm_ctx **ctx);
+/* Use a live device of ctx for the length of a call (the caller has
+ * entered ctx): detach waits until it is released.  Never waits: -EBADF if
+ * the device is not live, not ctx's, or being detached. */
+int uhmm__dev_hold(struct uhmm_ctx *ctx, struct uhmm_device *dev);
+void uhmm__dev_release(struct uhmm_device *dev);
 struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id);
 void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
 			  const uint64_t *dpfn, size_t n);
@@ -384,6 +392,8 @@ void uhmm__invalidate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 void uhmm__notifiers_free_all(struct uhmm_ctx *ctx);
 bool uhmm__notifier_read_begin_until(struct uhmm_notifier *n, uint64_t deadline,
 				     uint32_t *seq);
+/* Is n a live notifier of ctx? */
+bool uhmm__notifier_of(struct uhmm_notifier *n, struct uhmm_ctx *ctx);
 
 /* rangefault.c */
 int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);

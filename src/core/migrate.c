@@ -97,6 +97,11 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 				};
 				map[nc++] = i;
 			}
+			/* d is NULL only for a device uhmm_ctx_destroy()
+			 * released after its evacuation failed: a detached
+			 * device stays published until every page is home,
+			 * and no page reaches it after that (a detach waits
+			 * for the migrations toward it: uhmm__dev_hold). */
 			struct uhmm_device *d = uhmm__dev_get(ctx, dev);
 			int err = d ? uhmm__copy_run(ctx, d, c, nc) : -ENODEV;
 			for (size_t k = 0; k < nc; k++) {
@@ -393,6 +398,7 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 						    .dir = UHMM_COPY_FROM_DEVICE };
 			map[nc++] = i;
 		}
+		/* NULL only after a failed destroy (uhmm__fetch_pages) */
 		struct uhmm_device *d = uhmm__dev_get(ctx, dev);
 		int e = d ? uhmm__copy_run(ctx, d, c, nc) : -ENODEV;
 		for (size_t k = 0; e && k < nc; k++)
@@ -513,7 +519,12 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		return -ENOMEM;
 	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1 };
 	int err = migrate_collect(ctx, b);
-	if (err) {
+	bool moves = false;
+	for (size_t i = 0; i < n && !err && !moves; i++)
+		moves = b->kind[i] != K_STAY;
+	if (err || !moves) {
+		/* Failed, or every page is at dst already: nothing changes,
+		 * so no mirror is told and no reserve slot is taken. */
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 		free(b);
@@ -590,9 +601,12 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	if (dst && (!uhmm__handle_live(dst) || dst->ctx != ctx)) {
-		err = -EBADF;
-		goto out;
+	/* Held for the whole call, not just looked at: a detach waits for
+	 * us, so no page reaches @dst after its evacuation. */
+	if (dst) {
+		err = uhmm__dev_hold(ctx, dst);
+		if (err)
+			goto out_ctx;
 	}
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
@@ -630,6 +644,9 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 		pthread_rwlock_unlock(&ctx->fork_lock);
 	err = first;
 out:
+	if (dst)
+		uhmm__dev_release(dst);
+out_ctx:
 	uhmm__ctx_exit(ctx);
 	return err;
 }

@@ -110,6 +110,11 @@ UHMM_API int uhmm_notifier_remove(struct uhmm_notifier *n)
 	return 0;
 }
 
+bool uhmm__notifier_of(struct uhmm_notifier *n, struct uhmm_ctx *ctx)
+{
+	return uhmm__handle_is(n, UHMM__H_NOTIFIER) && n->ctx == ctx;
+}
+
 UHMM_API uint32_t uhmm_notifier_read_begin(struct uhmm_notifier *n)
 {
 	for (;;) {

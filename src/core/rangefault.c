@@ -311,13 +311,21 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
+	/* The notifier is read all along: it must be one of ctx's.  (One
+	 * removed while the call runs is the caller's error.) */
+	if (req->notifier && !uhmm__notifier_of(req->notifier, ctx)) {
+		err = -EINVAL;
+		goto out_ctx;
+	}
 	unsigned self = 0;
-	if (req->device) {
-		if (!uhmm__handle_live(req->device) || req->device->ctx != ctx) {
-			err = -EBADF;
-			goto out;
-		}
-		self = req->device->id;
+	struct uhmm_device *dev = req->device;
+	if (dev) {
+		/* Held: its id must not be reused, nor pages reach it after
+		 * its detach's evacuation, while we work for it. */
+		err = uhmm__dev_hold(ctx, dev);
+		if (err)
+			goto out_ctx;
+		self = dev->id;
 	}
 	bool write = req->flags & UHMM_RF_FAULT_WRITE;
 	/* (A hole and a read-only page in one write fault: -EFAULT wins, as
@@ -382,6 +390,9 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 	}
 	free(rights);
 out:
+	if (dev)
+		uhmm__dev_release(dev);
+out_ctx:
 	uhmm__ctx_exit(ctx);
 	return err;
 }

@@ -2,6 +2,7 @@
 /* stats.c - reading and printing the counters; error strings.  No locks. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -77,6 +78,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 
 UHMM_API const char *uhmm_strerror(int err)
 {
+	if (err == INT_MIN)
+		return "unknown error"; /* -err would overflow */
 	switch (-err) {
 	case 0: return "success";
 	case EBADF: return "not a live uhmm context or device";

@@ -504,14 +504,24 @@ static void *lane_main(void *p)
 	return NULL;
 }
 
-UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
-				uint64_t grid, void *arg)
-{
-	struct simdev *sd = uhmm__simdev_of(dev);
-	struct sd_compute *c = sd ? sd->comp : NULL;
+/*
+ * The uhmm core functions (src/core/ctx.c) a launch needs, declared here:
+ * simdev includes no core header.  A launch is a call in flight on its
+ * device's context (uhmm_ctx_destroy() waits for it) and a user of the
+ * device (uhmm_device_detach() waits for it), so the device cannot be
+ * destroyed under its lanes.  Neither wait can deadlock with the launch:
+ * once a destroy or a detach has started, the uhmm calls the launch's
+ * device faults make fail at once with -EBADF (they never wait for it),
+ * the faulting work items end with that error, and the launch returns.
+ */
+int uhmm__dev_enter(uhmm_device *dev, uhmm_ctx **ctx);
+void uhmm__ctx_exit(uhmm_ctx *ctx);
+int uhmm__dev_hold(uhmm_ctx *ctx, uhmm_device *dev);
+void uhmm__dev_release(uhmm_device *dev);
 
-	if (!c || !fn || cur_lane)
-		return -EINVAL;
+static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid,
+		      void *arg)
+{
 	if (getpid() != c->pid)
 		return -ECHILD;
 	if (atomic_exchange(&c->busy, true))
@@ -543,6 +553,29 @@ UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 	if (err)
 		atomic_fetch_add_explicit(&c->st.kernel_errors, 1, memory_order_relaxed);
 	atomic_store(&c->busy, false);
+	return err;
+}
+
+UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
+				uint64_t grid, void *arg)
+{
+	uhmm_ctx *ctx;
+
+	if (!fn || cur_lane)
+		return -EINVAL;
+	/* A handle that is not a live device: "not a simdev". */
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err == -EBADF ? -EINVAL : err;
+	if (uhmm__dev_hold(ctx, dev)) {
+		uhmm__ctx_exit(ctx);
+		return -EINVAL; /* detached meanwhile */
+	}
+	struct simdev *sd = uhmm__simdev_of(dev);
+	struct sd_compute *c = sd ? sd->comp : NULL;
+	err = c ? launch_run(c, fn, grid, arg) : -EINVAL;
+	uhmm__dev_release(dev);
+	uhmm__ctx_exit(ctx);
 	return err;
 }
 
