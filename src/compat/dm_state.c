@@ -402,14 +402,19 @@ void dm_manage_range(uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	pthread_mutex_lock(&g_reg_lock);
 	struct dm_vma v;
-	for (uintptr_t a = start; a < end && dm_vma_find(a, &v) == 1 && v.start < end;
+	/* Up to the first hole or unsuitable area only: the request fails
+	 * there (as the kernel's, which stops at the first page it cannot
+	 * take), so what lies beyond must not become managed.  (A range with
+	 * a huge npages would otherwise register every private mapping above
+	 * it: the heap, thread stacks, our own scratch arena.) */
+	for (uintptr_t a = start; a < end && dm_vma_find(a, &v) == 1 && v.start <= a;
 	     a = v.end) {
 		/* What uhmm_register() accepts: private anonymous memory the
 		 * CPU may read and write.  Not the main stack (it grows and the
 		 * kernel guards it; a device buffer does not live there). */
 		if (!v.r || !v.w || v.shared || !v.anon || v.stack)
-			continue;
-		manage_piece(ctx, v.start > a ? v.start : a, v.end < end ? v.end : end);
+			break;
+		manage_piece(ctx, a, v.end < end ? v.end : end);
 	}
 	pthread_mutex_unlock(&g_reg_lock);
 }

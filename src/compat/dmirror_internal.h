@@ -115,7 +115,8 @@ struct dm_vma {
 int dm_vma_find(uintptr_t addr, struct dm_vma *v);
 
 /* Make the anonymous private writable pages of [start, end) managed by
- * @ctx (what is managed already is left alone; the rest is skipped). */
+ * @ctx, from @start up to the first hole or area that is not such memory
+ * (what is managed already is left alone). */
 void dm_manage_range(uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 
 /* Read/write process memory the way the kernel does for a device
