@@ -52,7 +52,7 @@ for t in $targets; do
 	echo "=== $t: ${secs}s"
 	if "$bin" -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 -max_len=512 \
 		-print_final_stats=1 -artifact_prefix="$art/" "$corpus" >"$art/fuzz.log" 2>&1; then
-		grep -E '^#[0-9]+ ' "$art/fuzz.log" | tail -n1 || true
+		grep -E '^#[0-9]+[[:space:]]+DONE' "$art/fuzz.log" | tail -n1 || true
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$art/fuzz.log" || true
 	else
 		tail -n 60 "$art/fuzz.log"

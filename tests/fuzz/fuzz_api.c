@@ -167,6 +167,8 @@ struct rng {
 	uintptr_t start;
 	size_t np;
 	bool owned; /* uhmm_alloc */
+	bool head;  /* owned: holds the allocation's first page (uhmm_free
+		     * takes only that piece of an allocation cut by munmap) */
 };
 
 struct notif {
@@ -257,11 +259,11 @@ static struct summary summarise(uintptr_t a, size_t n)
 	return s;
 }
 
-static void rng_add(uintptr_t start, size_t np, bool owned)
+static void rng_add(uintptr_t start, size_t np, bool owned, bool head)
 {
 	if (g_nrng == MAX_RANGES)
 		die("model: too many ranges");
-	g_rng[g_nrng++] = (struct rng){ start, np, owned };
+	g_rng[g_nrng++] = (struct rng){ start, np, owned, owned && head };
 }
 
 static void rng_del(size_t i)
@@ -281,9 +283,9 @@ static void rng_cut(uintptr_t a, uintptr_t b)
 		}
 		rng_del(i);
 		if (rs < a)
-			rng_add(rs, (a - rs) / PG, r.owned);
+			rng_add(rs, (a - rs) / PG, r.owned, r.head);
 		if (re > b)
-			rng_add(b, (re - b) / PG, r.owned);
+			rng_add(b, (re - b) / PG, r.owned, false);
 	}
 }
 
@@ -461,7 +463,7 @@ static void op_alloc(void)
 	memset(s->mapped, 1, np);
 	memset(s->prot, PROT_READ | PROT_WRITE, np);
 	memset(s->shadow, 0, np * PG);
-	rng_add((uintptr_t)p, np, true);
+	rng_add((uintptr_t)p, np, true, true);
 }
 
 static void op_map(void)
@@ -502,7 +504,7 @@ static void op_map(void)
 	if (mode & 0x20) {
 		r = uhmm_register(g_ctx, p, np * PG);
 		CHECK("uhmm_register(new mapping)", r, A_OK);
-		rng_add((uintptr_t)p, np, false);
+		rng_add((uintptr_t)p, np, false, false);
 	}
 	trace("map slot %d %p np %zu register %d", (int)(s - g_slot), p, np, r);
 }
@@ -532,7 +534,7 @@ static void op_register(void)
 	trace("register %#lx +%#zx = %d", (unsigned long)g.a, g.len, r);
 	CHECK("uhmm_register", r, allowed);
 	if (!r)
-		rng_add(g.a, g.len / PG, false);
+		rng_add(g.a, g.len / PG, false, false);
 }
 
 /* Release a model range: the memory of an alloc'd one is unmapped. */
@@ -572,7 +574,7 @@ static void op_unregister(void)
 	size_t hit = SIZE_MAX;
 	for (size_t i = 0; i < g_nrng; i++)
 		if (g_rng[i].start == g.a && g_rng[i].owned == is_free &&
-		    (is_free || g_rng[i].np * PG == g.len))
+		    (is_free ? g_rng[i].head : g_rng[i].np * PG == g.len))
 			hit = i;
 	int r;
 	if (is_free) {
@@ -1387,7 +1389,14 @@ static void cleanup_input(void)
 	/* Ranges: exactly as the model has them. */
 	while (g_nrng) {
 		struct rng rg = g_rng[g_nrng - 1];
-		if (rg.owned)
+		if (rg.owned && !rg.head) {
+			/* A piece of an allocation cut by munmap: released
+			 * by munmap too (uhmm follows the event). */
+			CHECK("uhmm_free(piece)", uhmm_free(g_ctx, (void *)rg.start), A_EINVAL);
+			if (munmap((void *)rg.start, rg.np * PG))
+				die("munmap: %s", strerror(errno));
+			uhmm__service_sync((struct uhmm_ctx *)g_ctx);
+		} else if (rg.owned)
 			CHECK("uhmm_free(cleanup)", uhmm_free(g_ctx, (void *)rg.start), A_OK);
 		else
 			CHECK("uhmm_unregister(cleanup)",

@@ -246,11 +246,12 @@ static void area_reset_if_empty(struct area *r)
 }
 
 /*
- * Known bug (docs/FUZZING.md, finding 3): munmap returns once uhmm's
- * service thread has read the UNMAP event, before it has handled it, so a
- * request right after a munmap may still see the old mirror entries (a READ
- * over the new hole succeeds with the old data) or the old managed range.
- * Until the core waits for that itself, the target waits after each munmap
+ * Known bug (docs/FUZZING.md, finding 3): munmap and madvise(DONTNEED)
+ * return once uhmm's service thread has read their UNMAP/REMOVE event,
+ * before it has handled it, so a request right after may still see the old
+ * mirror entries (a READ over the new hole, or of the discarded pages,
+ * gives the old data) or the old managed range.  Until the core waits for
+ * that itself, the target waits after each munmap and madvise
  * (FUZZ_DMIRROR_NO_SYNC=1: don't, to reproduce the bug).
  */
 static bool g_no_sync;
@@ -538,8 +539,8 @@ static void op_ioctl(void)
 				allowed = A_EFAULT | A_EOPNOTSUPP | (s.ro || s.none ? A_EPERM : 0);
 			else if (s.none)
 				allowed = A_EPERM | A_EFAULT;
-			else if (s.ro)
-				allowed = A_EPERM;
+			else if (s.ro) /* -EFAULT: read-only memory is never registered */
+				allowed = A_EPERM | A_EFAULT;
 			else
 				allowed = (pe ? pe : A_OK) | A_EBUSY | A_ENOMEM, data_check = ptr_w;
 			break;
@@ -697,6 +698,7 @@ static void op_mm(void)
 		trace("madvise area %d pages %zu+%zu = %d", (int)(r - g_area), o, n, rc);
 		if (rc)
 			die("madvise: %s", strerror(errno));
+		sync_events();
 		memset(r->shadow + o * PG, 0, n * PG);
 		memset(r->excl + o, 0, n);
 		break;
