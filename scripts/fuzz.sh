@@ -22,11 +22,6 @@ cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Debug -DUHMM_WERROR=ON -DUHMM_FUZZ=ON \
 # shellcheck disable=SC2086
 cmake --build "$B" -j"${FUZZ_JOBS:-2}" --target $targets >/dev/null
 
-# Known library bugs the targets would otherwise hit at once (docs/FUZZING.md,
-# "Findings"); drop each line when its bug is fixed.
-#  - zero-fill window crossing an mprotect boundary livelocks (src/core/service.c)
-export UHMM_ZERO_AROUND=${UHMM_ZERO_AROUND:-1}
-
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
