@@ -1489,7 +1489,7 @@ static const struct row rows[] = {
 	{ "core_range", "uhmm_free", "unmanaged memory", p_free, .a = A(B_REGMAP, 0), .expect = -EINVAL },
 	{ "core_range", "uhmm_free", "unmapped", p_free, .a = A(B_UNMAPPED, 0), .expect = -EINVAL },
 	{ "core_range", "uhmm_free", "top page", p_free, .a = A(B_TOP, 0), .expect = -EINVAL },
-	{ "core_range", "uhmm_free", "after the hole of a split allocation", p_free, .a = A(B_BUF2, BUF2_HOLE_END * PG), .expect = -EINVAL, .known_bug = "frees the piece of a split allocation that starts there (take_exact matches any owned piece)" },
+	{ "core_range", "uhmm_free", "after the hole of a split allocation", p_free, .a = A(B_BUF2, BUF2_HOLE_END * PG), .expect = -EINVAL },
 	{ "core_range", "uhmm_free", "another context's allocation", p_free, .a = A(B_OBUF, 0), .expect = -EINVAL },
 	{ "core_range", "uhmm_free", "wrong context", p_free, .c = C_OTHER, .a = A(B_BUF, 0), .expect = -EINVAL },
 	{ "core_range", "uhmm_free", "NULL context", p_free, .c = C_NULL, .a = A(B_BUF, 0), .expect = -EBADF },
