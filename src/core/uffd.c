@@ -127,6 +127,31 @@ int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)
 	return ioctl(fd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
 }
 
+/*
+ * How far a failed UFFDIO_MOVE really got, from @off on: a page counts as
+ * moved when it is present at the destination and gone from the source.
+ *
+ * Linux 6.18 can fail a move (-EEXIST, after an internal retry) having
+ * moved more pages than it reports in uffdio_move.move: the pages of a
+ * batch it moved just before the retry are left out of the count.  Taken
+ * at its word, the caller believes those pages are still at the source and
+ * loses them (they sit unrecorded at the destination).  Both of uhmm's
+ * destinations can be trusted for this test: an EMPTY reserve slot and a
+ * missing managed page are filled by nobody but uhmm's own moves.
+ */
+static size_t move_progress(uintptr_t dst, uintptr_t src, size_t off, size_t len)
+{
+	while (off < len) {
+		unsigned char vd = 0, vs = 1;
+		if (mincore((void *)(dst + off), PAGE_SIZE, &vd) || !(vd & 1))
+			break;
+		if (mincore((void *)(src + off), PAGE_SIZE, &vs) || (vs & 1))
+			break;
+		off += PAGE_SIZE;
+	}
+	return off;
+}
+
 long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done)
 {
@@ -141,6 +166,13 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		int err = errno;
 		if (m.move > 0)
 			off += (size_t)m.move;
+		/* The report may fall short of what was done (above): if it
+		 * did, go on from where the kernel really stopped. */
+		size_t real = move_progress(dst, src, off, len);
+		if (real > off) {
+			off = real;
+			continue;
+		}
 		/* EAGAIN after progress: the rest is still to do.  EAGAIN with
 		 * none: an event is pending (mmap_changing) and must be read
 		 * first; the caller decides (the service thread reads it). */
