@@ -195,7 +195,7 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		size_t one;
 		if (!(vec[i] & 1)) {
 			if (uhmm__uffd_copy(ctx->pool.ruffd, (uintptr_t)s, ctx->zeros,
-					    PAGE_SIZE, 0, &one) < 0) {
+					    PAGE_SIZE, 0, true, &one) < 0) {
 				kind[i] = G_FAIL;
 				err = -ENOMEM;
 			}

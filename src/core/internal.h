@@ -291,11 +291,14 @@ int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);
 int uhmm__uffd_register(int fd, uintptr_t start, size_t len);
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 /* Each returns bytes handled (>= 0), or -errno with *done set to the bytes
- * handled before the error. */
+ * handled before the error.  The kernel's count of a failed call can fall
+ * short (uffd.c): a move's is checked against the page tables always, a
+ * copy's when @dst_empty says the destination was all missing before (so
+ * a present page there is one this call put in).  A zero-fill's is not. */
 long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done);
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-		     uint64_t mode, size_t *done);
+		     uint64_t mode, bool dst_empty, size_t *done);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
 int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
 int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);

@@ -124,7 +124,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
 						     UFFDIO_MOVE_MODE_DONTWAKE, &done)
 				   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
-						     UFFDIO_COPY_MODE_DONTWAKE, &done);
+						     UFFDIO_COPY_MODE_DONTWAKE, true, &done);
 		size_t k = i + (done >> PAGE_SHIFT);
 		for (size_t x = i; x < k; x++)
 			req->want[x] = 2;
@@ -180,7 +180,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
 				req->want[x] = 2;
 			} else if ((ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
-							  UFFDIO_COPY_MODE_DONTWAKE,
+							  UFFDIO_COPY_MODE_DONTWAKE, true,
 							  &one)) >= 0) {
 				/* Copied: a slot keeps its page. */
 				req->want[x] = req->src_is_slots ? 6 : 2;
@@ -288,7 +288,8 @@ static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst
 {
 	uint64_t t0 = 0;
 	for (;;) {
-		long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, done)
+		long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, false,
+						   done)
 				 : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
 		if (ret != -EAGAIN || !settle(ctx, &t0))
 			return ret;
@@ -325,21 +326,37 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 	uintptr_t dst = r->start + (idx << PAGE_SHIFT);
 	size_t done = 0;
+	/* What is missing before the fill: the kernel's count of a failed
+	 * fill can fall short of what it filled (uffd.c), and a window may
+	 * hold pages present all along, so what this fill put in is told by
+	 * the page tables, missing before and present after. */
+	unsigned char before[BATCH_PAGES], after[BATCH_PAGES];
+	bool snap = mincore((void *)dst, n << PAGE_SHIFT, before) == 0;
 	long ret = fill_zeros(ctx, r, dst, n << PAGE_SHIFT, write, &done);
 	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST && ret != -ESTALE) {
 		/* The window crosses into another mapping (mprotect split
 		 * the range): the faulting page alone. */
 		ret = fill_zeros(ctx, r, dst, PAGE_SIZE, write, &done);
 	}
+	size_t filled = done >> PAGE_SHIFT;
+	/* -ESTALE: the address may belong to another mapping now. */
+	if (ret < 0 && ret != -ESTALE && snap &&
+	    mincore((void *)dst, n << PAGE_SHIFT, after) == 0) {
+		for (size_t i = filled; i < n; i++)
+			after[i] = !(before[i] & 1) && (after[i] & 1);
+	} else {
+		memset(after, 0, n);
+	}
 	/* -EEXIST: a page is there already (this fault was a duplicate, or a
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
-	 * the faulting thread must retry to see the truth. */
-	if (ret < 0 && done == 0)
-		uhmm__uffd_wake(ctx->uffd, dst, PAGE_SIZE);
+	 * the faulting thread must retry to see the truth.  (A failed fill
+	 * wakes nobody, even for the pages it did fill.) */
+	if (ret < 0)
+		uhmm__uffd_wake(ctx->uffd, dst, n << PAGE_SHIFT);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p = range_page(r, idx + i);
 		/* Filled: it was missing, so any pending zap is done. */
-		if (i < (done >> PAGE_SHIFT))
+		if (i < filled || after[i])
 			atomic_fetch_and_explicit(&p->word, ~PG_DISCARD,
 						  memory_order_relaxed);
 		uhmm__page_unlock(ctx, p);

@@ -128,24 +128,28 @@ int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)
 }
 
 /*
- * How far a failed UFFDIO_MOVE really got, from @off on: a page counts as
- * moved when it is present at the destination and gone from the source.
+ * How far a failed fill or move really got, from @off on: a page counts as
+ * done when it is present at the destination and, for a move (@src not 0),
+ * gone from the source.
  *
- * Linux 6.18 can fail a move (-EEXIST, after an internal retry) having
- * moved more pages than it reports in uffdio_move.move: the pages of a
- * batch it moved just before the retry are left out of the count.  Taken
- * at its word, the caller believes those pages are still at the source and
- * loses them (they sit unrecorded at the destination).  Both of uhmm's
- * destinations can be trusted for this test: an EMPTY reserve slot and a
- * missing managed page are filled by nobody but uhmm's own moves.
+ * Linux 6.18 can end UFFDIO_MOVE, UFFDIO_COPY and UFFDIO_ZEROPAGE having
+ * done more pages than it reports in the ioctl's count (seen as a short
+ * count, and then -EEXIST when the rest is retried: the first uncounted
+ * page is in place already).  Taken at its word, the report makes the
+ * caller believe a moved page is still at its source (it is lost, sitting
+ * unrecorded at the destination) or a filled page still missing (its next
+ * CPU write then goes unseen).  The destinations this is used for are
+ * filled by nobody but uhmm's own ioctls: an EMPTY reserve slot, a missing
+ * managed page that uhmm records on a device.  (A zero-fill window may hold
+ * pages present for good reasons; its caller compares with a snapshot.)
  */
-static size_t move_progress(uintptr_t dst, uintptr_t src, size_t off, size_t len)
+static size_t landed(uintptr_t dst, uintptr_t src, size_t off, size_t len)
 {
 	while (off < len) {
 		unsigned char vd = 0, vs = 1;
 		if (mincore((void *)(dst + off), PAGE_SIZE, &vd) || !(vd & 1))
 			break;
-		if (mincore((void *)(src + off), PAGE_SIZE, &vs) || (vs & 1))
+		if (src && (mincore((void *)(src + off), PAGE_SIZE, &vs) || (vs & 1)))
 			break;
 		off += PAGE_SIZE;
 	}
@@ -168,7 +172,7 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 			off += (size_t)m.move;
 		/* The report may fall short of what was done (above): if it
 		 * did, go on from where the kernel really stopped. */
-		size_t real = move_progress(dst, src, off, len);
+		size_t real = landed(dst, src, off, len);
 		if (real > off) {
 			off = real;
 			continue;
@@ -186,7 +190,7 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 }
 
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-		     uint64_t mode, size_t *done)
+		     uint64_t mode, bool dst_empty, size_t *done)
 {
 	size_t off = 0;
 	while (off < len) {
@@ -200,6 +204,13 @@ long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 		int err = errno;
 		if (c.copy > 0)
 			off += (size_t)c.copy;
+		if (dst_empty) {
+			size_t real = landed(dst, 0, off, len);
+			if (real > off) {
+				off = real;
+				continue;
+			}
+		}
 		if (err == EAGAIN && c.copy > 0)
 			continue; /* see uhmm__uffd_move */
 		*done = off;

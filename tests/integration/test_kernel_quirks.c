@@ -3,16 +3,18 @@
  * Kernel behaviour uhmm must survive, imitated where the kernel will not
  * show it on demand.
  *
- * UFFDIO_MOVE that reports less than it moved: Linux 6.18 can fail a move
- * with -EEXIST (or -EAGAIN) after moving a batch of pages that
- * uffdio_move.move leaves out.  Seen in uhmm-torture with fork and
- * migrations (a fork child sharing pages makes the kernel retry inside the
- * ioctl); taken at its word, the report made uhmm_migrate() fail -EFAULT
- * and lose the uncounted pages.  This program links with
- * -Wl,--wrap=ioctl: the wrapper below makes the next multi-page
- * UFFDIO_MOVE do the real move of its first pages and then report fewer of
- * them, in each direction a move is used (a page leaving for a device, a
- * page coming home).
+ * Fills and moves that report less than they did: Linux 6.18 can end
+ * UFFDIO_MOVE, UFFDIO_COPY and UFFDIO_ZEROPAGE having done more pages than
+ * the ioctl's count says (a short count, then -EEXIST when the rest is
+ * retried).  Seen in uhmm-torture: with fork and migrations, the move's
+ * report made uhmm_migrate() fail -EFAULT and lose the uncounted pages;
+ * with madvise(MADV_DONTNEED), a zero-fill's report left pages marked as
+ * discarded that were in fact mapped (to the zero page), and the writes
+ * the application then made to them were dropped by the next migration.
+ *
+ * This program links with -Wl,--wrap=ioctl: the wrapper below makes the
+ * next multi-page call of the armed kind do the real work on its first
+ * pages and then report fewer of them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <uhmm/simdev.h>
@@ -36,11 +39,49 @@
 int __real_ioctl(int fd, unsigned long req, ...);
 int __wrap_ioctl(int fd, unsigned long req, ...);
 
-enum quirk { Q_NONE, Q_EEXIST_UNCOUNTED, Q_EAGAIN_SHORT };
+enum quirk {
+	Q_NONE,
+	Q_EEXIST_UNCOUNTED, /* UFFDIO_MOVE: moves 2 pages, says none, EEXIST */
+	Q_EAGAIN_SHORT,     /* UFFDIO_MOVE: moves 3 pages, says 1, EAGAIN */
+	Q_COPY_SHORT,       /* UFFDIO_COPY: copies 3 pages, says 1, EAGAIN */
+	Q_ZERO_SHORT,       /* UFFDIO_ZEROPAGE: fills 3 pages, says 1, EAGAIN */
+};
 
-/* Armed by a test; the next UFFDIO_MOVE of at least 3 pages takes it. */
+/* Armed by a test; the next call of its kind over at least 3 pages takes it. */
 static _Atomic int armed = Q_NONE;
 static atomic_uint fired;
+
+static bool take(int want, uint64_t len)
+{
+	int q = want;
+	return len >= 3 * PG && atomic_compare_exchange_strong(&armed, &q, Q_NONE);
+}
+
+/* COPY and ZEROPAGE: do 3 pages for real, report 1 with EAGAIN. */
+static int short_fill(int fd, unsigned long req, void *arg)
+{
+	/* Counted first: the real call wakes the faulting thread. */
+	atomic_fetch_add(&fired, 1);
+	if (req == UFFDIO_COPY) {
+		struct uffdio_copy *c = arg, part = *c;
+		part.len = 3 * PG;
+		int ret = __real_ioctl(fd, req, &part);
+		c->copy = part.copy;
+		if (ret)
+			return ret;
+		c->copy = PG;
+	} else {
+		struct uffdio_zeropage *z = arg, part = *z;
+		part.range.len = 3 * PG;
+		int ret = __real_ioctl(fd, req, &part);
+		z->zeropage = part.zeropage;
+		if (ret)
+			return ret;
+		z->zeropage = PG;
+	}
+	errno = EAGAIN;
+	return -1;
+}
 
 int __wrap_ioctl(int fd, unsigned long req, ...)
 {
@@ -48,12 +89,16 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
+	if (req == UFFDIO_COPY && take(Q_COPY_SHORT, ((struct uffdio_copy *)arg)->len))
+		return short_fill(fd, req, arg);
+	if (req == UFFDIO_ZEROPAGE &&
+	    take(Q_ZERO_SHORT, ((struct uffdio_zeropage *)arg)->range.len))
+		return short_fill(fd, req, arg);
 	if (req != UFFDIO_MOVE)
 		return __real_ioctl(fd, req, arg);
 	struct uffdio_move *m = arg;
 	int q = atomic_load(&armed);
-	if (q == Q_NONE || m->len < 3 * PG ||
-	    !atomic_compare_exchange_strong(&armed, &q, Q_NONE))
+	if ((q != Q_EEXIST_UNCOUNTED && q != Q_EAGAIN_SHORT) || !take(q, m->len))
 		return __real_ioctl(fd, req, arg);
 	/* Move the first pages for real, then misreport. */
 	struct uffdio_move part = *m;
@@ -86,9 +131,9 @@ struct fixture {
 	size_t len;
 };
 
-static void setup(struct fixture *f)
+static void setup_opts(struct fixture *f, const struct uhmm_ctx_opts *co)
 {
-	ASSERT_OK(uhmm_ctx_create(NULL, &f->ctx));
+	ASSERT_OK(uhmm_ctx_create(co, &f->ctx));
 	struct uhmm_simdev_opts o;
 	uhmm_simdev_opts_init(&o);
 	o.mem_bytes = 16 * MiB;
@@ -97,6 +142,11 @@ static void setup(struct fixture *f)
 	ASSERT_OK(uhmm_alloc(f->ctx, f->len, &f->p));
 	uhmm_test_fill(f->p, f->len, 7);
 	atomic_store(&fired, 0);
+}
+
+static void setup(struct fixture *f)
+{
+	setup_opts(f, NULL);
 }
 
 static void teardown(struct fixture *f)
@@ -158,11 +208,78 @@ static void move_home_eagain_short(void **state)
 	to_system(Q_EAGAIN_SHORT);
 }
 
+/*
+ * A copy home (no warm pool: UFFDIO_COPY from a bounce buffer) that says
+ * it copied fewer pages than it did: every page must be recorded home, its
+ * data intact, and the call must succeed (not -EIO for "a page present
+ * while on a device").
+ */
+static void copy_home_short(void **state)
+{
+	(void)state;
+	struct uhmm_ctx_opts co;
+	uhmm_ctx_opts_init(&co);
+	co.pool_pages = 0;
+	struct fixture f;
+	setup_opts(&f, &co);
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, f.dev, 0));
+	atomic_store(&armed, Q_COPY_SHORT);
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, NULL, 0));
+	assert_int_equal(atomic_load(&fired), 1);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, f.p, f.len, NULL), f.len / PG);
+	assert_int_equal(uhmm_test_check(f.p, f.len, 7), (size_t)-1);
+	/* And the device's copies were released: all of them go again. */
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, f.p, f.len, f.dev), f.len / PG);
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, NULL, 0));
+	assert_int_equal(uhmm_test_check(f.p, f.len, 7), (size_t)-1);
+	teardown(&f);
+}
+
+/*
+ * After madvise(MADV_DONTNEED), a read fault's zero-fill window that says
+ * it filled fewer pages than it did: the uncounted pages are mapped (to the
+ * zero page), so the application's next writes to them take no fault.
+ * Those writes must survive a migration (they were lost: the pages stayed
+ * marked as discarded, and a migration takes a discarded page for a hole).
+ */
+static void zero_fill_short_after_discard(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	char *p = f.p;
+	size_t n = 16;
+	char *rest = malloc(f.len - n * PG);
+	assert_non_null(rest);
+	memcpy(rest, p + n * PG, f.len - n * PG);
+	assert_int_equal(madvise(p, n * PG, MADV_DONTNEED), 0);
+	atomic_store(&armed, Q_ZERO_SHORT);
+	assert_int_equal(((volatile char *)p)[0], 0); /* fault: the window */
+	assert_int_equal(atomic_load(&fired), 1);
+	for (size_t i = 1; i < n; i++)
+		memset(p + i * PG, (int)(0x40 + i), PG);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, n * PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, n * PG, NULL, 0));
+	assert_int_equal(p[0], 0);
+	for (size_t i = 1; i < n; i++)
+		for (size_t b = 0; b < PG; b += 512)
+			if (p[i * PG + b] != (char)(0x40 + i))
+				fail_msg("page %zu byte %zu: %#x, want %#x", i, b,
+					 (unsigned char)p[i * PG + b], 0x40 + (unsigned)i);
+	/* The rest of the range kept its data. */
+	assert_int_equal(memcmp(rest, p + n * PG, f.len - n * PG), 0);
+	free(rest);
+	teardown(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(move_out_eexist_uncounted),
 	cmocka_unit_test(move_out_eagain_short),
 	cmocka_unit_test(move_home_eexist_uncounted),
 	cmocka_unit_test(move_home_eagain_short),
+	cmocka_unit_test(copy_home_short),
+	cmocka_unit_test(zero_fill_short_after_discard),
 };
 
 UHMM_TEST_MAIN(tests)
