@@ -217,7 +217,9 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * where they were with their data and the call fails.
  *
  * Returns 0 when every page is at @dst.  Errors: -EINVAL bad range or
- * flags; -EFAULT part of the range is not managed; -ENOMEM @dst ran out of
+ * flags; -EFAULT part of the range is not managed, or is managed but not
+ * accessible at all (PROT_NONE after mprotect: those pages stay where they
+ * are, nothing is lost); -ENOMEM @dst ran out of
  * memory (pages of earlier batches stay migrated; the failing batch is
  * left where it was); -EIO a copy failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by

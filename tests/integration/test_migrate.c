@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
@@ -451,6 +452,26 @@ static void fault_on_busy_page_parks_without_blocking_service(void **state)
 	teardown(&f);
 }
 
+/* Pages made inaccessible (PROT_NONE) cannot be taken out of the CPU page
+ * table: uhmm_migrate says -EFAULT, as documented, and nothing is lost. */
+static void prot_none_pages_say_efault_and_stay(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	size_t len = 2 * MiB, n = 16;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 5);
+	ASSERT_OK(uhmm_mprotect(f.ctx, p, n * PG, PROT_NONE));
+	assert_int_equal(uhmm_migrate(f.ctx, p, len, f.dev, 0), -EFAULT);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, n * PG, NULL), n);
+	ASSERT_OK(uhmm_mprotect(f.ctx, p, n * PG, PROT_READ | PROT_WRITE));
+	assert_int_equal(uhmm_test_check(p, len, 5), (size_t)-1);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	teardown(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(round_trip_preserves_data),
 	cmocka_unit_test(cpu_read_and_write_bring_pages_back),
@@ -465,6 +486,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(device_exhaustion_fails_cleanly),
 	cmocka_unit_test(alloc_failure_changes_nothing),
 	cmocka_unit_test(fault_on_busy_page_parks_without_blocking_service),
+	cmocka_unit_test(prot_none_pages_say_efault_and_stay),
 };
 
 UHMM_TEST_MAIN(tests)
