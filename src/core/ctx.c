@@ -160,9 +160,13 @@ int uhmm__dev_enter(uhmm_device *dev, struct uhmm_ctx **out)
 	return 0;
 }
 
+#define CTX_DYING 0x80000000u
+
 void uhmm__ctx_exit(struct uhmm_ctx *ctx)
 {
-	if (atomic_fetch_sub(&ctx->calls, 1) == 1 && atomic_load(&ctx->dying))
+	/* Nothing of ctx is read after the decrement but its result: the
+	 * wake is a futex call on the address, which reads nothing. */
+	if (atomic_fetch_sub(&ctx->calls, 1) == (CTX_DYING | 1))
 		uhmm_futex_wake_all(&ctx->calls);
 }
 
@@ -344,16 +348,21 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	/* Refuse new calls, then wait for the ones in flight. */
 	pthread_mutex_lock(&reg_lock);
 	bool live = live_locked(ctx, H_CTX) && !atomic_exchange(&ctx->dying, true);
+	if (live)
+		atomic_fetch_or(&ctx->calls, CTX_DYING);
 	pthread_mutex_unlock(&reg_lock);
 	if (!live)
 		return -EBADF;
 	if (ctx->pid != getpid()) {
+		pthread_mutex_lock(&reg_lock);
+		atomic_fetch_and(&ctx->calls, ~CTX_DYING);
 		atomic_store(&ctx->dying, false);
+		pthread_mutex_unlock(&reg_lock);
 		return -ECHILD;
 	}
-	long c;
-	while ((c = atomic_load(&ctx->calls)) != 0)
-		uhmm_futex_wait(&ctx->calls, (uint32_t)c);
+	uint32_t c;
+	while ((c = atomic_load(&ctx->calls)) != CTX_DYING)
+		uhmm_futex_wait(&ctx->calls, c);
 	uhmm__handle_del(ctx);
 
 	/* Every page home while the service thread still installs them. */

@@ -259,8 +259,11 @@ struct uhmm_ctx {
 	/* /proc/self/pagemap and /proc/self/maps (range faults). */
 	int pagemap_fd, maps_fd;
 
-	/* Handles in use: destroy waits for calls in flight. */
-	_Atomic long calls;
+	/* Handles in use: destroy waits for calls in flight.  The count and
+	 * CTX_DYING share one word, so the last call out learns from its own
+	 * decrement that a destroy waits, and reads the context no more (the
+	 * destroyer may free it as soon as the count reaches zero). */
+	_Atomic uint32_t calls;
 	atomic_bool dying;
 
 	struct uhmm_stats stats; /* updated with __atomic builtins */
