@@ -319,6 +319,10 @@ struct uhmm_stats {
 	uint64_t events_unmap;
 	uint64_t events_remap;
 	uint64_t device_pages_freed_by_events;
+	/** Range pieces an mremap's destination found still managed because
+	 * their own munmap/mremap event was late (another thread's); kept
+	 * aside until that event comes (docs/ARCHITECTURE.md, "Limbo"). */
+	uint64_t ranges_displaced;
 	uint64_t migrate_busy;               /**< pages left in place: -EBUSY */
 	uint64_t exclusive_grabs;            /**< pages made device-exclusive */
 	uint64_t exclusive_revocations;      /**< pages the CPU took back */

@@ -230,6 +230,11 @@ struct uhmm_ctx {
 	pthread_rwlock_t ranges_lock;
 	struct uhmm_range **ranges;
 	size_t nranges, cap_ranges;
+	/* Limbo: pieces of ranges an mremap's destination displaced while
+	 * their own UNMAP or REMAP event was still on its way (range.c).
+	 * Unsorted, usually empty; under ranges_lock too. */
+	struct uhmm_range **limbo;
+	size_t nlimbo;
 
 	/* Devices by id; slots are published/cleared under dev_lock. */
 	pthread_mutex_t dev_lock;

@@ -493,12 +493,131 @@ static int cut_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	return 0;
 }
 
+/*
+ * Limbo.  munmap and mremap post their events after releasing the mmap
+ * lock, so another thread can map the freed address, or mremap a range onto
+ * it, before the first event is even queued: the events then arrive out of
+ * order.  Seen from here: a REMAP whose destination still holds a range of
+ * the table.  That range is stale (an mremap onto a live managed range
+ * unmaps it first, and that UNMAP is queued before the REMAP), its own
+ * UNMAP or REMAP is on its way, and it must not be applied to the range
+ * just moved in.  So the destination's old pieces go to limbo, and every
+ * later UNMAP or REMAP is applied, address by address, to limbo first and
+ * to the table only where limbo has nothing.  (Should a legitimate event
+ * for the moved range come before the late one, each is applied to the
+ * other's range: both end up applied, which is what the address space
+ * did.)
+ */
+
+/* Append r to limbo.  Caller holds the write lock. */
+static int limbo_add_locked(struct uhmm_ctx *ctx, struct uhmm_range *r)
+{
+	void *n = realloc(ctx->limbo, (ctx->nlimbo + 1) * sizeof(*ctx->limbo));
+	if (!n)
+		return -ENOMEM;
+	ctx->limbo = n;
+	ctx->limbo[ctx->nlimbo++] = r;
+	return 0;
+}
+
+static int by_start(const void *a, const void *b)
+{
+	uintptr_t x = (*(struct uhmm_range *const *)a)->start;
+	uintptr_t y = (*(struct uhmm_range *const *)b)->start;
+	return x < y ? -1 : x > y;
+}
+
+/* Append r to the array *v of *n. */
+static int push(struct uhmm_range ***v, size_t *n, struct uhmm_range *r)
+{
+	void *g = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!g)
+		return -ENOMEM;
+	*v = g;
+	(*v)[(*n)++] = r;
+	return 0;
+}
+
+/*
+ * Take [start, end) out of limbo first, then out of the table where limbo
+ * had nothing: the pieces, sorted by address, through *out / *nout (new
+ * ranges covering just the part taken, as cut_locked() gives).  Caller
+ * holds the write lock.
+ */
+static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       struct uhmm_range ***out, size_t *nout)
+{
+	struct uhmm_range **v = NULL;
+	size_t n = 0;
+	int err = 0;
+	for (size_t i = 0; i < ctx->nlimbo && !err;) {
+		struct uhmm_range *r = ctx->limbo[i];
+		if (range_end(r) <= start || r->start >= end) {
+			i++;
+			continue;
+		}
+		uintptr_t cs = r->start > start ? r->start : start;
+		uintptr_t ce = range_end(r) < end ? range_end(r) : end;
+		size_t off = (cs - r->start) >> PAGE_SHIFT, k = (ce - cs) >> PAGE_SHIFT;
+		struct uhmm_range *mid = range_new(cs, k, r->arr, r->first + off, r->owned);
+		struct uhmm_range *left = cs > r->start
+			? range_new(r->start, off, r->arr, r->first, r->owned) : NULL;
+		struct uhmm_range *right = ce < range_end(r)
+			? range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT, r->arr,
+				    r->first + off + k, r->owned) : NULL;
+		if (!mid || (cs > r->start && !left) || (ce < range_end(r) && !right) ||
+		    push(&v, &n, mid)) {
+			if (mid)
+				uhmm__range_put(mid);
+			if (left)
+				uhmm__range_put(left);
+			if (right)
+				uhmm__range_put(right);
+			err = -ENOMEM;
+			break;
+		}
+		/* r leaves limbo; what it keeps outside [start, end) stays. */
+		ctx->limbo[i] = ctx->limbo[--ctx->nlimbo];
+		uhmm__range_put(r);
+		if (left)
+			ctx->limbo[ctx->nlimbo++] = left; /* the slot r had */
+		if (right && (err = limbo_add_locked(ctx, right)))
+			uhmm__range_put(right);
+		i = 0; /* the array changed: look again from the start */
+	}
+	/* The table, in the gaps between limbo's pieces. */
+	qsort(v, n, sizeof(*v), by_start);
+	size_t nlim = n;
+	uintptr_t at = start;
+	for (size_t i = 0; i <= nlim && !err; i++) {
+		uintptr_t gap_end = i < nlim ? v[i]->start : end;
+		if (gap_end > at) {
+			struct uhmm_range **cut;
+			size_t ncut;
+			err = cut_locked(ctx, at, gap_end, &cut, &ncut);
+			for (size_t k = 0; k < ncut; k++) {
+				if (!err && push(&v, &n, cut[k]) == 0)
+					continue;
+				uhmm__range_put(cut[k]);
+				err = -ENOMEM;
+			}
+			free(cut);
+		}
+		if (i < nlim)
+			at = range_end(v[i]);
+	}
+	qsort(v, n, sizeof(*v), by_start);
+	*out = v;
+	*nout = n;
+	return err;
+}
+
 void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	struct uhmm_range **cut;
 	size_t ncut;
 	pthread_rwlock_wrlock(&ctx->ranges_lock);
-	int err = cut_locked(ctx, start, end, &cut, &ncut);
+	int err = take_locked(ctx, start, end, &cut, &ncut);
 	pthread_rwlock_unlock(&ctx->ranges_lock);
 	if (err)
 		fprintf(stderr, "uhmm: out of memory following munmap\n");
@@ -515,17 +634,29 @@ void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 			size_t len)
 {
-	struct uhmm_range **cut;
-	size_t ncut;
+	struct uhmm_range **cut, **stale = NULL;
+	size_t ncut, nstale = 0;
 	pthread_rwlock_wrlock(&ctx->ranges_lock);
-	int err = cut_locked(ctx, from, from + len, &cut, &ncut);
+	int err = take_locked(ctx, from, from + len, &cut, &ncut);
+	/* What the destination still holds is stale (above): to limbo. */
+	if (!err && overlaps_locked(ctx, to, to + len)) {
+		err = cut_locked(ctx, to, to + len, &stale, &nstale);
+		for (size_t k = 0; k < nstale; k++) {
+			if (!err && limbo_add_locked(ctx, stale[k]) == 0) {
+				STAT_INC(ctx, ranges_displaced);
+				continue;
+			}
+			uhmm__range_put(stale[k]);
+			err = -ENOMEM;
+		}
+		free(stale);
+	}
 	for (size_t k = 0; !err && k < ncut; k++) {
 		/* Same pages, new address: device-resident data follows. */
 		struct uhmm_range *r = cut[k];
 		struct uhmm_range *moved = range_new(to + (r->start - from), r->npages,
 						     r->arr, r->first, r->owned);
-		if (!moved || overlaps_locked(ctx, moved->start, range_end(moved)) ||
-		    insert_locked(ctx, moved)) {
+		if (!moved || insert_locked(ctx, moved)) {
 			if (moved)
 				uhmm__range_put(moved);
 			err = -ENOMEM;
@@ -553,5 +684,10 @@ void uhmm__ranges_release_all(struct uhmm_ctx *ctx)
 	free(ctx->ranges);
 	ctx->ranges = NULL;
 	ctx->cap_ranges = 0;
+	/* Pieces whose late event never came (their addresses are not ours). */
+	while (ctx->nlimbo)
+		uhmm__range_put(ctx->limbo[--ctx->nlimbo]);
+	free(ctx->limbo);
+	ctx->limbo = NULL;
 	pthread_rwlock_unlock(&ctx->ranges_lock);
 }

@@ -64,6 +64,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(events_unmap, "UNMAP events (munmap)");
 	P(events_remap, "REMAP events (mremap)");
 	P(device_pages_freed_by_events, "device pages discarded by events");
+	P(ranges_displaced, "ranges displaced by a late event");
 	P(migrate_busy, "pages the kernel kept (EBUSY)");
 	P(exclusive_grabs, "pages made device-exclusive");
 	P(exclusive_revocations, "exclusive pages taken back");

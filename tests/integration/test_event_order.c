@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * munmap and mremap events arriving out of order.
+ *
+ * The kernel posts a munmap's UNMAP (and an mremap's REMAP) after it has
+ * released the mmap lock: another thread can mremap a range onto the freed
+ * address, and have its REMAP queued, before the first thread's event is.
+ * Applied in that order, the late event would cut or move the range just
+ * moved in, and its device-resident data would be lost.  uhmm keeps the
+ * stale pieces aside ("limbo", src/core/range.c) until their own event
+ * comes.
+ *
+ * The race itself is a few instructions wide and cannot be won on demand,
+ * so these tests make the address space change for real with the
+ * registration lifted (no events), then hand uhmm the two events in the
+ * late order through its own event handlers (src/core/internal.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "core/internal.h"
+#include "testlib.h"
+
+#define MiB (1ul << 20)
+#define PG 4096ul
+#define L (2 * MiB)
+
+struct fixture {
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	char *x, *y; /* two managed ranges, both on the device */
+};
+
+static uint64_t dev_free(struct fixture *f)
+{
+	struct uhmm_simdev_meminfo mi;
+	ASSERT_OK(uhmm_simdev_meminfo(f->dev, &mi));
+	return mi.free_pages;
+}
+
+static void setup(struct fixture *f)
+{
+	ASSERT_OK(uhmm_ctx_create(NULL, &f->ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 16 * MiB;
+	ASSERT_OK(uhmm_simdev_create(f->ctx, &o, &f->dev));
+	ASSERT_OK(uhmm_alloc(f->ctx, L, (void **)&f->x));
+	ASSERT_OK(uhmm_alloc(f->ctx, L, (void **)&f->y));
+	uhmm_test_fill(f->x, L, 1);
+	uhmm_test_fill(f->y, L, 2);
+	ASSERT_OK(uhmm_migrate(f->ctx, f->x, L, f->dev, 0));
+	ASSERT_OK(uhmm_migrate(f->ctx, f->y, L, f->dev, 0));
+	assert_int_equal(dev_free(f), (16 * MiB - 2 * L) / PG);
+	/* From here the kernel sends no event for x and y. */
+	ASSERT_OK(uhmm__uffd_unregister(f->ctx->uffd, (uintptr_t)f->x, L));
+	ASSERT_OK(uhmm__uffd_unregister(f->ctx->uffd, (uintptr_t)f->y, L));
+}
+
+static void displaced(struct fixture *f, uint64_t want)
+{
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(f->ctx, &s));
+	assert_int_equal(s.ranges_displaced, want);
+}
+
+/*
+ * Thread A munmaps x; thread B mremaps y onto x.  B's REMAP is handled
+ * first, A's UNMAP of x after it: x must keep y's data, and the device
+ * pages of the old x must be freed by the late UNMAP.
+ */
+static void late_unmap_spares_range_moved_in(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	char *x = f.x, *y = f.y;
+	assert_ptr_equal(mremap(y, L, L, MREMAP_MAYMOVE | MREMAP_FIXED, x), x);
+	ASSERT_OK(uhmm__uffd_register(f.ctx->uffd, (uintptr_t)x, L));
+	uhmm__ranges_remap(f.ctx, (uintptr_t)y, (uintptr_t)x, L);
+	displaced(&f, 1);
+	uhmm__ranges_unmap(f.ctx, (uintptr_t)x, (uintptr_t)x + L);
+	/* The old x's device pages are free; y's are still there. */
+	assert_int_equal(dev_free(&f), (16 * MiB - L) / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, x, L, f.dev), L / PG);
+	assert_int_equal(uhmm_test_check(x, L, 2), (size_t)-1);
+	assert_int_equal(dev_free(&f), 16 * MiB / PG);
+	ASSERT_OK(uhmm_free(f.ctx, x));
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+}
+
+/*
+ * Thread C mremaps x to z; thread B mremaps y onto x.  B's REMAP is
+ * handled first, C's REMAP of x after it: x must hold y's data and z the
+ * old x's.
+ */
+static void late_remap_moves_the_displaced_range(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	char *x = f.x, *y = f.y;
+	char *z = mmap(NULL, L, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_ptr_not_equal(z, MAP_FAILED);
+	assert_ptr_equal(mremap(x, L, L, MREMAP_MAYMOVE | MREMAP_FIXED, z), z);
+	assert_ptr_equal(mremap(y, L, L, MREMAP_MAYMOVE | MREMAP_FIXED, x), x);
+	ASSERT_OK(uhmm__uffd_register(f.ctx->uffd, (uintptr_t)x, L));
+	ASSERT_OK(uhmm__uffd_register(f.ctx->uffd, (uintptr_t)z, L));
+	uhmm__ranges_remap(f.ctx, (uintptr_t)y, (uintptr_t)x, L);
+	uhmm__ranges_remap(f.ctx, (uintptr_t)x, (uintptr_t)z, L);
+	displaced(&f, 1);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, x, L, f.dev), L / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, z, L, f.dev), L / PG);
+	assert_int_equal(uhmm_test_check(x, L, 2), (size_t)-1);
+	assert_int_equal(uhmm_test_check(z, L, 1), (size_t)-1);
+	ASSERT_OK(uhmm_free(f.ctx, x));
+	ASSERT_OK(uhmm_free(f.ctx, z));
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+}
+
+/*
+ * Only part of the displaced range comes back by its late event (thread A
+ * unmapped the first half of x, thread C moved the second half away): each
+ * half goes its own way, and x keeps y's data.
+ */
+static void late_events_split_the_displaced_range(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	char *x = f.x, *y = f.y, *h = x + L / 2;
+	char *z = mmap(NULL, L / 2, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_ptr_not_equal(z, MAP_FAILED);
+	assert_ptr_equal(mremap(h, L / 2, L / 2, MREMAP_MAYMOVE | MREMAP_FIXED, z), z);
+	assert_int_equal(munmap(x, L / 2), 0);
+	assert_ptr_equal(mremap(y, L, L, MREMAP_MAYMOVE | MREMAP_FIXED, x), x);
+	ASSERT_OK(uhmm__uffd_register(f.ctx->uffd, (uintptr_t)x, L));
+	ASSERT_OK(uhmm__uffd_register(f.ctx->uffd, (uintptr_t)z, L / 2));
+	uhmm__ranges_remap(f.ctx, (uintptr_t)y, (uintptr_t)x, L);
+	uhmm__ranges_unmap(f.ctx, (uintptr_t)x, (uintptr_t)h);
+	uhmm__ranges_remap(f.ctx, (uintptr_t)h, (uintptr_t)z, L / 2);
+	/* The old first half's device pages are free, the rest still used. */
+	assert_int_equal(dev_free(&f), (16 * MiB - L - L / 2) / PG);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, x, L, f.dev), L / PG);
+	assert_int_equal(uhmm_test_check(x, L, 2), (size_t)-1);
+	/* z holds the second half of the old x: compare with a copy. */
+	char *ref = malloc(L);
+	assert_non_null(ref);
+	uhmm_test_fill(ref, L, 1);
+	assert_int_equal(memcmp(z, ref + L / 2, L / 2), 0);
+	free(ref);
+	assert_int_equal(dev_free(&f), 16 * MiB / PG);
+	ASSERT_OK(uhmm_free(f.ctx, x));
+	assert_int_equal(munmap(z, L / 2), 0);
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(late_unmap_spares_range_moved_in),
+	cmocka_unit_test(late_remap_moves_the_displaced_range),
+	cmocka_unit_test(late_events_split_the_displaced_range),
+};
+
+UHMM_TEST_MAIN(tests)
