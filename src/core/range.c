@@ -585,8 +585,10 @@ static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			uhmm__range_put(right);
 		i = 0; /* the array changed: look again from the start */
 	}
-	/* The table, in the gaps between limbo's pieces. */
-	qsort(v, n, sizeof(*v), by_start);
+	/* The table, in the gaps between limbo's pieces.  (qsort's array
+	 * may not be NULL, even empty.) */
+	if (n > 1)
+		qsort(v, n, sizeof(*v), by_start);
 	size_t nlim = n;
 	uintptr_t at = start;
 	for (size_t i = 0; i <= nlim && !err; i++) {
@@ -606,7 +608,8 @@ static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		if (i < nlim)
 			at = range_end(v[i]);
 	}
-	qsort(v, n, sizeof(*v), by_start);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), by_start);
 	*out = v;
 	*nout = n;
 	return err;

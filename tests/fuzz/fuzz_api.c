@@ -86,33 +86,8 @@ static uint32_t bit_of(int r)
 	}
 }
 
-static bool g_trace;
-static unsigned g_opno;
-
-static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void trace(const char *fmt, ...)
-{
-	if (!g_trace)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "  [%u] ", g_opno);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "fuzz_api: op %u: ", g_opno);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	abort();
-}
+#define FUZZ_NAME "fuzz_api"
+#include "fuzz_util.h"
 
 #define CHECK(what, got, allowed)                                                  \
 	do {                                                                       \
