@@ -216,6 +216,7 @@ static const struct {
 	{ "UHMM_ZERO_AROUND", offsetof(struct uhmm_ctx_opts, zero_around), 64, 1, 512 },
 	{ "UHMM_POOL_PAGES", offsetof(struct uhmm_ctx_opts, pool_pages), 4096, 0, 1u << 20 },
 	{ "UHMM_STATS", offsetof(struct uhmm_ctx_opts, print_stats), 0, 0, 1 },
+	{ "UHMM_POOL_MAX_PAGES", offsetof(struct uhmm_ctx_opts, pool_max_pages), 65536, 0, 1u << 20 },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -238,9 +239,12 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 {
 	uhmm_ctx_opts_init(o);
 	if (in) {
-		if (in->size < sizeof(*in))
+		/* A program built against an older header passes the smaller
+		 * struct it knows: the fields it does not have keep their
+		 * defaults.  One built against a newer header is refused. */
+		if (in->size < UHMM_CTX_OPTS_SIZE_V1 || in->size > sizeof(*in))
 			return -EINVAL;
-		*o = *in;
+		memcpy(o, in, in->size);
 		o->size = sizeof(*o);
 	}
 	if (o->flags & ~(uint32_t)(UHMM_CTX_REQUIRE_KERNEL_FAULTS |
@@ -303,7 +307,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 		err = -ENOMEM;
 		goto fail;
 	}
-	err = uhmm__pool_init(ctx, ctx->opts.pool_pages);
+	err = uhmm__pool_init(ctx, ctx->opts.pool_pages, ctx->opts.pool_max_pages);
 	if (err)
 		goto fail;
 	err = uhmm__service_start(ctx);

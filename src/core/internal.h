@@ -164,12 +164,15 @@ struct uhmm_pool {
 	uint64_t *full; /* bitmaps, nslots bits */
 	uint64_t *busy;
 	size_t nfull_free;  /* FULL and not BUSY */
-	size_t target_full; /* keep at most this many FULL free slots */
+	size_t target_full; /* keep this many FULL free slots when idle */
+	size_t max_full;    /* and at most this many (pages moved out linger) */
+	uint64_t last_use_ns; /* last uhmm__pool_get*: the pool is in use */
+	bool idle_armed;    /* the service thread watches for the idle release */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 };
 
-int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages);
+int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages);
 void uhmm__pool_fini(struct uhmm_pool *pool);
 /* A run of n contiguous free slots, all FULL (want_full) or all EMPTY.
  * Returns the first slot or -1.  Never blocks. */
@@ -178,8 +181,14 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full);
 long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
 /* Return slot s; full: whether it now holds a page. */
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
-/* Release FULL free slots above the target (madvise, outside the lock). */
-void uhmm__pool_trim(struct uhmm_pool *pool);
+/* Release FULL free slots above keep (madvise, outside the lock). */
+void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep);
+/* -1 if no more FULL free slots than the idle target; else the ms until the
+ * pool has gone idle_ns without a uhmm__pool_get* (0: it has, trim now). */
+int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
+/* True (once) if the pool went above its idle target while the service
+ * thread was not watching: the caller kicks it. */
+bool uhmm__pool_arm_idle(struct uhmm_pool *pool);
 static inline char *pool_slot(struct uhmm_pool *pool, size_t s)
 {
 	return pool->base + (s << PAGE_SHIFT);

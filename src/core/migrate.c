@@ -507,7 +507,12 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 		memset(vec, 1, b->n); /* cannot tell: assume populated */
 	for (size_t i = 0; i < b->n; i++)
 		uhmm__pool_put(&ctx->pool, (size_t)b->slot + i, vec[i] & 1);
-	uhmm__pool_trim(&ctx->pool);
+	/* The pages moved out linger in the pool up to its ceiling: the data
+	 * coming back is moved into them (include/uhmm/uhmm.h,
+	 * pool_max_pages); an idle context releases them (service.c). */
+	uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
+	if (uhmm__pool_arm_idle(&ctx->pool))
+		uhmm__service_kick(ctx);
 }
 
 static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,

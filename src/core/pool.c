@@ -39,10 +39,13 @@ static inline void set_bit(uint64_t *bm, size_t i, bool v)
 		bm[i >> 6] &= ~(1ull << (i & 63));
 }
 
-int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages)
+int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 {
 	struct uhmm_pool *pool = &ctx->pool;
-	size_t warm_blocks = (warm_pages + BATCH_PAGES - 1) / BATCH_PAGES;
+	/* Room for the lingering pages beside the EMPTY slots migrations
+	 * need; none without a pool (pool_pages 0). */
+	size_t max_full = warm_pages == 0 ? 0 : max_pages > warm_pages ? max_pages : warm_pages;
+	size_t warm_blocks = (max_full + BATCH_PAGES - 1) / BATCH_PAGES;
 	size_t nblocks = RESERVE_BLOCKS + warm_blocks;
 	size_t len = nblocks * BATCH_PAGES * PAGE_SIZE;
 
@@ -82,6 +85,7 @@ int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages)
 		pool->nfull_free = warm;
 	}
 	pool->target_full = warm ? warm : 0;
+	pool->max_full = max_full;
 
 	int err = uhmm__uffd_new_fd(ctx->user_mode_only, &pool->ruffd);
 	if (err)
@@ -150,6 +154,7 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	long s = find_run_locked(pool, n, want_full);
+	pool->last_use_ns = uhmm__now_ns();
 	if (s >= 0) {
 		for (size_t i = 0; i < n; i++)
 			set_bit(pool->busy, (size_t)s + i, true);
@@ -166,10 +171,19 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	long s;
-	while ((s = find_run_locked(pool, n, false)) < 0)
+	while ((s = find_run_locked(pool, n, false)) < 0) {
+		/* No EMPTY run: release the lingering pages first. */
+		if (pool->nfull_free > pool->target_full) {
+			pthread_mutex_unlock(&pool->lock);
+			uhmm__pool_trim(pool, pool->target_full);
+			pthread_mutex_lock(&pool->lock);
+			continue;
+		}
 		pthread_cond_wait(&pool->cond, &pool->lock);
+	}
 	for (size_t i = 0; i < n; i++)
 		set_bit(pool->busy, (size_t)s + i, true);
+	pool->last_use_ns = uhmm__now_ns();
 	pthread_mutex_unlock(&pool->lock);
 	return s;
 }
@@ -186,7 +200,32 @@ void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full)
 	pthread_mutex_unlock(&pool->lock);
 }
 
-void uhmm__pool_trim(struct uhmm_pool *pool)
+int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool above = pool->base && pool->nfull_free > pool->target_full;
+	uint64_t last = pool->last_use_ns;
+	pool->idle_armed = above;
+	pthread_mutex_unlock(&pool->lock);
+	if (!above)
+		return -1;
+	uint64_t now = uhmm__now_ns();
+	if (now - last >= idle_ns)
+		return 0;
+	return (int)((idle_ns - (now - last)) / 1000000) + 1;
+}
+
+bool uhmm__pool_arm_idle(struct uhmm_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool arm = !pool->idle_armed && pool->nfull_free > pool->target_full;
+	if (arm)
+		pool->idle_armed = true;
+	pthread_mutex_unlock(&pool->lock);
+	return arm;
+}
+
+void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 {
 	if (!pool->base)
 		return;
@@ -196,7 +235,7 @@ void uhmm__pool_trim(struct uhmm_pool *pool)
 		size_t take[BATCH_PAGES], nt = 0;
 		pthread_mutex_lock(&pool->lock);
 		for (size_t i = pool->nslots; i-- > 0 && nt < BATCH_PAGES &&
-					      pool->nfull_free > pool->target_full;) {
+					      pool->nfull_free > keep;) {
 			if (bit(pool->full, i) && !bit(pool->busy, i)) {
 				set_bit(pool->busy, i, true);
 				pool->nfull_free--;

@@ -10,13 +10,26 @@
  *
  * Life of a batch:
  *   submit    gets a fence, enters the fence table and the queue tail
- *   claim     workers take runs of its copies from the queue head; once
+ *   claim     runners take chunks of its copies from the queue head; once
  *             every copy is claimed it leaves the queue (a batch may be
- *             split across workers)
- *   complete  the worker finishing its last copy (done == n) wakes waiters
+ *             split across runners, and a copy larger than CLAIM_BYTES
+ *             into parts)
+ *   complete  the runner finishing its last chunk wakes waiters
  *   wait      the single waiter removes it from the fence table and frees it
- * A batch is freed only by copy_wait or at stop, never by a worker, so a
- * worker may touch its claimed copies without the lock.
+ * A batch is freed only by copy_wait or at stop, never by a runner, so a
+ * runner may touch its claimed copies without the lock.
+ *
+ * Who runs the copies.  Without a transfer model the engine is just the
+ * CPU, and handing a copy to another thread costs two scheduler round trips
+ * (wake the worker, wake the waiter), which on a small machine dominate a
+ * small batch.  So, when no transfer model is set:
+ *   - a batch of at most INLINE_BYTES submitted to an empty queue is run
+ *     by the submitter, inside copy_submit (FIFO order is kept: nothing is
+ *     queued before it);
+ *   - a waiter whose batch is at the queue head claims chunks of it too,
+ *     so the caller's core copies beside the workers' instead of idling.
+ * With a transfer model set, only the copy_threads workers run copies, as
+ * the model's DMA engines.
  */
 #define _GNU_SOURCE
 #include "simdev/simdev_internal.h"
@@ -26,16 +39,22 @@
 #include <string.h>
 #include <time.h>
 
-/* With several threads a worker claims about this much of a batch at once. */
+/* A runner claims about this much of a batch at once; a copy larger than
+ * this is split into parts of this size (no transfer model only). */
 #define CLAIM_BYTES (256u << 10)
+#define CLAIM_PAGES (CLAIM_BYTES / UHMM_PAGE_SIZE)
+/* Largest batch the submitter runs itself (no transfer model only). */
+#define INLINE_BYTES (256u << 10)
 /* Spare batch structs kept for reuse. */
 #define BATCH_CACHE_MAX 32u
 
 struct copy_batch {
 	struct uhmm_copy *copies;  /* the caller's array */
 	size_t n;
-	size_t claimed;            /* copies [0, claimed) belong to workers */
-	size_t done;               /* copies finished; complete when == n */
+	size_t claimed;            /* copies [0, claimed) belong to runners */
+	uint32_t part;             /* pages of copies[claimed] given out in parts */
+	size_t inflight;           /* chunks claimed and not finished */
+	bool complete;             /* every copy claimed and finished */
 	size_t err_idx;            /* lowest failing index, or SIZE_MAX */
 	int err;                   /* its status */
 	uhmm_fence_t fence;
@@ -102,10 +121,32 @@ static bool copy_is_valid(const struct devmem *dm, const struct uhmm_copy *c)
 	return uhmm__devmem_range_ok(dm, c->dpfn, c->npages);
 }
 
+/* Pages [off, off + np) of copy @c (valid), or only the first half of
+ * them if @fail (an injected link error in the middle of the transfer). */
+static void copy_move_data(struct simdev *sd, const struct uhmm_copy *c,
+			   uint32_t off, uint32_t np, bool fail)
+{
+	size_t len = (size_t)(fail ? np / 2 : np) * UHMM_PAGE_SIZE;
+	size_t at = (size_t)off * UHMM_PAGE_SIZE;
+	unsigned char *dev = uhmm__devmem_ptr(&sd->mem, c->dpfn + off);
+
+	switch (c->dir) {
+	case UHMM_COPY_TO_DEVICE:
+		memcpy(dev, (const unsigned char *)c->sys + at, len);
+		break;
+	case UHMM_COPY_FROM_DEVICE:
+		memcpy((unsigned char *)c->sys + at, dev, len);
+		break;
+	default: /* UHMM_COPY_ZERO */
+		memset(dev, 0, len);
+		break;
+	}
+}
+
 /*
- * Runs copy @c and returns its status.  An injected failure writes the
- * first half of the destination, then reports -EIO, as a link error in the
- * middle of a transfer would.
+ * Runs copy @c whole and returns its status.  An injected failure writes
+ * the first half of the destination, then reports -EIO, as a link error in
+ * the middle of a transfer would.
  */
 static int copy_run_one(struct simdev *sd, const struct uhmm_copy *c)
 {
@@ -115,28 +156,10 @@ static int copy_run_one(struct simdev *sd, const struct uhmm_copy *c)
 	uint64_t model = transfer_ns(sd, c);
 	uint64_t deadline = model ? sat_add(now_ns(), model) : 0;
 	bool fail = uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_COPY]);
-	size_t bytes = (size_t)c->npages * UHMM_PAGE_SIZE;
-	size_t len = fail ? (size_t)(c->npages / 2) * UHMM_PAGE_SIZE : bytes;
-	unsigned char *dev = uhmm__devmem_ptr(&sd->mem, c->dpfn);
-
-	switch (c->dir) {
-	case UHMM_COPY_TO_DEVICE:
-		memcpy(dev, c->sys, len);
-		break;
-	case UHMM_COPY_FROM_DEVICE:
-		memcpy(c->sys, dev, len);
-		break;
-	default: /* UHMM_COPY_ZERO */
-		memset(dev, 0, len);
-		break;
-	}
+	copy_move_data(sd, c, 0, c->npages, fail);
 	if (deadline)
 		sleep_until(deadline);
-	if (fail)
-		return -EIO;
-	atomic_fetch_add_explicit(&sd->copies, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&sd->bytes_copied, bytes, memory_order_relaxed);
-	return 0;
+	return fail ? -EIO : 0;
 }
 
 /* ---- queue, fence table, cache (all under eng->lock) -------------------- */
@@ -165,19 +188,161 @@ static void fence_del_locked(struct copy_engine *eng, struct copy_batch *b)
 	b->hnext = NULL;
 }
 
-/* Number of copies, from b->claimed on, that the next worker takes. */
-static size_t claim_count_locked(const struct copy_engine *eng,
-				 const struct copy_batch *b)
+/* True if copies run on the copy_threads workers only (transfer model). */
+static bool engine_modelled(const struct simdev *sd)
 {
-	size_t left = b->n - b->claimed;
-	if (eng->nthreads == 1)
-		return left;
+	return sd->bandwidth_gbps > 0 || sd->latency_ns > 0;
+}
 
-	size_t k = 0;
-	uint64_t bytes = 0;
-	while (k < left && (k == 0 || bytes < CLAIM_BYTES))
-		bytes += (uint64_t)b->copies[b->claimed + k++].npages * UHMM_PAGE_SIZE;
-	return k;
+/*
+ * A chunk of a batch: copies [first, first + k) whole (part == false), or
+ * pages [off, off + np) of copies[first] alone (part == true).
+ */
+struct chunk {
+	size_t first, k;
+	uint32_t off, np;
+	bool part;
+	bool fail; /* a part chosen by fault injection to fail */
+};
+
+/*
+ * Claim the next chunk of batch @b (at the queue head, with copies left):
+ * about CLAIM_BYTES of whole copies, or, without a transfer model, the next
+ * part of a valid copy larger than that.  A copy split into parts has its
+ * status set to 0 and its injected failure drawn as its first part is
+ * claimed; a copy drawn to fail is not split (it runs as one part, writing
+ * half its destination, as copy_run_one would).  Takes @b off the queue
+ * once every copy is claimed.
+ */
+static void claim_locked(struct simdev *sd, struct copy_engine *eng,
+			 struct copy_batch *b, struct chunk *ch)
+{
+	struct uhmm_copy *c = &b->copies[b->claimed];
+	bool split = !engine_modelled(sd);
+
+	*ch = (struct chunk){ .first = b->claimed };
+	bool parts = split && b->part > 0; /* a copy already being split */
+	if (split && b->part == 0 && c->npages > CLAIM_PAGES &&
+	    copy_is_valid(&sd->mem, c)) {
+		parts = true;
+		c->status = 0;
+		if (uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_COPY])) {
+			ch->part = ch->fail = true;
+			ch->np = c->npages;
+			b->part = c->npages;
+		}
+	}
+	if (ch->fail) {
+		/* taken whole just above */
+	} else if (parts) {
+		ch->part = true;
+		ch->off = b->part;
+		ch->np = c->npages - b->part < CLAIM_PAGES ? c->npages - b->part
+							   : CLAIM_PAGES;
+		b->part += ch->np;
+	} else {
+		size_t left = b->n - b->claimed, k = 0;
+		uint64_t bytes = 0;
+		if (eng->nthreads == 1 && !split) {
+			k = left; /* one modelled engine: the whole batch */
+		} else {
+			while (k < left && (k == 0 || bytes < CLAIM_BYTES)) {
+				const struct uhmm_copy *x = &b->copies[b->claimed + k];
+				/* A large copy starts a chunk of its own. */
+				if (k > 0 && split && x->npages > CLAIM_PAGES)
+					break;
+				bytes += (uint64_t)x->npages * UHMM_PAGE_SIZE;
+				k++;
+			}
+		}
+		ch->k = k;
+		b->claimed += k;
+	}
+	if (ch->part && b->part == c->npages) {
+		b->part = 0;
+		b->claimed++;
+	}
+	b->inflight++;
+	if (b->claimed == b->n) {
+		/* b is the head: every copy is claimed, off the queue. */
+		eng->head = b->qnext;
+		if (!eng->head)
+			eng->tail = NULL;
+		b->qnext = NULL;
+	}
+}
+
+/* Runs chunk @ch of @b without the lock; returns its status. */
+static int chunk_run(struct simdev *sd, struct copy_batch *b, const struct chunk *ch,
+		     size_t *err_idx)
+{
+	*err_idx = SIZE_MAX;
+	if (ch->part) {
+		copy_move_data(sd, &b->copies[ch->first], ch->off, ch->np, ch->fail);
+		if (ch->fail)
+			*err_idx = ch->first;
+		return ch->fail ? -EIO : 0;
+	}
+	int err = 0;
+	for (size_t i = ch->first; i < ch->first + ch->k; i++) {
+		int st = copy_run_one(sd, &b->copies[i]);
+		b->copies[i].status = (int16_t)st;
+		if (st && *err_idx == SIZE_MAX) {
+			*err_idx = i;
+			err = st;
+		}
+	}
+	return err;
+}
+
+/*
+ * Record a finished chunk.  The runner finishing the batch's last chunk
+ * counts its successful copies and wakes the waiters.
+ */
+static void chunk_done_locked(struct simdev *sd, struct copy_engine *eng,
+			      struct copy_batch *b, const struct chunk *ch,
+			      int err, size_t err_idx)
+{
+	if (ch->part && err)
+		b->copies[ch->first].status = (int16_t)err;
+	if (err_idx < b->err_idx) {
+		b->err_idx = err_idx;
+		b->err = err;
+	}
+	if (--b->inflight || b->claimed < b->n)
+		return;
+	uint64_t copies = 0, bytes = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->copies[i].status)
+			continue;
+		copies++;
+		bytes += (uint64_t)b->copies[i].npages * UHMM_PAGE_SIZE;
+	}
+	atomic_fetch_add_explicit(&sd->copies, copies, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sd->bytes_copied, bytes, memory_order_relaxed);
+	b->complete = true;
+	eng->busy--;
+	pthread_cond_broadcast(&eng->done_cond);
+}
+
+/* Claim, run and record one chunk of @b (at the queue head); @caller: run
+ * by a submitter or waiter.  Called and returns with the lock held. */
+static void run_chunk_locked(struct simdev *sd, struct copy_engine *eng,
+			     struct copy_batch *b, bool caller)
+{
+	struct chunk ch;
+	claim_locked(sd, eng, b, &ch);
+	eng->chunks++;
+	eng->chunks_by_caller += caller;
+	/* Work is left: hand it to an idle sibling. */
+	if (eng->head && eng->nthreads > 1)
+		pthread_cond_signal(&eng->work_cond);
+	pthread_mutex_unlock(&eng->lock);
+	/* b stays allocated until it is complete, which needs this chunk. */
+	size_t err_idx;
+	int err = chunk_run(sd, b, &ch, &err_idx);
+	pthread_mutex_lock(&eng->lock);
+	chunk_done_locked(sd, eng, b, &ch, err, err_idx);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -194,42 +359,7 @@ static void *copy_worker(void *arg)
 		struct copy_batch *b = eng->head;
 		if (!b)
 			break; /* stop, and nothing left to run */
-
-		size_t first = b->claimed;
-		size_t k = claim_count_locked(eng, b);
-		b->claimed += k;
-		if (b->claimed == b->n) {
-			eng->head = b->qnext;
-			if (!eng->head)
-				eng->tail = NULL;
-			b->qnext = NULL;
-		}
-		/* Work is left: hand it to an idle sibling. */
-		if (eng->head && eng->nthreads > 1)
-			pthread_cond_signal(&eng->work_cond);
-		pthread_mutex_unlock(&eng->lock);
-
-		/* b stays allocated until done == n, which needs our k below. */
-		size_t err_idx = SIZE_MAX;
-		int err = 0;
-		for (size_t i = first; i < first + k; i++) {
-			int st = copy_run_one(sd, &b->copies[i]);
-			b->copies[i].status = (int16_t)st;
-			if (st && err_idx == SIZE_MAX) {
-				err_idx = i;
-				err = st;
-			}
-		}
-
-		pthread_mutex_lock(&eng->lock);
-		if (err_idx < b->err_idx) {
-			b->err_idx = err_idx;
-			b->err = err;
-		}
-		b->done += k;
-		eng->busy -= k;
-		if (b->done == b->n)
-			pthread_cond_broadcast(&eng->done_cond);
+		run_chunk_locked(sd, eng, b, false);
 	}
 	pthread_mutex_unlock(&eng->lock);
 	return NULL;
@@ -308,6 +438,15 @@ void uhmm__copy_stop(struct simdev *sd)
 
 /* ---- submit / wait / fence ---------------------------------------------- */
 
+/* Bytes a batch moves (its ZERO fills included). */
+static uint64_t batch_bytes(const struct uhmm_copy *c, size_t n)
+{
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < n; i++)
+		bytes += (uint64_t)c[i].npages * UHMM_PAGE_SIZE;
+	return bytes;
+}
+
 int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 		      uhmm_fence_t *fence)
 {
@@ -315,6 +454,7 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 
 	if (!fence || (n && !copies))
 		return -EINVAL;
+	bool small = n > 0 && !engine_modelled(sd) && batch_bytes(copies, n) <= INLINE_BYTES;
 
 	pthread_mutex_lock(&eng->lock);
 	struct copy_batch *b = eng->cache;
@@ -337,22 +477,30 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 	*b = (struct copy_batch){
 		.copies = copies,
 		.n = n,
+		.complete = n == 0, /* an empty batch is complete at once */
 		.err_idx = SIZE_MAX,
 		.fence = eng->next_fence++,
 	};
 	struct copy_batch **bucket = fence_bucket_locked(eng, b->fence);
 	b->hnext = *bucket;
 	*bucket = b;
-	if (n > 0) { /* an empty batch is complete at once */
+	*fence = b->fence;
+	if (n > 0) {
+		/* Run by the submitter: small, and nothing queued before it. */
+		bool inline_run = small && !eng->head;
 		if (eng->tail)
 			eng->tail->qnext = b;
 		else
 			eng->head = b;
 		eng->tail = b;
-		eng->busy += n;
-		pthread_cond_signal(&eng->work_cond);
+		eng->busy++;
+		if (!inline_run)
+			pthread_cond_signal(&eng->work_cond);
+		/* Our chunks are claimed from the head on; a worker woken for
+		 * another batch may take some of them, which is fine. */
+		while (inline_run && eng->head == b)
+			run_chunk_locked(sd, eng, b, true);
 	}
-	*fence = b->fence;
 	pthread_mutex_unlock(&eng->lock);
 	return 0;
 }
@@ -368,9 +516,15 @@ int uhmm__copy_wait(struct simdev *sd, uhmm_fence_t fence)
 		return -EINVAL;
 	}
 	b->waited = true;
-	while (b->done < b->n)
-		pthread_cond_wait(&eng->done_cond, &eng->lock);
-	/* Every status of the batch is final (written before done grew). */
+	/* Help: run chunks of our batch once it reaches the queue head. */
+	bool help = !engine_modelled(sd);
+	while (!b->complete) {
+		if (help && eng->head == b)
+			run_chunk_locked(sd, eng, b, true);
+		else
+			pthread_cond_wait(&eng->done_cond, &eng->lock);
+	}
+	/* Every status of the batch is final (written before it completed). */
 	fence_del_locked(eng, b);
 	int ret = b->err;
 	if (eng->ncache < BATCH_CACHE_MAX) {

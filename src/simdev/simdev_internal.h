@@ -140,8 +140,12 @@ struct copy_engine {
 	struct copy_batch *cache;          /* spare batch structs */
 	unsigned ncache;
 	uint64_t next_fence;               /* fences start at 1; 0 is never valid */
-	uint64_t busy;                     /* copies submitted, not yet done */
+	uint64_t busy;                     /* batches submitted, not yet complete */
 	bool stop;                         /* threads exit once the queue is empty */
+	/* Chunks run (copy.c: a run of whole copies or a part of a large
+	 * one), and of them those run by a submitter or waiter instead of a
+	 * worker thread.  For tests and profiles. */
+	uint64_t chunks, chunks_by_caller;
 };
 
 struct simdev;

@@ -11,6 +11,7 @@
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "core/internal.h"
 #include "testlib.h"
 
 #define MiB (1ul << 20)
@@ -178,6 +179,27 @@ static void several_contexts_coexist(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(b));
 }
 
+/* A program built against the first header passes the smaller struct: it
+ * is accepted and the newer fields take their defaults; sizes outside
+ * [UHMM_CTX_OPTS_SIZE_V1, sizeof] are refused. */
+static void opts_of_an_older_header_are_accepted(void **state)
+{
+	(void)state;
+	struct uhmm_ctx_opts o, def;
+	uhmm_ctx_opts_init(&def);
+	uhmm_ctx_opts_init(&o);
+	o.pool_max_pages = 12345; /* beyond the old size: must be ignored */
+	o.size = UHMM_CTX_OPTS_SIZE_V1;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	assert_int_equal(ctx->opts.pool_max_pages, def.pool_max_pages);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	o.size = UHMM_CTX_OPTS_SIZE_V1 - 4;
+	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
+	o.size = sizeof(o) + 4;
+	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(full_mode_serves_kernel_accesses),
 	cmocka_unit_test(user_mode_only_fails_kernel_accesses_with_efault),
@@ -185,6 +207,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(metadata_is_sixteen_bytes_a_page),
 	cmocka_unit_test(stats_printed_at_destroy_with_uhmm_stats),
 	cmocka_unit_test(several_contexts_coexist),
+	cmocka_unit_test(opts_of_an_older_header_are_accepted),
 };
 
 UHMM_TEST_MAIN(tests)

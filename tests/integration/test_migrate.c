@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -472,6 +473,129 @@ static void prot_none_pages_say_efault_and_stay(void **state)
 	teardown(&f);
 }
 
+/* ---- the warm pool's ceiling (pool_max_pages) ---- */
+
+static uhmm_ctx *pool_ctx(uint32_t pool_pages, uint32_t pool_max, uhmm_device **dev)
+{
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.fault_around = 64;
+	o.pool_pages = pool_pages;
+	o.pool_max_pages = pool_max;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 64 * MiB;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, dev));
+	return ctx;
+}
+
+/* Faults on [p, p + len) (64 pages each); returns the pool hits they made. */
+static uint64_t read_back_hits(uhmm_ctx *ctx, void *p, size_t len, uint64_t seed)
+{
+	uint64_t h0 = stats(ctx).pool_hits;
+	assert_int_equal(uhmm_test_check(p, len, seed), (size_t)-1);
+	return stats(ctx).pool_hits - h0;
+}
+
+/* The pages a migration takes out stay warm up to pool_max_pages, and the
+ * faults bringing the data back (64 pages a fault) move them in (no
+ * allocation); with pool_max_pages 0 the pool holds pool_pages only. */
+static void migrated_pages_linger_in_pool(void **state)
+{
+	(void)state;
+	size_t len = 8 * MiB; /* 2048 pages, pool_pages 512 */
+	for (int lingering = 1; lingering >= 0; lingering--) {
+		uhmm_device *dev;
+		uhmm_ctx *ctx = pool_ctx(512, lingering ? 4096 : 0, &dev);
+		void *p;
+		ASSERT_OK(uhmm_alloc(ctx, len, &p));
+		uhmm_test_fill(p, len, 31);
+		ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+		uint64_t hits = read_back_hits(ctx, p, len, 31);
+		if (lingering)
+			assert_int_equal(hits, len / PG / 64);
+		else
+			assert_true(hits <= 512 / 64);
+		ASSERT_OK(uhmm_free(ctx, p));
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+	}
+}
+
+/* A fault that brings back one page copies it in (UFFDIO_COPY from the
+ * bounce buffer), even with warm pages in the pool: moving a slot in costs
+ * a TLB flush that a single page does not amortise. */
+static void single_page_fault_copies_instead_of_moving(void **state)
+{
+	(void)state;
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.fault_around = 1;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_ctx_info ci;
+	ASSERT_OK(uhmm_ctx_info(ctx, &ci));
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &dev));
+	size_t len = 64 * PG;
+	void *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, &p));
+	uhmm_test_fill(p, len, 33);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	struct uhmm_stats s0 = stats(ctx);
+	assert_int_equal(uhmm_test_check(p, len, 33), (size_t)-1);
+	struct uhmm_stats s1 = stats(ctx);
+	/* (pool_hits/misses are counted before the faulting thread is woken;
+	 * cpu_faults_device may still be on its way for the last page.) */
+	assert_int_equal(s1.pool_hits - s0.pool_hits, 0);
+	assert_int_equal(s1.pool_misses - s0.pool_misses, len / PG);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* Anonymous memory resident in the process, in KiB (RssAnon). */
+static long rss_anon_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssAnon: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* An idle context gives the lingering pages back (to pool_pages). */
+static void idle_context_releases_lingering_pages(void **state)
+{
+	(void)state;
+	size_t len = 32 * MiB;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = pool_ctx(512, 16384, &dev);
+	void *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, &p));
+	uhmm_test_fill(p, len, 32);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	long before = rss_anon_kib();
+	assert_true(before > 0);
+	/* Released after a second without pool use: wait for it, up to a
+	 * minute (a slow machine only makes it later). */
+	long now = before;
+	for (int i = 0; i < 600 && before - now < 24 * 1024; i++) {
+		usleep(100000);
+		now = rss_anon_kib();
+	}
+	assert_true(before - now >= 24 * 1024);
+	/* The data is intact on the device and comes back. */
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(uhmm_test_check(p, len, 32), (size_t)-1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(round_trip_preserves_data),
 	cmocka_unit_test(cpu_read_and_write_bring_pages_back),
@@ -487,6 +611,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(alloc_failure_changes_nothing),
 	cmocka_unit_test(fault_on_busy_page_parks_without_blocking_service),
 	cmocka_unit_test(prot_none_pages_say_efault_and_stay),
+	cmocka_unit_test(migrated_pages_linger_in_pool),
+	cmocka_unit_test(single_page_fault_copies_instead_of_moving),
+	cmocka_unit_test(idle_context_releases_lingering_pages),
 };
 
 UHMM_TEST_MAIN(tests)

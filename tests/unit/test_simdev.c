@@ -718,6 +718,94 @@ static void latency_model_delays_each_copy(void **state)
 	ops->destroy(sd);
 }
 
+/* ---- who runs the copies (no transfer model) ----------------------------- */
+
+static uint64_t eng_read(struct simdev *sd, const uint64_t *field)
+{
+	pthread_mutex_lock(&sd->eng.lock);
+	uint64_t v = *field;
+	pthread_mutex_unlock(&sd->eng.lock);
+	return v;
+}
+
+/* A small batch submitted to an idle engine is run by the submitter,
+ * inside copy_submit: no hand-off to a worker thread and back. */
+static void small_batch_runs_in_submitter(void **state)
+{
+	(void)state;
+	struct simdev *sd = new_dev(2 * MiB, 1);
+	unsigned char *buf = malloc(4 * PG), *out = calloc(4, PG);
+	assert_non_null(buf);
+	assert_non_null(out);
+	uhmm_test_fill(buf, 4 * PG, 9);
+	ASSERT_OK(copy1(sd, UHMM_COPY_TO_DEVICE, buf, 7, 4));
+	struct uhmm_copy c = { out, 7, 4, UHMM_COPY_FROM_DEVICE, 1 };
+	uhmm_fence_t f;
+	ASSERT_OK(ops->copy_submit(sd, &c, 1, &f));
+	/* Done when submit returns, before any wait. */
+	assert_int_equal(c.status, 0);
+	assert_true(uhmm_test_check(out, 4 * PG, 9) == (size_t)-1);
+	assert_int_equal(ops->copy_wait(sd, f), 0);
+	assert_true(eng_read(sd, &sd->eng.chunks_by_caller) == 2);
+	assert_true(eng_read(sd, &sd->eng.chunks) == 2);
+	assert_true(info(sd).copies == 2);
+	free(buf);
+	free(out);
+	ops->destroy(sd);
+}
+
+/* A copy larger than a claim is split into parts, which the worker and the
+ * waiter share; the data and the counters are those of one copy. */
+static void large_copy_is_split_into_parts(void **state)
+{
+	(void)state;
+	struct simdev *sd = new_dev(4 * MiB, 1);
+	size_t len = 2 * MiB;
+	unsigned char *src = malloc(len), *dst = calloc(1, len);
+	assert_non_null(src);
+	assert_non_null(dst);
+	uhmm_test_fill(src, len, 21);
+	ASSERT_OK(copy1(sd, UHMM_COPY_TO_DEVICE, src, 3, (uint32_t)(len / PG)));
+	ASSERT_OK(copy1(sd, UHMM_COPY_FROM_DEVICE, dst, 3, (uint32_t)(len / PG)));
+	assert_true(uhmm_test_check(dst, len, 21) == (size_t)-1);
+	/* 2 MiB in parts of 256 KiB: 8 parts a copy. */
+	assert_true(eng_read(sd, &sd->eng.chunks) == 16);
+	assert_true(info(sd).copies == 2);
+	assert_true(info(sd).bytes_copied == 2 * len);
+
+	/* A split copy drawn to fail fails whole, once; the next passes. */
+	ASSERT_OK(uhmm__simdev_inject(sd, UHMM_SIMDEV_FAIL_COPY, 0, 1));
+	assert_int_equal(copy1(sd, UHMM_COPY_FROM_DEVICE, dst, 3, (uint32_t)(len / PG)), -EIO);
+	memset(dst, 0, len);
+	ASSERT_OK(copy1(sd, UHMM_COPY_FROM_DEVICE, dst, 3, (uint32_t)(len / PG)));
+	assert_true(uhmm_test_check(dst, len, 21) == (size_t)-1);
+	assert_true(info(sd).copies == 3);
+	free(src);
+	free(dst);
+	ops->destroy(sd);
+}
+
+/* With a transfer model only the workers (the modelled engines) copy. */
+static void modelled_engine_runs_on_workers_only(void **state)
+{
+	(void)state;
+	struct uhmm_simdev_opts o;
+	struct simdev *sd;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 2 * MiB;
+	o.latency_ns = 1000;
+	ASSERT_OK(uhmm__simdev_new(&o, &sd));
+	unsigned char *buf = malloc(PG);
+	assert_non_null(buf);
+	uhmm_test_fill(buf, PG, 2);
+	for (int i = 0; i < 8; i++)
+		ASSERT_OK(copy1(sd, UHMM_COPY_TO_DEVICE, buf, (uint64_t)i, 1));
+	assert_true(eng_read(sd, &sd->eng.chunks) == 8);
+	assert_true(eng_read(sd, &sd->eng.chunks_by_caller) == 0);
+	free(buf);
+	ops->destroy(sd);
+}
+
 /* ---- teardown ----------------------------------------------------------- */
 
 static void destroy_with_batches_completed(void **state)
@@ -794,6 +882,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(injected_copy_failures_exact_count),
 	cmocka_unit_test(bandwidth_model_slows_copies),
 	cmocka_unit_test(latency_model_delays_each_copy),
+	cmocka_unit_test(small_batch_runs_in_submitter),
+	cmocka_unit_test(large_copy_is_split_into_parts),
+	cmocka_unit_test(modelled_engine_runs_on_workers_only),
 	cmocka_unit_test(destroy_with_batches_completed),
 	cmocka_unit_test(many_devices_at_once),
 };
