@@ -73,9 +73,9 @@ enum {
  */
 struct uhmm_ctx_opts {
 	/** sizeof(struct uhmm_ctx_opts), set by uhmm_ctx_opts_init().  The
-	 * struct only grows at its end: a size between
-	 * UHMM_CTX_OPTS_SIZE_V1 and the current sizeof is accepted (fields
-	 * beyond it take their defaults), anything else is -EINVAL. */
+	 * struct only grows at its end, and each size it has had is
+	 * accepted: UHMM_CTX_OPTS_SIZE_V1 (the fields after it take their
+	 * defaults) or the current sizeof.  Any other size is -EINVAL. */
 	uint32_t size;
 	uint32_t flags;       /**< UHMM_CTX_* */
 	/**

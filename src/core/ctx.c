@@ -242,7 +242,7 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 		/* A program built against an older header passes the smaller
 		 * struct it knows: the fields it does not have keep their
 		 * defaults.  One built against a newer header is refused. */
-		if (in->size < UHMM_CTX_OPTS_SIZE_V1 || in->size > sizeof(*in))
+		if (in->size != UHMM_CTX_OPTS_SIZE_V1 && in->size != sizeof(*in))
 			return -EINVAL;
 		memcpy(o, in, in->size);
 		o->size = sizeof(*o);

@@ -180,8 +180,8 @@ static void several_contexts_coexist(void **state)
 }
 
 /* A program built against the first header passes the smaller struct: it
- * is accepted and the newer fields take their defaults; sizes outside
- * [UHMM_CTX_OPTS_SIZE_V1, sizeof] are refused. */
+ * is accepted and the newer fields take their defaults; sizes the struct
+ * never had are refused. */
 static void opts_of_an_older_header_are_accepted(void **state)
 {
 	(void)state;
@@ -195,6 +195,8 @@ static void opts_of_an_older_header_are_accepted(void **state)
 	assert_int_equal(ctx->opts.pool_max_pages, def.pool_max_pages);
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 	o.size = UHMM_CTX_OPTS_SIZE_V1 - 4;
+	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
+	o.size = UHMM_CTX_OPTS_SIZE_V1 + 2;
 	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
 	o.size = sizeof(o) + 4;
 	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
