@@ -407,7 +407,6 @@ static void op_ioctl(void)
 		if (ptr >= (uintptr_t)g_scratch && ptr + plen <= (uintptr_t)g_scratch + SCRATCH_PAGES * PG) {
 			ptr_w = ptr_r = true;
 		} else if (pk == P_AREA) {
-			ptr_area = true;
 			ptr_w = ptr_r = true;
 			for (size_t i = 0; i < (plen + PG - 1) / PG; i++) {
 				size_t pg;
@@ -421,6 +420,10 @@ static void op_ioctl(void)
 	}
 	if (pk == P_AREA && !ptr)
 		return;
+	/* ptr inside an area, whatever the length: a request that fails
+	 * part-way may have written its first chunks there (a huge SNAPSHOT
+	 * writes chunk by chunk, as the kernel's does, until a hole). */
+	ptr_area = pk == P_AREA;
 	/* The argument block itself: ours, or hostile. */
 	static struct hmm_dmirror_cmd cmdbuf;
 	struct hmm_dmirror_cmd *cmd = &cmdbuf;
@@ -614,7 +617,9 @@ static void op_ioctl(void)
 		for (size_t i = 0; i < (plen + PG - 1) / PG; i++) {
 			size_t pg;
 			struct area *ar = area_of(ptr + i * PG, &pg);
-			if (ar && (ar->prot[pg] & PROT_READ))
+			if (!ar)
+				break; /* nothing is written past a hole */
+			if (ar->prot[pg] & PROT_READ)
 				memcpy(ar->shadow + pg * PG, ar->base + pg * PG, PG);
 		}
 	}
