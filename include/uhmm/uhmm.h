@@ -277,10 +277,34 @@ struct uhmm_page_info {
 /**
  * uhmm_page_query - report where the page containing @addr lives.
  * A snapshot: it may change as soon as the call returns.  Does not fault
- * the page in.  Errors: -EFAULT @addr is not managed.
+ * the page in.  A munmap(), mremap() or madvise() of managed memory that
+ * has just returned may not be seen yet (see uhmm_sync()).  Errors:
+ * -EFAULT @addr is not managed.
  */
 UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
 		    struct uhmm_page_info *info);
+
+/**
+ * uhmm_sync - wait until uhmm has followed the address-space changes that
+ * have returned.
+ *
+ * uhmm learns of munmap(), mremap() and madvise(MADV_DONTNEED) of managed
+ * memory from userfaultfd events, which the kernel lets the calling thread
+ * return from once the event is *read*; the fault-service thread applies it
+ * (ranges cut or moved, device copies freed, mirrors invalidated) right
+ * after.  Calls that only look (uhmm_page_query(), uhmm_check_exclusive())
+ * or that act on what they find (uhmm_migrate(), uhmm_range_fault()) may
+ * meet the old state in between.  After uhmm_sync(), every such change made
+ * by a call that returned before it is applied.  Cheap when nothing is in
+ * flight (one atomic load).  The /dev/hmm_dmirror layer does this before
+ * every request, as the kernel's mirror is invalidated before munmap()
+ * returns.
+ *
+ * Returns 0.  Errors: -EBADF @ctx is not a live context; -ECHILD.  From an
+ * invalidate callback (which runs while such a change is applied) it
+ * returns 0 at once.
+ */
+UHMM_API int uhmm_sync(uhmm_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Devices                                                                   */

@@ -534,6 +534,9 @@ int dm_cmd(uhmm_dmirror *h, unsigned request, struct uhmm_dmirror_cmd *cmd)
 	if ((c.addr & (PS - 1)) || !c.npages || c.npages > ((uint64_t)1 << 36) ||
 	    c.addr + c.npages * PS < c.addr)
 		return -EINVAL;
+	/* The kernel's mirror is invalidated before munmap/mremap/madvise
+	 * return; uhmm's right after: let it catch up (cheap when idle). */
+	(void)uhmm_sync(h->ctx);
 	struct dm_dev *d = h->d;
 	bool excl = request == UHMM_DMIRROR_RELEASE;
 	if (excl)

@@ -259,6 +259,12 @@ struct uhmm_ctx {
 	/* Service thread. */
 	pthread_t service;
 	atomic_bool stop;
+	/* EV_READING from just before the service thread reads the userfaultfd
+	 * until it has handled the events it read: munmap, mremap and madvise
+	 * return as soon as their event is read, so a caller that sees this
+	 * clear knows every one of them that returned has been followed.
+	 * EV_WAITERS: someone sleeps on it (uhmm__events_wait). */
+	_Atomic uint32_t events_busy;
 	pthread_mutex_t req_lock;
 	struct install_req *req_head, **req_tail;
 	struct parked_fault *parked; /* service thread only */
@@ -370,6 +376,10 @@ void uhmm__service_kick(struct uhmm_ctx *ctx);
 void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req);
 /* Wait until the service thread has handled every event it has read. */
 void uhmm__service_sync(struct uhmm_ctx *ctx);
+/* Wait until every munmap/mremap/madvise of managed memory that has returned
+ * has been followed (cheap when none is in flight: one load).  Returns at
+ * once in the service thread. */
+void uhmm__events_wait(struct uhmm_ctx *ctx);
 /* Install pages of a request (service thread; also used by its faults). */
 void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
 

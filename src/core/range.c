@@ -389,6 +389,16 @@ out:
 	return err;
 }
 
+UHMM_API int uhmm_sync(uhmm_ctx *ctx)
+{
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	uhmm__events_wait(ctx);
+	uhmm__ctx_exit(ctx);
+	return 0;
+}
+
 UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
 			     struct uhmm_page_info *info)
 {

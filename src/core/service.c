@@ -44,6 +44,42 @@ void uhmm__service_kick(struct uhmm_ctx *ctx)
 	(void)r; /* EAGAIN: the counter is already non-zero, a wake is due */
 }
 
+/* ---- following events promptly (events_busy) ---- */
+
+#define EV_READING 1u
+#define EV_WAITERS 2u
+
+/* Service thread: about to read the userfaultfd. */
+static void events_begin(struct uhmm_ctx *ctx)
+{
+	atomic_store_explicit(&ctx->events_busy, EV_READING, memory_order_seq_cst);
+}
+
+/* Service thread: the events read so far are handled. */
+static void events_end(struct uhmm_ctx *ctx)
+{
+	uint32_t old = atomic_exchange_explicit(&ctx->events_busy, 0, memory_order_release);
+	if (old & EV_WAITERS)
+		uhmm_futex_wake_all(&ctx->events_busy);
+}
+
+void uhmm__events_wait(struct uhmm_ctx *ctx)
+{
+	if (pthread_equal(pthread_self(), ctx->service))
+		return; /* (an invalidate callback: it is part of the handling) */
+	uint32_t v = atomic_load_explicit(&ctx->events_busy, memory_order_acquire);
+	while (v) {
+		if (!(v & EV_WAITERS) &&
+		    !atomic_compare_exchange_weak_explicit(&ctx->events_busy, &v,
+							   v | EV_WAITERS,
+							   memory_order_acquire,
+							   memory_order_acquire))
+			continue;
+		uhmm_futex_wait(&ctx->events_busy, v | EV_WAITERS);
+		v = atomic_load_explicit(&ctx->events_busy, memory_order_acquire);
+	}
+}
+
 /* ---- installing pages (service thread only) ---- */
 
 static size_t drain_events(struct uhmm_ctx *ctx);
@@ -620,7 +656,13 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 	struct uffd_msg m[16];
 	ssize_t got;
 	size_t total = 0, faults = 0;
-	while ((got = read(ctx->uffd, m, sizeof(m))) > 0) {
+	for (;;) {
+		events_begin(ctx);
+		got = read(ctx->uffd, m, sizeof(m));
+		if (got <= 0) {
+			events_end(ctx);
+			break;
+		}
 		total += (size_t)got / sizeof(m[0]);
 		for (size_t i = 0; i < (size_t)got / sizeof(m[0]); i++) {
 			if (m[i].event == UFFD_EVENT_PAGEFAULT) {
@@ -632,6 +674,7 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 				handle_event(ctx, &m[i]);
 			}
 		}
+		events_end(ctx);
 	}
 	/* These faults wait on no page lock, so no unlock will kick us for
 	 * them; and we may be redispatching the parked list right now (an
@@ -666,6 +709,7 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 	for (size_t i = 0; i < n; i++)
 		if (m[i].event != UFFD_EVENT_PAGEFAULT)
 			handle_event(ctx, &m[i]);
+	events_end(ctx);
 	for (size_t i = 0; i < n; i++) {
 		if (m[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
@@ -711,9 +755,12 @@ static void *service_main(void *arg)
 		}
 		/* Faults and events first: they block application threads. */
 		for (;;) {
+			events_begin(ctx);
 			ssize_t got = read(ctx->uffd, msgs, sizeof(msgs));
-			if (got <= 0)
+			if (got <= 0) {
+				events_end(ctx);
 				break;
+			}
 			size_t nunknown = 0;
 			handle_msgs(ctx, msgs, (size_t)got / sizeof(msgs[0]), unknown,
 				    &nunknown);

@@ -105,6 +105,39 @@ static void shutdown_only_when_idle(void **state)
 	assert_int_equal(uhmm_dmirror_shutdown(), 0);
 }
 
+/*
+ * A READ right after munmap of part of a device-resident buffer: the
+ * kernel's driver answers -EFAULT (munmap invalidates the mirror before it
+ * returns).  uhmm follows munmap from the fault-service thread, just after
+ * the call returns; the layer waits for it (uhmm_sync) before each request.
+ * Without that wait the READ succeeded with the old data about one time in
+ * three here, so 200 rounds fail reliably.
+ */
+static void read_right_after_munmap_is_efault(void **state)
+{
+	(void)state;
+	uhmm_dmirror *h;
+	assert_int_equal(uhmm_dmirror_open(0, &h), 0);
+	size_t n = 16;
+	char *out = malloc(n * PS);
+	for (int i = 0; i < 200; i++) {
+		char *p = mmap(NULL, n * PS, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_ptr_not_equal(p, MAP_FAILED);
+		memset(p, 0x5a, n * PS);
+		struct uhmm_dmirror_cmd c = { (uintptr_t)p, (uintptr_t)out, n, 0, 0 };
+		assert_int_equal(uhmm_dmirror_cmd(h, UHMM_DMIRROR_MIGRATE_TO_DEV, &c), 0);
+		assert_int_equal(munmap(p + 8 * PS, 2 * PS), 0);
+		struct uhmm_dmirror_cmd r = { (uintptr_t)p, (uintptr_t)out, n, 0, 0 };
+		if (uhmm_dmirror_cmd(h, UHMM_DMIRROR_READ, &r) != -EFAULT)
+			fail_msg("round %d: READ over the hole just unmapped did not fail", i);
+		assert_int_equal(munmap(p, 8 * PS), 0);
+		assert_int_equal(munmap(p + 10 * PS, 6 * PS), 0);
+	}
+	free(out);
+	assert_int_equal(uhmm_dmirror_close(h), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -112,6 +145,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(cmd_rejects_bad_arguments),
 		cmocka_unit_test(migrate_round_trip),
 		cmocka_unit_test(map_and_mprotect_helpers),
+		cmocka_unit_test(read_right_after_munmap_is_efault),
 		cmocka_unit_test(shutdown_only_when_idle),
 	};
 	if (argc > 1)

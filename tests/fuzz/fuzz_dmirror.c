@@ -36,11 +36,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Internal (src/core): the live contexts, and a wait until every
- * userfaultfd event read so far has been handled.  See sync_events(). */
-struct uhmm_ctx;
-size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max);
-void uhmm__service_sync(struct uhmm_ctx *ctx);
 
 #define PG ((uintptr_t)4096)
 #define NAREA 4
@@ -220,24 +215,6 @@ static void area_reset_if_empty(struct area *r)
 	r->type = T_HOLE;
 }
 
-/*
- * Known bug (docs/FUZZING.md, finding 3): munmap and madvise(DONTNEED)
- * return once uhmm's service thread has read their UNMAP/REMOVE event,
- * before it has handled it, so a request right after may still see the old
- * mirror entries (a READ over the new hole, or of the discarded pages,
- * gives the old data) or the old managed range.  Until the core waits for
- * that itself, the target waits after each munmap and madvise
- * (FUZZ_DMIRROR_NO_SYNC=1: don't, to reproduce the bug).
- */
-static bool g_no_sync;
-
-static void sync_events(void)
-{
-	struct uhmm_ctx *c[4];
-	size_t n = g_no_sync ? 0 : uhmm__live_contexts(c, 4);
-	for (size_t i = 0; i < n && i < 4; i++)
-		uhmm__service_sync(c[i]);
-}
 
 /* ---- ops ---------------------------------------------------------------------- */
 
@@ -678,7 +655,6 @@ static void op_mm(void)
 		trace("madvise area %d pages %zu+%zu = %d", (int)(r - g_area), o, n, rc);
 		if (rc)
 			die("madvise: %s", strerror(errno));
-		sync_events();
 		memset(r->shadow + o * PG, 0, n * PG);
 		memset(r->excl + o, 0, n);
 		break;
@@ -687,7 +663,6 @@ static void op_mm(void)
 		trace("munmap area %d pages %zu+%zu = %d", (int)(r - g_area), o, n, rc);
 		if (rc)
 			die("munmap: %s", strerror(errno));
-		sync_events();
 		memset(r->mapped + o, 0, n);
 		memset(r->excl + o, 0, n);
 		area_reset_if_empty(r);
@@ -755,7 +730,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static bool init;
 	if (!init) {
 		g_trace = getenv("FUZZ_DMIRROR_TRACE") != NULL;
-		g_no_sync = getenv("FUZZ_DMIRROR_NO_SYNC") != NULL;
 		/* Small devices: running out of device memory is reachable. */
 		setenv("UHMM_DMIRROR_MEM_MB", "2", 0);
 		g_scratch = mmap(NULL, (SCRATCH_PAGES + 1) * PG, PROT_READ | PROT_WRITE,

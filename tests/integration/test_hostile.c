@@ -636,6 +636,11 @@ static long p_ctx_info(struct fx *f, const struct row *r)
 	return uhmm_ctx_info(res_ctx(f, r->c), (r->flags & R_NULL_OUT) ? NULL : &ci);
 }
 
+static long p_sync(struct fx *f, const struct row *r)
+{
+	return uhmm_sync(res_ctx(f, r->c));
+}
+
 static long p_alloc(struct fx *f, const struct row *r)
 {
 	uhmm_ctx *c = res_ctx(f, r->c);
@@ -1473,6 +1478,10 @@ static const struct row rows[] = {
 	{ "core_ctx", "uhmm_ctx_info", "destroyed context", p_ctx_info, .c = C_DEAD, .expect = -EBADF },
 	{ "core_ctx", "uhmm_ctx_info", "a device handle", p_ctx_info, .c = C_DEVPTR, .expect = -EBADF },
 	{ "core_ctx", "uhmm_ctx_info", "never a handle", p_ctx_info, .c = C_JUNK, .expect = -EBADF },
+	{ "core_ctx", "uhmm_sync", "NULL context", p_sync, .c = C_NULL, .expect = -EBADF },
+	{ "core_ctx", "uhmm_sync", "destroyed context", p_sync, .c = C_DEAD, .expect = -EBADF },
+	{ "core_ctx", "uhmm_sync", "a device handle", p_sync, .c = C_DEVPTR, .expect = -EBADF },
+	{ "core_ctx", "uhmm_sync", "never a handle", p_sync, .c = C_JUNK, .expect = -EBADF },
 
 	/* ===== uhmm.h: alloc, free, register, unregister ===== */
 	{ "core_range", "uhmm_alloc", "len 0", p_alloc, .len = 0, .expect = -EINVAL },

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "testlib.h"
 
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
@@ -633,6 +634,61 @@ static void free_with_device_pages_releases_them(void **state)
 	env_fini(&e);
 }
 
+/*
+ * uhmm_sync(): once it returns, a munmap that returned before it has been
+ * followed.  Without the wait, uhmm_page_query() found the unmapped part
+ * still managed about one time in three (the service thread had read the
+ * event but not yet applied it); 200 rounds fail reliably without it.
+ */
+static void sync_makes_a_returned_munmap_visible(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	for (int i = 0; i < 200; i++) {
+		char *p;
+		ASSERT_OK(uhmm_alloc(e.ctx, 16 * PG, (void **)&p));
+		memset(p, 0x5a, 16 * PG);
+		ASSERT_OK(uhmm_migrate(e.ctx, p, 16 * PG, e.dev, 0));
+		assert_int_equal(munmap(p + 8 * PG, 2 * PG), 0);
+		ASSERT_OK(uhmm_sync(e.ctx));
+		struct uhmm_page_info pi;
+		if (uhmm_page_query(e.ctx, p + 8 * PG, &pi) != -EFAULT)
+			fail_msg("round %d: the unmapped page is still managed", i);
+		assert_int_equal(munmap(p, 16 * PG), 0);
+	}
+	env_fini(&e);
+}
+
+static int sync_in_callback_ret = 1;
+
+static void sync_from_callback(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			       void *priv)
+{
+	(void)n;
+	if (ev->reason == UHMM_INV_UNMAP)
+		sync_in_callback_ret = uhmm_sync(priv);
+}
+
+/* An invalidate callback runs while the change is applied: uhmm_sync() from
+ * it returns at once instead of waiting for itself. */
+static void sync_from_an_invalidate_callback_returns(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	char *p;
+	ASSERT_OK(uhmm_alloc(e.ctx, 16 * PG, (void **)&p));
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(e.ctx, (uintptr_t)p, 16 * PG, sync_from_callback,
+				       e.ctx, &n));
+	assert_int_equal(munmap(p, 16 * PG), 0);
+	ASSERT_OK(uhmm_sync(e.ctx));
+	assert_int_equal(sync_in_callback_ret, 0);
+	ASSERT_OK(uhmm_notifier_remove(n));
+	env_fini(&e);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(munmap_frees_device_pages),
 	cmocka_unit_test(munmap_of_alloc_memory_frees_device_pages),
@@ -646,6 +702,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(destroy_brings_device_pages_home),
 	cmocka_unit_test(destroy_leaves_alloc_memory_mapped_with_data),
 	cmocka_unit_test(unregister_brings_pages_home),
+	cmocka_unit_test(sync_makes_a_returned_munmap_visible),
+	cmocka_unit_test(sync_from_an_invalidate_callback_returns),
 	cmocka_unit_test(free_with_device_pages_releases_them),
 };
 
