@@ -9,7 +9,9 @@
 # (replay it: build-fuzz/tests/fuzz/<target> <file>).  The corpus grows in
 # build-fuzz/corpus/<target>/ (a copy: the committed seeds are not touched).
 # Environment: FUZZ_TARGETS (default "fuzz_api fuzz_dmirror"), CC (default
-# clang), FUZZ_JOBS (parallel build jobs, default 2).
+# clang), FUZZ_JOBS (parallel build jobs, default 2), FUZZ_SEED (libFuzzer's
+# -seed: CI fixes it so that a run explores the same inputs each time and a
+# red run is one a change caused; by hand leave it unset, to explore).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -45,7 +47,9 @@ for t in $targets; do
 		fi
 	fi
 	echo "=== $t: ${secs}s"
-	if "$bin" -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 -max_len=512 \
+	# shellcheck disable=SC2086
+	if "$bin" ${FUZZ_SEED:+-seed=$FUZZ_SEED} -max_total_time="$secs" -timeout=30 \
+		-rss_limit_mb=4096 -max_len=512 \
 		-print_final_stats=1 -artifact_prefix="$art/" "$corpus" >"$art/fuzz.log" 2>&1; then
 		grep -E '^#[0-9]+[[:space:]]+DONE' "$art/fuzz.log" | tail -n1 || true
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$art/fuzz.log" || true

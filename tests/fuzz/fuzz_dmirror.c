@@ -544,9 +544,13 @@ static void op_ioctl(void)
 				struct area *ar = area_of(c.addr + i * PG, &pg);
 				if (!ar && bytes[i] != 0xFF)
 					die("SNAPSHOT: hole page %zu reads %#x", i, bytes[i]);
-				if (ar && bytes[i] == 0xFF)
+				/* PROT_NONE reads ERROR, as the kernel's
+				 * (hmm_range_fault fills HMM_PFN_ERROR for a
+				 * VMA without VM_READ). */
+				if (ar && bytes[i] == 0xFF && (ar->prot[pg] & PROT_READ))
 					die("SNAPSHOT: mapped page %zu reads ERROR", i);
-				if (ar && (bytes[i] & 0x02) && !(ar->prot[pg] & PROT_WRITE))
+				if (ar && bytes[i] != 0xFF && (bytes[i] & 0x02) &&
+				    !(ar->prot[pg] & PROT_WRITE))
 					die("SNAPSHOT: page %zu WRITE on read-only memory", i);
 			}
 		} else {
