@@ -370,6 +370,9 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	uhmm__handle_del(ctx);
 
 	/* Every page home while the service thread still installs them. */
+	/* A munmap that returned just before is followed first: its range
+	 * would otherwise be evacuated into memory that is gone. */
+	uhmm__events_wait(ctx);
 	int err = uhmm__evacuate(ctx, 0);
 	/* Mirrors drop everything; devices may remove their notifiers as
 	 * they are destroyed; the rest are freed here. */
@@ -509,6 +512,7 @@ UHMM_API int uhmm_device_detach(uhmm_device *dev)
 	uint32_t u;
 	while ((u = atomic_load(&dev->users)) != DEV_DYING)
 		uhmm_futex_wait(&dev->users, u);
+	uhmm__events_wait(ctx); /* a munmap just returned: not into the void */
 	err = uhmm__evacuate(ctx, dev->id);
 	if (err)
 		atomic_fetch_and(&dev->users, ~DEV_DYING); /* stays attached */

@@ -36,6 +36,7 @@ static void prepare(void)
 	nheld = uhmm__live_contexts(held, MAX_FORK_CTX);
 	for (size_t i = 0; i < nheld; i++) {
 		pthread_rwlock_wrlock(&held[i]->fork_lock);
+		uhmm__events_wait(held[i]);
 		(void)uhmm__evacuate(held[i], 0);
 	}
 }

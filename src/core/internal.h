@@ -322,6 +322,12 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done);
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 		     uint64_t mode, bool dst_empty, size_t *done);
+/* uhmm__uffd_move for application threads taking pages out of managed
+ * memory into the reserve: an EAGAIN with nothing moved (the kernel met a
+ * page in transit: under migration or compaction, a THP being split) is
+ * tried again, yielding, for up to 2 s; -EAGAIN after that. */
+long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
+			 uint64_t mode, size_t *done);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
 int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
 int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);

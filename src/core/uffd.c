@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -187,6 +188,32 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 	}
 	*done = off;
 	return (long)off;
+}
+
+long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
+			 uint64_t mode, size_t *done)
+{
+	size_t off = 0;
+	uint64_t t0 = 0;
+	for (;;) {
+		size_t d = 0;
+		long ret = uhmm__uffd_move(fd, dst + off, src + off, len - off, mode, &d);
+		off += d;
+		if (ret != -EAGAIN) {
+			*done = off;
+			return ret < 0 ? ret : (long)off;
+		}
+		/* A page in transit (internal.h); the reserve's descriptor
+		 * has no events, so this is never mmap_changing. */
+		uint64_t now = uhmm__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > 2000000000ull) {
+			*done = off;
+			return -EAGAIN;
+		}
+		sched_yield();
+	}
 }
 
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,

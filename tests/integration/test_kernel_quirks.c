@@ -45,6 +45,7 @@ enum quirk {
 	Q_EAGAIN_SHORT,     /* UFFDIO_MOVE: moves 3 pages, says 1, EAGAIN */
 	Q_COPY_SHORT,       /* UFFDIO_COPY: copies 3 pages, says 1, EAGAIN */
 	Q_ZERO_SHORT,       /* UFFDIO_ZEROPAGE: fills 3 pages, says 1, EAGAIN */
+	Q_MOVE_EAGAIN,      /* UFFDIO_MOVE, twice: does nothing, EAGAIN (a race) */
 };
 
 /* Armed by a test; the next call of its kind over at least 3 pages takes it. */
@@ -98,6 +99,14 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 		return __real_ioctl(fd, req, arg);
 	struct uffdio_move *m = arg;
 	int q = atomic_load(&armed);
+	if (q == Q_MOVE_EAGAIN) {
+		/* Twice: the run, then its one-page retry. */
+		if (atomic_fetch_add(&fired, 1) == 1)
+			atomic_store(&armed, Q_NONE);
+		m->move = -EAGAIN;
+		errno = EAGAIN;
+		return -1;
+	}
 	if ((q != Q_EEXIST_UNCOUNTED && q != Q_EAGAIN_SHORT) || !take(q, m->len))
 		return __real_ioctl(fd, req, arg);
 	/* Move the first pages for real, then misreport. */
@@ -273,6 +282,26 @@ static void zero_fill_short_after_discard(void **state)
 	teardown(&f);
 }
 
+/*
+ * UFFDIO_MOVE answers EAGAIN with nothing moved when it meets a transient
+ * state (a page under migration or compaction, a THP being split).  Taking
+ * pages out to a device, uhmm took that for "the mapping is gone" and
+ * uhmm_migrate() failed -EFAULT, the pages left behind; it now tries again.
+ */
+static void move_out_eagain_is_retried(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	atomic_store(&armed, Q_MOVE_EAGAIN);
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, f.dev, 0));
+	assert_int_equal(atomic_load(&fired), 2);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, f.p, f.len, f.dev), f.len / PG);
+	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, NULL, 0));
+	assert_int_equal(uhmm_test_check(f.p, f.len, 7), (size_t)-1);
+	teardown(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(move_out_eexist_uncounted),
 	cmocka_unit_test(move_out_eagain_short),
@@ -280,6 +309,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(move_home_eagain_short),
 	cmocka_unit_test(copy_home_short),
 	cmocka_unit_test(zero_fill_short_after_discard),
+	cmocka_unit_test(move_out_eagain_is_retried),
 };
 
 UHMM_TEST_MAIN(tests)
