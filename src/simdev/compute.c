@@ -571,6 +571,11 @@ UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 		uhmm__ctx_exit(ctx);
 		return -EINVAL; /* detached meanwhile */
 	}
+	/* A munmap/mremap/madvise that returned before the launch is
+	 * followed first: the kernel's mirrors are invalidated before those
+	 * calls return, and a kernel must not use a stale entry either (it
+	 * would write into a device page that the late event then frees). */
+	(void)uhmm_sync(ctx);
 	struct simdev *sd = uhmm__simdev_of(dev);
 	struct sd_compute *c = sd ? sd->comp : NULL;
 	err = c ? launch_run(c, fn, grid, arg) : -EINVAL;

@@ -17,11 +17,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
@@ -162,10 +165,91 @@ static void late_events_split_the_displaced_range(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
 }
 
+/* ---- a device kernel launched right after madvise() returns ---- */
+
+static sem_t cb_entered, cb_release;
+
+/* Holds the service thread inside the handling of a discard. */
+static void holding_callback(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			     void *priv)
+{
+	(void)n;
+	(void)priv;
+	if (ev->reason != UHMM_INV_ZAP)
+		return;
+	sem_post(&cb_entered);
+	sem_wait(&cb_release);
+}
+
+static void *release_later(void *arg)
+{
+	(void)arg;
+	sem_wait(&cb_entered);
+	usleep(200 * 1000);
+	sem_post(&cb_release);
+	return NULL;
+}
+
+static void store_ab(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	uhmm_simdev_st8(wi, (char *)arg + idx * PG, 0xab);
+}
+
+static void load_one(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	(void)uhmm_simdev_ld8(wi, (char *)arg + idx * PG);
+}
+
+/*
+ * madvise(MADV_DONTNEED) returns once its event is read; the service thread
+ * applies it (mirrors invalidated, device copies freed) just after.  A
+ * kernel launched in between used the device's stale entries and wrote into
+ * device pages that the discard then freed: its stores were lost (found by
+ * uhmm-torture, twice in a 10-minute run).  The launch now waits for the
+ * discard to be applied.  The service thread is held 200 ms inside it.
+ */
+static void launch_after_madvise_keeps_its_stores(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 16 * MiB;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
+	memset(p, 0x11, 16 * PG);
+	ASSERT_OK(uhmm_migrate(ctx, p, 16 * PG, dev, 0));
+	ASSERT_OK(uhmm_simdev_launch(dev, load_one, 16, p)); /* mirror entries */
+	sem_init(&cb_entered, 0, 0);
+	sem_init(&cb_release, 0, 0);
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 16 * PG, holding_callback, NULL, &n));
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
+	assert_int_equal(madvise(p, 16 * PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_simdev_launch(dev, store_ab, 16, p));
+	pthread_join(t, NULL);
+	ASSERT_OK(uhmm_sync(ctx));
+	for (size_t i = 0; i < 16; i++) {
+		if ((unsigned char)p[i * PG] != 0xab)
+			fail_msg("page %zu: %#x, the kernel's store is lost", i,
+				 (unsigned char)p[i * PG]);
+		assert_int_equal(p[i * PG + 1], 0); /* the rest was discarded */
+	}
+	ASSERT_OK(uhmm_notifier_remove(n));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	sem_destroy(&cb_entered);
+	sem_destroy(&cb_release);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(late_unmap_spares_range_moved_in),
 	cmocka_unit_test(late_remap_moves_the_displaced_range),
 	cmocka_unit_test(late_events_split_the_displaced_range),
+	cmocka_unit_test(launch_after_madvise_keeps_its_stores),
 };
 
 UHMM_TEST_MAIN(tests)
