@@ -195,6 +195,12 @@ struct uhmm_range_req {
  * A snapshot (no fault flags) never fails for holes: their entries say
  * UHMM_RE_ERROR.  Never-touched pages have no flag set.
  *
+ * uhmm follows munmap(), mremap() and madvise() just after they return
+ * (uhmm_sync() in uhmm.h): a device that starts work for an application
+ * thread should call uhmm_sync() before it uses its page table, as
+ * uhmm_simdev_launch() does, so that work started after such a call never
+ * uses an entry that call removed.
+ *
  * Errors (as the kernel's): -EINVAL bad request (also: req->notifier is
  * not NULL and not a live notifier of @ctx -- removed, freed with its
  * context, or not a notifier at all); -EFAULT a fault request meets a hole
