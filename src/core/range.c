@@ -449,6 +449,37 @@ void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	}
 }
 
+/* Drop the pieces of a split (NULL ones are skipped). */
+static void put_pieces(struct uhmm_range *a, struct uhmm_range *b, struct uhmm_range *c)
+{
+	struct uhmm_range *all[3] = { a, b, c };
+	for (int k = 0; k < 3; k++)
+		if (all[k])
+			uhmm__range_put(all[k]);
+}
+
+/*
+ * Split r around [cs, ce), a part of it: three new ranges sharing its page
+ * array, *left and *right NULL where r has nothing outside the part.
+ * -ENOMEM leaves nothing allocated.
+ */
+static int split_range(struct uhmm_range *r, uintptr_t cs, uintptr_t ce,
+		       struct uhmm_range **left, struct uhmm_range **mid,
+		       struct uhmm_range **right)
+{
+	size_t off = (cs - r->start) >> PAGE_SHIFT, n = (ce - cs) >> PAGE_SHIFT;
+	*mid = range_new(cs, n, r->arr, r->first + off, r->owned);
+	*left = cs > r->start ? range_new(r->start, off, r->arr, r->first, r->owned) : NULL;
+	*right = ce < range_end(r) ? range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT,
+					       r->arr, r->first + off + n, r->owned)
+				   : NULL;
+	if (*mid && (cs == r->start || *left) && (ce == range_end(r) || *right))
+		return 0;
+	put_pieces(*left, *mid, *right);
+	*left = *mid = *right = NULL;
+	return -ENOMEM;
+}
+
 /*
  * Cut [start, end) out of the table.  Ranges partly inside are split into
  * the parts outside, sharing the page array.  Returns the removed pieces
@@ -465,26 +496,12 @@ static int cut_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		struct uhmm_range *r = ctx->ranges[i];
 		uintptr_t cs = r->start > start ? r->start : start;
 		uintptr_t ce = range_end(r) < end ? range_end(r) : end;
-		size_t off = (cs - r->start) >> PAGE_SHIFT;
-		size_t n = (ce - cs) >> PAGE_SHIFT;
-		struct uhmm_range *mid = range_new(cs, n, r->arr, r->first + off, r->owned);
-		struct uhmm_range *left = NULL, *right = NULL;
-		if (cs > r->start)
-			left = range_new(r->start, off, r->arr, r->first, r->owned);
-		if (ce < range_end(r))
-			right = range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT,
-					  r->arr, r->first + off + n, r->owned);
+		struct uhmm_range *left, *mid, *right;
+		if (split_range(r, cs, ce, &left, &mid, &right))
+			return -ENOMEM;
 		void *grown = realloc(*cut, (*ncut + 1) * sizeof(**cut));
-		if (!mid || (cs > r->start && !left) ||
-		    (ce < range_end(r) && !right) || !grown) {
-			if (grown)
-				*cut = grown;
-			if (mid)
-				uhmm__range_put(mid);
-			if (left)
-				uhmm__range_put(left);
-			if (right)
-				uhmm__range_put(right);
+		if (!grown) {
+			put_pieces(left, mid, right);
 			return -ENOMEM;
 		}
 		*cut = grown;
@@ -568,21 +585,13 @@ static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		}
 		uintptr_t cs = r->start > start ? r->start : start;
 		uintptr_t ce = range_end(r) < end ? range_end(r) : end;
-		size_t off = (cs - r->start) >> PAGE_SHIFT, k = (ce - cs) >> PAGE_SHIFT;
-		struct uhmm_range *mid = range_new(cs, k, r->arr, r->first + off, r->owned);
-		struct uhmm_range *left = cs > r->start
-			? range_new(r->start, off, r->arr, r->first, r->owned) : NULL;
-		struct uhmm_range *right = ce < range_end(r)
-			? range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT, r->arr,
-				    r->first + off + k, r->owned) : NULL;
-		if (!mid || (cs > r->start && !left) || (ce < range_end(r) && !right) ||
-		    push(&v, &n, mid)) {
-			if (mid)
-				uhmm__range_put(mid);
-			if (left)
-				uhmm__range_put(left);
-			if (right)
-				uhmm__range_put(right);
+		struct uhmm_range *left, *mid, *right;
+		if (split_range(r, cs, ce, &left, &mid, &right)) {
+			err = -ENOMEM;
+			break;
+		}
+		if (push(&v, &n, mid)) {
+			put_pieces(left, mid, right);
 			err = -ENOMEM;
 			break;
 		}
