@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -171,15 +172,29 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	long s;
+	bool waited = false;
 	while ((s = find_run_locked(pool, n, false)) < 0) {
-		/* No EMPTY run: release the lingering pages first. */
-		if (pool->nfull_free > pool->target_full) {
+		/* No EMPTY run: release the lingering pages first.  If the
+		 * warm pages left are so scattered that no block is free, and
+		 * a while of waiting brought no run back, release them too:
+		 * warm pages only save time, and the slots they hold may be
+		 * the only ones no one will return. */
+		size_t keep = pool->nfull_free > pool->target_full ? pool->target_full
+				: waited ? 0 : pool->nfull_free;
+		if (pool->nfull_free > keep) {
 			pthread_mutex_unlock(&pool->lock);
-			uhmm__pool_trim(pool, pool->target_full);
+			uhmm__pool_trim(pool, keep);
 			pthread_mutex_lock(&pool->lock);
 			continue;
 		}
-		pthread_cond_wait(&pool->cond, &pool->lock);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		waited = pthread_cond_timedwait(&pool->cond, &pool->lock, &ts) == ETIMEDOUT;
 	}
 	for (size_t i = 0; i < n; i++)
 		set_bit(pool->busy, (size_t)s + i, true);
