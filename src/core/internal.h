@@ -264,6 +264,16 @@ struct uhmm_ctx {
 	struct parked_fault *parked; /* service thread only */
 	size_t nparked, cap_parked;
 	char *bounce;                /* service thread only: BATCH_PAGES pages */
+	/* Sequential scans followed for read-ahead (service.c); service
+	 * thread only.  Addresses of fault-around blocks: last = the block
+	 * of the scan's last device fault, [next, end) = still to bring back
+	 * ahead of it (next == end: nothing to do). */
+	struct readahead {
+		uintptr_t last, next, end;
+		uint64_t used;           /* for replacing the least recent */
+	} ra[4];
+	uint64_t ra_clock;
+	unsigned ra_turn;
 
 	/* Interval notifiers (notifier.c). */
 	pthread_rwlock_t notifier_lock;
