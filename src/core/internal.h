@@ -181,6 +181,9 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full);
 long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
 /* Return slot s; full: whether it now holds a page. */
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
+/* Return slots [s, s + n) at once (one lock, one wake-up): slot s + i is
+ * FULL if full[i], else EMPTY. */
+void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full);
 /* Release FULL free slots above keep (madvise, outside the lock). */
 void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep);
 /* -1 if no more FULL free slots than the idle target; else the ms until the

@@ -411,14 +411,16 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	}
 	uhmm__install_pages(ctx, &req);
 	size_t back = 0;
+	uint8_t full[BATCH_PAGES];
 	for (size_t i = 0; i < n; i++) {
 		if (want[i] == 2 || want[i] == 6)
 			back++;
 		else if (want[i] == 0)
 			uhmm__page_unlock(ctx, range_page(r, lo + i));
-		if (slot >= 0)
-			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
+		full[i] = want[i] != 2; /* a slot moved in is EMPTY now */
 	}
+	if (slot >= 0)
+		uhmm__pool_put_run(&ctx->pool, (size_t)slot, n, full);
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	return back;
 }
