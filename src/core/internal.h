@@ -277,6 +277,8 @@ struct uhmm_ctx {
 	} ra[4];
 	uint64_t ra_clock;
 	unsigned ra_turn;
+	/* REMOVE/UNMAP/REMAP events handled so far (service thread only). */
+	uint64_t events_seen;
 
 	/* Interval notifiers (notifier.c). */
 	pthread_rwlock_t notifier_lock;

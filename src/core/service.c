@@ -624,12 +624,22 @@ static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	STAT_ADD(ctx, exclusive_revoke_ns, uhmm__now_ns() - t0);
 }
 
-/* Serve one CPU fault.  Returns false if it had to be parked. */
+/*
+ * Serve one CPU fault.  Returns false if it had to be parked.  @hint: the
+ * range found at the fault's address when its message was read (a
+ * reference the caller holds), or NULL; it is used when it still is the
+ * range there (not dead), saving a second lookup, else the table is asked.
+ */
 static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
-			bool *unknown)
+			bool *unknown, struct uhmm_range *hint)
 {
 	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
-	struct uhmm_range *r = uhmm__range_get(ctx, pa);
+	struct uhmm_range *r = hint;
+	if (!r || atomic_load_explicit(&r->dead, memory_order_acquire) || pa < r->start ||
+	    pa >= range_end(r)) {
+		hint = NULL;
+		r = uhmm__range_get(ctx, pa);
+	}
 	if (!r) {
 		*unknown = true;
 		return true;
@@ -638,7 +648,8 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	struct uhmm_page *p = range_page(r, idx);
 	while (!uhmm__page_trylock(p)) {
 		if (uhmm__page_park(p)) {
-			uhmm__range_put(r);
+			if (!hint)
+				uhmm__range_put(r);
 			return false;
 		}
 	}
@@ -656,7 +667,8 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 		serve_device(ctx, r, idx, pg_dev(w), f->addr);
 		STAT_INC(ctx, cpu_faults);
 	}
-	uhmm__range_put(r);
+	if (!hint)
+		uhmm__range_put(r);
 	return true;
 }
 
@@ -668,7 +680,7 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
 	uint64_t flags = f->flags;
 	bool unknown = false;
-	if (!serve_fault(ctx, f, &unknown)) {
+	if (!serve_fault(ctx, f, &unknown, NULL)) {
 		park(ctx, f->addr, f->flags, f->seq);
 		return;
 	}
@@ -691,7 +703,7 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	ctx->nparked = ctx->cap_parked = 0;
 	for (size_t i = 0; i < n; i++) {
 		bool unknown = false;
-		if (!serve_fault(ctx, &list[i], &unknown))
+		if (!serve_fault(ctx, &list[i], &unknown, NULL))
 			park(ctx, list[i].addr, list[i].flags, list[i].seq);
 		else if (unknown)
 			serve_unknown(ctx, &list[i]);
@@ -707,6 +719,7 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 /* REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to). */
 static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 {
+	ctx->events_seen++;
 	switch (m->event) {
 	case UFFD_EVENT_REMOVE:
 		/* Read before the kernel zaps: mirrors drop the pages
@@ -775,11 +788,24 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			struct parked_fault *unknown, size_t *nunknown)
 {
-	/* Sequence snapshots first, before serving anything moves pages. */
+	/* Sequence snapshots first, before serving anything moves pages.
+	 * The ranges found are kept for serving (one lookup a fault) as long
+	 * as no event has been handled since: only events change a range
+	 * under this thread's feet without ending it (dead). */
 	uint32_t seq[MSG_BATCH];
-	for (size_t i = 0; i < n; i++)
-		if (m[i].event == UFFD_EVENT_PAGEFAULT)
-			seq[i] = page_seq(ctx, m[i].arg.pagefault.address & ~(PAGE_SIZE - 1));
+	struct uhmm_range *rr[MSG_BATCH];
+	for (size_t i = 0; i < n; i++) {
+		rr[i] = NULL;
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t pa = m[i].arg.pagefault.address & ~(PAGE_SIZE - 1);
+		rr[i] = uhmm__range_get(ctx, pa);
+		seq[i] = rr[i] ? atomic_load_explicit(
+					 &range_page(rr[i], (pa - rr[i]->start) >> PAGE_SHIFT)->seq,
+					 memory_order_relaxed)
+			       : 0;
+	}
+	uint64_t ev0 = ctx->events_seen;
 	/*
 	 * Then every event of the batch, in order, before any fault is
 	 * served.  Serving a fault can meet EAGAIN and read further events
@@ -801,13 +827,16 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 		struct parked_fault f = { m[i].arg.pagefault.address,
 					  m[i].arg.pagefault.flags, seq[i] };
 		bool unk = false;
-		if (!serve_fault(ctx, &f, &unk)) {
+		if (!serve_fault(ctx, &f, &unk, ctx->events_seen == ev0 ? rr[i] : NULL)) {
 			STAT_INC(ctx, cpu_faults_waited);
 			park(ctx, f.addr, f.flags, f.seq);
 		} else if (unk) {
 			unknown[(*nunknown)++] = f;
 		}
 	}
+	for (size_t i = 0; i < n; i++)
+		if (rr[i])
+			uhmm__range_put(rr[i]);
 }
 
 static void *service_main(void *arg)
