@@ -74,8 +74,9 @@ enum {
 struct uhmm_ctx_opts {
 	/** sizeof(struct uhmm_ctx_opts), set by uhmm_ctx_opts_init().  The
 	 * struct only grows at its end, and each size it has had is
-	 * accepted: UHMM_CTX_OPTS_SIZE_V1 (the fields after it take their
-	 * defaults) or the current sizeof.  Any other size is -EINVAL. */
+	 * accepted: UHMM_CTX_OPTS_SIZE_V1 or UHMM_CTX_OPTS_SIZE_V2 (the
+	 * fields after it take their defaults) or the current sizeof.  Any
+	 * other size is -EINVAL. */
 	uint32_t size;
 	uint32_t flags;       /**< UHMM_CTX_* */
 	/**
@@ -116,10 +117,28 @@ struct uhmm_ctx_opts {
 	 * UHMM_POOL_MAX_PAGES.  Default 65536 (256 MiB).
 	 */
 	uint32_t pool_max_pages;
+	/**
+	 * Read-ahead window.  When CPU faults bring device-resident data back
+	 * in ascending, consecutive fault-around blocks (a sequential scan),
+	 * the fault-service thread brings back the following blocks, up to
+	 * this many pages past the block of the last fault, before they are
+	 * touched: the copy overlaps the reader's work, and the reader finds
+	 * the pages in place instead of faulting.  The service thread does it
+	 * between faults, one fault-around block at a time, so other faults
+	 * wait at most one block's copy; pages another thread holds are
+	 * skipped.  Up to four scans (of different threads or areas) are
+	 * followed at once.  Read-ahead works in fault-around blocks:
+	 * fault_around 1 turns it off as well.  The price of a scan that stops
+	 * early is the window brought back for nothing.  0 disables.  In
+	 * pages, range 0..65536.  UHMM_READAHEAD_PAGES.  Default 512 (2 MiB).
+	 */
+	uint32_t readahead_pages;
 };
 
 /** Size of struct uhmm_ctx_opts before pool_max_pages was added. */
 #define UHMM_CTX_OPTS_SIZE_V1 offsetof(struct uhmm_ctx_opts, pool_max_pages)
+/** Size of struct uhmm_ctx_opts before readahead_pages was added. */
+#define UHMM_CTX_OPTS_SIZE_V2 offsetof(struct uhmm_ctx_opts, readahead_pages)
 
 /** Fill @opts with the defaults. */
 UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
@@ -379,6 +398,9 @@ struct uhmm_stats {
 	uint64_t range_fault_pages;          /**< pages walked by range faults */
 	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
 	uint64_t managed_pages;              /**< gauge: pages under management */
+	/** Pages brought back by read-ahead, before a CPU touched them
+	 * (readahead_pages; also in migrated_to_system_pages). */
+	uint64_t readahead_pages;
 };
 
 /** Copy a context's counters into @out. */

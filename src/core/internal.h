@@ -181,6 +181,9 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full);
 long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
 /* Return slot s; full: whether it now holds a page. */
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
+/* Return slots [s, s + n) at once (one lock, one wake-up): slot s + i is
+ * FULL if full[i], else EMPTY. */
+void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full);
 /* Release FULL free slots above keep (madvise, outside the lock). */
 void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep);
 /* -1 if no more FULL free slots than the idle target; else the ms until the
@@ -270,6 +273,18 @@ struct uhmm_ctx {
 	struct parked_fault *parked; /* service thread only */
 	size_t nparked, cap_parked;
 	char *bounce;                /* service thread only: BATCH_PAGES pages */
+	/* Sequential scans followed for read-ahead (service.c); service
+	 * thread only.  Addresses of fault-around blocks: last = the block
+	 * of the scan's last device fault, [next, end) = still to bring back
+	 * ahead of it (next == end: nothing to do). */
+	struct readahead {
+		uintptr_t last, next, end;
+		uint64_t used;           /* for replacing the least recent */
+	} ra[4];
+	uint64_t ra_clock;
+	unsigned ra_turn;
+	/* REMOVE/UNMAP/REMAP events handled so far (service thread only). */
+	uint64_t events_seen;
 
 	/* Interval notifiers (notifier.c). */
 	pthread_rwlock_t notifier_lock;

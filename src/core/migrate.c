@@ -173,8 +173,12 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	/* copy; then the service thread installs and unlocks what came back */
 	err = uhmm__fetch_pages(ctx, r, idx, n, req.src, want);
 	uhmm__install_request(ctx, &req);
-	for (size_t i = 0; slot >= 0 && i < n; i++)
-		uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
+	if (slot >= 0) {
+		uint8_t full[BATCH_PAGES];
+		for (size_t i = 0; i < n; i++)
+			full[i] = want[i] != 2; /* a slot moved in is EMPTY now */
+		uhmm__pool_put_run(&ctx->pool, (size_t)slot, n, full);
+	}
 	if (!err && req.result)
 		err = req.result == -EEXIST ? -EIO : -EFAULT;
 unlock:
@@ -220,6 +224,8 @@ struct batch {
 	unsigned olddev[BATCH_PAGES];
 	long slot;                  /* EMPTY reserve run for the batch */
 	size_t nbusy;
+	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
+	bool sknown;                /* sfull[] is exact: no restore moved pages out */
 };
 
 enum {
@@ -352,9 +358,13 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		for (size_t i = 0; i < b->n; i++) {
 			uint32_t w = atomic_load_explicit(
 				&range_page(b->r, b->idx + i)->word, memory_order_relaxed);
+			b->sfull[i] = vec[i] & 1;
 			if (b->kind[i] == K_FROM_CPU && (!(vec[i] & 1) || (w & PG_DISCARD)))
 				b->kind[i] = K_HOLE;
 		}
+		/* Nothing else moves pages into or out of these slots (they
+		 * are BUSY) until release_slots, but a restore. */
+		b->sknown = true;
 	}
 	return err;
 }
@@ -479,6 +489,7 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 		}
 	}
 	if (nrestore) {
+		b->sknown = false; /* release_slots asks the page table */
 		/* Put the source pages back; the service thread does it so
 		 * that a concurrent madvise() is honoured (service.c). */
 		struct install_req req = { .r = b->r, .idx = b->idx, .n = b->n,
@@ -501,12 +512,14 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 {
 	if (b->slot < 0)
 		return;
-	unsigned char vec[BATCH_PAGES];
-	char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
-	if (mincore(slots, b->n << PAGE_SHIFT, vec))
-		memset(vec, 1, b->n); /* cannot tell: assume populated */
-	for (size_t i = 0; i < b->n; i++)
-		uhmm__pool_put(&ctx->pool, (size_t)b->slot + i, vec[i] & 1);
+	if (!b->sknown) {
+		char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
+		if (mincore(slots, b->n << PAGE_SHIFT, b->sfull))
+			memset(b->sfull, 1, b->n); /* cannot tell: assume populated */
+		for (size_t i = 0; i < b->n; i++)
+			b->sfull[i] &= 1;
+	}
+	uhmm__pool_put_run(&ctx->pool, (size_t)b->slot, b->n, b->sfull);
 	/* The pages moved out linger in the pool up to its ceiling: the data
 	 * coming back is moved into them (include/uhmm/uhmm.h,
 	 * pool_max_pages); an idle context releases them (service.c). */

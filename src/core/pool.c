@@ -215,6 +215,21 @@ void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full)
 	pthread_mutex_unlock(&pool->lock);
 }
 
+void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full)
+{
+	size_t nfull = 0;
+	pthread_mutex_lock(&pool->lock);
+	for (size_t i = 0; i < n; i++) {
+		UHMM_ASSERT(bit(pool->busy, s + i));
+		set_bit(pool->busy, s + i, false);
+		set_bit(pool->full, s + i, full[i]);
+		nfull += full[i] != 0;
+	}
+	pool->nfull_free += nfull;
+	pthread_cond_broadcast(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+}
+
 int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns)
 {
 	pthread_mutex_lock(&pool->lock);

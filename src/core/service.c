@@ -400,10 +400,181 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 }
 
 /*
+ * Bring pages [lo, lo + n) of r home: locked by us, all on a device.  The
+ * device drops its mapping of them (and fences) first; the copy engine
+ * copies into a contiguous run of warm pool pages, one UFFDIO_MOVE puts
+ * the run in place and wakes the faulting threads.  If fault_idx names one
+ * of the pages (a CPU fault on it; else SIZE_MAX) and the device cannot
+ * give that page back, it is poisoned.  Pages not installed are unlocked
+ * where they are.  Returns the number of pages brought back.
+ */
+static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
+			 size_t n, size_t fault_idx, unsigned dev, uint64_t fault_addr)
+{
+	uintptr_t va = r->start + (lo << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
+	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
+	uint8_t want[BATCH_PAGES];
+	memset(want, 1, n);
+	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
+				   .count = true };
+	/* A single page goes through the bounce buffer and UFFDIO_COPY: moving
+	 * a warm slot in needs a TLB flush of the slot's mapping (an IPI to
+	 * the other CPUs running the process), which costs more than the page
+	 * allocation UFFDIO_COPY makes (6.5 vs 4.6 us a fault, uhmm-bench
+	 * cpufault).  Runs, which amortise the flush, are moved. */
+	long slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	if (slot >= 0) {
+		req.src = pool_slot(&ctx->pool, (size_t)slot);
+		req.src_is_slots = true;
+	} else {
+		req.src = ctx->bounce;
+	}
+	if (fault_idx != SIZE_MAX) {
+		if (slot >= 0)
+			STAT_INC(ctx, pool_hits);
+		else
+			STAT_INC(ctx, pool_misses);
+	}
+
+	int err = uhmm__fetch_pages(ctx, r, lo, n, req.src, want);
+	if (err && fault_idx != SIZE_MAX && want[fault_idx - lo] != 1 && ctx->has_poison) {
+		/* The device cannot give the faulting page back.  Its data is
+		 * lost to us; tell the faulting thread (SIGBUS) rather than
+		 * hand it a wrong page.  The device copy is kept. */
+		fprintf(stderr, "uhmm: device %u lost page %#lx (%s)\n", dev,
+			(unsigned long)fault_addr, strerror(-err));
+		uhmm__uffd_poison(ctx->uffd, r->start + (fault_idx << PAGE_SHIFT), PAGE_SIZE);
+	}
+	uhmm__install_pages(ctx, &req);
+	size_t back = 0;
+	uint8_t full[BATCH_PAGES];
+	for (size_t i = 0; i < n; i++) {
+		if (want[i] == 2 || want[i] == 6)
+			back++;
+		else if (want[i] == 0)
+			uhmm__page_unlock(ctx, range_page(r, lo + i));
+		full[i] = want[i] != 2; /* a slot moved in is EMPTY now */
+	}
+	if (slot >= 0)
+		uhmm__pool_put_run(&ctx->pool, (size_t)slot, n, full);
+	uhmm__invalidate_end(ctx, va, vend, inv);
+	return back;
+}
+
+/* ---- read-ahead (service thread only) ---- */
+
+/*
+ * A device fault on the fault-around block at blk (bsz bytes): does it
+ * continue a scan?  It does if it is the block after the scan's last fault,
+ * or lies between that and the scan's read-ahead frontier (the reader
+ * skipped, without faulting, the blocks read ahead for it).  A scan that
+ * continues gets its window moved to readahead_pages past this block; a
+ * fault that continues none starts a candidate scan in the least recent
+ * slot (its second consecutive block starts the read-ahead).
+ */
+static void readahead_note(struct uhmm_ctx *ctx, uintptr_t blk, size_t bsz)
+{
+	size_t win = (size_t)ctx->opts.readahead_pages << PAGE_SHIFT;
+	if (!win || ctx->opts.fault_around < 2)
+		return;
+	struct readahead *s = NULL, *lru = &ctx->ra[0];
+	for (size_t i = 0; i < sizeof(ctx->ra) / sizeof(ctx->ra[0]); i++) {
+		struct readahead *x = &ctx->ra[i];
+		if (x->used && (blk == x->last + bsz ||
+				(x->next > x->last && blk > x->last && blk <= x->next))) {
+			s = x;
+			break;
+		}
+		if (x->used < lru->used)
+			lru = x;
+	}
+	if (!s) {
+		*lru = (struct readahead){ .last = blk, .next = 0, .end = 0 };
+		lru->used = ++ctx->ra_clock;
+		return;
+	}
+	if (s->next < blk + bsz)
+		s->next = blk + bsz;
+	/* Whole blocks: win rounded up to the block size. */
+	s->end = blk + bsz + (win + bsz - 1) / bsz * bsz;
+	s->last = blk;
+	s->used = ++ctx->ra_clock;
+}
+
+static bool readahead_pending(const struct uhmm_ctx *ctx)
+{
+	for (size_t i = 0; i < sizeof(ctx->ra) / sizeof(ctx->ra[0]); i++)
+		if (ctx->ra[i].next < ctx->ra[i].end)
+			return true;
+	return false;
+}
+
+/*
+ * Bring back the next block of one scan (in turn), as a fault on it would:
+ * its pages that live on a device and are free, locked with trylock (a
+ * page someone holds is skipped: its owner decides where it goes), in
+ * runs of one device each.  Like a fault's batch, the pages are installed
+ * by this thread and only here, so a REMOVE or UNMAP read before the
+ * install drops it (install_pages: ZAPPED, dead).
+ */
+static void readahead_step(struct uhmm_ctx *ctx)
+{
+	const size_t ns = sizeof(ctx->ra) / sizeof(ctx->ra[0]);
+	struct readahead *s = NULL;
+	for (size_t k = 0; k < ns && !s; k++) {
+		struct readahead *x = &ctx->ra[(ctx->ra_turn + k) % ns];
+		if (x->next < x->end)
+			s = x;
+	}
+	if (!s)
+		return;
+	ctx->ra_turn = (unsigned)((size_t)(s - ctx->ra) + 1) % ns;
+	struct uhmm_range *r = uhmm__range_get(ctx, s->next);
+	if (!r) {
+		s->next = s->end; /* the scan ran off its range */
+		return;
+	}
+	size_t fa = ctx->opts.fault_around;
+	size_t idx = (s->next - r->start) >> PAGE_SHIFT;
+	size_t bs = idx - idx % fa, be = bs + fa < r->npages ? bs + fa : r->npages;
+	s->next = r->start + (be << PAGE_SHIFT);
+	size_t moved = 0;
+	for (size_t i = bs; i < be;) {
+		struct uhmm_page *p = range_page(r, i);
+		unsigned dev;
+		if (!uhmm__page_trylock(p)) {
+			i++;
+			continue;
+		}
+		dev = pg_devpriv(atomic_load_explicit(&p->word, memory_order_relaxed));
+		if (!dev) {
+			uhmm__page_unlock(ctx, p);
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < be) {
+			struct uhmm_page *q = range_page(r, j);
+			if (!uhmm__page_trylock(q))
+				break;
+			if (pg_loc(atomic_load_explicit(&q->word, memory_order_relaxed)) !=
+			    LOC_DEV(dev)) {
+				uhmm__page_unlock(ctx, q);
+				break;
+			}
+			j++;
+		}
+		moved += bring_home(ctx, r, i, j - i, SIZE_MAX, dev, 0);
+		i = j;
+	}
+	STAT_ADD(ctx, readahead_pages, moved);
+	uhmm__range_put(r);
+}
+
+/*
  * Bring a device-resident page back, with the neighbours of its aligned
  * fault-around block that live on the same device and are free.  Holds
- * page idx.  The copy engine copies into warm pool pages, one UFFDIO_MOVE
- * per run puts them in place and wakes the faulting threads.
+ * page idx.
  */
 static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			 unsigned dev, uint64_t fault_addr)
@@ -431,53 +602,11 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		}
 		hi++;
 	}
-	size_t n = hi - lo;
-	/* The device that holds the pages drops its mapping of them (and
-	 * fences) before they move. */
-	uintptr_t va = r->start + (lo << PAGE_SHIFT), vend = r->start + (hi << PAGE_SHIFT);
-	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
-	uint8_t want[BATCH_PAGES];
-	memset(want, 1, n);
-	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
-				   .count = true };
-	/* A single page goes through the bounce buffer and UFFDIO_COPY: moving
-	 * a warm slot in needs a TLB flush of the slot's mapping (an IPI to
-	 * the other CPUs running the process), which costs more than the page
-	 * allocation UFFDIO_COPY makes (6.5 vs 4.6 us a fault, uhmm-bench
-	 * cpufault).  Runs, which amortise the flush, are moved. */
-	long slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
-	if (slot >= 0) {
-		req.src = pool_slot(&ctx->pool, (size_t)slot);
-		req.src_is_slots = true;
-		STAT_INC(ctx, pool_hits);
-	} else {
-		req.src = ctx->bounce;
-		STAT_INC(ctx, pool_misses);
-	}
-
-	int err = uhmm__fetch_pages(ctx, r, lo, n, req.src, want);
-	if (err && want[idx - lo] != 1 && ctx->has_poison) {
-		/* The device cannot give the faulting page back.  Its data is
-		 * lost to us; tell the faulting thread (SIGBUS) rather than
-		 * hand it a wrong page.  The device copy is kept. */
-		fprintf(stderr, "uhmm: device %u lost page %#lx (%s)\n", dev,
-			(unsigned long)fault_addr, strerror(-err));
-		uhmm__uffd_poison(ctx->uffd, r->start + (idx << PAGE_SHIFT), PAGE_SIZE);
-	}
-	uhmm__install_pages(ctx, &req);
-	size_t back = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (want[i] == 2 || want[i] == 6)
-			back++;
-		else if (want[i] == 0)
-			uhmm__page_unlock(ctx, range_page(r, lo + i));
-		if (slot >= 0)
-			uhmm__pool_put(&ctx->pool, (size_t)slot + i, want[i] != 2);
-	}
-	uhmm__invalidate_end(ctx, va, vend, inv);
+	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr);
 	STAT_INC(ctx, cpu_faults_device);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
+	readahead_note(ctx, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT);
 }
 
 /*
@@ -531,12 +660,22 @@ static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	STAT_ADD(ctx, exclusive_revoke_ns, uhmm__now_ns() - t0);
 }
 
-/* Serve one CPU fault.  Returns false if it had to be parked. */
+/*
+ * Serve one CPU fault.  Returns false if it had to be parked.  @hint: the
+ * range found at the fault's address when its message was read (a
+ * reference the caller holds), or NULL; it is used when it still is the
+ * range there (not dead), saving a second lookup, else the table is asked.
+ */
 static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
-			bool *unknown)
+			bool *unknown, struct uhmm_range *hint)
 {
 	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
-	struct uhmm_range *r = uhmm__range_get(ctx, pa);
+	struct uhmm_range *r = hint;
+	if (!r || atomic_load_explicit(&r->dead, memory_order_acquire) || pa < r->start ||
+	    pa >= range_end(r)) {
+		hint = NULL;
+		r = uhmm__range_get(ctx, pa);
+	}
 	if (!r) {
 		*unknown = true;
 		return true;
@@ -545,7 +684,8 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	struct uhmm_page *p = range_page(r, idx);
 	while (!uhmm__page_trylock(p)) {
 		if (uhmm__page_park(p)) {
-			uhmm__range_put(r);
+			if (!hint)
+				uhmm__range_put(r);
 			return false;
 		}
 	}
@@ -563,7 +703,8 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 		serve_device(ctx, r, idx, pg_dev(w), f->addr);
 		STAT_INC(ctx, cpu_faults);
 	}
-	uhmm__range_put(r);
+	if (!hint)
+		uhmm__range_put(r);
 	return true;
 }
 
@@ -575,7 +716,7 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
 	uint64_t flags = f->flags;
 	bool unknown = false;
-	if (!serve_fault(ctx, f, &unknown)) {
+	if (!serve_fault(ctx, f, &unknown, NULL)) {
 		park(ctx, f->addr, f->flags, f->seq);
 		return;
 	}
@@ -598,7 +739,7 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	ctx->nparked = ctx->cap_parked = 0;
 	for (size_t i = 0; i < n; i++) {
 		bool unknown = false;
-		if (!serve_fault(ctx, &list[i], &unknown))
+		if (!serve_fault(ctx, &list[i], &unknown, NULL))
 			park(ctx, list[i].addr, list[i].flags, list[i].seq);
 		else if (unknown)
 			serve_unknown(ctx, &list[i]);
@@ -614,6 +755,7 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 /* REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to). */
 static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 {
+	ctx->events_seen++;
 	switch (m->event) {
 	case UFFD_EVENT_REMOVE:
 		/* Read before the kernel zaps: mirrors drop the pages
@@ -689,11 +831,24 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			struct parked_fault *unknown, size_t *nunknown)
 {
-	/* Sequence snapshots first, before serving anything moves pages. */
+	/* Sequence snapshots first, before serving anything moves pages.
+	 * The ranges found are kept for serving (one lookup a fault) as long
+	 * as no event has been handled since: only events change a range
+	 * under this thread's feet without ending it (dead). */
 	uint32_t seq[MSG_BATCH];
-	for (size_t i = 0; i < n; i++)
-		if (m[i].event == UFFD_EVENT_PAGEFAULT)
-			seq[i] = page_seq(ctx, m[i].arg.pagefault.address & ~(PAGE_SIZE - 1));
+	struct uhmm_range *rr[MSG_BATCH];
+	for (size_t i = 0; i < n; i++) {
+		rr[i] = NULL;
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t pa = m[i].arg.pagefault.address & ~(PAGE_SIZE - 1);
+		rr[i] = uhmm__range_get(ctx, pa);
+		seq[i] = rr[i] ? atomic_load_explicit(
+					 &range_page(rr[i], (pa - rr[i]->start) >> PAGE_SHIFT)->seq,
+					 memory_order_relaxed)
+			       : 0;
+	}
+	uint64_t ev0 = ctx->events_seen;
 	/*
 	 * Then every event of the batch, in order, before any fault is
 	 * served.  Serving a fault can meet EAGAIN and read further events
@@ -716,13 +871,16 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 		struct parked_fault f = { m[i].arg.pagefault.address,
 					  m[i].arg.pagefault.flags, seq[i] };
 		bool unk = false;
-		if (!serve_fault(ctx, &f, &unk)) {
+		if (!serve_fault(ctx, &f, &unk, ctx->events_seen == ev0 ? rr[i] : NULL)) {
 			STAT_INC(ctx, cpu_faults_waited);
 			park(ctx, f.addr, f.flags, f.seq);
 		} else if (unk) {
 			unknown[(*nunknown)++] = f;
 		}
 	}
+	for (size_t i = 0; i < n; i++)
+		if (rr[i])
+			uhmm__range_put(rr[i]);
 }
 
 static void *service_main(void *arg)
@@ -743,11 +901,17 @@ static void *service_main(void *arg)
 			uhmm__pool_trim(&ctx->pool, ctx->pool.target_full);
 			continue;
 		}
-		int ready = poll(fds, 2, timeout);
+		/* Read-ahead to do: only look for messages, then do a block
+		 * of it if there are none (faults and events come first). */
+		bool ra = readahead_pending(ctx);
+		int ready = poll(fds, 2, ra ? 0 : timeout);
 		if (ready < 0 && errno != EINTR)
 			break;
-		if (ready == 0)
+		if (ready == 0) {
+			if (ra)
+				readahead_step(ctx);
 			continue;
+		}
 		if (fds[1].revents & POLLIN) {
 			uint64_t v;
 			ssize_t rr = read(ctx->evfd, &v, sizeof(v));

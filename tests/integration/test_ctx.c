@@ -189,11 +189,24 @@ static void opts_of_an_older_header_are_accepted(void **state)
 	uhmm_ctx_opts_init(&def);
 	uhmm_ctx_opts_init(&o);
 	o.pool_max_pages = 12345; /* beyond the old size: must be ignored */
+	o.readahead_pages = 7;
 	o.size = UHMM_CTX_OPTS_SIZE_V1;
 	uhmm_ctx *ctx;
 	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
 	assert_int_equal(ctx->opts.pool_max_pages, def.pool_max_pages);
+	assert_int_equal(ctx->opts.readahead_pages, def.readahead_pages);
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	/* The second: pool_max_pages is read, readahead_pages is not. */
+	uhmm_ctx_opts_init(&o);
+	o.pool_max_pages = 12345;
+	o.readahead_pages = 7;
+	o.size = UHMM_CTX_OPTS_SIZE_V2;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	assert_int_equal(ctx->opts.pool_max_pages, 12345);
+	assert_int_equal(ctx->opts.readahead_pages, def.readahead_pages);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	o.size = UHMM_CTX_OPTS_SIZE_V2 + 2;
+	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
 	o.size = UHMM_CTX_OPTS_SIZE_V1 - 4;
 	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
 	o.size = UHMM_CTX_OPTS_SIZE_V1 + 2;

@@ -482,6 +482,7 @@ static uhmm_ctx *pool_ctx(uint32_t pool_pages, uint32_t pool_max, uhmm_device **
 	o.fault_around = 64;
 	o.pool_pages = pool_pages;
 	o.pool_max_pages = pool_max;
+	o.readahead_pages = 0; /* one fault (and one pool hit) a block */
 	uhmm_ctx *ctx;
 	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
 	struct uhmm_simdev_opts so;
@@ -554,6 +555,133 @@ static void single_page_fault_copies_instead_of_moving(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- read-ahead (readahead_pages) ---- */
+
+#define RA_FA 16ul /* fault-around block, pages */
+
+static uhmm_ctx *ra_ctx(uint32_t readahead, uint64_t latency_ns, uhmm_device **dev)
+{
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.fault_around = RA_FA;
+	o.readahead_pages = readahead;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 64 * MiB;
+	so.latency_ns = latency_ns;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, dev));
+	return ctx;
+}
+
+/* Every page of [p, p + len) is present in the CPU page table. */
+static bool resident(const void *p, size_t len)
+{
+	unsigned char v[256];
+	assert_true(len / PG <= sizeof(v));
+	assert_int_equal(mincore((void *)p, len, v), 0);
+	for (size_t i = 0; i < len / PG; i++)
+		if (!(v[i] & 1))
+			return false;
+	return true;
+}
+
+/* Waits (a bound for liveness, not a timing) until [p, p + len) is
+ * resident; false if it never gets there. */
+static bool wait_resident(const void *p, size_t len)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (resident(p, len))
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* CPU faults in ascending, consecutive fault-around blocks make the
+ * service thread bring the next blocks back before they are touched, as far
+ * as readahead_pages past the last fault and no further. */
+static void sequential_faults_read_ahead(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = ra_ctx(4 * RA_FA, 0, &dev);
+	size_t blk = RA_FA * PG, len = 32 * blk;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 41);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	/* Blocks 0, 1, 2 read in order: the scan's window reaches block 6
+	 * (1 + 1 + 4) or 7 (if block 2 still faulted). */
+	for (size_t b = 0; b < 3; b++)
+		(void)*(volatile char *)(p + b * blk);
+	assert_true(wait_resident(p + 3 * blk, 3 * blk));
+	assert_true(stats(ctx).readahead_pages >= 3 * RA_FA);
+	/* Nothing past the window came back. */
+	assert_int_equal(uhmm_test_pages_on(ctx, p + 7 * blk, len - 7 * blk, dev),
+			 (len - 7 * blk) / PG);
+	assert_int_equal(uhmm_test_check(p, len, 41), (size_t)-1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* A scan that is not sequential (one block touched, then one far away)
+ * reads nothing ahead. */
+static void scattered_faults_read_nothing_ahead(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = ra_ctx(4 * RA_FA, 0, &dev);
+	size_t blk = RA_FA * PG, len = 32 * blk;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 43);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	for (size_t b = 0; b < 32; b += 3)
+		(void)*(volatile char *)(p + b * blk);
+	/* A migration home takes every page lock of the range: the service
+	 * thread is not between a block's lock and its install. */
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(stats(ctx).readahead_pages, 0);
+	assert_int_equal(uhmm_test_check(p, len, 43), (size_t)-1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* madvise(MADV_DONTNEED) of blocks being read ahead (each copy takes
+ * 20 ms on this device) is honoured: the read-ahead never installs a page
+ * after the REMOVE event for it, so the blocks read as zeros afterwards
+ * and the data around them is intact. */
+static void madvise_during_read_ahead_is_honoured(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = ra_ctx(4 * RA_FA, 20 * 1000 * 1000, &dev);
+	size_t blk = RA_FA * PG, len = 16 * blk;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 47);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	(void)*(volatile char *)(p + 0 * blk);
+	(void)*(volatile char *)(p + 1 * blk);
+	/* Block 2 is being read ahead now (one 20 ms copy), 3..5 follow. */
+	assert_int_equal(madvise(p + 2 * blk, 4 * blk, MADV_DONTNEED), 0);
+	for (size_t i = 2 * blk; i < 6 * blk; i++)
+		if (p[i])
+			fail_msg("byte %zu is %#x after MADV_DONTNEED", i, p[i]);
+	assert_int_equal(uhmm_test_check(p, 2 * blk, 47), (size_t)-1);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	for (size_t i = 2 * blk; i < 6 * blk; i++)
+		if (p[i])
+			fail_msg("byte %zu is %#x after MADV_DONTNEED", i, p[i]);
+	/* The rest keeps its data (the pattern is of the word index). */
+	assert_int_equal(uhmm_test_check(p + 6 * blk, len - 6 * blk, 47 + 6 * blk / 8),
+			 (size_t)-1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* Anonymous memory resident in the process, in KiB (RssAnon). */
 static long rss_anon_kib(void)
 {
@@ -613,6 +741,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(prot_none_pages_say_efault_and_stay),
 	cmocka_unit_test(migrated_pages_linger_in_pool),
 	cmocka_unit_test(single_page_fault_copies_instead_of_moving),
+	cmocka_unit_test(sequential_faults_read_ahead),
+	cmocka_unit_test(scattered_faults_read_nothing_ahead),
+	cmocka_unit_test(madvise_during_read_ahead_is_honoured),
 	cmocka_unit_test(idle_context_releases_lingering_pages),
 };
 

@@ -86,6 +86,9 @@ static inline double gbps(size_t bytes, uint64_t ns) { return ns ? (double)bytes
 /* A context with a simdev (mem_bytes device memory), for scenarios. */
 int make_ctx(struct bench_sc *sc, uint32_t flags, uint32_t fault_around,
 	     uint64_t dev_bytes, uhmm_ctx **ctx, uhmm_device **dev);
+/* The same with readahead_pages (< 0: the default). */
+int make_ctx_ra(struct bench_sc *sc, uint32_t flags, uint32_t fault_around, long readahead,
+		uint64_t dev_bytes, uhmm_ctx **ctx, uhmm_device **dev);
 
 /* Baseline floors of scenario 2, reused by others (latencies in ns). */
 int floor_uffd_thread(double *ns, size_t n, bool spin);

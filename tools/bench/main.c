@@ -298,11 +298,19 @@ out:
 int make_ctx(struct bench_sc *sc, uint32_t flags, uint32_t fault_around,
 	     uint64_t dev_bytes, uhmm_ctx **ctx, uhmm_device **dev)
 {
+	return make_ctx_ra(sc, flags, fault_around, -1, dev_bytes, ctx, dev);
+}
+
+int make_ctx_ra(struct bench_sc *sc, uint32_t flags, uint32_t fault_around, long readahead,
+		uint64_t dev_bytes, uhmm_ctx **ctx, uhmm_device **dev)
+{
 	struct uhmm_ctx_opts o;
 	uhmm_ctx_opts_init(&o);
 	o.flags = flags;
 	if (fault_around)
 		o.fault_around = fault_around;
+	if (readahead >= 0)
+		o.readahead_pages = (uint32_t)readahead;
 	int e = uhmm_ctx_create(&o, ctx);
 	if (e < 0)
 		return bench_fail(sc, "uhmm_ctx_create", e);

@@ -46,7 +46,9 @@ static int uhmm_latency(struct bench_sc *sc, uint32_t flags, uint32_t fa, const 
 	uhmm_ctx *ctx;
 	uhmm_device *dev;
 	size_t len = (size_t)REGION_PAGES * PAGE;
-	int e = make_ctx(sc, flags, fa, 64u << 20, &ctx, &dev);
+	/* One fault's latency: no read-ahead (the default-mode round touches
+	 * one page per block in ascending order, a sequential scan). */
+	int e = make_ctx_ra(sc, flags, fa, 0, 64u << 20, &ctx, &dev);
 	if (e < 0)
 		return e;
 	struct uhmm_ctx_info info;
@@ -110,12 +112,13 @@ out:
 }
 
 /* Sequential read of len bytes of device-resident memory; median GB/s. */
-static int seq_read(struct bench_sc *sc, uint32_t fa, size_t len, double *gb, double *resident)
+static int seq_read(struct bench_sc *sc, uint32_t fa, long ra, size_t len, double *gb,
+		    double *resident)
 {
 	struct uhmm_stats s0 = { 0 }, s1 = { 0 };
 	uhmm_ctx *ctx;
 	uhmm_device *dev;
-	int e = make_ctx(sc, 0, fa, len + (32u << 20), &ctx, &dev);
+	int e = make_ctx_ra(sc, 0, fa, ra, len + (32u << 20), &ctx, &dev);
 	if (e < 0)
 		return e;
 	char *buf = NULL;
@@ -153,11 +156,13 @@ static int seq_read(struct bench_sc *sc, uint32_t fa, size_t len, double *gb, do
 	{
 		struct uhmm_ctx_info info;
 		uhmm_ctx_info(ctx, &info);
-		bench_note(sc, "sequential read, fault_around=%u, pool_pages=%u: %llu faults brought data back,"
-			   " pool hits %llu, misses (UFFDIO_COPY) %llu", info.fault_around, info.pool_pages,
+		bench_note(sc, "sequential read, fault_around=%u, readahead %s, pool_pages=%u: %llu faults brought data back,"
+			   " pool hits %llu, misses (UFFDIO_COPY) %llu, pages read ahead %llu", info.fault_around,
+			   ra == 0 ? "off" : "default", info.pool_pages,
 			   (unsigned long long)(s1.cpu_faults_device - s0.cpu_faults_device),
 			   (unsigned long long)(s1.pool_hits - s0.pool_hits),
-			   (unsigned long long)(s1.pool_misses - s0.pool_misses));
+			   (unsigned long long)(s1.pool_misses - s0.pool_misses),
+			   (unsigned long long)(s1.readahead_pages - s0.readahead_pages));
 	}
 	__asm__ volatile("" ::"r"(sink));
 	*gb = dist_of(v, (size_t)cfg.reps).median;
@@ -254,27 +259,35 @@ int sc_cpufault(struct bench_sc *sc)
 
 	/* Sequential read with fault-around. */
 	size_t len = cfg.quick ? (size_t)16 << 20 : (size_t)256 << 20;
-	double seq = NAN, res = NAN, seq512 = NAN;
+	double seq = NAN, res = NAN, seq512 = NAN, seqnora = NAN;
 	bench_progress("  cpufault: sequential read of %zu MiB device-resident", len >> 20);
-	if ((e = seq_read(sc, 0, len, &seq, &res)) < 0)
+	if ((e = seq_read(sc, 0, -1, len, &seq, &res)) < 0)
 		return e;
 	if (!cfg.quick) {
+		bench_progress("  cpufault: sequential read, no read-ahead");
+		if ((e = seq_read(sc, 0, 0, len, &seqnora, NULL)) < 0)
+			return e;
 		bench_progress("  cpufault: sequential read, fault_around 512");
-		if ((e = seq_read(sc, 512, len, &seq512, NULL)) < 0)
+		if ((e = seq_read(sc, 512, -1, len, &seq512, NULL)) < 0)
 			return e;
 	}
 	double mc = memcpy_gbps(len, len, cfg.reps);
 	char w[112];
 	snprintf(w, sizeof(w), "sequential read of %zu MiB device-resident, default fault-around", len >> 20);
 	bench_fig(sc, "seq_read_gbps", seq, "GB/s", w);
-	if (!cfg.quick)
+	if (!cfg.quick) {
+		bench_fig(sc, "seq_read_noreadahead_gbps", seqnora, "GB/s", "the same with readahead_pages=0");
 		bench_fig(sc, "seq_read_fa512_gbps", seq512, "GB/s", "the same with fault_around=512");
+	}
 	bench_base(sc, "memcpy_gbps", mc, "GB/s", "memcpy of the same size, warm");
 	bench_base(sc, "resident_read_gbps", res, "GB/s", "the same read with the buffer resident");
 	bench_ratio(sc, "seq_read_vs_memcpy", seq / mc, "sequential read from device / memcpy");
 	bench_goal(sc, '>', 0.5);
-	if (!cfg.quick)
+	if (!cfg.quick) {
+		bench_ratio(sc, "seq_read_noreadahead_vs_memcpy", seqnora / mc,
+			    "the same, readahead_pages=0 / memcpy");
 		bench_ratio(sc, "seq_read_fa512_vs_memcpy", seq512 / mc, "the same, fault_around=512 / memcpy");
+	}
 	return 0;
 fail:
 	free(ns);
