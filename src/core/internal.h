@@ -388,6 +388,9 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Service thread: discard a page's device copy now, or mark it ZAPPED. */
 void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* Tests only: called by uhmm__page_publish_unlock between its decision and
+ * the store that unlocks (NULL: nothing). */
+extern void (*uhmm__publish_hook)(struct uhmm_ctx *, struct uhmm_page *);
 
 /* service.c */
 int uhmm__service_start(struct uhmm_ctx *ctx);

@@ -25,6 +25,8 @@
 #include "core/internal.h"
 #include "util/futex.h"
 
+void (*uhmm__publish_hook)(struct uhmm_ctx *, struct uhmm_page *);
+
 bool uhmm__page_trylock(struct uhmm_page *p)
 {
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
@@ -138,16 +140,34 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 	}
 	/* Release: whoever locks the page next sees dpfn and the data.
-	 * DISCARD survives only an unlock that leaves the page in place. */
+	 * DISCARD survives only an unlock that leaves the page in place.
+	 *
+	 * The service thread may mark the page ZAPPED at any moment while we
+	 * hold it (an madvise's REMOVE read now), also after the look above:
+	 * so the word is replaced only if it is still the one we decided on.
+	 * If ZAPPED came meanwhile, the copy we were publishing is garbage
+	 * too: release it and publish an empty system page.  (Published as it
+	 * was, it let a CPU touch bring the discarded data back.) */
 	uint32_t nw = loc;
 	if (loc == prev && dpfn == prev_dpfn)
 		nw |= w & PG_DISCARD;
-	uint32_t old = atomic_exchange_explicit(&p->word, nw,
-						memory_order_release);
-	/* ZAPPED is only set while locked, by the service thread, which never
-	 * holds another thread's page: it cannot appear after our check. */
-	UHMM_ASSERT(!(old & PG_ZAPPED) || (w & PG_ZAPPED));
-	after_unlock(ctx, p, old);
+	void (*hook)(struct uhmm_ctx *, struct uhmm_page *) = uhmm__publish_hook;
+	if (unlikely(hook))
+		hook(ctx, p); /* tests: the service thread strikes here */
+	while (!atomic_compare_exchange_weak_explicit(&p->word, &w, nw,
+						      memory_order_release,
+						      memory_order_relaxed)) {
+		if (!(w & PG_ZAPPED) || loc == LOC_CPU)
+			continue; /* WAITERS or PARKED added: try again */
+		drop_copy(ctx, loc, dpfn);
+		atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);
+		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
+		loc = LOC_CPU;
+		dpfn = 0;
+		nw = LOC_CPU;
+		published = false;
+	}
+	after_unlock(ctx, p, w);
 	return published;
 }
 
