@@ -151,21 +151,30 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	uint32_t nw = loc;
 	if (loc == prev && dpfn == prev_dpfn)
 		nw |= w & PG_DISCARD;
+	/* Zapped: the kernel's zap of the page may still be on its way (the
+	 * REMOVE is handled after it is read, the zap follows the read), so
+	 * what is present now is stale until then: DISCARD, as uhmm__page_zap
+	 * marks an unlocked page.  (Without it, a migration that locked the
+	 * page next moved the stale page out before the zap came.) */
+	if (unlikely(w & PG_ZAPPED))
+		nw |= PG_DISCARD;
 	void (*hook)(struct uhmm_ctx *, struct uhmm_page *) = uhmm__publish_hook;
 	if (unlikely(hook))
 		hook(ctx, p); /* tests: the service thread strikes here */
 	while (!atomic_compare_exchange_weak_explicit(&p->word, &w, nw,
 						      memory_order_release,
 						      memory_order_relaxed)) {
-		if (!(w & PG_ZAPPED) || loc == LOC_CPU)
+		if (!(w & PG_ZAPPED))
 			continue; /* WAITERS or PARKED added: try again */
-		drop_copy(ctx, loc, dpfn);
-		atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);
-		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
-		loc = LOC_CPU;
-		dpfn = 0;
-		nw = LOC_CPU;
-		published = false;
+		if (loc != LOC_CPU) {
+			drop_copy(ctx, loc, dpfn);
+			atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);
+			atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
+			loc = LOC_CPU;
+			dpfn = 0;
+			published = false;
+		}
+		nw = LOC_CPU | PG_DISCARD;
 	}
 	after_unlock(ctx, p, w);
 	return published;

@@ -290,12 +290,52 @@ static void discard_while_publishing_is_not_lost(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/*
+ * The same mark on a page that stays in system memory (here: a migration
+ * that cannot take a read-only page).  The kernel zaps the page only after
+ * the REMOVE is read, so it may still be present, stale, when the holder
+ * unlocks it: it must be marked discarded, as an unlocked page is.  (It was
+ * not: a migration that locked it next moved the stale page to a device
+ * before the zap, and the discarded data came back; the reproducer's
+ * remaining stale reads.)  Here the kernel's zap never comes, which is the
+ * "still on its way" case held for ever.
+ */
+static void discard_of_a_held_system_page_is_not_lost(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 16 * MiB;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
+	memset(p, 0x9e, PG);
+	ASSERT_OK(uhmm_mprotect(ctx, p, PG, PROT_READ));
+	uhmm__publish_hook = zap_now;
+	int e = uhmm_migrate(ctx, p, PG, dev, 0);
+	uhmm__publish_hook = NULL;
+	assert_int_equal(e, -EPERM);
+	ASSERT_OK(uhmm_mprotect(ctx, p, PG, PROT_READ | PROT_WRITE));
+	/* Moved now, the stale page must arrive as a hole: zeros. */
+	ASSERT_OK(uhmm_migrate(ctx, p, PG, dev, 0));
+	ASSERT_OK(uhmm_migrate(ctx, p, PG, NULL, 0));
+	for (size_t i = 0; i < PG; i++)
+		if (p[i])
+			fail_msg("byte %zu: %#x, the discarded data came back", i,
+				 (unsigned char)p[i]);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(late_unmap_spares_range_moved_in),
 	cmocka_unit_test(late_remap_moves_the_displaced_range),
 	cmocka_unit_test(late_events_split_the_displaced_range),
 	cmocka_unit_test(launch_after_madvise_keeps_its_stores),
 	cmocka_unit_test(discard_while_publishing_is_not_lost),
+	cmocka_unit_test(discard_of_a_held_system_page_is_not_lost),
 };
 
 UHMM_TEST_MAIN(tests)
