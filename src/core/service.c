@@ -391,9 +391,14 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		uhmm__uffd_wake(ctx->uffd, dst, n << PAGE_SHIFT);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p = range_page(r, idx + i);
-		/* Filled: it was missing, so any pending zap is done. */
+		/* Filled: it was missing, so any pending zap is done; and
+		 * zeros are what a discard leaves, so a REMOVE handled while
+		 * we held it (ZAPPED, by a drain before the fill) makes it no
+		 * stale page: no DISCARD either (which the unlock of a ZAPPED
+		 * page would set, and the application's next write, to the
+		 * zero page without a fault, would not clear). */
 		if (i < filled || after[i])
-			atomic_fetch_and_explicit(&p->word, ~PG_DISCARD,
+			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
 						  memory_order_relaxed);
 		uhmm__page_unlock(ctx, p);
 	}
