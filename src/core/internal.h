@@ -390,7 +390,8 @@ void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Tests only: called by uhmm__page_publish_unlock between its decision and
  * the store that unlocks (NULL: nothing). */
-extern void (*uhmm__publish_hook)(struct uhmm_ctx *, struct uhmm_page *);
+typedef void (*uhmm__publish_hook_fn)(struct uhmm_ctx *, struct uhmm_page *);
+extern _Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
 
 /* service.c */
 int uhmm__service_start(struct uhmm_ctx *ctx);

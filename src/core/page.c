@@ -25,7 +25,7 @@
 #include "core/internal.h"
 #include "util/futex.h"
 
-void (*uhmm__publish_hook)(struct uhmm_ctx *, struct uhmm_page *);
+_Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
 
 bool uhmm__page_trylock(struct uhmm_page *p)
 {
@@ -158,7 +158,8 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	 * page next moved the stale page out before the zap came.) */
 	if (unlikely(w & PG_ZAPPED))
 		nw |= PG_DISCARD;
-	void (*hook)(struct uhmm_ctx *, struct uhmm_page *) = uhmm__publish_hook;
+	uhmm__publish_hook_fn hook = atomic_load_explicit(&uhmm__publish_hook,
+							  memory_order_relaxed);
 	if (unlikely(hook))
 		hook(ctx, p); /* tests: the service thread strikes here */
 	while (!atomic_compare_exchange_weak_explicit(&p->word, &w, nw,

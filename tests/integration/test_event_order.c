@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdlib.h>
@@ -247,10 +248,20 @@ static void launch_after_madvise_keeps_its_stores(void **state)
 
 /* ---- a discard that lands while a page is being published ---- */
 
+static pthread_t hook_thread; /* the test's own thread: the one that strikes */
+
 static void zap_now(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
-	uhmm__publish_hook = NULL;
+	if (!pthread_equal(pthread_self(), hook_thread))
+		return; /* the service thread publishing something else */
+	atomic_store(&uhmm__publish_hook, NULL);
 	uhmm__page_zap(ctx, p); /* the page is locked: this marks it ZAPPED */
+}
+
+static void arm_zap(void)
+{
+	hook_thread = pthread_self();
+	atomic_store(&uhmm__publish_hook, zap_now);
 }
 
 /*
@@ -275,9 +286,9 @@ static void discard_while_publishing_is_not_lost(void **state)
 	char *p;
 	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
 	memset(p, 0x9e, PG);
-	uhmm__publish_hook = zap_now;
+	arm_zap();
 	int held = uhmm_make_exclusive(dev, p, 1, NULL);
-	uhmm__publish_hook = NULL;
+	atomic_store(&uhmm__publish_hook, NULL);
 	ASSERT_OK(held);
 	assert_int_equal(uhmm_check_exclusive(dev, p, 1), 0); /* not held */
 	assert_int_equal(uhmm_test_pages_on(ctx, p, PG, NULL), 1);
@@ -314,9 +325,9 @@ static void discard_of_a_held_system_page_is_not_lost(void **state)
 	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
 	memset(p, 0x9e, PG);
 	ASSERT_OK(uhmm_mprotect(ctx, p, PG, PROT_READ));
-	uhmm__publish_hook = zap_now;
+	arm_zap();
 	int e = uhmm_migrate(ctx, p, PG, dev, 0);
-	uhmm__publish_hook = NULL;
+	atomic_store(&uhmm__publish_hook, NULL);
 	assert_int_equal(e, -EPERM);
 	ASSERT_OK(uhmm_mprotect(ctx, p, PG, PROT_READ | PROT_WRITE));
 	/* Moved now, the stale page must arrive as a hole: zeros. */
