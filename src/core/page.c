@@ -159,7 +159,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	if (unlikely(w & PG_ZAPPED))
 		nw |= PG_DISCARD;
 	uhmm__publish_hook_fn hook = atomic_load_explicit(&uhmm__publish_hook,
-							  memory_order_relaxed);
+							  memory_order_acquire);
 	if (unlikely(hook))
 		hook(ctx, p); /* tests: the service thread strikes here */
 	while (!atomic_compare_exchange_weak_explicit(&p->word, &w, nw,
