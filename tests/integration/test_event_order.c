@@ -49,13 +49,19 @@ static uint64_t dev_free(struct fixture *f)
 	return mi.free_pages;
 }
 
-static void setup(struct fixture *f)
+/* A context with one 16 MiB simdev. */
+static void ctx_with_dev(uhmm_ctx **ctx, uhmm_device **dev)
 {
-	ASSERT_OK(uhmm_ctx_create(NULL, &f->ctx));
+	ASSERT_OK(uhmm_ctx_create(NULL, ctx));
 	struct uhmm_simdev_opts o;
 	uhmm_simdev_opts_init(&o);
 	o.mem_bytes = 16 * MiB;
-	ASSERT_OK(uhmm_simdev_create(f->ctx, &o, &f->dev));
+	ASSERT_OK(uhmm_simdev_create(*ctx, &o, dev));
+}
+
+static void setup(struct fixture *f)
+{
+	ctx_with_dev(&f->ctx, &f->dev);
 	ASSERT_OK(uhmm_alloc(f->ctx, L, (void **)&f->x));
 	ASSERT_OK(uhmm_alloc(f->ctx, L, (void **)&f->y));
 	uhmm_test_fill(f->x, L, 1);
@@ -214,11 +220,7 @@ static void launch_after_madvise_keeps_its_stores(void **state)
 	(void)state;
 	uhmm_ctx *ctx;
 	uhmm_device *dev;
-	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
-	struct uhmm_simdev_opts o;
-	uhmm_simdev_opts_init(&o);
-	o.mem_bytes = 16 * MiB;
-	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	ctx_with_dev(&ctx, &dev);
 	char *p;
 	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
 	memset(p, 0x11, 16 * PG);
@@ -278,11 +280,7 @@ static void discard_while_publishing_is_not_lost(void **state)
 	(void)state;
 	uhmm_ctx *ctx;
 	uhmm_device *dev;
-	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
-	struct uhmm_simdev_opts o;
-	uhmm_simdev_opts_init(&o);
-	o.mem_bytes = 16 * MiB;
-	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	ctx_with_dev(&ctx, &dev);
 	char *p;
 	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
 	memset(p, 0x9e, PG);
@@ -316,11 +314,7 @@ static void discard_of_a_held_system_page_is_not_lost(void **state)
 	(void)state;
 	uhmm_ctx *ctx;
 	uhmm_device *dev;
-	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
-	struct uhmm_simdev_opts o;
-	uhmm_simdev_opts_init(&o);
-	o.mem_bytes = 16 * MiB;
-	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	ctx_with_dev(&ctx, &dev);
 	char *p;
 	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
 	memset(p, 0x9e, PG);
