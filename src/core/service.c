@@ -607,8 +607,10 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		}
 		hi++;
 	}
-	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr);
+	/* Counted before the faulting thread is woken: what it reads of the
+	 * counters then includes its own fault. */
 	STAT_INC(ctx, cpu_faults_device);
+	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
 	readahead_note(ctx, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT);
@@ -699,14 +701,14 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 		uhmm__page_unlock(ctx, p); /* stale: see page_seq() */
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 	} else if (pg_loc(w) == LOC_CPU) {
+		STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
 		serve_zero(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE);
-		STAT_INC(ctx, cpu_faults);
 	} else if (pg_excl(w)) {
+		STAT_INC(ctx, cpu_faults);
 		serve_revoke(ctx, r, idx, pg_dev(w));
-		STAT_INC(ctx, cpu_faults);
 	} else {
-		serve_device(ctx, r, idx, pg_dev(w), f->addr);
 		STAT_INC(ctx, cpu_faults);
+		serve_device(ctx, r, idx, pg_dev(w), f->addr);
 	}
 	if (!hint)
 		uhmm__range_put(r);

@@ -724,6 +724,35 @@ static void idle_context_releases_lingering_pages(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/*
+ * The counters a thread reads right after its fault include that fault
+ * (they were counted after the thread was woken, and a quick reader missed
+ * its own fault now and then).
+ */
+static void a_fault_is_counted_before_the_thread_resumes(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup_dev(&f, 64 * MiB, 0);
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, PG, (void **)&p));
+	p[0] = 1;
+	for (int i = 0; i < 300; i++) {
+		ASSERT_OK(uhmm_migrate(f.ctx, p, PG, f.dev, 0));
+		struct uhmm_stats before = stats(f.ctx);
+		((volatile char *)p)[0]++; /* the fault brings it back */
+		struct uhmm_stats after = stats(f.ctx);
+		if (after.cpu_faults_device != before.cpu_faults_device + 1 ||
+		    after.cpu_faults != before.cpu_faults + 1)
+			fail_msg("round %d: faults %lu -> %lu, from a device %lu -> %lu", i,
+				 (unsigned long)before.cpu_faults, (unsigned long)after.cpu_faults,
+				 (unsigned long)before.cpu_faults_device,
+				 (unsigned long)after.cpu_faults_device);
+	}
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	teardown(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(round_trip_preserves_data),
 	cmocka_unit_test(cpu_read_and_write_bring_pages_back),
@@ -739,6 +768,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(alloc_failure_changes_nothing),
 	cmocka_unit_test(fault_on_busy_page_parks_without_blocking_service),
 	cmocka_unit_test(prot_none_pages_say_efault_and_stay),
+	cmocka_unit_test(a_fault_is_counted_before_the_thread_resumes),
 	cmocka_unit_test(migrated_pages_linger_in_pool),
 	cmocka_unit_test(single_page_fault_copies_instead_of_moving),
 	cmocka_unit_test(sequential_faults_read_ahead),
