@@ -392,6 +392,11 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
  * the store that unlocks (NULL: nothing). */
 typedef void (*uhmm__publish_hook_fn)(struct uhmm_ctx *, struct uhmm_page *);
 extern _Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
+/* Tests only: called by the service thread while it handles a REMOVE, UNMAP
+ * or REMAP event, after the notifiers' callbacks and before uhmm's state
+ * changes (NULL: nothing). */
+typedef void (*uhmm__event_hook_fn)(struct uhmm_ctx *, uintptr_t start, uintptr_t end);
+extern _Atomic(uhmm__event_hook_fn) uhmm__event_hook;
 
 /* service.c */
 int uhmm__service_start(struct uhmm_ctx *ctx);

@@ -759,32 +759,63 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 #define MSG_BATCH 64
 #define IDLE_TRIM_NS 1000000000ull
 
-/* REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to). */
+_Atomic(uhmm__event_hook_fn) uhmm__event_hook;
+
+static void event_hook(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	uhmm__event_hook_fn hook = atomic_load_explicit(&uhmm__event_hook,
+							memory_order_acquire);
+	if (unlikely(hook))
+		hook(ctx, start, end);
+}
+
+/*
+ * REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to).
+ *
+ * The notifiers' sequences stay odd from before the callbacks until uhmm's
+ * own state has changed (the kernel's invalidate_range_start/end): a range
+ * fault that began after the callbacks but read the page states before the
+ * change would otherwise return, as final, device pages the change is
+ * about to free (seen: after an madvise(DONTNEED) racing a device kernel,
+ * the device kept reading the freed pages' old data).  Nothing between
+ * start and end waits for a page lock: the handlers only trylock.
+ */
 static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 {
 	ctx->events_seen++;
+	uintptr_t start, end;
+	bool inv;
 	switch (m->event) {
 	case UFFD_EVENT_REMOVE:
 		/* Read before the kernel zaps: mirrors drop the pages
 		 * now, racing only the zap itself. */
 		STAT_INC(ctx, events_remove);
-		uhmm__invalidate(ctx, m->arg.remove.start, m->arg.remove.end,
-				 UHMM_INV_ZAP, NULL, 0);
-		uhmm__ranges_zap(ctx, m->arg.remove.start, m->arg.remove.end);
+		start = m->arg.remove.start;
+		end = m->arg.remove.end;
+		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_ZAP, NULL, 0);
+		event_hook(ctx, start, end);
+		uhmm__ranges_zap(ctx, start, end);
+		uhmm__invalidate_end(ctx, start, end, inv);
 		break;
 	case UFFD_EVENT_UNMAP:
 		STAT_INC(ctx, events_unmap);
-		uhmm__invalidate(ctx, m->arg.remove.start, m->arg.remove.end,
-				 UHMM_INV_UNMAP, NULL, 0);
-		uhmm__ranges_unmap(ctx, m->arg.remove.start, m->arg.remove.end);
+		start = m->arg.remove.start;
+		end = m->arg.remove.end;
+		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_UNMAP, NULL, 0);
+		event_hook(ctx, start, end);
+		uhmm__ranges_unmap(ctx, start, end);
+		uhmm__invalidate_end(ctx, start, end, inv);
 		break;
 	case UFFD_EVENT_REMAP:
 		STAT_INC(ctx, events_remap);
-		uhmm__invalidate(ctx, m->arg.remap.from,
-				 m->arg.remap.from + m->arg.remap.len,
-				 UHMM_INV_REMAP, NULL, m->arg.remap.to);
+		start = m->arg.remap.from;
+		end = start + m->arg.remap.len;
+		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_REMAP, NULL,
+					     m->arg.remap.to);
+		event_hook(ctx, start, end);
 		uhmm__ranges_remap(ctx, m->arg.remap.from, m->arg.remap.to,
 				   m->arg.remap.len);
+		uhmm__invalidate_end(ctx, start, end, inv);
 		break;
 	default:
 		break;

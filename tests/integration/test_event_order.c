@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uhmm/mirror.h>
@@ -334,7 +335,119 @@ static void discard_of_a_held_system_page_is_not_lost(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+
+/* ---- a range fault racing an event's state change ---- */
+
+/*
+ * A device's range fault that begins after an event's invalidation
+ * callbacks but reads the page states before uhmm applies the event must
+ * not come back as final: the event is about to free the device pages it
+ * reports.  (It did: the notifier's sequence went odd and even again
+ * around the callbacks alone, so the filler's read_retry() said "fresh" and
+ * the device kept mapping freed device pages; after an madvise(DONTNEED)
+ * racing a kernel, the device read the old data.)  The event hook runs
+ * exactly in that window, on the service thread; there a second thread
+ * starts a range fault, which the hook gives 300 ms to finish.
+ */
+struct racer {
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	struct uhmm_notifier *n;
+	char *p;
+	uint64_t entries[4];
+	struct uhmm_range_req req;
+	int rc;
+	sem_t go, done;
+};
+
+static struct racer *racer_now;
+
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+	sem_wait(&r->go);
+	r->req = (struct uhmm_range_req){
+		.notifier = r->n,
+		.start = (uintptr_t)r->p,
+		.end = (uintptr_t)r->p + 4 * PG,
+		.flags = UHMM_RF_SNAPSHOT,
+		.timeout_ms = 5000,
+		.device = r->dev,
+		.entries = r->entries,
+	};
+	r->rc = uhmm_range_fault(r->ctx, &r->req);
+	sem_post(&r->done);
+	return NULL;
+}
+
+static void race_in_window(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	(void)ctx;
+	struct racer *r = racer_now;
+	if (!r || (uintptr_t)r->p < start || (uintptr_t)r->p >= end)
+		return;
+	racer_now = NULL;
+	sem_post(&r->go);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 300 * 1000000l;
+	if (ts.tv_nsec >= 1000000000l) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000l;
+	}
+	if (sem_timedwait(&r->done, &ts) == 0)
+		sem_post(&r->done); /* finished inside the window: keep the mark */
+}
+
+static void noop_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			    void *priv)
+{
+	(void)n;
+	(void)ev;
+	(void)priv;
+}
+
+static void range_fault_racing_madvise_sees_the_discard(void **state)
+{
+	(void)state;
+	struct racer r = { 0 };
+	ctx_with_dev(&r.ctx, &r.dev);
+	ASSERT_OK(uhmm_alloc(r.ctx, 4 * PG, (void **)&r.p));
+	uhmm_test_fill(r.p, 4 * PG, 7);
+	ASSERT_OK(uhmm_migrate(r.ctx, r.p, 4 * PG, r.dev, 0));
+	ASSERT_OK(uhmm_notifier_insert(r.ctx, (uintptr_t)r.p, 4 * PG, noop_invalidate,
+				       NULL, &r.n));
+	sem_init(&r.go, 0, 0);
+	sem_init(&r.done, 0, 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, racer_main, &r), 0);
+	racer_now = &r;
+	atomic_store(&uhmm__event_hook, race_in_window);
+	assert_int_equal(madvise(r.p, 4 * PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(r.ctx));
+	atomic_store(&uhmm__event_hook, NULL);
+	assert_null(racer_now); /* the hook struck */
+	pthread_join(th, NULL);
+	ASSERT_OK(r.rc);
+	/* Entries that read_retry() calls fresh must be true now: the
+	 * pages left the device with the event. */
+	if (!uhmm_notifier_read_retry(r.n, r.req.notifier_seq))
+		for (int i = 0; i < 4; i++)
+			if (r.entries[i] & (UHMM_RE_DEVICE | UHMM_RE_VALID))
+				fail_msg("page %d: entry %#llx called fresh, but the "
+					 "event freed its device page", i,
+					 (unsigned long long)r.entries[i]);
+	ASSERT_OK(uhmm_notifier_remove(r.n));
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(r.p[i], 0);
+	ASSERT_OK(uhmm_ctx_destroy(r.ctx));
+	sem_destroy(&r.go);
+	sem_destroy(&r.done);
+}
+
+
 static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(range_fault_racing_madvise_sees_the_discard),
 	cmocka_unit_test(late_unmap_spares_range_moved_in),
 	cmocka_unit_test(late_remap_moves_the_displaced_range),
 	cmocka_unit_test(late_events_split_the_displaced_range),
