@@ -333,6 +333,10 @@ int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
  * short (uffd.c): a move's is checked against the page tables always, a
  * copy's when @dst_empty says the destination was all missing before (so
  * a present page there is one this call put in).  A zero-fill's is not. */
+/* How long uhmm waits for a transient EAGAIN of the fill and move ioctls to
+ * pass (a change of the address space in flight, a page in transit) before
+ * it gives up on the call: 2 s. */
+#define UHMM_SETTLE_NS 2000000000ull
 long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done);
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
@@ -340,7 +344,7 @@ long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 /* uhmm__uffd_move for application threads taking pages out of managed
  * memory into the reserve: an EAGAIN with nothing moved (the kernel met a
  * page in transit: under migration or compaction, a THP being split) is
- * tried again, yielding, for up to 2 s; -EAGAIN after that. */
+ * tried again, yielding, for up to UHMM_SETTLE_NS; -EAGAIN after that. */
 long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
 			 uint64_t mode, size_t *done);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);

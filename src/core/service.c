@@ -84,16 +84,13 @@ void uhmm__events_wait(struct uhmm_ctx *ctx)
 
 static size_t drain_events(struct uhmm_ctx *ctx);
 
-/* How long the service thread waits for the address space to settle. */
-#define SETTLE_NS 2000000000ull
-
 /*
  * A fill or move ioctl failed with EAGAIN: a change of the address space is
  * in flight (the kernel's mmap_changing), and its event must be read before
  * pages may be installed.  Read and handle the pending events; when there
  * is none left to read, the threads that posted them have not yet run to
  * finish their syscalls (on two cores they may wait for this very CPU):
- * yield.  Returns false once the wait has lasted SETTLE_NS (*t0 holds its
+ * yield.  Returns false once the wait has lasted UHMM_SETTLE_NS (*t0 holds its
  * start, 0 on the first call); the caller then gives up on the install and
  * lets the faulting thread retry.
  */
@@ -102,7 +99,7 @@ static bool settle(struct uhmm_ctx *ctx, uint64_t *t0)
 	uint64_t now = uhmm__now_ns();
 	if (!*t0)
 		*t0 = now;
-	else if (now - *t0 > SETTLE_NS)
+	else if (now - *t0 > UHMM_SETTLE_NS)
 		return false;
 	if (!drain_events(ctx))
 		sched_yield();
@@ -205,7 +202,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			char *sp = REQ_SRC(req, x);
 			size_t one;
 			if (ret == -EAGAIN && !settle(ctx, &t0))
-				t0 = uhmm__now_ns() - SETTLE_NS; /* no more waiting */
+				t0 = uhmm__now_ns() - UHMM_SETTLE_NS; /* no more waiting */
 			if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
 				req->want[x] = 0;
 				req->result = -ENOENT;

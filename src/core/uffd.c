@@ -208,7 +208,7 @@ long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		uint64_t now = uhmm__now_ns();
 		if (!t0)
 			t0 = now;
-		else if (now - t0 > 2000000000ull) {
+		else if (now - t0 > UHMM_SETTLE_NS) {
 			*done = off;
 			return -EAGAIN;
 		}
