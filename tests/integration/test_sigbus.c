@@ -251,6 +251,48 @@ static void fault_without_warm_pages_is_handed_to_the_service_thread(void **stat
 	env_fini(&e);
 }
 
+/* A device's range fault populates with MADV_POPULATE, whose faults the
+ * kernel does not turn into SIGBUS: uhmm serves the missing pages first. */
+static void range_fault_faults_in_missing_and_device_pages(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 16 * MiB;
+	uhmm_device *other;
+	ASSERT_OK(uhmm_simdev_create(e.ctx, &so, &other));
+	char *p;
+	ASSERT_OK(uhmm_alloc(e.ctx, 64 * PG, (void **)&p));
+	/* Pages 0-15 never touched; 16-31 on the other device; 32-47 held
+	 * exclusively by it; 48-63 in place. */
+	uhmm_test_fill(p + 16 * PG, 48 * PG, 23);
+	ASSERT_OK(uhmm_migrate(e.ctx, p + 16 * PG, 16 * PG, other, 0));
+	ASSERT_OK(uhmm_make_exclusive(other, p + 32 * PG, 16, NULL));
+	for (int write = 0; write < 2; write++) {
+		uint64_t ent[64];
+		struct uhmm_range_req req = {
+			.start = (uintptr_t)p, .end = (uintptr_t)p + 64 * PG,
+			.flags = write ? UHMM_RF_FAULT_WRITE : UHMM_RF_FAULT_READ,
+			.device = e.dev, .entries = ent,
+		};
+		ASSERT_OK(uhmm_range_fault(e.ctx, &req));
+		for (int i = 0; i < 64; i++) {
+			if (!(ent[i] & UHMM_RE_VALID))
+				fail_msg("page %d not valid (write %d): %#llx", i, write,
+					 (unsigned long long)ent[i]);
+			if (write && !(ent[i] & UHMM_RE_WRITE))
+				fail_msg("page %d not writable", i);
+		}
+	}
+	assert_zero(p, 16 * PG);
+	assert_int_equal(uhmm_test_check(p + 16 * PG, 48 * PG, 23), (size_t)-1);
+	assert_int_equal(uhmm_check_exclusive(other, p + 32 * PG, 16), 0);
+	ASSERT_OK(uhmm_free(e.ctx, p));
+	env_fini(&e);
+}
+
 /* ---- hard point 1: 8 threads, 512 pages, one migration a page ---- */
 
 #define NTHREADS 8
@@ -602,6 +644,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(touch_brings_data_back_on_the_faulting_thread),
 	cmocka_unit_test(never_touched_pages_read_zeros),
 	cmocka_unit_test(fault_without_warm_pages_is_handed_to_the_service_thread),
+	cmocka_unit_test(range_fault_faults_in_missing_and_device_pages),
 	cmocka_unit_test(eight_threads_cost_one_migration_per_page),
 	cmocka_unit_test(munmap_frees_device_pages),
 	cmocka_unit_test(madvise_dontneed_discards_device_pages),
