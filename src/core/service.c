@@ -604,7 +604,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	 * them in, or copies from them with NO_MOVE (they stay FULL). */
 	if (!self)
 		slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
-	bool moving = slot >= 0 && ctx->move_in && (n > 1 || self);
+	bool moving = slot >= 0 && ctx->move_in && n > 1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = moving;
