@@ -406,6 +406,17 @@ static void madvise_dontneed_discards_device_pages(void **state)
 	env_fini(&e);
 }
 
+/* Slows the service thread's handling of a REMAP down. */
+static void slow_remap(struct uhmm_notifier *n, const struct uhmm_inv_event *ev, void *priv)
+{
+	(void)n;
+	(void)priv;
+	if (ev->reason == UHMM_INV_REMAP) {
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void mremap_moves_device_resident_data(void **state)
 {
 	(void)state;
@@ -414,11 +425,15 @@ static void mremap_moves_device_resident_data(void **state)
 	char *old = alloc_on_device(&e, LEN, 15);
 	char *to = mmap(NULL, LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(to != MAP_FAILED);
+	struct uhmm_notifier *nt;
+	ASSERT_OK(uhmm_notifier_insert(e.ctx, (uintptr_t)old, LEN, slow_remap, NULL, &nt));
 	char *n = mremap(old, LEN, LEN, MREMAP_MAYMOVE | MREMAP_FIXED, to);
 	assert_ptr_equal(n, to);
-	/* No uhmm_sync: the touch right after mremap returns must find the
-	 * range at its new address (the handler waits for the event). */
+	/* No uhmm_sync: the touch right after mremap returns, while the
+	 * service thread still handles the REMAP (slow_remap), must find the
+	 * range at its new address: the handler waits for the event. */
 	assert_data(n, 0, LEN, 15);
+	ASSERT_OK(uhmm_notifier_remove(nt));
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
 	assert_where(&e, n, LEN, UHMM_WHERE_CPU);
