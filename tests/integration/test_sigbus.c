@@ -293,6 +293,65 @@ static void range_fault_faults_in_missing_and_device_pages(void **state)
 	env_fini(&e);
 }
 
+/*
+ * A fault inside the handler's own service of a fault (an invalidate
+ * callback touching managed memory, which uhmm/mirror.h forbids, but which
+ * must not make the handler recurse into itself under the outer fault's
+ * locks): handed to the service thread.
+ */
+struct nested {
+	char *b;
+	atomic_int touched;
+	char seen;
+	struct inv_rec rec_b;
+};
+
+static void touch_b_on_home(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			    void *priv)
+{
+	(void)n;
+	struct nested *x = priv;
+	if (ev->reason == UHMM_INV_MIGRATE && ev->device == NULL &&
+	    atomic_fetch_add(&x->touched, 1) == 0)
+		x->seen = *(volatile char *)x->b;
+}
+
+static void record_b(struct uhmm_notifier *n, const struct uhmm_inv_event *ev, void *priv)
+{
+	rec_inv(n, ev, &((struct nested *)priv)->rec_b);
+}
+
+static void nested_fault_is_handed_to_the_service_thread(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init_opts(&e, 0, 1, -1);
+	char *a, *b;
+	ASSERT_OK(uhmm_alloc(e.ctx, 2 * MiB, (void **)&a));
+	ASSERT_OK(uhmm_alloc(e.ctx, 2 * MiB, (void **)&b));
+	memset(a, 0x5a, PG);
+	memset(b, 0xa5, PG);
+	ASSERT_OK(uhmm_migrate(e.ctx, a, PG, e.dev, 0));
+	ASSERT_OK(uhmm_migrate(e.ctx, b, PG, e.dev, 0));
+	struct nested x = { .b = b, .rec_b = { .me = tid() } };
+	struct uhmm_notifier *na, *nb;
+	ASSERT_OK(uhmm_notifier_insert(e.ctx, (uintptr_t)a, PG, touch_b_on_home, &x, &na));
+	ASSERT_OK(uhmm_notifier_insert(e.ctx, (uintptr_t)b, PG, record_b, &x, &nb));
+	assert_int_equal(*(volatile unsigned char *)a, 0x5a);
+	assert_int_equal(atomic_load(&x.touched), 1);
+	assert_int_equal((unsigned char)x.seen, 0xa5);
+	/* b came home, by the service thread. */
+	assert_int_equal(atomic_load(&x.rec_b.home), 1);
+	assert_int_equal(atomic_load(&x.rec_b.home_other_thread), 1);
+	ASSERT_OK(uhmm_notifier_remove(na));
+	ASSERT_OK(uhmm_notifier_remove(nb));
+	assert_where(&e, a, PG, UHMM_WHERE_CPU);
+	assert_where(&e, b, PG, UHMM_WHERE_CPU);
+	ASSERT_OK(uhmm_free(e.ctx, a));
+	ASSERT_OK(uhmm_free(e.ctx, b));
+	env_fini(&e);
+}
+
 /* ---- hard point 1: 8 threads, 512 pages, one migration a page ---- */
 
 #define NTHREADS 8
@@ -660,6 +719,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(never_touched_pages_read_zeros),
 	cmocka_unit_test(fault_without_warm_pages_is_handed_to_the_service_thread),
 	cmocka_unit_test(range_fault_faults_in_missing_and_device_pages),
+	cmocka_unit_test(nested_fault_is_handed_to_the_service_thread),
 	cmocka_unit_test(eight_threads_cost_one_migration_per_page),
 	cmocka_unit_test(munmap_frees_device_pages),
 	cmocka_unit_test(madvise_dontneed_discards_device_pages),
