@@ -71,9 +71,9 @@ enum {
 	 * The userfaultfd is opened with UFFD_FEATURE_SIGBUS: an access to a
 	 * managed page that is not present raises SIGBUS in the faulting
 	 * thread.  uhmm's SIGBUS handler (installed process-wide with
-	 * sigaction(SA_SIGINFO | SA_NODEFER | SA_ONSTACK) at the creation of
-	 * the first such context, once) serves it on that thread and returns,
-	 * and the access is executed again:
+	 * sigaction(SA_SIGINFO | SA_NODEFER) at the creation of the first
+	 * such context, once) serves it on that thread, on its own stack (up
+	 * to ~24 KiB of it), and returns, and the access is executed again:
 	 *   - a device-resident page: the page is locked, its data copied by
 	 *     the device's copy engine into a warm page of the pool and
 	 *     installed with UFFDIO_MOVE (UFFDIO_COPY with UHMM_CTX_NO_MOVE),
