@@ -117,7 +117,9 @@ enum {
 	 *     The handler may call malloc (a copy batch descriptor, rarely):
 	 *     do not register memory that the allocator itself writes to
 	 *     while it holds its locks (unregister before free()).
-	 * -EOPNOTSUPP if the kernel lacks UFFD_FEATURE_SIGBUS.
+	 * uhmm_ctx_create() fails with -EOPNOTSUPP if the kernel lacks
+	 * UFFD_FEATURE_SIGBUS, -EINVAL with UHMM_CTX_REQUIRE_KERNEL_FAULTS,
+	 * -EMFILE if 16 SIGBUS-mode contexts live already.
 	 */
 	UHMM_CTX_SIGBUS = 1u << 3,
 };

@@ -540,10 +540,11 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		 * the range): the faulting page alone. */
 		ret = fill_zeros(ctx, r, dst, PAGE_SIZE, write, &done, how);
 	}
-	/* A faulting thread counts its fault once it knows it was one: the
-	 * page may have been filled by another thread since it faulted (no
-	 * message to tell stale, as the service thread has: page_seq). */
-	if (how->self && !(ret == -EEXIST && done == 0))
+	/* A faulting thread counts its fault as the service thread counts a
+	 * message it serves, once it is not to be repeated: a fill refused
+	 * with EAGAIN makes the thread fault again (the service thread would
+	 * have settled and filled). */
+	if (how->self && !how->again)
 		STAT_INC(ctx, cpu_faults);
 	size_t filled = done >> PAGE_SHIFT;
 	/* -ESTALE: the address may belong to another mapping now. */
