@@ -65,8 +65,9 @@ enum {
 	UHMM_CTX_NO_MOVE = 1u << 2,
 	/**
 	 * SIGBUS self-service: the faulting thread serves its own CPU fault,
-	 * with no round trip through the fault-service thread (about 2x
-	 * faster a fault, docs/PERFORMANCE.md).  Opt-in.
+	 * with no round trip through the fault-service thread (a fault
+	 * ~25-30 % cheaper, 1.1-1.2x the bare SIGBUS floor of uhmm-bench;
+	 * docs/PERFORMANCE.md).  Opt-in.
 	 *
 	 * The userfaultfd is opened with UFFD_FEATURE_SIGBUS: an access to a
 	 * managed page that is not present raises SIGBUS in the faulting
@@ -75,9 +76,11 @@ enum {
 	 * such context, once) serves it on that thread, on its own stack (up
 	 * to ~24 KiB of it), and returns, and the access is executed again:
 	 *   - a device-resident page: the page is locked, its data copied by
-	 *     the device's copy engine into a warm page of the pool and
-	 *     installed with UFFDIO_MOVE (UFFDIO_COPY with UHMM_CTX_NO_MOVE),
-	 *     with fault-around as in the default mode;
+	 *     the device's copy engine into warm pages of the pool and
+	 *     installed (a single page with UFFDIO_COPY of it, runs with
+	 *     UFFDIO_MOVE, or UFFDIO_COPY with UHMM_CTX_NO_MOVE), with
+	 *     fault-around as in the default mode; with no warm page left the
+	 *     fault is handed to the service thread;
 	 *   - a never-populated (or discarded) page: zeros, as the service
 	 *     thread does;
 	 *   - a page a device holds exclusively: the device's hold is revoked;
@@ -87,8 +90,7 @@ enum {
 	 * mremap or madvise whose event the fault-service thread has not
 	 * handled yet) the install is handed to the service thread, which
 	 * still reads those events, and the handler waits for it.
-	 * Statistics count faults as in the default mode.  Read-ahead
-	 * (readahead_pages) is not done in this mode.
+	 * Statistics count faults as in the default mode.
 	 *
 	 * SIGBUS that are not uhmm's (si_code not from a fault, an address no
 	 * SIGBUS context manages, such as a file mapping touched beyond its
@@ -117,6 +119,10 @@ enum {
 	 *     The handler may call malloc (a copy batch descriptor, rarely):
 	 *     do not register memory that the allocator itself writes to
 	 *     while it holds its locks (unregister before free()).
+	 *   - The tail an in-place mremap() grows onto managed memory is in
+	 *     no managed range: a touch of it is passed on as a foreign
+	 *     SIGBUS (the default mode fills it with zeros).
+	 *   - Read-ahead (readahead_pages) is not done.
 	 * uhmm_ctx_create() fails with -EOPNOTSUPP if the kernel lacks
 	 * UFFD_FEATURE_SIGBUS, -EINVAL with UHMM_CTX_REQUIRE_KERNEL_FAULTS,
 	 * -EMFILE if 16 SIGBUS-mode contexts live already.
