@@ -111,7 +111,9 @@ enum {
 	 *     chained to as above.  One installed *after* it replaces uhmm's:
 	 *     it must pass the signals it does not recognise to the handler
 	 *     sigaction() returned when it was installed (uhmm's), or uhmm's
-	 *     faults reach it instead and are not served.
+	 *     faults reach it instead and are not served.  Likewise, code
+	 *     that restores a SIGBUS disposition saved before uhmm's was
+	 *     installed removes uhmm's (it is installed once per process).
 	 *   - Code that touches managed memory while holding a lock that
 	 *     uhmm's fault path may take must not exist: device callbacks
 	 *     (invalidate, copy) and interval-notifier callbacks must not

@@ -6,6 +6,13 @@
  * mremap / fork / exclusive), plus what is the mode's own: the fault is
  * served on the faulting thread, SIGBUS that are not uhmm's reach the
  * application's handler, kernel accesses get EFAULT, bad flags.
+ *
+ * One test a process, as ctest runs them: cmocka installs its own SIGBUS
+ * handler for each test and restores the one it saved afterwards, which
+ * removes uhmm's (installed once per process, at the first SIGBUS-mode
+ * context): the next test's faults would reach cmocka, not uhmm.  The same
+ * holds for any code that restores a SIGBUS handler saved before uhmm's
+ * (uhmm.h, UHMM_CTX_SIGBUS).
  */
 #define _GNU_SOURCE
 #include <errno.h>
