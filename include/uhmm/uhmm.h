@@ -66,7 +66,7 @@ enum {
 	/**
 	 * SIGBUS self-service: the faulting thread serves its own CPU fault,
 	 * with no round trip through the fault-service thread (a fault
-	 * ~25-30 % cheaper, 1.1-1.2x the bare SIGBUS floor of uhmm-bench;
+	 * ~20-30 % cheaper, 1.1-1.25x the bare SIGBUS floor of uhmm-bench;
 	 * docs/PERFORMANCE.md).  Opt-in.
 	 *
 	 * The userfaultfd is opened with UFFD_FEATURE_SIGBUS: an access to a
