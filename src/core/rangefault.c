@@ -191,18 +191,28 @@ static void sb_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bo
 }
 
 /* MADV_POPULATE_{READ,WRITE} of [start, end): 0 or -errno.  In SIGBUS mode
- * the managed pages missing are served first; one discarded again before
- * the populate reaches it makes it fail: a few more rounds then. */
+ * the managed pages missing are served first; one discarded or migrated
+ * again before the populate reaches it (or a fill refused while events
+ * are pending) makes it fail: again then, for up to 2 s, as the service
+ * thread settles a populate's fault (service.c, settle). */
+#define POPULATE_NS 2000000000ull
 static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool write)
 {
-	for (int round = 0;; round++) {
+	uint64_t t0 = 0;
+	for (;;) {
 		if (ctx->sigbus)
 			sb_fault_in(ctx, start, end, write);
 		if (!madvise((void *)start, end - start,
 			     write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
 			return 0;
-		if (!ctx->sigbus || errno != EFAULT || round == 8)
-			return -errno;
+		int err = errno;
+		if (!ctx->sigbus || err != EFAULT)
+			return -err;
+		uint64_t now = uhmm__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > POPULATE_NS)
+			return -err;
 	}
 }
 

@@ -470,18 +470,20 @@ static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst
 	uint64_t t0 = 0;
 	if (how && how->self) {
 		/* A faulting thread: no events to read here (the service
-		 * thread's), so EAGAIN ends it (how->again). */
-		long ret = -EAGAIN;
+		 * thread's), so EAGAIN ends it (how->again).  While the
+		 * service thread reads or handles events it waits for them to
+		 * be handled (they only trylock the pages it holds). */
+		long ret;
 		*done = 0;
-		if (uhmm__sb_enter(ctx)) {
-			if (atomic_load_explicit(&r->dead, memory_order_acquire))
-				ret = -ESTALE;
-			else
-				ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0,
-							      false, done)
-					    : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
-			uhmm__sb_leave(ctx);
-		}
+		while (!uhmm__sb_enter(ctx))
+			uhmm__events_wait(ctx);
+		if (atomic_load_explicit(&r->dead, memory_order_acquire))
+			ret = -ESTALE;
+		else
+			ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, false,
+						      done)
+				    : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
+		uhmm__sb_leave(ctx);
 		if (ret == -EAGAIN)
 			how->again = true;
 		return ret;
