@@ -250,7 +250,11 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 		o->size = sizeof(*o);
 	}
 	if (o->flags & ~(uint32_t)(UHMM_CTX_REQUIRE_KERNEL_FAULTS |
-				   UHMM_CTX_USER_MODE_ONLY | UHMM_CTX_NO_MOVE))
+				   UHMM_CTX_USER_MODE_ONLY | UHMM_CTX_NO_MOVE |
+				   UHMM_CTX_SIGBUS))
+		return -EINVAL;
+	/* SIGBUS mode serves no kernel access (uhmm.h). */
+	if ((o->flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS) && (o->flags & UHMM_CTX_SIGBUS))
 		return -EINVAL;
 	if ((o->flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS) &&
 	    (o->flags & UHMM_CTX_USER_MODE_ONLY))
@@ -319,6 +323,14 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	if (err) {
 		uhmm__service_stop(ctx);
 		goto fail;
+	}
+	if (ctx->sigbus) {
+		err = uhmm__sigbus_add(ctx);
+		if (err) {
+			uhmm__handle_del(ctx);
+			uhmm__service_stop(ctx);
+			goto fail;
+		}
 	}
 	uhmm__fork_init();
 	*out = ctx;
@@ -389,6 +401,10 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	if (ctx->opts.print_stats)
 		uhmm__stats_print(ctx, stderr);
 	uhmm__ranges_release_all(ctx);
+	/* Unregistered: no more SIGBUS of ours; wait for handlers still
+	 * running on the context. */
+	if (ctx->sigbus)
+		uhmm__sigbus_del(ctx);
 	uhmm__pool_fini(&ctx->pool);
 	munmap(ctx->zeros, UHMM_HUGE_SIZE);
 	munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
@@ -420,6 +436,7 @@ UHMM_API int uhmm_ctx_info(uhmm_ctx *ctx, struct uhmm_ctx_info *info)
 	info->fault_around = ctx->opts.fault_around;
 	info->zero_around = ctx->opts.zero_around;
 	info->pool_pages = ctx->opts.pool_pages;
+	info->sigbus = ctx->sigbus;
 	uhmm__ctx_exit(ctx);
 	return 0;
 }

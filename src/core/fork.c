@@ -49,9 +49,15 @@ static void release(void)
 	pthread_mutex_unlock(&fork_mutex);
 }
 
+static void child(void)
+{
+	release();
+	uhmm__sigbus_atfork_child();
+}
+
 static void install(void)
 {
-	pthread_atfork(prepare, release, release);
+	pthread_atfork(prepare, release, child);
 }
 
 void uhmm__fork_init(void)

@@ -219,11 +219,21 @@ struct install_req {
 	struct install_req *next;
 };
 
+/* A CPU fault a SIGBUS handler hands to the service thread (sigbus.c):
+ * the handler waits on done. */
+struct fault_req {
+	uintptr_t addr;
+	uint64_t flags;          /* UFFD_PAGEFAULT_FLAG_WRITE */
+	_Atomic uint32_t done;
+	struct fault_req *next;
+};
+
 /* A CPU fault waiting for its page (service thread only). */
 struct parked_fault {
 	uintptr_t addr;
 	uint64_t flags;
 	uint32_t seq; /* the page's seq when the message was read */
+	struct fault_req *req; /* a SIGBUS handler's (else NULL: a message) */
 };
 
 struct uhmm_ctx {
@@ -235,6 +245,12 @@ struct uhmm_ctx {
 	bool has_move;            /* the kernel has UFFDIO_MOVE */
 	bool move_in;             /* install pages with it (else UFFDIO_COPY) */
 	bool has_poison;
+	/* UHMM_CTX_SIGBUS: faulting threads serve themselves (sigbus.c). */
+	bool sigbus;
+	unsigned sb_slot;         /* its entry in sigbus.c's table */
+	/* Faulting threads installing pages now (uhmm__sb_enter): the
+	 * service thread waits for none to be left before it reads events. */
+	_Atomic uint32_t sb_active;
 	struct uhmm_ctx_opts opts;
 
 	/* Managed ranges, sorted by start.  ranges_lock is a leaf: never held
@@ -270,6 +286,7 @@ struct uhmm_ctx {
 	_Atomic uint32_t events_busy;
 	pthread_mutex_t req_lock;
 	struct install_req *req_head, **req_tail;
+	struct fault_req *freq_head, **freq_tail; /* under req_lock too */
 	struct parked_fault *parked; /* service thread only */
 	size_t nparked, cap_parked;
 	char *bounce;                /* service thread only: BATCH_PAGES pages */
@@ -416,6 +433,29 @@ void uhmm__service_sync(struct uhmm_ctx *ctx);
 void uhmm__events_wait(struct uhmm_ctx *ctx);
 /* Install pages of a request (service thread; also used by its faults). */
 void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
+
+/*
+ * SIGBUS mode (service.c).  uhmm__serve_self: serve the CPU fault at addr,
+ * in r (a reference the caller holds), on the faulting thread.  May sleep
+ * on the page lock, the copy engine, device fences and the service thread.
+ * uhmm__fault_request: hand the fault to the service thread and wait until
+ * it is served.  uhmm__sb_enter/leave bracket an install by a faulting
+ * thread: enter fails while the service thread reads or handles events.
+ */
+void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr,
+		      bool write);
+void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write);
+bool uhmm__sb_enter(struct uhmm_ctx *ctx);
+void uhmm__sb_leave(struct uhmm_ctx *ctx);
+
+/* sigbus.c */
+/* Enter a SIGBUS-mode context in the handler's table (installing the
+ * handler the first time); take it out and wait for handlers running on
+ * it.  -EMFILE: too many SIGBUS-mode contexts. */
+int uhmm__sigbus_add(struct uhmm_ctx *ctx);
+void uhmm__sigbus_del(struct uhmm_ctx *ctx);
+/* In a fork child: forget the parent's contexts. */
+void uhmm__sigbus_atfork_child(void);
 
 /* migrate.c */
 /* Bring pages [idx, idx + n) of r that live on a device back to system

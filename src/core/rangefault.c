@@ -15,7 +15,8 @@
  * the entries returned are final for req->notifier_seq.
  *
  * Locks: none of its own.  Sleeps in migrations (page locks), in populate
- * (whose faults the service thread serves), and in read_begin.
+ * (whose faults the service thread serves; in SIGBUS mode this thread
+ * serves them first, sb_fault_in), and in read_begin.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -155,6 +156,66 @@ int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 
 /* ---- faulting in ---- */
 
+/*
+ * SIGBUS mode: MADV_POPULATE's faults on managed pages that are not present
+ * are not served (the kernel raises no signal for them: the populate fails
+ * with EFAULT).  So the missing managed pages of [start, end) are served
+ * here first, by this thread, as its own touch would be (uhmm__serve_self:
+ * zeros, a revocation, or a page come back from a device).
+ */
+static void sb_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool write)
+{
+	unsigned char vec[64];
+	for (uintptr_t a = start; a < end;) {
+		struct uhmm_range *r = uhmm__range_get(ctx, a);
+		if (!r) {
+			a += PAGE_SIZE;
+			continue;
+		}
+		uintptr_t e = range_end(r) < end ? range_end(r) : end;
+		while (a < e) {
+			size_t n = (e - a) >> PAGE_SHIFT;
+			if (n > sizeof(vec))
+				n = sizeof(vec);
+			if (mincore((void *)a, n << PAGE_SHIFT, vec)) {
+				a = e; /* gone: populate will say */
+				break;
+			}
+			for (size_t i = 0; i < n; i++)
+				if (!(vec[i] & 1))
+					uhmm__serve_self(ctx, r, a + (i << PAGE_SHIFT), write);
+			a += n << PAGE_SHIFT;
+		}
+		uhmm__range_put(r);
+	}
+}
+
+/* MADV_POPULATE_{READ,WRITE} of [start, end): 0 or -errno.  In SIGBUS mode
+ * the managed pages missing are served first; one discarded or migrated
+ * again before the populate reaches it (or a fill refused while events
+ * are pending) makes it fail: again then, for up to 2 s, as the service
+ * thread settles a populate's fault (service.c, settle). */
+#define POPULATE_NS 2000000000ull
+static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool write)
+{
+	uint64_t t0 = 0;
+	for (;;) {
+		if (ctx->sigbus)
+			sb_fault_in(ctx, start, end, write);
+		if (!madvise((void *)start, end - start,
+			     write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+			return 0;
+		int err = errno;
+		if (!ctx->sigbus || err != EFAULT)
+			return -err;
+		uint64_t now = uhmm__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > POPULATE_NS)
+			return -err;
+	}
+}
+
 /* Bring home the managed pages of [start, end) that live on a device other
  * than @self, then populate every run not on @self. */
 static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
@@ -182,16 +243,14 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			}
 			/* On the requester: it maps its own copy; populate
 			 * what came before. */
-			if (run < a && madvise((void *)run, a - run, write ? MADV_POPULATE_WRITE
-								     : MADV_POPULATE_READ))
-				err = -errno;
+			if (run < a)
+				err = populate(ctx, run, a, write);
 			run = a + PAGE_SIZE;
 		}
 		uhmm__range_put(r);
 	}
-	if (!err && run < end &&
-	    madvise((void *)run, end - run, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
-		err = -errno;
+	if (!err && run < end)
+		err = populate(ctx, run, end, write);
 	if (err == -ENOMEM || err == -EINVAL || err == -EHWPOISON)
 		err = -EFAULT; /* populate's way of saying "cannot map this" */
 	return err;

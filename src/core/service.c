@@ -53,6 +53,34 @@ void uhmm__service_kick(struct uhmm_ctx *ctx)
 static void events_begin(struct uhmm_ctx *ctx)
 {
 	atomic_store_explicit(&ctx->events_busy, EV_READING, memory_order_seq_cst);
+	/* SIGBUS mode: faulting threads install pages themselves.  No event
+	 * is read while one is installing, so every install precedes the read
+	 * of an event (and the kernel's zap, which follows the read), or is
+	 * refused with EAGAIN while the event is pending, or sees the event
+	 * handled (ZAPPED, dead): the order the service thread keeps by being
+	 * the only installer in the default mode.  They never wait inside
+	 * their bracket (uhmm__sb_enter). */
+	if (ctx->sigbus) {
+		uint32_t v;
+		while ((v = atomic_load_explicit(&ctx->sb_active, memory_order_seq_cst)) != 0)
+			uhmm_futex_wait(&ctx->sb_active, v);
+	}
+}
+
+bool uhmm__sb_enter(struct uhmm_ctx *ctx)
+{
+	atomic_fetch_add_explicit(&ctx->sb_active, 1, memory_order_seq_cst);
+	if (!atomic_load_explicit(&ctx->events_busy, memory_order_seq_cst))
+		return true;
+	uhmm__sb_leave(ctx);
+	return false;
+}
+
+void uhmm__sb_leave(struct uhmm_ctx *ctx)
+{
+	if (atomic_fetch_sub_explicit(&ctx->sb_active, 1, memory_order_seq_cst) == 1 &&
+	    atomic_load_explicit(&ctx->events_busy, memory_order_seq_cst))
+		uhmm_futex_wake_all(&ctx->sb_active);
 }
 
 /* Service thread: the events read so far are handled. */
@@ -83,6 +111,7 @@ void uhmm__events_wait(struct uhmm_ctx *ctx)
 /* ---- installing pages (service thread only) ---- */
 
 static size_t drain_events(struct uhmm_ctx *ctx);
+static void install_publish(struct uhmm_ctx *ctx, struct install_req *req);
 
 /*
  * A fill or move ioctl failed with EAGAIN: a change of the address space is
@@ -129,6 +158,9 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			if (req->want[i] == 1)
 				req->want[i] = 0;
 		req->result = -ENOENT;
+		/* (Pages a faulting thread installed before handing the
+		 * rest over: install_self.) */
+		install_publish(ctx, req);
 		return;
 	}
 	while (i < req->n) {
@@ -232,6 +264,18 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 		req->result = -ENOENT;
 	}
 
+	install_publish(ctx, req);
+	/* One wake for the whole span: a thread whose page was not installed
+	 * faults again and is served anew. */
+	uhmm__uffd_wake(ctx->uffd, r->start + (req->idx << PAGE_SHIFT),
+			req->n << PAGE_SHIFT);
+}
+
+/* Count and publish the pages of req installed (2, 6) or discarded (3). */
+static void install_publish(struct uhmm_ctx *ctx, struct install_req *req)
+{
+	struct uhmm_range *r = req->r;
+	size_t i;
 	/* Count before publishing: whoever sees a page unlocked sees it counted. */
 	if (req->count) {
 		size_t back = 0;
@@ -246,10 +290,66 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			continue;
 		(void)uhmm__page_publish_unlock(ctx, range_page(r, req->idx + i), 0, 0);
 	}
-	/* One wake for the whole span: a thread whose page was not installed
-	 * faults again and is served anew. */
-	uhmm__uffd_wake(ctx->uffd, r->start + (req->idx << PAGE_SHIFT),
-			req->n << PAGE_SHIFT);
+}
+
+/*
+ * SIGBUS mode: the faulting thread installs the pages of req itself, as
+ * uhmm__install_pages does, inside an sb_enter/sb_leave bracket (see
+ * events_begin).  Returns true if every page was installed or dropped
+ * (ZAPPED), counted and published.  Otherwise (events being handled, the
+ * range gone, an ioctl refused: EAGAIN, a split mapping...) the pages
+ * done are marked and the rest (want 1) is left for the service thread,
+ * which knows every case: the caller hands req over
+ * (uhmm__install_request), and it publishes all.
+ */
+static bool install_self(struct uhmm_ctx *ctx, struct install_req *req)
+{
+	struct uhmm_range *r = req->r;
+	if (!uhmm__sb_enter(ctx))
+		return false;
+	bool all = !atomic_load_explicit(&r->dead, memory_order_acquire);
+	for (size_t i = 0; all && i < req->n;) {
+		if (req->want[i] != 1) {
+			i++;
+			continue;
+		}
+		if (atomic_load_explicit(&range_page(r, req->idx + i)->word,
+					 memory_order_relaxed) & PG_ZAPPED) {
+			req->want[i++] = 3;
+			continue;
+		}
+		size_t j = i + 1;
+		while (!req->srcv && j < req->n && req->want[j] == 1 &&
+		       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
+					      memory_order_relaxed) & PG_ZAPPED))
+			j++;
+		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
+		char *src = REQ_SRC(req, i);
+		size_t len = (j - i) << PAGE_SHIFT, done = 0;
+		long ret = req->src_is_slots
+				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
+						     UFFDIO_MOVE_MODE_DONTWAKE, &done)
+				   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
+						     UFFDIO_COPY_MODE_DONTWAKE, true, &done);
+		for (size_t x = i; x < i + (done >> PAGE_SHIFT); x++)
+			req->want[x] = 2;
+		if (ret < 0)
+			all = false;
+		i = j;
+	}
+	uhmm__sb_leave(ctx);
+	if (all)
+		install_publish(ctx, req);
+	return all;
+}
+
+/* Install req: the service thread itself, or a faulting thread (self). */
+static void install(struct uhmm_ctx *ctx, struct install_req *req, bool self)
+{
+	if (!self)
+		uhmm__install_pages(ctx, req);
+	else if (!install_self(ctx, req))
+		uhmm__install_request(ctx, req);
 }
 
 void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req)
@@ -273,13 +373,39 @@ void uhmm__service_sync(struct uhmm_ctx *ctx)
 	uhmm__install_request(ctx, &req);
 }
 
+static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f);
+static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
+			bool *unknown, struct uhmm_range *hint);
+static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr);
+static void park(struct uhmm_ctx *ctx, const struct parked_fault *f);
+static void fault_done(const struct parked_fault *f);
+
 static void serve_requests(struct uhmm_ctx *ctx)
 {
 	pthread_mutex_lock(&ctx->req_lock);
 	struct install_req *q = ctx->req_head;
 	ctx->req_head = NULL;
 	ctx->req_tail = &ctx->req_head;
+	struct fault_req *fq = ctx->freq_head;
+	ctx->freq_head = NULL;
+	ctx->freq_tail = &ctx->freq_head;
 	pthread_mutex_unlock(&ctx->req_lock);
+	/* Faults SIGBUS handlers handed over: served as if read now. */
+	while (fq) {
+		struct fault_req *next = fq->next;
+		struct parked_fault f = { fq->addr, fq->flags,
+					  page_seq(ctx, fq->addr & ~(PAGE_SIZE - 1)), fq };
+		bool unk = false;
+		if (!serve_fault(ctx, &f, &unk, NULL)) {
+			STAT_INC(ctx, cpu_faults_waited);
+			park(ctx, &f);
+		} else if (unk) {
+			serve_unknown(ctx, &f);
+		} else {
+			fault_done(&f);
+		}
+		fq = next;
+	}
 	while (q) {
 		struct install_req *next = q->next;
 		uhmm__install_pages(ctx, q);
@@ -291,22 +417,41 @@ static void serve_requests(struct uhmm_ctx *ctx)
 
 /* ---- faults ---- */
 
-static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
-		 uint32_t seq)
+/* The fault f is served (or its thread must fault again): a SIGBUS
+ * handler waiting for it goes. */
+static void fault_done(const struct parked_fault *f)
+{
+	if (!f->req)
+		return;
+	atomic_store_explicit(&f->req->done, 1, memory_order_release);
+	uhmm_futex_wake_all(&f->req->done);
+}
+
+static void park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 {
 	if (ctx->nparked == ctx->cap_parked) {
 		size_t cap = ctx->cap_parked ? ctx->cap_parked * 2 : 64;
 		struct parked_fault *n = realloc(ctx->parked, cap * sizeof(*n));
 		if (!n) {
 			/* Cannot remember it: let the thread fault again. */
-			uhmm__uffd_wake(ctx->uffd, addr, PAGE_SIZE);
+			uhmm__uffd_wake(ctx->uffd, f->addr, PAGE_SIZE);
+			fault_done(f);
 			return;
 		}
 		ctx->parked = n;
 		ctx->cap_parked = cap;
 	}
-	ctx->parked[ctx->nparked++] = (struct parked_fault){ addr, flags, seq };
+	ctx->parked[ctx->nparked++] = *f;
 }
+
+/* How a fault is being served. */
+struct how {
+	bool self;    /* by the faulting thread itself (SIGBUS mode) */
+	bool again;   /* self: an install met EAGAIN; wait for the service
+		       * thread to read the events, then fault again */
+	bool handoff; /* self: not served (no warm page to copy into): the
+		       * service thread must serve it */
+};
 
 /*
  * Fill [dst, dst + len) with zeros: the zero page for a read fault, private
@@ -317,9 +462,29 @@ static void park(struct uhmm_ctx *ctx, uintptr_t addr, uint64_t flags,
  * thread then meets SIGSEGV as it should.
  */
 static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst,
-		       size_t len, bool write, size_t *done)
+		       size_t len, bool write, size_t *done, struct how *how)
 {
 	uint64_t t0 = 0;
+	if (how && how->self) {
+		/* A faulting thread: no events to read here (the service
+		 * thread's), so EAGAIN ends it (how->again).  While the
+		 * service thread reads or handles events it waits for them to
+		 * be handled (they only trylock the pages it holds). */
+		long ret;
+		*done = 0;
+		while (!uhmm__sb_enter(ctx))
+			uhmm__events_wait(ctx);
+		if (atomic_load_explicit(&r->dead, memory_order_acquire))
+			ret = -ESTALE;
+		else
+			ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, false,
+						      done)
+				    : uhmm__uffd_zeropage(ctx->uffd, dst, len, done);
+		uhmm__sb_leave(ctx);
+		if (ret == -EAGAIN)
+			how->again = true;
+		return ret;
+	}
 	for (;;) {
 		long ret = write ? uhmm__uffd_copy(ctx->uffd, dst, ctx->zeros, len, 0, false,
 						   done)
@@ -344,8 +509,10 @@ static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst
 /* Fill zeros into a never-populated page and up to zero_around - 1 pages
  * after it that are in system memory and free.  Holds page idx. */
 static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-		       bool write)
+		       bool write, struct how *how)
 {
+	if (!how->self)
+		STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
 	size_t n = 1, max = ctx->opts.zero_around;
 	while (n < max && idx + n < r->npages) {
 		struct uhmm_page *p = range_page(r, idx + n);
@@ -365,12 +532,19 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	 * the page tables, missing before and present after. */
 	unsigned char before[BATCH_PAGES], after[BATCH_PAGES];
 	bool snap = mincore((void *)dst, n << PAGE_SHIFT, before) == 0;
-	long ret = fill_zeros(ctx, r, dst, n << PAGE_SHIFT, write, &done);
-	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST && ret != -ESTALE) {
+	long ret = fill_zeros(ctx, r, dst, n << PAGE_SHIFT, write, &done, how);
+	if (ret < 0 && done == 0 && n > 1 && ret != -EEXIST && ret != -ESTALE &&
+	    !how->again) {
 		/* The window crosses into another mapping (mprotect split
 		 * the range): the faulting page alone. */
-		ret = fill_zeros(ctx, r, dst, PAGE_SIZE, write, &done);
+		ret = fill_zeros(ctx, r, dst, PAGE_SIZE, write, &done, how);
 	}
+	/* A faulting thread counts its fault as the service thread counts a
+	 * message it serves, once it is not to be repeated: a fill refused
+	 * with EAGAIN makes the thread fault again (the service thread would
+	 * have settled and filled). */
+	if (how->self && !how->again)
+		STAT_INC(ctx, cpu_faults);
 	size_t filled = done >> PAGE_SHIFT;
 	/* -ESTALE: the address may belong to another mapping now. */
 	if (ret < 0 && ret != -ESTALE && snap &&
@@ -384,7 +558,7 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	 * neighbour is populated); -ENOENT: the mapping is gone.  Either way
 	 * the faulting thread must retry to see the truth.  (A failed fill
 	 * wakes nobody, even for the pages it did fill.) */
-	if (ret < 0)
+	if (ret < 0 && !how->self)
 		uhmm__uffd_wake(ctx->uffd, dst, n << PAGE_SHIFT);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p = range_page(r, idx + i);
@@ -411,7 +585,8 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
  * where they are.  Returns the number of pages brought back.
  */
 static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
-			 size_t n, size_t fault_idx, unsigned dev, uint64_t fault_addr)
+			 size_t n, size_t fault_idx, unsigned dev, uint64_t fault_addr,
+			 long slot, bool self)
 {
 	uintptr_t va = r->start + (lo << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
 	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
@@ -423,16 +598,21 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	 * a warm slot in needs a TLB flush of the slot's mapping (an IPI to
 	 * the other CPUs running the process), which costs more than the page
 	 * allocation UFFDIO_COPY makes (6.5 vs 4.6 us a fault, uhmm-bench
-	 * cpufault).  Runs, which amortise the flush, are moved. */
-	long slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	 * cpufault).  Runs, which amortise the flush, are moved.
+	 * A faulting thread (self) has no bounce buffer of its own: it
+	 * brings a run of FULL slots (@slot), copies into them and moves
+	 * them in, or copies from them with NO_MOVE (they stay FULL). */
+	if (!self)
+		slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	bool moving = slot >= 0 && ctx->move_in && n > 1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
-		req.src_is_slots = true;
+		req.src_is_slots = moving;
 	} else {
 		req.src = ctx->bounce;
 	}
 	if (fault_idx != SIZE_MAX) {
-		if (slot >= 0)
+		if (moving)
 			STAT_INC(ctx, pool_hits);
 		else
 			STAT_INC(ctx, pool_misses);
@@ -447,7 +627,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 			(unsigned long)fault_addr, strerror(-err));
 		uhmm__uffd_poison(ctx->uffd, r->start + (fault_idx << PAGE_SHIFT), PAGE_SIZE);
 	}
-	uhmm__install_pages(ctx, &req);
+	install(ctx, &req, self);
 	size_t back = 0;
 	uint8_t full[BATCH_PAGES];
 	for (size_t i = 0; i < n; i++) {
@@ -455,7 +635,8 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 			back++;
 		else if (want[i] == 0)
 			uhmm__page_unlock(ctx, range_page(r, lo + i));
-		full[i] = want[i] != 2; /* a slot moved in is EMPTY now */
+		/* a slot moved in is EMPTY now */
+		full[i] = !(moving && want[i] == 2);
 	}
 	if (slot >= 0)
 		uhmm__pool_put_run(&ctx->pool, (size_t)slot, n, full);
@@ -566,7 +747,7 @@ static void readahead_step(struct uhmm_ctx *ctx)
 			}
 			j++;
 		}
-		moved += bring_home(ctx, r, i, j - i, SIZE_MAX, dev, 0);
+		moved += bring_home(ctx, r, i, j - i, SIZE_MAX, dev, 0, -1, false);
 		i = j;
 	}
 	STAT_ADD(ctx, readahead_pages, moved);
@@ -579,7 +760,7 @@ static void readahead_step(struct uhmm_ctx *ctx)
  * page idx.
  */
 static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-			 unsigned dev, uint64_t fault_addr)
+			 unsigned dev, uint64_t fault_addr, struct how *how)
 {
 	size_t fa = ctx->opts.fault_around;
 	size_t bs = idx - idx % fa, be = bs + fa < r->npages ? bs + fa : r->npages;
@@ -604,13 +785,35 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		}
 		hi++;
 	}
+	long slot = -1;
+	if (how->self) {
+		/* Warm pages to copy into: the whole window, else the faulting
+		 * page alone, else the service thread (its bounce buffer). */
+		slot = uhmm__pool_get(&ctx->pool, hi - lo, true);
+		if (slot < 0 && hi - lo > 1) {
+			for (size_t i = lo; i < hi; i++)
+				if (i != idx)
+					uhmm__page_unlock(ctx, range_page(r, i));
+			lo = idx;
+			hi = idx + 1;
+			slot = uhmm__pool_get(&ctx->pool, 1, true);
+		}
+		if (slot < 0) {
+			uhmm__page_unlock(ctx, range_page(r, idx));
+			how->handoff = true;
+			return;
+		}
+	}
 	/* Counted before the faulting thread is woken: what it reads of the
 	 * counters then includes its own fault. */
+	STAT_INC(ctx, cpu_faults);
 	STAT_INC(ctx, cpu_faults_device);
-	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr);
+	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr, slot, how->self);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
-	readahead_note(ctx, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT);
+	/* (The scans read ahead are the service thread's.) */
+	if (!how->self)
+		readahead_note(ctx, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT);
 }
 
 /*
@@ -642,8 +845,9 @@ static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr)
  * Holds page idx.
  */
 static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-			 unsigned holder)
+			 unsigned holder, struct how *how)
 {
+	STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
 	uint64_t t0 = uhmm__now_ns();
 	uintptr_t va = r->start + (idx << PAGE_SHIFT);
 	bool inv = uhmm__invalidate_start(ctx, va, va + PAGE_SIZE, UHMM_INV_REVOKE,
@@ -656,12 +860,30 @@ static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 						      memory_order_relaxed)),
 		.src_is_slots = true,
 	};
-	uhmm__install_pages(ctx, &req);
+	install(ctx, &req, how->self);
 	if (want == 0)
 		uhmm__page_unlock(ctx, range_page(r, idx)); /* mapping gone */
 	uhmm__invalidate_end(ctx, va, va + PAGE_SIZE, inv);
 	STAT_INC(ctx, exclusive_revocations);
 	STAT_ADD(ctx, exclusive_revoke_ns, uhmm__now_ns() - t0);
+}
+
+/*
+ * Serve the CPU fault at fault_addr on page idx of r, which the caller
+ * holds, by where the page is.  Shared by the service thread (serve_fault)
+ * and the faulting thread in SIGBUS mode (uhmm__serve_self); what differs
+ * is in how.  The page is unlocked (published) when it returns.
+ */
+static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+			 bool write, uint64_t fault_addr, struct how *how)
+{
+	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
+	if (pg_loc(w) == LOC_CPU)
+		serve_zero(ctx, r, idx, write, how);
+	else if (pg_excl(w))
+		serve_revoke(ctx, r, idx, pg_dev(w), how);
+	else
+		serve_device(ctx, r, idx, pg_dev(w), fault_addr, how);
 }
 
 /*
@@ -693,23 +915,70 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 			return false;
 		}
 	}
-	uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
 	if (atomic_load_explicit(&p->seq, memory_order_relaxed) != f->seq) {
 		uhmm__page_unlock(ctx, p); /* stale: see page_seq() */
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
-	} else if (pg_loc(w) == LOC_CPU) {
-		STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
-		serve_zero(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE);
-	} else if (pg_excl(w)) {
-		STAT_INC(ctx, cpu_faults);
-		serve_revoke(ctx, r, idx, pg_dev(w));
 	} else {
-		STAT_INC(ctx, cpu_faults);
-		serve_device(ctx, r, idx, pg_dev(w), f->addr);
+		struct how how = { .self = false };
+		serve_locked(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE, f->addr, &how);
 	}
 	if (!hint)
 		uhmm__range_put(r);
 	return true;
+}
+
+/* ---- SIGBUS mode: the faulting thread serves itself ---- */
+
+void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
+{
+	struct fault_req q = { .addr = addr,
+			       .flags = write ? UFFD_PAGEFAULT_FLAG_WRITE : 0 };
+	pthread_mutex_lock(&ctx->req_lock);
+	*ctx->freq_tail = &q;
+	ctx->freq_tail = &q.next;
+	pthread_mutex_unlock(&ctx->req_lock);
+	uhmm__service_kick(ctx);
+	while (!atomic_load_explicit(&q.done, memory_order_acquire))
+		uhmm_futex_wait(&q.done, 0);
+}
+
+/*
+ * The SIGBUS handler's service of a fault (sigbus.c), on the faulting
+ * thread: the same code as the service thread's (serve_locked), with what
+ * is the service thread's own left out: it sleeps on a busy page's lock
+ * instead of parking the fault, installs pages itself between
+ * uhmm__sb_enter and uhmm__sb_leave (events_begin), and hands to the
+ * service thread what it cannot do: an install refused while the address
+ * space changes (uhmm__install_request, which reads the events), a fault
+ * with no warm page to copy into (uhmm__fault_request).  A zero-fill
+ * refused with EAGAIN is left to a new fault once the service thread has
+ * read the pending events (uhmm__service_sync).
+ */
+void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr,
+		      bool write)
+{
+	uintptr_t pa = addr & ~(PAGE_SIZE - 1);
+	size_t idx = (pa - r->start) >> PAGE_SHIFT;
+	struct uhmm_page *p = range_page(r, idx);
+	uint32_t seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
+	if (!uhmm__page_trylock(p)) {
+		/* Busy: wait for the owner, once (hard point 1). */
+		STAT_INC(ctx, cpu_faults_waited);
+		uhmm__page_lock(p);
+		if (atomic_load_explicit(&p->seq, memory_order_relaxed) != seq) {
+			/* It moved meanwhile (home, most likely, by the
+			 * fault we waited for): fault again if it still is
+			 * missing. */
+			uhmm__page_unlock(ctx, p);
+			return;
+		}
+	}
+	struct how how = { .self = true };
+	serve_locked(ctx, r, idx, write, addr, &how);
+	if (how.handoff)
+		uhmm__fault_request(ctx, addr, write);
+	else if (how.again)
+		uhmm__service_sync(ctx);
 }
 
 /* A fault outside every managed range: memory we registered but no longer
@@ -721,16 +990,20 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 	uint64_t flags = f->flags;
 	bool unknown = false;
 	if (!serve_fault(ctx, f, &unknown, NULL)) {
-		park(ctx, f->addr, f->flags, f->seq);
+		park(ctx, f);
 		return;
 	}
-	if (!unknown)
-		return;
-	size_t done;
-	long ret = fill_zeros(ctx, NULL, pa, PAGE_SIZE, flags & UFFD_PAGEFAULT_FLAG_WRITE,
-			      &done);
-	if (ret < 0)
-		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
+	if (unknown && !f->req) {
+		/* (A SIGBUS handler's fault is known to be on a range: it
+		 * went away, and the thread faults again to meet the truth.
+		 * Only a message says the address is ours.) */
+		size_t done;
+		long ret = fill_zeros(ctx, NULL, pa, PAGE_SIZE,
+				      flags & UFFD_PAGEFAULT_FLAG_WRITE, &done, NULL);
+		if (ret < 0)
+			uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
+	}
+	fault_done(f);
 }
 
 static void redispatch_parked(struct uhmm_ctx *ctx)
@@ -744,9 +1017,11 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	for (size_t i = 0; i < n; i++) {
 		bool unknown = false;
 		if (!serve_fault(ctx, &list[i], &unknown, NULL))
-			park(ctx, list[i].addr, list[i].flags, list[i].seq);
+			park(ctx, &list[i]);
 		else if (unknown)
 			serve_unknown(ctx, &list[i]);
+		else
+			fault_done(&list[i]);
 	}
 	free(list);
 }
@@ -844,8 +1119,11 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 		for (size_t i = 0; i < (size_t)got / sizeof(m[0]); i++) {
 			if (m[i].event == UFFD_EVENT_PAGEFAULT) {
 				uintptr_t a = m[i].arg.pagefault.address;
-				park(ctx, a, m[i].arg.pagefault.flags,
-				     page_seq(ctx, a & ~(PAGE_SIZE - 1)));
+				struct parked_fault f = {
+					a, m[i].arg.pagefault.flags,
+					page_seq(ctx, a & ~(PAGE_SIZE - 1)), NULL
+				};
+				park(ctx, &f);
 				faults++;
 			} else {
 				handle_event(ctx, &m[i]);
@@ -904,11 +1182,11 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 		if (m[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		struct parked_fault f = { m[i].arg.pagefault.address,
-					  m[i].arg.pagefault.flags, seq[i] };
+					  m[i].arg.pagefault.flags, seq[i], NULL };
 		bool unk = false;
 		if (!serve_fault(ctx, &f, &unk, ctx->events_seen == ev0 ? rr[i] : NULL)) {
 			STAT_INC(ctx, cpu_faults_waited);
-			park(ctx, f.addr, f.flags, f.seq);
+			park(ctx, &f);
 		} else if (unk) {
 			unknown[(*nunknown)++] = f;
 		}
@@ -981,6 +1259,8 @@ int uhmm__service_start(struct uhmm_ctx *ctx)
 		return -errno;
 	ctx->req_head = NULL;
 	ctx->req_tail = &ctx->req_head;
+	ctx->freq_head = NULL;
+	ctx->freq_tail = &ctx->freq_head;
 	int err = pthread_create(&ctx->service, NULL, service_main, ctx);
 	if (err) {
 		close(ctx->evfd);
@@ -997,6 +1277,17 @@ void uhmm__service_stop(struct uhmm_ctx *ctx)
 	pthread_join(ctx->service, NULL);
 	close(ctx->evfd);
 	ctx->evfd = -1;
+	/* SIGBUS handlers still waiting (none should: every page is home):
+	 * let them fault again. */
+	for (struct fault_req *q = ctx->freq_head, *next; q; q = next) {
+		next = q->next;
+		struct parked_fault f = { q->addr, q->flags, 0, q };
+		fault_done(&f);
+	}
+	ctx->freq_head = NULL;
+	ctx->freq_tail = &ctx->freq_head;
+	for (size_t i = 0; i < ctx->nparked; i++)
+		fault_done(&ctx->parked[i]);
 	free(ctx->parked);
 	ctx->parked = NULL;
 	ctx->nparked = ctx->cap_parked = 0;

@@ -93,6 +93,13 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 		return -EOPNOTSUPP;
 
 	uint64_t want = UFFD_NEEDED | (have & UFFD_WANTED);
+	if (ctx->opts.flags & UHMM_CTX_SIGBUS) {
+		/* Faults raise SIGBUS in the faulting thread (sigbus.c);
+		 * events still come as messages. */
+		if (!(have & UFFD_FEATURE_SIGBUS))
+			return -EOPNOTSUPP;
+		want |= UFFD_FEATURE_SIGBUS;
+	}
 
 	err = uhmm__uffd_new_fd(user_only, &fd);
 	if (err)
@@ -110,6 +117,7 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	ctx->move_in = ctx->has_move && !(ctx->opts.flags & UHMM_CTX_NO_MOVE) &&
 		       !(nomove && *nomove == '1');
 	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
+	ctx->sigbus = (ctx->opts.flags & UHMM_CTX_SIGBUS) != 0;
 	return 0;
 }
 

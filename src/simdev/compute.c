@@ -68,8 +68,16 @@ static __thread struct uhmm_simdev_item *volatile in_access;
 static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
 static struct sigaction old_segv, old_bus;
 
+/* uhmm's SIGBUS-mode service (core/sigbus.c): true if it served the fault. */
+bool uhmm__sigbus_serve(siginfo_t *si, void *uc);
+
 static void device_access_fault(int sig, siginfo_t *si, void *uc)
 {
+	/* A fault on a managed page of a UHMM_CTX_SIGBUS context (a lane's
+	 * access included) is served, not an error, when this handler was
+	 * installed after uhmm's and runs first. */
+	if (sig == SIGBUS && uhmm__sigbus_serve(si, uc))
+		return;
 	struct uhmm_simdev_item *wi = in_access;
 
 	if (wi) {

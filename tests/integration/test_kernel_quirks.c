@@ -46,6 +46,8 @@ enum quirk {
 	Q_COPY_SHORT,       /* UFFDIO_COPY: copies 3 pages, says 1, EAGAIN */
 	Q_ZERO_SHORT,       /* UFFDIO_ZEROPAGE: fills 3 pages, says 1, EAGAIN */
 	Q_MOVE_EAGAIN,      /* UFFDIO_MOVE, twice: does nothing, EAGAIN (a race) */
+	Q_FILL_EAGAIN,      /* UFFDIO_COPY or ZEROPAGE, once, any length: does
+			     * nothing, EAGAIN (an event pending: mmap_changing) */
 };
 
 /* Armed by a test; the next call of its kind over at least 3 pages takes it. */
@@ -90,6 +92,18 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
+	if (req == UFFDIO_COPY || req == UFFDIO_ZEROPAGE) {
+		int q = Q_FILL_EAGAIN;
+		if (atomic_compare_exchange_strong(&armed, &q, Q_NONE)) {
+			atomic_fetch_add(&fired, 1);
+			if (req == UFFDIO_COPY)
+				((struct uffdio_copy *)arg)->copy = -EAGAIN;
+			else
+				((struct uffdio_zeropage *)arg)->zeropage = -EAGAIN;
+			errno = EAGAIN;
+			return -1;
+		}
+	}
 	if (req == UFFDIO_COPY && take(Q_COPY_SHORT, ((struct uffdio_copy *)arg)->len))
 		return short_fill(fd, req, arg);
 	if (req == UFFDIO_ZEROPAGE &&
@@ -302,6 +316,54 @@ static void move_out_eagain_is_retried(void **state)
 	teardown(&f);
 }
 
+/*
+ * SIGBUS mode: the faulting thread's own install meets EAGAIN (an event
+ * is pending, which only the service thread reads).  A page brought back
+ * from the device: the install is handed to the service thread, which
+ * completes it.  A zero-fill: the thread waits for the service thread to
+ * have read the events and faults again.  Either way the data is right
+ * and the page is installed once.
+ */
+static void sigbus_mode_install_eagain(void **state)
+{
+	(void)state;
+	struct uhmm_ctx_opts co;
+	uhmm_ctx_opts_init(&co);
+	co.flags = UHMM_CTX_SIGBUS;
+	co.fault_around = 1;
+	co.zero_around = 1;
+	struct fixture f;
+	int err = uhmm_ctx_create(&co, &f.ctx);
+	if (err == -EOPNOTSUPP)
+		TEST_SKIP("no UFFD_FEATURE_SIGBUS");
+	ASSERT_OK(err);
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+	setup_opts(&f, &co);
+	char *p = f.p;
+	ASSERT_OK(uhmm_migrate(f.ctx, p, f.len, f.dev, 0));
+	struct uhmm_stats s0, s1;
+	ASSERT_OK(uhmm_stats_get(f.ctx, &s0));
+	/* A single page comes back by UFFDIO_COPY from a warm pool page. */
+	atomic_store(&armed, Q_FILL_EAGAIN);
+	assert_int_equal(uhmm_test_check(p + 5 * PG, PG, 7 + 5 * PG / 8), (size_t)-1);
+	assert_int_equal(atomic_load(&fired), 1);
+	ASSERT_OK(uhmm_stats_get(f.ctx, &s1));
+	assert_int_equal(s1.migrated_to_system_pages - s0.migrated_to_system_pages, 1);
+	assert_int_equal(s1.cpu_faults_device - s0.cpu_faults_device, 1);
+	/* Never-populated (discarded) memory: the zero-fill. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, f.len, NULL, 0));
+	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(f.ctx));
+	atomic_store(&fired, 0);
+	atomic_store(&armed, Q_FILL_EAGAIN);
+	assert_int_equal(((volatile char *)p)[PG], 0);
+	assert_int_equal(atomic_load(&fired), 1);
+	assert_int_equal(((volatile char *)p)[0], 0);
+	assert_int_equal(uhmm_test_check(p + 4 * PG, f.len - 4 * PG, 7 + 4 * PG / 8),
+			 (size_t)-1);
+	teardown(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(move_out_eexist_uncounted),
 	cmocka_unit_test(move_out_eagain_short),
@@ -310,6 +372,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(copy_home_short),
 	cmocka_unit_test(zero_fill_short_after_discard),
 	cmocka_unit_test(move_out_eagain_is_retried),
+	cmocka_unit_test(sigbus_mode_install_eagain),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -4,7 +4,8 @@
  * ranges, every byte checked against a shadow model (issue 7, item 1).
  *
  *   uhmm-torture [--seed N] [--seconds S | --ops N] [--threads T]
- *                [--ranges R] [--dev-mib M] [--watchdog S] [--no-KIND ...]
+ *                [--ranges R] [--dev-mib M] [--watchdog S] [--sigbus]
+ *                [--no-KIND ...]
  *
  * How the shadow stays exact under concurrency (docs/RELIABILITY.md):
  *
@@ -123,6 +124,7 @@ static struct {
 	unsigned threads, nranges, dev_mib, watchdog_s;
 	bool disabled[K_COUNT];
 	bool verbose;
+	bool sigbus; /* --sigbus: UHMM_CTX_SIGBUS, faults served by the faulting threads */
 	uhmm_ctx *ctx;
 	uhmm_device *dev[NDEV];
 	pthread_mutex_t dev_lock[NDEV];
@@ -1367,7 +1369,7 @@ static void usage(FILE *f)
 		"usage: uhmm-torture [--seed N] [--seconds S | --ops N] [--threads T]\n"
 		"                    [--ranges R] [--dev-mib M] [--watchdog S] [--verbose]\n"
 		"                    [--serialize-events | --no-events] [--no-ro-migrate]\n"
-		"                    [--no-uhmm-free]\n"
+		"                    [--no-uhmm-free] [--sigbus]\n"
 		"                    [--no-KIND ...]\n"
 		"  --serialize-events: madvise, munmap and mremap run alone (works around\n"
 		"    the fault service's EAGAIN livelock, see tests/torture/repro/; it makes\n"
@@ -1377,6 +1379,8 @@ static void usage(FILE *f)
 		"    -EFAULT there, see tests/torture/repro/).\n"
 		"  --no-uhmm-free: release allocated ranges with munmap(2) only (uhmm_free\n"
 		"    leaves stale device mappings, see tests/torture/repro/).\n"
+		"  --sigbus: the context is in SIGBUS mode (UHMM_CTX_SIGBUS): CPU faults\n"
+		"    are served by the faulting threads, not the service thread.\n"
 		"  --seconds defaults to 30; UHMM_TORTURE_SECONDS in the environment overrides it.\n"
 		"  KIND:");
 	for (int k = 0; k < K_COUNT; k++)
@@ -1432,6 +1436,8 @@ static void parse(int argc, char **argv)
 			G.no_ro_migrate = true;
 		else if (!strcmp(a, "--no-uhmm-free"))
 			G.no_uhmm_free = true;
+		else if (!strcmp(a, "--sigbus"))
+			G.sigbus = true;
 		else if (!strcmp(a, "--verbose"))
 			G.verbose = true;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -1502,7 +1508,11 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	pthread_mutex_init(&G.report_lock, NULL);
 	pthread_mutex_init(&G.map_lock, NULL);
-	int r = uhmm_ctx_create(NULL, &G.ctx);
+	struct uhmm_ctx_opts co;
+	uhmm_ctx_opts_init(&co);
+	if (G.sigbus)
+		co.flags |= UHMM_CTX_SIGBUS;
+	int r = uhmm_ctx_create(&co, &G.ctx);
 	if (r) {
 		fprintf(stderr, "uhmm_ctx_create: %s\n", uhmm_strerror(r));
 		return r == -EPERM || r == -ENOSYS || r == -EOPNOTSUPP ? 77 : 2;
@@ -1533,6 +1543,8 @@ int main(int argc, char **argv)
 		printf("  read-only ranges are not migrated (--no-ro-migrate)\n");
 	if (G.no_uhmm_free)
 		printf("  allocated ranges are released with munmap(2) (--no-uhmm-free)\n");
+	if (G.sigbus)
+		printf("  faulting threads serve their own faults (--sigbus: UHMM_CTX_SIGBUS)\n");
 
 	TS = calloc(G.threads, sizeof(*TS));
 	G.slots = calloc(G.nranges, sizeof(*G.slots));

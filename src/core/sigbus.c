@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sigbus.c - the SIGBUS handler of UHMM_CTX_SIGBUS contexts.
+ *
+ * A context in SIGBUS mode opens its userfaultfd with UFFD_FEATURE_SIGBUS:
+ * a CPU access to a managed page that is not present raises SIGBUS in the
+ * faulting thread instead of queueing a message for the service thread.
+ * The handler below (installed once per process, at the first such
+ * context) finds the context and the range of the address and serves the
+ * fault on that thread (uhmm__serve_self in service.c, the service
+ * thread's code); the access is executed again when it returns.
+ *
+ * Which contexts: a fixed table of atomic pointers, each with a count of
+ * the handlers looking at it, so uhmm_ctx_destroy can take its context out
+ * and wait for the handlers still on it (uhmm__sigbus_del) without a lock
+ * the handler would take.
+ *
+ * Not ours, passed on (chain()): a si_code other than BUS_ADRERR (the
+ * kernel's code for a userfaultfd SIGBUS: memory errors, kill(2)), or an
+ * address in no range of a SIGBUS context of this process (a file mapping
+ * touched beyond its end...).  An address in no range while the service
+ * thread is handling events may be the destination of an mremap whose
+ * REMAP is read but not yet followed: the handler waits for the events to
+ * be handled (uhmm__events_wait) and looks again first.
+ *
+ * What the handler takes (docs/ARCHITECTURE.md, "SIGBUS mode"): the
+ * ranges_lock for reading, the page lock of the faulting page (sleeping
+ * on it), trylocks of its neighbours, the pool lock, the notifier lock for
+ * reading and the notifiers' callbacks (device fences), the copy engine,
+ * the request lock, and it may wait for the service thread.  A SIGBUS is
+ * synchronous: the thread holds what its own code took before the access.
+ * No uhmm path touches managed memory holding one of these (simdev lanes
+ * and the dmirror layer reach system memory with no lock held; the copy
+ * engine copies into reserve slots and bounce buffers only), except the
+ * handler itself, through a callback that touches managed memory: a
+ * thread-local depth catches that, and such a fault is handed to the
+ * service thread (uhmm__fault_request) instead of being served under the
+ * outer one's locks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "util/futex.h"
+
+#define SB_SLOTS 16u
+#define SB_WAITER 0x80000000u
+
+static struct sb_slot {
+	struct uhmm_ctx *_Atomic ctx;
+	_Atomic uint32_t users; /* handlers looking at ctx; SB_WAITER: del waits */
+} slots[SB_SLOTS];
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static struct sigaction prev; /* the handler before ours */
+static int install_err;
+
+/* Serving a fault on this thread now (a nested SIGBUS: see the top). */
+static __thread unsigned depth __attribute__((tls_model("initial-exec")));
+
+/* Pass a signal that is not ours to the handler we replaced. */
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+	if (prev.sa_flags & SA_SIGINFO) {
+		prev.sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+		prev.sa_handler(sig);
+		return;
+	}
+	/* The default action.  A fault executes again and now kills (with
+	 * the core dump a SIGBUS is due); a signal sent by kill() does not
+	 * come back by itself. */
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	sigaction(sig, &dfl, NULL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+/* Did the faulting access write?  (A read gets the zero page, a write a
+ * private page: as the service thread does with the message's flag.) */
+static bool write_hint(void *ucv)
+{
+#if defined(__x86_64__)
+	const ucontext_t *uc = ucv;
+	return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0; /* X86_PF_WRITE */
+#else
+	(void)ucv;
+	return false; /* a write then takes a copy-on-write fault of its own */
+#endif
+}
+
+/* Serve addr if ctx manages it.  The caller keeps ctx alive. */
+static bool serve_in(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
+{
+	struct uhmm_range *r = uhmm__range_get(ctx, addr);
+	if (!r) {
+		/* Perhaps the destination of an mremap being followed. */
+		if (!atomic_load_explicit(&ctx->events_busy, memory_order_acquire))
+			return false;
+		uhmm__events_wait(ctx);
+		r = uhmm__range_get(ctx, addr);
+		if (!r)
+			return false;
+	}
+	if (depth) {
+		/* From inside our own service of a fault (a callback touched
+		 * managed memory): not under the outer one's locks. */
+		uhmm__range_put(r);
+		uhmm__fault_request(ctx, addr, write);
+		return true;
+	}
+	depth++;
+	uhmm__serve_self(ctx, r, addr, write);
+	depth--;
+	uhmm__range_put(r);
+	return true;
+}
+
+/* Exported to simdev's own SIGSEGV/SIGBUS handler (compute.c), which runs
+ * first when it was installed after ours: a lane's access to a managed page
+ * is served, not reported as a device error. */
+bool uhmm__sigbus_serve(siginfo_t *si, void *uc);
+bool uhmm__sigbus_serve(siginfo_t *si, void *uc)
+{
+	if (si->si_signo != SIGBUS || si->si_code != BUS_ADRERR)
+		return false;
+	uintptr_t addr = (uintptr_t)si->si_addr;
+	pid_t me = 0;
+	bool served = false;
+	for (unsigned i = 0; i < SB_SLOTS && !served; i++) {
+		struct sb_slot *s = &slots[i];
+		if (!atomic_load_explicit(&s->ctx, memory_order_relaxed))
+			continue;
+		atomic_fetch_add_explicit(&s->users, 1, memory_order_seq_cst);
+		struct uhmm_ctx *ctx = atomic_load_explicit(&s->ctx, memory_order_seq_cst);
+		if (ctx) {
+			if (!me)
+				me = getpid();
+			/* (A fork child's copy of its parent's table.) */
+			if (ctx->pid == me)
+				served = serve_in(ctx, addr, write_hint(uc));
+		}
+		if (atomic_fetch_sub_explicit(&s->users, 1, memory_order_seq_cst) ==
+		    (SB_WAITER | 1))
+			uhmm_futex_wake_all(&s->users);
+	}
+	return served;
+}
+
+static void handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	if (!uhmm__sigbus_serve(si, uc))
+		chain(sig, si, uc);
+	errno = saved;
+}
+
+static void install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = handler;
+	/* NODEFER: a nested fault (see the top) must be delivered.  No
+	 * ONSTACK: serving takes up to ~24 KiB of stack (a copy batch of 512
+	 * descriptors), more than an alternate signal stack often has; the
+	 * thread's own stack is where its access was. */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &prev) < 0)
+		install_err = -errno;
+}
+
+int uhmm__sigbus_add(struct uhmm_ctx *ctx)
+{
+	pthread_once(&once, install);
+	if (install_err)
+		return install_err;
+	for (unsigned i = 0; i < SB_SLOTS; i++) {
+		struct uhmm_ctx *none = NULL;
+		if (atomic_compare_exchange_strong(&slots[i].ctx, &none, ctx)) {
+			ctx->sb_slot = i;
+			return 0;
+		}
+	}
+	return -EMFILE;
+}
+
+void uhmm__sigbus_del(struct uhmm_ctx *ctx)
+{
+	struct sb_slot *s = &slots[ctx->sb_slot];
+	atomic_store_explicit(&s->ctx, NULL, memory_order_seq_cst);
+	uint32_t u = atomic_fetch_or_explicit(&s->users, SB_WAITER, memory_order_seq_cst);
+	while ((u & ~SB_WAITER) != 0) {
+		uhmm_futex_wait(&s->users, u | SB_WAITER);
+		u = atomic_load_explicit(&s->users, memory_order_seq_cst);
+	}
+	atomic_fetch_and_explicit(&s->users, ~SB_WAITER, memory_order_seq_cst);
+}
+
+void uhmm__sigbus_atfork_child(void)
+{
+	/* The parent's contexts are not the child's (ctx->pid says so too),
+	 * and counts of its other threads froze mid-look. */
+	for (unsigned i = 0; i < SB_SLOTS; i++) {
+		atomic_store(&slots[i].ctx, NULL);
+		atomic_store(&slots[i].users, 0);
+	}
+}
