@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uhmm/mirror.h>
@@ -298,10 +299,18 @@ static void cpu_write_during_copy_is_not_lost(void **state)
 	pthread_create(&t, NULL, writer_thread, &w);
 	while (atomic_load(&w.last) < 1000)
 		;
-	/* Until the writer has hit the page mid-migration at least once (a
-	 * busy machine may not schedule it in the first windows). */
-	for (int i = 0; i < 50 && (i < 5 || stats(f.ctx).cpu_faults_waited == 0); i++)
+	/* Until the writer has hit the page mid-migration at least once.  A
+	 * busy machine may schedule neither the writer nor the service thread
+	 * inside a 20 ms window for a while (seen: none in 50 windows at load
+	 * 15 on 2 CPUs), so the bound is time, not a count of windows. */
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 5 || stats(f.ctx).cpu_faults_waited == 0; i++) {
 		ASSERT_OK(uhmm_migrate(f.ctx, p, 2 * MiB, f.dev, 0));
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec > 20)
+			break;
+	}
 	atomic_store(&w.stop, true);
 	pthread_join(t, NULL);
 	/* The last value written is in memory: no write was dropped by the
