@@ -344,6 +344,16 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			uint64_t *ent = &req->entries[i];
 			if (!(rights[i] & RIGHT_R))
 				continue;
+			/* Discarded while someone holds it (an madvise's REMOVE
+			 * handled meanwhile): the holder's unlock frees this copy,
+			 * without an invalidation of its own, and the REMOVE's is
+			 * over.  So the copy is no entry to give a device: the page
+			 * is empty as of now (a fault on it waits for the holder).
+			 * Found by the model (tests/model/page.pml, DISCARD). */
+			if (w & PG_ZAPPED) {
+				*ent = 0;
+				continue;
+			}
 			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 			uint64_t wr = (rights[i] & RIGHT_W) ? UHMM_RE_WRITE : 0;
 			if (d != self)

@@ -446,8 +446,59 @@ static void range_fault_racing_madvise_sees_the_discard(void **state)
 }
 
 
+
+/*
+ * The same window, for a page someone holds when the REMOVE is handled:
+ * the handler can only mark it ZAPPED, the copy is freed at the holder's
+ * unlock, with no invalidation of its own, and the REMOVE's invalidation
+ * is over by then.  A range fault in between must not return the doomed
+ * copy as final (it did: the device read the discarded data after
+ * uhmm_sync(), and its writes were dropped at the unlock).  Found by the
+ * spin model (tests/model/page.pml, DISCARD); here the test holds the
+ * page itself, as a migration home does between locking it and starting
+ * its invalidation.
+ */
+static void range_fault_skips_a_held_page_discarded(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ctx_with_dev(&ctx, &dev);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	uhmm_test_fill(p, 4 * PG, 3);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, noop_invalidate, NULL, &n));
+	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)p + PG);
+	assert_non_null(r);
+	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
+	uhmm__page_lock(pg); /* a holder */
+	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
+	uint64_t ent[4];
+	struct uhmm_range_req req = {
+		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
+		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
+	};
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	assert_false(uhmm_notifier_read_retry(n, req.notifier_seq));
+	for (int i = 0; i < 4; i++)
+		if (ent[i] & (UHMM_RE_DEVICE | UHMM_RE_VALID))
+			fail_msg("page %d: entry %#llx, a copy the discard frees", i,
+				 (unsigned long long)ent[i]);
+	uhmm__page_unlock(ctx, pg); /* frees the copy: no entry may lead there */
+	uhmm__range_put(r);
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(p[i], 0);
+	ASSERT_OK(uhmm_notifier_remove(n));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(range_fault_racing_madvise_sees_the_discard),
+	cmocka_unit_test(range_fault_skips_a_held_page_discarded),
 	cmocka_unit_test(late_unmap_spares_range_moved_in),
 	cmocka_unit_test(late_remap_moves_the_displaced_range),
 	cmocka_unit_test(late_events_split_the_displaced_range),
