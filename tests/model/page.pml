@@ -28,13 +28,11 @@
  * How the model maps to the code, what it abstracts away, and what spin
  * says: docs/ARCHITECTURE.md, "The model-checked page protocol".
  *
- * With -DDISCARD spin finds a counterexample in the code as it is (a
- * device range fault maps a device page a REMOVE marked ZAPPED while
- * another thread held it; docs/RELIABILITY.md, "Open").  -DRF_ZAPPED_RETRY
- * is not the code but a hypothesis: a range fault does not return a page
- * marked ZAPPED as final (the device faults again); with it the discard
- * configuration passes, and the discard mutations below are checked
- * against it (run-spin.sh --discard).
+ * -DDISCARD adds the discard (madvise(DONTNEED) of the page by thread 1,
+ * then uhmm_sync, then a load).  It found that a device range fault
+ * returned, as final, a device page a REMOVE had marked ZAPPED while
+ * another thread held it (fixed: rf_snapshot reports such a page empty;
+ * -DRF_TAKES_ZAPPED is that bug, kept as a mutation).
  *
  * Mutations run-spin.sh must see caught:
  *   -DSTALE_INSTALL  serve_device ends its invalidation right after the
@@ -542,12 +540,12 @@ progress_d:	skip
 	   :: else -> skip
 	   fi;
 	   atomic { ninv == 0 -> snap_ok = true;     /* read_begin; range fault */
-#ifdef RF_ZAPPED_RETRY
-		/* Not the code (a hypothesis, see run-spin.sh --discard): a
-		 * page marked ZAPPED is not returned as final. */
+#ifndef RF_TAKES_ZAPPED
+		/* rf_snapshot: a device page marked ZAPPED (its holder's
+		 * unlock frees the copy) is reported empty, never final. */
 		if :: zapped -> l = CPU :: else -> l = loc fi };
 #else
-		l = loc };
+		l = loc };   /* the mutation: the bug 12aa339 fixed */
 #endif
 	   atomic {                                       /* pt_lock; read_retry */
 		if

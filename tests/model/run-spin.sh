@@ -6,16 +6,14 @@
 #                                       all pass
 #   tests/model/run-spin.sh --bug       only the STALE_INSTALL mutation, with
 #                                       spin's counterexample printed
-#   tests/model/run-spin.sh --discard   the discard checks: the known bug
-#                                       with its counterexample printed, then
-#                                       the discard model under the
-#                                       hypothesis RF_ZAPPED_RETRY and its
-#                                       three mutations (about 3 minutes:
-#                                       not in ctest)
+#   tests/model/run-spin.sh --discard   the larger discard configuration
+#                                       (below; about 3 minutes: not in
+#                                       ctest)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
-#            take, default 300), SPIN_MEMLIM (MB pan may use, default 4096)
+#            take, default 900), SPIN_MEMLIM (MB pan may use, default 4096;
+#            14000 with --discard)
 #   exit: 0 all passed (--bug: the mutation was caught), 1 a check failed,
 #         2 usage, 77 spin or the compiler missing (ctest: skipped)
 #
@@ -29,29 +27,27 @@
 #                    whose thread sleeps for ever
 #     device-unbounded (-DDEV_TRIES=0) a non-progress cycle: the CPU and
 #                    the device taking the page from each other for ever
-#   discard-known-bug (-DDISCARD: thread 1 discards the page, then loads)
-#               FAILS today with an assertion, and must: a device range
-#               fault maps a device page that a REMOVE marked ZAPPED while
-#               another thread held it, and reads the discarded data after
-#               madvise and uhmm_sync returned (docs/RELIABILITY.md,
-#               "Open").  When the code is fixed this check fails ("no
-#               longer reproduces"): make `discard` a must-pass check then.
-#   --discard only:
-#     discard-known-bug-stay (-DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK)
-#               the same bug where the holder is a uhmm_migrate(device)
-#               that finds the page there and unlocks it without an
-#               invalidation: the device page is released under the
-#               device's entry, which stays (the final check on the entry)
-#   --discard, under -DRF_ZAPPED_RETRY (not the code: a range fault does
-#   not return a page marked ZAPPED as final):
-#     discard-rf-retry  safety: must pass
+#   discard     (-DDISCARD: thread 1 discards the page, then loads) safety:
+#               must pass; and its mutations, which must fail:
+#     rf-takes-zapped (-DRF_TAKES_ZAPPED) an assertion: a device range
+#                    fault returns as final a device page a REMOVE marked
+#                    ZAPPED while another thread held it (fixed in
+#                    12aa339); the device reads the discarded data
 #     early-inv-end  (-DEARLY_INV_END) an assertion: the REMOVE's
 #                    invalidation ends before uhmm's state is zapped
+#                    (fixed in 8c14cbf)
 #     no-cas         (-DNO_CAS) an assertion: publish_unlock stores the word
 #                    computed from its first look, a ZAPPED set after it is
 #                    lost
 #     no-zap-discard (-DNO_ZAP_DISCARD) an assertion: a ZAPPED system page
 #                    unlocked without PG_DISCARD
+#   --discard only (about 3 more minutes: not in ctest):
+#     discard-stay (-DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK) must pass:
+#               the holder is a uhmm_migrate(device) that finds the page
+#               there and unlocks it without an invalidation; the device's
+#               entry at rest must lead to the page's copy
+#     stay-rf-takes-zapped  the same with -DRF_TAKES_ZAPPED: must fail (the
+#               device keeps an entry to the released device page)
 # A search that does not complete ("Search not completed" without an
 # error, "max search depth too small", out of memory) is a failure.
 set -uo pipefail
@@ -60,7 +56,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 model=$here/page.pml
 SPIN=${SPIN:-spin}
 CC=${CC:-cc}
-SPIN_TIMEOUT=${SPIN_TIMEOUT:-300}
+SPIN_TIMEOUT=${SPIN_TIMEOUT:-900}
+user_memlim=${SPIN_MEMLIM:-}
 SPIN_MEMLIM=${SPIN_MEMLIM:-4096}
 DEPTH=${SPIN_DEPTH:-10000}   # the searches reach depth < 300
 HASH=25         # 2^25 slots: no rehashing on the way
@@ -76,6 +73,11 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+
+# The larger discard configuration stores 72.6 M states (about 10 GB).
+if [ $discard = 1 ] && [ -z "$user_memlim" ]; then
+	SPIN_MEMLIM=14000
+fi
 
 for tool in "$SPIN" "$CC"; do
 	# 77: ctest's SKIP_RETURN_CODE (tests/model/CMakeLists.txt)
@@ -186,33 +188,28 @@ check() {
 
 print_trail=0
 not_caught="the mutation was not caught" caught=caught
-known_bug() {
-	not_caught="the known bug no longer reproduces: make it a must-pass check"
-	caught="the known bug reproduces"
-	check discard-known-bug safety 'assertion violated' -DDISCARD
-	not_caught="the mutation was not caught" caught=caught
+discard_checks() {
+	check discard safety pass -DDISCARD
+	check rf-takes-zapped safety 'assertion violated' -DDISCARD -DRF_TAKES_ZAPPED
+	check early-inv-end safety 'assertion violated' -DDISCARD -DEARLY_INV_END
+	check no-cas safety 'assertion violated' -DDISCARD -DNO_CAS
+	check no-zap-discard safety 'assertion violated' -DDISCARD -DNO_ZAP_DISCARD
 }
 if [ $only_bug = 1 ]; then
 	print_trail=1
 	check stale-install safety 'assertion violated' -DSTALE_INSTALL
 elif [ $discard = 1 ]; then
+	check discard-stay safety pass -DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK
 	print_trail=1
-	known_bug
-	print_trail=0
-	not_caught="the known bug no longer reproduces" caught="the known bug reproduces"
-	check discard-known-bug-stay safety 'assertion violated' -DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK
-	not_caught="the mutation was not caught" caught=caught
-	check discard-rf-retry safety pass -DDISCARD -DRF_ZAPPED_RETRY
-	check early-inv-end safety 'assertion violated' -DDISCARD -DRF_ZAPPED_RETRY -DEARLY_INV_END
-	check no-cas safety 'assertion violated' -DDISCARD -DRF_ZAPPED_RETRY -DNO_CAS
-	check no-zap-discard safety 'assertion violated' -DDISCARD -DRF_ZAPPED_RETRY -DNO_ZAP_DISCARD
+	check stay-rf-takes-zapped safety 'assertion violated' -DDISCARD -DTO_DEV_TWICE \
+		-DONLY_ENTRY_CHECK -DRF_TAKES_ZAPPED
 else
 	check safety safety pass
 	check liveness liveness pass
 	check stale-install safety 'assertion violated' -DSTALE_INSTALL
 	check lost-kick safety 'invalid end state' -DLOST_KICK
 	check device-unbounded liveness 'non-progress cycle' -DDEV_TRIES=0
-	known_bug
+	discard_checks
 fi
 
 if [ $failures != 0 ]; then
