@@ -150,7 +150,7 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		while (j < n && kind[j] == G_GRAB)
 			j++;
 		size_t done = 0;
-		long ret = uhmm__uffd_move_out(ctx->pool.ruffd, (uintptr_t)slots + (i << PAGE_SHIFT),
+		long ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd, (uintptr_t)slots + (i << PAGE_SHIFT),
 					   va + (i << PAGE_SHIFT), (j - i) << PAGE_SHIFT,
 					   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done);
 		size_t k = i + (done >> PAGE_SHIFT);
@@ -164,7 +164,7 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			/* The run may cross two mappings (mprotect split the
 			 * range): the first page alone, then go on. */
 			size_t one;
-			ret = uhmm__uffd_move_out(ctx->pool.ruffd, (uintptr_t)slots + (k << PAGE_SHIFT),
+			ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd, (uintptr_t)slots + (k << PAGE_SHIFT),
 					      va + (k << PAGE_SHIFT), PAGE_SIZE,
 					      UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &one);
 			if (ret == -EBUSY) {

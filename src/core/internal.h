@@ -361,8 +361,11 @@ long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 /* uhmm__uffd_move for application threads taking pages out of managed
  * memory into the reserve: an EAGAIN with nothing moved (the kernel met a
  * page in transit: under migration or compaction, a THP being split) is
- * tried again, yielding, for up to UHMM_SETTLE_NS; -EAGAIN after that. */
-long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
+ * tried again, yielding, for up to UHMM_SETTLE_NS; -EAGAIN after that.
+ * With UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, holes are found in pagemap_fd
+ * (/proc/self/pagemap; -1: let the kernel skip them) and skipped without
+ * asking the kernel (see uffd.c); they count as done. */
+long uhmm__uffd_move_out(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src, size_t len,
 			 uint64_t mode, size_t *done);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
 int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);

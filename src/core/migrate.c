@@ -303,7 +303,7 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			j++;
 		uintptr_t src = b->r->start + ((b->idx + i) << PAGE_SHIFT);
 		size_t done = 0;
-		long ret = uhmm__uffd_move_out(ctx->pool.ruffd, (uintptr_t)slots + (i << PAGE_SHIFT),
+		long ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd, (uintptr_t)slots + (i << PAGE_SHIFT),
 					   src, (j - i) << PAGE_SHIFT,
 					   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done);
 		size_t k = i + (done >> PAGE_SHIFT);
@@ -325,7 +325,7 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			 * one page at a time for the rest of it. */
 			j = k + 1;
 			size_t one;
-			ret = uhmm__uffd_move_out(ctx->pool.ruffd,
+			ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd,
 					      (uintptr_t)slots + (k << PAGE_SHIFT),
 					      b->r->start + ((b->idx + k) << PAGE_SHIFT),
 					      PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &one);

@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -198,7 +199,8 @@ long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 	return (long)off;
 }
 
-long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
+/* The EAGAIN retry of uhmm__uffd_move_out, for one run. */
+static long move_out_run(int fd, uintptr_t dst, uintptr_t src, size_t len,
 			 uint64_t mode, size_t *done)
 {
 	size_t off = 0;
@@ -222,6 +224,108 @@ long uhmm__uffd_move_out(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		}
 		sched_yield();
 	}
+}
+
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAP (1ull << 62)
+
+/*
+ * From src, n pages on: how many pages hold nothing (*holes), then how many
+ * hold something (*run: present or swapped out).  False if pagemap cannot
+ * be read.
+ */
+static bool scan_src(int pagemap_fd, uintptr_t src, size_t n, size_t *holes, size_t *run)
+{
+	uint64_t e[64];
+	size_t i = 0, h = 0, r = 0;
+	while (i < n) {
+		size_t k = n - i < 64 ? n - i : 64;
+		off_t at = (off_t)(((src >> PAGE_SHIFT) + i) * sizeof(uint64_t));
+		if (pread(pagemap_fd, e, k * sizeof(uint64_t), at) != (ssize_t)(k * sizeof(uint64_t)))
+			return false;
+		for (size_t x = 0; x < k; x++, i++) {
+			bool full = e[x] & (PM_PRESENT | PM_SWAP);
+			if (!full && r)
+				goto out;
+			if (full)
+				r++;
+			else
+				h++;
+		}
+	}
+out:
+	*holes = h;
+	*run = r;
+	return true;
+}
+
+/* Is all of [a, a + len) mapped?  (mincore fails ENOMEM on a gap.) */
+static bool all_mapped(uintptr_t a, size_t len)
+{
+	unsigned char vec[512];
+	while (len) {
+		size_t l = len < sizeof(vec) * PAGE_SIZE ? len : sizeof(vec) * PAGE_SIZE;
+		if (mincore((void *)a, l, vec))
+			return false;
+		a += l;
+		len -= l;
+	}
+	return true;
+}
+
+long uhmm__uffd_move_out(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src, size_t len,
+			 uint64_t mode, size_t *done)
+{
+	if (pagemap_fd < 0 || !(mode & UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES))
+		return move_out_run(fd, dst, src, len, mode, done);
+	/*
+	 * Holes are skipped here, not handed to the kernel.  Linux 6.18 was
+	 * seen (about once in 300 runs of a test that discards a range while
+	 * a device kernel migrates it, under load) to loop for ever inside
+	 * UFFDIO_MOVE with ALLOW_SRC_HOLES over a source that was all holes:
+	 * the thread spun in move_pages() reading both page tables, never
+	 * returning to user space (docs/RELIABILITY.md).  A page the scan
+	 * saw full and a discard emptied before the move makes the run stop
+	 * with ENOENT: scanned again, it is a hole.  An address no longer
+	 * mapped is no hole: the kernel says what it says of it (ENOENT).
+	 */
+	size_t off = 0, enoent_at = SIZE_MAX;
+	while (off < len) {
+		size_t holes, run;
+		if (!scan_src(pagemap_fd, src + off, (len - off) >> PAGE_SHIFT, &holes, &run)) {
+			size_t d = 0;
+			long ret = move_out_run(fd, dst + off, src + off, len - off, mode, &d);
+			*done = off + d;
+			return ret < 0 ? ret : (long)*done;
+		}
+		/* Holes, or no mapping at all (an munmap or mremap under us):
+		 * pagemap says the same of both, and only a hole may count as
+		 * moved.  Asked after the scan, which then saw the range as it
+		 * was mapped (a later mremap moves holes as holes). */
+		if (holes && !all_mapped(src + off, holes << PAGE_SHIFT)) {
+			size_t d = 0;
+			long ret = move_out_run(fd, dst + off, src + off, len - off, mode, &d);
+			*done = off + d;
+			return ret < 0 ? ret : (long)*done;
+		}
+		off += holes << PAGE_SHIFT;
+		if (!run)
+			break;
+		size_t d = 0;
+		long ret = move_out_run(fd, dst + off, src + off, run << PAGE_SHIFT,
+					mode & ~(uint64_t)UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &d);
+		off += d;
+		if (ret >= 0)
+			continue;
+		if (ret == -ENOENT && off != enoent_at) {
+			enoent_at = off; /* emptied since the scan: look again */
+			continue;
+		}
+		*done = off;
+		return ret;
+	}
+	*done = len;
+	return (long)len;
 }
 
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
