@@ -138,6 +138,39 @@ static bool settle(struct uhmm_ctx *ctx, uint64_t *t0)
 /* Where page i of a request comes from. */
 #define REQ_SRC(req, i) ((req)->srcv ? (req)->srcv[i] : (req)->src + ((i) << PAGE_SHIFT))
 
+/*
+ * Install, with one ioctl, the run of pages of req that starts at i (want
+ * 1): it goes on while the next page is wanted and not ZAPPED (one page if
+ * the sources are scattered).  *end gets the run's end, *upto the end of
+ * what was installed (marked want 2).  Returns the ioctl's result.
+ * DONTWAKE: the faulting threads resume only after the pages are
+ * published, so what they see of uhmm agrees with what they see of memory.
+ */
+static long install_run(struct uhmm_ctx *ctx, struct install_req *req, size_t i,
+			size_t *end, size_t *upto)
+{
+	struct uhmm_range *r = req->r;
+	size_t j = i + 1;
+	while (!req->srcv && j < req->n && req->want[j] == 1 &&
+	       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
+				      memory_order_relaxed) & PG_ZAPPED))
+		j++;
+	uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
+	char *src = REQ_SRC(req, i);
+	size_t len = (j - i) << PAGE_SHIFT, done = 0;
+	long ret = req->src_is_slots
+			   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
+					     UFFDIO_MOVE_MODE_DONTWAKE, &done)
+			   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
+					     UFFDIO_COPY_MODE_DONTWAKE, true, &done);
+	size_t k = i + (done >> PAGE_SHIFT);
+	for (size_t x = i; x < k; x++)
+		req->want[x] = 2;
+	*end = j;
+	*upto = k;
+	return ret;
+}
+
 void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 {
 	struct uhmm_range *r = req->r;
@@ -174,25 +207,8 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			req->want[i++] = 3;
 			continue;
 		}
-		size_t j = i + 1;
-		while (!req->srcv && j < req->n && req->want[j] == 1 &&
-		       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
-					      memory_order_relaxed) & PG_ZAPPED))
-			j++;
-		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
-		char *src = REQ_SRC(req, i);
-		size_t len = (j - i) << PAGE_SHIFT, done = 0;
-		/* DONTWAKE: the faulting threads resume only after the page is
-		 * published (below), so what they see of uhmm agrees with what
-		 * they see of memory. */
-		long ret = req->src_is_slots
-				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
-						     UFFDIO_MOVE_MODE_DONTWAKE, &done)
-				   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
-						     UFFDIO_COPY_MODE_DONTWAKE, true, &done);
-		size_t k = i + (done >> PAGE_SHIFT);
-		for (size_t x = i; x < k; x++)
-			req->want[x] = 2;
+		size_t j, k;
+		long ret = install_run(ctx, req, i, &j, &k);
 		if (ret >= 0) {
 			i = j;
 			continue;
@@ -213,7 +229,7 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			 * we recorded it on a device.  Keep the device copy
 			 * (nothing is lost) and tell the caller. */
 			fprintf(stderr, "uhmm: page %#lx present while on a device\n",
-				(unsigned long)(dst + (done & ~(PAGE_SIZE - 1))));
+				(unsigned long)(r->start + ((req->idx + k) << PAGE_SHIFT)));
 			req->want[k] = 0;
 			if (!req->result)
 				req->result = -EEXIST;
@@ -318,22 +334,8 @@ static bool install_self(struct uhmm_ctx *ctx, struct install_req *req)
 			req->want[i++] = 3;
 			continue;
 		}
-		size_t j = i + 1;
-		while (!req->srcv && j < req->n && req->want[j] == 1 &&
-		       !(atomic_load_explicit(&range_page(r, req->idx + j)->word,
-					      memory_order_relaxed) & PG_ZAPPED))
-			j++;
-		uintptr_t dst = r->start + ((req->idx + i) << PAGE_SHIFT);
-		char *src = REQ_SRC(req, i);
-		size_t len = (j - i) << PAGE_SHIFT, done = 0;
-		long ret = req->src_is_slots
-				   ? uhmm__uffd_move(ctx->uffd, dst, (uintptr_t)src, len,
-						     UFFDIO_MOVE_MODE_DONTWAKE, &done)
-				   : uhmm__uffd_copy(ctx->uffd, dst, src, len,
-						     UFFDIO_COPY_MODE_DONTWAKE, true, &done);
-		for (size_t x = i; x < i + (done >> PAGE_SHIFT); x++)
-			req->want[x] = 2;
-		if (ret < 0)
+		size_t j, k;
+		if (install_run(ctx, req, i, &j, &k) < 0)
 			all = false;
 		i = j;
 	}
