@@ -276,6 +276,40 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 
 /* ---- contexts ---- */
 
+/*
+ * The probe: one page registered with the context's userfaultfd and filled
+ * with the zero page once, never touched.  Filling it again answers EAGAIN
+ * while the kernel's mmap_changing is raised (an munmap, mremap or madvise
+ * of managed memory whose event is posted, or about to be, and not read
+ * yet) and EEXIST otherwise: uhmm__events_pending().  Without it (any
+ * step failing) uhmm works as before, without that answer.
+ */
+static void probe_init(struct uhmm_ctx *ctx)
+{
+	char *p = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	size_t done;
+	if (uhmm__uffd_register(ctx->uffd, (uintptr_t)p, PAGE_SIZE) == 0) {
+		if (uhmm__uffd_zeropage(ctx->uffd, (uintptr_t)p, PAGE_SIZE, &done) == 0) {
+			ctx->probe = p;
+			return;
+		}
+		uhmm__uffd_unregister(ctx->uffd, (uintptr_t)p, PAGE_SIZE);
+	}
+	munmap(p, PAGE_SIZE);
+}
+
+/* Unregistered first: its munmap must raise no event (nobody may read it). */
+static void probe_fini(struct uhmm_ctx *ctx)
+{
+	if (!ctx->probe)
+		return;
+	uhmm__uffd_unregister(ctx->uffd, (uintptr_t)ctx->probe, PAGE_SIZE);
+	munmap(ctx->probe, PAGE_SIZE);
+	ctx->probe = NULL;
+}
+
 UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 {
 	if (!out)
@@ -313,6 +347,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 		err = -ENOMEM;
 		goto fail;
 	}
+	probe_init(ctx);
 	err = uhmm__pool_init(ctx, ctx->opts.pool_pages, ctx->opts.pool_max_pages);
 	if (err)
 		goto fail;
@@ -342,6 +377,7 @@ fail:
 		munmap(ctx->zeros, UHMM_HUGE_SIZE);
 	if (ctx->bounce && ctx->bounce != MAP_FAILED)
 		munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	probe_fini(ctx);
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
@@ -408,6 +444,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	uhmm__pool_fini(&ctx->pool);
 	munmap(ctx->zeros, UHMM_HUGE_SIZE);
 	munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	probe_fini(ctx);
 	close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
 		close(ctx->pagemap_fd);

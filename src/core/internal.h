@@ -274,6 +274,8 @@ struct uhmm_ctx {
 
 	struct uhmm_pool pool;
 	char *zeros;              /* 2 MiB of read-only zeros (UFFDIO_COPY source) */
+	char *probe;              /* one registered zero page: uhmm__events_pending
+				   * (NULL: no probe) */
 
 	/* Service thread. */
 	pthread_t service;
@@ -430,6 +432,10 @@ void uhmm__service_kick(struct uhmm_ctx *ctx);
 void uhmm__install_request(struct uhmm_ctx *ctx, struct install_req *req);
 /* Wait until the service thread has handled every event it has read. */
 void uhmm__service_sync(struct uhmm_ctx *ctx);
+/* Is a change of the address space posted, or about to be, whose event the
+ * service thread has not read (the kernel's mmap_changing)?  A fill of the
+ * probe page answers EAGAIN then, EEXIST otherwise.  False without a probe. */
+bool uhmm__events_pending(struct uhmm_ctx *ctx);
 /* Wait until every munmap/mremap/madvise of managed memory that has returned
  * has been followed (cheap when none is in flight: one load).  Returns at
  * once in the service thread. */

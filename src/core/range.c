@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,12 +220,31 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 	 */
 	uhmm__service_sync(ctx);
 	int err;
-	pthread_rwlock_wrlock(&ctx->ranges_lock);
-	if (overlaps_locked(ctx, start, start + len))
-		err = -EEXIST;
-	else
-		err = insert_locked(ctx, r);
-	pthread_rwlock_unlock(&ctx->ranges_lock);
+	uint64_t t0 = 0;
+	for (;;) {
+		pthread_rwlock_wrlock(&ctx->ranges_lock);
+		if (overlaps_locked(ctx, start, start + len))
+			err = -EEXIST;
+		else
+			err = insert_locked(ctx, r);
+		pthread_rwlock_unlock(&ctx->ranges_lock);
+		/*
+		 * Still there: the old range's UNMAP may not even be posted
+		 * yet (its munmap preempted between releasing the mmap lock
+		 * and posting it), but the kernel has raised mmap_changing
+		 * already.  Wait for the event while the probe says one is on
+		 * its way (bounded); a true overlap fails at once.
+		 */
+		if (err != -EEXIST || !uhmm__events_pending(ctx))
+			break;
+		uint64_t now = uhmm__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > UHMM_SETTLE_NS)
+			break;
+		sched_yield();
+		uhmm__service_sync(ctx);
+	}
 	if (err) {
 		uhmm__range_put(r);
 		return err;

@@ -393,3 +393,13 @@ int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len)
 	struct uffdio_poison p = { .range = { .start = addr, .len = len } };
 	return ioctl(fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }
+
+bool uhmm__events_pending(struct uhmm_ctx *ctx)
+{
+	if (!ctx->probe)
+		return false;
+	struct uffdio_zeropage z = {
+		.range = { .start = (uintptr_t)ctx->probe, .len = PAGE_SIZE }
+	};
+	return ioctl(ctx->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EAGAIN;
+}

@@ -496,7 +496,68 @@ static void range_fault_skips_a_held_page_discarded(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+
+/* ---- the probe of pending events (uhmm__events_pending) ---- */
+
+static sem_t hold_entered, hold_release;
+static void hold_service(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	(void)ctx;
+	(void)start;
+	(void)end;
+	atomic_store(&uhmm__event_hook, NULL);
+	sem_post(&hold_entered);
+	sem_wait(&hold_release);
+}
+
+static void *madvise_main(void *arg)
+{
+	assert_int_equal(madvise(arg, PG, MADV_DONTNEED), 0);
+	return NULL;
+}
+
+/*
+ * The kernel's answer the registration path relies on: a fill of the
+ * probe page says EAGAIN while an event is posted and not read, and not
+ * otherwise.  The service thread is held inside a first REMOVE; a second
+ * madvise's REMOVE then waits unread.
+ */
+static void probe_sees_an_event_not_yet_read(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ctx_with_dev(&ctx, &dev);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * PG, (void **)&p));
+	memset(p, 1, 2 * PG);
+	assert_false(uhmm__events_pending(ctx));
+	sem_init(&hold_entered, 0, 0);
+	sem_init(&hold_release, 0, 0);
+	atomic_store(&uhmm__event_hook, hold_service);
+	pthread_t a, b;
+	assert_int_equal(pthread_create(&a, NULL, madvise_main, p), 0);
+	sem_wait(&hold_entered); /* the service thread is in the first REMOVE */
+	assert_int_equal(pthread_create(&b, NULL, madvise_main, p + PG), 0);
+	bool seen = false;
+	for (int i = 0; i < 2000 && !seen; i++) {
+		seen = uhmm__events_pending(ctx);
+		if (!seen)
+			usleep(1000);
+	}
+	sem_post(&hold_release);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	assert_true(seen);
+	ASSERT_OK(uhmm_sync(ctx));
+	assert_false(uhmm__events_pending(ctx));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	sem_destroy(&hold_entered);
+	sem_destroy(&hold_release);
+}
+
 static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(probe_sees_an_event_not_yet_read),
 	cmocka_unit_test(range_fault_racing_madvise_sees_the_discard),
 	cmocka_unit_test(range_fault_skips_a_held_page_discarded),
 	cmocka_unit_test(late_unmap_spares_range_moved_in),

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "core/internal.h"
 #include "testlib.h"
 #include "util/uffd_compat.h"
 
@@ -49,6 +51,11 @@ enum quirk {
 	Q_FILL_EAGAIN,      /* UFFDIO_COPY or ZEROPAGE, once, any length: does
 			     * nothing, EAGAIN (an event pending: mmap_changing) */
 };
+
+/* The probe page of the context under test (uhmm__events_pending) and
+ * whether to answer it as the kernel does while mmap_changing is raised. */
+static _Atomic uint64_t probe_at;
+static atomic_bool changing;
 
 /* Armed by a test; the next call of its kind over at least 3 pages takes it. */
 static _Atomic int armed = Q_NONE;
@@ -92,6 +99,15 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
+	if (req == UFFDIO_ZEROPAGE && probe_at &&
+	    ((struct uffdio_zeropage *)arg)->range.start == atomic_load(&probe_at) &&
+	    atomic_load(&changing)) {
+		/* mmap_changing raised: what the probe of a context meets. */
+		atomic_fetch_add(&fired, 1);
+		((struct uffdio_zeropage *)arg)->zeropage = -EAGAIN;
+		errno = EAGAIN;
+		return -1;
+	}
 	if (req == UFFDIO_COPY || req == UFFDIO_ZEROPAGE) {
 		int q = Q_FILL_EAGAIN;
 		if (atomic_compare_exchange_strong(&armed, &q, Q_NONE)) {
@@ -364,7 +380,92 @@ static void sigbus_mode_install_eagain(void **state)
 	teardown(&f);
 }
 
+
+/* ---- a new registration where an old range's event is still on its way ---- */
+
+struct late_unmap {
+	uhmm_ctx *ctx;
+	uintptr_t a;
+	size_t len;
+};
+
+static void *late_unmap_main(void *arg)
+{
+	struct late_unmap *l = arg;
+	usleep(100 * 1000);
+	/* The UNMAP read at last: what the service thread does with it. */
+	uhmm__ranges_unmap(l->ctx, l->a, l->a + l->len);
+	atomic_store(&changing, false);
+	return NULL;
+}
+
+/*
+ * munmap releases the mmap lock before it posts its UNMAP: another thread
+ * can map the address again and register it while uhmm still holds the
+ * old range.  uhmm_register failed -EEXIST then; the kernel has raised
+ * mmap_changing already, and the context's probe sees it: registration
+ * waits for the event.  Here the old range is unregistered from the kernel
+ * first (no real event), the probe is answered "changing" by the ioctl
+ * wrapper, and the late UNMAP is handed to uhmm's handler 100 ms later.
+ */
+static void register_waits_for_an_unmap_on_its_way(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	assert_non_null(ctx->probe);
+	size_t len = 16 * PG;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	ASSERT_OK(uhmm_register(ctx, p, len));
+	ASSERT_OK(uhmm__uffd_unregister(ctx->uffd, (uintptr_t)p, len));
+	assert_int_equal(munmap(p, len), 0);
+	char *q = mmap(p, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true(q == p);
+	atomic_store(&probe_at, (uintptr_t)ctx->probe);
+	atomic_store(&changing, true);
+	struct late_unmap l = { ctx, (uintptr_t)p, len };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, late_unmap_main, &l), 0);
+	int rc = uhmm_register(ctx, q, len);
+	pthread_join(th, NULL);
+	atomic_store(&probe_at, 0);
+	ASSERT_OK(rc);
+	/* The new range is managed: a migration takes it. */
+	memset(q, 0x5a, len);
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &dev));
+	ASSERT_OK(uhmm_migrate(ctx, q, len, dev, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, q, len, dev), len / PG);
+	assert_int_equal((unsigned char)q[len - 1], 0x5a);
+	ASSERT_OK(uhmm_unregister(ctx, q, len));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	munmap(q, len);
+}
+
+/* A true overlap, with no event on its way, still fails at once. */
+static void register_over_a_live_range_is_eexist(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	size_t len = 16 * PG;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	ASSERT_OK(uhmm_register(ctx, p, len));
+	assert_int_equal(uhmm_register(ctx, p + 4 * PG, 4 * PG), -EEXIST);
+	ASSERT_OK(uhmm_unregister(ctx, p, len));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	munmap(p, len);
+}
+
 static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(register_waits_for_an_unmap_on_its_way),
+	cmocka_unit_test(register_over_a_live_range_is_eexist),
 	cmocka_unit_test(move_out_eexist_uncounted),
 	cmocka_unit_test(move_out_eagain_short),
 	cmocka_unit_test(move_home_eexist_uncounted),
