@@ -7,7 +7,7 @@
 #   tests/model/run-spin.sh --bug       only the STALE_INSTALL mutation, with
 #                                       spin's counterexample printed
 #   tests/model/run-spin.sh --discard   the larger discard configuration
-#                                       (below; about 3 minutes: not in
+#                                       (below; about 10 minutes: not in
 #                                       ctest)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
@@ -41,7 +41,7 @@
 #                    lost
 #     no-zap-discard (-DNO_ZAP_DISCARD) an assertion: a ZAPPED system page
 #                    unlocked without PG_DISCARD
-#   --discard only (about 3 more minutes: not in ctest):
+#   --discard only (about 10 minutes: not in ctest):
 #     discard-stay (-DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK) must pass:
 #               the holder is a uhmm_migrate(device) that finds the page
 #               there and unlocks it without an invalidation; the device's
@@ -74,7 +74,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-# The larger discard configuration stores 72.6 M states (about 10 GB).
+# The larger discard configuration stores 100.7 M states (more than 4 GB).
 if [ $discard = 1 ] && [ -z "$user_memlim" ]; then
 	SPIN_MEMLIM=14000
 fi
