@@ -294,6 +294,9 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  * Errors: -EINVAL unaligned or zero length or wrapping; -EFAULT part of the
  * range is not mapped; -EOPNOTSUPP shared, file-backed, hugetlb or
  * non-writable memory; -EEXIST overlaps a managed range; -ENOMEM.
+ * A range that was managed and has just been munmap()ed or mremap()ed away
+ * is no overlap: the kernel posts the event of such a call after it
+ * returns, and uhmm_register waits for it (up to 2 s) rather than fail.
  * May sleep.
  */
 UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
