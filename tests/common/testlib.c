@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 #include <time.h>
 
@@ -64,4 +65,28 @@ size_t uhmm_test_pages_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device 
 			n++;
 	}
 	return n;
+}
+
+void uhmm_test_nap(void)
+{
+	struct timespec ts = { 0, 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+uint64_t uhmm_test_dev_free(uhmm_device *dev)
+{
+	struct uhmm_simdev_meminfo mi;
+	int err = uhmm_simdev_meminfo(dev, &mi);
+	if (err)
+		fail_msg("uhmm_simdev_meminfo = %d (%s)", err, uhmm_test_strerror(err));
+	return mi.free_pages;
+}
+
+uint64_t uhmm_test_wait_dev_free(uhmm_device *dev, uint64_t want)
+{
+	uint64_t t0 = uhmm_test_now_ns(), f;
+	while ((f = uhmm_test_dev_free(dev)) != want &&
+	       uhmm_test_now_ns() - t0 < 2000000000ull)
+		uhmm_test_nap();
+	return f;
 }

@@ -60,4 +60,15 @@ size_t uhmm_test_pages_on(struct uhmm_ctx *ctx, const void *p, size_t len,
 /* Monotonic time in ns. */
 uint64_t uhmm_test_now_ns(void);
 
+/* Sleeps 1 ms (polling loops). */
+void uhmm_test_nap(void);
+
+/* Free 4 KiB pages of a simdev (uhmm_simdev_meminfo; asserts it works). */
+uint64_t uhmm_test_dev_free(struct uhmm_device *dev);
+
+/* Polls (up to 2 s) until the simdev has @want free pages (a device page is
+ * freed by an event the service thread handles after the call that caused
+ * it returned); returns the last value seen. */
+uint64_t uhmm_test_wait_dev_free(struct uhmm_device *dev, uint64_t want);
+
 #endif

@@ -43,13 +43,6 @@ struct fixture {
 	char *x, *y; /* two managed ranges, both on the device */
 };
 
-static uint64_t dev_free(struct fixture *f)
-{
-	struct uhmm_simdev_meminfo mi;
-	ASSERT_OK(uhmm_simdev_meminfo(f->dev, &mi));
-	return mi.free_pages;
-}
-
 /* A context with one 16 MiB simdev. */
 static void ctx_with_dev(uhmm_ctx **ctx, uhmm_device **dev)
 {
@@ -69,7 +62,7 @@ static void setup(struct fixture *f)
 	uhmm_test_fill(f->y, L, 2);
 	ASSERT_OK(uhmm_migrate(f->ctx, f->x, L, f->dev, 0));
 	ASSERT_OK(uhmm_migrate(f->ctx, f->y, L, f->dev, 0));
-	assert_int_equal(dev_free(f), (16 * MiB - 2 * L) / PG);
+	assert_int_equal(uhmm_test_dev_free(f->dev), (16 * MiB - 2 * L) / PG);
 	/* From here the kernel sends no event for x and y. */
 	ASSERT_OK(uhmm__uffd_unregister(f->ctx->uffd, (uintptr_t)f->x, L));
 	ASSERT_OK(uhmm__uffd_unregister(f->ctx->uffd, (uintptr_t)f->y, L));
@@ -99,10 +92,10 @@ static void late_unmap_spares_range_moved_in(void **state)
 	displaced(&f, 1);
 	uhmm__ranges_unmap(f.ctx, (uintptr_t)x, (uintptr_t)x + L);
 	/* The old x's device pages are free; y's are still there. */
-	assert_int_equal(dev_free(&f), (16 * MiB - L) / PG);
+	assert_int_equal(uhmm_test_dev_free(f.dev), (16 * MiB - L) / PG);
 	assert_int_equal(uhmm_test_pages_on(f.ctx, x, L, f.dev), L / PG);
 	assert_int_equal(uhmm_test_check(x, L, 2), (size_t)-1);
-	assert_int_equal(dev_free(&f), 16 * MiB / PG);
+	assert_int_equal(uhmm_test_dev_free(f.dev), 16 * MiB / PG);
 	ASSERT_OK(uhmm_free(f.ctx, x));
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
 }
@@ -158,7 +151,7 @@ static void late_events_split_the_displaced_range(void **state)
 	uhmm__ranges_unmap(f.ctx, (uintptr_t)x, (uintptr_t)h);
 	uhmm__ranges_remap(f.ctx, (uintptr_t)h, (uintptr_t)z, L / 2);
 	/* The old first half's device pages are free, the rest still used. */
-	assert_int_equal(dev_free(&f), (16 * MiB - L - L / 2) / PG);
+	assert_int_equal(uhmm_test_dev_free(f.dev), (16 * MiB - L - L / 2) / PG);
 	assert_int_equal(uhmm_test_pages_on(f.ctx, x, L, f.dev), L / PG);
 	assert_int_equal(uhmm_test_check(x, L, 2), (size_t)-1);
 	/* z holds the second half of the old x: compare with a copy. */
@@ -167,7 +160,7 @@ static void late_events_split_the_displaced_range(void **state)
 	uhmm_test_fill(ref, L, 1);
 	assert_int_equal(memcmp(z, ref + L / 2, L / 2), 0);
 	free(ref);
-	assert_int_equal(dev_free(&f), 16 * MiB / PG);
+	assert_int_equal(uhmm_test_dev_free(f.dev), 16 * MiB / PG);
 	ASSERT_OK(uhmm_free(f.ctx, x));
 	assert_int_equal(munmap(z, L / 2), 0);
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));

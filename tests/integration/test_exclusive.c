@@ -73,12 +73,6 @@ static struct uhmm_simdev_stats dstats(uhmm_device *dev)
 	return s;
 }
 
-static void nap(void)
-{
-	struct timespec ts = { 0, 1000000 };
-	nanosleep(&ts, NULL);
-}
-
 static struct uhmm_page_info where(struct env *e, const void *p)
 {
 	struct uhmm_page_info pi;
@@ -93,7 +87,7 @@ static int wait_held(uhmm_device *dev, void *p, size_t npages, int want)
 	int r;
 	while ((r = uhmm_check_exclusive(dev, p, npages)) != want &&
 	       uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
+		uhmm_test_nap();
 	return r;
 }
 
@@ -244,7 +238,7 @@ static void make_exclusive_then_cpu_touch_reports_not_exclusive(void **state)
 	uint64_t t0 = uhmm_test_now_ns();
 	while (stats(&e).exclusive_revocations < rev0 + 2 &&
 	       uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
+		uhmm_test_nap();
 	assert_true(stats(&e).exclusive_revocations >= rev0 + 2);
 	assert_int_equal(uhmm_test_check(p, PG, 21), (size_t)-1);
 	assert_int_equal(uhmm_test_check(p + 3 * PG, PG, 21 + 3 * PG / 8), (size_t)-1);
@@ -405,7 +399,7 @@ static void munmap_exclusive(struct env *e, char *p, size_t npg)
 	assert_int_equal(munmap(p, npg * PG), 0);
 	uint64_t t0 = uhmm_test_now_ns();
 	while (stats(e).events_unmap == unmaps && uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
+		uhmm_test_nap();
 	assert_true(stats(e).events_unmap > unmaps);
 	assert_int_equal(wait_held(e->dev, p, npg, -EFAULT), -EFAULT);
 	assert_true(dstats(e->dev).shootdown_pages >= shot + npg);

@@ -56,34 +56,11 @@ static void env_fini(struct env *e)
 	e->ctx = NULL;
 }
 
-static uint64_t dev_free(struct env *e)
-{
-	struct uhmm_simdev_meminfo mi;
-	ASSERT_OK(uhmm_simdev_meminfo(e->dev, &mi));
-	return mi.free_pages;
-}
-
 static struct uhmm_stats stats(struct env *e)
 {
 	struct uhmm_stats st;
 	ASSERT_OK(uhmm_stats_get(e->ctx, &st));
 	return st;
-}
-
-static void nap(void)
-{
-	struct timespec ts = { 0, 1000000 };
-	nanosleep(&ts, NULL);
-}
-
-/* Polls (up to 2 s) until the device has @want free pages; returns the
- * last value seen. */
-static uint64_t wait_dev_free(struct env *e, uint64_t want)
-{
-	uint64_t t0 = uhmm_test_now_ns(), f;
-	while ((f = dev_free(e)) != want && uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
-	return f;
 }
 
 /* Polls (up to 2 s) until uhmm_page_query(@addr) returns @want. */
@@ -94,7 +71,7 @@ static int wait_query(struct env *e, const void *addr, int want)
 	int r;
 	while ((r = uhmm_page_query(e->ctx, addr, &pi)) != want &&
 	       uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
+		uhmm_test_nap();
 	return r;
 }
 
@@ -133,7 +110,7 @@ static void wait_where(struct env *e, const char *p, size_t len, unsigned where)
 			ASSERT_OK(uhmm_page_query(e->ctx, p + off, &pi));
 			if (pi.where == where || uhmm_test_now_ns() - t0 > POLL_NS)
 				break;
-			nap();
+			uhmm_test_nap();
 		}
 	}
 	assert_where(e, p, len, where);
@@ -163,7 +140,7 @@ static char *registered_on_device(struct env *e, uint64_t seed)
 	uhmm_test_fill(p, LEN, seed);
 	ASSERT_OK(uhmm_migrate(e->ctx, p, LEN, e->dev, 0));
 	assert_where(e, p, LEN, UHMM_WHERE_DEVICE);
-	assert_true(dev_free(e) == e->free0 - NPAGES);
+	assert_true(uhmm_test_dev_free(e->dev) == e->free0 - NPAGES);
 	return p;
 }
 
@@ -178,7 +155,7 @@ static void munmap_frees_device_pages(void **state)
 	struct uhmm_stats st0 = stats(&e);
 
 	assert_int_equal(munmap(p, LEN), 0);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	struct uhmm_stats st = stats(&e);
 	assert_true(st.events_unmap > st0.events_unmap);
 	assert_true(st.device_pages_freed_by_events - st0.device_pages_freed_by_events ==
@@ -201,10 +178,10 @@ static void munmap_of_alloc_memory_frees_device_pages(void **state)
 	ASSERT_OK(uhmm_alloc(e.ctx, LEN, (void **)&p));
 	uhmm_test_fill(p, LEN, 2);
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, e.dev, 0));
-	assert_true(dev_free(&e) == e.free0 - NPAGES);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 
 	assert_int_equal(munmap(p, LEN), 0);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	assert_int_equal(wait_query(&e, p, -EFAULT), -EFAULT);
 	/* uhmm forgot the range: freeing it is an error now, not a double unmap. */
 	assert_int_equal(uhmm_free(e.ctx, p), -EINVAL);
@@ -222,7 +199,7 @@ static void munmap_middle_frees_its_device_pages_and_keeps_the_rest(void **state
 	struct uhmm_stats st0 = stats(&e);
 
 	assert_int_equal(munmap(p + hole, hlen), 0);
-	assert_true(wait_dev_free(&e, e.free0 - (NPAGES - hlen / PG)) ==
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - (NPAGES - hlen / PG)) ==
 		    e.free0 - (NPAGES - hlen / PG));
 	struct uhmm_stats st = stats(&e);
 	assert_true(st.events_unmap > st0.events_unmap);
@@ -242,7 +219,7 @@ static void munmap_middle_frees_its_device_pages_and_keeps_the_rest(void **state
 	assert_data(p, tail, LEN - tail, seed);
 	wait_where(&e, p, hole, UHMM_WHERE_CPU);
 	wait_where(&e, p + tail, LEN - tail, UHMM_WHERE_CPU);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 
 	/* And both parts still migrate. */
 	ASSERT_OK(uhmm_migrate(e.ctx, p, hole, e.dev, 0));
@@ -251,11 +228,11 @@ static void munmap_middle_frees_its_device_pages_and_keeps_the_rest(void **state
 	ASSERT_OK(uhmm_migrate(e.ctx, p + tail, LEN - tail, NULL, 0));
 	assert_data(p, 0, hole, seed);
 	assert_data(p, tail, LEN - tail, seed);
-	assert_true(dev_free(&e) == e.free0);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 
 	munmap(p, hole);
 	munmap(p + tail, LEN - tail);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	env_fini(&e);
 }
 
@@ -272,7 +249,7 @@ static void madvise_dontneed_frees_device_pages_and_reads_zero(void **state)
 	struct uhmm_stats st0 = stats(&e);
 
 	assert_int_equal(madvise(p + z, zlen, MADV_DONTNEED), 0);
-	assert_true(wait_dev_free(&e, e.free0 - (NPAGES - zlen / PG)) ==
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - (NPAGES - zlen / PG)) ==
 		    e.free0 - (NPAGES - zlen / PG));
 	struct uhmm_stats st = stats(&e);
 	assert_true(st.events_remove > st0.events_remove);
@@ -288,7 +265,7 @@ static void madvise_dontneed_frees_device_pages_and_reads_zero(void **state)
 	assert_zero(p + z, zlen);
 	assert_data(p, 0, z, seed);
 	assert_data(p, z + zlen, LEN - z - zlen, seed);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 
 	/* The zapped part is ordinary managed memory again. */
 	memset(p + z, 0x7e, zlen);
@@ -331,15 +308,15 @@ static void mremap_moves_device_resident_data(void **state)
 
 	/* The pages followed to the new address, still on the device. */
 	assert_where(&e, n, LEN, UHMM_WHERE_DEVICE);
-	assert_true(dev_free(&e) == e.free0 - NPAGES);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 	/* Reading at the new address faults the original data back. */
 	assert_data(n, 0, LEN, seed);
 	wait_where(&e, n, LEN, UHMM_WHERE_CPU);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	assert_true(stats(&e).cpu_faults_device > st0.cpu_faults_device);
 
 	munmap(n, LEN);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	env_fini(&e);
 }
 
@@ -386,7 +363,7 @@ static void fork_child_sees_device_resident_data(void **state)
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, NULL, 0));
 	assert_where(&e, p, LEN, UHMM_WHERE_CPU);
 	assert_data(p, 0, LEN, s3);
-	assert_true(dev_free(&e) == e.free0);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
 	munmap(p, LEN);
@@ -467,7 +444,7 @@ static void migrate_after_fork_while_child_lives_moves_every_page(void **state)
 		fail_msg("child: %s", st == 1 ? "lost its data" : "pipe failed");
 	/* The parent's data comes back intact. */
 	assert_data(p, 0, LEN, s1);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
 	munmap(p, LEN);
@@ -497,7 +474,7 @@ static void page_state_published_before_access_proceeds(void **state)
 	uhmm_simdev_opts_init(&so);
 	so.mem_bytes = 64 * MiB;
 	ASSERT_OK(uhmm_simdev_create(e.ctx, &so, &e.dev));
-	e.free0 = dev_free(&e);
+	e.free0 = uhmm_test_dev_free(e.dev);
 
 	const size_t blk = 2 * MiB;
 	char *p;
@@ -511,12 +488,12 @@ static void page_state_published_before_access_proceeds(void **state)
 		(void)v[0]; /* faults the block back */
 		struct uhmm_page_info pi;
 		ASSERT_OK(uhmm_page_query(e.ctx, last, &pi));
-		uint64_t f = dev_free(&e);
+		uint64_t f = uhmm_test_dev_free(e.dev);
 		stale_where += pi.where != UHMM_WHERE_CPU;
 		stale_free += f < e.free0 - (blk / PG - 1); /* its own page still held */
 		/* Let the record settle before the next round (each page's
 		 * device copy is freed after its new location is published). */
-		assert_true(wait_dev_free(&e, e.free0) == e.free0);
+		assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	}
 	wait_where(&e, p, blk, UHMM_WHERE_CPU);
 	assert_data(p, 0, blk, 13);
@@ -587,7 +564,7 @@ static void unregister_brings_pages_home(void **state)
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
 	/* Synchronously: every device page came back and was freed. */
-	assert_true(dev_free(&e) == e.free0);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 	struct uhmm_stats st = stats(&e);
 	assert_true(st.migrated_to_system_pages - st0.migrated_to_system_pages == NPAGES);
 	assert_true(st.managed_pages == st0.managed_pages - NPAGES);
@@ -615,12 +592,12 @@ static void free_with_device_pages_releases_them(void **state)
 	ASSERT_OK(uhmm_alloc(e.ctx, LEN, (void **)&p));
 	uhmm_test_fill(p, LEN, 12);
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, e.dev, 0));
-	assert_true(dev_free(&e) == e.free0 - NPAGES);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 	struct uhmm_stats st0 = stats(&e);
 
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	/* Synchronously, and without copying the data back. */
-	assert_true(dev_free(&e) == e.free0);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 	struct uhmm_stats st = stats(&e);
 	assert_true(st.migrated_to_system_pages == st0.migrated_to_system_pages);
 	assert_true(st.managed_pages == st0.managed_pages - NPAGES);

@@ -92,27 +92,6 @@ static struct uhmm_stats stats(struct env *e)
 	return st;
 }
 
-static uint64_t dev_free(struct env *e)
-{
-	struct uhmm_simdev_meminfo mi;
-	ASSERT_OK(uhmm_simdev_meminfo(e->dev, &mi));
-	return mi.free_pages;
-}
-
-static void nap(void)
-{
-	struct timespec ts = { 0, 1000000 };
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t wait_dev_free(struct env *e, uint64_t want)
-{
-	uint64_t t0 = uhmm_test_now_ns(), f;
-	while ((f = dev_free(e)) != want && uhmm_test_now_ns() - t0 < POLL_NS)
-		nap();
-	return f;
-}
-
 static void assert_data(const char *base, size_t off, size_t len, uint64_t seed)
 {
 	size_t bad = uhmm_test_check(base + off, len, seed + off / 8);
@@ -211,7 +190,7 @@ static void touch_brings_data_back_on_the_faulting_thread(void **state)
 		assert_int_equal(*(uint64_t *)(p + i * PG + 8), 0xabcd0000 + i);
 	assert_int_equal(atomic_load(&rec.home_other_thread), 0);
 	ASSERT_OK(uhmm_notifier_remove(n));
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
 }
@@ -440,18 +419,18 @@ static void munmap_frees_device_pages(void **state)
 	struct env e;
 	env_init(&e);
 	char *p = alloc_on_device(&e, LEN, 13);
-	assert_true(dev_free(&e) == e.free0 - NPAGES);
+	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 	/* Half of it back by touches first. */
 	assert_data(p, 0, LEN / 2, 13);
 	assert_int_equal(munmap(p + LEN / 4, LEN / 2), 0);
 	ASSERT_OK(uhmm_sync(e.ctx));
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, p + LEN / 4, &pi), -EFAULT);
-	assert_true(wait_dev_free(&e, e.free0 - NPAGES / 4) == e.free0 - NPAGES / 4);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - NPAGES / 4) == e.free0 - NPAGES / 4);
 	/* The rest still comes back. */
 	assert_data(p, 0, LEN / 4, 13);
 	assert_data(p, 3 * LEN / 4, LEN / 4, 13);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	munmap(p, LEN / 4);
 	munmap(p + 3 * LEN / 4, LEN / 4);
 	env_fini(&e);
@@ -465,7 +444,7 @@ static void madvise_dontneed_discards_device_pages(void **state)
 	char *p = alloc_on_device(&e, LEN, 14);
 	assert_int_equal(madvise(p + MiB, MiB, MADV_DONTNEED), 0);
 	ASSERT_OK(uhmm_sync(e.ctx));
-	assert_true(wait_dev_free(&e, e.free0 - (NPAGES - MiB / PG)) ==
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - (NPAGES - MiB / PG)) ==
 		    e.free0 - (NPAGES - MiB / PG));
 	assert_where(&e, p + MiB, MiB, UHMM_WHERE_CPU);
 	assert_zero(p + MiB, MiB);
@@ -509,7 +488,7 @@ static void mremap_moves_device_resident_data(void **state)
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
 	assert_where(&e, n, LEN, UHMM_WHERE_CPU);
-	assert_true(wait_dev_free(&e, e.free0) == e.free0);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	munmap(n, LEN);
 	env_fini(&e);
 }
