@@ -34,6 +34,7 @@
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "core/internal.h"
 #include "testlib.h"
 
 #define MiB (1ul << 20)
@@ -706,6 +707,73 @@ static void bad_flag_combinations_are_einval(void **state)
 	env_fini(&e);
 }
 
+
+/* ---- a fault on a page someone holds sleeps ---- */
+
+struct toucher {
+	volatile char *p;
+	clockid_t cpu;
+	_Atomic int ready, done;
+};
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *t = arg;
+	assert_int_equal(pthread_getcpuclockid(pthread_self(), &t->cpu), 0);
+	atomic_store(&t->ready, 1);
+	(void)t->p[0]; /* SIGBUS: the handler meets the page locked */
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+static uint64_t cpu_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The handler of a thread whose page another thread holds sleeps on the
+ * page lock (futex) until it is released; it does not spin.  The test
+ * holds the page itself for 300 ms: the waiting thread must not have
+ * burned CPU meanwhile (a spinner takes ~300 ms of it; a sleeper ~0).  A
+ * loaded machine can only make a spinner look better, never a sleeper
+ * worse.
+ */
+static void fault_on_a_held_page_sleeps(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	char *p;
+	ASSERT_OK(uhmm_alloc(e.ctx, PG, (void **)&p));
+	memset(p, 0x3c, PG);
+	ASSERT_OK(uhmm_migrate(e.ctx, p, PG, e.dev, 0));
+	struct uhmm_range *r = uhmm__range_get(e.ctx, (uintptr_t)p);
+	assert_non_null(r);
+	struct uhmm_page *pg = range_page(r, ((uintptr_t)p - r->start) >> PAGE_SHIFT);
+	uhmm__page_lock(pg);
+	struct toucher t = { .p = p };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, toucher_main, &t), 0);
+	while (!atomic_load(&t.ready))
+		uhmm_test_nap();
+	uint64_t c0 = cpu_ns(t.cpu);
+	struct timespec ts = { 0, 300 * 1000000 };
+	nanosleep(&ts, NULL);
+	uint64_t spent = cpu_ns(t.cpu) - c0;
+	assert_false(atomic_load(&t.done)); /* still waiting for the page */
+	uhmm__page_unlock(e.ctx, pg);
+	pthread_join(th, NULL);
+	uhmm__range_put(r);
+	if (spent > 50 * 1000000ull)
+		fail_msg("the waiting thread burned %llu ms of CPU in 300 ms",
+			 (unsigned long long)(spent / 1000000));
+	assert_int_equal((unsigned char)p[PG - 1], 0x3c);
+	env_fini(&e);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(touch_brings_data_back_on_the_faulting_thread),
 	cmocka_unit_test(never_touched_pages_read_zeros),
@@ -713,6 +781,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(range_fault_faults_in_missing_and_device_pages),
 	cmocka_unit_test(nested_fault_is_handed_to_the_service_thread),
 	cmocka_unit_test(eight_threads_cost_one_migration_per_page),
+	cmocka_unit_test(fault_on_a_held_page_sleeps),
 	cmocka_unit_test(munmap_frees_device_pages),
 	cmocka_unit_test(madvise_dontneed_discards_device_pages),
 	cmocka_unit_test(mremap_moves_device_resident_data),
