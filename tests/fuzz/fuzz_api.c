@@ -369,10 +369,32 @@ static void seq_after(const struct seqsnap *s)
 
 /* ---- data checks ---------------------------------------------------------- */
 
+/*
+ * May the CPU touch page i of s?  Not while it lives on a device whose
+ * copies are armed to fail: a CPU fault that cannot get the page back
+ * loses it (uhmm poisons the address: "device N lost page", SIGBUS on
+ * every later access), as a machine loses a page its memory cannot
+ * return.  uhmm_migrate home reports the same failure as -EIO instead,
+ * and cleanup_input disarms before its final check.
+ */
+static bool cpu_safe(struct slot *s, size_t i)
+{
+	if (!g_inj[0] && !g_inj[1])
+		return true;
+	struct uhmm_page_info pi = { 0 };
+	if (uhmm_page_query(g_ctx, (const char *)s->base + i * PG, &pi) != 0 ||
+	    pi.where != UHMM_WHERE_DEVICE)
+		return true;
+	for (int d = 0; d < 2; d++)
+		if (g_inj[d] && pi.device == g_dev[d])
+			return false;
+	return true;
+}
+
 static void verify_pages(struct slot *s, size_t first, size_t n, const char *why)
 {
 	for (size_t i = first; i < first + n && i < s->np; i++) {
-		if (!s->mapped[i] || !(s->prot[i] & PROT_READ))
+		if (!s->mapped[i] || !(s->prot[i] & PROT_READ) || !cpu_safe(s, i))
 			continue;
 		const uint8_t *m = (const uint8_t *)s->base + i * PG, *w = s->shadow + i * PG;
 		if (memcmp(m, w, PG) != 0) {
@@ -636,10 +658,13 @@ static void op_query(void)
 }
 
 /* A run of pages of s from page i with all of @need rights. */
-static size_t run_with(struct slot *s, size_t i, int need, size_t max)
+/* From page i, how many pages mapped with the rights @need that the CPU
+ * may touch (cpu_safe). */
+static size_t cpu_run(struct slot *s, size_t i, int need)
 {
 	size_t n = 0;
-	while (i + n < s->np && n < max && s->mapped[i + n] && (s->prot[i + n] & need) == need)
+	while (i + n < s->np && s->mapped[i + n] && (s->prot[i + n] & need) == need &&
+	       cpu_safe(s, i + n))
 		n++;
 	return n;
 }
@@ -653,7 +678,7 @@ static void op_cpu_write(void)
 		return;
 	size_t o = off % (s->np * PG);
 	size_t pg = o / PG;
-	size_t room = run_with(s, pg, PROT_READ | PROT_WRITE, SIZE_MAX) * PG;
+	size_t room = cpu_run(s, pg, PROT_READ | PROT_WRITE) * PG;
 	if (!room)
 		return;
 	room -= o % PG;
