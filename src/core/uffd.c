@@ -280,7 +280,7 @@ long uhmm__uffd_move_out(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src, s
 		return move_out_run(fd, dst, src, len, mode, done);
 	/*
 	 * Holes are skipped here, not handed to the kernel.  Linux 6.18 was
-	 * seen (about once in 300 runs of a test that discards a range while
+	 * seen (about once in 500 runs of a test that discards a range while
 	 * a device kernel migrates it, under load) to loop for ever inside
 	 * UFFDIO_MOVE with ALLOW_SRC_HOLES over a source that was all holes:
 	 * the thread spun in move_pages() reading both page tables, never
@@ -292,17 +292,14 @@ long uhmm__uffd_move_out(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src, s
 	size_t off = 0, enoent_at = SIZE_MAX;
 	while (off < len) {
 		size_t holes, run;
-		if (!scan_src(pagemap_fd, src + off, (len - off) >> PAGE_SHIFT, &holes, &run)) {
-			size_t d = 0;
-			long ret = move_out_run(fd, dst + off, src + off, len - off, mode, &d);
-			*done = off + d;
-			return ret < 0 ? ret : (long)*done;
-		}
 		/* Holes, or no mapping at all (an munmap or mremap under us):
 		 * pagemap says the same of both, and only a hole may count as
 		 * moved.  Asked after the scan, which then saw the range as it
-		 * was mapped (a later mremap moves holes as holes). */
-		if (holes && !all_mapped(src + off, holes << PAGE_SHIFT)) {
+		 * was mapped (a later mremap moves holes as holes).  Where
+		 * pagemap cannot be read or the range is not all mapped, the
+		 * kernel decides for the rest, as before. */
+		if (!scan_src(pagemap_fd, src + off, (len - off) >> PAGE_SHIFT, &holes, &run) ||
+		    (holes && !all_mapped(src + off, holes << PAGE_SHIFT))) {
 			size_t d = 0;
 			long ret = move_out_run(fd, dst + off, src + off, len - off, mode, &d);
 			*done = off + d;
