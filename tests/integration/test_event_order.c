@@ -492,17 +492,6 @@ static void range_fault_skips_a_held_page_discarded(void **state)
 
 /* ---- the probe of pending events (uhmm__events_pending) ---- */
 
-static sem_t hold_entered, hold_release;
-static void hold_service(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
-{
-	(void)ctx;
-	(void)start;
-	(void)end;
-	atomic_store(&uhmm__event_hook, NULL);
-	sem_post(&hold_entered);
-	sem_wait(&hold_release);
-}
-
 static void *madvise_main(void *arg)
 {
 	assert_int_equal(madvise(arg, PG, MADV_DONTNEED), 0);
@@ -525,12 +514,14 @@ static void probe_sees_an_event_not_yet_read(void **state)
 	ASSERT_OK(uhmm_alloc(ctx, 2 * PG, (void **)&p));
 	memset(p, 1, 2 * PG);
 	assert_false(uhmm__events_pending(ctx));
-	sem_init(&hold_entered, 0, 0);
-	sem_init(&hold_release, 0, 0);
-	atomic_store(&uhmm__event_hook, hold_service);
+	sem_init(&cb_entered, 0, 0);
+	sem_init(&cb_release, 0, 0);
+	/* Held by the first page's notifier only: the second REMOVE passes. */
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, PG, holding_callback, NULL, &n));
 	pthread_t a, b;
 	assert_int_equal(pthread_create(&a, NULL, madvise_main, p), 0);
-	sem_wait(&hold_entered); /* the service thread is in the first REMOVE */
+	sem_wait(&cb_entered); /* the service thread is in the first REMOVE */
 	assert_int_equal(pthread_create(&b, NULL, madvise_main, p + PG), 0);
 	bool seen = false;
 	for (int i = 0; i < 2000 && !seen; i++) {
@@ -538,15 +529,16 @@ static void probe_sees_an_event_not_yet_read(void **state)
 		if (!seen)
 			usleep(1000);
 	}
-	sem_post(&hold_release);
+	sem_post(&cb_release);
 	pthread_join(a, NULL);
 	pthread_join(b, NULL);
 	assert_true(seen);
 	ASSERT_OK(uhmm_sync(ctx));
 	assert_false(uhmm__events_pending(ctx));
+	ASSERT_OK(uhmm_notifier_remove(n));
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
-	sem_destroy(&hold_entered);
-	sem_destroy(&hold_release);
+	sem_destroy(&cb_entered);
+	sem_destroy(&cb_release);
 }
 
 static const struct CMUnitTest tests[] = {
