@@ -42,7 +42,11 @@
  * kills the process as usual.  An application that installs its own
  * handler later must chain to simdev's for device accesses to stay safe.
  * Lanes write their thread-locals before any access, so the handler never
- * triggers a lazy TLS allocation.  SA_NODEFER: the handler leaves by a jump
+ * triggers a lazy TLS allocation; and they are initial-exec, so reading
+ * them is no call to __tls_get_addr (in a library that is preloaded or
+ * dlopened, the default model makes one, and ASan's interceptor of it
+ * faulted in a thread still starting, inside this very handler, at
+ * process exit: an endless chain of SIGSEGV under the dmirror preload).  SA_NODEFER: the handler leaves by a jump
  * that does not restore the signal mask, so the signal must not be blocked
  * while it runs.
  */
@@ -59,9 +63,10 @@
 enum op { OP_LD, OP_ST, OP_ADD, OP_XCHG, OP_CAS };
 
 /* The lane this thread is (NULL for every other thread). */
-static __thread struct uhmm_simdev_item *cur_lane;
+static __thread struct uhmm_simdev_item *cur_lane __attribute__((tls_model("initial-exec")));
 /* Set only while this lane accesses system memory (see the handler). */
-static __thread struct uhmm_simdev_item *volatile in_access;
+static __thread struct uhmm_simdev_item *volatile in_access
+	__attribute__((tls_model("initial-exec")));
 
 /* ---- the SIGSEGV / SIGBUS handler --------------------------------------- */
 
