@@ -236,7 +236,7 @@ UHMM_API int uhmm_simdev_inject_set(uhmm_device *dev, enum uhmm_simdev_fault wha
  * fault kills the process as it would have).  An application that installs
  * its own SIGSEGV/SIGBUS handler after creating a simdev must chain to the
  * previous handler for device accesses to stay safe.  Lanes block every
- * asynchronous signal.
+ * asynchronous signal (so does the caller running a grid of one).
  *
  * Placement follows the advice in force when a page faults; advice given
  * later does not move or unmap pages the device already maps.  A
@@ -253,7 +253,9 @@ typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg
 /**
  * uhmm_simdev_launch - run @fn for every work item of @grid on @dev and wait.
  * Work items run in any order, in parallel on the device's lanes; a grid
- * of 0 runs nothing and returns 0.
+ * of 0 runs nothing and returns 0.  A grid of 1 runs its work item in the
+ * calling thread (as one of the lanes, with asynchronous signals blocked
+ * while it runs, then the caller's mask restored): no lane is woken.
  * Returns 0, or the first device fault error: -EFAULT (unmapped or
  * PROT_NONE memory; an atomic on unmanaged memory), -EPERM (write or
  * atomic to read-only memory), -ENOMEM (the device page table could not

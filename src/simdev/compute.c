@@ -7,7 +7,8 @@
  * with the device and parked on launch_cond between launches.  A launch
  * publishes (fn, arg, grid) under launch_lock and bumps the generation;
  * lanes take work-item indices from an atomic counter; the launcher sleeps
- * on done_cond until every lane has left the launch.
+ * on done_cond until every lane has left the launch.  A grid of one is run
+ * by the launcher itself, as lane 0 (launch_run).
  *
  * Locks:
  *   launch_lock  (leaf) the launch protocol; only condvar waits under it.
@@ -485,6 +486,21 @@ out:
 	atomic_fetch_add_explicit(&c->st.work_items, done, memory_order_relaxed);
 }
 
+/*
+ * The signal mask of a thread running work items: no asynchronous signal
+ * meant for the application; the synchronous ones a device access may
+ * raise stay deliverable.
+ */
+static void lane_sigset(sigset_t *set)
+{
+	sigfillset(set);
+	sigdelset(set, SIGSEGV);
+	sigdelset(set, SIGBUS);
+	sigdelset(set, SIGFPE);
+	sigdelset(set, SIGILL);
+	sigdelset(set, SIGTRAP);
+}
+
 static void *lane_main(void *p)
 {
 	struct uhmm_simdev_item *wi = p;
@@ -545,6 +561,29 @@ static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid
 		return 0;
 	}
 
+	atomic_store(&c->failed, false);
+	atomic_store(&c->err, 0);
+	if (grid == 1) {
+		/* One work item: no parallelism to be had, so the caller runs
+		 * it as lane 0, which is parked (the launch is ours: busy).
+		 * Waking a lane and being woken back are two scheduler round
+		 * trips, 5-130 us on a small VM, against a work item that may
+		 * take a microsecond (uhmm-bench mirror).  The caller blocks
+		 * asynchronous signals meanwhile, as lanes do: a handler must
+		 * not run inside an access of the item (in_access). */
+		sigset_t set, old;
+		lane_sigset(&set);
+		pthread_sigmask(SIG_SETMASK, &set, &old);
+		struct uhmm_simdev_item *wi = &c->lanes[0];
+		atomic_store(&c->next_idx, 0);
+		cur_lane = wi;
+		in_access = NULL;
+		lane_run(wi, fn, arg, 1, 1);
+		cur_lane = NULL;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		goto done;
+	}
+
 	pthread_mutex_lock(&c->launch_lock);
 	c->fn = fn;
 	c->arg = arg;
@@ -553,16 +592,14 @@ static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid
 	c->chunk = grid / ((uint64_t)c->nlanes * 16);
 	c->chunk = c->chunk < 1 ? 1 : c->chunk > 64 ? 64 : c->chunk;
 	atomic_store(&c->next_idx, 0);
-	atomic_store(&c->failed, false);
-	atomic_store(&c->err, 0);
 	c->running = c->nlanes;
 	c->gen++;
 	pthread_cond_broadcast(&c->launch_cond);
 	while (c->running)
 		pthread_cond_wait(&c->done_cond, &c->launch_lock);
-	int err = atomic_load(&c->err);
 	pthread_mutex_unlock(&c->launch_lock);
-
+done:;
+	int err = atomic_load(&c->err);
 	if (err)
 		atomic_fetch_add_explicit(&c->st.kernel_errors, 1, memory_order_relaxed);
 	atomic_store(&c->busy, false);
@@ -664,17 +701,8 @@ static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
 		wi->id = i;
 		pthread_cond_init(&wi->fault_cond, NULL);
 	}
-	/*
-	 * Lanes take no asynchronous signals meant for the application; the
-	 * synchronous ones a device access may raise stay deliverable.
-	 */
 	sigset_t set, old;
-	sigfillset(&set);
-	sigdelset(&set, SIGSEGV);
-	sigdelset(&set, SIGBUS);
-	sigdelset(&set, SIGFPE);
-	sigdelset(&set, SIGILL);
-	sigdelset(&set, SIGTRAP);
+	lane_sigset(&set);
 	pthread_sigmask(SIG_SETMASK, &set, &old);
 	int err = 0;
 	for (unsigned i = 0; i < c->nlanes; i++) {

@@ -903,6 +903,83 @@ static void tiny_device_computes_the_same(void **state)
 	teardown(&f);
 }
 
+/* ---- a launch of one work item ------------------------------------------ */
+
+struct where {
+	char *buf;            /* a page the item reads through the device */
+	pid_t tid;            /* the thread the item ran on */
+	int usr1_blocked;     /* SIGUSR1 blocked while it ran */
+	uint64_t word;
+};
+
+static void k_where(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct where *w = arg;
+	sigset_t cur;
+	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	if (idx == 0) {
+		w->tid = gettid();
+		w->usr1_blocked = sigismember(&cur, SIGUSR1);
+	}
+	w->word = uhmm_simdev_ld64(wi, w->buf);
+}
+
+/*
+ * A grid of one has no parallelism to be had: the caller's thread runs the
+ * item (as lane 0), sparing two scheduler round trips (uhmm-bench mirror).
+ * It blocks asynchronous signals meanwhile, as lanes do, and gives its
+ * mask back; a device fault of the item is served, and an access that
+ * cannot be ends the launch, not the caller.
+ */
+static void one_item_launch_runs_in_the_callers_thread(void **state)
+{
+#ifdef __SANITIZE_THREAD__
+	/* (The -EFAULT case leaves a SIGSEGV handler by siglongjmp: see
+	 * vanished_system_page_ends_kernel_not_process.) */
+	TEST_SKIP("TSan cannot follow a siglongjmp out of a SIGSEGV handler");
+#endif
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, 2 * MiB, (void **)&p));
+	p[0] = 0x5eed;
+	struct where w = { .buf = (char *)p };
+	sigset_t before, after;
+	pthread_sigmask(SIG_BLOCK, NULL, &before);
+	assert_false(sigismember(&before, SIGUSR1));
+
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_where, 1, &w));
+	assert_int_equal(w.tid, gettid());
+	assert_true(w.usr1_blocked);
+	assert_int_equal(w.word, 0x5eed);
+	struct uhmm_page_info pi;
+	ASSERT_OK(uhmm_page_query(f.ctx, p, &pi));
+	assert_int_equal(pi.where, UHMM_WHERE_DEVICE); /* its device fault migrated it */
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	assert_false(sigismember(&after, SIGUSR1));
+
+	/* More items than one: the lanes run them. */
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_where, 2, &w));
+	assert_int_not_equal(w.tid, gettid());
+
+	/* An access that cannot be resolved, in the caller's thread: the
+	 * launch fails, the caller lives on with its mask, the device too. */
+	char *q = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(q != MAP_FAILED);
+	w.buf = q;
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_where, 1, &w)); /* mapped remotely */
+	assert_int_equal(mprotect(q, PG, PROT_NONE), 0);      /* no event: stale */
+	assert_int_equal(uhmm_simdev_launch(f.dev, k_where, 1, &w), -EFAULT);
+	assert_int_equal(w.tid, gettid());
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	assert_false(sigismember(&after, SIGUSR1));
+	w.buf = (char *)p;
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_where, 1, &w));
+	assert_int_equal(w.word, 0x5eed);
+	munmap(q, PG);
+	teardown(&f);
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 static sigjmp_buf app_env;
@@ -956,6 +1033,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(unaligned_access_is_einval),
 	cmocka_unit_test(launch_and_advise_reject_bad_arguments),
 	cmocka_unit_test(tiny_device_computes_the_same),
+	cmocka_unit_test(one_item_launch_runs_in_the_callers_thread),
 	cmocka_unit_test(application_sigsegv_still_reaches_its_handler),
 };
 
