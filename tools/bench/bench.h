@@ -80,6 +80,7 @@ void *map_anon(size_t len);          /* NULL on failure */
 void touch_write(void *p, size_t len); /* write every page */
 uint64_t read_sum(const void *p, size_t len); /* read every word */
 double memcpy_gbps(size_t total, size_t chunk, int reps); /* warm, median */
+double copy_read_gbps(size_t total, size_t chunk, int reps); /* copy a chunk, read it */
 /* GB/s of total bytes in ns. */
 static inline double gbps(size_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0; }
 

@@ -295,6 +295,45 @@ out:
 	return r;
 }
 
+/* The limit of serving a sequential read block by block on one CPU: copy a
+ * chunk from one warm buffer into another, read it (read_sum), next chunk;
+ * median GB/s of reps runs (after one untimed run).  A chunk of a few
+ * hundred KiB is copied with ordinary stores (the copy of a whole large
+ * buffer is not: glibc streams it), so this is slower than memcpy_gbps
+ * of the whole. */
+double copy_read_gbps(size_t total, size_t chunk, int reps)
+{
+	char *a = map_anon(total), *b = map_anon(total);
+	double r = NAN;
+	uint64_t sink = 0;
+	if (!a || !b)
+		goto out;
+	memset(a, 0x5a, total);
+	memset(b, 0xa5, total);
+	double *v = calloc((size_t)reps, sizeof(double));
+	if (!v)
+		goto out;
+	for (int k = -1; k < reps; k++) {
+		uint64_t t = now_ns();
+		for (size_t off = 0; off < total; off += chunk) {
+			memcpy(b + off, a + off, chunk);
+			sink += read_sum(b + off, chunk);
+		}
+		t = now_ns() - t;
+		if (k >= 0)
+			v[k] = gbps(total, t);
+	}
+	__asm__ volatile("" ::"r"(sink));
+	r = dist_of(v, (size_t)reps).median;
+	free(v);
+out:
+	if (a)
+		munmap(a, total);
+	if (b)
+		munmap(b, total);
+	return r;
+}
+
 int make_ctx(struct bench_sc *sc, uint32_t flags, uint32_t fault_around,
 	     uint64_t dev_bytes, uhmm_ctx **ctx, uhmm_device **dev)
 {
