@@ -218,6 +218,7 @@ static const struct {
 	{ "UHMM_STATS", offsetof(struct uhmm_ctx_opts, print_stats), 0, 0, 1 },
 	{ "UHMM_POOL_MAX_PAGES", offsetof(struct uhmm_ctx_opts, pool_max_pages), 65536, 0, 1u << 20 },
 	{ "UHMM_READAHEAD_PAGES", offsetof(struct uhmm_ctx_opts, readahead_pages), 512, 0, 65536 },
+	{ "UHMM_SPIN_US", offsetof(struct uhmm_ctx_opts, spin_us), 0, 0, 10000 },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -244,7 +245,7 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 		 * struct it knows: the fields it does not have keep their
 		 * defaults.  One built against a newer header is refused. */
 		if (in->size != UHMM_CTX_OPTS_SIZE_V1 && in->size != UHMM_CTX_OPTS_SIZE_V2 &&
-		    in->size != sizeof(*in))
+		    in->size != UHMM_CTX_OPTS_SIZE_V3 && in->size != sizeof(*in))
 			return -EINVAL;
 		memcpy(o, in, in->size);
 		o->size = sizeof(*o);

@@ -1198,6 +1198,31 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 			uhmm__range_put(rr[i]);
 }
 
+/*
+ * Look for the next message (or a kick) for up to spin_us before sleeping:
+ * what poll() would say, or 0 if nothing came.  A fault that arrives
+ * meanwhile is read without this thread having slept, so without the
+ * wake-up that a sleeping one costs (uhmm.h, spin_us).
+ */
+static int service_spin(struct uhmm_ctx *ctx, struct pollfd *fds)
+{
+	uint64_t t0 = uhmm__now_ns(), budget = (uint64_t)ctx->opts.spin_us * 1000u;
+	do {
+		int ready = poll(fds, 2, 0);
+		if (ready != 0) {
+			if (ready > 0)
+				STAT_INC(ctx, service_spin_hits);
+			return ready;
+		}
+		if (atomic_load_explicit(&ctx->stop, memory_order_acquire))
+			return 0;
+		/* The thread we woke may be queued behind us on this CPU
+		 * (the scheduler puts a wakee near its waker): let it run. */
+		sched_yield();
+	} while (uhmm__now_ns() - t0 < budget);
+	return 0;
+}
+
 static void *service_main(void *arg)
 {
 	struct uhmm_ctx *ctx = arg;
@@ -1205,6 +1230,10 @@ static void *service_main(void *arg)
 				 { .fd = ctx->evfd, .events = POLLIN } };
 	struct uffd_msg msgs[MSG_BATCH];
 	struct parked_fault unknown[MSG_BATCH];
+	/* Spin before the next sleep (spin_us): armed by a round that read
+	 * messages.  Not in SIGBUS mode, where the faults are not ours. */
+	const bool can_spin = !ctx->sigbus && ctx->opts.spin_us;
+	bool spin = false;
 
 	while (!atomic_load_explicit(&ctx->stop, memory_order_acquire)) {
 		/* Pages lingering in the pool above its idle target are
@@ -1219,7 +1248,12 @@ static void *service_main(void *arg)
 		/* Read-ahead to do: only look for messages, then do a block
 		 * of it if there are none (faults and events come first). */
 		bool ra = readahead_pending(ctx);
-		int ready = poll(fds, 2, ra ? 0 : timeout);
+		int ready = 0;
+		if (spin && !ra)
+			ready = service_spin(ctx, fds);
+		spin = false;
+		if (ready == 0)
+			ready = poll(fds, 2, ra ? 0 : timeout);
 		if (ready < 0 && errno != EINTR)
 			break;
 		if (ready == 0) {
@@ -1241,6 +1275,7 @@ static void *service_main(void *arg)
 				break;
 			}
 			size_t nunknown = 0;
+			spin = can_spin;
 			handle_msgs(ctx, msgs, (size_t)got / sizeof(msgs[0]), unknown,
 				    &nunknown);
 			/* Unknown addresses: an event read in the same batch

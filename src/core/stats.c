@@ -56,6 +56,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(cpu_faults_waited, "... that waited on a busy page");
 	P(fault_around_pages, "extra pages by fault-around");
 	P(readahead_pages, "pages brought back by read-ahead");
+	P(service_spin_hits, "messages found by the service thread's spin");
 	P(copy_ns, "ns in copy engines");
 	P(copy_batches, "copy batches");
 	P(copy_errors, "copy batches with errors");

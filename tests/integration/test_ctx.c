@@ -112,6 +112,19 @@ static void environment_overrides_options(void **state)
 	assert_int_equal(uhmm_ctx_create(NULL, &ctx), -EINVAL);
 	unsetenv("UHMM_FAULT_AROUND");
 	unsetenv("UHMM_POOL_PAGES");
+	/* spin_us: 0..10000 microseconds. */
+	setenv("UHMM_SPIN_US", "10000", 1);
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	assert_int_equal(ctx->opts.spin_us, 10000);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	setenv("UHMM_SPIN_US", "10001", 1);
+	assert_int_equal(uhmm_ctx_create(NULL, &ctx), -EINVAL);
+	unsetenv("UHMM_SPIN_US");
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	assert_int_equal(o.spin_us, 0); /* off by default */
+	o.spin_us = 10001;
+	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);
 }
 
 static void metadata_is_sixteen_bytes_a_page(void **state)
@@ -204,6 +217,15 @@ static void opts_of_an_older_header_are_accepted(void **state)
 	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
 	assert_int_equal(ctx->opts.pool_max_pages, 12345);
 	assert_int_equal(ctx->opts.readahead_pages, def.readahead_pages);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	/* The third: readahead_pages is read, spin_us is not. */
+	uhmm_ctx_opts_init(&o);
+	o.readahead_pages = 7;
+	o.spin_us = 100;
+	o.size = UHMM_CTX_OPTS_SIZE_V3;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	assert_int_equal(ctx->opts.readahead_pages, 7);
+	assert_int_equal(ctx->opts.spin_us, def.spin_us);
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 	o.size = UHMM_CTX_OPTS_SIZE_V2 + 2;
 	assert_int_equal(uhmm_ctx_create(&o, &ctx), -EINVAL);

@@ -26,6 +26,7 @@ struct bench_cfg {
 	bool plot;   /* keep latency samples for the charts */
 	bool json;   /* progress goes to stderr either way */
 	int reps;    /* repetitions of throughput measurements */
+	uint32_t spin_us; /* spin_us of the contexts make_ctx* create next */
 };
 extern struct bench_cfg cfg;
 

@@ -350,6 +350,7 @@ int make_ctx_ra(struct bench_sc *sc, uint32_t flags, uint32_t fault_around, long
 		o.fault_around = fault_around;
 	if (readahead >= 0)
 		o.readahead_pages = (uint32_t)readahead;
+	o.spin_us = cfg.spin_us;
 	int e = uhmm_ctx_create(&o, ctx);
 	if (e < 0)
 		return bench_fail(sc, "uhmm_ctx_create", e);
