@@ -48,8 +48,13 @@ static struct dm_dev g_dev[DM_NPRIVATE];
 static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
 static uhmm_dmirror *g_handles;
 /* Set while this thread is inside uhmm_mprotect(): its own mprotect(2)
- * comes back through the shim and must go straight to the kernel. */
-static __thread int t_in_mprotect;
+ * comes back through the shim and must go straight to the kernel.
+ * Initial-exec, as the other thread-locals the library reads where a
+ * signal handler may be running (mprotect(2) is async-signal-safe, so an
+ * application's SIGSEGV handler may call it through the shim): no call
+ * to __tls_get_addr in a preloaded library (simdev's compute.c says what
+ * that cost once). */
+static __thread int t_in_mprotect __attribute__((tls_model("initial-exec")));
 
 static void devs_init(void)
 {
