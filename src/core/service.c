@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
@@ -1044,6 +1045,25 @@ static void event_hook(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 }
 
 /*
+ * An mremap with MREMAP_DONTUNMAP leaves its source mapped: empty (its
+ * pages moved), and still registered with our userfaultfd.  Its data went
+ * with the range (uhmm__ranges_remap); the source is ordinary memory now,
+ * which reads as zeros: unregister it so the kernel serves it, as it would
+ * without uhmm (in SIGBUS mode a touch of it would otherwise raise a
+ * SIGBUS that no range claims, and kill).  Done before the range moves in
+ * uhmm's table: until then a registration over the source waits (it
+ * overlaps a live range), so what is unregistered here is not someone's
+ * new managed memory.  A moved-away source is unmapped by the time the
+ * event is read: mincore says so (ENOMEM) and nothing is done.
+ */
+static void remap_source_release(struct uhmm_ctx *ctx, uintptr_t from, size_t len)
+{
+	unsigned char v;
+	if (mincore((void *)from, PAGE_SIZE, &v) == 0)
+		(void)uhmm__uffd_unregister(ctx->uffd, from, len);
+}
+
+/*
  * REMOVE, UNMAP, REMAP: the CPU page table changed (or is about to).
  *
  * The notifiers' sequences stay odd from before the callbacks until uhmm's
@@ -1087,6 +1107,7 @@ static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_REMAP, NULL,
 					     m->arg.remap.to);
 		event_hook(ctx, start, end);
+		remap_source_release(ctx, start, m->arg.remap.len);
 		uhmm__ranges_remap(ctx, m->arg.remap.from, m->arg.remap.to,
 				   m->arg.remap.len);
 		uhmm__invalidate_end(ctx, start, end, inv);

@@ -21,7 +21,8 @@
  * touched beyond its end...).  An address in no range while the service
  * thread is handling events may be the destination of an mremap whose
  * REMAP is read but not yet followed: the handler waits for the events to
- * be handled (uhmm__events_wait) and looks again first.
+ * be handled (uhmm__events_wait) and looks again first.  An address still
+ * in no range is let run again once (retry_once) before it is passed on.
  *
  * What the handler takes (docs/ARCHITECTURE.md, "SIGBUS mode"): the
  * ranges_lock for reading, the page lock of the faulting page (sleeping
@@ -98,16 +99,38 @@ static bool write_hint(void *ucv)
 #endif
 }
 
+/* The last address this thread let run again for want of a range. */
+static __thread uintptr_t retried __attribute__((tls_model("initial-exec")));
+
+/*
+ * A fault on an address in no range of any SIGBUS context of the process:
+ * not ours, or no longer ours.  The
+ * source of an mremap(MREMAP_DONTUNMAP) is given back to the kernel
+ * (unregistered) when its REMAP is handled, which may happen between the
+ * fault and this handler: the access would now be served by the kernel.
+ * So let it run again, once; the same address faulting again (before a
+ * fault of ours is served on this thread) is not ours.
+ */
+static bool retry_once(uintptr_t addr)
+{
+	/* (Not cleared on the second fault: simdev's handler asks first
+	 * and chains to ours, which asks again for the same fault.) */
+	if (retried == addr)
+		return false;
+	retried = addr;
+	return true;
+}
+
 /* Serve addr if ctx manages it.  The caller keeps ctx alive. */
 static bool serve_in(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 {
 	struct uhmm_range *r = uhmm__range_get(ctx, addr);
 	if (!r) {
 		/* Perhaps the destination of an mremap being followed. */
-		if (!atomic_load_explicit(&ctx->events_busy, memory_order_acquire))
-			return false;
-		uhmm__events_wait(ctx);
-		r = uhmm__range_get(ctx, addr);
+		if (atomic_load_explicit(&ctx->events_busy, memory_order_acquire)) {
+			uhmm__events_wait(ctx);
+			r = uhmm__range_get(ctx, addr);
+		}
 		if (!r)
 			return false;
 	}
@@ -153,6 +176,11 @@ bool uhmm__sigbus_serve(siginfo_t *si, void *uc)
 		    (SB_WAITER | 1))
 			uhmm_futex_wake_all(&s->users);
 	}
+	/* In no range of any context (me: one was asked). */
+	if (served)
+		retried = 0;
+	else if (me)
+		served = retry_once(addr);
 	return served;
 }
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "testlib.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <uhmm/simdev.h>
@@ -89,4 +90,23 @@ uint64_t uhmm_test_wait_dev_free(uhmm_device *dev, uint64_t want)
 	       uhmm_test_now_ns() - t0 < 2000000000ull)
 		uhmm_test_nap();
 	return f;
+}
+
+int uhmm_test_uffd_registered(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0, res = -1;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		} else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			res = strstr(line, " um") != NULL;
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	return res;
 }

@@ -71,4 +71,8 @@ uint64_t uhmm_test_dev_free(struct uhmm_device *dev);
  * it returned); returns the last value seen. */
 uint64_t uhmm_test_wait_dev_free(struct uhmm_device *dev, uint64_t want);
 
+/* Is the mapping at @p registered with a userfaultfd for missing pages
+ * (the "um" flag of /proc/self/smaps)?  1 yes, 0 no, -1 no such mapping. */
+int uhmm_test_uffd_registered(const void *p);
+
 #endif

@@ -285,6 +285,39 @@ static void madvise_dontneed_frees_device_pages_and_reads_zero(void **state)
 
 /* ---- mremap ------------------------------------------------------------------- */
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
+/* mremap(MREMAP_DONTUNMAP): the data goes with the pages, the source stays
+ * mapped, empty, and is given back to the kernel (no longer registered):
+ * it reads zeros without a round trip through uhmm. */
+static void mremap_dontunmap_gives_the_source_back(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	const uint64_t seed = 6;
+	char *old = registered_on_device(&e, seed);
+	assert_int_equal(uhmm_test_uffd_registered(old), 1);
+	char *n = mremap(old, LEN, LEN, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+	if (n == MAP_FAILED && errno == EINVAL)
+		TEST_SKIP("the kernel has no MREMAP_DONTUNMAP for this mapping");
+	assert_true(n != MAP_FAILED);
+	ASSERT_OK(uhmm_sync(e.ctx));
+	assert_int_equal(uhmm_test_uffd_registered(old), 0);
+	assert_int_equal(uhmm_test_uffd_registered(n), 1);
+	struct uhmm_page_info pi;
+	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
+	assert_where(&e, n, LEN, UHMM_WHERE_DEVICE);
+	assert_zero(old, LEN);
+	assert_data(n, 0, LEN, seed);
+	munmap(old, LEN);
+	munmap(n, LEN);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
+	env_fini(&e);
+}
+
 static void mremap_moves_device_resident_data(void **state)
 {
 	(void)state;
@@ -672,6 +705,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(munmap_middle_frees_its_device_pages_and_keeps_the_rest),
 	cmocka_unit_test(madvise_dontneed_frees_device_pages_and_reads_zero),
 	cmocka_unit_test(mremap_moves_device_resident_data),
+	cmocka_unit_test(mremap_dontunmap_gives_the_source_back),
 	cmocka_unit_test(fork_child_sees_device_resident_data),
 	cmocka_unit_test(fork_parent_writes_do_not_reach_child),
 	cmocka_unit_test(migrate_after_fork_while_child_lives_moves_every_page),

@@ -494,6 +494,51 @@ static void mremap_moves_device_resident_data(void **state)
 	env_fini(&e);
 }
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
+/*
+ * mremap(MREMAP_DONTUNMAP) moves the pages and leaves the source mapped and
+ * empty.  The data is at the destination; the source is ordinary memory
+ * that reads zeros, no longer registered (uhmm gives it back to the
+ * kernel).  The destination is touched at once after mremap returns, while
+ * the slow notifier holds the service thread in the REMAP: the handler
+ * must wait for the event to find the range there.  (A moving mremap
+ * without DONTUNMAP returns only after its REMAP is handled: the source's
+ * UNMAP comes after it and is read only then; so this is the test of that
+ * wait.)  Then the source: without its release, a SIGBUS no range claims
+ * kills the process.
+ */
+static void mremap_dontunmap_source_reads_zeros(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	char *old = alloc_on_device(&e, LEN, 25);
+	struct uhmm_notifier *nt;
+	ASSERT_OK(uhmm_notifier_insert(e.ctx, (uintptr_t)old, LEN, slow_remap, NULL, &nt));
+	char *n = mremap(old, LEN, LEN, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+	if (n == MAP_FAILED && errno == EINVAL)
+		TEST_SKIP("the kernel has no MREMAP_DONTUNMAP for this mapping");
+	assert_true(n != MAP_FAILED);
+	assert_data(n, 0, PG, 25);
+	assert_zero(old, LEN);
+	assert_data(n, 0, LEN, 25);
+	old[0] = 1;
+	assert_int_equal(old[0], 1);
+	ASSERT_OK(uhmm_notifier_remove(nt));
+	assert_int_equal(uhmm_test_uffd_registered(old), 0);
+	assert_int_equal(uhmm_test_uffd_registered(n), 1);
+	struct uhmm_page_info pi;
+	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
+	assert_where(&e, n, LEN, UHMM_WHERE_CPU);
+	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
+	munmap(n, LEN);
+	munmap(old, LEN);
+	env_fini(&e);
+}
+
 /* ---- exclusive access, fork ---- */
 
 static void exclusive_grab_is_revoked_by_cpu_touch(void **state)
@@ -785,6 +830,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(munmap_frees_device_pages),
 	cmocka_unit_test(madvise_dontneed_discards_device_pages),
 	cmocka_unit_test(mremap_moves_device_resident_data),
+	cmocka_unit_test(mremap_dontunmap_source_reads_zeros),
 	cmocka_unit_test(exclusive_grab_is_revoked_by_cpu_touch),
 	cmocka_unit_test(fork_child_sees_the_parents_data),
 	cmocka_unit_test(foreign_sigbus_reaches_the_application_handler),
