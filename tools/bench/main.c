@@ -263,45 +263,10 @@ uint64_t read_sum(const void *p, size_t len)
 	return s0 + s1 + s2 + s3;
 }
 
-/* The memcpy baseline: total bytes copied chunk by chunk between two warm
- * buffers; median GB/s of reps runs (after one untimed run). */
-double memcpy_gbps(size_t total, size_t chunk, int reps)
-{
-	char *a = map_anon(total), *b = map_anon(total);
-	double r = NAN;
-	if (!a || !b)
-		goto out;
-	memset(a, 0x5a, total);
-	memset(b, 0xa5, total);
-	double *v = calloc((size_t)reps, sizeof(double));
-	if (!v)
-		goto out;
-	for (int k = -1; k < reps; k++) {
-		uint64_t t = now_ns();
-		for (size_t off = 0; off < total; off += chunk)
-			memcpy(b + off, a + off, chunk);
-		t = now_ns() - t;
-		__asm__ volatile("" ::"r"(b) : "memory");
-		if (k >= 0)
-			v[k] = gbps(total, t);
-	}
-	r = dist_of(v, (size_t)reps).median;
-	free(v);
-out:
-	if (a)
-		munmap(a, total);
-	if (b)
-		munmap(b, total);
-	return r;
-}
-
-/* The limit of serving a sequential read block by block on one CPU: copy a
- * chunk from one warm buffer into another, read it (read_sum), next chunk;
- * median GB/s of reps runs (after one untimed run).  A chunk of a few
- * hundred KiB is copied with ordinary stores (the copy of a whole large
- * buffer is not: glibc streams it), so this is slower than memcpy_gbps
- * of the whole. */
-double copy_read_gbps(size_t total, size_t chunk, int reps)
+/* Copies total bytes chunk by chunk between two warm buffers, reading each
+ * chunk back (read_sum) after its copy if read_back; median GB/s of reps
+ * runs (after one untimed run). */
+static double copy_gbps(size_t total, size_t chunk, int reps, bool read_back)
 {
 	char *a = map_anon(total), *b = map_anon(total);
 	double r = NAN;
@@ -317,9 +282,11 @@ double copy_read_gbps(size_t total, size_t chunk, int reps)
 		uint64_t t = now_ns();
 		for (size_t off = 0; off < total; off += chunk) {
 			memcpy(b + off, a + off, chunk);
-			sink += read_sum(b + off, chunk);
+			if (read_back)
+				sink += read_sum(b + off, chunk);
 		}
 		t = now_ns() - t;
+		__asm__ volatile("" ::"r"(b) : "memory");
 		if (k >= 0)
 			v[k] = gbps(total, t);
 	}
@@ -332,6 +299,21 @@ out:
 	if (b)
 		munmap(b, total);
 	return r;
+}
+
+/* The memcpy baseline: total bytes copied chunk by chunk. */
+double memcpy_gbps(size_t total, size_t chunk, int reps)
+{
+	return copy_gbps(total, chunk, reps, false);
+}
+
+/* The limit of serving a sequential read block by block on one CPU: copy a
+ * chunk, read it, next chunk.  A chunk of a few hundred KiB is copied with
+ * ordinary stores (the copy of a whole large buffer is not: glibc streams
+ * it), so this is slower than memcpy_gbps of the whole. */
+double copy_read_gbps(size_t total, size_t chunk, int reps)
+{
+	return copy_gbps(total, chunk, reps, true);
 }
 
 int make_ctx(struct bench_sc *sc, uint32_t flags, uint32_t fault_around,
