@@ -356,6 +356,17 @@ int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
  * pass (a change of the address space in flight, a page in transit) before
  * it gives up on the call: 2 s. */
 #define UHMM_SETTLE_NS 2000000000ull
+/* The clock of a wait bounded by UHMM_SETTLE_NS: *t0 is 0 before the first
+ * call, which starts it; true once the bound has passed. */
+static inline bool uhmm__settle_expired(uint64_t *t0)
+{
+	uint64_t now = uhmm__now_ns();
+	if (!*t0) {
+		*t0 = now;
+		return false;
+	}
+	return now - *t0 > UHMM_SETTLE_NS;
+}
 long uhmm__uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		     uint64_t mode, size_t *done);
 long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,

@@ -237,10 +237,7 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		 */
 		if (err != -EEXIST || !uhmm__events_pending(ctx))
 			break;
-		uint64_t now = uhmm__now_ns();
-		if (!t0)
-			t0 = now;
-		else if (now - t0 > UHMM_SETTLE_NS)
+		if (uhmm__settle_expired(&t0))
 			break;
 		sched_yield();
 		uhmm__service_sync(ctx);

@@ -193,9 +193,8 @@ static void sb_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bo
 /* MADV_POPULATE_{READ,WRITE} of [start, end): 0 or -errno.  In SIGBUS mode
  * the managed pages missing are served first; one discarded or migrated
  * again before the populate reaches it (or a fill refused while events
- * are pending) makes it fail: again then, for up to 2 s, as the service
- * thread settles a populate's fault (service.c, settle). */
-#define POPULATE_NS 2000000000ull
+ * are pending) makes it fail: again then, for up to UHMM_SETTLE_NS, as the
+ * service thread settles a populate's fault (service.c, settle). */
 static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool write)
 {
 	uint64_t t0 = 0;
@@ -208,10 +207,7 @@ static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool w
 		int err = errno;
 		if (!ctx->sigbus || err != EFAULT)
 			return -err;
-		uint64_t now = uhmm__now_ns();
-		if (!t0)
-			t0 = now;
-		else if (now - t0 > POPULATE_NS)
+		if (uhmm__settle_expired(&t0))
 			return -err;
 	}
 }

@@ -26,13 +26,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <sys/mman.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -126,10 +126,7 @@ static void install_publish(struct uhmm_ctx *ctx, struct install_req *req);
  */
 static bool settle(struct uhmm_ctx *ctx, uint64_t *t0)
 {
-	uint64_t now = uhmm__now_ns();
-	if (!*t0)
-		*t0 = now;
-	else if (now - *t0 > UHMM_SETTLE_NS)
+	if (uhmm__settle_expired(t0))
 		return false;
 	if (!drain_events(ctx))
 		sched_yield();
@@ -376,12 +373,8 @@ void uhmm__service_sync(struct uhmm_ctx *ctx)
 	uhmm__install_request(ctx, &req);
 }
 
-static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f);
-static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
-			bool *unknown, struct uhmm_range *hint);
+static bool serve_or_park(struct uhmm_ctx *ctx, const struct parked_fault *f);
 static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr);
-static void park(struct uhmm_ctx *ctx, const struct parked_fault *f);
-static void fault_done(const struct parked_fault *f);
 
 static void serve_requests(struct uhmm_ctx *ctx)
 {
@@ -398,15 +391,8 @@ static void serve_requests(struct uhmm_ctx *ctx)
 		struct fault_req *next = fq->next;
 		struct parked_fault f = { fq->addr, fq->flags,
 					  page_seq(ctx, fq->addr & ~(PAGE_SIZE - 1)), fq };
-		bool unk = false;
-		if (!serve_fault(ctx, &f, &unk, NULL)) {
+		if (!serve_or_park(ctx, &f))
 			STAT_INC(ctx, cpu_faults_waited);
-			park(ctx, &f);
-		} else if (unk) {
-			serve_unknown(ctx, &f);
-		} else {
-			fault_done(&f);
-		}
 		fq = next;
 	}
 	while (q) {
@@ -420,14 +406,18 @@ static void serve_requests(struct uhmm_ctx *ctx)
 
 /* ---- faults ---- */
 
-/* The fault f is served (or its thread must fault again): a SIGBUS
- * handler waiting for it goes. */
+/* A fault a SIGBUS handler handed over is served (or its thread must fault
+ * again): the handler waiting for it goes. */
+static void fault_req_done(struct fault_req *q)
+{
+	atomic_store_explicit(&q->done, 1, memory_order_release);
+	uhmm_futex_wake_all(&q->done);
+}
+
 static void fault_done(const struct parked_fault *f)
 {
-	if (!f->req)
-		return;
-	atomic_store_explicit(&f->req->done, 1, memory_order_release);
-	uhmm_futex_wake_all(&f->req->done);
+	if (f->req)
+		fault_req_done(f->req);
 }
 
 static void park(struct uhmm_ctx *ctx, const struct parked_fault *f)
@@ -984,17 +974,21 @@ void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr
 		uhmm__service_sync(ctx);
 }
 
-/* A fault outside every managed range: memory we registered but no longer
- * know (the grown tail of an mremap, or a range being released).  Serve
- * zeros like the kernel would, or let the thread retry and meet the truth. */
-static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
+/*
+ * Serve f, or park it if its page is busy (returns false then).  A fault
+ * outside every managed range is memory we registered but no longer know
+ * (the grown tail of an mremap, or a range being released): serve zeros
+ * like the kernel would, or let the thread retry and meet the truth.  A
+ * SIGBUS handler waiting for f goes once it is not parked.
+ */
+static bool serve_or_park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 {
 	uintptr_t pa = f->addr & ~(PAGE_SIZE - 1);
 	uint64_t flags = f->flags;
 	bool unknown = false;
 	if (!serve_fault(ctx, f, &unknown, NULL)) {
 		park(ctx, f);
-		return;
+		return false;
 	}
 	if (unknown && !f->req) {
 		/* (A SIGBUS handler's fault is known to be on a range: it
@@ -1007,6 +1001,7 @@ static void serve_unknown(struct uhmm_ctx *ctx, const struct parked_fault *f)
 			uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 	}
 	fault_done(f);
+	return true;
 }
 
 static void redispatch_parked(struct uhmm_ctx *ctx)
@@ -1017,15 +1012,8 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	struct parked_fault *list = ctx->parked;
 	ctx->parked = NULL;
 	ctx->nparked = ctx->cap_parked = 0;
-	for (size_t i = 0; i < n; i++) {
-		bool unknown = false;
-		if (!serve_fault(ctx, &list[i], &unknown, NULL))
-			park(ctx, &list[i]);
-		else if (unknown)
-			serve_unknown(ctx, &list[i]);
-		else
-			fault_done(&list[i]);
-	}
+	for (size_t i = 0; i < n; i++)
+		(void)serve_or_park(ctx, &list[i]);
 	free(list);
 }
 
@@ -1302,7 +1290,7 @@ static void *service_main(void *arg)
 			/* Unknown addresses: an event read in the same batch
 			 * (mremap) may have made them known. */
 			for (size_t i = 0; i < nunknown; i++)
-				serve_unknown(ctx, &unknown[i]);
+				(void)serve_or_park(ctx, &unknown[i]);
 		}
 		serve_requests(ctx);
 		redispatch_parked(ctx);
@@ -1339,8 +1327,7 @@ void uhmm__service_stop(struct uhmm_ctx *ctx)
 	 * let them fault again. */
 	for (struct fault_req *q = ctx->freq_head, *next; q; q = next) {
 		next = q->next;
-		struct parked_fault f = { q->addr, q->flags, 0, q };
-		fault_done(&f);
+		fault_req_done(q);
 	}
 	ctx->freq_head = NULL;
 	ctx->freq_tail = &ctx->freq_head;

@@ -215,10 +215,7 @@ static long move_out_run(int fd, uintptr_t dst, uintptr_t src, size_t len,
 		}
 		/* A page in transit (internal.h); the reserve's descriptor
 		 * has no events, so this is never mmap_changing. */
-		uint64_t now = uhmm__now_ns();
-		if (!t0)
-			t0 = now;
-		else if (now - t0 > UHMM_SETTLE_NS) {
+		if (uhmm__settle_expired(&t0)) {
 			*done = off;
 			return -EAGAIN;
 		}
@@ -393,10 +390,7 @@ int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len)
 
 bool uhmm__events_pending(struct uhmm_ctx *ctx)
 {
-	if (!ctx->probe)
-		return false;
-	struct uffdio_zeropage z = {
-		.range = { .start = (uintptr_t)ctx->probe, .len = PAGE_SIZE }
-	};
-	return ioctl(ctx->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EAGAIN;
+	size_t done;
+	return ctx->probe &&
+	       uhmm__uffd_zeropage(ctx->uffd, (uintptr_t)ctx->probe, PAGE_SIZE, &done) == -EAGAIN;
 }
