@@ -15,7 +15,7 @@
  * and wait for the handlers still on it (uhmm__sigbus_del) without a lock
  * the handler would take.
  *
- * Not ours, passed on (chain()): a si_code other than BUS_ADRERR (the
+ * Not ours, passed on (uhmm__sig_chain()): a si_code other than BUS_ADRERR (the
  * kernel's code for a userfaultfd SIGBUS: memory errors, kill(2)), or an
  * address in no range of a SIGBUS context of this process (a file mapping
  * touched beyond its end...).  An address in no range while the service
@@ -57,32 +57,36 @@ static struct sb_slot {
 } slots[SB_SLOTS];
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static struct sigaction prev; /* the handler before ours */
+static struct sigaction prev_bus; /* the handler before ours */
 static int install_err;
 
 /* Serving a fault on this thread now (a nested SIGBUS: see the top). */
 static __thread unsigned depth __attribute__((tls_model("initial-exec")));
 
-/* Pass a signal that is not ours to the handler we replaced. */
-static void chain(int sig, siginfo_t *si, void *uc)
+/*
+ * Pass a signal that is not ours to @prev, the handler we replaced: its
+ * sa_sigaction or sa_handler, or, for SIG_DFL and SIG_IGN, the default
+ * action.  A fault executes again and now kills (with the core dump a
+ * SIGBUS or SIGSEGV is due); a signal sent by kill() does not come back by
+ * itself.  Shared with simdev's handler (compute.c).
+ */
+void uhmm__sig_chain(const struct sigaction *prev, int sig, siginfo_t *si, void *uc);
+void uhmm__sig_chain(const struct sigaction *prev, int sig, siginfo_t *si, void *uc)
 {
-	if (prev.sa_flags & SA_SIGINFO) {
-		prev.sa_sigaction(sig, si, uc);
+	if (prev->sa_flags & SA_SIGINFO) {
+		prev->sa_sigaction(sig, si, uc);
 		return;
 	}
-	if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
-		prev.sa_handler(sig);
+	if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+		prev->sa_handler(sig);
 		return;
 	}
-	/* The default action.  A fault executes again and now kills (with
-	 * the core dump a SIGBUS is due); a signal sent by kill() does not
-	 * come back by itself. */
 	struct sigaction dfl;
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
 	sigemptyset(&dfl.sa_mask);
 	sigaction(sig, &dfl, NULL);
-	if (si->si_code <= 0)
+	if (si && si->si_code <= 0)
 		raise(sig);
 }
 
@@ -188,7 +192,7 @@ static void handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno;
 	if (!uhmm__sigbus_serve(si, uc))
-		chain(sig, si, uc);
+		uhmm__sig_chain(&prev_bus, sig, si, uc);
 	errno = saved;
 }
 
@@ -203,7 +207,7 @@ static void install(void)
 	 * thread's own stack is where its access was. */
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGBUS, &sa, &prev) < 0)
+	if (sigaction(SIGBUS, &sa, &prev_bus) < 0)
 		install_err = -errno;
 }
 

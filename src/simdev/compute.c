@@ -76,6 +76,8 @@ static struct sigaction old_segv, old_bus;
 
 /* uhmm's SIGBUS-mode service (core/sigbus.c): true if it served the fault. */
 bool uhmm__sigbus_serve(siginfo_t *si, void *uc);
+/* Pass a signal on to the handler @prev that ours replaced (core/sigbus.c). */
+void uhmm__sig_chain(const struct sigaction *prev, int sig, siginfo_t *si, void *uc);
 
 static void device_access_fault(int sig, siginfo_t *si, void *uc)
 {
@@ -92,24 +94,7 @@ static void device_access_fault(int sig, siginfo_t *si, void *uc)
 		siglongjmp(wi->env, 1);
 	}
 	/* Not ours: chain to the handler we replaced. */
-	const struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
-	if (old->sa_flags & SA_SIGINFO) {
-		old->sa_sigaction(sig, si, uc);
-		return;
-	}
-	if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-		old->sa_handler(sig);
-		return;
-	}
-	struct sigaction dfl;
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-	sigemptyset(&dfl.sa_mask);
-	sigaction(sig, &dfl, NULL);
-	/* A fault re-executes and now kills; a signal sent by kill() does not
-	 * come back by itself. */
-	if (si && si->si_code <= 0)
-		raise(sig);
+	uhmm__sig_chain(sig == SIGSEGV ? &old_segv : &old_bus, sig, si, uc);
 }
 
 static void sig_install(void)
@@ -548,6 +533,46 @@ void uhmm__ctx_exit(uhmm_ctx *ctx);
 int uhmm__dev_hold(uhmm_ctx *ctx, uhmm_device *dev);
 void uhmm__dev_release(uhmm_device *dev);
 
+/*
+ * A grid of one: no parallelism to be had, so the caller runs the item as
+ * lane 0, which is parked (the launch is ours: busy).  Waking a lane and
+ * being woken back are two scheduler round trips, 5-130 us on a small VM,
+ * against a work item that may take a microsecond (uhmm-bench mirror).
+ * The caller blocks asynchronous signals meanwhile, as lanes do: a handler
+ * must not run inside an access of the item (in_access).
+ */
+static void run_in_caller(struct sd_compute *c, uhmm_simdev_kernel fn, void *arg)
+{
+	sigset_t set, old;
+	lane_sigset(&set);
+	pthread_sigmask(SIG_SETMASK, &set, &old);
+	struct uhmm_simdev_item *wi = &c->lanes[0];
+	cur_lane = wi;
+	in_access = NULL;
+	lane_run(wi, fn, arg, 1, 1);
+	cur_lane = NULL;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Any other grid: the lanes run it, the caller waits for them all. */
+static void run_on_lanes(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid,
+			 void *arg)
+{
+	pthread_mutex_lock(&c->launch_lock);
+	c->fn = fn;
+	c->arg = arg;
+	c->grid = grid;
+	/* About 16 chunks per lane, at most 64 items each. */
+	c->chunk = grid / ((uint64_t)c->nlanes * 16);
+	c->chunk = c->chunk < 1 ? 1 : c->chunk > 64 ? 64 : c->chunk;
+	c->running = c->nlanes;
+	c->gen++;
+	pthread_cond_broadcast(&c->launch_cond);
+	while (c->running)
+		pthread_cond_wait(&c->done_cond, &c->launch_lock);
+	pthread_mutex_unlock(&c->launch_lock);
+}
+
 static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid,
 		      void *arg)
 {
@@ -561,44 +586,13 @@ static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid
 		return 0;
 	}
 
+	atomic_store(&c->next_idx, 0);
 	atomic_store(&c->failed, false);
 	atomic_store(&c->err, 0);
-	if (grid == 1) {
-		/* One work item: no parallelism to be had, so the caller runs
-		 * it as lane 0, which is parked (the launch is ours: busy).
-		 * Waking a lane and being woken back are two scheduler round
-		 * trips, 5-130 us on a small VM, against a work item that may
-		 * take a microsecond (uhmm-bench mirror).  The caller blocks
-		 * asynchronous signals meanwhile, as lanes do: a handler must
-		 * not run inside an access of the item (in_access). */
-		sigset_t set, old;
-		lane_sigset(&set);
-		pthread_sigmask(SIG_SETMASK, &set, &old);
-		struct uhmm_simdev_item *wi = &c->lanes[0];
-		atomic_store(&c->next_idx, 0);
-		cur_lane = wi;
-		in_access = NULL;
-		lane_run(wi, fn, arg, 1, 1);
-		cur_lane = NULL;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		goto done;
-	}
-
-	pthread_mutex_lock(&c->launch_lock);
-	c->fn = fn;
-	c->arg = arg;
-	c->grid = grid;
-	/* About 16 chunks per lane, at most 64 items each. */
-	c->chunk = grid / ((uint64_t)c->nlanes * 16);
-	c->chunk = c->chunk < 1 ? 1 : c->chunk > 64 ? 64 : c->chunk;
-	atomic_store(&c->next_idx, 0);
-	c->running = c->nlanes;
-	c->gen++;
-	pthread_cond_broadcast(&c->launch_cond);
-	while (c->running)
-		pthread_cond_wait(&c->done_cond, &c->launch_lock);
-	pthread_mutex_unlock(&c->launch_lock);
-done:;
+	if (grid == 1)
+		run_in_caller(c, fn, arg);
+	else
+		run_on_lanes(c, fn, grid, arg);
 	int err = atomic_load(&c->err);
 	if (err)
 		atomic_fetch_add_explicit(&c->st.kernel_errors, 1, memory_order_relaxed);
