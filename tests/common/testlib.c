@@ -110,3 +110,32 @@ int uhmm_test_uffd_registered(const void *p)
 		fclose(f);
 	return res;
 }
+
+void uhmm_test_assert_data(const char *base, size_t off, size_t len, uint64_t seed)
+{
+	size_t bad = uhmm_test_check(base + off, len, seed + off / 8);
+	if (bad != (size_t)-1)
+		fail_msg("data wrong at offset %#zx", off + bad);
+}
+
+void uhmm_test_assert_zero(const volatile char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			fail_msg("byte %#zx is %#x, expected 0", i, (unsigned char)p[i]);
+}
+
+void *uhmm_test_herd_thread(void *arg)
+{
+	struct uhmm_test_herd *h = arg;
+	for (int r = 0; r < h->rounds; r++) {
+		pthread_barrier_wait(&h->start);
+		for (size_t i = 0; i < h->npages; i++) {
+			uint64_t v = *(volatile uint64_t *)(h->p + i * 4096);
+			if (v != (uint64_t)r * h->npages + i)
+				atomic_fetch_add(&h->bad, 1);
+		}
+		pthread_barrier_wait(&h->done);
+	}
+	return NULL;
+}

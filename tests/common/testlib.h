@@ -3,7 +3,9 @@
 #ifndef UHMM_TESTLIB_H
 #define UHMM_TESTLIB_H
 
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -70,6 +72,29 @@ uint64_t uhmm_test_dev_free(struct uhmm_device *dev);
  * freed by an event the service thread handles after the call that caused
  * it returned); returns the last value seen. */
 uint64_t uhmm_test_wait_dev_free(struct uhmm_device *dev, uint64_t want);
+
+/*
+ * Hard point 1's herd: threads that, each round, wait at @start, read the
+ * first word of each of @npages pages at @p (round r, page i holds
+ * r * npages + i), count wrong values in @bad, and wait at @done; for
+ * @rounds rounds.  The test writes the words and migrates between rounds.
+ */
+struct uhmm_test_herd {
+	char *p;
+	size_t npages;
+	int rounds;
+	pthread_barrier_t start, done;
+	atomic_size_t bad;
+};
+void *uhmm_test_herd_thread(void *herd);
+
+/* Fails the test unless [base + off, base + off + len) holds what
+ * uhmm_test_fill(base, ., seed) wrote there (@off a multiple of 8). */
+void uhmm_test_assert_data(const char *base, size_t off, size_t len, uint64_t seed);
+
+/* Fails the test unless every byte of [p, p + len) reads 0 (each read is
+ * made: it may fault the page in). */
+void uhmm_test_assert_zero(const volatile char *p, size_t len);
 
 /* Is the mapping at @p registered with a userfaultfd for missing pages
  * (the "um" flag of /proc/self/smaps)?  1 yes, 0 no, -1 no such mapping. */

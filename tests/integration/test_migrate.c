@@ -201,38 +201,17 @@ static void faults_install_with_copy_when_move_is_off(void **state)
 #define NPAGES 512
 #define ROUNDS 100
 
-struct herd {
-	char *p;
-	pthread_barrier_t start, done;
-	atomic_size_t bad;
-};
-
-static void *herd_thread(void *arg)
-{
-	struct herd *h = arg;
-	for (int r = 0; r < ROUNDS; r++) {
-		pthread_barrier_wait(&h->start);
-		for (size_t i = 0; i < NPAGES; i++) {
-			uint64_t v = *(volatile uint64_t *)(h->p + i * PG);
-			if (v != (uint64_t)(r * NPAGES + i))
-				atomic_fetch_add(&h->bad, 1);
-		}
-		pthread_barrier_wait(&h->done);
-	}
-	return NULL;
-}
-
 static void eight_threads_one_page_cost_one_migration(void **state)
 {
 	struct fixture f;
 	setup_dev(&f, 64 * MiB, 0);
-	struct herd h = { 0 };
+	struct uhmm_test_herd h = { .npages = NPAGES, .rounds = ROUNDS };
 	ASSERT_OK(uhmm_alloc(f.ctx, NPAGES * PG, (void **)&h.p));
 	pthread_barrier_init(&h.start, NULL, NTHREADS + 1);
 	pthread_barrier_init(&h.done, NULL, NTHREADS + 1);
 	pthread_t t[NTHREADS];
 	for (int i = 0; i < NTHREADS; i++)
-		pthread_create(&t[i], NULL, herd_thread, &h);
+		pthread_create(&t[i], NULL, uhmm_test_herd_thread, &h);
 	for (int r = 0; r < ROUNDS; r++) {
 		for (size_t i = 0; i < NPAGES; i++)
 			*(uint64_t *)(h.p + i * PG) = (uint64_t)(r * NPAGES + i);

@@ -116,22 +116,6 @@ static void wait_where(struct env *e, const char *p, size_t len, unsigned where)
 	assert_where(e, p, len, where);
 }
 
-/* Data of a buffer filled with uhmm_test_fill(base, ., seed), checked from
- * byte offset @off (a multiple of 8) for @len bytes. */
-static void assert_data(const char *base, size_t off, size_t len, uint64_t seed)
-{
-	size_t bad = uhmm_test_check(base + off, len, seed + off / 8);
-	if (bad != (size_t)-1)
-		fail_msg("data wrong at offset %#zx", off + bad);
-}
-
-static void assert_zero(const char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i])
-			fail_msg("byte %#zx is %#x, expected 0", i, (unsigned char)p[i]);
-}
-
 /* Fills a registered 4 MiB mmap'd region and moves it to the device. */
 static char *registered_on_device(struct env *e, uint64_t seed)
 {
@@ -215,8 +199,8 @@ static void munmap_middle_frees_its_device_pages_and_keeps_the_rest(void **state
 	assert_where(&e, p + tail, LEN - tail, UHMM_WHERE_DEVICE);
 
 	/* Touching them brings the data back. */
-	assert_data(p, 0, hole, seed);
-	assert_data(p, tail, LEN - tail, seed);
+	uhmm_test_assert_data(p, 0, hole, seed);
+	uhmm_test_assert_data(p, tail, LEN - tail, seed);
 	wait_where(&e, p, hole, UHMM_WHERE_CPU);
 	wait_where(&e, p + tail, LEN - tail, UHMM_WHERE_CPU);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
@@ -226,8 +210,8 @@ static void munmap_middle_frees_its_device_pages_and_keeps_the_rest(void **state
 	ASSERT_OK(uhmm_migrate(e.ctx, p + tail, LEN - tail, e.dev, 0));
 	ASSERT_OK(uhmm_migrate(e.ctx, p, hole, NULL, 0));
 	ASSERT_OK(uhmm_migrate(e.ctx, p + tail, LEN - tail, NULL, 0));
-	assert_data(p, 0, hole, seed);
-	assert_data(p, tail, LEN - tail, seed);
+	uhmm_test_assert_data(p, 0, hole, seed);
+	uhmm_test_assert_data(p, tail, LEN - tail, seed);
 	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 
 	munmap(p, hole);
@@ -262,9 +246,9 @@ static void madvise_dontneed_frees_device_pages_and_reads_zero(void **state)
 	assert_where(&e, p + z, zlen, UHMM_WHERE_CPU);
 	assert_where(&e, p, z, UHMM_WHERE_DEVICE);
 	assert_where(&e, p + z + zlen, LEN - z - zlen, UHMM_WHERE_DEVICE);
-	assert_zero(p + z, zlen);
-	assert_data(p, 0, z, seed);
-	assert_data(p, z + zlen, LEN - z - zlen, seed);
+	uhmm_test_assert_zero(p + z, zlen);
+	uhmm_test_assert_data(p, 0, z, seed);
+	uhmm_test_assert_data(p, z + zlen, LEN - z - zlen, seed);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 
 	/* The zapped part is ordinary managed memory again. */
@@ -272,8 +256,8 @@ static void madvise_dontneed_frees_device_pages_and_reads_zero(void **state)
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, e.dev, 0));
 	assert_where(&e, p, LEN, UHMM_WHERE_DEVICE);
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, NULL, 0));
-	assert_data(p, 0, z, seed);
-	assert_data(p, z + zlen, LEN - z - zlen, seed);
+	uhmm_test_assert_data(p, 0, z, seed);
+	uhmm_test_assert_data(p, z + zlen, LEN - z - zlen, seed);
 	for (size_t i = 0; i < zlen; i++)
 		if ((unsigned char)p[z + i] != 0x7e)
 			fail_msg("byte %#zx lost its write", z + i);
@@ -310,8 +294,8 @@ static void mremap_dontunmap_gives_the_source_back(void **state)
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
 	assert_where(&e, n, LEN, UHMM_WHERE_DEVICE);
-	assert_zero(old, LEN);
-	assert_data(n, 0, LEN, seed);
+	uhmm_test_assert_zero(old, LEN);
+	uhmm_test_assert_data(n, 0, LEN, seed);
 	munmap(old, LEN);
 	munmap(n, LEN);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
@@ -343,7 +327,7 @@ static void mremap_moves_device_resident_data(void **state)
 	assert_where(&e, n, LEN, UHMM_WHERE_DEVICE);
 	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 	/* Reading at the new address faults the original data back. */
-	assert_data(n, 0, LEN, seed);
+	uhmm_test_assert_data(n, 0, LEN, seed);
 	wait_where(&e, n, LEN, UHMM_WHERE_CPU);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	assert_true(stats(&e).cpu_faults_device > st0.cpu_faults_device);
@@ -387,7 +371,7 @@ static void fork_child_sees_device_resident_data(void **state)
 		fail_msg("child: %s", st == 1 ? "device-resident data missing"
 					       : "could not write its copy");
 	/* The child's writes did not reach the parent. */
-	assert_data(p, 0, LEN, s1);
+	uhmm_test_assert_data(p, 0, LEN, s1);
 
 	/* Migration after fork still works both ways. */
 	uhmm_test_fill(p, LEN, s3);
@@ -395,7 +379,7 @@ static void fork_child_sees_device_resident_data(void **state)
 	assert_where(&e, p, LEN, UHMM_WHERE_DEVICE);
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, NULL, 0));
 	assert_where(&e, p, LEN, UHMM_WHERE_CPU);
-	assert_data(p, 0, LEN, s3);
+	uhmm_test_assert_data(p, 0, LEN, s3);
 	assert_true(uhmm_test_dev_free(e.dev) == e.free0);
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
@@ -435,7 +419,7 @@ static void fork_parent_writes_do_not_reach_child(void **state)
 	if (st)
 		fail_msg("child: %s", st == 1 ? "saw the parent's writes"
 					       : "pipe failed");
-	assert_data(p, 0, LEN, s2);
+	uhmm_test_assert_data(p, 0, LEN, s2);
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
 	munmap(p, LEN);
@@ -476,7 +460,7 @@ static void migrate_after_fork_while_child_lives_moves_every_page(void **state)
 	if (st)
 		fail_msg("child: %s", st == 1 ? "lost its data" : "pipe failed");
 	/* The parent's data comes back intact. */
-	assert_data(p, 0, LEN, s1);
+	uhmm_test_assert_data(p, 0, LEN, s1);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
@@ -529,7 +513,7 @@ static void page_state_published_before_access_proceeds(void **state)
 		assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	}
 	wait_where(&e, p, blk, UHMM_WHERE_CPU);
-	assert_data(p, 0, blk, 13);
+	uhmm_test_assert_data(p, 0, blk, 13);
 	if (stale_where || stale_free)
 		fail_msg("after the faulting access returned: the page was still "
 			 "recorded on the device %zu/%zu times; the device still held "
@@ -556,9 +540,9 @@ static void destroy_brings_device_pages_home(void **state)
 
 	env_fini(&e);
 	/* Ordinary memory, the caller's, holding the data. */
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	uhmm_test_fill(p, LEN, seed + 1);
-	assert_data(p, 0, LEN, seed + 1);
+	uhmm_test_assert_data(p, 0, LEN, seed + 1);
 	free(p);
 }
 
@@ -575,10 +559,10 @@ static void destroy_leaves_alloc_memory_mapped_with_data(void **state)
 	assert_where(&e, p, LEN, UHMM_WHERE_DEVICE);
 
 	env_fini(&e);
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	/* Still mapped (the caller's to munmap), and writable. */
 	uhmm_test_fill(p, LEN, seed + 1);
-	assert_data(p, 0, LEN, seed + 1);
+	uhmm_test_assert_data(p, 0, LEN, seed + 1);
 	assert_int_equal(munmap(p, LEN), 0);
 }
 
@@ -605,11 +589,11 @@ static void unregister_brings_pages_home(void **state)
 	assert_int_equal(uhmm_page_query(e.ctx, p, &pi), -EFAULT);
 	assert_int_equal(uhmm_page_query(e.ctx, p + LEN - PG, &pi), -EFAULT);
 	/* The data is there without any fault being served for it. */
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	assert_true(stats(&e).cpu_faults == st.cpu_faults);
 	/* Ordinary memory: free to be registered again, contents kept. */
 	ASSERT_OK(uhmm_register(e.ctx, p, LEN));
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	ASSERT_OK(uhmm_unregister(e.ctx, p, LEN));
 
 	env_fini(&e);

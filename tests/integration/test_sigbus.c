@@ -93,20 +93,6 @@ static struct uhmm_stats stats(struct env *e)
 	return st;
 }
 
-static void assert_data(const char *base, size_t off, size_t len, uint64_t seed)
-{
-	size_t bad = uhmm_test_check(base + off, len, seed + off / 8);
-	if (bad != (size_t)-1)
-		fail_msg("data wrong at offset %#zx", off + bad);
-}
-
-static void assert_zero(const volatile char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i])
-			fail_msg("byte %#zx is %#x, expected 0", i, (unsigned char)p[i]);
-}
-
 static void assert_where(struct env *e, const char *p, size_t len, unsigned where)
 {
 	for (size_t off = 0; off < len; off += PG) {
@@ -164,7 +150,7 @@ static void touch_brings_data_back_on_the_faulting_thread(void **state)
 	struct uhmm_stats s0 = stats(&e);
 
 	/* Read: every byte as it was. */
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	assert_where(&e, p, LEN, UHMM_WHERE_CPU);
 	struct uhmm_stats s1 = stats(&e);
 	assert_int_equal(s1.migrated_to_system_pages - s0.migrated_to_system_pages, NPAGES);
@@ -204,7 +190,7 @@ static void never_touched_pages_read_zeros(void **state)
 	char *p;
 	ASSERT_OK(uhmm_alloc(e.ctx, LEN, (void **)&p));
 	struct uhmm_stats s0 = stats(&e);
-	assert_zero(p, LEN / 2);
+	uhmm_test_assert_zero(p, LEN / 2);
 	/* Writes to never-touched pages land (and are not zeroed later). */
 	for (size_t off = LEN / 2; off < LEN; off += PG)
 		*(volatile uint32_t *)(p + off) = (uint32_t)off;
@@ -228,7 +214,7 @@ static void fault_without_warm_pages_is_handed_to_the_service_thread(void **stat
 	/* Enough data that the pages taken out (which linger in the pool)
 	 * do not cover it: pool_pages 0 keeps none. */
 	char *p = alloc_on_device(&e, LEN, seed);
-	assert_data(p, 0, LEN, seed);
+	uhmm_test_assert_data(p, 0, LEN, seed);
 	assert_where(&e, p, LEN, UHMM_WHERE_CPU);
 	struct uhmm_stats s = stats(&e);
 	assert_int_equal(s.migrated_to_system_pages, NPAGES);
@@ -273,7 +259,7 @@ static void range_fault_faults_in_missing_and_device_pages(void **state)
 				fail_msg("page %d not writable", i);
 		}
 	}
-	assert_zero(p, 16 * PG);
+	uhmm_test_assert_zero(p, 16 * PG);
 	assert_int_equal(uhmm_test_check(p + 16 * PG, 48 * PG, 23), (size_t)-1);
 	assert_int_equal(uhmm_check_exclusive(other, p + 32 * PG, 16), 0);
 	ASSERT_OK(uhmm_free(e.ctx, p));
@@ -351,39 +337,18 @@ static void nested_fault_is_handed_to_the_service_thread(void **state)
 #define HPAGES 512
 #define ROUNDS 100
 
-struct herd {
-	char *p;
-	pthread_barrier_t start, done;
-	atomic_size_t bad;
-};
-
-static void *herd_thread(void *arg)
-{
-	struct herd *h = arg;
-	for (int r = 0; r < ROUNDS; r++) {
-		pthread_barrier_wait(&h->start);
-		for (size_t i = 0; i < HPAGES; i++) {
-			uint64_t v = *(volatile uint64_t *)(h->p + i * PG);
-			if (v != (uint64_t)(r * HPAGES + i))
-				atomic_fetch_add(&h->bad, 1);
-		}
-		pthread_barrier_wait(&h->done);
-	}
-	return NULL;
-}
-
 static void eight_threads_cost_one_migration_per_page(void **state)
 {
 	(void)state;
 	struct env e;
 	env_init_opts(&e, 0, 1, -1);
-	struct herd h = { 0 };
+	struct uhmm_test_herd h = { .npages = HPAGES, .rounds = ROUNDS };
 	ASSERT_OK(uhmm_alloc(e.ctx, HPAGES * PG, (void **)&h.p));
 	pthread_barrier_init(&h.start, NULL, NTHREADS + 1);
 	pthread_barrier_init(&h.done, NULL, NTHREADS + 1);
 	pthread_t t[NTHREADS];
 	for (int i = 0; i < NTHREADS; i++)
-		pthread_create(&t[i], NULL, herd_thread, &h);
+		pthread_create(&t[i], NULL, uhmm_test_herd_thread, &h);
 	for (int r = 0; r < ROUNDS; r++) {
 		for (size_t i = 0; i < HPAGES; i++)
 			*(uint64_t *)(h.p + i * PG) = (uint64_t)(r * HPAGES + i);
@@ -422,15 +387,15 @@ static void munmap_frees_device_pages(void **state)
 	char *p = alloc_on_device(&e, LEN, 13);
 	assert_true(uhmm_test_dev_free(e.dev) == e.free0 - NPAGES);
 	/* Half of it back by touches first. */
-	assert_data(p, 0, LEN / 2, 13);
+	uhmm_test_assert_data(p, 0, LEN / 2, 13);
 	assert_int_equal(munmap(p + LEN / 4, LEN / 2), 0);
 	ASSERT_OK(uhmm_sync(e.ctx));
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, p + LEN / 4, &pi), -EFAULT);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - NPAGES / 4) == e.free0 - NPAGES / 4);
 	/* The rest still comes back. */
-	assert_data(p, 0, LEN / 4, 13);
-	assert_data(p, 3 * LEN / 4, LEN / 4, 13);
+	uhmm_test_assert_data(p, 0, LEN / 4, 13);
+	uhmm_test_assert_data(p, 3 * LEN / 4, LEN / 4, 13);
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0) == e.free0);
 	munmap(p, LEN / 4);
 	munmap(p + 3 * LEN / 4, LEN / 4);
@@ -448,12 +413,12 @@ static void madvise_dontneed_discards_device_pages(void **state)
 	assert_true(uhmm_test_wait_dev_free(e.dev, e.free0 - (NPAGES - MiB / PG)) ==
 		    e.free0 - (NPAGES - MiB / PG));
 	assert_where(&e, p + MiB, MiB, UHMM_WHERE_CPU);
-	assert_zero(p + MiB, MiB);
-	assert_data(p, 0, MiB, 14);
-	assert_data(p, 2 * MiB, 2 * MiB, 14);
+	uhmm_test_assert_zero(p + MiB, MiB);
+	uhmm_test_assert_data(p, 0, MiB, 14);
+	uhmm_test_assert_data(p, 2 * MiB, 2 * MiB, 14);
 	/* And pages brought back by touches are discarded as well. */
 	assert_int_equal(madvise(p, MiB, MADV_DONTNEED), 0);
-	assert_zero(p, MiB);
+	uhmm_test_assert_zero(p, MiB);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
 }
@@ -484,7 +449,7 @@ static void mremap_moves_device_resident_data(void **state)
 	/* No uhmm_sync: the touch right after mremap returns, while the
 	 * service thread still handles the REMAP (slow_remap), must find the
 	 * range at its new address: the handler waits for the event. */
-	assert_data(n, 0, LEN, 15);
+	uhmm_test_assert_data(n, 0, LEN, 15);
 	ASSERT_OK(uhmm_notifier_remove(nt));
 	struct uhmm_page_info pi;
 	assert_int_equal(uhmm_page_query(e.ctx, old, &pi), -EFAULT);
@@ -522,9 +487,9 @@ static void mremap_dontunmap_source_reads_zeros(void **state)
 	if (n == MAP_FAILED && errno == EINVAL)
 		TEST_SKIP("the kernel has no MREMAP_DONTUNMAP for this mapping");
 	assert_true(n != MAP_FAILED);
-	assert_data(n, 0, PG, 25);
-	assert_zero(old, LEN);
-	assert_data(n, 0, LEN, 25);
+	uhmm_test_assert_data(n, 0, PG, 25);
+	uhmm_test_assert_zero(old, LEN);
+	uhmm_test_assert_data(n, 0, LEN, 25);
 	old[0] = 1;
 	assert_int_equal(old[0], 1);
 	ASSERT_OK(uhmm_notifier_remove(nt));
@@ -553,7 +518,7 @@ static void exclusive_grab_is_revoked_by_cpu_touch(void **state)
 	ASSERT_OK(uhmm_make_exclusive(e.dev, p, 4, pages));
 	assert_int_equal(uhmm_check_exclusive(e.dev, p, 4), 1);
 	uint64_t rev0 = stats(&e).exclusive_revocations;
-	assert_data(p, PG, PG, 16);
+	uhmm_test_assert_data(p, PG, PG, 16);
 	*(volatile uint64_t *)(p + 2 * PG) = 0x5eed;
 	assert_int_equal(stats(&e).exclusive_revocations, rev0 + 2);
 	struct uhmm_page_info pi;
@@ -564,8 +529,8 @@ static void exclusive_grab_is_revoked_by_cpu_touch(void **state)
 	ASSERT_OK(uhmm_page_query(e.ctx, p, &pi));
 	assert_int_equal(pi.where, UHMM_WHERE_EXCLUSIVE);
 	assert_int_equal(*(uint64_t *)(p + 2 * PG), 0x5eed);
-	assert_data(p, 0, PG, 16);
-	assert_data(p, 3 * PG, PG, 16);
+	uhmm_test_assert_data(p, 0, PG, 16);
+	uhmm_test_assert_data(p, 3 * PG, PG, 16);
 	assert_int_equal(uhmm_check_exclusive(e.dev, p, 4), 0);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
@@ -589,10 +554,10 @@ static void fork_child_sees_the_parents_data(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
-	assert_data(p, 0, LEN, 17);
+	uhmm_test_assert_data(p, 0, LEN, 17);
 	/* And the mode still serves the parent afterwards. */
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, e.dev, 0));
-	assert_data(p, 0, LEN, 17);
+	uhmm_test_assert_data(p, 0, LEN, 17);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
 }
@@ -644,7 +609,7 @@ static void foreign_sigbus_reaches_the_application_handler(void **state)
 	char *p = alloc_on_device(&e, LEN, 18);
 	touch_beyond_eof();
 	/* uhmm's faults still are uhmm's, not the application's. */
-	assert_data(p, 0, LEN, 18);
+	uhmm_test_assert_data(p, 0, LEN, 18);
 	ASSERT_OK(uhmm_migrate(e.ctx, p, LEN, e.dev, 0));
 	/* Installed after the context, chaining to what it replaced (uhmm's
 	 * handler): both work. */
@@ -654,7 +619,7 @@ static void foreign_sigbus_reaches_the_application_handler(void **state)
 	assert_int_equal(sigaction(SIGBUS, &sa, &mine), 0);
 	touch_beyond_eof();
 	assert_int_equal(sigaction(SIGBUS, &mine, NULL), 0);
-	assert_data(p, 0, LEN, 18);
+	uhmm_test_assert_data(p, 0, LEN, 18);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
 	assert_int_equal(sigaction(SIGBUS, &old, NULL), 0);
@@ -720,7 +685,7 @@ static void kernel_access_to_device_page_is_efault(void **state)
 	assert_int_equal(write(fds[1], p, PG), (ssize_t)PG);
 	close(fds[0]);
 	close(fds[1]);
-	assert_data(p, 0, 4 * PG, 19);
+	uhmm_test_assert_data(p, 0, 4 * PG, 19);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);
 }
@@ -746,7 +711,7 @@ static void bad_flag_combinations_are_einval(void **state)
 	struct env e;
 	env_init_opts(&e, UHMM_CTX_NO_MOVE, 1, -1);
 	char *p = alloc_on_device(&e, LEN, 20);
-	assert_data(p, 0, LEN, 20);
+	uhmm_test_assert_data(p, 0, LEN, 20);
 	assert_int_equal(stats(&e).migrated_to_system_pages, NPAGES);
 	ASSERT_OK(uhmm_free(e.ctx, p));
 	env_fini(&e);

@@ -38,7 +38,6 @@ static double ctx_switches(void)
  * own wake-up in a slow-wake phase (50-90 us), so its next fault finds the
  * service thread still looking. */
 #define SPIN_US 200u
-#define SPIN_US_S "200"
 
 #define REGION_PAGES 2048u /* within the default warm pool (4096 pages) */
 
@@ -215,9 +214,11 @@ int sc_cpufault(struct bench_sc *sc)
 			      n, &sbc)) < 0)
 		return e;
 	bench_progress("  cpufault: uhmm, UFFDIO_MOVE pool, spin_us %u, fault_around 1", SPIN_US);
+	char spin_what[96];
+	snprintf(spin_what, sizeof(spin_what),
+		 "uhmm service thread spinning (spin_us=%u) + MOVE, fault_around=1", SPIN_US);
 	cfg.spin_us = SPIN_US;
-	e = uhmm_latency(sc, 0, 1, "uhmm_spin_fa1",
-			 "uhmm service thread spinning (spin_us=" SPIN_US_S ") + MOVE, fault_around=1", n, &spn);
+	e = uhmm_latency(sc, 0, 1, "uhmm_spin_fa1", spin_what, n, &spn);
 	cfg.spin_us = 0;
 	if (e < 0)
 		return e;
