@@ -113,6 +113,55 @@ struct uhmm_device_ops {
 	void (*destroy)(void *priv);
 };
 
+/* ------------------------------------------------------------------------ */
+/* Device memory is a cache: what a backend may ask of uhmm                  */
+
+typedef struct uhmm_device uhmm_device;
+
+/*
+ * When a migration toward a device (uhmm_migrate(), a device fault of a
+ * simdev kernel, the migration an exclusive grab falls back to) finds the
+ * device full, uhmm evicts: it moves the least recently used 2 MiB blocks of
+ * the device's pages back to system memory (blocks of the request itself
+ * excepted), then allocates again.  A backend whose memory is wanted for
+ * something else (another tenant, a shrink) asks for the same with the two
+ * calls below.  Neither may be called from inside a device operation (they
+ * call the copy engine and the notifiers) or with page locks held.
+ */
+
+/**
+ * uhmm_device_evict - free about @bytes of @dev's memory by moving pages
+ * home, least recently used blocks first and whole blocks (so up to 2 MiB
+ * more).  Pages someone holds (a migration or fault in flight) are skipped.
+ * Returns the bytes moved (>= 0; less than asked when the device held less
+ * or pages were busy), or -EBADF (@dev not a live device).
+ * Sleeps on the copy engine, the device's fences and the fault-service
+ * thread.
+ */
+UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes);
+
+/**
+ * uhmm_device_evict_frames - move home every page of @dev whose device
+ * frame is in [@first, @first + @n) (the kernel's migrate_device_range
+ * role).  Pages someone holds are waited for, up to 2 s in all.  Frames a
+ * migration in flight has allocated but not yet published are not covered
+ * (they are after it ends: call again).
+ * Returns 0; -EBUSY if pages of the range were still held after 2 s (the
+ * others moved); -EINVAL (@n 0, or the range wraps); -EBADF.
+ */
+UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t n);
+
+/** A device's memory as uhmm sees it (uhmm_device_stats()). */
+struct uhmm_device_stats {
+	uint64_t bytes_in_use;   /**< frames uhmm holds from the backend, in bytes */
+	uint64_t evicted_pages;  /**< pages evicted from the device so far */
+	uint64_t evicted_bytes;
+	uint64_t lru_blocks;     /**< 2 MiB blocks in its LRU (may hold pages) */
+};
+
+/** Errors: -EINVAL @out NULL; -EBADF. */
+UHMM_API int uhmm_device_stats(uhmm_device *dev, struct uhmm_device_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -485,7 +485,12 @@ struct uhmm_stats {
 	uint64_t invalidations;              /**< invalidations sent to notifiers */
 	uint64_t range_fault_calls;
 	uint64_t range_fault_pages;          /**< pages walked by range faults */
-	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
+	/** gauge: page-state bytes: 16 per page of every 2 MiB block of
+	 * page state created (a block is created the first time uhmm needs
+	 * the state of one of its pages: a fault, a migration, a lock), so
+	 * untouched memory costs none.  The directories are apart, in
+	 * metadata_dir_bytes. */
+	uint64_t metadata_bytes;
 	uint64_t managed_pages;              /**< gauge: pages under management */
 	/** Pages brought back by read-ahead, before a CPU touched them
 	 * (readahead_pages; also in migrated_to_system_pages). */
@@ -493,6 +498,22 @@ struct uhmm_stats {
 	/** Rounds in which the fault-service thread found a message while
 	 * spinning (spin_us) instead of sleeping. */
 	uint64_t service_spin_hits;
+	/** gauge: bytes of the page-state directories: 16 per 2 MiB block of
+	 * every managed range, touched or not. */
+	uint64_t metadata_dir_bytes;
+	/** Device pages moved back to system memory to make room on a full
+	 * device (also in migrated_to_system_pages), and their bytes. */
+	uint64_t evicted_pages;
+	uint64_t evicted_bytes;
+	/** 2 MiB blocks (of page state) that eviction took pages from. */
+	uint64_t evicted_blocks;
+	/** Time spent evicting (invalidation, copy, install), ns. */
+	uint64_t evict_ns;
+	/** Pages eviction wanted but skipped because someone held them. */
+	uint64_t evict_busy;
+	/** Times a request found its device full with every victim busy,
+	 * and backed off (dropped its pages and waited). */
+	uint64_t evict_backoffs;
 };
 
 /** Copy a context's counters into @out. */

@@ -330,6 +330,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	pthread_rwlock_init(&ctx->notifier_lock, NULL);
 	pthread_mutex_init(&ctx->dev_lock, NULL);
 	pthread_mutex_init(&ctx->req_lock, NULL);
+	pthread_mutex_init(&ctx->lru_lock, NULL);
 
 	err = uhmm__uffd_open(ctx);
 	if (err)
@@ -390,6 +391,7 @@ fail:
 	pthread_rwlock_destroy(&ctx->notifier_lock);
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
+	pthread_mutex_destroy(&ctx->lru_lock);
 	free(ctx);
 	return err;
 }
@@ -456,6 +458,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	pthread_rwlock_destroy(&ctx->notifier_lock);
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
+	pthread_mutex_destroy(&ctx->lru_lock);
 	free(ctx);
 	return err ? -EIO : 0;
 }
@@ -491,7 +494,25 @@ void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
 {
 	struct uhmm_device *d = uhmm__dev_get(ctx, id);
 	if (d)
-		d->ops->free(d->priv, 0, n, dpfn);
+		uhmm__dev_put_frames(ctx, d, dpfn, n);
+}
+
+long uhmm__dev_get_frames(struct uhmm_device *d, size_t n, uint64_t *dpfn)
+{
+	long got = d->ops->alloc(d->priv, 0, n, dpfn);
+	if (got > 0)
+		atomic_fetch_add_explicit(&d->frames_used, (uint64_t)got, memory_order_relaxed);
+	return got;
+}
+
+void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
+			  const uint64_t *dpfn, size_t n)
+{
+	if (!n)
+		return;
+	d->ops->free(d->priv, 0, n, dpfn);
+	atomic_fetch_sub_explicit(&d->frames_used, (uint64_t)n, memory_order_relaxed);
+	uhmm__dev_freed(ctx);
 }
 
 UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops,
@@ -539,6 +560,7 @@ out:
 static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
 	uhmm__handle_del(d);
+	uhmm__lru_drop_dev(ctx, d->id);
 	pthread_mutex_lock(&ctx->dev_lock);
 	atomic_store(&ctx->devs[d->id], NULL);
 	pthread_mutex_unlock(&ctx->dev_lock);

@@ -33,7 +33,7 @@ int uhmm__revoke_range(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	size_t nwant = 0;
 	unsigned holder = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct uhmm_page *p = range_page(r, idx + i);
+		const struct uhmm_page *p = range_page_peek(r, idx + i);
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
 		want[i] = pg_excl(w) && (!dev_id || pg_dev(w) == dev_id);
 		nwant += want[i];
@@ -323,7 +323,7 @@ UHMM_API int uhmm_check_exclusive(uhmm_device *dev, void *addr, size_t npages)
 		uintptr_t e = range_end(r) < end ? range_end(r) : end;
 		for (; x < e; x += PAGE_SIZE) {
 			uint32_t w = atomic_load_explicit(
-				&range_page(r, (x - r->start) >> PAGE_SHIFT)->word,
+				&range_page_peek(r, (x - r->start) >> PAGE_SHIFT)->word,
 				memory_order_acquire);
 			if (pg_loc(w) != LOC_EXCL(dev->id)) {
 				held = 0;

@@ -103,13 +103,42 @@ struct uhmm_page {
 };
 _Static_assert(sizeof(struct uhmm_page) == 16, "16 bytes of metadata a page");
 
+/*
+ * Page state is created lazily, a 2 MiB block (512 pages, 8 KiB) at a time,
+ * the first time uhmm needs the state of one of its pages: a page-state
+ * array is a directory with one entry per block of the range, and an entry
+ * stays empty (NULL) while nothing of the block was ever faulted, migrated
+ * or locked.  An empty entry means: every page in system memory, unlocked,
+ * seq 0.  Blocks are never freed before their array.
+ */
+struct uhmm_pblk {
+	struct uhmm_page pages[BATCH_PAGES];
+};
+_Static_assert(sizeof(struct uhmm_pblk) == 8192, "a block of page state is 8 KiB");
+
+struct uhmm_lru_node;
+struct uhmm_pdir {
+	struct uhmm_pblk *_Atomic blk;
+	/* The block's entries in device LRUs (evict.c), under ctx->lru_lock. */
+	struct uhmm_lru_node *lru;
+};
+
 /* A page-state array, shared by the ranges split from one another. */
 struct uhmm_pagearr {
 	_Atomic long refs;
-	size_t n;
-	size_t bytes; /* mapping size */
-	struct uhmm_page pages[];
+	struct uhmm_ctx *ctx;
+	size_t n;     /* pages */
+	size_t nblk;  /* directory entries */
+	size_t bytes; /* mapping size of this header and the directory */
+	struct uhmm_pdir dir[];
 };
+
+/* The state of a page whose block was never created (range_page_peek):
+ * read it, never lock or change it. */
+extern const struct uhmm_page uhmm__page_none;
+/* Create block b of a (pstate.c).  Never fails: out of memory for page
+ * state aborts the process with a message (as the kernel OOMs). */
+struct uhmm_pblk *uhmm__pblk_create(struct uhmm_pagearr *a, size_t b);
 
 /* A managed range: [start, start + npages * 4K), pages arr->pages[first..]. */
 struct uhmm_range {
@@ -123,9 +152,36 @@ struct uhmm_range {
 	atomic_bool closing; /* being unregistered: no new device pages */
 };
 
+/* Page idx of r, creating its block of page state if needed. */
 static inline struct uhmm_page *range_page(struct uhmm_range *r, size_t idx)
 {
-	return &r->arr->pages[r->first + idx];
+	size_t i = r->first + idx;
+	struct uhmm_pblk *b = atomic_load_explicit(&r->arr->dir[i / BATCH_PAGES].blk,
+						   memory_order_acquire);
+	if (unlikely(!b))
+		b = uhmm__pblk_create(r->arr, i / BATCH_PAGES);
+	return &b->pages[i % BATCH_PAGES];
+}
+/* Page idx of r to read only: &uhmm__page_none if its block was never
+ * created (in system memory, unlocked). */
+static inline const struct uhmm_page *range_page_peek(const struct uhmm_range *r, size_t idx)
+{
+	size_t i = r->first + idx;
+	struct uhmm_pblk *b = atomic_load_explicit(&r->arr->dir[i / BATCH_PAGES].blk,
+						   memory_order_acquire);
+	return b ? &b->pages[i % BATCH_PAGES] : &uhmm__page_none;
+}
+/* Pages from idx to the end of idx's block of page state (at least 1). */
+static inline size_t range_blk_left(const struct uhmm_range *r, size_t idx)
+{
+	return BATCH_PAGES - (r->first + idx) % BATCH_PAGES;
+}
+/* Does page idx of r have a block of page state? */
+static inline bool range_blk_present(const struct uhmm_range *r, size_t idx)
+{
+	size_t i = r->first + idx;
+	return atomic_load_explicit(&r->arr->dir[i / BATCH_PAGES].blk,
+				    memory_order_acquire) != NULL;
 }
 static inline uintptr_t range_end(const struct uhmm_range *r)
 {
@@ -144,6 +200,36 @@ struct uhmm_device {
 	/* Calls using the device (uhmm__dev_hold), and a dying bit while it
 	 * is being detached (ctx.c). */
 	_Atomic uint32_t users;
+	/* Device frames (4 KiB) uhmm holds from the backend; pages evicted
+	 * from it (evict.c). */
+	_Atomic uint64_t frames_used;
+	_Atomic uint64_t evicted_pages;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Eviction (evict.c)                                                        */
+
+/* One block of page state that may have pages on a device: an entry of the
+ * device's LRU (least recently used at the head).  Under ctx->lru_lock. */
+struct uhmm_lru_node {
+	struct uhmm_lru_node *prev, *next; /* the device's list */
+	struct uhmm_lru_node *bnext;       /* the block's entries for other devices */
+	struct uhmm_pagearr *arr;
+	size_t blk;
+	unsigned dev;
+};
+struct uhmm_lru {
+	struct uhmm_lru_node *head, *tail;
+	size_t n;
+};
+
+/* What a victim walk takes: pages on device dev with a frame in [lo, hi);
+ * what it did: pages moved home (their frames released), pages seen on the
+ * device, pages skipped because someone held them. */
+struct uhmm_victim {
+	unsigned dev;
+	uint64_t lo, hi;
+	size_t moved, seen, busy;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -268,6 +354,13 @@ struct uhmm_ctx {
 	pthread_mutex_t dev_lock;
 	struct uhmm_device *_Atomic devs[MAX_DEVICES];
 
+	/* Device LRUs of blocks (evict.c); lru_lock is a leaf.  dev_freed
+	 * counts device frames given back (a futex: a request waiting for
+	 * device memory sleeps on it). */
+	pthread_mutex_t lru_lock;
+	struct uhmm_lru lru[MAX_DEVICES];
+	_Atomic uint32_t dev_freed;
+
 	/* Held for reading by every migration toward a device, for writing by
 	 * the fork handler while it brings every device page home. */
 	pthread_rwlock_t fork_lock;
@@ -341,6 +434,11 @@ struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id);
 void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
 			  const uint64_t *dpfn, size_t n);
 uint64_t uhmm__now_ns(void);
+/* Frames from and back to a device's backend, counted in frames_used
+ * (and a release wakes requests waiting for device memory). */
+long uhmm__dev_get_frames(struct uhmm_device *d, size_t n, uint64_t *dpfn);
+void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
+			  const uint64_t *dpfn, size_t n);
 
 /* uffd.c */
 int uhmm__uffd_open(struct uhmm_ctx *ctx);
@@ -403,6 +501,14 @@ void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 			size_t len);
 void uhmm__ranges_release_all(struct uhmm_ctx *ctx);
+
+/* pstate.c */
+/* A page-state array of n pages, every block empty; one reference. */
+struct uhmm_pagearr *uhmm__pagearr_new(struct uhmm_ctx *ctx, size_t n);
+void uhmm__pagearr_get(struct uhmm_pagearr *a);
+/* Take a reference unless the array is being freed (its count is 0). */
+bool uhmm__pagearr_tryget(struct uhmm_pagearr *a);
+void uhmm__pagearr_put(struct uhmm_pagearr *a);
 
 /* page.c */
 bool uhmm__page_trylock(struct uhmm_page *p);
@@ -492,6 +598,37 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		      size_t n, char *buf, uint8_t *want);
 /* Every page of every range on dev_id (0: any device) back home. */
 int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
+
+/* evict.c */
+/* Note that block blk of a has (or is getting) pages on device dev: it
+ * becomes the device's most recently used.  Takes lru_lock. */
+void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
+		     unsigned dev);
+/* Take a dying array's blocks out of every LRU. */
+void uhmm__lru_forget(struct uhmm_ctx *ctx, struct uhmm_pagearr *a);
+/* Empty a departing device's LRU. */
+void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev);
+/*
+ * Move pages of v->dev (frames in [v->lo, v->hi)) home, least recently
+ * used blocks first, whole blocks, until at least want pages have been
+ * moved or every block was tried once.  Never evicts a page in
+ * [xlo, xhi) (the request's own) and never waits for a page lock: busy
+ * pages are skipped (v->busy).  May sleep on the copy engine, the
+ * notifiers and the service thread.  Returns v->moved.
+ */
+size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
+		   uintptr_t xlo, uintptr_t xhi);
+/* Device frames were released: wake requests waiting for device memory. */
+void uhmm__dev_freed(struct uhmm_ctx *ctx);
+/* How long a request waits for busy victims between two tries, at most (a
+ * frame released wakes it sooner). */
+#define BACKOFF_NS 2000000ull
+/* Wait (at most max_ns) for device frames to be released after the count
+ * was seen at seen. */
+void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns);
+/* migrate.c: batch_to_system with a victim filter (trylock only). */
+int uhmm__evict_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		      size_t n, struct uhmm_victim *v);
 
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);

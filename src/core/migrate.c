@@ -132,17 +132,51 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 
 /* ---- toward the system ---- */
 
+/*
+ * Bring the device-resident pages of [idx, idx + n) of r home (those of
+ * device only_dev, if not 0).  With a victim filter (eviction, evict.c),
+ * pages are taken with trylock only: one someone holds is skipped and
+ * counted in f->busy, and only those on f->dev (with a frame in
+ * [f->lo, f->hi)) move; f->moved counts the pages whose device frame was
+ * released.  Blocks of page state never created are skipped: nothing of
+ * them is on a device.
+ */
 static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
-			   size_t idx, size_t n, unsigned only_dev)
+			   size_t idx, size_t n, unsigned only_dev,
+			   struct uhmm_victim *f)
 {
-	uint8_t want[BATCH_PAGES];
+	uint8_t want[BATCH_PAGES], locked[BATCH_PAGES];
 	size_t nwant = 0;
 	/* collect */
 	for (size_t i = 0; i < n; i++) {
+		want[i] = locked[i] = 0;
+		if (!range_blk_present(r, idx + i))
+			continue;
 		struct uhmm_page *p = range_page(r, idx + i);
-		uhmm__page_lock(p);
-		unsigned d = pg_devpriv(atomic_load_explicit(&p->word, memory_order_relaxed));
+		if (f) {
+			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+			if (pg_loc(w) != LOC_DEV(f->dev))
+				continue; /* not a victim: leave it alone */
+			f->seen++;
+			if (!uhmm__page_trylock(p)) {
+				f->busy++;
+				continue;
+			}
+		} else {
+			uhmm__page_lock(p);
+		}
+		locked[i] = 1;
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		unsigned d = pg_devpriv(w);
 		want[i] = d && (!only_dev || d == only_dev);
+		if (want[i] && f) {
+			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
+			want[i] = d == f->dev && dpfn >= f->lo && dpfn < f->hi;
+		}
+		if (!want[i] && f) {
+			uhmm__page_unlock(ctx, p); /* moved meanwhile */
+			locked[i] = 0;
+		}
 		nwant += want[i];
 	}
 	int err = 0;
@@ -181,15 +215,24 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	}
 	if (!err && req.result)
 		err = req.result == -EEXIST ? -EIO : -EFAULT;
+	if (f)
+		for (size_t i = 0; i < n; i++)
+			f->moved += want[i] >= 2;
 unlock:
 	for (size_t i = 0; i < n; i++)
-		if (want[i] < 2)
+		if (locked[i] && want[i] < 2)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 	/* After every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	if (bounce)
 		munmap(bounce, n << PAGE_SHIFT);
 	return err;
+}
+
+int uhmm__evict_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		      size_t n, struct uhmm_victim *v)
+{
+	return batch_to_system(ctx, r, idx, n, v->dev, v);
 }
 
 int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
@@ -200,7 +243,7 @@ int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		uintptr_t a = r->start + (i << PAGE_SHIFT);
 		size_t room = (UHMM_HUGE_SIZE - (a & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
 		size_t m = idx + n - i < room ? idx + n - i : room;
-		int e = batch_to_system(ctx, r, i, m, dev_id);
+		int e = batch_to_system(ctx, r, i, m, dev_id, NULL);
 		if (e && !err)
 			err = e;
 		e = uhmm__revoke_range(ctx, r, i, m, dev_id);
@@ -226,6 +269,7 @@ struct batch {
 	size_t nbusy;
 	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
+	uintptr_t xlo, xhi;         /* the request: never evicted for it */
 };
 
 enum {
@@ -270,12 +314,37 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		return -EFAULT;
 	if (!need)
 		return 0;
+	/* Ours on the device from now on (an evictor that wants them finds
+	 * them busy while we hold them, and waits for us, not for nothing). */
+	struct uhmm_pagearr *a = b->r->arr;
+	size_t b0 = (b->r->first + b->idx) / BATCH_PAGES;
+	size_t b1 = (b->r->first + b->idx + b->n - 1) / BATCH_PAGES;
+	for (size_t k = b0; k <= b1; k++)
+		uhmm__lru_touch(ctx, a, k, b->dst->id);
 	uint64_t got[BATCH_PAGES];
-	long n = b->dst->ops->alloc(b->dst->priv, 0, need, got);
-	if (n < (long)need) {
-		if (n > 0)
-			b->dst->ops->free(b->dst->priv, 0, (size_t)n, got);
-		return n < 0 ? (int)n : -ENOMEM;
+	size_t have = 0;
+	for (;;) {
+		long n = uhmm__dev_get_frames(b->dst, need - have, got + have);
+		if (n < 0) {
+			uhmm__dev_put_frames(ctx, b->dst, got, have);
+			return (int)n;
+		}
+		have += (size_t)n;
+		if (have == need)
+			break;
+		/* The device is full: evict least recently used blocks that
+		 * are not the request's own, with trylock only. */
+		struct uhmm_victim v = { .dev = b->dst->id, .hi = UINT64_MAX };
+		uhmm__evict(ctx, &v, need - have, b->xlo, b->xhi);
+		if (v.moved)
+			continue;
+		/* Nothing moved.  Victims someone holds may be free soon: the
+		 * caller backs off and tries again.  No victim at all: the
+		 * request's own pages fill the device. */
+		if (v.busy)
+			STAT_ADD(ctx, evict_busy, v.busy);
+		uhmm__dev_put_frames(ctx, b->dst, got, have);
+		return v.busy ? -EAGAIN : -ENOMEM;
 	}
 	for (size_t i = 0, k = 0; i < b->n; i++)
 		if (b->kind[i] != K_STAY) {
@@ -485,7 +554,7 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 				nrestore++;
 			}
 			if (b->alloc[i])
-				b->dst->ops->free(b->dst->priv, 0, 1, &b->dpfn[i]);
+				uhmm__dev_put_frames(ctx, b->dst, &b->dpfn[i], 1);
 		}
 	}
 	if (nrestore) {
@@ -528,14 +597,15 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 		uhmm__service_kick(ctx);
 }
 
-static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
-			   size_t idx, size_t n, struct uhmm_device *dst,
-			   size_t *busy_out)
+static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
+				size_t idx, size_t n, struct uhmm_device *dst,
+				uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
 {
 	struct batch *b = malloc(sizeof(*b));
 	if (!b)
 		return -ENOMEM;
-	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1 };
+	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1,
+			     .xlo = xlo, .xhi = xhi };
 	int err = migrate_collect(ctx, b);
 	bool moves = false;
 	for (size_t i = 0; i < n && !err && !moves; i++)
@@ -558,7 +628,7 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	if (b->slot < 0) {
 		for (size_t i = 0; i < n; i++)
 			if (b->alloc[i])
-				b->dst->ops->free(b->dst->priv, 0, 1, &b->dpfn[i]);
+				uhmm__dev_put_frames(ctx, b->dst, &b->dpfn[i], 1);
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 		uhmm__invalidate_end(ctx, va, vend, inv);
@@ -574,10 +644,34 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	return e2 ? e2 : e1;
 }
 
+/*
+ * A batch toward a device that backs off while the device is full of pages
+ * other threads hold: it holds no page lock while it waits (an evictor
+ * never waits for a page lock while it holds some, docs/ARCHITECTURE.md
+ * "Eviction"), wakes when a device frame is released or after BACKOFF_NS,
+ * and tries again, for up to UHMM_SETTLE_NS: then -ENOMEM.
+ */
+static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
+			   size_t idx, size_t n, struct uhmm_device *dst,
+			   uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
+{
+	uint64_t t0 = 0;
+	for (;;) {
+		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
+		int err = batch_to_device_once(ctx, r, idx, n, dst, xlo, xhi, busy_out);
+		if (err != -EAGAIN)
+			return err;
+		STAT_INC(ctx, evict_backoffs);
+		if (uhmm__settle_expired(&t0))
+			return -ENOMEM;
+		uhmm__dev_freed_wait(ctx, seen, BACKOFF_NS);
+	}
+}
+
 /* ---- the public call ---- */
 
 static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
-			     struct uhmm_device *dst)
+			     struct uhmm_device *dst, uintptr_t xlo, uintptr_t xhi)
 {
 	struct uhmm_range *r = uhmm__range_get(ctx, a);
 	if (!r)
@@ -590,7 +684,7 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 		err = uhmm__migrate_range_to_system(ctx, r, idx, n, 0);
 	} else {
 		size_t busy = 0;
-		err = batch_to_device(ctx, r, idx, n, dst, &busy);
+		err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
 		if (busy && (!err || err == -EBUSY)) {
 			/* Break copy-on-write sharing (a fork child still maps
 			 * the page) by populating for write, then try again.
@@ -598,7 +692,7 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 			 * fault is served as usual. */
 			madvise((void *)a, n << PAGE_SHIFT, MADV_POPULATE_WRITE);
 			busy = 0;
-			err = batch_to_device(ctx, r, idx, n, dst, &busy);
+			err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
 			if (busy) {
 				STAT_ADD(ctx, migrate_busy, busy);
 				if (!err)
@@ -648,7 +742,7 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 				n = left;
 			uhmm__range_put(r);
 		}
-		int e = migrate_one_batch(ctx, x, n, dst);
+		int e = migrate_one_batch(ctx, x, n, dst, a, a + len);
 		if (e == -EBUSY) {
 			if (!first)
 				first = e;

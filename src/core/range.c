@@ -26,27 +26,6 @@
 
 /* ---- page-state arrays and range objects ---- */
 
-static struct uhmm_pagearr *pagearr_new(size_t n)
-{
-	size_t bytes = sizeof(struct uhmm_pagearr) + n * sizeof(struct uhmm_page);
-	bytes = (bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	/* mmap: zeroed, and untouched parts cost nothing. */
-	struct uhmm_pagearr *a = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a == MAP_FAILED)
-		return NULL;
-	atomic_init(&a->refs, 1);
-	a->n = n;
-	a->bytes = bytes;
-	return a;
-}
-
-static void pagearr_put(struct uhmm_pagearr *a)
-{
-	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-		munmap(a, a->bytes);
-}
-
 static struct uhmm_range *range_new(uintptr_t start, size_t npages,
 				    struct uhmm_pagearr *arr, size_t first,
 				    bool owned)
@@ -60,14 +39,14 @@ static struct uhmm_range *range_new(uintptr_t start, size_t npages,
 	r->first = first;
 	r->owned = owned;
 	atomic_init(&r->refs, 1); /* the table's */
-	atomic_fetch_add_explicit(&arr->refs, 1, memory_order_relaxed);
+	uhmm__pagearr_get(arr);
 	return r;
 }
 
 void uhmm__range_put(struct uhmm_range *r)
 {
 	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
-		pagearr_put(r->arr);
+		uhmm__pagearr_put(r->arr);
 		free(r);
 	}
 }
@@ -204,11 +183,11 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		     bool owned)
 {
 	size_t n = len >> PAGE_SHIFT;
-	struct uhmm_pagearr *arr = pagearr_new(n);
+	struct uhmm_pagearr *arr = uhmm__pagearr_new(ctx, n);
 	if (!arr)
 		return -ENOMEM;
 	struct uhmm_range *r = range_new(start, n, arr, 0, owned);
-	pagearr_put(arr); /* the range holds it now */
+	uhmm__pagearr_put(arr); /* the range holds it now */
 	if (!r)
 		return -ENOMEM;
 
@@ -316,6 +295,10 @@ out:
 static void drain_and_discard(struct uhmm_ctx *ctx, struct uhmm_range *r)
 {
 	for (size_t i = 0; i < r->npages; i++) {
+		if (!range_blk_present(r, i)) {
+			i += range_blk_left(r, i) - 1; /* never used: nothing to drain */
+			continue;
+		}
 		struct uhmm_page *p = range_page(r, i);
 		uhmm__page_lock(p);
 		(void)uhmm__page_publish_unlock(ctx, p, 0, 0); /* frees the copy */
@@ -429,7 +412,7 @@ UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
 		err = -EFAULT;
 		goto out;
 	}
-	struct uhmm_page *p = range_page(r, ((uintptr_t)addr - r->start) >> PAGE_SHIFT);
+	const struct uhmm_page *p = range_page_peek(r, ((uintptr_t)addr - r->start) >> PAGE_SHIFT);
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
 	memset(info, 0, sizeof(*info));
 	info->seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
@@ -459,8 +442,19 @@ void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 			continue;
 		}
 		uintptr_t e = range_end(r) < end ? range_end(r) : end;
-		for (uintptr_t x = a; x < e; x += PAGE_SIZE)
-			uhmm__page_zap(ctx, range_page(r, (x - r->start) >> PAGE_SHIFT));
+		for (uintptr_t x = a; x < e; x += PAGE_SIZE) {
+			size_t i = (x - r->start) >> PAGE_SHIFT;
+			/* A block never created holds no device page, and in
+			 * memory uhmm_alloc'd no page can be present without
+			 * a fault that created it: nothing to mark.  Memory
+			 * registered may have had pages before uhmm knew it:
+			 * they get their DISCARD mark. */
+			if (r->owned && !range_blk_present(r, i)) {
+				x += (range_blk_left(r, i) - 1) << PAGE_SHIFT;
+				continue;
+			}
+			uhmm__page_zap(ctx, range_page(r, i));
+		}
 		a = e;
 		uhmm__range_put(r);
 	}
@@ -662,8 +656,13 @@ void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		fprintf(stderr, "uhmm: out of memory following munmap\n");
 	for (size_t k = 0; k < ncut; k++) {
 		struct uhmm_range *r = cut[k];
-		for (size_t i = 0; i < r->npages; i++)
+		for (size_t i = 0; i < r->npages; i++) {
+			if (!range_blk_present(r, i)) {
+				i += range_blk_left(r, i) - 1; /* nothing on a device */
+				continue;
+			}
 			uhmm__page_zap(ctx, range_page(r, i));
+		}
 		atomic_store(&r->dead, true);
 		uhmm__range_put(r);
 	}

@@ -228,7 +228,7 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		uintptr_t e = range_end(r) < end ? range_end(r) : end;
 		for (; a < e; a += PAGE_SIZE) {
 			size_t idx = (a - r->start) >> PAGE_SHIFT;
-			unsigned d = pg_dev(atomic_load_explicit(&range_page(r, idx)->word,
+			unsigned d = pg_dev(atomic_load_explicit(&range_page_peek(r, idx)->word,
 								 memory_order_acquire));
 			if (!d || d != self) {
 				if (d) /* another device's page: home first */
@@ -331,7 +331,7 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 		}
 		uintptr_t e = range_end(r) < req->end ? range_end(r) : req->end;
 		for (; a < e; a += PAGE_SIZE) {
-			struct uhmm_page *p = range_page(r, (a - r->start) >> PAGE_SHIFT);
+			const struct uhmm_page *p = range_page_peek(r, (a - r->start) >> PAGE_SHIFT);
 			uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
 			unsigned d = pg_dev(w);
 			if (!d)

@@ -716,6 +716,10 @@ static void readahead_step(struct uhmm_ctx *ctx)
 	s->next = r->start + (be << PAGE_SHIFT);
 	size_t moved = 0;
 	for (size_t i = bs; i < be;) {
+		if (!range_blk_present(r, i)) {
+			i += range_blk_left(r, i); /* nothing of it on a device */
+			continue;
+		}
 		struct uhmm_page *p = range_page(r, i);
 		unsigned dev;
 		if (!uhmm__page_trylock(p)) {
@@ -825,7 +829,7 @@ static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr)
 	if (!r)
 		return 0;
 	uint32_t seq = atomic_load_explicit(
-		&range_page(r, (addr - r->start) >> PAGE_SHIFT)->seq,
+		&range_page_peek(r, (addr - r->start) >> PAGE_SHIFT)->seq,
 		memory_order_relaxed);
 	uhmm__range_put(r);
 	return seq;
@@ -1168,7 +1172,7 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 		uintptr_t pa = m[i].arg.pagefault.address & ~(PAGE_SIZE - 1);
 		rr[i] = uhmm__range_get(ctx, pa);
 		seq[i] = rr[i] ? atomic_load_explicit(
-					 &range_page(rr[i], (pa - rr[i]->start) >> PAGE_SHIFT)->seq,
+					 &range_page_peek(rr[i], (pa - rr[i]->start) >> PAGE_SHIFT)->seq,
 					 memory_order_relaxed)
 			       : 0;
 	}

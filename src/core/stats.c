@@ -19,7 +19,6 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out)
 	uint64_t *dst = (uint64_t *)out;
 	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-	out->metadata_bytes = out->managed_pages * sizeof(struct uhmm_page);
 	uhmm__ctx_exit(ctx);
 	return 0;
 }
@@ -42,7 +41,6 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	const uint64_t *src = (const uint64_t *)&ctx->stats;
 	for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++)
 		((uint64_t *)&s)[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-	s.metadata_bytes = s.managed_pages * sizeof(struct uhmm_page);
 #define P(field, what) fprintf(f, "  %-28s %12llu  %s\n", #field, \
 			       (unsigned long long)s.field, what)
 	fprintf(f, "uhmm statistics:\n");
@@ -76,6 +74,13 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(range_fault_pages, "pages walked by range faults");
 	P(metadata_bytes, "page-state bytes");
 	P(managed_pages, "pages managed");
+	P(metadata_dir_bytes, "page-state directory bytes");
+	P(evicted_pages, "pages evicted from full devices");
+	P(evicted_bytes, "bytes evicted");
+	P(evicted_blocks, "2 MiB blocks evicted from");
+	P(evict_ns, "ns evicting");
+	P(evict_busy, "victim pages skipped: busy");
+	P(evict_backoffs, "requests that backed off: device full");
 #undef P
 }
 
@@ -117,7 +122,7 @@ UHMM_API void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f)
 			fprintf(f, " no range\n");
 			continue;
 		}
-		struct uhmm_page *p = range_page(r, (a - r->start) >> PAGE_SHIFT);
+		const struct uhmm_page *p = range_page_peek(r, (a - r->start) >> PAGE_SHIFT);
 		fprintf(f, " range %#lx+%zu pages, word %#x seq %u dpfn %llu\n",
 			(unsigned long)r->start, r->npages,
 			atomic_load_explicit(&p->word, memory_order_relaxed),

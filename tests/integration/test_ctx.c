@@ -136,10 +136,19 @@ static void metadata_is_sixteen_bytes_a_page(void **state)
 	struct uhmm_stats s;
 	ASSERT_OK(uhmm_stats_get(ctx, &s));
 	assert_int_equal(s.managed_pages, 64 * MiB / 4096);
+	/* Page state is created when first needed: none yet, only the
+	 * directory (16 bytes a 2 MiB block). */
+	assert_int_equal(s.metadata_bytes, 0);
+	assert_int_equal(s.metadata_dir_bytes, 16 * (64 / 2));
+	memset(p, 1, 64 * MiB);
+	ASSERT_OK(uhmm_stats_get(ctx, &s));
 	assert_int_equal(s.metadata_bytes, 16 * s.managed_pages);
 	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_sync(ctx)); /* the munmap's event drops the last reference */
 	ASSERT_OK(uhmm_stats_get(ctx, &s));
 	assert_int_equal(s.managed_pages, 0);
+	assert_int_equal(s.metadata_bytes, 0);
+	assert_int_equal(s.metadata_dir_bytes, 0);
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 

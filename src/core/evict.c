@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * evict.c - device memory as a cache: the device LRUs and the victim walk.
+ *
+ * Each device has an LRU of the 2 MiB blocks of page state (struct
+ * uhmm_pdir) that may have pages on it.  A block becomes the device's most
+ * recently used when a migration toward the device allocates frames for it
+ * (uhmm__lru_touch, called while the migrating thread holds the block's
+ * pages, so a request that waits for memory sees a busy victim, not none).
+ * Nothing removes a block when its pages leave the device by other ways (a
+ * CPU fault, an munmap): the walk finds such a block empty and drops it.
+ * So the list is exact about what may be there and approximate about order,
+ * the way UVM's root-chunk LRU is updated on allocation, not on access.
+ *
+ * The victim rule (docs/ARCHITECTURE.md, "Eviction"): a request that needs
+ * frames on a full device walks its LRU from the head, skipping blocks that
+ * overlap the request itself, and evicts whole blocks: each victim page is
+ * taken with *trylock* (uhmm__evict_batch), so an evictor never waits for a
+ * page lock while it holds its own; a busy page is skipped and counted.
+ * Evicting is a migration home with the usual order: lock, invalidate (the
+ * device fences), copy, install by the service thread, publish (which
+ * releases the frame), unlock.  A frame is reused only after its
+ * publication, after the fence.  The caller decides what an empty-handed
+ * walk means (migrate.c: fail when nothing could be evicted, back off and
+ * wait when victims were busy).
+ *
+ * Locks: lru_lock, a leaf: held only to look at and relink entries, and to
+ * take a reference on a block's array (uhmm__pagearr_tryget: an array whose
+ * last reference is gone is being freed, and uhmm__lru_forget is waiting
+ * for lru_lock to unlink it).  Ranges are found under ranges_lock after
+ * lru_lock is dropped.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "util/futex.h"
+
+static void lru_unlink_locked(struct uhmm_lru *l, struct uhmm_lru_node *n)
+{
+	if (n->prev)
+		n->prev->next = n->next;
+	else
+		l->head = n->next;
+	if (n->next)
+		n->next->prev = n->prev;
+	else
+		l->tail = n->prev;
+	n->prev = n->next = NULL;
+	l->n--;
+}
+
+static void lru_append_locked(struct uhmm_lru *l, struct uhmm_lru_node *n)
+{
+	n->next = NULL;
+	n->prev = l->tail;
+	if (l->tail)
+		l->tail->next = n;
+	else
+		l->head = n;
+	l->tail = n;
+	l->n++;
+}
+
+/* Take n out of its block's chain. */
+static void blk_unchain_locked(struct uhmm_lru_node *n)
+{
+	struct uhmm_lru_node **pp = &n->arr->dir[n->blk].lru;
+	while (*pp != n)
+		pp = &(*pp)->bnext;
+	*pp = n->bnext;
+}
+
+void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
+		     unsigned dev)
+{
+	pthread_mutex_lock(&ctx->lru_lock);
+	struct uhmm_lru *l = &ctx->lru[dev];
+	struct uhmm_lru_node *n = a->dir[blk].lru;
+	while (n && n->dev != dev)
+		n = n->bnext;
+	if (n) {
+		if (l->tail != n) {
+			lru_unlink_locked(l, n);
+			lru_append_locked(l, n);
+		}
+	} else if ((n = calloc(1, sizeof(*n)))) {
+		/* (Out of memory: the block is not evictable until it is
+		 * touched again; nothing is lost.) */
+		n->arr = a;
+		n->blk = blk;
+		n->dev = dev;
+		n->bnext = a->dir[blk].lru;
+		a->dir[blk].lru = n;
+		lru_append_locked(l, n);
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+}
+
+void uhmm__lru_forget(struct uhmm_ctx *ctx, struct uhmm_pagearr *a)
+{
+	pthread_mutex_lock(&ctx->lru_lock);
+	for (size_t b = 0; b < a->nblk; b++) {
+		struct uhmm_lru_node *n = a->dir[b].lru;
+		while (n) {
+			struct uhmm_lru_node *next = n->bnext;
+			lru_unlink_locked(&ctx->lru[n->dev], n);
+			free(n);
+			n = next;
+		}
+		a->dir[b].lru = NULL;
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+}
+
+void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev)
+{
+	pthread_mutex_lock(&ctx->lru_lock);
+	struct uhmm_lru *l = &ctx->lru[dev];
+	while (l->head) {
+		struct uhmm_lru_node *n = l->head;
+		lru_unlink_locked(l, n);
+		blk_unchain_locked(n);
+		free(n);
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+}
+
+/* Drop entry n if it is still in the list (another walk may have). */
+static void lru_drop(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
+		     unsigned dev)
+{
+	pthread_mutex_lock(&ctx->lru_lock);
+	struct uhmm_lru_node *n = a->dir[blk].lru;
+	while (n && n->dev != dev)
+		n = n->bnext;
+	if (n) {
+		lru_unlink_locked(&ctx->lru[dev], n);
+		blk_unchain_locked(n);
+		free(n);
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+}
+
+#define MAX_PIECES 8
+
+/* The live ranges mapping pages of block blk of a, with a reference each:
+ * piece k is pages [idx[k], idx[k] + n[k]) of r[k]. */
+static size_t find_pieces(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
+			  struct uhmm_range **r, size_t *idx, size_t *n)
+{
+	size_t lo = blk * BATCH_PAGES, hi = lo + BATCH_PAGES, k = 0;
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	for (size_t i = 0; i < ctx->nranges && k < MAX_PIECES; i++) {
+		struct uhmm_range *x = ctx->ranges[i];
+		if (x->arr != a || x->first >= hi || x->first + x->npages <= lo)
+			continue;
+		size_t s = x->first > lo ? x->first : lo;
+		size_t e = x->first + x->npages < hi ? x->first + x->npages : hi;
+		atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
+		r[k] = x;
+		idx[k] = s - x->first;
+		n[k] = e - s;
+		k++;
+	}
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	return k;
+}
+
+size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
+		   uintptr_t xlo, uintptr_t xhi)
+{
+	uint64_t t0 = uhmm__now_ns();
+	size_t start_moved = v->moved;
+	pthread_mutex_lock(&ctx->lru_lock);
+	size_t budget = ctx->lru[v->dev].n; /* each block at most once */
+	pthread_mutex_unlock(&ctx->lru_lock);
+	size_t blocks = 0;
+	while (v->moved - start_moved < want && budget--) {
+		pthread_mutex_lock(&ctx->lru_lock);
+		struct uhmm_lru *l = &ctx->lru[v->dev];
+		struct uhmm_lru_node *node = l->head;
+		if (!node) {
+			pthread_mutex_unlock(&ctx->lru_lock);
+			break;
+		}
+		/* To the tail: the next turn looks at the next block, and a
+		 * block kept busy does not stay in front. */
+		lru_unlink_locked(l, node);
+		lru_append_locked(l, node);
+		struct uhmm_pagearr *a = node->arr;
+		size_t blk = node->blk;
+		bool ok = uhmm__pagearr_tryget(a);
+		pthread_mutex_unlock(&ctx->lru_lock);
+		if (!ok)
+			continue; /* being freed: uhmm__lru_forget unlinks it */
+
+		struct uhmm_range *r[MAX_PIECES];
+		size_t idx[MAX_PIECES], n[MAX_PIECES];
+		size_t np = find_pieces(ctx, a, blk, r, idx, n);
+		size_t moved0 = v->moved, seen0 = v->seen, busy0 = v->busy;
+		bool own = false;
+		for (size_t k = 0; k < np; k++) {
+			uintptr_t va = r[k]->start + (idx[k] << PAGE_SHIFT);
+			uintptr_t vend = va + (n[k] << PAGE_SHIFT);
+			if (va < xhi && xlo < vend) {
+				own = true; /* the request's own: never a victim */
+				continue;
+			}
+			/* Batches stop at 2 MiB boundaries of the address. */
+			for (size_t i = idx[k]; i < idx[k] + n[k];) {
+				uintptr_t x = r[k]->start + (i << PAGE_SHIFT);
+				size_t room = (UHMM_HUGE_SIZE - (x & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
+				size_t m = idx[k] + n[k] - i < room ? idx[k] + n[k] - i : room;
+				(void)uhmm__evict_batch(ctx, r[k], i, m, v);
+				i += m;
+			}
+		}
+		for (size_t k = 0; k < np; k++)
+			uhmm__range_put(r[k]);
+		if (v->moved != moved0)
+			blocks++;
+		/* Nothing of it on the device any more (and nobody holding
+		 * a page of it): out of the list. */
+		if (!own && v->seen == seen0 && v->busy == busy0)
+			lru_drop(ctx, a, blk, v->dev);
+		uhmm__pagearr_put(a);
+	}
+	size_t moved = v->moved - start_moved;
+	if (moved) {
+		struct uhmm_device *d = uhmm__dev_get(ctx, v->dev);
+		if (d)
+			atomic_fetch_add_explicit(&d->evicted_pages, moved, memory_order_relaxed);
+		STAT_ADD(ctx, evicted_pages, moved);
+		STAT_ADD(ctx, evicted_bytes, moved << PAGE_SHIFT);
+		STAT_ADD(ctx, evicted_blocks, blocks);
+	}
+	STAT_ADD(ctx, evict_ns, uhmm__now_ns() - t0);
+	return v->moved;
+}
+
+#define FREED_WAITERS 1u
+
+void uhmm__dev_freed(struct uhmm_ctx *ctx)
+{
+	uint32_t old = atomic_fetch_add_explicit(&ctx->dev_freed, 2, memory_order_release);
+	if (old & FREED_WAITERS) {
+		atomic_fetch_and_explicit(&ctx->dev_freed, ~FREED_WAITERS, memory_order_relaxed);
+		uhmm_futex_wake_all(&ctx->dev_freed);
+	}
+}
+
+void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns)
+{
+	uint32_t w = atomic_fetch_or_explicit(&ctx->dev_freed, FREED_WAITERS,
+					      memory_order_acquire) | FREED_WAITERS;
+	if ((w & ~FREED_WAITERS) != (seen & ~FREED_WAITERS))
+		return; /* freed meanwhile */
+	uhmm_futex_wait_ns(&ctx->dev_freed, w, max_ns);
+}
+
+/* ---- what a backend may ask for ---- */
+
+UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes)
+{
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err;
+	err = uhmm__dev_hold(ctx, dev);
+	if (err) {
+		uhmm__ctx_exit(ctx);
+		return err;
+	}
+	struct uhmm_victim v = { .dev = dev->id, .hi = UINT64_MAX };
+	size_t want = (bytes + PAGE_SIZE - 1) >> PAGE_SHIFT;
+	if (want)
+		uhmm__evict(ctx, &v, want, 0, 0);
+	STAT_ADD(ctx, evict_busy, v.busy);
+	uhmm__dev_release(dev);
+	uhmm__ctx_exit(ctx);
+	return (long)(v.moved << PAGE_SHIFT);
+}
+
+UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t n)
+{
+	if (!n || first + n < first)
+		return -EINVAL;
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err;
+	err = uhmm__dev_hold(ctx, dev);
+	if (err) {
+		uhmm__ctx_exit(ctx);
+		return err;
+	}
+	/* Walk until no page with a frame in the range is left; pages
+	 * someone holds are waited for (a frame released, or a while), for
+	 * up to UHMM_SETTLE_NS. */
+	uint64_t t0 = 0;
+	for (;;) {
+		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
+		struct uhmm_victim v = { .dev = dev->id, .lo = first, .hi = first + n };
+		uhmm__evict(ctx, &v, SIZE_MAX, 0, 0);
+		STAT_ADD(ctx, evict_busy, v.busy);
+		if (!v.busy)
+			break;
+		if (uhmm__settle_expired(&t0)) {
+			err = -EBUSY;
+			break;
+		}
+		uhmm__dev_freed_wait(ctx, seen, BACKOFF_NS);
+	}
+	uhmm__dev_release(dev);
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_device_stats(uhmm_device *dev, struct uhmm_device_stats *out)
+{
+	if (!out)
+		return -EINVAL;
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err;
+	memset(out, 0, sizeof(*out));
+	out->bytes_in_use = atomic_load_explicit(&dev->frames_used, memory_order_relaxed)
+			    << PAGE_SHIFT;
+	out->evicted_pages = atomic_load_explicit(&dev->evicted_pages, memory_order_relaxed);
+	out->evicted_bytes = out->evicted_pages << PAGE_SHIFT;
+	pthread_mutex_lock(&ctx->lru_lock);
+	out->lru_blocks = ctx->lru[dev->id].n;
+	pthread_mutex_unlock(&ctx->lru_lock);
+	uhmm__ctx_exit(ctx);
+	return 0;
+}

@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Device memory as a cache (issue 14): eviction of least recently used
+ * blocks when a device is full, the victim rule (trylock, never the
+ * request's own pages, a bounded back-off), kernels whose working set
+ * exceeds device memory, and page state created lazily.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "core/internal.h"
+#include "testlib.h"
+
+#define MiB (1ul << 20)
+
+struct fix {
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+};
+
+static void setup(struct fix *f, uint64_t dev_bytes)
+{
+	ASSERT_OK(uhmm_ctx_create(NULL, &f->ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = dev_bytes;
+	ASSERT_OK(uhmm_simdev_create(f->ctx, &o, &f->dev));
+}
+
+static void teardown(struct fix *f)
+{
+	ASSERT_OK(uhmm_ctx_destroy(f->ctx));
+}
+
+static struct uhmm_stats stats(struct fix *f)
+{
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(f->ctx, &s));
+	return s;
+}
+
+static char *filled(struct fix *f, size_t len, uint64_t seed)
+{
+	char *p;
+	ASSERT_OK(uhmm_alloc(f->ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, seed);
+	return p;
+}
+
+/* A second buffer migrated to a full device evicts the first (least
+ * recently used), and every byte of both is right afterwards. */
+static void migrate_to_full_device_evicts_lru(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 8 * MiB);
+	char *a = filled(&f, 6 * MiB, 1), *b = filled(&f, 6 * MiB, 2);
+	ASSERT_OK(uhmm_migrate(f.ctx, a, 6 * MiB, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, a, 6 * MiB, f.dev), 6 * MiB / 4096);
+	ASSERT_OK(uhmm_migrate(f.ctx, b, 6 * MiB, f.dev, 0));
+	/* b is all there; a lost at least what b needed beyond the room. */
+	assert_int_equal(uhmm_test_pages_on(f.ctx, b, 6 * MiB, f.dev), 6 * MiB / 4096);
+	size_t a_left = uhmm_test_pages_on(f.ctx, a, 6 * MiB, f.dev);
+	assert_true(a_left <= 2 * MiB / 4096);
+	struct uhmm_stats s = stats(&f);
+	assert_true(s.evicted_pages >= 4 * MiB / 4096);
+	assert_true(s.evicted_blocks >= 2);
+	assert_int_equal(s.evicted_bytes, s.evicted_pages * 4096);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(f.dev, &ds));
+	assert_int_equal(ds.evicted_pages, s.evicted_pages);
+	assert_true(ds.bytes_in_use <= 8 * MiB);
+	assert_true(ds.bytes_in_use >= 6 * MiB);
+	uhmm_test_assert_data(a, 0, 6 * MiB, 1);
+	uhmm_test_assert_data(b, 0, 6 * MiB, 2);
+	teardown(&f);
+}
+
+/* The least recently used block goes first: after a, b, c in that order,
+ * d evicts a and leaves c. */
+static void the_victim_is_the_least_recently_used(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 6 * MiB);
+	char *buf[4];
+	for (int i = 0; i < 4; i++)
+		buf[i] = filled(&f, 2 * MiB, 10 + i);
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(uhmm_migrate(f.ctx, buf[i], 2 * MiB, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, buf[3], 2 * MiB, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[0], 2 * MiB, f.dev), 0);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[1], 2 * MiB, f.dev), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[2], 2 * MiB, f.dev), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[3], 2 * MiB, f.dev), 512);
+	for (int i = 0; i < 4; i++)
+		uhmm_test_assert_data(buf[i], 0, 2 * MiB, 10 + i);
+	teardown(&f);
+}
+
+/* A request larger than the device never evicts its own pages: what fits
+ * moves, the call says -ENOMEM, nothing is lost. */
+static void a_request_larger_than_the_device_keeps_its_own(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 8 * MiB);
+	char *other = filled(&f, 2 * MiB, 3);
+	ASSERT_OK(uhmm_migrate(f.ctx, other, 2 * MiB, f.dev, 0));
+	char *p = filled(&f, 32 * MiB, 4);
+	assert_int_equal(uhmm_migrate(f.ctx, p, 32 * MiB, f.dev, 0), -ENOMEM);
+	/* The other tenant's block was evicted; the request's first 8 MiB
+	 * moved and stayed. */
+	assert_int_equal(uhmm_test_pages_on(f.ctx, other, 2 * MiB, f.dev), 0);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, 8 * MiB, f.dev), 8 * MiB / 4096);
+	uhmm_test_assert_data(p, 0, 32 * MiB, 4);
+	uhmm_test_assert_data(other, 0, 2 * MiB, 3);
+	teardown(&f);
+}
+
+/* Migrating 4x the device's memory in 2 MiB calls: each call evicts
+ * earlier ones; the data is right. */
+static void migrations_over_four_times_the_device(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 8 * MiB);
+	char *p = filled(&f, 32 * MiB, 5);
+	for (size_t off = 0; off < 32 * MiB; off += 2 * MiB)
+		ASSERT_OK(uhmm_migrate(f.ctx, p + off, 2 * MiB, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 24 * MiB, 8 * MiB, f.dev), 8 * MiB / 4096);
+	uhmm_test_assert_data(p, 0, 32 * MiB, 5);
+	teardown(&f);
+}
+
+/* ---- kernels over more than the device ---- */
+
+struct inc {
+	uint32_t *v;
+	size_t per;
+	int atomic;
+};
+
+static void k_inc(uhmm_simdev_item *wi, uint64_t item, void *arg)
+{
+	struct inc *k = arg;
+	for (size_t i = item * k->per; i < (item + 1) * k->per; i++) {
+		if (k->atomic)
+			uhmm_simdev_atomic_add32(wi, &k->v[i], 1);
+		else
+			uhmm_simdev_st32(wi, &k->v[i], uhmm_simdev_ld32(wi, &k->v[i]) + 1);
+	}
+}
+
+static void run_kernel_over(size_t bytes, int atomic, int policy)
+{
+	struct fix f;
+	setup(&f, 8 * MiB);
+	uint32_t *v;
+	ASSERT_OK(uhmm_alloc(f.ctx, bytes, (void **)&v));
+	size_t n = bytes / 4;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (uint32_t)i;
+	if (atomic)
+		ASSERT_OK(uhmm_simdev_advise_atomics(f.dev, v, bytes, policy));
+	/* One work item a page: items of a lane walk the pages in order. */
+	struct inc k = { .v = v, .per = 1024, .atomic = atomic };
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_inc, n / k.per, &k));
+	for (size_t i = 0; i < n; i++)
+		if (v[i] != (uint32_t)i + 1)
+			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + 1);
+	struct uhmm_stats s = stats(&f);
+	if (!atomic || policy == UHMM_SIMDEV_ATOMIC_MIGRATE)
+		assert_true(s.evicted_pages > 0);
+	teardown(&f);
+}
+
+/* Migrate on touch over 4x device memory: completes, right data. */
+static void kernel_over_four_times_the_device(void **state)
+{
+	(void)state;
+	run_kernel_over(32 * MiB, 0, 0);
+}
+
+/* Atomics that migrate, over 4x device memory. */
+static void atomic_kernel_over_four_times_the_device(void **state)
+{
+	(void)state;
+	run_kernel_over(32 * MiB, 1, UHMM_SIMDEV_ATOMIC_MIGRATE);
+}
+
+/* Atomics by the default policy over 4x device memory (pages the CPU just
+ * wrote are taken exclusively, in system memory). */
+static void auto_atomic_kernel_over_four_times_the_device(void **state)
+{
+	(void)state;
+	run_kernel_over(32 * MiB, 1, UHMM_SIMDEV_ATOMIC_AUTO);
+}
+
+/* ---- the victim rule ---- */
+
+struct mig {
+	struct fix *f;
+	char *p;
+	size_t len;
+	int rc;
+};
+
+static void *migrate_thread(void *arg)
+{
+	struct mig *m = arg;
+	m->rc = uhmm_migrate(m->f->ctx, m->p, m->len, m->f->dev, 0);
+	return NULL;
+}
+
+static void lock_all(struct fix *f, char *p, size_t len, bool lock)
+{
+	struct uhmm_range *r = uhmm__range_get(f->ctx, (uintptr_t)p);
+	assert_non_null(r);
+	size_t idx = ((uintptr_t)p - r->start) >> PAGE_SHIFT;
+	for (size_t i = 0; i < len / 4096; i++) {
+		if (lock)
+			uhmm__page_lock(range_page(r, idx + i));
+		else
+			uhmm__page_unlock(f->ctx, range_page(r, idx + i));
+	}
+	uhmm__range_put(r);
+}
+
+/* Every victim busy: the request backs off (holding nothing), and moves
+ * as soon as a victim is let go. */
+static void busy_victims_make_the_request_wait_not_fail(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 4 * MiB);
+	char *a = filled(&f, 4 * MiB, 6), *b = filled(&f, 2 * MiB, 7);
+	ASSERT_OK(uhmm_migrate(f.ctx, a, 4 * MiB, f.dev, 0));
+	lock_all(&f, a, 4 * MiB, true);
+	struct mig m = { .f = &f, .p = b, .len = 2 * MiB, .rc = 1 };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, migrate_thread, &m), 0);
+	for (int i = 0; i < 10000 && stats(&f).evict_backoffs < 3; i++)
+		uhmm_test_nap();
+	assert_true(stats(&f).evict_backoffs >= 3);
+	/* b's pages are not held while it waits: a CPU touch of them is
+	 * served (a fault on a page the request held would hang here). */
+	assert_int_equal(b[4096 * 7], ((char *)b)[4096 * 7]);
+	uhmm_test_assert_data(b, 0, 2 * MiB, 7);
+	lock_all(&f, a, 4 * MiB, false);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(m.rc, 0);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, b, 2 * MiB, f.dev), 512);
+	assert_true(stats(&f).evict_busy > 0);
+	uhmm_test_assert_data(a, 0, 4 * MiB, 6);
+	uhmm_test_assert_data(b, 0, 2 * MiB, 7);
+	teardown(&f);
+}
+
+/* Victims held for ever: the back-off is bounded, -ENOMEM, nothing lost. */
+static void busy_victims_for_ever_end_in_enomem(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 2 * MiB);
+	char *a = filled(&f, 2 * MiB, 8), *b = filled(&f, 2 * MiB, 9);
+	ASSERT_OK(uhmm_migrate(f.ctx, a, 2 * MiB, f.dev, 0));
+	lock_all(&f, a, 2 * MiB, true);
+	uint64_t t0 = uhmm_test_now_ns();
+	assert_int_equal(uhmm_migrate(f.ctx, b, 2 * MiB, f.dev, 0), -ENOMEM);
+	assert_true(uhmm_test_now_ns() - t0 >= UHMM_SETTLE_NS);
+	lock_all(&f, a, 2 * MiB, false);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, b, 2 * MiB, NULL), 512);
+	uhmm_test_assert_data(a, 0, 2 * MiB, 8);
+	uhmm_test_assert_data(b, 0, 2 * MiB, 9);
+	teardown(&f);
+}
+
+/* Two threads migrating to a device too small for both at once keep
+ * evicting each other's blocks and both finish (no livelock, no hang). */
+static void two_requests_evicting_each_other_finish(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 4 * MiB);
+	char *a = filled(&f, 4 * MiB, 20), *b = filled(&f, 4 * MiB, 21);
+	for (int round = 0; round < 8; round++) {
+		struct mig ma = { .f = &f, .p = a, .len = 4 * MiB, .rc = 1 };
+		struct mig mb = { .f = &f, .p = b, .len = 4 * MiB, .rc = 1 };
+		pthread_t ta, tb;
+		assert_int_equal(pthread_create(&ta, NULL, migrate_thread, &ma), 0);
+		assert_int_equal(pthread_create(&tb, NULL, migrate_thread, &mb), 0);
+		pthread_join(ta, NULL);
+		pthread_join(tb, NULL);
+		/* Each fits alone; together they may not: a request may fail
+		 * with -ENOMEM when the other's pages are its only victims
+		 * and they are in flight, never hang, never lose data. */
+		assert_true(ma.rc == 0 || ma.rc == -ENOMEM);
+		assert_true(mb.rc == 0 || mb.rc == -ENOMEM);
+	}
+	uhmm_test_assert_data(a, 0, 4 * MiB, 20);
+	uhmm_test_assert_data(b, 0, 4 * MiB, 21);
+	teardown(&f);
+}
+
+/* ---- lazy page state ---- */
+
+static long rss_kib(void)
+{
+	FILE *fp = fopen("/proc/self/statm", "r");
+	long size = 0, res = 0;
+	assert_non_null(fp);
+	assert_int_equal(fscanf(fp, "%ld %ld", &size, &res), 2);
+	fclose(fp);
+	return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* A 1 TiB allocation costs its directory; touching a page creates one
+ * block; a migration home over all of it reads only the directory. */
+static void a_terabyte_alloc_costs_its_directory_only(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 8 * MiB);
+	size_t len = 1ul << 40;
+	char *p;
+	int e = uhmm_alloc(f.ctx, len, (void **)&p);
+	if (e == -ENOMEM)
+		TEST_SKIP("no 1 TiB of address space here");
+	ASSERT_OK(e);
+	struct uhmm_stats s = stats(&f);
+	assert_int_equal(s.metadata_bytes, 0);
+	assert_int_equal(s.metadata_dir_bytes, (len / (2 * MiB)) * sizeof(struct uhmm_pdir));
+	/* Touch 1 MiB at the start and 1 MiB far away. */
+	memset(p, 1, MiB);
+	memset(p + len / 2, 2, MiB);
+	s = stats(&f);
+	assert_int_equal(s.metadata_bytes, 2 * sizeof(struct uhmm_pblk));
+	ASSERT_OK(uhmm_migrate(f.ctx, p + len / 2, MiB, f.dev, 0));
+	long before = rss_kib();
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	struct uhmm_page_info info;
+	ASSERT_OK(uhmm_page_query(f.ctx, p + len - 4096, &info));
+	assert_int_equal(info.where, UHMM_WHERE_CPU);
+	/* The walk created nothing and touched no more than the directory
+	 * (8 MiB) and the data coming home. */
+	assert_int_equal(stats(&f).metadata_bytes, 2 * sizeof(struct uhmm_pblk));
+	assert_true(rss_kib() - before < 32 * 1024);
+	assert_int_equal(p[len / 2], 2);
+	assert_int_equal(p[0], 1);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	s = stats(&f);
+	assert_int_equal(s.metadata_bytes, 0);
+	assert_int_equal(s.metadata_dir_bytes, 0);
+	teardown(&f);
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(migrate_to_full_device_evicts_lru),
+	cmocka_unit_test(the_victim_is_the_least_recently_used),
+	cmocka_unit_test(a_request_larger_than_the_device_keeps_its_own),
+	cmocka_unit_test(migrations_over_four_times_the_device),
+	cmocka_unit_test(kernel_over_four_times_the_device),
+	cmocka_unit_test(atomic_kernel_over_four_times_the_device),
+	cmocka_unit_test(auto_atomic_kernel_over_four_times_the_device),
+	cmocka_unit_test(busy_victims_make_the_request_wait_not_fail),
+	cmocka_unit_test(busy_victims_for_ever_end_in_enomem),
+	cmocka_unit_test(two_requests_evicting_each_other_finish),
+	cmocka_unit_test(a_terabyte_alloc_costs_its_directory_only),
+};
+
+UHMM_TEST_MAIN(tests)
