@@ -66,6 +66,23 @@ struct uhmm_simdev_meminfo {
  * backend's device). */
 UHMM_API int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out);
 
+/**
+ * uhmm_simdev_set_tenant - imitate another tenant of the device holding
+ * @bytes of its memory (a multiple of 2 MiB, at most mem_bytes), so that
+ * uhmm's pages have that much less room: the device shrinks (or grows back:
+ * 0 gives everything back) at run time, while kernels run.  Free 2 MiB
+ * chunks are taken first, from the top; then the top chunks the tenant does
+ * not hold are emptied with uhmm_device_evict_frames() (their pages go to
+ * system memory: nothing is lost) and taken.  meminfo's free_pages drops by
+ * what the tenant holds; total_pages stays.
+ * Errors: -EINVAL (@dev not a live simdev, @bytes not a multiple of 2 MiB
+ * or above the device's memory); -EBUSY the chunks could not all be had
+ * within 2 s (pages held by migrations or faults in flight): what this call
+ * took is given back.  Sleeps (evictions); not from a kernel's work item or
+ * a notifier callback.
+ */
+UHMM_API int uhmm_simdev_set_tenant(uhmm_device *dev, uint64_t bytes);
+
 /* ------------------------------------------------------------------------ */
 /* Fault injection                                                          */
 

@@ -243,6 +243,11 @@ int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		uintptr_t a = r->start + (i << PAGE_SHIFT);
 		size_t room = (UHMM_HUGE_SIZE - (a & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
 		size_t m = idx + n - i < room ? idx + n - i : room;
+		/* No page state: nothing of it was ever on a device. */
+		if (!range_blk_present(r, i) && !range_blk_present(r, i + m - 1)) {
+			i += m;
+			continue;
+		}
 		int e = batch_to_system(ctx, r, i, m, dev_id, NULL);
 		if (e && !err)
 			err = e;

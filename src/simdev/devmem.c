@@ -49,7 +49,8 @@ int uhmm__devmem_init(struct devmem *dm, uint64_t bytes)
 	uint32_t nchunks = (uint32_t)(bytes / UHMM_HUGE_SIZE);
 	dm->chunks = calloc(nchunks, sizeof(*dm->chunks));
 	dm->free_stack = calloc(nchunks, sizeof(*dm->free_stack));
-	if (!dm->chunks || !dm->free_stack)
+	dm->tenant = calloc(nchunks, sizeof(*dm->tenant));
+	if (!dm->chunks || !dm->free_stack || !dm->tenant)
 		goto nomem;
 
 	/* Over-map by 2 MiB, then trim to a 2 MiB aligned window. */
@@ -90,8 +91,10 @@ int uhmm__devmem_init(struct devmem *dm, uint64_t bytes)
 nomem:
 	free(dm->chunks);
 	free(dm->free_stack);
+	free(dm->tenant);
 	dm->chunks = NULL;
 	dm->free_stack = NULL;
+	dm->tenant = NULL;
 	return -ENOMEM;
 }
 
@@ -103,6 +106,7 @@ void uhmm__devmem_fini(struct devmem *dm)
 	pthread_mutex_destroy(&dm->lock);
 	free(dm->chunks);
 	free(dm->free_stack);
+	free(dm->tenant);
 	memset(dm, 0, sizeof(*dm));
 }
 
@@ -288,4 +292,46 @@ void uhmm__devmem_info(struct devmem *dm, uint64_t *total, uint64_t *free_pages,
 	*free_pages = dm->free_pages;
 	*huge_free = dm->nfree;
 	pthread_mutex_unlock(&dm->lock);
+}
+
+/* ---- another tenant ----------------------------------------------------- */
+
+bool uhmm__devmem_tenant_take(struct devmem *dm, uint32_t ci)
+{
+	bool took = false;
+	pthread_mutex_lock(&dm->lock);
+	if (ci < dm->nchunks && dm->chunks[ci].state == CHUNK_FREE) {
+		for (uint32_t k = 0; k < dm->nfree; k++) {
+			if (dm->free_stack[k] != ci)
+				continue;
+			dm->free_stack[k] = dm->free_stack[--dm->nfree];
+			dm->chunks[ci].state = CHUNK_HUGE;
+			dm->free_pages -= SIMDEV_CHUNK_PAGES;
+			dm->tenant[dm->ntenant++] = ci;
+			took = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&dm->lock);
+	return took;
+}
+
+bool uhmm__devmem_tenant_give(struct devmem *dm)
+{
+	pthread_mutex_lock(&dm->lock);
+	bool gave = dm->ntenant > 0;
+	if (gave)
+		free_huge_locked(dm, (uint64_t)dm->tenant[--dm->ntenant] * SIMDEV_CHUNK_PAGES);
+	pthread_mutex_unlock(&dm->lock);
+	return gave;
+}
+
+bool uhmm__devmem_tenant_has(struct devmem *dm, uint32_t ci)
+{
+	bool has = false;
+	pthread_mutex_lock(&dm->lock);
+	for (uint32_t k = 0; k < dm->ntenant && !has; k++)
+		has = dm->tenant[k] == ci;
+	pthread_mutex_unlock(&dm->lock);
+	return has;
 }

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 /* Numbers the default names simdev0, simdev1, ... across the process. */
 static _Atomic unsigned simdev_seq;
@@ -556,4 +557,59 @@ int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out)
 	out->injected_submit = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_SUBMIT].injected);
 	out->injected_pt = atomic_load(&sd->fi[UHMM_SIMDEV_FAIL_PT].injected);
 	return 0;
+}
+
+/* ---- another tenant (uhmm_simdev_set_tenant) ----------------------------- */
+
+/* Tenant calls one at a time (rare, and they may sleep for seconds). */
+static pthread_mutex_t tenant_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int uhmm_simdev_set_tenant(uhmm_device *dev, uint64_t bytes)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+	if (!sd || bytes % UHMM_HUGE_SIZE || bytes > sd->mem.bytes)
+		return -EINVAL;
+	uint32_t want = (uint32_t)(bytes / UHMM_HUGE_SIZE);
+	pthread_mutex_lock(&tenant_lock);
+	uint32_t have = sd->mem.ntenant, start = have;
+	while (have > want && uhmm__devmem_tenant_give(&sd->mem))
+		have--;
+	/* Free chunks first, from the top; then the top chunks the tenant
+	 * does not hold are emptied by uhmm (their pages evicted to system
+	 * memory) and taken.  A chunk a migration in flight allocates from
+	 * is taken on a later turn.  Up to 2 s, then everything this call
+	 * took goes back. */
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int err = 0;
+	while (have < want) {
+		for (uint32_t ci = sd->mem.nchunks; ci-- > 0 && have < want;)
+			have += uhmm__devmem_tenant_take(&sd->mem, ci);
+		for (uint32_t ci = sd->mem.nchunks; ci-- > 0 && have < want;) {
+			if (uhmm__devmem_tenant_has(&sd->mem, ci))
+				continue;
+			int e = uhmm_device_evict_frames(dev, (uint64_t)ci * SIMDEV_CHUNK_PAGES,
+							 SIMDEV_CHUNK_PAGES);
+			if (e && e != -EBUSY) {
+				err = e;
+				break;
+			}
+			have += uhmm__devmem_tenant_take(&sd->mem, ci);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (err || (now.tv_sec - t0.tv_sec) * 1000000000l + (now.tv_nsec - t0.tv_nsec) >
+				   2000000000l) {
+			if (!err)
+				err = -EBUSY;
+			while (have > start && uhmm__devmem_tenant_give(&sd->mem))
+				have--;
+			break;
+		}
+		if (have < want) {
+			struct timespec nap = { .tv_nsec = 1000000 };
+			nanosleep(&nap, NULL);
+		}
+	}
+	pthread_mutex_unlock(&tenant_lock);
+	return err;
 }

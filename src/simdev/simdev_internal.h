@@ -91,6 +91,10 @@ struct devmem {
 	uint32_t nfree;
 	uint32_t partial;          /* head of the partial list, or DEVMEM_NIL */
 	uint64_t free_pages;       /* free 4 KiB frames, whatever their chunk */
+	/* Chunks another tenant holds (uhmm_simdev_set_tenant), HUGE in
+	 * state; tenant[] lists them. */
+	uint32_t *tenant;
+	uint32_t ntenant;
 };
 
 /* Maps the pool.  Errors: -EINVAL, -ENOMEM. */
@@ -101,6 +105,12 @@ void uhmm__devmem_fini(struct devmem *dm);
 long uhmm__devmem_alloc(struct devmem *dm, unsigned order, size_t n, uint64_t *dpfn);
 void uhmm__devmem_free(struct devmem *dm, unsigned order, size_t n,
 		       const uint64_t *dpfn);
+/* Another tenant takes chunk ci if it is free (true), or gives back the
+ * last chunk it took (false if it holds none). */
+bool uhmm__devmem_tenant_take(struct devmem *dm, uint32_t ci);
+bool uhmm__devmem_tenant_give(struct devmem *dm);
+/* Is chunk ci the tenant's? */
+bool uhmm__devmem_tenant_has(struct devmem *dm, uint32_t ci);
 /* A consistent snapshot of the counters, in 4 KiB pages / 2 MiB chunks. */
 void uhmm__devmem_info(struct devmem *dm, uint64_t *total, uint64_t *free_pages,
 		       uint64_t *huge_free);

@@ -312,6 +312,130 @@ static void two_requests_evicting_each_other_finish(void **state)
 	teardown(&f);
 }
 
+/* ---- what a backend asks for ---- */
+
+static void backend_evicts_bytes_lru_first(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 16 * MiB);
+	char *buf[3];
+	for (int i = 0; i < 3; i++) {
+		buf[i] = filled(&f, 2 * MiB, 30 + i);
+		ASSERT_OK(uhmm_migrate(f.ctx, buf[i], 2 * MiB, f.dev, 0));
+	}
+	long got = uhmm_device_evict(f.dev, 3 * MiB);
+	/* Whole blocks: the two least recently used. */
+	assert_int_equal(got, 4 * MiB);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[0], 2 * MiB, NULL), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[1], 2 * MiB, NULL), 512);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, buf[2], 2 * MiB, f.dev), 512);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(f.dev, &ds));
+	assert_int_equal(ds.bytes_in_use, 2 * MiB);
+	assert_int_equal(ds.evicted_bytes, 4 * MiB);
+	assert_int_equal(uhmm_device_evict(NULL, 1), -EBADF);
+	for (int i = 0; i < 3; i++)
+		uhmm_test_assert_data(buf[i], 0, 2 * MiB, 30 + i);
+	teardown(&f);
+}
+
+static void backend_evicts_a_frame_range(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 16 * MiB);
+	char *p = filled(&f, 4 * MiB, 40);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, 4 * MiB, f.dev, 0));
+	const uint64_t lo = 256, hi = 768;
+	assert_int_equal(uhmm_device_evict_frames(f.dev, lo, 0), -EINVAL);
+	ASSERT_OK(uhmm_device_evict_frames(f.dev, lo, hi - lo));
+	size_t home = 0;
+	for (size_t off = 0; off < 4 * MiB; off += 4096) {
+		struct uhmm_page_info in;
+		ASSERT_OK(uhmm_page_query(f.ctx, p + off, &in));
+		if (in.where == UHMM_WHERE_DEVICE)
+			assert_true(in.dpfn < lo || in.dpfn >= hi);
+		else
+			home++;
+	}
+	assert_int_equal(home, hi - lo);
+	uhmm_test_assert_data(p, 0, 4 * MiB, 40);
+	teardown(&f);
+}
+
+/* Another tenant takes half the device while our pages fill it: they are
+ * evicted, nothing is lost; given back, the room is ours again. */
+static void simdev_tenant_takes_memory_from_resident_pages(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 8 * MiB);
+	char *p = filled(&f, 8 * MiB, 50);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, 8 * MiB, f.dev, 0));
+	assert_int_equal(uhmm_simdev_set_tenant(f.dev, 3 * MiB), -EINVAL);
+	assert_int_equal(uhmm_simdev_set_tenant(f.dev, 10 * MiB), -EINVAL);
+	ASSERT_OK(uhmm_simdev_set_tenant(f.dev, 4 * MiB));
+	assert_true(uhmm_test_pages_on(f.ctx, p, 8 * MiB, f.dev) <= 4 * MiB / 4096);
+	struct uhmm_simdev_meminfo mi;
+	ASSERT_OK(uhmm_simdev_meminfo(f.dev, &mi));
+	assert_true(mi.free_pages <= 4 * MiB / 4096);
+	uhmm_test_assert_data(p, 0, 8 * MiB, 50);
+	/* Now only 4 MiB: migrating 8 MiB moves what fits. */
+	assert_int_equal(uhmm_migrate(f.ctx, p, 8 * MiB, f.dev, 0), -ENOMEM);
+	ASSERT_OK(uhmm_simdev_set_tenant(f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, 8 * MiB, f.dev, 0));
+	uhmm_test_assert_data(p, 0, 8 * MiB, 50);
+	teardown(&f);
+}
+
+struct tenant_loop {
+	uhmm_device *dev;
+	atomic_bool stop;
+	int rounds, err;
+};
+
+static void *tenant_thread(void *arg)
+{
+	struct tenant_loop *t = arg;
+	while (!atomic_load(&t->stop)) {
+		int e = uhmm_simdev_set_tenant(t->dev, (t->rounds & 1) ? 0 : 12 * MiB);
+		if (e && e != -EBUSY)
+			t->err = e;
+		t->rounds++;
+	}
+	uhmm_simdev_set_tenant(t->dev, 0);
+	return NULL;
+}
+
+/* The device shrinks and grows while kernels run over it: every kernel
+ * completes with right data. */
+static void simdev_tenant_while_kernels_run(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 16 * MiB);
+	uint32_t *v;
+	size_t bytes = 8 * MiB, n = bytes / 4;
+	ASSERT_OK(uhmm_alloc(f.ctx, bytes, (void **)&v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = (uint32_t)i;
+	struct tenant_loop t = { .dev = f.dev };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, tenant_thread, &t), 0);
+	struct inc k = { .v = v, .per = 1024 };
+	for (int round = 0; round < 6; round++)
+		ASSERT_OK(uhmm_simdev_launch(f.dev, k_inc, n / k.per, &k));
+	atomic_store(&t.stop, true);
+	pthread_join(th, NULL);
+	assert_int_equal(t.err, 0);
+	assert_true(t.rounds > 0);
+	for (size_t i = 0; i < n; i++)
+		if (v[i] != (uint32_t)i + 6)
+			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + 6);
+	teardown(&f);
+}
+
 /* ---- lazy page state ---- */
 
 static long rss_kib(void)
@@ -375,6 +499,10 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(busy_victims_make_the_request_wait_not_fail),
 	cmocka_unit_test(busy_victims_for_ever_end_in_enomem),
 	cmocka_unit_test(two_requests_evicting_each_other_finish),
+	cmocka_unit_test(backend_evicts_bytes_lru_first),
+	cmocka_unit_test(backend_evicts_a_frame_range),
+	cmocka_unit_test(simdev_tenant_takes_memory_from_resident_pages),
+	cmocka_unit_test(simdev_tenant_while_kernels_run),
 	cmocka_unit_test(a_terabyte_alloc_costs_its_directory_only),
 };
 
