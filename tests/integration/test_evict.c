@@ -144,16 +144,19 @@ static void migrations_over_four_times_the_device(void **state)
 
 /* ---- kernels over more than the device ---- */
 
+/* Work item i adds 1 to every 64th word of page i (a word a cache line:
+ * every page is touched, and the sanitizer builds stay quick). */
 struct inc {
 	uint32_t *v;
 	size_t per;
 	int atomic;
 };
+#define STRIDE 64
 
 static void k_inc(uhmm_simdev_item *wi, uint64_t item, void *arg)
 {
 	struct inc *k = arg;
-	for (size_t i = item * k->per; i < (item + 1) * k->per; i++) {
+	for (size_t i = item * k->per; i < (item + 1) * k->per; i += STRIDE) {
 		if (k->atomic)
 			uhmm_simdev_atomic_add32(wi, &k->v[i], 1);
 		else
@@ -176,8 +179,8 @@ static void run_kernel_over(size_t bytes, int atomic, int policy)
 	struct inc k = { .v = v, .per = 1024, .atomic = atomic };
 	ASSERT_OK(uhmm_simdev_launch(f.dev, k_inc, n / k.per, &k));
 	for (size_t i = 0; i < n; i++)
-		if (v[i] != (uint32_t)i + 1)
-			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + 1);
+		if (v[i] != (uint32_t)i + (i % STRIDE == 0))
+			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + (i % STRIDE == 0));
 	struct uhmm_stats s = stats(&f);
 	if (!atomic || policy == UHMM_SIMDEV_ATOMIC_MIGRATE)
 		assert_true(s.evicted_pages > 0);
@@ -392,18 +395,19 @@ static void simdev_tenant_takes_memory_from_resident_pages(void **state)
 struct tenant_loop {
 	uhmm_device *dev;
 	atomic_bool stop;
-	int rounds, err;
+	atomic_int rounds;
+	int err;
 };
 
 static void *tenant_thread(void *arg)
 {
 	struct tenant_loop *t = arg;
-	while (!atomic_load(&t->stop)) {
+	do {
 		int e = uhmm_simdev_set_tenant(t->dev, (t->rounds & 1) ? 0 : 12 * MiB);
 		if (e && e != -EBUSY)
 			t->err = e;
-		t->rounds++;
-	}
+		atomic_fetch_add(&t->rounds, 1);
+	} while (!atomic_load(&t->stop));
 	uhmm_simdev_set_tenant(t->dev, 0);
 	return NULL;
 }
@@ -424,15 +428,19 @@ static void simdev_tenant_while_kernels_run(void **state)
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, tenant_thread, &t), 0);
 	struct inc k = { .v = v, .per = 1024 };
-	for (int round = 0; round < 6; round++)
+	/* Kernels until the tenant has come and gone twice meanwhile. */
+	unsigned launches = 0;
+	while (launches < 6 || (atomic_load(&t.rounds) < 4 && launches < 400)) {
 		ASSERT_OK(uhmm_simdev_launch(f.dev, k_inc, n / k.per, &k));
+		launches++;
+	}
 	atomic_store(&t.stop, true);
 	pthread_join(th, NULL);
 	assert_int_equal(t.err, 0);
-	assert_true(t.rounds > 0);
+	assert_true(atomic_load(&t.rounds) >= 4);
 	for (size_t i = 0; i < n; i++)
-		if (v[i] != (uint32_t)i + 6)
-			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + 6);
+		if (v[i] != (uint32_t)i + (i % STRIDE == 0) * launches)
+			fail_msg("v[%zu] = %u, want %zu", i, v[i], i + (i % STRIDE == 0) * launches);
 	teardown(&f);
 }
 
@@ -475,10 +483,11 @@ static void a_terabyte_alloc_costs_its_directory_only(void **state)
 	struct uhmm_page_info info;
 	ASSERT_OK(uhmm_page_query(f.ctx, p + len - 4096, &info));
 	assert_int_equal(info.where, UHMM_WHERE_CPU);
-	/* The walk created nothing and touched no more than the directory
-	 * (8 MiB) and the data coming home. */
+	/* The walk created nothing and touched little more than the
+	 * directory (8 MiB; sanitizers' shadow of it too) and the data
+	 * coming home, where a walk of every page's state touched 4 GiB. */
 	assert_int_equal(stats(&f).metadata_bytes, 2 * sizeof(struct uhmm_pblk));
-	assert_true(rss_kib() - before < 32 * 1024);
+	assert_true(rss_kib() - before < 256 * 1024);
 	assert_int_equal(p[len / 2], 2);
 	assert_int_equal(p[0], 1);
 	ASSERT_OK(uhmm_free(f.ctx, p));
