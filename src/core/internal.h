@@ -495,6 +495,10 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		      size_t n, char *buf, uint8_t *want);
 /* Every page of every range on dev_id (0: any device) back home. */
 int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
+/* Break copy-on-write sharing (a fork child) of the pages of [a, a + n
+ * pages) present in the CPU page table, n <= BATCH_PAGES; absent pages
+ * are not touched (no fault).  No page lock may be held. */
+void uhmm__unshare_present(uintptr_t a, size_t n);
 
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
