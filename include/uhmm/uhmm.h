@@ -127,7 +127,9 @@ enum {
 	 *   - Read-ahead (readahead_pages) is not done.
 	 * uhmm_ctx_create() fails with -EOPNOTSUPP if the kernel lacks
 	 * UFFD_FEATURE_SIGBUS, -EINVAL with UHMM_CTX_REQUIRE_KERNEL_FAULTS,
-	 * -EMFILE if 16 SIGBUS-mode contexts live already.
+	 * -ENOMEM if the handler's table of SIGBUS-mode contexts cannot
+	 * grow (it has no fixed size: one 4 KiB page per 254 more contexts,
+	 * kept until the process exits).
 	 */
 	UHMM_CTX_SIGBUS = 1u << 3,
 };
