@@ -205,8 +205,9 @@ struct uhmm_simdev_fault_spec {
  * Items are separated by ','.  An item is `seed=N` (the seed of every point
  * of the variable that sets none) or a point name (alloc, alloc4k, alloc2m,
  * copy, submit, pt) followed by `:key=value` fields: after=N, count=N,
- * rate=P, seed=N.  A syntax error makes uhmm_simdev_create() fail with
- * -EINVAL (and print the bad item on stderr).  Without the build option
+ * rate=P, seed=N.  A syntax error, or more than 32 point items, makes
+ * uhmm_simdev_create() fail with -EINVAL (and print the bad item on
+ * stderr).  Without the build option
  * the variable is ignored.
  */
 UHMM_API int uhmm_simdev_inject_set(uhmm_device *dev, enum uhmm_simdev_fault what,

@@ -127,7 +127,9 @@ enum {
 	 *   - Read-ahead (readahead_pages) is not done.
 	 * uhmm_ctx_create() fails with -EOPNOTSUPP if the kernel lacks
 	 * UFFD_FEATURE_SIGBUS, -EINVAL with UHMM_CTX_REQUIRE_KERNEL_FAULTS,
-	 * -EMFILE if 16 SIGBUS-mode contexts live already.
+	 * -ENOMEM if the handler's table of SIGBUS-mode contexts cannot
+	 * grow (it has no fixed size: one 4 KiB page per 254 more contexts,
+	 * kept until the process exits).
 	 */
 	UHMM_CTX_SIGBUS = 1u << 3,
 };
@@ -345,7 +347,10 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * destination's copy engine, and the new location is recorded.  Pages
  * never touched become zeroed device pages without a copy.  Pages already
  * at @dst are skipped.  If a copy fails, the batch's pages are put back
- * where they were with their data and the call fails.
+ * where they were with their data and the call fails.  Pages still
+ * shared copy-on-write with a fork child are unshared (the pages of the
+ * batch present in the CPU page table are populated for write, the others
+ * are not touched), in every userfaultfd mode.
  *
  * Returns 0 when every page is at @dst.  Errors: -EINVAL bad range or
  * flags; -EFAULT part of the range is not managed, or is managed but not

@@ -105,18 +105,23 @@ bool uhmm__handle_live(const void *h)
 	return live;
 }
 
-size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max)
+struct uhmm_ctx *uhmm__live_contexts_hold(void)
 {
-	size_t n = 0;
+	struct uhmm_ctx *head = NULL, **tail = &head;
 	pid_t me = getpid();
 	pthread_mutex_lock(&reg_lock);
-	for (size_t i = 0; i < nreg && n < max; i++) {
+	for (size_t i = 0; i < nreg; i++) {
 		struct uhmm_ctx *c = (struct uhmm_ctx *)reg[i].h;
-		if (reg[i].kind == H_CTX && c->pid == me && !atomic_load(&c->dying))
-			out[n++] = c;
+		if (reg[i].kind == H_CTX && c->pid == me && !atomic_load(&c->dying)) {
+			/* Entered, as uhmm__ctx_enter does: destroy waits. */
+			atomic_fetch_add(&c->calls, 1);
+			*tail = c;
+			tail = &c->fork_next;
+		}
 	}
+	*tail = NULL;
 	pthread_mutex_unlock(&reg_lock);
-	return n;
+	return head;
 }
 
 int uhmm__ctx_enter(struct uhmm_ctx *ctx)

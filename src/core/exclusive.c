@@ -288,8 +288,13 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 		size_t idx = (x - r->start) >> PAGE_SHIFT;
 		err = grab_batch(ctx, r, idx, n, dev, out, &busy);
 		if (!err && busy) {
-			/* Unshare (copy-on-write with a fork child) and retry. */
-			madvise((void *)x, n << PAGE_SHIFT, MADV_POPULATE_WRITE);
+			/* Unshare (copy-on-write with a fork child) and retry:
+			 * only the pages still present.  The grabbed ones are
+			 * holes now, and a populate faulting on one would be
+			 * served as a CPU touch (full mode: the grab revoked)
+			 * or refused (user-mode-only, SIGBUS: EFAULT, the
+			 * pages after it left shared). */
+			uhmm__unshare_present(x, n);
 			busy = 0;
 			err = grab_batch(ctx, r, idx, n, dev, out, &busy);
 			if (!err && busy)

@@ -15,6 +15,15 @@
  * The price is the copy back of everything on devices at each fork();
  * posix_spawn() and vfork() do not run these handlers and cost nothing.
  *
+ * Which contexts: every live context of this process, however many,
+ * linked through ctx->fork_next by uhmm__live_contexts_hold (ctx.c) under
+ * the registry's lock: no table to overflow, no allocation to fail (a
+ * prepare handler cannot make fork() fail, so anything it could not hold
+ * would be a context whose device pages the child silently reads as
+ * zeros).  Each held context is entered, as a call is: a concurrent
+ * uhmm_ctx_destroy waits until fork has returned instead of freeing it
+ * under the handler.
+ *
  * Locks: fork_mutex (outermost of all, held from prepare to parent/child),
  * then each context's fork_lock for writing.
  */
@@ -23,29 +32,31 @@
 
 #include "core/internal.h"
 
-#define MAX_FORK_CTX 64
-
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t fork_mutex = PTHREAD_MUTEX_INITIALIZER;
-static struct uhmm_ctx *held[MAX_FORK_CTX];
-static size_t nheld;
+static struct uhmm_ctx *held; /* through ctx->fork_next, under fork_mutex */
 
 static void prepare(void)
 {
 	pthread_mutex_lock(&fork_mutex);
-	nheld = uhmm__live_contexts(held, MAX_FORK_CTX);
-	for (size_t i = 0; i < nheld; i++) {
-		pthread_rwlock_wrlock(&held[i]->fork_lock);
-		uhmm__events_wait(held[i]);
-		(void)uhmm__evacuate(held[i], 0);
+	held = uhmm__live_contexts_hold();
+	for (struct uhmm_ctx *c = held; c; c = c->fork_next) {
+		pthread_rwlock_wrlock(&c->fork_lock);
+		uhmm__events_wait(c);
+		(void)uhmm__evacuate(c, 0);
 	}
 }
 
 static void release(void)
 {
-	for (size_t i = 0; i < nheld; i++)
-		pthread_rwlock_unlock(&held[i]->fork_lock);
-	nheld = 0;
+	struct uhmm_ctx *c = held;
+	held = NULL;
+	while (c) {
+		struct uhmm_ctx *next = c->fork_next;
+		pthread_rwlock_unlock(&c->fork_lock);
+		uhmm__ctx_exit(c); /* (in the child: its copy of the count) */
+		c = next;
+	}
 	pthread_mutex_unlock(&fork_mutex);
 }
 

@@ -334,6 +334,9 @@ struct uhmm_ctx {
 	/* UHMM_CTX_SIGBUS: faulting threads serve themselves (sigbus.c). */
 	bool sigbus;
 	unsigned sb_slot;         /* its entry in sigbus.c's table */
+	/* fork.c's list of the contexts it holds across fork() (under its
+	 * fork_mutex; see uhmm__live_contexts_hold). */
+	struct uhmm_ctx *fork_next;
 	/* Faulting threads installing pages now (uhmm__sb_enter): the
 	 * service thread waits for none to be left before it reads events. */
 	_Atomic uint32_t sb_active;
@@ -598,6 +601,10 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		      size_t n, char *buf, uint8_t *want);
 /* Every page of every range on dev_id (0: any device) back home. */
 int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
+/* Break copy-on-write sharing (a fork child) of the pages of [a, a + n
+ * pages) present in the CPU page table, n <= BATCH_PAGES; absent pages
+ * are not touched (no fault).  No page lock may be held. */
+void uhmm__unshare_present(uintptr_t a, size_t n);
 
 /* evict.c */
 /* Note that block blk of a has (or is getting) pages on device dev: it
@@ -675,8 +682,10 @@ void uhmm__handle_del(const void *h);
 bool uhmm__handle_is(const void *h, int kind);
 /* Is h a live device handle? */
 bool uhmm__handle_live(const void *h);
-/* The live contexts of this process (for the fork handlers). */
-size_t uhmm__live_contexts(struct uhmm_ctx **out, size_t max);
+/* The live contexts of this process (for the fork handlers), linked
+ * through ctx->fork_next, each entered (uhmm__ctx_enter: a destroy waits
+ * for its uhmm__ctx_exit).  No table, no allocation: it cannot fail. */
+struct uhmm_ctx *uhmm__live_contexts_hold(void);
 
 /* Debugging aid for stress programs (stats.c): the parked faults and
  * their pages, read without locks. */

@@ -693,9 +693,12 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 		if (busy && (!err || err == -EBUSY)) {
 			/* Break copy-on-write sharing (a fork child still maps
 			 * the page) by populating for write, then try again.
-			 * No page lock is held here: if the page is absent the
-			 * fault is served as usual. */
-			madvise((void *)a, n << PAGE_SHIFT, MADV_POPULATE_WRITE);
+			 * Only the pages still present: the rest of the batch
+			 * is on the device now, and populating over it would
+			 * fault, which a user-mode-only or SIGBUS-mode
+			 * userfaultfd refuses (EFAULT, the pages after it left
+			 * shared: -EBUSY for ever). */
+			uhmm__unshare_present(a, n);
 			busy = 0;
 			err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
 			if (busy) {
@@ -707,6 +710,32 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 	}
 	uhmm__range_put(r);
 	return err;
+}
+
+void uhmm__unshare_present(uintptr_t a, size_t n)
+{
+	/* mincore() of anonymous memory: 1 for a page in the CPU page table
+	 * (or the zero page, or in the swap cache), 0 for an absent one (on
+	 * a device, held exclusively, never populated). */
+	unsigned char vec[BATCH_PAGES];
+	if (n > BATCH_PAGES || mincore((void *)a, n << PAGE_SHIFT, vec))
+		return;
+	for (size_t i = 0; i < n;) {
+		if (!(vec[i] & 1)) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && (vec[j] & 1))
+			j++;
+		/* A write fault on a present page is the kernel's own (copy
+		 * on write), never the userfaultfd's.  A page migrated away
+		 * since mincore fails this run alone (EFAULT) or, in full
+		 * mode, is served; either way only the retry is affected. */
+		madvise((void *)(a + (i << PAGE_SHIFT)), (j - i) << PAGE_SHIFT,
+			MADV_POPULATE_WRITE);
+		i = j;
+	}
 }
 
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,

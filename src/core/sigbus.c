@@ -10,10 +10,16 @@
  * fault on that thread (uhmm__serve_self in service.c, the service
  * thread's code); the access is executed again when it returns.
  *
- * Which contexts: a fixed table of atomic pointers, each with a count of
- * the handlers looking at it, so uhmm_ctx_destroy can take its context out
+ * Which contexts: a table of atomic pointers, each with a count of the
+ * handlers looking at it, so uhmm_ctx_destroy can take its context out
  * and wait for the handlers still on it (uhmm__sigbus_del) without a lock
- * the handler would take.
+ * the handler would take.  The table grows without bound: it is a list of
+ * chunks (the first, of 16 slots, static; the others one mmap'd page of
+ * slots each), a new chunk filled with zeros before it is published by
+ * one release store to the last chunk's next.  Chunks are never freed or
+ * moved, so a handler walks them with acquire loads and no lock
+ * (async-signal-safe); creators serialise on add_lock (never taken by the
+ * handler).  A freed slot is reused by the next context.
  *
  * Not ours, passed on (uhmm__sig_chain()): a si_code other than BUS_ADRERR (the
  * kernel's code for a userfaultfd SIGBUS: memory errors, kill(2)), or an
@@ -42,19 +48,47 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include "core/internal.h"
 #include "util/futex.h"
 
-#define SB_SLOTS 16u
+#define SB_FIRST 16u /* slots of the static first chunk */
+#define SB_CHUNK_BYTES 4096u
 #define SB_WAITER 0x80000000u
 
-static struct sb_slot {
+struct sb_slot {
 	struct uhmm_ctx *_Atomic ctx;
 	_Atomic uint32_t users; /* handlers looking at ctx; SB_WAITER: del waits */
-} slots[SB_SLOTS];
+};
+
+struct sb_chunk {
+	struct sb_chunk *_Atomic next; /* published once, never changed after */
+	struct sb_slot *s;
+	unsigned n;
+};
+
+static struct sb_slot first_slots[SB_FIRST];
+static struct sb_chunk first = { .s = first_slots, .n = SB_FIRST };
+static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct sb_chunk *chunk_next(const struct sb_chunk *c)
+{
+	return atomic_load_explicit(&c->next, memory_order_acquire);
+}
+
+/* Slot number i of the whole table (a slot number handed out by add). */
+static struct sb_slot *slot_at(unsigned i)
+{
+	struct sb_chunk *c = &first;
+	while (i >= c->n) {
+		i -= c->n;
+		c = chunk_next(c);
+	}
+	return &c->s[i];
+}
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct sigaction prev_bus; /* the handler before ours */
@@ -152,6 +186,27 @@ static bool serve_in(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 	return true;
 }
 
+/* Ask the context of slot s, if any, to serve addr (me: the pid, read
+ * once a context was asked). */
+static bool ask_slot(struct sb_slot *s, uintptr_t addr, void *uc, pid_t *me)
+{
+	if (!atomic_load_explicit(&s->ctx, memory_order_relaxed))
+		return false;
+	bool served = false;
+	atomic_fetch_add_explicit(&s->users, 1, memory_order_seq_cst);
+	struct uhmm_ctx *ctx = atomic_load_explicit(&s->ctx, memory_order_seq_cst);
+	if (ctx) {
+		if (!*me)
+			*me = getpid();
+		/* (A fork child's copy of its parent's table.) */
+		if (ctx->pid == *me)
+			served = serve_in(ctx, addr, write_hint(uc));
+	}
+	if (atomic_fetch_sub_explicit(&s->users, 1, memory_order_seq_cst) == (SB_WAITER | 1))
+		uhmm_futex_wake_all(&s->users);
+	return served;
+}
+
 /* Exported to simdev's own SIGSEGV/SIGBUS handler (compute.c), which runs
  * first when it was installed after ours: a lane's access to a managed page
  * is served, not reported as a device error. */
@@ -163,23 +218,9 @@ bool uhmm__sigbus_serve(siginfo_t *si, void *uc)
 	uintptr_t addr = (uintptr_t)si->si_addr;
 	pid_t me = 0;
 	bool served = false;
-	for (unsigned i = 0; i < SB_SLOTS && !served; i++) {
-		struct sb_slot *s = &slots[i];
-		if (!atomic_load_explicit(&s->ctx, memory_order_relaxed))
-			continue;
-		atomic_fetch_add_explicit(&s->users, 1, memory_order_seq_cst);
-		struct uhmm_ctx *ctx = atomic_load_explicit(&s->ctx, memory_order_seq_cst);
-		if (ctx) {
-			if (!me)
-				me = getpid();
-			/* (A fork child's copy of its parent's table.) */
-			if (ctx->pid == me)
-				served = serve_in(ctx, addr, write_hint(uc));
-		}
-		if (atomic_fetch_sub_explicit(&s->users, 1, memory_order_seq_cst) ==
-		    (SB_WAITER | 1))
-			uhmm_futex_wake_all(&s->users);
-	}
+	for (const struct sb_chunk *c = &first; c && !served; c = chunk_next(c))
+		for (unsigned i = 0; i < c->n && !served; i++)
+			served = ask_slot(&c->s[i], addr, uc, &me);
 	/* In no range of any context (me: one was asked). */
 	if (served)
 		retried = 0;
@@ -216,19 +257,38 @@ int uhmm__sigbus_add(struct uhmm_ctx *ctx)
 	pthread_once(&once, install);
 	if (install_err)
 		return install_err;
-	for (unsigned i = 0; i < SB_SLOTS; i++) {
-		struct uhmm_ctx *none = NULL;
-		if (atomic_compare_exchange_strong(&slots[i].ctx, &none, ctx)) {
-			ctx->sb_slot = i;
-			return 0;
+	pthread_mutex_lock(&add_lock);
+	unsigned base = 0;
+	for (struct sb_chunk *c = &first;; c = chunk_next(c)) {
+		for (unsigned i = 0; i < c->n; i++) {
+			struct uhmm_ctx *none = NULL;
+			if (atomic_compare_exchange_strong(&c->s[i].ctx, &none, ctx)) {
+				ctx->sb_slot = base + i;
+				pthread_mutex_unlock(&add_lock);
+				return 0;
+			}
 		}
+		base += c->n;
+		if (chunk_next(c))
+			continue;
+		/* Full: one more chunk (zeros from mmap: every slot empty),
+		 * published whole.  Off the malloc heap: the handler reads
+		 * it, and the application may register its heap. */
+		struct sb_chunk *n = mmap(NULL, SB_CHUNK_BYTES, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (n == MAP_FAILED) {
+			pthread_mutex_unlock(&add_lock);
+			return -ENOMEM;
+		}
+		n->s = (struct sb_slot *)(n + 1);
+		n->n = (SB_CHUNK_BYTES - sizeof(*n)) / sizeof(struct sb_slot);
+		atomic_store_explicit(&c->next, n, memory_order_release);
 	}
-	return -EMFILE;
 }
 
 void uhmm__sigbus_del(struct uhmm_ctx *ctx)
 {
-	struct sb_slot *s = &slots[ctx->sb_slot];
+	struct sb_slot *s = slot_at(ctx->sb_slot);
 	atomic_store_explicit(&s->ctx, NULL, memory_order_seq_cst);
 	uint32_t u = atomic_fetch_or_explicit(&s->users, SB_WAITER, memory_order_seq_cst);
 	while ((u & ~SB_WAITER) != 0) {
@@ -241,9 +301,12 @@ void uhmm__sigbus_del(struct uhmm_ctx *ctx)
 void uhmm__sigbus_atfork_child(void)
 {
 	/* The parent's contexts are not the child's (ctx->pid says so too),
-	 * and counts of its other threads froze mid-look. */
-	for (unsigned i = 0; i < SB_SLOTS; i++) {
-		atomic_store(&slots[i].ctx, NULL);
-		atomic_store(&slots[i].users, 0);
-	}
+	 * and counts of its other threads froze mid-look; another thread may
+	 * have held add_lock (the child has only this one). */
+	pthread_mutex_init(&add_lock, NULL);
+	for (struct sb_chunk *c = &first; c; c = chunk_next(c))
+		for (unsigned i = 0; i < c->n; i++) {
+			atomic_store(&c->s[i].ctx, NULL);
+			atomic_store(&c->s[i].users, 0);
+		}
 }
