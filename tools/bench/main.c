@@ -68,6 +68,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "devfault", .title = "5. Device faults: batched vs one at a time", .fn = sc_devfault },
 	{ .name = "exclusive", .title = "6. Exclusive access: grab and revoke", .fn = sc_exclusive },
 	{ .name = "metadata", .title = "7. Metadata per managed page", .fn = sc_metadata },
+	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
