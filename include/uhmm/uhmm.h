@@ -118,9 +118,9 @@ enum {
 	 *     uhmm's fault path may take must not exist: device callbacks
 	 *     (invalidate, copy) and interval-notifier callbacks must not
 	 *     touch managed memory (the same rule as in the default mode).
-	 *     The handler may call malloc (a copy batch descriptor, rarely):
-	 *     do not register memory that the allocator itself writes to
-	 *     while it holds its locks (unregister before free()).
+	 *     The handler calls no malloc: uhmm's allocations come from
+	 *     memory of its own, never from the application's heap, so any
+	 *     span of the heap may be registered.
 	 *   - The tail an in-place mremap() grows onto managed memory is in
 	 *     no managed range: a touch of it is passed on as a foreign
 	 *     SIGBUS (the default mode fills it with zeros).
@@ -310,9 +310,14 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  *   private, anonymous, readable and writable (malloc'd or mmap'd with
  *   MAP_PRIVATE | MAP_ANONYMOUS; allocate with aligned_alloc(4096, n) or
  *   posix_memalign to get page alignment).
- * Errors: -EINVAL unaligned or zero length or wrapping; -EFAULT part of the
- * range is not mapped; -EOPNOTSUPP shared, file-backed, hugetlb or
- * non-writable memory; -EEXIST overlaps a managed range; -ENOMEM.
+ * Any span of the application's heap may be registered, whatever malloc
+ * put there: uhmm's own objects never live in the application's heap
+ * (they live in address space uhmm reserved for itself, which in turn may
+ * not be registered).
+ * Errors: -EINVAL unaligned or zero length or wrapping, or the range meets
+ * uhmm's own memory; -EFAULT part of the range is not mapped; -EOPNOTSUPP
+ * shared, file-backed, hugetlb or non-writable memory; -EEXIST overlaps a
+ * managed range; -ENOMEM.
  * A range that was managed and has just been munmap()ed or mremap()ed away
  * is no overlap: the kernel posts the event of such a call after it
  * returns, and uhmm_register waits for it (up to 2 s) rather than fail.
@@ -487,6 +492,12 @@ struct uhmm_stats {
 	uint64_t range_fault_pages;          /**< pages walked by range faults */
 	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
 	uint64_t managed_pages;              /**< gauge: pages under management */
+	/** Gauge, process-wide (all contexts and devices together): bytes of
+	 * memory uhmm maps for itself -- its objects and tables, warm-pool
+	 * reserves, simdev memory, bounce buffers, thread stacks -- counted
+	 * as mapped accessible, touched or not (docs/ARCHITECTURE.md, "uhmm's
+	 * own memory").  None of it is in the application's malloc heap. */
+	uint64_t private_bytes;
 	/** Pages brought back by read-ahead, before a CPU touched them
 	 * (readahead_pages; also in migrated_to_system_pages). */
 	uint64_t readahead_pages;

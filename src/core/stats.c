@@ -20,6 +20,7 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out)
 	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
 	out->metadata_bytes = out->managed_pages * sizeof(struct uhmm_page);
+	out->private_bytes = uhmm__umem_bytes();
 	uhmm__ctx_exit(ctx);
 	return 0;
 }
@@ -43,6 +44,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++)
 		((uint64_t *)&s)[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
 	s.metadata_bytes = s.managed_pages * sizeof(struct uhmm_page);
+	s.private_bytes = uhmm__umem_bytes();
 #define P(field, what) fprintf(f, "  %-28s %12llu  %s\n", #field, \
 			       (unsigned long long)s.field, what)
 	fprintf(f, "uhmm statistics:\n");
@@ -76,6 +78,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(range_fault_pages, "pages walked by range faults");
 	P(metadata_bytes, "page-state bytes");
 	P(managed_pages, "pages managed");
+	P(private_bytes, "uhmm private bytes (process)");
 #undef P
 }
 
