@@ -5,8 +5,8 @@
  *
  * Locks, in the order they may nest: va_lock (page mappings' free list) ->
  * a size class's lock -> slab_lock (the heap's bump pointer).  tstack_lock
- * takes class locks only.  None is held while touching anything but umem's
- * own pages.
+ * (thread stacks) nests nothing.  None is held while touching anything but
+ * umem's own pages.  All are taken around fork() (umem_prepare).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -478,6 +478,38 @@ UMEM_EXPORT int uhmm__umem_thread_join(pthread_t t, void **ret)
 		uhmm__umem_free(s);
 	}
 	return 0;
+}
+
+/* ---- fork ----------------------------------------------------------------
+ * glibc's malloc is fork-safe (its locks are taken around fork); umem must
+ * be too: a fork child that calls uhmm (fork.c's handlers, a new context)
+ * would otherwise find a lock held by a thread that does not exist there.
+ * Registered from a constructor, so before fork.c's handlers: prepare
+ * handlers run in reverse order of registration, so fork.c's (which
+ * allocate while evacuating) run first, and its parent/child handlers
+ * after umem's have unlocked. */
+
+static void umem_prepare(void)
+{
+	pthread_mutex_lock(&tstack_lock);
+	pthread_mutex_lock(&va_lock);
+	for (size_t c = 0; c < NCLASS; c++)
+		pthread_mutex_lock(&classes[c].lock);
+	pthread_mutex_lock(&slab_lock);
+}
+
+static void umem_after(void)
+{
+	pthread_mutex_unlock(&slab_lock);
+	for (size_t c = NCLASS; c-- > 0;)
+		pthread_mutex_unlock(&classes[c].lock);
+	pthread_mutex_unlock(&va_lock);
+	pthread_mutex_unlock(&tstack_lock);
+}
+
+__attribute__((constructor)) static void umem_init(void)
+{
+	pthread_atfork(umem_prepare, umem_after, umem_after);
 }
 
 /* ---- reading lines without stdio --------------------------------------- */
