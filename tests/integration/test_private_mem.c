@@ -376,6 +376,22 @@ static bool unmapped(const char *p, size_t len)
 	return true;
 }
 
+/* Print the mappings of /proc/self/maps that meet [p, p + len). */
+static void dump_maps(const char *p, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return;
+	char line[512];
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < (uintptr_t)p + len &&
+		    hi > (uintptr_t)p)
+			fprintf(stderr, "  in the hole: %s", line);
+	}
+	fclose(f);
+}
+
 /*
  * The program punches holes (one page, 64 KiB, 4 MiB, 16 MiB) into its
  * own buffer, then creates a context, a simdev with lanes (threads), a
@@ -385,6 +401,11 @@ static bool unmapped(const char *p, size_t len)
 static void holes_stay_unmapped(void **state)
 {
 	(void)state;
+#ifdef __SANITIZE_THREAD__
+	/* Seen: TSan's runtime maps 1 MiB of its own into such a hole when
+	 * any thread is created, uhmm or not. */
+	TEST_SKIP("TSan's runtime maps its own memory into holes");
+#endif
 	const size_t blen = 256 * MiB;
 	char *buf = mmap(NULL, blen, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -425,7 +446,8 @@ static void holes_stay_unmapped(void **state)
 		STEP(&s, uhmm_simdev_launch(dev, bump_kernel, reg_len / PG, reg));
 		STEP(&s, uhmm_migrate(ctx, reg, reg_len, NULL, 0));
 		for (size_t i = 0; i < nh; i++)
-			if (!unmapped(buf + hole[i].off, hole[i].len))
+			if (!unmapped(buf + hole[i].off, hole[i].len) &&
+			    (dump_maps(buf + hole[i].off, hole[i].len), true))
 				fail_msg("mode %d: hole %zu (%zu bytes at +%zu MiB) was mapped by uhmm",
 					 mode, i, hole[i].len, hole[i].off / MiB);
 		STEP(&s, uhmm_unregister(ctx, reg, reg_len));
