@@ -493,10 +493,12 @@ struct uhmm_stats {
 	uint64_t metadata_bytes;             /**< gauge: page-state table bytes */
 	uint64_t managed_pages;              /**< gauge: pages under management */
 	/** Gauge, process-wide (all contexts and devices together): bytes of
-	 * memory uhmm maps for itself -- its objects and tables, warm-pool
-	 * reserves, simdev memory, bounce buffers, thread stacks -- counted
-	 * as mapped accessible, touched or not (docs/ARCHITECTURE.md, "uhmm's
-	 * own memory").  None of it is in the application's malloc heap. */
+	 * memory uhmm has mapped for itself and that count against the
+	 * system's commit limit -- its objects and tables, page-state arrays,
+	 * zero and bounce buffers -- touched or not (docs/ARCHITECTURE.md,
+	 * "uhmm's own memory").  Not in it: the warm-pool reserves, simdev
+	 * memory and thread stacks, address space that costs memory only where
+	 * touched.  None of it is in the application's malloc heap. */
 	uint64_t private_bytes;
 	/** Pages brought back by read-ahead, before a CPU touched them
 	 * (readahead_pages; also in migrated_to_system_pages). */

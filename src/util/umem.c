@@ -302,6 +302,7 @@ struct extent {
 
 static pthread_mutex_t va_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct extent *va_free;
+static struct extent *va_nores; /* live UMEM_NORESERVE mappings */
 
 /* Add [s, e) to the free list, merging.  Caller holds va_lock. */
 static void va_insert_locked(uintptr_t s, uintptr_t e)
@@ -399,7 +400,19 @@ UMEM_EXPORT void *uhmm__umem_map(size_t len, size_t align, unsigned flags)
 		errno = e;
 		return NULL;
 	}
-	atomic_fetch_add_explicit(&used_bytes, len, memory_order_relaxed);
+	/* NORESERVE mappings (reserves, device memory, stacks) are address
+	 * space more than memory: kept aside, not in the gauge. */
+	struct extent *nr = flags & UMEM_NORESERVE ? uhmm__umem_malloc(sizeof(*nr)) : NULL;
+	if (nr) {
+		nr->start = a;
+		nr->end = a + len;
+		pthread_mutex_lock(&va_lock);
+		nr->next = va_nores;
+		va_nores = nr;
+		pthread_mutex_unlock(&va_lock);
+	} else {
+		atomic_fetch_add_explicit(&used_bytes, len, memory_order_relaxed);
+	}
 	return (void *)a;
 }
 
@@ -409,8 +422,20 @@ UMEM_EXPORT void uhmm__umem_unmap(void *p, size_t len)
 		return;
 	uintptr_t a = (uintptr_t)p;
 	len = align_up(len, PG);
+	struct extent *nr = NULL;
+	pthread_mutex_lock(&va_lock);
+	for (struct extent **pp = &va_nores; *pp; pp = &(*pp)->next)
+		if ((*pp)->start == a) {
+			nr = *pp;
+			*pp = nr->next;
+			break;
+		}
+	pthread_mutex_unlock(&va_lock);
+	if (nr)
+		uhmm__umem_free(nr);
+	else
+		atomic_fetch_sub_explicit(&used_bytes, len, memory_order_relaxed);
 	decommit(a, len);
-	atomic_fetch_sub_explicit(&used_bytes, len, memory_order_relaxed);
 	pthread_mutex_lock(&va_lock);
 	va_insert_locked(a - PG, a + len + PG);
 	pthread_mutex_unlock(&va_lock);

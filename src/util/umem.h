@@ -85,8 +85,10 @@ UMEM_EXPORT void uhmm__umem_unmap(void *p, size_t len);
 /* Does [addr, addr + len) meet any reservation of umem's? */
 UMEM_EXPORT bool uhmm__umem_owns(uintptr_t addr, size_t len);
 
-/* Bytes of private memory in use: heap slabs and large objects, page
- * mappings and thread stacks (accessible pages; not the reservations). */
+/* Bytes of private memory in use: heap slabs and large objects, and page
+ * mappings made without UMEM_NORESERVE (accessible, charged; touched or
+ * not).  Not the reservations, nor UMEM_NORESERVE mappings (the warm-pool
+ * reserve, simdev memory, thread stacks: memory only where touched). */
 UMEM_EXPORT uint64_t uhmm__umem_bytes(void);
 
 /*
