@@ -118,9 +118,9 @@ enum {
 	 *     uhmm's fault path may take must not exist: device callbacks
 	 *     (invalidate, copy) and interval-notifier callbacks must not
 	 *     touch managed memory (the same rule as in the default mode).
-	 *     The handler may call malloc (a copy batch descriptor, rarely):
-	 *     do not register memory that the allocator itself writes to
-	 *     while it holds its locks (unregister before free()).
+	 *     The handler calls no malloc: uhmm's allocations come from
+	 *     memory of its own, never from the application's heap, so any
+	 *     span of the heap may be registered.
 	 *   - The tail an in-place mremap() grows onto managed memory is in
 	 *     no managed range: a touch of it is passed on as a foreign
 	 *     SIGBUS (the default mode fills it with zeros).
@@ -312,9 +312,14 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  *   private, anonymous, readable and writable (malloc'd or mmap'd with
  *   MAP_PRIVATE | MAP_ANONYMOUS; allocate with aligned_alloc(4096, n) or
  *   posix_memalign to get page alignment).
- * Errors: -EINVAL unaligned or zero length or wrapping; -EFAULT part of the
- * range is not mapped; -EOPNOTSUPP shared, file-backed, hugetlb or
- * non-writable memory; -EEXIST overlaps a managed range; -ENOMEM.
+ * Any span of the application's heap may be registered, whatever malloc
+ * put there: uhmm's own objects never live in the application's heap
+ * (they live in address space uhmm reserved for itself, which in turn may
+ * not be registered).
+ * Errors: -EINVAL unaligned or zero length or wrapping, or the range meets
+ * uhmm's own memory; -EFAULT part of the range is not mapped; -EOPNOTSUPP
+ * shared, file-backed, hugetlb or non-writable memory; -EEXIST overlaps a
+ * managed range; -ENOMEM.
  * A range that was managed and has just been munmap()ed or mremap()ed away
  * is no overlap: the kernel posts the event of such a call after it
  * returns, and uhmm_register waits for it (up to 2 s) rather than fail.
@@ -497,6 +502,14 @@ struct uhmm_stats {
 	 * metadata_dir_bytes. */
 	uint64_t metadata_bytes;
 	uint64_t managed_pages;              /**< gauge: pages under management */
+	/** Gauge, process-wide (all contexts and devices together): bytes of
+	 * memory uhmm has mapped for itself and that count against the
+	 * system's commit limit -- its objects and tables, page-state arrays,
+	 * zero and bounce buffers -- touched or not (docs/ARCHITECTURE.md,
+	 * "uhmm's own memory").  Not in it: the warm-pool reserves, simdev
+	 * memory and thread stacks, address space that costs memory only where
+	 * touched.  None of it is in the application's malloc heap. */
+	uint64_t private_bytes;
 	/** Pages brought back by read-ahead, before a CPU touched them
 	 * (readahead_pages; also in migrated_to_system_pages). */
 	uint64_t readahead_pages;

@@ -68,7 +68,7 @@ void dm_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
 static int mirror_fault(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 			uintptr_t end, uint32_t rf_flags, bool device_only)
 {
-	uint64_t *ent = malloc(DM_CHUNK_PAGES * sizeof(*ent));
+	uint64_t *ent = uhmm__umem_malloc(DM_CHUNK_PAGES * sizeof(*ent));
 	if (!ent)
 		return -ENOMEM;
 	int err = 0;
@@ -95,7 +95,7 @@ static int mirror_fault(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 		pthread_mutex_unlock(&h->pt_lock);
 		a = next;
 	}
-	free(ent);
+	uhmm__umem_free(ent);
 	return err;
 }
 
@@ -146,8 +146,8 @@ static int mirror_access(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 			 uintptr_t end, char *buf, size_t *done, enum acc acc)
 {
 	size_t n = (end - start) / PS;
-	struct uhmm_copy *c = malloc(DM_CHUNK_PAGES * sizeof(*c));
-	uint8_t *sys = malloc(DM_CHUNK_PAGES);
+	struct uhmm_copy *c = uhmm__umem_malloc(DM_CHUNK_PAGES * sizeof(*c));
+	uint8_t *sys = uhmm__umem_malloc(DM_CHUNK_PAGES);
 	int err = (!c || !sys) ? -ENOMEM : 0;
 	while (!err && *done < n) {
 		size_t first = *done, lim = first + DM_CHUNK_PAGES < n ? first + DM_CHUNK_PAGES : n;
@@ -211,8 +211,8 @@ static int mirror_access(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 		if (missing)
 			err = -ENOENT;
 	}
-	free(c);
-	free(sys);
+	uhmm__umem_free(c);
+	uhmm__umem_free(sys);
 	return err;
 }
 
@@ -466,7 +466,7 @@ static void cow_pending(int pm_fd, uintptr_t a, size_t n, uint8_t *out)
 static int cmd_snapshot(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
 {
 	uint8_t bytes[DM_CHUNK_PAGES];
-	uint64_t *ent = malloc(DM_CHUNK_PAGES * sizeof(*ent));
+	uint64_t *ent = uhmm__umem_malloc(DM_CHUNK_PAGES * sizeof(*ent));
 	uint8_t cow[DM_CHUNK_PAGES];
 	int pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	int err = !ent ? -ENOMEM : 0;
@@ -490,7 +490,7 @@ static int cmd_snapshot(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_c
 		close(pm_fd);
 	if (!err)
 		c->cpages = c->npages;
-	free(ent);
+	uhmm__umem_free(ent);
 	return err;
 }
 

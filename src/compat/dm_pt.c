@@ -28,7 +28,7 @@ static inline size_t ix(uintptr_t vpn, int level)
 
 int dm_pt_init(struct dm_pt *pt)
 {
-	pt->top = calloc(LVL_SIZE, sizeof(*pt->top));
+	pt->top = uhmm__umem_calloc(LVL_SIZE, sizeof(*pt->top));
 	return pt->top ? 0 : -ENOMEM;
 }
 
@@ -40,10 +40,10 @@ void dm_pt_destroy(struct dm_pt *pt)
 		if (!pt->top[i])
 			continue;
 		for (size_t j = 0; j < LVL_SIZE; j++)
-			free(pt->top[i][j]);
-		free(pt->top[i]);
+			uhmm__umem_free(pt->top[i][j]);
+		uhmm__umem_free(pt->top[i]);
 	}
-	free(pt->top);
+	uhmm__umem_free(pt->top);
 	pt->top = NULL;
 }
 
@@ -68,7 +68,7 @@ int dm_pt_set(struct dm_pt *pt, uintptr_t va, uint64_t e)
 	if (!*mid) {
 		if (!e)
 			return 0;
-		*mid = calloc(LVL_SIZE, sizeof(**mid));
+		*mid = uhmm__umem_calloc(LVL_SIZE, sizeof(**mid));
 		if (!*mid)
 			return -ENOMEM;
 	}
@@ -76,7 +76,7 @@ int dm_pt_set(struct dm_pt *pt, uintptr_t va, uint64_t e)
 	if (!*leaf) {
 		if (!e)
 			return 0;
-		*leaf = calloc(LVL_SIZE, sizeof(**leaf));
+		*leaf = uhmm__umem_calloc(LVL_SIZE, sizeof(**leaf));
 		if (!*leaf)
 			return -ENOMEM;
 	}

@@ -197,7 +197,7 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out)
 		return -EINVAL;
 	if (devnum >= DM_NPRIVATE)
 		return -ENODEV; /* device-coherent memory: not in uhmm (yet) */
-	uhmm_dmirror *h = calloc(1, sizeof(*h));
+	uhmm_dmirror *h = uhmm__umem_calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	int err = dm_pt_init(&h->pt);
@@ -226,7 +226,7 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out)
 fail_pt:
 	dm_pt_destroy(&h->pt);
 fail_free:
-	free(h);
+	uhmm__umem_free(h);
 	return err;
 }
 
@@ -254,7 +254,7 @@ UHMM_API int uhmm_dmirror_close(uhmm_dmirror *h)
 	pthread_mutex_lock(&g_lock);
 	g_nhandles--;
 	pthread_mutex_unlock(&g_lock);
-	free(h);
+	uhmm__umem_free(h);
 	return 0;
 }
 
@@ -340,12 +340,14 @@ static int vma_query(int fd, uintptr_t addr, struct dm_vma *v)
 /* Older kernels: parse /proc/self/maps. */
 static int vma_parse(uintptr_t addr, struct dm_vma *v)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	if (!f)
-		return -errno;
+	/* Not stdio: its buffers come from malloc (util/umem.h). */
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/maps");
+	if (err)
+		return err;
 	char line[512];
 	int found = 0;
-	while (!found && fgets(line, sizeof(line), f)) {
+	while (!found && uhmm__lines_next(&f, line, sizeof(line))) {
 		unsigned long lo, hi, ino;
 		unsigned maj, min;
 		char perms[8];
@@ -362,7 +364,7 @@ static int vma_parse(uintptr_t addr, struct dm_vma *v)
 		v->stack = strncmp(line + pos, "[stack]", 7) == 0;
 		found = 1;
 	}
-	fclose(f);
+	uhmm__lines_close(&f);
 	return found;
 }
 
@@ -448,7 +450,7 @@ int dm_mem_write(uintptr_t dst, const void *src, size_t len)
  * then stop being a hole for the device (the kernel driver never maps
  * anything in the process).  First fit over 64 KiB units; buffers larger
  * than 2 MiB give their memory back on free.  Requests larger than the
- * arena get a plain mmap.
+ * arena get a mapping of their own (umem, util/umem.h, as the arena).
  */
 #define ARENA_SIZE ((size_t)1 << 30)
 #define ARENA_UNIT ((size_t)64 << 10)
@@ -480,9 +482,8 @@ void *dm_bounce_alloc(size_t len)
 	void *p = NULL;
 	pthread_mutex_lock(&bounce_lock);
 	if (!arena) {
-		void *a = dm_real_mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE,
-				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		arena = a == MAP_FAILED ? NULL : a;
+		/* In uhmm's own address space (util/umem.h). */
+		arena = uhmm__umem_map(ARENA_SIZE, 0, UMEM_NORESERVE);
 	}
 	for (size_t u = 0; arena && n <= ARENA_UNITS && u + n <= ARENA_UNITS;) {
 		size_t k = 0;
@@ -498,9 +499,7 @@ void *dm_bounce_alloc(size_t len)
 	pthread_mutex_unlock(&bounce_lock);
 	if (p)
 		return p;
-	p = dm_real_mmap(NULL, n * ARENA_UNIT, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return uhmm__umem_map(n * ARENA_UNIT, 0, UMEM_NORESERVE);
 }
 
 void dm_bounce_free(void *p, size_t len)
@@ -512,7 +511,7 @@ void dm_bounce_free(void *p, size_t len)
 		return;
 	char *c = p;
 	if (!arena || c < arena || c >= arena + ARENA_SIZE) {
-		dm_real_munmap(p, n * ARENA_UNIT);
+		uhmm__umem_unmap(p, n * ARENA_UNIT);
 		return;
 	}
 	if (n * ARENA_UNIT > UHMM_HUGE_SIZE)

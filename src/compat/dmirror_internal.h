@@ -42,6 +42,8 @@
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "util/umem.h"
+
 #define DM_PAGE_SHIFT 12
 #define DM_PAGE_SIZE ((uintptr_t)1 << DM_PAGE_SHIFT)
 #define DM_NDEV 4          /* /dev/hmm_dmirror0..3 */

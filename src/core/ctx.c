@@ -51,7 +51,7 @@ int uhmm__handle_add(const void *h, int kind)
 	pthread_mutex_lock(&reg_lock);
 	if (nreg == capreg) {
 		size_t cap = capreg ? capreg * 2 : 16;
-		void *n = realloc(reg, cap * sizeof(*reg));
+		void *n = uhmm__umem_realloc(reg, cap * sizeof(*reg));
 		if (!n) {
 			pthread_mutex_unlock(&reg_lock);
 			return -ENOMEM;
@@ -292,8 +292,8 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
  */
 static void probe_init(struct uhmm_ctx *ctx)
 {
-	char *p = mmap(NULL, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	char *p = uhmm__umem_map(PAGE_SIZE, 0, UMEM_RDONLY);
+	if (!p)
 		return;
 	size_t done;
 	if (uhmm__uffd_register(ctx->uffd, (uintptr_t)p, PAGE_SIZE) == 0) {
@@ -303,7 +303,7 @@ static void probe_init(struct uhmm_ctx *ctx)
 		}
 		uhmm__uffd_unregister(ctx->uffd, (uintptr_t)p, PAGE_SIZE);
 	}
-	munmap(p, PAGE_SIZE);
+	uhmm__umem_unmap(p, PAGE_SIZE);
 }
 
 /* Unregistered first: its munmap must raise no event (nobody may read it). */
@@ -312,7 +312,7 @@ static void probe_fini(struct uhmm_ctx *ctx)
 	if (!ctx->probe)
 		return;
 	uhmm__uffd_unregister(ctx->uffd, (uintptr_t)ctx->probe, PAGE_SIZE);
-	munmap(ctx->probe, PAGE_SIZE);
+	uhmm__umem_unmap(ctx->probe, PAGE_SIZE);
 	ctx->probe = NULL;
 }
 
@@ -320,12 +320,12 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 {
 	if (!out)
 		return -EINVAL;
-	struct uhmm_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct uhmm_ctx *ctx = uhmm__umem_calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
 	int err = opts_resolve(opts, &ctx->opts);
 	if (err) {
-		free(ctx);
+		uhmm__umem_free(ctx);
 		return err;
 	}
 	ctx->pid = getpid();
@@ -346,11 +346,9 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	const char *nq = getenv("UHMM_NO_PROCMAP_QUERY"); /* test the fallback */
 	ctx->maps_fd = nq && *nq == '1' ? -1
 					: open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-	ctx->zeros = mmap(NULL, UHMM_HUGE_SIZE, PROT_READ,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ctx->bounce = mmap(NULL, BATCH_PAGES * PAGE_SIZE, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (ctx->zeros == MAP_FAILED || ctx->bounce == MAP_FAILED) {
+	ctx->zeros = uhmm__umem_map(UHMM_HUGE_SIZE, 0, UMEM_RDONLY);
+	ctx->bounce = uhmm__umem_map(BATCH_PAGES * PAGE_SIZE, 0, UMEM_POPULATE);
+	if (!ctx->zeros || !ctx->bounce) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -380,10 +378,8 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 fail:
 	if (ctx->pool.base)
 		uhmm__pool_fini(&ctx->pool);
-	if (ctx->zeros && ctx->zeros != MAP_FAILED)
-		munmap(ctx->zeros, UHMM_HUGE_SIZE);
-	if (ctx->bounce && ctx->bounce != MAP_FAILED)
-		munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	uhmm__umem_unmap(ctx->zeros, UHMM_HUGE_SIZE);
+	uhmm__umem_unmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
 	probe_fini(ctx);
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
@@ -397,7 +393,7 @@ fail:
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
-	free(ctx);
+	uhmm__umem_free(ctx);
 	return err;
 }
 
@@ -450,8 +446,8 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	if (ctx->sigbus)
 		uhmm__sigbus_del(ctx);
 	uhmm__pool_fini(&ctx->pool);
-	munmap(ctx->zeros, UHMM_HUGE_SIZE);
-	munmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
+	uhmm__umem_unmap(ctx->zeros, UHMM_HUGE_SIZE);
+	uhmm__umem_unmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
 	probe_fini(ctx);
 	close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
@@ -464,7 +460,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
-	free(ctx);
+	uhmm__umem_free(ctx);
 	return err ? -EIO : 0;
 }
 
@@ -529,7 +525,7 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	struct uhmm_device *d = calloc(1, sizeof(*d));
+	struct uhmm_device *d = uhmm__umem_calloc(1, sizeof(*d));
 	if (!d) {
 		err = -ENOMEM;
 		goto out;
@@ -554,7 +550,7 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 	}
 	pthread_mutex_unlock(&ctx->dev_lock);
 	if (err)
-		free(d);
+		uhmm__umem_free(d);
 	else
 		*out = d;
 out:
@@ -571,7 +567,7 @@ static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 	pthread_mutex_unlock(&ctx->dev_lock);
 	if (d->ops->destroy)
 		d->ops->destroy(d->priv);
-	free(d);
+	uhmm__umem_free(d);
 }
 
 UHMM_API int uhmm_device_detach(uhmm_device *dev)

@@ -86,7 +86,7 @@ void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 			lru_unlink_locked(l, n);
 			lru_append_locked(l, n);
 		}
-	} else if ((n = calloc(1, sizeof(*n)))) {
+	} else if ((n = uhmm__umem_calloc(1, sizeof(*n)))) {
 		/* (Out of memory: the block is not evictable until it is
 		 * touched again; nothing is lost.) */
 		n->arr = a;
@@ -107,7 +107,7 @@ void uhmm__lru_forget(struct uhmm_ctx *ctx, struct uhmm_pagearr *a)
 		while (n) {
 			struct uhmm_lru_node *next = n->bnext;
 			lru_unlink_locked(&ctx->lru[n->dev], n);
-			free(n);
+			uhmm__umem_free(n);
 			n = next;
 		}
 		a->dir[b].lru = NULL;
@@ -123,7 +123,7 @@ void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev)
 		struct uhmm_lru_node *n = l->head;
 		lru_unlink_locked(l, n);
 		blk_unchain_locked(n);
-		free(n);
+		uhmm__umem_free(n);
 	}
 	pthread_mutex_unlock(&ctx->lru_lock);
 }
@@ -139,7 +139,7 @@ static void lru_drop(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 	if (n) {
 		lru_unlink_locked(&ctx->lru[dev], n);
 		blk_unchain_locked(n);
-		free(n);
+		uhmm__umem_free(n);
 	}
 	pthread_mutex_unlock(&ctx->lru_lock);
 }

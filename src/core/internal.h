@@ -19,6 +19,7 @@
 #include <uhmm/uhmm.h>
 
 #include "util/uffd_compat.h"
+#include "util/umem.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE 4096ul

@@ -195,10 +195,8 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;
 	} else {
-		bounce = mmap(NULL, n << PAGE_SHIFT, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (bounce == MAP_FAILED) {
-			bounce = NULL;
+		bounce = uhmm__umem_map(n << PAGE_SHIFT, 0, 0);
+		if (!bounce) {
 			err = -ENOMEM;
 			goto unlock;
 		}
@@ -225,7 +223,7 @@ unlock:
 	/* After every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	if (bounce)
-		munmap(bounce, n << PAGE_SHIFT);
+		uhmm__umem_unmap(bounce, n << PAGE_SHIFT);
 	return err;
 }
 
@@ -458,10 +456,8 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 	for (size_t i = 0; i < b->n && !bounce; i++) {
 		if (b->kind[i] != K_FROM_DEV)
 			continue;
-		bounce = mmap(NULL, b->n << PAGE_SHIFT, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (bounce == MAP_FAILED) {
-			bounce = NULL;
+		bounce = uhmm__umem_map(b->n << PAGE_SHIFT, 0, 0);
+		if (!bounce) {
 			for (size_t x = 0; x < b->n; x++)
 				if (b->kind[x] == K_FROM_DEV)
 					b->kind[x] = K_STAY;
@@ -530,7 +526,7 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 		}
 	}
 	if (bounce)
-		munmap(bounce, b->n << PAGE_SHIFT);
+		uhmm__umem_unmap(bounce, b->n << PAGE_SHIFT);
 	return err ? err : e;
 }
 
@@ -606,7 +602,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				size_t idx, size_t n, struct uhmm_device *dst,
 				uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
 {
-	struct batch *b = malloc(sizeof(*b));
+	struct batch *b = uhmm__umem_malloc(sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1,
@@ -620,7 +616,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		 * so no mirror is told and no reserve slot is taken. */
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
-		free(b);
+		uhmm__umem_free(b);
 		return err;
 	}
 	/* invalidate: the mirrors drop the pages and fence, before any page
@@ -637,7 +633,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 		uhmm__invalidate_end(ctx, va, vend, inv);
-		free(b);
+		uhmm__umem_free(b);
 		return e1;
 	}
 	migrate_finalize(ctx, b);
@@ -645,7 +641,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	release_slots(ctx, b);
 	*busy_out = b->nbusy;
-	free(b);
+	uhmm__umem_free(b);
 	return e2 ? e2 : e1;
 }
 

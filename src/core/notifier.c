@@ -56,7 +56,7 @@ UHMM_API int uhmm_notifier_insert(uhmm_ctx *ctx, uintptr_t start, size_t len,
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	struct uhmm_notifier *n = calloc(1, sizeof(*n));
+	struct uhmm_notifier *n = uhmm__umem_calloc(1, sizeof(*n));
 	if (!n) {
 		err = -ENOMEM;
 		goto out;
@@ -70,7 +70,7 @@ UHMM_API int uhmm_notifier_insert(uhmm_ctx *ctx, uintptr_t start, size_t len,
 	err = uhmm__handle_add(n, UHMM__H_NOTIFIER);
 	if (err) {
 		pthread_mutex_destroy(&n->inv_lock);
-		free(n);
+		uhmm__umem_free(n);
 		goto out;
 	}
 	pthread_rwlock_wrlock(&ctx->notifier_lock);
@@ -88,7 +88,7 @@ static void notifier_free(struct uhmm_notifier *n)
 {
 	uhmm__handle_del(n);
 	pthread_mutex_destroy(&n->inv_lock);
-	free(n);
+	uhmm__umem_free(n);
 }
 
 UHMM_API int uhmm_notifier_remove(struct uhmm_notifier *n)

@@ -55,23 +55,17 @@ int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
 
-	/* Over-map by 2 MiB to align the reserve on a 2 MiB boundary. */
-	char *raw = mmap(NULL, len + UHMM_HUGE_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (raw == MAP_FAILED)
+	/* The reserve, 2 MiB aligned, in uhmm's own address space. */
+	char *a = uhmm__umem_map(len, UHMM_HUGE_SIZE, UMEM_NORESERVE);
+	if (!a)
 		return -ENOMEM;
-	uintptr_t a = ((uintptr_t)raw + UHMM_HUGE_SIZE - 1) &
-		      ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
-	if (a > (uintptr_t)raw)
-		munmap(raw, a - (uintptr_t)raw);
-	munmap((char *)a + len, (uintptr_t)raw + UHMM_HUGE_SIZE - a);
-	pool->base = (char *)a;
+	pool->base = a;
 	pool->nslots = nblocks * BATCH_PAGES;
 	/* 4 KiB moves out of a THP would split it each time. */
 	madvise(pool->base, len, MADV_NOHUGEPAGE);
 
-	pool->full = calloc(pool->nslots / 64, sizeof(uint64_t));
-	pool->busy = calloc(pool->nslots / 64, sizeof(uint64_t));
+	pool->full = uhmm__umem_calloc(pool->nslots / 64, sizeof(uint64_t));
+	pool->busy = uhmm__umem_calloc(pool->nslots / 64, sizeof(uint64_t));
 	if (!pool->full || !pool->busy)
 		goto nomem;
 
@@ -112,9 +106,9 @@ void uhmm__pool_fini(struct uhmm_pool *pool)
 	if (pool->ruffd >= 0)
 		close(pool->ruffd);
 	if (pool->base)
-		munmap(pool->base, pool->nslots * PAGE_SIZE);
-	free(pool->full);
-	free(pool->busy);
+		uhmm__umem_unmap(pool->base, pool->nslots * PAGE_SIZE);
+	uhmm__umem_free(pool->full);
+	uhmm__umem_free(pool->busy);
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->cond);
 	pool->base = NULL;

@@ -8,7 +8,7 @@
  * 1 TiB allocation costs its directory (16 bytes per 2 MiB) until touched,
  * and walks over it (a migration home, a query) skip empty entries.
  *
- * Blocks come from 2 MiB chunks of anonymous memory carved into 256 blocks,
+ * Blocks come from 2 MiB chunks of uhmm's own memory (umem) carved into 256 blocks,
  * process-wide, and go back to a free list when their array dies.  Locks:
  * blk_lock, a leaf (nothing is waited for under it).  Creating a block is a
  * compare-and-swap on the directory entry: two threads creating the same
@@ -36,9 +36,8 @@ static struct uhmm_pblk *blk_alloc(void)
 {
 	pthread_mutex_lock(&blk_lock);
 	if (!blk_free) {
-		char *c = mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (c == MAP_FAILED) {
+		char *c = uhmm__umem_map(CHUNK_BYTES, 0, 0);
+		if (!c) {
 			pthread_mutex_unlock(&blk_lock);
 			fprintf(stderr, "uhmm: out of memory for page state\n");
 			abort();
@@ -82,11 +81,10 @@ struct uhmm_pagearr *uhmm__pagearr_new(struct uhmm_ctx *ctx, size_t n)
 	size_t nblk = (n + BATCH_PAGES - 1) / BATCH_PAGES;
 	size_t bytes = sizeof(struct uhmm_pagearr) + nblk * sizeof(struct uhmm_pdir);
 	bytes = (bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	/* mmap: zeroed, and the untouched part of a big directory costs
-	 * nothing. */
-	struct uhmm_pagearr *a = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a == MAP_FAILED)
+	/* Pages of uhmm's own: zeroed, and the untouched part of a big
+	 * directory costs nothing. */
+	struct uhmm_pagearr *a = uhmm__umem_map(bytes, 0, UMEM_NORESERVE);
+	if (!a)
 		return NULL;
 	atomic_init(&a->refs, 1);
 	a->ctx = ctx;
@@ -134,5 +132,5 @@ void uhmm__pagearr_put(struct uhmm_pagearr *a)
 			   __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&ctx->stats.metadata_dir_bytes, a->nblk * sizeof(struct uhmm_pdir),
 			   __ATOMIC_RELAXED);
-	munmap(a, a->bytes);
+	uhmm__umem_unmap(a, a->bytes);
 }

@@ -30,7 +30,7 @@ static struct uhmm_range *range_new(uintptr_t start, size_t npages,
 				    struct uhmm_pagearr *arr, size_t first,
 				    bool owned)
 {
-	struct uhmm_range *r = calloc(1, sizeof(*r));
+	struct uhmm_range *r = uhmm__umem_calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
 	r->start = start;
@@ -47,7 +47,7 @@ void uhmm__range_put(struct uhmm_range *r)
 {
 	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
 		uhmm__pagearr_put(r->arr);
-		free(r);
+		uhmm__umem_free(r);
 	}
 }
 
@@ -85,7 +85,7 @@ static int insert_locked(struct uhmm_ctx *ctx, struct uhmm_range *r)
 {
 	if (ctx->nranges == ctx->cap_ranges) {
 		size_t cap = ctx->cap_ranges ? ctx->cap_ranges * 2 : 16;
-		void *n = realloc(ctx->ranges, cap * sizeof(*ctx->ranges));
+		void *n = uhmm__umem_realloc(ctx->ranges, cap * sizeof(*ctx->ranges));
 		if (!n)
 			return -ENOMEM;
 		ctx->ranges = n;
@@ -144,13 +144,14 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
  */
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	if (!f)
-		return -errno;
+	/* Not stdio: its buffers come from malloc (util/umem.h). */
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/maps");
+	if (err)
+		return err;
 	char line[512];
 	uintptr_t covered = start;
-	int err = 0;
-	while (covered < end && fgets(line, sizeof(line), f)) {
+	while (covered < end && uhmm__lines_next(&f, line, sizeof(line))) {
 		unsigned long lo, hi, off, ino;
 		char perms[8], dev[16];
 		int pos = 0;
@@ -173,7 +174,7 @@ int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 		}
 		covered = hi;
 	}
-	fclose(f);
+	uhmm__lines_close(&f);
 	if (!err && covered < end)
 		err = -EFAULT;
 	return err;
@@ -336,6 +337,9 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 {
 	uintptr_t a = (uintptr_t)addr;
 	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	/* uhmm's own memory (util/umem.h) is never managed. */
+	if (uhmm__umem_owns(a, len))
 		return -EINVAL;
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
@@ -510,7 +514,7 @@ static int cut_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		struct uhmm_range *left, *mid, *right;
 		if (split_range(r, cs, ce, &left, &mid, &right))
 			return -ENOMEM;
-		void *grown = realloc(*cut, (*ncut + 1) * sizeof(**cut));
+		void *grown = uhmm__umem_realloc(*cut, (*ncut + 1) * sizeof(**cut));
 		if (!grown) {
 			put_pieces(left, mid, right);
 			return -ENOMEM;
@@ -550,7 +554,7 @@ static int cut_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 /* Append r to limbo.  Caller holds the write lock. */
 static int limbo_add_locked(struct uhmm_ctx *ctx, struct uhmm_range *r)
 {
-	void *n = realloc(ctx->limbo, (ctx->nlimbo + 1) * sizeof(*ctx->limbo));
+	void *n = uhmm__umem_realloc(ctx->limbo, (ctx->nlimbo + 1) * sizeof(*ctx->limbo));
 	if (!n)
 		return -ENOMEM;
 	ctx->limbo = n;
@@ -568,7 +572,7 @@ static int by_start(const void *a, const void *b)
 /* Append r to the array *v of *n. */
 static int push(struct uhmm_range ***v, size_t *n, struct uhmm_range *r)
 {
-	void *g = realloc(*v, (*n + 1) * sizeof(**v));
+	void *g = uhmm__umem_realloc(*v, (*n + 1) * sizeof(**v));
 	if (!g)
 		return -ENOMEM;
 	*v = g;
@@ -618,7 +622,7 @@ static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	/* The table, in the gaps between limbo's pieces.  (qsort's array
 	 * may not be NULL, even empty.) */
 	if (n > 1)
-		qsort(v, n, sizeof(*v), by_start);
+		uhmm__sort(v, n, sizeof(*v), by_start); /* qsort may malloc */
 	size_t nlim = n;
 	uintptr_t at = start;
 	for (size_t i = 0; i <= nlim && !err; i++) {
@@ -633,13 +637,13 @@ static int take_locked(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 				uhmm__range_put(cut[k]);
 				err = -ENOMEM;
 			}
-			free(cut);
+			uhmm__umem_free(cut);
 		}
 		if (i < nlim)
 			at = range_end(v[i]);
 	}
 	if (n > 1)
-		qsort(v, n, sizeof(*v), by_start);
+		uhmm__sort(v, n, sizeof(*v), by_start); /* qsort may malloc */
 	*out = v;
 	*nout = n;
 	return err;
@@ -666,7 +670,7 @@ void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		atomic_store(&r->dead, true);
 		uhmm__range_put(r);
 	}
-	free(cut);
+	uhmm__umem_free(cut);
 }
 
 void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
@@ -687,7 +691,7 @@ void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 			uhmm__range_put(stale[k]);
 			err = -ENOMEM;
 		}
-		free(stale);
+		uhmm__umem_free(stale);
 	}
 	for (size_t k = 0; !err && k < ncut; k++) {
 		/* Same pages, new address: device-resident data follows. */
@@ -707,7 +711,7 @@ void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		atomic_store(&cut[k]->dead, true);
 		uhmm__range_put(cut[k]);
 	}
-	free(cut);
+	uhmm__umem_free(cut);
 }
 
 void uhmm__ranges_release_all(struct uhmm_ctx *ctx)
@@ -719,13 +723,13 @@ void uhmm__ranges_release_all(struct uhmm_ctx *ctx)
 		remove_at_locked(ctx, ctx->nranges - 1);
 		uhmm__range_put(r);
 	}
-	free(ctx->ranges);
+	uhmm__umem_free(ctx->ranges);
 	ctx->ranges = NULL;
 	ctx->cap_ranges = 0;
 	/* Pieces whose late event never came (their addresses are not ours). */
 	while (ctx->nlimbo)
 		uhmm__range_put(ctx->limbo[--ctx->nlimbo]);
-	free(ctx->limbo);
+	uhmm__umem_free(ctx->limbo);
 	ctx->limbo = NULL;
 	pthread_rwlock_unlock(&ctx->ranges_lock);
 }

@@ -117,11 +117,13 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		return 0;
 
 	/* No PROCMAP_QUERY: parse /proc/self/maps. */
-	FILE *f = fopen("/proc/self/maps", "re");
-	if (!f)
-		return -errno;
+	/* Not stdio: its buffers come from malloc (util/umem.h). */
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/maps");
+	if (err)
+		return err;
 	char line[512];
-	while (fgets(line, sizeof(line), f)) {
+	while (uhmm__lines_next(&f, line, sizeof(line))) {
 		unsigned long lo, hi;
 		char perms[8];
 		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 ||
@@ -131,7 +133,7 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		fill(rights, start, l, h,
 		     perms[0] == 'r' ? (RIGHT_R | (perms[1] == 'w' ? RIGHT_W : 0)) : 0);
 	}
-	fclose(f);
+	uhmm__lines_close(&f);
 	return 0;
 }
 
@@ -140,7 +142,7 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	size_t n = (end - start) >> PAGE_SHIFT;
-	uint8_t *rights = malloc(n);
+	uint8_t *rights = uhmm__umem_malloc(n);
 	if (!rights)
 		return -ENOMEM;
 	int err = rf_rights(ctx, start, end, rights);
@@ -150,7 +152,7 @@ int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 		else if (!(rights[i] & RIGHT_W))
 			err = -EPERM;
 	}
-	free(rights);
+	uhmm__umem_free(rights);
 	return err;
 }
 
@@ -401,7 +403,7 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 			    (uint64_t)(req->timeout_ms ? req->timeout_ms : 1000) * 1000000ull;
 	STAT_INC(ctx, range_fault_calls);
 
-	uint8_t *rights = malloc(n);
+	uint8_t *rights = uhmm__umem_malloc(n);
 	if (!rights) {
 		err = -ENOMEM;
 		goto out;
@@ -453,7 +455,7 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 			break;
 		}
 	}
-	free(rights);
+	uhmm__umem_free(rights);
 out:
 	if (dev)
 		uhmm__dev_release(dev);

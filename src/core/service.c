@@ -424,7 +424,7 @@ static void park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 {
 	if (ctx->nparked == ctx->cap_parked) {
 		size_t cap = ctx->cap_parked ? ctx->cap_parked * 2 : 64;
-		struct parked_fault *n = realloc(ctx->parked, cap * sizeof(*n));
+		struct parked_fault *n = uhmm__umem_realloc(ctx->parked, cap * sizeof(*n));
 		if (!n) {
 			/* Cannot remember it: let the thread fault again. */
 			uhmm__uffd_wake(ctx->uffd, f->addr, PAGE_SIZE);
@@ -1018,7 +1018,7 @@ static void redispatch_parked(struct uhmm_ctx *ctx)
 	ctx->nparked = ctx->cap_parked = 0;
 	for (size_t i = 0; i < n; i++)
 		(void)serve_or_park(ctx, &list[i]);
-	free(list);
+	uhmm__umem_free(list);
 }
 
 /* ---- the loop ---- */
@@ -1311,7 +1311,7 @@ int uhmm__service_start(struct uhmm_ctx *ctx)
 	ctx->req_tail = &ctx->req_head;
 	ctx->freq_head = NULL;
 	ctx->freq_tail = &ctx->freq_head;
-	int err = pthread_create(&ctx->service, NULL, service_main, ctx);
+	int err = uhmm__umem_thread_create(&ctx->service, service_main, ctx);
 	if (err) {
 		close(ctx->evfd);
 		ctx->evfd = -1;
@@ -1324,7 +1324,7 @@ void uhmm__service_stop(struct uhmm_ctx *ctx)
 {
 	atomic_store_explicit(&ctx->stop, true, memory_order_release);
 	uhmm__service_kick(ctx);
-	pthread_join(ctx->service, NULL);
+	uhmm__umem_thread_join(ctx->service, NULL);
 	close(ctx->evfd);
 	ctx->evfd = -1;
 	/* SIGBUS handlers still waiting (none should: every page is home):
@@ -1337,7 +1337,7 @@ void uhmm__service_stop(struct uhmm_ctx *ctx)
 	ctx->freq_tail = &ctx->freq_head;
 	for (size_t i = 0; i < ctx->nparked; i++)
 		fault_done(&ctx->parked[i]);
-	free(ctx->parked);
+	uhmm__umem_free(ctx->parked);
 	ctx->parked = NULL;
 	ctx->nparked = ctx->cap_parked = 0;
 }

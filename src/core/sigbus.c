@@ -43,6 +43,15 @@
  * thread-local depth catches that, and such a fault is handed to the
  * service thread (uhmm__fault_request) instead of being served under the
  * outer one's locks.
+ *
+ * Memory: the handler's path calls no malloc.  What it allocates or frees
+ * (a copy batch descriptor, a bounce buffer, the last reference of a
+ * range) comes from umem (util/umem.h).  That is safe here: umem's locks
+ * are held only inside umem, which touches nothing but its own pages, and
+ * those are never managed (uhmm_register refuses them), so no SIGBUS of
+ * ours can interrupt a thread inside umem -- the one way the handler could
+ * meet a umem lock its own thread holds.  (The application's malloc gave
+ * no such guarantee: its heap may be registered.)
  */
 #define _GNU_SOURCE
 #include <errno.h>

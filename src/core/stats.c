@@ -19,6 +19,7 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out)
 	uint64_t *dst = (uint64_t *)out;
 	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	out->private_bytes = uhmm__umem_bytes();
 	uhmm__ctx_exit(ctx);
 	return 0;
 }
@@ -41,6 +42,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	const uint64_t *src = (const uint64_t *)&ctx->stats;
 	for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++)
 		((uint64_t *)&s)[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	s.private_bytes = uhmm__umem_bytes();
 #define P(field, what) fprintf(f, "  %-28s %12llu  %s\n", #field, \
 			       (unsigned long long)s.field, what)
 	fprintf(f, "uhmm statistics:\n");
@@ -81,6 +83,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(evict_ns, "ns evicting");
 	P(evict_busy, "victim pages skipped: busy");
 	P(evict_backoffs, "requests that backed off: device full");
+	P(private_bytes, "uhmm private bytes (process)");
 #undef P
 }
 

@@ -679,13 +679,13 @@ static void lanes_stop(struct sd_compute *c)
 	pthread_cond_broadcast(&c->launch_cond);
 	pthread_mutex_unlock(&c->launch_lock);
 	for (unsigned i = 0; i < c->lanes_started; i++)
-		pthread_join(c->lanes[i].thread, NULL);
+		uhmm__umem_thread_join(c->lanes[i].thread, NULL);
 	c->lanes_started = 0;
 }
 
 static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
 {
-	c->lanes = calloc(c->nlanes, sizeof(*c->lanes));
+	c->lanes = uhmm__umem_calloc(c->nlanes, sizeof(*c->lanes));
 	if (!c->lanes)
 		return -ENOMEM;
 	for (unsigned i = 0; i < c->nlanes; i++) {
@@ -700,8 +700,8 @@ static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
 	pthread_sigmask(SIG_SETMASK, &set, &old);
 	int err = 0;
 	for (unsigned i = 0; i < c->nlanes; i++) {
-		if (pthread_create(&c->lanes[i].thread, NULL, lane_main,
-				   &c->lanes[i]) != 0) {
+		if (uhmm__umem_thread_create(&c->lanes[i].thread, lane_main,
+					     &c->lanes[i]) != 0) {
 			err = -EAGAIN;
 			break;
 		}
@@ -719,18 +719,18 @@ static void compute_free(struct sd_compute *c)
 	if (c->lanes)
 		for (unsigned i = 0; i < c->nlanes; i++)
 			pthread_cond_destroy(&c->lanes[i].fault_cond);
-	free(c->lanes);
+	uhmm__umem_free(c->lanes);
 	uhmm__fault_fini(c);
 	uhmm__mmu_fini(c);
 	pthread_mutex_destroy(&c->launch_lock);
 	pthread_cond_destroy(&c->launch_cond);
 	pthread_cond_destroy(&c->done_cond);
-	free(c);
+	uhmm__umem_free(c);
 }
 
 int uhmm__compute_start(struct simdev *sd, uhmm_ctx *ctx, uhmm_device *dev)
 {
-	struct sd_compute *c = calloc(1, sizeof(*c));
+	struct sd_compute *c = uhmm__umem_calloc(1, sizeof(*c));
 	int err;
 
 	if (!c)

@@ -371,13 +371,13 @@ static void engine_free_batches(struct copy_engine *eng)
 		while (eng->fences[i]) {
 			struct copy_batch *b = eng->fences[i];
 			eng->fences[i] = b->hnext;
-			free(b);
+			uhmm__umem_free(b);
 		}
 	}
 	while (eng->cache) {
 		struct copy_batch *b = eng->cache;
 		eng->cache = b->hnext;
-		free(b);
+		uhmm__umem_free(b);
 	}
 	eng->ncache = 0;
 }
@@ -401,7 +401,7 @@ int uhmm__copy_start(struct simdev *sd, unsigned nthreads)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int err = 0;
 	for (unsigned i = 0; i < nthreads; i++) {
-		if (pthread_create(&eng->threads[i], NULL, copy_worker, sd) != 0) {
+		if (uhmm__umem_thread_create(&eng->threads[i], copy_worker, sd) != 0) {
 			err = -EAGAIN;
 			break;
 		}
@@ -426,7 +426,7 @@ void uhmm__copy_stop(struct simdev *sd)
 	pthread_cond_broadcast(&eng->work_cond);
 	pthread_mutex_unlock(&eng->lock);
 	for (unsigned i = 0; i < eng->started; i++)
-		pthread_join(eng->threads[i], NULL);
+		uhmm__umem_thread_join(eng->threads[i], NULL);
 	eng->started = 0;
 
 	/* No thread left: batches nobody waited for are simply released. */
@@ -463,14 +463,14 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 		eng->ncache--;
 	} else {
 		pthread_mutex_unlock(&eng->lock);
-		b = malloc(sizeof(*b));
+		b = uhmm__umem_malloc(sizeof(*b));
 		if (!b)
 			return -ENOMEM;
 		pthread_mutex_lock(&eng->lock);
 	}
 	if (eng->stop) {
 		pthread_mutex_unlock(&eng->lock);
-		free(b);
+		uhmm__umem_free(b);
 		return -ESHUTDOWN;
 	}
 
@@ -534,7 +534,7 @@ int uhmm__copy_wait(struct simdev *sd, uhmm_fence_t fence)
 		b = NULL;
 	}
 	pthread_mutex_unlock(&eng->lock);
-	free(b);
+	uhmm__umem_free(b);
 	return ret;
 }
 

@@ -47,26 +47,17 @@ int uhmm__devmem_init(struct devmem *dm, uint64_t bytes)
 		return -ENOMEM;
 
 	uint32_t nchunks = (uint32_t)(bytes / UHMM_HUGE_SIZE);
-	dm->chunks = calloc(nchunks, sizeof(*dm->chunks));
-	dm->free_stack = calloc(nchunks, sizeof(*dm->free_stack));
-	dm->tenant = calloc(nchunks, sizeof(*dm->tenant));
+	dm->chunks = uhmm__umem_calloc(nchunks, sizeof(*dm->chunks));
+	dm->free_stack = uhmm__umem_calloc(nchunks, sizeof(*dm->free_stack));
+	dm->tenant = uhmm__umem_calloc(nchunks, sizeof(*dm->tenant));
 	if (!dm->chunks || !dm->free_stack || !dm->tenant)
 		goto nomem;
 
-	/* Over-map by 2 MiB, then trim to a 2 MiB aligned window. */
-	size_t len = (size_t)bytes + UHMM_HUGE_SIZE;
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/* 2 MiB aligned, in uhmm's own address space (util/umem.h). */
+	void *p = uhmm__umem_map((size_t)bytes, UHMM_HUGE_SIZE, UMEM_NORESERVE);
+	if (!p)
 		goto nomem;
-	uintptr_t start = (uintptr_t)p;
-	uintptr_t aligned = (start + UHMM_HUGE_SIZE - 1) & ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
-	size_t head = aligned - start;
-	size_t tail = UHMM_HUGE_SIZE - head;
-	if (head)
-		munmap(p, head);
-	if (tail)
-		munmap((void *)(aligned + bytes), tail);
+	uintptr_t aligned = (uintptr_t)p;
 	/*
 	 * Small pages keep the footprint proportional to what is touched: a
 	 * split chunk with one 4 KiB page in use should not cost 2 MiB.
@@ -89,9 +80,9 @@ int uhmm__devmem_init(struct devmem *dm, uint64_t bytes)
 	return 0;
 
 nomem:
-	free(dm->chunks);
-	free(dm->free_stack);
-	free(dm->tenant);
+	uhmm__umem_free(dm->chunks);
+	uhmm__umem_free(dm->free_stack);
+	uhmm__umem_free(dm->tenant);
 	dm->chunks = NULL;
 	dm->free_stack = NULL;
 	dm->tenant = NULL;
@@ -102,11 +93,11 @@ void uhmm__devmem_fini(struct devmem *dm)
 {
 	if (!dm->base)
 		return;
-	munmap(dm->base, dm->bytes);
+	uhmm__umem_unmap(dm->base, dm->bytes);
 	pthread_mutex_destroy(&dm->lock);
-	free(dm->chunks);
-	free(dm->free_stack);
-	free(dm->tenant);
+	uhmm__umem_free(dm->chunks);
+	uhmm__umem_free(dm->free_stack);
+	uhmm__umem_free(dm->tenant);
 	memset(dm, 0, sizeof(*dm));
 }
 

@@ -122,7 +122,7 @@ int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 	pthread_mutex_lock(&c->adv_lock);
 	struct sd_advlist *list = &c->adv[kind];
 	size_t cap = list->n + 3, n = 0;
-	struct sd_advice *out = malloc(cap * sizeof(*out));
+	struct sd_advice *out = uhmm__umem_malloc(cap * sizeof(*out));
 	if (!out) {
 		pthread_mutex_unlock(&c->adv_lock);
 		return -ENOMEM;
@@ -158,7 +158,7 @@ int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 		else
 			out[m++] = out[i];
 	}
-	free(list->v);
+	uhmm__umem_free(list->v);
 	list->v = out;
 	list->n = m;
 	pthread_mutex_unlock(&c->adv_lock);
@@ -511,7 +511,7 @@ static void service_pass(struct sd_compute *c, unsigned k)
 	size_t nu = 0;
 	uint64_t t0 = now_ns();
 
-	qsort(b, k, sizeof(*b), lane_cmp);
+	uhmm__sort(b, k, sizeof(*b), lane_cmp); /* qsort may malloc */
 	for (unsigned i = 0; i < k; i++) {
 		if (nu && fp[nu - 1].va == b[i]->fault_page) {
 			if (b[i]->fault_acc > fp[nu - 1].acc)
@@ -619,12 +619,12 @@ int uhmm__fault_init(struct sd_compute *c)
 	pthread_cond_init(&c->fb_cond, NULL);
 	pthread_mutex_init(&c->adv_lock, NULL);
 	c->fault_inited = true;
-	c->fb = calloc(c->nlanes, sizeof(*c->fb));
-	c->batch = calloc(c->fault_batch, sizeof(*c->batch));
-	c->fpages = calloc(c->fault_batch, sizeof(*c->fpages));
-	c->entries = calloc(BLOCK / PAGE, sizeof(*c->entries));
-	c->snap = calloc(BLOCK / PAGE, sizeof(*c->snap));
-	c->xptrs = calloc(BLOCK / PAGE, sizeof(*c->xptrs));
+	c->fb = uhmm__umem_calloc(c->nlanes, sizeof(*c->fb));
+	c->batch = uhmm__umem_calloc(c->fault_batch, sizeof(*c->batch));
+	c->fpages = uhmm__umem_calloc(c->fault_batch, sizeof(*c->fpages));
+	c->entries = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->entries));
+	c->snap = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->snap));
+	c->xptrs = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->xptrs));
 	if (!c->fb || !c->batch || !c->fpages || !c->entries || !c->snap ||
 	    !c->xptrs)
 		return -ENOMEM;
@@ -636,7 +636,7 @@ int uhmm__fault_start(struct sd_compute *c)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&c->fault_thread, NULL, fault_main, c);
+	int rc = uhmm__umem_thread_create(&c->fault_thread, fault_main, c);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc)
 		return -EAGAIN;
@@ -653,19 +653,19 @@ void uhmm__fault_stop(struct sd_compute *c)
 	c->fb_stop = true;
 	pthread_cond_broadcast(&c->fb_cond);
 	pthread_mutex_unlock(&c->fb_lock);
-	pthread_join(c->fault_thread, NULL);
+	uhmm__umem_thread_join(c->fault_thread, NULL);
 	c->fault_started = false;
 }
 
 /* Safe on a partly initialised compute (calloc'd struct). */
 void uhmm__fault_fini(struct sd_compute *c)
 {
-	free(c->fb);
-	free(c->batch);
-	free(c->fpages);
-	free(c->entries);
-	free(c->snap);
-	free(c->xptrs);
+	uhmm__umem_free(c->fb);
+	uhmm__umem_free(c->batch);
+	uhmm__umem_free(c->fpages);
+	uhmm__umem_free(c->entries);
+	uhmm__umem_free(c->snap);
+	uhmm__umem_free(c->xptrs);
 	c->fb = NULL;
 	c->batch = NULL;
 	c->fpages = NULL;
@@ -673,7 +673,7 @@ void uhmm__fault_fini(struct sd_compute *c)
 	c->snap = NULL;
 	c->xptrs = NULL;
 	for (unsigned k = 0; k < SD_ADV_KINDS; k++) {
-		free(c->adv[k].v);
+		uhmm__umem_free(c->adv[k].v);
 		c->adv[k].v = NULL;
 		c->adv[k].n = 0;
 	}

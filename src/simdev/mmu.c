@@ -88,7 +88,7 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
 			/* A new node is linked only once it is complete; a
 			 * node left empty by a later failure is harmless (it
 			 * is freed by the next removal over it). */
-			*slot = calloc(1, sizeof(**slot));
+			*slot = uhmm__umem_calloc(1, sizeof(**slot));
 			if (!*slot)
 				return -ENOMEM;
 			n->used++;
@@ -134,7 +134,7 @@ static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
 			continue;
 		removed += pt_clear(ch, level + 1, lo, start, end, keep_dev);
 		if (ch->used == 0) {
-			free(ch);
+			uhmm__umem_free(ch);
 			n->child[i] = NULL;
 			n->used--;
 		}
@@ -148,7 +148,7 @@ static void pt_free(struct pt_node *n, unsigned level)
 		for (unsigned i = 0; i < PT_FANOUT; i++)
 			if (n->child[i])
 				pt_free(n->child[i], level + 1);
-	free(n);
+	uhmm__umem_free(n);
 }
 
 /* ---- TLBs --------------------------------------------------------------- */
@@ -294,12 +294,12 @@ void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *
 
 int uhmm__mmu_init(struct sd_compute *c, unsigned tlb_entries)
 {
-	c->pt_root = calloc(1, sizeof(*c->pt_root));
-	c->cus = calloc(c->ncu, sizeof(*c->cus));
+	c->pt_root = uhmm__umem_calloc(1, sizeof(*c->pt_root));
+	c->cus = uhmm__umem_calloc(c->ncu, sizeof(*c->cus));
 	if (!c->pt_root || !c->cus)
 		goto nomem;
 	for (unsigned i = 0; i < c->ncu; i++) {
-		c->cus[i].tlb = calloc(tlb_entries, sizeof(*c->cus[i].tlb));
+		c->cus[i].tlb = uhmm__umem_calloc(tlb_entries, sizeof(*c->cus[i].tlb));
 		if (!c->cus[i].tlb)
 			goto nomem;
 		c->cus[i].tlb_mask = tlb_entries - 1;
@@ -312,9 +312,9 @@ int uhmm__mmu_init(struct sd_compute *c, unsigned tlb_entries)
 nomem:
 	if (c->cus)
 		for (unsigned i = 0; i < c->ncu; i++)
-			free(c->cus[i].tlb);
-	free(c->cus);
-	free(c->pt_root);
+			uhmm__umem_free(c->cus[i].tlb);
+	uhmm__umem_free(c->cus);
+	uhmm__umem_free(c->pt_root);
 	c->cus = NULL;
 	c->pt_root = NULL;
 	return -ENOMEM;
@@ -328,9 +328,9 @@ void uhmm__mmu_fini(struct sd_compute *c)
 	c->pt_root = NULL;
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_destroy(&c->cus[i].lock);
-		free(c->cus[i].tlb);
+		uhmm__umem_free(c->cus[i].tlb);
 	}
-	free(c->cus);
+	uhmm__umem_free(c->cus);
 	c->cus = NULL;
 	pthread_mutex_destroy(&c->pt_lock);
 }

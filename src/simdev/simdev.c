@@ -78,7 +78,7 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	if (err)
 		return err;
 
-	struct simdev *sd = calloc(1, sizeof(*sd));
+	struct simdev *sd = uhmm__umem_calloc(1, sizeof(*sd));
 	if (!sd)
 		return -ENOMEM;
 	sd->bandwidth_gbps = opts->bandwidth_gbps;
@@ -112,7 +112,7 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 fail_mem:
 	uhmm__devmem_fini(&sd->mem);
 fail_free:
-	free(sd);
+	uhmm__umem_free(sd);
 	return err;
 }
 
@@ -340,7 +340,7 @@ int uhmm__simdev_inject_parse(struct simdev *sd, const char *env)
 	} items[MAXITEMS];
 	size_t n = 0;
 	uint64_t seed = 0;
-	char *copy = strdup(env);
+	char *copy = uhmm__umem_strdup(env);
 	char *save = NULL;
 	int err = 0;
 
@@ -365,7 +365,7 @@ int uhmm__simdev_inject_parse(struct simdev *sd, const char *env)
 			break;
 		}
 	}
-	free(copy);
+	uhmm__umem_free(copy);
 	if (err)
 		return err;
 	for (size_t i = 0; i < n; i++) {
@@ -451,7 +451,7 @@ static void simdev_destroy(void *priv)
 	uhmm__compute_stop(sd);
 	uhmm__copy_stop(sd);
 	uhmm__devmem_fini(&sd->mem);
-	free(sd);
+	uhmm__umem_free(sd);
 }
 
 const struct uhmm_device_ops uhmm__simdev_ops = {

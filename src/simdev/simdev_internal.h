@@ -49,6 +49,8 @@
 #include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 
+#include "util/umem.h"
+
 /* Pages of a 2 MiB chunk. */
 #define SIMDEV_CHUNK_PAGES (UHMM_HUGE_SIZE / UHMM_PAGE_SIZE)
 #define SIMDEV_MAX_THREADS 8u

@@ -703,6 +703,9 @@ static void fork_child_writes_shared_reach_parent(void **state)
 struct racer {
 	int fd;
 	void *buf;
+	/* Allocated before the thread starts: a malloc of this size is an
+	 * mmap, which, made after the munmap below, lands where buf was. */
+	void *mirror;
 	unsigned long npages;
 	int ok, efault, other;
 };
@@ -710,7 +713,7 @@ struct racer {
 static void *read_loop(void *arg)
 {
 	struct racer *r = arg;
-	void *mirror = malloc(r->npages * PS);
+	void *mirror = r->mirror;
 	for (int i = 0; i < 2000 && !r->efault; i++) {
 		int e = dmcmd(r->fd, HMM_DMIRROR_READ, r->buf, mirror, r->npages, NULL);
 		if (!e)
@@ -720,7 +723,6 @@ static void *read_loop(void *arg)
 		else
 			r->other++;
 	}
-	free(mirror);
 	return NULL;
 }
 
@@ -733,6 +735,7 @@ static void munmap_racing_read_fails_cleanly(void **state)
 		r.buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 		fill(r.buf, size, 0);
 		void *mirror = malloc(size);
+		r.mirror = malloc(size);
 		if (on_device)
 			assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, r.buf, mirror,
 					       r.npages, NULL), 0);
@@ -746,6 +749,7 @@ static void munmap_racing_read_fails_cleanly(void **state)
 		assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, r.buf, mirror, r.npages, NULL),
 				 -EFAULT);
 		free(mirror);
+		free(r.mirror);
 		close(fd);
 	}
 }
