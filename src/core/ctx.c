@@ -511,8 +511,11 @@ void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
 {
 	if (!n)
 		return;
-	d->ops->free(d->priv, 0, n, dpfn);
+	/* Counted out before the frames go back (and in after they came,
+	 * above): bytes_in_use never shows more than uhmm holds, even to
+	 * someone who took the freed frames meanwhile (another tenant). */
 	atomic_fetch_sub_explicit(&d->frames_used, (uint64_t)n, memory_order_relaxed);
+	d->ops->free(d->priv, 0, n, dpfn);
 	uhmm__dev_freed(ctx);
 }
 

@@ -82,6 +82,7 @@ void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 	while (n && n->dev != dev)
 		n = n->bnext;
 	if (n) {
+		n->stamp = ++l->clock;
 		if (l->tail != n) {
 			lru_unlink_locked(l, n);
 			lru_append_locked(l, n);
@@ -92,6 +93,7 @@ void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 		n->arr = a;
 		n->blk = blk;
 		n->dev = dev;
+		n->stamp = ++l->clock;
 		n->bnext = a->dir[blk].lru;
 		a->dir[blk].lru = n;
 		lru_append_locked(l, n);
@@ -128,15 +130,18 @@ void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev)
 	pthread_mutex_unlock(&ctx->lru_lock);
 }
 
-/* Drop entry n if it is still in the list (another walk may have). */
+/* Drop the block's entry if it is still in the list (another walk may
+ * have) and nobody touched it since the walk saw its @stamp: a migration
+ * that touched it meanwhile may have put pages on the device that the
+ * walk did not see. */
 static void lru_drop(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
-		     unsigned dev)
+		     unsigned dev, uint64_t stamp)
 {
 	pthread_mutex_lock(&ctx->lru_lock);
 	struct uhmm_lru_node *n = a->dir[blk].lru;
 	while (n && n->dev != dev)
 		n = n->bnext;
-	if (n) {
+	if (n && n->stamp == stamp) {
 		lru_unlink_locked(&ctx->lru[dev], n);
 		blk_unchain_locked(n);
 		uhmm__umem_free(n);
@@ -192,15 +197,26 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		lru_append_locked(l, node);
 		struct uhmm_pagearr *a = node->arr;
 		size_t blk = node->blk;
+		uint64_t stamp = node->stamp;
 		bool ok = uhmm__pagearr_tryget(a);
 		pthread_mutex_unlock(&ctx->lru_lock);
-		if (!ok)
-			continue; /* being freed: uhmm__lru_forget unlinks it */
+		if (!ok) {
+			/* Being freed: uhmm__lru_forget unlinks it, and
+			 * its frames were released or are about to be. */
+			v->inflight++;
+			continue;
+		}
 
 		struct uhmm_range *r[MAX_PIECES];
 		size_t idx[MAX_PIECES], n[MAX_PIECES];
 		size_t np = find_pieces(ctx, a, blk, r, idx, n);
+		/* No live range maps the block (an munmap or mremap on its
+		 * way): pages it may have on the device are released by the
+		 * event, soon; the request waits for that, it does not fail. */
+		if (!np)
+			v->inflight++;
 		size_t moved0 = v->moved, seen0 = v->seen, busy0 = v->busy;
+		size_t inflight0 = v->inflight;
 		bool own = false;
 		for (size_t k = 0; k < np; k++) {
 			uintptr_t va = r[k]->start + (idx[k] << PAGE_SHIFT);
@@ -222,10 +238,12 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 			uhmm__range_put(r[k]);
 		if (v->moved != moved0)
 			blocks++;
-		/* Nothing of it on the device any more (and nobody holding
-		 * a page of it): out of the list. */
-		if (!own && v->seen == seen0 && v->busy == busy0)
-			lru_drop(ctx, a, blk, v->dev);
+		/* Nothing of it on the device any more, and nobody holding
+		 * a page of it (a migration toward the device holds its pages
+		 * before they land there, after it touched the block): out of
+		 * the list. */
+		if (!own && v->seen == seen0 && v->busy == busy0 && v->inflight == inflight0)
+			lru_drop(ctx, a, blk, v->dev, stamp);
 		uhmm__pagearr_put(a);
 	}
 	size_t moved = v->moved - start_moved;

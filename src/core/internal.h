@@ -218,19 +218,25 @@ struct uhmm_lru_node {
 	struct uhmm_pagearr *arr;
 	size_t blk;
 	unsigned dev;
+	uint64_t stamp;   /* the list's clock at its last touch: a walk drops
+			     only an entry nobody touched while it looked */
 };
 struct uhmm_lru {
 	struct uhmm_lru_node *head, *tail;
 	size_t n;
+	uint64_t clock;   /* ticks at each touch (stamps are unique) */
 };
 
 /* What a victim walk takes: pages on device dev with a frame in [lo, hi);
  * what it did: pages moved home (their frames released), pages seen on the
- * device, pages skipped because someone held them. */
+ * device, pages skipped because someone held them, and pages not on the
+ * device but held (inflight: a migration toward the device holds its pages,
+ * and frames for them, before they are published there; such frames are no
+ * victim yet, but will be). */
 struct uhmm_victim {
 	unsigned dev;
 	uint64_t lo, hi;
-	size_t moved, seen, busy;
+	size_t moved, seen, busy, inflight;
 };
 
 /* ------------------------------------------------------------------------ */

@@ -155,8 +155,13 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		struct uhmm_page *p = range_page(r, idx + i);
 		if (f) {
 			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-			if (pg_loc(w) != LOC_DEV(f->dev))
-				continue; /* not a victim: leave it alone */
+			if (pg_loc(w) != LOC_DEV(f->dev)) {
+				/* Not a victim: leave it alone.  Held, it may
+				 * be on its way to the device with frames
+				 * already taken (uhmm_victim.inflight). */
+				f->inflight += (w & PG_LOCKED) != 0;
+				continue;
+			}
 			f->seen++;
 			if (!uhmm__page_trylock(p)) {
 				f->busy++;
@@ -213,9 +218,15 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	}
 	if (!err && req.result)
 		err = req.result == -EEXIST ? -EIO : -EFAULT;
-	if (f)
+	if (f) {
 		for (size_t i = 0; i < n; i++)
 			f->moved += want[i] >= 2;
+		/* The range moved or went away meanwhile (its event was
+		 * handled after we took the pages): what stayed on the
+		 * device is the event's to release, soon. */
+		if (req.result == -ENOENT)
+			f->inflight++;
+	}
 unlock:
 	for (size_t i = 0; i < n; i++)
 		if (locked[i] && want[i] < 2)
@@ -326,6 +337,7 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		uhmm__lru_touch(ctx, a, k, b->dst->id);
 	uint64_t got[BATCH_PAGES];
 	size_t have = 0;
+	uint32_t freed0 = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
 	for (;;) {
 		long n = uhmm__dev_get_frames(b->dst, need - have, got + have);
 		if (n < 0) {
@@ -341,13 +353,20 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		uhmm__evict(ctx, &v, need - have, b->xlo, b->xhi);
 		if (v.moved)
 			continue;
-		/* Nothing moved.  Victims someone holds may be free soon: the
-		 * caller backs off and tries again.  No victim at all: the
-		 * request's own pages fill the device. */
+		/* Nothing moved.  Victims someone holds may be free soon, and
+		 * so may the frames of other migrations in flight toward the
+		 * device (their pages are held, not yet on it); and frames
+		 * released meanwhile (other evictors walk the same LRU and
+		 * rotate it under this walk, which may then miss the victims
+		 * they take) may be ours on a new try: the caller backs off
+		 * and tries again.  No victim at all: the request's own pages
+		 * fill the device. */
 		if (v.busy)
 			STAT_ADD(ctx, evict_busy, v.busy);
+		bool freed = (atomic_load_explicit(&ctx->dev_freed, memory_order_acquire) |
+			      1u) != (freed0 | 1u);
 		uhmm__dev_put_frames(ctx, b->dst, got, have);
-		return v.busy ? -EAGAIN : -ENOMEM;
+		return v.busy || v.inflight || freed ? -EAGAIN : -ENOMEM;
 	}
 	for (size_t i = 0, k = 0; i < b->n; i++)
 		if (b->kind[i] != K_STAY) {

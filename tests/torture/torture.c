@@ -28,8 +28,15 @@
  *    once; the shadow adds the completed increments atomically and is
  *    compared only under the write lock.
  *  - madvise(MADV_DONTNEED), a new mapping: the shadow says zero.
+ *  - Device memory is a cache: devices far smaller than the ranges
+ *    (--dev-mib 4) keep eviction running; another tenant takes and gives
+ *    back device memory (uhmm_simdev_set_tenant) and the backend asks for
+ *    memory back (uhmm_device_evict, uhmm_device_evict_frames) as random
+ *    operations.  Eviction changes no byte, so they run under the read
+ *    lock, and a migration may fail -ENOMEM only as may_enomem() says.
  */
 #define _GNU_SOURCE
+#include <uhmm/device.h>
 #include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
@@ -69,7 +76,7 @@
 enum kind {
 	K_CPU_WRITE, K_CPU_READ, K_CPU_ATOMIC, K_DEV_WRITE, K_DEV_READ,
 	K_DEV_ATOMIC, K_MIGRATE, K_EXCLUSIVE, K_MADVISE_OWN, K_MADVISE,
-	K_MUNMAP, K_MREMAP, K_MPROTECT, K_FORK, K_VERIFY, K_COUNT
+	K_MUNMAP, K_MREMAP, K_MPROTECT, K_FORK, K_VERIFY, K_TENANT, K_EVICT, K_COUNT
 };
 
 static const struct {
@@ -92,6 +99,8 @@ static const struct {
 	[K_MPROTECT] = { "mprotect", 2, true },
 	[K_FORK] = { "fork", 1, true },
 	[K_VERIFY] = { "verify", 2, true },
+	[K_TENANT] = { "tenant", 2, false },
+	[K_EVICT] = { "evict", 3, false },
 };
 
 /* Per kind: completed ops, and outcomes of the library calls. */
@@ -156,6 +165,20 @@ static struct {
 	 * munmap(2), never uhmm_free(), which leaves stale device mappings
 	 * (tests/torture/repro/repro_free_stale_mirror.c). */
 	bool no_uhmm_free;
+	/* Per device: the other tenant's share (uhmm_simdev_set_tenant),
+	 * which decides what a migration may fail to fit in.  gen is odd
+	 * while a set_tenant call runs (one at a time per device, under
+	 * lock): a migration that saw gen change cannot know the capacity it
+	 * met. */
+	struct {
+		pthread_mutex_t lock;
+		atomic_uint gen;
+		_Atomic uint64_t bytes;
+	} tenant[NDEV];
+	/* -ENOMEM of migrations toward a device, by why it was allowed
+	 * (may_enomem()). */
+	atomic_ulong enomem_over, enomem_blocks, enomem_resizing;
+	atomic_ulong evicted_by_call; /* bytes uhmm_device_evict() returned */
 } G;
 
 struct tstate {
@@ -315,6 +338,86 @@ static bool outcome(struct tstate *t, enum kind k, const char *call, int err,
 	}
 	unexpected(t, k, call, err, "not an allowed outcome");
 	return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Device capacity: when may a migration toward a device say -ENOMEM?        */
+
+/*
+ * Device memory is a cache (src/core/evict.c): a migration toward a full
+ * device evicts other pages and proceeds.  It may fail -ENOMEM only when
+ * the device cannot hold what the request itself keeps there.  The
+ * torture's rule, per call:
+ *
+ *  - the request's own pages exceed the device's capacity (mem_bytes less
+ *    what the other tenant holds): allowed (include/uhmm/uhmm.h; "what
+ *    fits moves", which the data check after the call covers);
+ *  - a set_tenant call on that device ran during the migration: the
+ *    capacity it met is unknown, allowed;
+ *  - the request fits, but not the 2 MiB blocks of page state it touches:
+ *    allowed, counted apart.  The evictor never takes a victim from a
+ *    block the request overlaps (evict.c: a block overlapping the request
+ *    is "own" whole, so that the request never trylocks pages it holds
+ *    itself), so pages of those blocks outside the request stay on the
+ *    device and count against it.  Blocks are 2 MiB of the range from its
+ *    start (ranges are registered whole here, so page state index 0 is the
+ *    range's first page);
+ *  - anything else: unexpected.  This includes concurrent requests of
+ *    other threads filling the device, since their pages are victims like
+ *    any other (busy ones make the request back off, not fail at once).
+ */
+struct capsnap {
+	unsigned gen;
+	uint64_t cap; /* bytes the device holds for uhmm */
+	uint64_t t0;  /* when the call began (for the report) */
+};
+
+static void cap_begin(unsigned d, struct capsnap *c)
+{
+	c->gen = atomic_load(&G.tenant[d].gen);
+	c->cap = (uint64_t)G.dev_mib * MiB - atomic_load(&G.tenant[d].bytes);
+	c->t0 = now_ns();
+}
+
+enum enomem_why { NOMEM_NO, NOMEM_OVER, NOMEM_BLOCKS, NOMEM_RESIZING };
+
+static enum enomem_why may_enomem(unsigned d, const struct slot *s, size_t off, size_t len,
+				  const struct capsnap *c)
+{
+	if ((c->gen & 1) || atomic_load(&G.tenant[d].gen) != c->gen)
+		return NOMEM_RESIZING;
+	if (len > c->cap)
+		return NOMEM_OVER;
+	size_t bp = UHMM_HUGE_SIZE / PG;
+	size_t b0 = off / PG / bp, b1 = (off + len - 1) / PG / bp;
+	size_t end = (b1 + 1) * bp < s->npages ? (b1 + 1) * bp : s->npages;
+	if ((end - b0 * bp) * PG > c->cap)
+		return NOMEM_BLOCKS;
+	return NOMEM_NO;
+}
+
+/* The outcome of uhmm_migrate(@len at @off of @s) toward device @d. */
+static bool migrate_outcome(struct tstate *t, enum kind k, const char *call, int r, unsigned d,
+			    const struct slot *s, size_t off, size_t len,
+			    const struct capsnap *c, bool ok_eperm)
+{
+	if (r == -ENOMEM) {
+		switch (may_enomem(d, s, off, len, c)) {
+		case NOMEM_OVER: atomic_fetch_add(&G.enomem_over, 1); break;
+		case NOMEM_BLOCKS: atomic_fetch_add(&G.enomem_blocks, 1); break;
+		case NOMEM_RESIZING: atomic_fetch_add(&G.enomem_resizing, 1); break;
+		default:
+			atomic_fetch_add(&kst[k].enomem, 1);
+			unexpected(t, k, call, r,
+				   "-ENOMEM though the request fits: %zu bytes at +%#zx of a "
+				   "%zu-byte range, %s holds %" PRIu64 " bytes for uhmm "
+				   "(after %.3f s)",
+				   len, off, s->len, uhmm_device_name(G.dev[d]), c->cap,
+				   (double)(now_ns() - c->t0) / 1e9);
+			return false;
+		}
+	}
+	return outcome(t, k, call, r, true, true, ok_eperm);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -684,7 +787,7 @@ static void op_dev_write(struct tstate *t, unsigned si, uint64_t opid, unsigned 
 	if (!used)
 		return;
 	int r = launch(d, k_write, used, &a);
-	outcome(t, K_DEV_WRITE, "uhmm_simdev_launch(write)", r, true, true, false);
+	outcome(t, K_DEV_WRITE, "uhmm_simdev_launch(write)", r, false, true, false);
 	if (r)
 		atomic_fetch_add(&G.kernel_partial, 1);
 	/* Replay exactly the stores that completed. */
@@ -729,7 +832,7 @@ static void op_dev_read(struct tstate *t, unsigned si, uint64_t opid, unsigned d
 	if (!used)
 		return;
 	int r = launch(d, k_read, used, &a);
-	outcome(t, K_DEV_READ, "uhmm_simdev_launch(read)", r, true, true, false);
+	outcome(t, K_DEV_READ, "uhmm_simdev_launch(read)", r, false, true, false);
 	for (unsigned i = 0; i < used; i++) {
 		struct witem *it = &a.items[i];
 		for (uint32_t u = 0; u < a.progress[i]; u++) {
@@ -773,7 +876,7 @@ static void op_dev_atomic(struct tstate *t, unsigned si, uint64_t opid, unsigned
 		}
 	}
 	int r = launch(d, k_atomic, n, &a);
-	outcome(t, K_DEV_ATOMIC, "uhmm_simdev_launch(atomic)", r, true, true, false);
+	outcome(t, K_DEV_ATOMIC, "uhmm_simdev_launch(atomic)", r, false, true, false);
 	if (r)
 		atomic_fetch_add(&G.kernel_partial, 1);
 	uint64_t *sh = (uint64_t *)s->shadow;
@@ -839,12 +942,18 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 	pick_sub(t, s, &off, &len);
 	unsigned d = (unsigned)rnd_below(t, NDEV + 1);
 	uhmm_device *dst = d < NDEV ? G.dev[d] : NULL;
+	struct capsnap c = { 0, 0, 0 };
+	if (dst)
+		cap_begin(d, &c);
 	int r = uhmm_migrate(G.ctx, s->base + off, len, dst, 0);
 	hist_range(s, off, len, opid, K_MIGRATE, t->id);
-	if (!outcome(t, K_MIGRATE, "uhmm_migrate", r, dst != NULL, true, false))
+	bool ok = dst ? migrate_outcome(t, K_MIGRATE, "uhmm_migrate", r, d, s, off, len, &c, false)
+		      : outcome(t, K_MIGRATE, "uhmm_migrate", r, false, true, false);
+	if (!ok)
 		fprintf(stderr, "    range %u +%#zx len %#zx to %s\n", si, off, len,
 			dst ? uhmm_device_name(dst) : "system");
-	/* Data stays whatever happened (exhaustion: -ENOMEM). */
+	/* Data stays whatever happened (a request larger than the device:
+	 * -ENOMEM, what fit moved). */
 	if (r || rnd_below(t, 4) == 0)
 		check_own_in(t, si, off, len, r ? "after failed migration" : "after migration");
 }
@@ -859,6 +968,12 @@ static void op_exclusive(struct tstate *t, unsigned si, uint64_t opid)
 	unsigned d = (unsigned)rnd_below(t, NDEV);
 	int r = uhmm_make_exclusive(G.dev[d], s->base + off, len / PG, NULL);
 	hist_range(s, off, len, opid, K_EXCLUSIVE, t->id);
+	/* -ENOMEM stays allowed here: exclusive pages' data lives in the
+	 * context's reserve of slots, which is still of fixed size on this
+	 * branch (issue 14, "the reserve grows on demand", is not in yet);
+	 * a grab of up to 256 pages by each of 4 threads does not fill it,
+	 * but pages held exclusively stay there until revoked.  Not device
+	 * memory: a grab takes no device frame. */
 	outcome(t, K_EXCLUSIVE, "uhmm_make_exclusive", r, true, true, false);
 	if (rnd_below(t, 2))
 		check_own_in(t, si, off, len, "after exclusive grab (revokes)");
@@ -1058,9 +1173,11 @@ static void op_mprotect(struct tstate *t, unsigned si, uint64_t opid)
 		/* To a device: -EPERM, documented (UFFDIO_MOVE needs a
 		 * writable mapping; the pages stay in system memory).
 		 * Home: the pages come back by copy, no error. */
+		struct capsnap c;
+		cap_begin(d, &c);
 		r = uhmm_migrate(G.ctx, s->base, s->len, G.dev[d], 0);
-		outcome(t, K_MPROTECT, "uhmm_migrate(read-only)", r, true, true,
-			G.dev[d] != NULL);
+		migrate_outcome(t, K_MPROTECT, "uhmm_migrate(read-only)", r, d, s, 0, s->len, &c,
+				true);
 		break;
 	}
 	check_bytes(t, si, 0, s->len, "read-only");
@@ -1136,6 +1253,93 @@ static void op_fork(struct tstate *t, unsigned si, uint64_t opid)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The device asks for its memory back (shared lock: data must not change)   */
+
+/* Checks that uhmm holds no more of device @d than the tenant left it,
+ * when no set_tenant call ran meanwhile. */
+static void check_device_use(struct tstate *t, enum kind k, unsigned d)
+{
+	unsigned g = atomic_load(&G.tenant[d].gen);
+	uint64_t cap = (uint64_t)G.dev_mib * MiB - atomic_load(&G.tenant[d].bytes);
+	struct uhmm_device_stats ds;
+	int r = uhmm_device_stats(G.dev[d], &ds);
+	if (r) {
+		unexpected(t, k, "uhmm_device_stats", r, "");
+		return;
+	}
+	if (!(g & 1) && atomic_load(&G.tenant[d].gen) == g && ds.bytes_in_use > cap)
+		unexpected(t, k, "uhmm_device_stats", 0,
+			   "%s: uhmm holds %" PRIu64 " bytes, the tenant left it %" PRIu64,
+			   uhmm_device_name(G.dev[d]), ds.bytes_in_use, cap);
+}
+
+/* Another tenant takes (or gives back) part of a device, while everything
+ * else runs: the device's pages in the chunks it takes go home. */
+static void op_tenant(struct tstate *t, unsigned si, uint64_t opid)
+{
+	struct slot *s = &G.slots[si];
+	unsigned d = (unsigned)rnd_below(t, NDEV);
+	/* 0 .. the whole device, in 2 MiB chunks; mostly leaving uhmm some. */
+	uint64_t chunks = G.dev_mib / 2;
+	uint64_t bytes = rnd_below(t, rnd_below(t, 4) ? chunks : chunks + 1) * 2 * MiB;
+	pthread_mutex_lock(&G.tenant[d].lock);
+	atomic_fetch_add(&G.tenant[d].gen, 1); /* odd: changing */
+	int r = uhmm_simdev_set_tenant(G.dev[d], bytes);
+	if (r == 0)
+		atomic_store(&G.tenant[d].bytes, bytes);
+	atomic_fetch_add(&G.tenant[d].gen, 1);
+	if (r == 0) {
+		/* The tenant's chunks are not free for uhmm. */
+		struct uhmm_simdev_meminfo mi;
+		int e = uhmm_simdev_meminfo(G.dev[d], &mi);
+		if (e)
+			unexpected(t, K_TENANT, "uhmm_simdev_meminfo", e, "");
+		else if (mi.free_pages > mi.total_pages - bytes / PG)
+			unexpected(t, K_TENANT, "uhmm_simdev_meminfo", 0,
+				   "%" PRIu64 " pages free with a tenant of %" PRIu64 " bytes "
+				   "out of %" PRIu64 " pages", mi.free_pages, bytes, mi.total_pages);
+	}
+	pthread_mutex_unlock(&G.tenant[d].lock);
+	/* -EBUSY: pages of the chunks were held for 2 s by migrations or
+	 * faults in flight (documented; what the call took is given back). */
+	outcome(t, K_TENANT, "uhmm_simdev_set_tenant", r, false, true, false);
+	check_device_use(t, K_TENANT, d);
+	hist_add(s, 0, opid, K_TENANT, t->id);
+	if (rnd_below(t, 2))
+		check_own_in(t, si, 0, s->len, "after set_tenant");
+}
+
+/* The backend asks for memory back: some bytes (LRU blocks) or a range of
+ * frames. */
+static void op_evict(struct tstate *t, unsigned si, uint64_t opid)
+{
+	struct slot *s = &G.slots[si];
+	unsigned d = (unsigned)rnd_below(t, NDEV);
+	uint64_t mem = (uint64_t)G.dev_mib * MiB;
+	if (rnd_below(t, 2)) {
+		size_t bytes = (size_t)rnd_below(t, mem + 1);
+		long r = uhmm_device_evict(G.dev[d], bytes);
+		if (r < 0 || r % (long)PG) {
+			outcome(t, K_EVICT, "uhmm_device_evict", r < 0 ? (int)r : -EINVAL, false,
+				false, false);
+		} else {
+			atomic_fetch_add(&kst[K_EVICT].ok, 1);
+			atomic_fetch_add(&G.evicted_by_call, (unsigned long)r);
+		}
+	} else {
+		uint64_t total = mem / PG;
+		uint64_t first = rnd_below(t, total), n = 1 + rnd_below(t, total - first);
+		int r = uhmm_device_evict_frames(G.dev[d], first, n);
+		/* -EBUSY: pages of the range held for 2 s (documented). */
+		outcome(t, K_EVICT, "uhmm_device_evict_frames", r, false, true, false);
+	}
+	check_device_use(t, K_EVICT, d);
+	hist_add(s, 0, opid, K_EVICT, t->id);
+	if (rnd_below(t, 2))
+		check_own_in(t, si, 0, s->len, "after eviction");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
 
 static enum kind pick_kind(struct tstate *t)
@@ -1202,6 +1406,8 @@ static void *worker(void *arg)
 		case K_MPROTECT: op_mprotect(t, si, opid); break;
 		case K_FORK: op_fork(t, si, opid); break;
 		case K_VERIFY: op_verify(t, si, "verify"); break;
+		case K_TENANT: op_tenant(t, si, opid); break;
+		case K_EVICT: op_evict(t, si, opid); break;
 		default: break;
 		}
 		pthread_rwlock_unlock(&s->lock);
@@ -1381,6 +1587,8 @@ static void usage(FILE *f)
 		"    leaves stale device mappings, see tests/torture/repro/).\n"
 		"  --sigbus: the context is in SIGBUS mode (UHMM_CTX_SIGBUS): CPU faults\n"
 		"    are served by the faulting threads, not the service thread.\n"
+		"  --dev-mib M: each simdev's memory (default 8); 4 or less against ranges\n"
+		"    of up to 6 MiB keeps eviction running all the time.\n"
 		"  --seconds defaults to 30; UHMM_TORTURE_SECONDS in the environment overrides it.\n"
 		"  KIND:");
 	for (int k = 0; k < K_COUNT; k++)
@@ -1487,11 +1695,21 @@ static void final_checks(struct tstate *t)
 {
 	for (unsigned si = 0; si < G.nranges; si++)
 		op_verify(t, si, "final");
+	/* The other tenant leaves: each device whole again.  Alone now, so
+	 * -EBUSY would be a page held by nobody. */
+	for (unsigned d = 0; d < NDEV; d++) {
+		int r = uhmm_simdev_set_tenant(G.dev[d], 0);
+		if (outcome(t, K_TENANT, "final uhmm_simdev_set_tenant(0)", r, false, false, false))
+			atomic_store(&G.tenant[d].bytes, 0);
+	}
 	for (unsigned si = 0; si < G.nranges; si++) {
 		struct slot *s = &G.slots[si];
 		for (unsigned d = 0; d < NDEV; d++) {
+			struct capsnap c;
+			cap_begin(d, &c);
 			int r = uhmm_migrate(G.ctx, s->base, s->len, G.dev[d], 0);
-			outcome(t, K_MIGRATE, "final uhmm_migrate", r, true, true, false);
+			migrate_outcome(t, K_MIGRATE, "final uhmm_migrate", r, d, s, 0, s->len, &c,
+					false);
 			op_verify(t, si, "final, on device");
 		}
 		int r = uhmm_migrate(G.ctx, s->base, s->len, NULL, 0);
@@ -1529,6 +1747,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		pthread_mutex_init(&G.dev_lock[d], NULL);
+		pthread_mutex_init(&G.tenant[d].lock, NULL);
 	}
 	printf("uhmm-torture: seed %" PRIu64 ", %s %.0f, %u threads, %u ranges, "
 	       "2 simdevs of %u MiB, watchdog %u s\n", G.seed,
@@ -1619,6 +1838,15 @@ int main(int argc, char **argv)
 	       st.migrated_to_device_pages, st.migrated_to_system_pages, st.cpu_faults,
 	       st.cpu_faults_device, st.exclusive_grabs, st.exclusive_revocations,
 	       st.events_remove, st.events_unmap, st.events_remap, st.invalidations);
+	printf("eviction: %" PRIu64 " pages (%" PRIu64 " blocks) evicted, %" PRIu64
+	       " ms evicting, %" PRIu64 " busy victims skipped, %" PRIu64 " back-offs; "
+	       "uhmm_device_evict moved %lu bytes\n",
+	       st.evicted_pages, st.evicted_blocks, st.evict_ns / 1000000, st.evict_busy,
+	       st.evict_backoffs, atomic_load(&G.evicted_by_call));
+	printf("migrations toward a device refused -ENOMEM: %lu larger than the device, "
+	       "%lu fitting but not their 2 MiB blocks, %lu while the tenant changed\n",
+	       atomic_load(&G.enomem_over), atomic_load(&G.enomem_blocks),
+	       atomic_load(&G.enomem_resizing));
 	unsigned long mm = atomic_load(&G.mismatches), ue = atomic_load(&G.unexpected);
 	printf("mismatches %lu, unexpected results %lu (seed %" PRIu64 "): %s\n", mm, ue, G.seed,
 	       mm || ue ? "FAIL" : "PASS");
