@@ -281,17 +281,24 @@ void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns)
 
 /* ---- what a backend may ask for ---- */
 
+/* Enter the device's context and hold the device (a detach waits). */
+static int backend_call_enter(uhmm_device *dev, struct uhmm_ctx **ctx)
+{
+	int err = uhmm__dev_enter(dev, ctx);
+	if (err)
+		return err;
+	err = uhmm__dev_hold(*ctx, dev);
+	if (err)
+		uhmm__ctx_exit(*ctx);
+	return err;
+}
+
 UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes)
 {
 	struct uhmm_ctx *ctx;
-	int err = uhmm__dev_enter(dev, &ctx);
+	int err = backend_call_enter(dev, &ctx);
 	if (err)
 		return err;
-	err = uhmm__dev_hold(ctx, dev);
-	if (err) {
-		uhmm__ctx_exit(ctx);
-		return err;
-	}
 	struct uhmm_victim v = { .dev = dev->id, .hi = UINT64_MAX };
 	size_t want = (bytes + PAGE_SIZE - 1) >> PAGE_SHIFT;
 	if (want)
@@ -307,14 +314,9 @@ UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t
 	if (!n || first + n < first)
 		return -EINVAL;
 	struct uhmm_ctx *ctx;
-	int err = uhmm__dev_enter(dev, &ctx);
+	int err = backend_call_enter(dev, &ctx);
 	if (err)
 		return err;
-	err = uhmm__dev_hold(ctx, dev);
-	if (err) {
-		uhmm__ctx_exit(ctx);
-		return err;
-	}
 	/* Walk until no page with a frame in the range is left; pages
 	 * someone holds are waited for (a frame released, or a while), for
 	 * up to UHMM_SETTLE_NS. */
