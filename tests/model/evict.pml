@@ -13,12 +13,14 @@
  * page-table entry, `dmap` / `dframe`).  Actors:
  *   - requester R0: uhmm_migrate(P, device).  It locks its own page P, finds
  *     the device full and evicts: it walks the LRU (the one frame: its
- *     owner), takes the victim with a *trylock* (busy: skipped), unlocks it
- *     if it is no longer on the device (moved meanwhile), else migrates it
+ *     owner), looks at the victim's word (not on the device: no victim, but
+ *     busy if held), takes it with a *trylock* (taken: busy), unlocks it if
+ *     it is no longer on the device (moved meanwhile), else migrates it
  *     home (invalidate start with the device's fence; copy into a slot;
  *     the install and the publication of LOC_CPU, which frees the victim's
- *     frame; unlock; wake; invalidate end).  Then it allocates; if that
- *     fails it backs off: unlocks P, waits for a frame to be freed or a
+ *     frame; unlock; wake; invalidate end).  Then it allocates again (also
+ *     when it found nothing: the frame was freed meanwhile); with a victim
+ *     busy it backs off: unlocks P, waits for a frame to be freed or a
  *     timeout, retries, at most EVICT_TRIES times, then fails -ENOMEM with
  *     nothing changed.  With a frame, it migrates P into it.
  *   - requester R1 (-DTWO_REQ): the same for its page Q.  Two requesters
@@ -54,11 +56,26 @@
  *   -DNO_RECHECK       a victim taken is evicted without looking whether it
  *       is still on the device: brought home meanwhile (and written by the
  *       CPU), it is "evicted" again from the frame it left.
- *   -DNO_TIMEOUT (with -DTWO_REQ) the back-off waits for a frame freed
- *       only: the victim was busy because its owner was moving it onto the
- *       device, whose unlock frees nothing: the requester sleeps for ever.
+ *   -DNO_TIMEOUT (with -DTWO_REQ, -DEVICT_TRIES=3) the back-off waits for a
+ *       frame freed only: the victim was busy because its owner was moving
+ *       it onto the device, whose unlock frees nothing: the requester
+ *       sleeps for ever.
  *   -DEVICT_TRIES=0    the back-off retries without bound: a non-progress
  *       cycle (liveness).
+ * and two that are the walk of main at aabe1cb (src/core/evict.c,
+ * migrate.c: batch_to_device_once), which spin finds wrong:
+ *   -DNOTHING_ENOMEM   a walk that moved nothing and found nothing busy
+ *       fails -ENOMEM: the victim came home meanwhile (a CPU fault), the
+ *       frame is free, and the request fails though it fits (the assertion
+ *       at that -ENOMEM: the device is full of the request's own pages).
+ *   -DLOCKED_NOT_BUSY  a page that is not on the device is no victim even
+ *       when held (it may be on its way onto the device, its frame taken):
+ *       with -DNOTHING_ENOMEM, -ENOMEM while the other request copies;
+ *       without, the requester walks and allocates again and again while
+ *       the other request copies: a spin (non-progress cycle).
+ *   Both wrong together or apart: a walk must count a page held that is not
+ *   on the device as busy (back off, wait), and, finding nothing, allocate
+ *   again (the frame was freed meanwhile).
  *
  * How the model maps to the code: docs/ARCHITECTURE.md, "The
  * model-checked page protocol", "Eviction".
@@ -222,8 +239,21 @@ inline publish_unlock(p, where) {
 #define ALLOC(p, f) \
 	if :: fowner[0] == NONE -> fowner[0] = p; f = 0 :: else -> f = NONE fi
 
+/* A request toward the device (batch_to_device): an attempt (its seen
+ * snapshot of dev_freed, lock, allocate; while the device is full, walk and
+ * evict), then back off or fail.  The walk (uhmm__evict, batch_to_system
+ * with a victim filter): the LRU gives the frame's owner (a block of the
+ * request's own is skipped); an unlocked look at its word: not on the
+ * device, it is no victim (but a page held, on its way onto the device
+ * perhaps, is busy); trylock (taken: busy); the look again under the lock
+ * (moved meanwhile: unlock, skip); evict.  What the walk found decides:
+ * a page moved (a frame freed): allocate again; a victim busy: back off;
+ * nothing (the frame was freed meanwhile): allocate again. */
+#define W_NOTHING 0
+#define W_BUSY    1
+#define W_MOVED   2
 proctype requester(byte id; byte o) {
-	byte tries = 0, f = NONE, v = NONE, vf = NONE;
+	byte tries = 0, f = NONE, v = NONE, w = W_NOTHING;
 	bool got = false;
 	do
 	:: LOCK_PAGE(o);
@@ -233,18 +263,30 @@ proctype requester(byte id; byte o) {
 		break
 	   :: else -> skip
 	   fi;
-	   atomic { ev[id] = false; ALLOC(o, f) };
-	   if
-	   :: f == NONE ->
-		/* Evict: the LRU walk (the one frame; a block of its own
-		 * request is skipped), the victim taken by trylock. */
-		atomic { v = fowner[0];
-			if :: v == o || v == NONE -> v = NONE :: else -> vf = frame[v] fi };
+	   atomic { ALLOC(o, f) };
+	   do
+	   :: f != NONE -> break
+	   :: else ->
+		atomic {                  /* the LRU; the unlocked look */
+			v = fowner[0];
+			if
+			:: v == o || v == NONE -> v = NONE
+			:: else -> skip
+			fi;
+			if
+			:: v != NONE && loc[v] != DEV ->
+#ifndef LOCKED_NOT_BUSY
+				if :: locked[v] -> w = W_BUSY :: else -> skip fi;
+#endif
+				v = NONE
+			:: else -> skip
+			fi
+		};
 		if
 		:: v != NONE ->
 #ifndef BLOCKING_EVICT
 			atomic { if :: !locked[v] -> locked[v] = true; got = true
-				:: else -> got = false fi }
+				:: else -> got = false; w = W_BUSY fi }
 #else
 			atomic { !locked[v] -> locked[v] = true; got = true }
 #endif
@@ -263,34 +305,50 @@ proctype requester(byte id; byte o) {
 #ifndef NO_RECHECK
 				HOME(v);
 #else
-				HOME_FROM(v, vf);
+				HOME_FROM(v, 0);
 #endif
-				got = false
+				atomic { got = false; w = W_MOVED }
 			:: else -> skip                /* busy: skipped */
 			fi
 		:: else -> skip
 		fi;
-		atomic { v = NONE; vf = NONE; ALLOC(o, f) }
-	   :: else -> skip
-	   fi;
+		if
+		:: w == W_BUSY -> break           /* back off */
+#ifdef NOTHING_ENOMEM
+		:: w == W_NOTHING ->
+			/* -ENOMEM: legitimate only if the request's own pages
+			 * fill the device. */
+			assert(fowner[0] == o);
+			break
+#endif
+		:: else ->                        /* allocate again */
+			atomic { v = NONE; w = W_NOTHING; ALLOC(o, f) }
+		fi
+	   od;
 	   if
-	   :: f != NONE ->                /* migrate P into the frame */
+	   :: f != NONE ->                /* migrate the page into the frame */
 		INV_START_THEN(o, mapped[o] = false);
 		atomic { fdata[f] = cpu[o]; frame[o] = f; publish_unlock(o, DEV); f = NONE };
 		INV_END;
 		break
 	   :: else ->                     /* back off: nothing changed */
-		atomic { publish_unlock(o, CPU); COUNT_TRY };
+		atomic { publish_unlock(o, CPU); v = NONE; w = W_NOTHING; COUNT_TRY };
 		if
 		:: !TRIES_LEFT -> break       /* -ENOMEM */
 		:: else ->
+			/* uhmm__dev_freed_wait: a frame freed since the
+			 * attempt's snapshot, or the timeout; then the next
+			 * attempt's snapshot */
 #ifndef NO_TIMEOUT
-			if
-			:: ev[id] -> skip     /* a frame was freed */
-			:: true -> skip       /* the timeout */
-			fi
+			atomic {
+				if
+				:: ev[id] -> skip     /* a frame was freed */
+				:: true -> skip       /* the timeout */
+				fi;
+				ev[id] = false
+			}
 #else
-			ev[id]
+			atomic { ev[id] -> ev[id] = false }
 #endif
 		fi
 	   fi

@@ -75,12 +75,21 @@
 #     no-recheck     (-DNO_RECHECK) an assertion: a victim taken is evicted
 #                    without looking whether it is still on the device; it
 #                    came home and the CPU wrote it: the write is lost
-#     no-timeout     (-DTWO_REQ -DNO_HOMER -DNO_TIMEOUT) an invalid end
-#                    state: the back-off waits for a frame freed only; the
-#                    busy victim was being moved onto the device, nothing is
-#                    freed, the requester sleeps for ever
+#     no-timeout     (-DTWO_REQ -DNO_HOMER -DNO_TIMEOUT -DEVICT_TRIES=3)
+#                    an invalid end state: the back-off waits for a frame
+#                    freed only; the busy victim was being moved onto the
+#                    device, nothing is freed, the requester sleeps for ever
 #     evict-unbounded (-DEVICT_TRIES=0) a non-progress cycle: a requester
 #                    retrying for ever while its victim stays busy
+#     nothing-enomem (-DNOTHING_ENOMEM) an assertion: a walk that finds no
+#                    victim fails -ENOMEM at once (as main's aabe1cb does);
+#                    the victim came home meanwhile, the frame is free, and
+#                    the request fails though it fits
+#     locked-not-busy (-DTWO_REQ -DNO_HOMER -DLOCKED_NOT_BUSY) a
+#                    non-progress cycle: a page held on its way onto the
+#                    device is no victim and not busy (as in aabe1cb); a
+#                    walk that finds nothing allocates again: the requester
+#                    spins while the other request copies
 # --evict-full (not in ctest):
 #   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
 #   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
@@ -248,8 +257,12 @@ elif [ $evict = 1 ]; then
 		-DEARLY_FRAME_FREE -DONLY_ENTRY_CHECK
 	check blocking-evict safety 'invalid end state' -DBLOCKING_EVICT
 	check no-recheck safety 'assertion violated' -DNO_RECHECK
-	check no-timeout safety 'invalid end state' -DTWO_REQ -DNO_HOMER -DNO_TIMEOUT
+	check no-timeout safety 'invalid end state' -DTWO_REQ -DNO_HOMER -DNO_TIMEOUT \
+		-DEVICT_TRIES=3
 	check evict-unbounded liveness 'non-progress cycle' -DEVICT_TRIES=0
+	check nothing-enomem safety 'assertion violated' -DNOTHING_ENOMEM
+	check locked-not-busy liveness 'non-progress cycle' -DTWO_REQ -DNO_HOMER \
+		-DLOCKED_NOT_BUSY
 elif [ $evict = 2 ]; then
 	model=$here/evict.pml
 	check evict-two-homer safety pass -DTWO_REQ
