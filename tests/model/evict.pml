@@ -18,11 +18,13 @@
  *     it is no longer on the device (moved meanwhile), else migrates it
  *     home (invalidate start with the device's fence; copy into a slot;
  *     the install and the publication of LOC_CPU, which frees the victim's
- *     frame; unlock; wake; invalidate end).  Then it allocates again (also
- *     when it found nothing: the frame was freed meanwhile); with a victim
- *     busy it backs off: unlocks P, waits for a frame to be freed or a
- *     timeout, retries, at most EVICT_TRIES times, then fails -ENOMEM with
- *     nothing changed.  With a frame, it migrates P into it.
+ *     frame; unlock; wake; invalidate end).  Then it allocates again; with
+ *     a victim busy (or a frame freed meanwhile by others) it backs off:
+ *     unlocks P, waits for a frame to be freed or a timeout, retries, at
+ *     most EVICT_TRIES times, then fails -ENOMEM with nothing changed.  A
+ *     walk that finds nothing at all fails -ENOMEM (asserted: only if P's
+ *     own request fills the device, never here).  With a frame, it
+ *     migrates P into it.
  *   - requester R1 (-DTWO_REQ): the same for its page Q.  Two requesters
  *     evict each other's pages (R1 evicts P once R0 put it on the device)
  *     and race for the frame one of them freed.
@@ -62,20 +64,18 @@
  *       sleeps for ever.
  *   -DEVICT_TRIES=0    the back-off retries without bound: a non-progress
  *       cycle (liveness).
- * and two that are the walk of main at aabe1cb (src/core/evict.c,
- * migrate.c: batch_to_device_once), which spin finds wrong:
+ * and two that are the walk as committed on main at aabe1cb (src/core/
+ * evict.c, migrate.c: batch_to_device_once), which spin finds wrong: a
+ * request that fits fails -ENOMEM (the assertion at that -ENOMEM: the
+ * device is full of the request's own pages):
  *   -DNOTHING_ENOMEM   a walk that moved nothing and found nothing busy
- *       fails -ENOMEM: the victim came home meanwhile (a CPU fault), the
- *       frame is free, and the request fails though it fits (the assertion
- *       at that -ENOMEM: the device is full of the request's own pages).
- *   -DLOCKED_NOT_BUSY  a page that is not on the device is no victim even
- *       when held (it may be on its way onto the device, its frame taken):
- *       with -DNOTHING_ENOMEM, -ENOMEM while the other request copies;
- *       without, the requester walks and allocates again and again while
- *       the other request copies: a spin (non-progress cycle).
- *   Both wrong together or apart: a walk must count a page held that is not
- *   on the device as busy (back off, wait), and, finding nothing, allocate
- *   again (the frame was freed meanwhile).
+ *       fails -ENOMEM without looking whether a frame was freed since the
+ *       attempt began: the victim came home meanwhile (a CPU fault), the
+ *       walk finds it gone, the frame is free.
+ *   -DLOCKED_NOT_BUSY (with -DTWO_REQ) a page that is not on the device is
+ *       no victim even when held: on its way onto the device (its frame
+ *       taken, its word still LOC_CPU) it is not busy either; the walk
+ *       finds nothing while the other request copies.
  *
  * How the model maps to the code: docs/ARCHITECTURE.md, "The
  * model-checked page protocol", "Eviction".
@@ -246,15 +246,18 @@ inline publish_unlock(p, where) {
  * request's own is skipped); an unlocked look at its word: not on the
  * device, it is no victim (but a page held, on its way onto the device
  * perhaps, is busy); trylock (taken: busy); the look again under the lock
- * (moved meanwhile: unlock, skip); evict.  What the walk found decides:
- * a page moved (a frame freed): allocate again; a victim busy: back off;
- * nothing (the frame was freed meanwhile): allocate again. */
+ * (moved meanwhile: unlock, skip); evict.  What the walk found decides
+ * (batch_to_device_once): a page moved (a frame freed): allocate again; a
+ * victim busy or a page in flight: back off; nothing, but a frame was
+ * freed since the attempt began (the victim moved meanwhile): back off
+ * (the wait returns at once); nothing at all: -ENOMEM, which is right
+ * only when the request's own pages fill the device (asserted). */
 #define W_NOTHING 0
 #define W_BUSY    1
 #define W_MOVED   2
 proctype requester(byte id; byte o) {
 	byte tries = 0, f = NONE, v = NONE, w = W_NOTHING;
-	bool got = false;
+	bool got = false, enomem = false;
 	do
 	:: LOCK_PAGE(o);
 	   if
@@ -314,15 +317,20 @@ proctype requester(byte id; byte o) {
 		fi;
 		if
 		:: w == W_BUSY -> break           /* back off */
-#ifdef NOTHING_ENOMEM
-		:: w == W_NOTHING ->
-			/* -ENOMEM: legitimate only if the request's own pages
-			 * fill the device. */
-			assert(fowner[0] == o);
-			break
-#endif
-		:: else ->                        /* allocate again */
+		:: w == W_MOVED ->                /* allocate again */
 			atomic { v = NONE; w = W_NOTHING; ALLOC(o, f) }
+#ifndef NOTHING_ENOMEM
+		:: w == W_NOTHING && ev[id] ->    /* freed meanwhile: back off */
+			break                     /* (the wait returns at once) */
+		:: w == W_NOTHING && !ev[id] ->
+#else
+		:: w == W_NOTHING ->              /* mutation: no look at freed */
+#endif
+			/* -ENOMEM: right only if the request's own pages fill
+			 * the device. */
+			assert(fowner[0] == o);
+			atomic { v = NONE; enomem = true };
+			break
 		fi
 	   od;
 	   if
@@ -334,7 +342,7 @@ proctype requester(byte id; byte o) {
 	   :: else ->                     /* back off: nothing changed */
 		atomic { publish_unlock(o, CPU); v = NONE; w = W_NOTHING; COUNT_TRY };
 		if
-		:: !TRIES_LEFT -> break       /* -ENOMEM */
+		:: !TRIES_LEFT || enomem -> break   /* -ENOMEM */
 		:: else ->
 			/* uhmm__dev_freed_wait: a frame freed since the
 			 * attempt's snapshot, or the timeout; then the next
