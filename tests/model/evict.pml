@@ -78,7 +78,7 @@
  *       finds nothing while the other request copies.
  *
  * How the model maps to the code: docs/ARCHITECTURE.md, "The
- * model-checked page protocol", "Eviction".
+ * model-checked page protocol", "Eviction in the model".
  */
 
 #define CPU 0
