@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run-spin.sh - check the Promela model of the page protocol (page.pml) with
-# spin, exhaustively, and check that the checks can fail.
+# run-spin.sh - check the Promela models of the page protocol (page.pml) and
+# of eviction (evict.pml) with spin, exhaustively, and check that the checks
+# can fail.
 #
 #   tests/model/run-spin.sh             the checks below (ctest); exit 0 iff
 #                                       all pass
@@ -9,6 +10,10 @@
 #   tests/model/run-spin.sh --discard   the larger discard configuration
 #                                       (below; about 10 minutes: not in
 #                                       ctest)
+#   tests/model/run-spin.sh --evict     the eviction model, evict.pml
+#                                       (below; ctest model.spin.evict)
+#   tests/model/run-spin.sh --evict-full  its larger configurations (about
+#                                       3 minutes: not in ctest)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
@@ -48,12 +53,53 @@
 #               entry at rest must lead to the page's copy
 #     stay-rf-takes-zapped  the same with -DRF_TAKES_ZAPPED: must fail (the
 #               device keeps an entry to the released device page)
+# --evict (evict.pml: a requester evicting a victim page from a full
+# device while a CPU fault, a migration home and the device's lane race on
+# it; docs/ARCHITECTURE.md, "Eviction in the model"):
+#   evict       safety: must pass (one requester, the migrator home, the CPU
+#               thread, the lane)
+#   evict-liveness  non-progress cycles: must pass
+#   evict-two   safety with -DTWO_REQ -DNO_HOMER (two requesters evicting
+#               each other's pages, racing for the frame): must pass
+#   mutations, must FAIL:
+#     early-frame-free (-DTWO_REQ -DNO_HOMER -DEARLY_FRAME_FREE) an
+#                    assertion: the victim's frame is freed when it is
+#                    taken, before the invalidation and fence; the other
+#                    requester moves its page in: V's data is lost
+#     early-free-entry the same with -DONLY_ENTRY_CHECK (data checks off):
+#                    the lane accesses V's frame through V's stale entry
+#                    after it was freed
+#     blocking-evict (-DBLOCKING_EVICT) an invalid end state: the victim
+#                    taken with a blocking lock; the requester holds P and
+#                    waits for V, the migrator home holds V and waits for P
+#     no-recheck     (-DNO_RECHECK) an assertion: a victim taken is evicted
+#                    without looking whether it is still on the device; it
+#                    came home and the CPU wrote it: the write is lost
+#     no-timeout     (-DTWO_REQ -DNO_HOMER -DNO_TIMEOUT -DEVICT_TRIES=3)
+#                    an invalid end state: the back-off waits for a frame
+#                    freed only; the busy victim was being moved onto the
+#                    device, nothing is freed, the requester sleeps for ever
+#     evict-unbounded (-DEVICT_TRIES=0) a non-progress cycle: a requester
+#                    retrying for ever while its victim stays busy
+#     nothing-enomem (-DNOTHING_ENOMEM) an assertion: a walk that finds no
+#                    victim fails -ENOMEM without looking whether a frame
+#                    was freed meanwhile (as committed at aabe1cb); the
+#                    victim came home, the frame is free, the request fails
+#                    though it fits
+#     locked-not-busy (-DTWO_REQ -DNO_HOMER -DLOCKED_NOT_BUSY) an
+#                    assertion: a page held on its way onto the device is no
+#                    victim and not busy either (as at aabe1cb); the walk
+#                    finds nothing, -ENOMEM while the other request copies
+# --evict-full (not in ctest):
+#   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
+#   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
+#               pass
 # A search that does not complete ("Search not completed" without an
 # error, "max search depth too small", out of memory) is a failure.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-model=$here/page.pml
+model=$here/page.pml   # --evict: evict.pml
 SPIN=${SPIN:-spin}
 CC=${CC:-cc}
 SPIN_TIMEOUT=${SPIN_TIMEOUT:-900}
@@ -62,14 +108,16 @@ SPIN_MEMLIM=${SPIN_MEMLIM:-4096}
 DEPTH=${SPIN_DEPTH:-10000}   # the searches reach depth < 300
 HASH=25         # 2^25 slots: no rehashing on the way
 
-only_bug=0 discard=0 keep=0 workdir=
+only_bug=0 discard=0 evict=0 keep=0 workdir=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--bug) only_bug=1 ;;
 	--discard) discard=1 ;;
+	--evict) evict=1 ;;
+	--evict-full) evict=2 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -164,7 +212,7 @@ check() {
 		if [ "$errors" != 0 ] || grep -q 'Search not completed' "$out"; then
 			grep -E '^pan:|Search not completed' "$out" | head -5
 			echo "--- counterexample (spin -t):"
-			(cd "$dir" && cp "$model" . && "$SPIN" -t -p -g "$@" page.pml 2>&1 | tail -60)
+			(cd "$dir" && cp "$model" . && "$SPIN" -t -p -g "$@" "${model##*/}" 2>&1 | tail -60)
 			echo "FAIL $name: expected no error"
 			failures=$((failures + 1))
 			return
@@ -180,7 +228,7 @@ check() {
 		echo "  ok: $caught: $(grep -m1 "$expect" "$out" | sed 's/^pan:[0-9]*: //')"
 		if [ $print_trail = 1 ]; then
 			echo "--- counterexample (spin -t -p), the last steps:"
-			(cd "$dir" && cp "$model" . && "$SPIN" -t -p "$@" page.pml 2>&1 |
+			(cd "$dir" && cp "$model" . && "$SPIN" -t -p "$@" "${model##*/}" 2>&1 |
 				grep -E '^ *[0-9]+:|assert' | tail -60)
 		fi
 	fi
@@ -198,6 +246,27 @@ discard_checks() {
 if [ $only_bug = 1 ]; then
 	print_trail=1
 	check stale-install safety 'assertion violated' -DSTALE_INSTALL
+elif [ $evict = 1 ]; then
+	model=$here/evict.pml
+	check evict safety pass
+	check evict-liveness liveness pass
+	check evict-two safety pass -DTWO_REQ -DNO_HOMER
+	check early-frame-free safety 'assertion violated' -DTWO_REQ -DNO_HOMER \
+		-DEARLY_FRAME_FREE
+	check early-free-entry safety 'assertion violated' -DTWO_REQ -DNO_HOMER \
+		-DEARLY_FRAME_FREE -DONLY_ENTRY_CHECK
+	check blocking-evict safety 'invalid end state' -DBLOCKING_EVICT
+	check no-recheck safety 'assertion violated' -DNO_RECHECK
+	check no-timeout safety 'invalid end state' -DTWO_REQ -DNO_HOMER -DNO_TIMEOUT \
+		-DEVICT_TRIES=3
+	check evict-unbounded liveness 'non-progress cycle' -DEVICT_TRIES=0
+	check nothing-enomem safety 'assertion violated' -DNOTHING_ENOMEM
+	check locked-not-busy safety 'assertion violated' -DTWO_REQ -DNO_HOMER \
+		-DLOCKED_NOT_BUSY
+elif [ $evict = 2 ]; then
+	model=$here/evict.pml
+	check evict-two-homer safety pass -DTWO_REQ
+	check evict-two-liveness liveness pass -DTWO_REQ -DNO_HOMER
 elif [ $discard = 1 ]; then
 	check discard-stay safety pass -DDISCARD -DTO_DEV_TWICE -DONLY_ENTRY_CHECK
 	print_trail=1
