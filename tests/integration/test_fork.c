@@ -160,10 +160,11 @@ static int wait_child(pid_t pid)
 /* ---- more contexts than the old table of 64 ---- */
 
 #ifdef __SANITIZE_THREAD__
-/* fork's prepare handler holds every context's fork_lock at once, and
- * TSan's deadlock detector aborts past 64 locks held by one thread: fewer
- * here (the plain and ASan builds cover more than 64). */
-#define NCTX 48
+/* fork's prepare handlers hold every context's fork_lock and umem's locks
+ * (one per size class, and three more) at once, and TSan's deadlock
+ * detector aborts past 64 locks held by one thread: fewer here (the plain
+ * and ASan builds cover more than 64). */
+#define NCTX 32
 #else
 #define NCTX 72
 #endif
