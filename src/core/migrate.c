@@ -328,8 +328,11 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		return -EFAULT;
 	if (!need)
 		return 0;
-	/* Ours on the device from now on (an evictor that wants them finds
-	 * them busy while we hold them, and waits for us, not for nothing). */
+	/* Ours on the device from now on: the block is listed before its
+	 * pages land, so an evictor that finds the device full meanwhile
+	 * sees them held (in flight) and backs off to try again, instead of
+	 * concluding that nothing can be evicted.  (Our publication frees no
+	 * frame: its back-off ends by its 2 ms bound, not by a wake-up.) */
 	struct uhmm_pagearr *a = b->r->arr;
 	size_t b0 = (b->r->first + b->idx) / BATCH_PAGES;
 	size_t b1 = (b->r->first + b->idx + b->n - 1) / BATCH_PAGES;
