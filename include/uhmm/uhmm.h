@@ -532,6 +532,13 @@ struct uhmm_stats {
 	/** Times a request found its device full with every victim busy,
 	 * and backed off (dropped its pages and waited). */
 	uint64_t evict_backoffs;
+	/** Gauge: slots of the reserve in its current extent (it grows on
+	 * demand and shrinks back to its initial size when idle;
+	 * docs/ARCHITECTURE.md, "The warm page pool"). */
+	uint64_t reserve_slots;
+	/** Gauge: reserve slots in use: held by a migration or an exclusive
+	 * page, or holding a warm page. */
+	uint64_t reserve_slots_used;
 };
 
 /** Copy a context's counters into @out. */
