@@ -200,7 +200,12 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;
 	} else {
-		bounce = uhmm__umem_map(n << PAGE_SHIFT, 0, 0);
+		/* No warm run (past the pool's ceiling): a warm bounce
+		 * buffer kept by the pool, and UFFDIO_COPY.  Mapping one per
+		 * batch cost a page fault and a zeroing per page, and its
+		 * unmapping a free: twice the time of a touch bringing the
+		 * data back. */
+		bounce = uhmm__pool_bounce_get(&ctx->pool);
 		if (!bounce) {
 			err = -ENOMEM;
 			goto unlock;
@@ -234,7 +239,7 @@ unlock:
 	/* After every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	if (bounce)
-		uhmm__umem_unmap(bounce, n << PAGE_SHIFT);
+		uhmm__pool_bounce_put(&ctx->pool, bounce);
 	return err;
 }
 
