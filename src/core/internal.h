@@ -295,8 +295,13 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
 char *uhmm__pool_bounce_get(struct uhmm_pool *pool);
 void uhmm__pool_bounce_put(struct uhmm_pool *pool, char *b);
 /* The idle release (service thread): warm pages down to target_full, the
- * extent down to its initial size where its top blocks are free. */
+ * extent down to its initial size where its top blocks are free; while
+ * the pool is in use, only the warm pages above max_full. */
 void uhmm__pool_release_idle(struct uhmm_pool *pool);
+/* After a migration to a device: the FULL pages above max_full are left
+ * to the service thread (kicked), and released here only beyond a
+ * backlog. */
+void uhmm__pool_release_excess(struct uhmm_pool *pool);
 /* Return slot s; full: whether it now holds a page. */
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
 /* Return slots [s, s + n) at once (one lock, one wake-up): slot s + i is
@@ -304,8 +309,10 @@ void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
 void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full);
 /* Release FULL free slots above keep (madvise, outside the lock). */
 void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep);
-/* -1 if no more FULL free slots than the idle target; else the ms until the
- * pool has gone idle_ns without a uhmm__pool_get* (0: it has, trim now). */
+/* -1 if no idle work (FULL free slots above the idle target, a shrinkable
+ * extent, bounce buffers); else the ms until the pool has gone idle_ns
+ * without a uhmm__pool_get* (0: it has, or it is above its ceiling:
+ * uhmm__pool_release_idle now). */
 int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
 /* True (once) if the pool went above its idle target while the service
  * thread was not watching: the caller kicks it. */

@@ -616,8 +616,9 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 	uhmm__pool_put_run(&ctx->pool, (size_t)b->slot, b->n, b->sfull);
 	/* The pages moved out linger in the pool up to its ceiling: the data
 	 * coming back is moved into them (include/uhmm/uhmm.h,
-	 * pool_max_pages); an idle context releases them (service.c). */
-	uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
+	 * pool_max_pages); an idle context releases them (service.c), and
+	 * the service thread those above the ceiling, at once. */
+	uhmm__pool_release_excess(&ctx->pool);
 	if (uhmm__pool_arm_idle(&ctx->pool))
 		uhmm__service_kick(ctx);
 }
@@ -806,8 +807,12 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 		}
 		x += n << PAGE_SHIFT;
 	}
-	if (dst)
+	if (dst) {
 		pthread_rwlock_unlock(&ctx->fork_lock);
+		/* The ceiling holds when the call returns: what the service
+		 * thread has not released yet (release_slots) goes now. */
+		uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
+	}
 	err = first;
 out:
 	if (dst)

@@ -39,6 +39,8 @@
 #include "core/internal.h"
 
 #define RESERVE_MIN_BLOCKS 4u /* extent beside the warm pages at creation */
+/* FULL pages above the ceiling left to the service thread to release. */
+#define TRIM_BACKLOG (32u * BATCH_PAGES)
 
 #define container_of_pool(p) \
 	((struct uhmm_ctx *)((char *)(p) - offsetof(struct uhmm_ctx, pool)))
@@ -402,9 +404,12 @@ int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns)
 {
 	pthread_mutex_lock(&pool->lock);
 	bool above = idle_work_locked(pool);
+	bool over = pool->base && pool->nfull_free > pool->max_full;
 	uint64_t last = pool->last_use_ns;
 	pool->idle_armed = above;
 	pthread_mutex_unlock(&pool->lock);
+	if (over)
+		return 0; /* above the ceiling: release now (release_excess) */
 	if (!above)
 		return -1;
 	uint64_t now = uhmm__now_ns();
@@ -421,10 +426,34 @@ bool uhmm__pool_arm_idle(struct uhmm_pool *pool)
 	return arm;
 }
 
+void uhmm__pool_release_excess(struct uhmm_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	size_t nfull = pool->nfull_free;
+	pthread_mutex_unlock(&pool->lock);
+	if (nfull <= pool->max_full)
+		return;
+	/* The service thread releases what is above the ceiling, on the
+	 * other CPU: freeing 512 pages costs a third of a 2 MiB copy, which
+	 * the migrating thread paid after each batch.  If it falls behind,
+	 * the migration helps, so no more than TRIM_BACKLOG pages linger. */
+	uhmm__service_kick(container_of_pool(pool));
+	if (nfull > pool->max_full + TRIM_BACKLOG)
+		uhmm__pool_trim(pool, pool->max_full + TRIM_BACKLOG);
+}
+
 void uhmm__pool_release_idle(struct uhmm_pool *pool)
 {
 	if (!pool->base)
 		return;
+	pthread_mutex_lock(&pool->lock);
+	bool over = pool->nfull_free > pool->max_full;
+	pthread_mutex_unlock(&pool->lock);
+	if (over) {
+		/* In use, but above the ceiling: only the excess goes. */
+		uhmm__pool_trim(pool, pool->max_full);
+		return;
+	}
 	uhmm__pool_trim(pool, pool->target_full);
 	void *b[4];
 	pthread_mutex_lock(&pool->lock);
