@@ -368,7 +368,8 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * memory, or uhmm's reserve (where system pages are moved out to) could
  * not grow for 2 s: its address space, about the machine's RAM and swap,
  * was all held, e.g. by pages held exclusively (pages of earlier batches
- * stay migrated; the failing batch is left where it was); -EIO a copy failed (likewise); -EBUSY some page could
+ * stay migrated; the failing batch is left where it was); -EIO a copy
+ * failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by
  * O_DIRECT I/O in flight): the others moved; -EPERM part of the range is
  * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
