@@ -254,7 +254,9 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
  * is not a live device; -EFAULT part of the range is not managed (or not
  * mapped); -EOPNOTSUPP the memory is not anonymous private; -EPERM the
  * range is not writable; -EBUSY the kernel would not let a page go (pages
- * before it stay exclusive); -ENOMEM; -ECHILD.  A detach of @dev waits
+ * before it stay exclusive); -ENOMEM (memory, or the reserve where
+ * exclusive pages' data live could not grow: it grows on demand up to
+ * about the machine's RAM and swap); -ECHILD.  A detach of @dev waits
  * for the call and then revokes what it took; once the detach has started
  * the call fails with -EBADF.  May sleep.
  */

@@ -181,6 +181,10 @@ struct uhmm_ctx_opts {
 	 * price is memory: while data is on a device, up to this many pages
 	 * of system memory stay allocated.  After one second without faults
 	 * or migrations the context releases the pool back to pool_pages.
+	 * Pages beyond the ceiling are freed by the fault-service thread
+	 * while the migration goes on (on another CPU), and by the migration
+	 * itself if that falls behind; when uhmm_migrate() returns, no more
+	 * than this many stay.
 	 * 0 keeps the pool at pool_pages (every page beyond it is freed as it
 	 * leaves); ignored when pool_pages is 0.  In pages, range 0..2^20.
 	 * UHMM_POOL_MAX_PAGES.  Default 65536 (256 MiB).
@@ -361,8 +365,11 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * flags; -EFAULT part of the range is not managed, or is managed but not
  * accessible at all (PROT_NONE after mprotect: those pages stay where they
  * are, nothing is lost); -ENOMEM @dst ran out of
- * memory (pages of earlier batches stay migrated; the failing batch is
- * left where it was); -EIO a copy failed (likewise); -EBUSY some page could
+ * memory, or uhmm's reserve (where system pages are moved out to) could
+ * not grow for 2 s: its address space, about the machine's RAM and swap,
+ * was all held, e.g. by pages held exclusively (pages of earlier batches
+ * stay migrated; the failing batch is left where it was); -EIO a copy
+ * failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by
  * O_DIRECT I/O in flight): the others moved; -EPERM part of the range is
  * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
@@ -532,6 +539,13 @@ struct uhmm_stats {
 	/** Times a request found its device full with every victim busy,
 	 * and backed off (dropped its pages and waited). */
 	uint64_t evict_backoffs;
+	/** Gauge: slots of the reserve in its current extent (it grows on
+	 * demand and shrinks back to its initial size when idle;
+	 * docs/ARCHITECTURE.md, "The warm page pool"). */
+	uint64_t reserve_slots;
+	/** Gauge: reserve slots in use: held by a migration or an exclusive
+	 * page, or holding a warm page. */
+	uint64_t reserve_slots_used;
 };
 
 /** Copy a context's counters into @out. */

@@ -252,15 +252,29 @@ struct uhmm_victim {
  */
 struct uhmm_pool {
 	int ruffd;
-	char *base;
-	size_t nslots;
-	uint64_t *full; /* bitmaps, nslots bits */
+	char *base;         /* the reservation: max_slots slots, never moves */
+	size_t nslots;      /* the extent in use: slots [0, nslots) (blocks) */
+	size_t min_slots;   /* the extent at creation: never shrinks below */
+	size_t max_slots;   /* the reservation's size: never grows above */
+	/* Bitmaps (max_slots bits) and per-block counts of free EMPTY
+	 * (nfree[0]) and free FULL (nfree[1]) slots, in one NORESERVE mapping
+	 * of their own: memory only for the extent's part. */
+	void *meta;
+	size_t meta_len;
+	uint64_t *full;
 	uint64_t *busy;
+	uint16_t *nfree[2];
+	size_t hint[2];     /* no block below has a free slot of the kind */
+	size_t nused;       /* slots BUSY or FULL (a gauge for uhmm_stats) */
 	size_t nfull_free;  /* FULL and not BUSY */
 	size_t target_full; /* keep this many FULL free slots when idle */
 	size_t max_full;    /* and at most this many (pages moved out linger) */
 	uint64_t last_use_ns; /* last uhmm__pool_get*: the pool is in use */
 	bool idle_armed;    /* the service thread watches for the idle release */
+	/* Warm bounce buffers (BATCH_PAGES pages each, populated) kept for
+	 * migrations home that find no FULL run. */
+	void *bounce[4];
+	unsigned nbounce;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 };
@@ -268,10 +282,26 @@ struct uhmm_pool {
 int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages);
 void uhmm__pool_fini(struct uhmm_pool *pool);
 /* A run of n contiguous free slots, all FULL (want_full) or all EMPTY.
- * Returns the first slot or -1.  Never blocks. */
+ * Returns the first slot or -1.  Never blocks.  An EMPTY run grows the
+ * reserve when none is free: -1 then only if the reservation is exhausted
+ * (or n is 0 or above BATCH_PAGES). */
 long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full);
-/* As uhmm__pool_get(EMPTY), waiting for slots to be returned. */
+/* As uhmm__pool_get(EMPTY); when the reservation is exhausted, releases the
+ * warm pages and waits for slots to be returned, at most UHMM_SETTLE_NS;
+ * -1 after that. */
 long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n);
+/* A populated bounce buffer of BATCH_PAGES pages (NULL: no memory);
+ * give it back with uhmm__pool_bounce_put.  Kept warm between calls. */
+char *uhmm__pool_bounce_get(struct uhmm_pool *pool);
+void uhmm__pool_bounce_put(struct uhmm_pool *pool, char *b);
+/* The idle release (service thread): warm pages down to target_full, the
+ * extent down to its initial size where its top blocks are free; while
+ * the pool is in use, only the warm pages above max_full. */
+void uhmm__pool_release_idle(struct uhmm_pool *pool);
+/* After a migration to a device: the FULL pages above max_full are left
+ * to the service thread (kicked), and released here only beyond a
+ * backlog. */
+void uhmm__pool_release_excess(struct uhmm_pool *pool);
 /* Return slot s; full: whether it now holds a page. */
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
 /* Return slots [s, s + n) at once (one lock, one wake-up): slot s + i is
@@ -279,8 +309,10 @@ void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full);
 void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full);
 /* Release FULL free slots above keep (madvise, outside the lock). */
 void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep);
-/* -1 if no more FULL free slots than the idle target; else the ms until the
- * pool has gone idle_ns without a uhmm__pool_get* (0: it has, trim now). */
+/* -1 if no idle work (FULL free slots above the idle target, a shrinkable
+ * extent, bounce buffers); else the ms until the pool has gone idle_ns
+ * without a uhmm__pool_get* (0: it has, or it is above its ceiling:
+ * uhmm__pool_release_idle now). */
 int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
 /* True (once) if the pool went above its idle target while the service
  * thread was not watching: the caller kicks it. */

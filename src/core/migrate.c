@@ -200,7 +200,12 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;
 	} else {
-		bounce = uhmm__umem_map(n << PAGE_SHIFT, 0, 0);
+		/* No warm run (past the pool's ceiling): a warm bounce
+		 * buffer kept by the pool, and UFFDIO_COPY.  Mapping one per
+		 * batch cost a page fault and a zeroing per page, and its
+		 * unmapping a free: twice the time of a touch bringing the
+		 * data back. */
+		bounce = uhmm__pool_bounce_get(&ctx->pool);
 		if (!bounce) {
 			err = -ENOMEM;
 			goto unlock;
@@ -234,7 +239,7 @@ unlock:
 	/* After every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	if (bounce)
-		uhmm__umem_unmap(bounce, n << PAGE_SHIFT);
+		uhmm__pool_bounce_put(&ctx->pool, bounce);
 	return err;
 }
 
@@ -614,8 +619,9 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 	uhmm__pool_put_run(&ctx->pool, (size_t)b->slot, b->n, b->sfull);
 	/* The pages moved out linger in the pool up to its ceiling: the data
 	 * coming back is moved into them (include/uhmm/uhmm.h,
-	 * pool_max_pages); an idle context releases them (service.c). */
-	uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
+	 * pool_max_pages); an idle context releases them (service.c), and
+	 * the service thread those above the ceiling, at once. */
+	uhmm__pool_release_excess(&ctx->pool);
 	if (uhmm__pool_arm_idle(&ctx->pool))
 		uhmm__service_kick(ctx);
 }
@@ -804,8 +810,12 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 		}
 		x += n << PAGE_SHIFT;
 	}
-	if (dst)
+	if (dst) {
 		pthread_rwlock_unlock(&ctx->fork_lock);
+		/* The ceiling holds when the call returns: what the service
+		 * thread has not released yet (release_slots) goes now. */
+		uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
+	}
 	err = first;
 out:
 	if (dst)

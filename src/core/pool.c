@@ -5,8 +5,18 @@
  *
  * Locks: pool->lock (a leaf: nothing is taken or waited for under it).
  * uhmm__pool_get_empty_wait() sleeps on pool->cond *without* holding any
- * page lock's worth of service-thread dependency: the slots it waits for
- * are returned by other migrations, never by the service thread alone.
+ * page lock's worth of service-thread dependency, and only once the
+ * reservation is exhausted, for UHMM_SETTLE_NS at most.
+ *
+ * Growth: the reserve is one large reservation of address space (about
+ * the machine's RAM and swap, MAP_NORESERVE: no memory until a page is
+ * moved in), registered once; the slots in use are its first nslots (the
+ * extent), which grows by 2 MiB blocks when no EMPTY run is free and
+ * shrinks back from the top when idle.  A slot's address never changes
+ * (exclusive pages live there, simdev caches it, batches hold indices).
+ * The bitmaps and per-block counts live in a NORESERVE mapping of their
+ * own (umem, as the reservation) sized for the reservation: memory only for what the extent touched;
+ * the counts make the run search skip blocks that cannot help.
  *
  * Why a second userfaultfd: UFFDIO_MOVE requires its destination to be
  * registered with the descriptor the ioctl is issued on.  Moving a managed
@@ -20,13 +30,20 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/internal.h"
 
-#define RESERVE_BLOCKS 96u /* 192 MiB of address space, not memory */
+#define RESERVE_MIN_BLOCKS 4u /* extent beside the warm pages at creation */
+/* FULL pages above the ceiling left to the service thread to release. */
+#define TRIM_BACKLOG (32u * BATCH_PAGES)
+
+#define container_of_pool(p) \
+	((struct uhmm_ctx *)((char *)(p) - offsetof(struct uhmm_ctx, pool)))
 
 static inline bool bit(const uint64_t *bm, size_t i)
 {
@@ -40,34 +57,138 @@ static inline void set_bit(uint64_t *bm, size_t i, bool v)
 		bm[i >> 6] &= ~(1ull << (i & 63));
 }
 
+/* Publish the gauges (pool->lock held). */
+static void gauges_locked(struct uhmm_pool *pool)
+{
+	struct uhmm_ctx *ctx = container_of_pool(pool);
+	__atomic_store_n(&ctx->stats.reserve_slots, (uint64_t)pool->nslots, __ATOMIC_RELAXED);
+	__atomic_store_n(&ctx->stats.reserve_slots_used, (uint64_t)pool->nused, __ATOMIC_RELAXED);
+}
+
+/* Set slot i's state, keeping the counts (pool->lock held). */
+static void slot_set(struct uhmm_pool *pool, size_t i, bool busy, bool full)
+{
+	size_t blk = i / BATCH_PAGES;
+	bool ob = bit(pool->busy, i), of = bit(pool->full, i);
+	if (!ob)
+		pool->nfree[of][blk]--;
+	pool->nused -= ob || of;
+	set_bit(pool->busy, i, busy);
+	set_bit(pool->full, i, full);
+	pool->nused += busy || full;
+	if (!busy) {
+		pool->nfree[full][blk]++;
+		if (blk < pool->hint[full])
+			pool->hint[full] = blk;
+	}
+}
+
+/* Add a block of EMPTY slots at the top of the extent (pool->lock held). */
+static bool grow_locked(struct uhmm_pool *pool)
+{
+	if (pool->nslots + BATCH_PAGES > pool->max_slots)
+		return false;
+	size_t blk = pool->nslots / BATCH_PAGES;
+	pool->nfree[0][blk] = BATCH_PAGES;
+	pool->nfree[1][blk] = 0;
+	pool->nslots += BATCH_PAGES;
+	if (blk < pool->hint[0])
+		pool->hint[0] = blk;
+	gauges_locked(pool);
+	return true;
+}
+
+/* Drop the top blocks that are wholly free and EMPTY, down to min_slots,
+ * and release their page tables and bitmap memory (pool->lock held: a
+ * block dropped must not be grown into before its release is done). */
+static void shrink_locked(struct uhmm_pool *pool)
+{
+	size_t old = pool->nslots;
+	while (pool->nslots > pool->min_slots &&
+	       pool->nfree[0][pool->nslots / BATCH_PAGES - 1] == BATCH_PAGES)
+		pool->nslots -= BATCH_PAGES;
+	if (pool->nslots == old)
+		return;
+	for (int k = 0; k < 2; k++)
+		if (pool->hint[k] > pool->nslots / BATCH_PAGES)
+			pool->hint[k] = pool->nslots / BATCH_PAGES;
+	/* Empty slots have no page, but may keep page tables. */
+	madvise(pool_slot(pool, pool->nslots), (old - pool->nslots) * PAGE_SIZE, MADV_DONTNEED);
+	/* Bitmap words of dropped slots are 0 already: give back whole
+	 * pages of them (they read as 0 again). */
+	for (int k = 0; k < 2; k++) {
+		uint64_t *bm = k ? pool->busy : pool->full;
+		uintptr_t lo = ((uintptr_t)(bm + pool->nslots / 64) + PAGE_SIZE - 1) &
+			       ~(uintptr_t)(PAGE_SIZE - 1);
+		uintptr_t hi = (uintptr_t)(bm + old / 64) & ~(uintptr_t)(PAGE_SIZE - 1);
+		if (hi > lo)
+			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	}
+	gauges_locked(pool);
+}
+
+/* The reservation: RAM and swap (exclusive pages are memory the process
+ * holds), plus the warm ceiling and the initial extent. */
+static size_t reservation_blocks(size_t initial_blocks)
+{
+	struct sysinfo si;
+	uint64_t bytes = 1ull << 32;
+	if (sysinfo(&si) == 0)
+		bytes = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	if (bytes > (1ull << 42)) /* 4 TiB: a bound on address space */
+		bytes = 1ull << 42;
+	return initial_blocks + (size_t)(bytes / UHMM_HUGE_SIZE) + 1;
+}
+
 int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 {
 	struct uhmm_pool *pool = &ctx->pool;
 	/* Room for the lingering pages beside the EMPTY slots migrations
 	 * need; none without a pool (pool_pages 0). */
 	size_t max_full = warm_pages == 0 ? 0 : max_pages > warm_pages ? max_pages : warm_pages;
-	size_t warm_blocks = (max_full + BATCH_PAGES - 1) / BATCH_PAGES;
-	size_t nblocks = RESERVE_BLOCKS + warm_blocks;
-	size_t len = nblocks * BATCH_PAGES * PAGE_SIZE;
+	size_t warm_blocks = (warm_pages + BATCH_PAGES - 1) / BATCH_PAGES;
+	size_t min_blocks = RESERVE_MIN_BLOCKS + warm_blocks;
+	size_t nblocks = reservation_blocks(min_blocks + (max_full + BATCH_PAGES - 1) / BATCH_PAGES);
+	size_t len;
 
 	memset(pool, 0, sizeof(*pool));
 	pool->ruffd = -1;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
 
-	/* The reserve, 2 MiB aligned, in uhmm's own address space. */
-	char *a = uhmm__umem_map(len, UHMM_HUGE_SIZE, UMEM_NORESERVE);
+	/* The reserve, 2 MiB aligned, in uhmm's own address space.  A
+	 * smaller reservation if this one is refused (strict overcommit
+	 * counts even NORESERVE mappings). */
+	char *a;
+	for (;;) {
+		len = nblocks * BATCH_PAGES * PAGE_SIZE;
+		a = uhmm__umem_map(len, UHMM_HUGE_SIZE, UMEM_NORESERVE);
+		if (a || nblocks == min_blocks)
+			break;
+		nblocks = nblocks / 2 > min_blocks ? nblocks / 2 : min_blocks;
+	}
 	if (!a)
 		return -ENOMEM;
 	pool->base = a;
-	pool->nslots = nblocks * BATCH_PAGES;
+	pool->max_slots = nblocks * BATCH_PAGES;
 	/* 4 KiB moves out of a THP would split it each time. */
 	madvise(pool->base, len, MADV_NOHUGEPAGE);
 
-	pool->full = uhmm__umem_calloc(pool->nslots / 64, sizeof(uint64_t));
-	pool->busy = uhmm__umem_calloc(pool->nslots / 64, sizeof(uint64_t));
-	if (!pool->full || !pool->busy)
+	/* Metadata: two bitmaps and two counts per block, for the whole
+	 * reservation, touched only as the extent grows. */
+	size_t bm = pool->max_slots / 8;
+	pool->meta_len = (2 * bm + 2 * nblocks * sizeof(uint16_t) + PAGE_SIZE - 1) &
+			 ~(size_t)(PAGE_SIZE - 1);
+	pool->meta = uhmm__umem_map(pool->meta_len, 0, UMEM_NORESERVE);
+	if (!pool->meta)
 		goto nomem;
+	pool->full = pool->meta;
+	pool->busy = (uint64_t *)((char *)pool->meta + bm);
+	pool->nfree[0] = (uint16_t *)((char *)pool->meta + 2 * bm);
+	pool->nfree[1] = pool->nfree[0] + nblocks;
+	for (size_t b = 0; b < min_blocks; b++)
+		grow_locked(pool);
+	pool->min_slots = pool->nslots;
 
 	/* Warm the pool before registering: touching a registered EMPTY slot
 	 * would raise SIGBUS. */
@@ -76,9 +197,10 @@ int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 		if (madvise(pool->base, warm * PAGE_SIZE, MADV_POPULATE_WRITE))
 			memset(pool->base, 0, warm * PAGE_SIZE);
 		for (size_t i = 0; i < warm; i++)
-			set_bit(pool->full, i, true);
+			slot_set(pool, i, false, true);
 		pool->nfull_free = warm;
 	}
+	gauges_locked(pool);
 	pool->target_full = warm ? warm : 0;
 	pool->max_full = max_full;
 
@@ -106,41 +228,67 @@ void uhmm__pool_fini(struct uhmm_pool *pool)
 	if (pool->ruffd >= 0)
 		close(pool->ruffd);
 	if (pool->base)
-		uhmm__umem_unmap(pool->base, pool->nslots * PAGE_SIZE);
-	uhmm__umem_free(pool->full);
-	uhmm__umem_free(pool->busy);
+		uhmm__umem_unmap(pool->base, pool->max_slots * PAGE_SIZE);
+	if (pool->meta)
+		uhmm__umem_unmap(pool->meta, pool->meta_len);
+	for (unsigned i = 0; i < pool->nbounce; i++)
+		uhmm__umem_unmap(pool->bounce[i], BATCH_PAGES * PAGE_SIZE);
+	pool->nbounce = 0;
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->cond);
 	pool->base = NULL;
+	pool->meta = NULL;
 	pool->full = pool->busy = NULL;
 	pool->ruffd = -1;
 }
 
-/* Find n contiguous free slots of the wanted kind inside one 2 MiB block.
- * Caller holds pool->lock. */
+/* Find n contiguous free slots of the wanted kind inside one 2 MiB block,
+ * the lowest such (the extent's top empties first, so it can shrink).
+ * Blocks whose count of free slots of the kind is below n are skipped
+ * whole: the search costs a look per block, not per slot.  Caller holds
+ * pool->lock. */
 static long find_run_locked(struct uhmm_pool *pool, size_t n, bool want_full)
 {
-	size_t run = 0;
-	for (size_t i = 0; i < pool->nslots; i++) {
-		if (!(i & (BATCH_PAGES - 1)))
-			run = 0; /* runs stay inside a block */
-		/* Skip whole words that cannot help. */
-		if (!(i & 63) && run == 0) {
-			uint64_t f = pool->full[i >> 6], b = pool->busy[i >> 6];
-			uint64_t ok = (want_full ? f : ~f) & ~b;
-			if (!ok) {
-				i += 63;
-				continue;
-			}
+	uint16_t *nf = pool->nfree[want_full];
+	size_t nblocks = pool->nslots / BATCH_PAGES;
+	for (size_t b = pool->hint[want_full]; b < nblocks; b++) {
+		if (nf[b] == 0 && b == pool->hint[want_full]) {
+			pool->hint[want_full] = b + 1; /* nothing of the kind below */
+			continue;
 		}
-		if (!bit(pool->busy, i) && bit(pool->full, i) == want_full) {
-			if (++run == n)
-				return (long)(i + 1 - n);
-		} else {
-			run = 0;
+		if (nf[b] < n)
+			continue;
+		size_t run = 0;
+		for (size_t i = b * BATCH_PAGES; i < (b + 1) * BATCH_PAGES; i++) {
+			/* Skip whole words that cannot help. */
+			if (!(i & 63) && run == 0) {
+				uint64_t f = pool->full[i >> 6], bz = pool->busy[i >> 6];
+				uint64_t ok = (want_full ? f : ~f) & ~bz;
+				if (!ok) {
+					i += 63;
+					continue;
+				}
+			}
+			if (!bit(pool->busy, i) && bit(pool->full, i) == want_full) {
+				if (++run == n)
+					return (long)(i + 1 - n);
+			} else {
+				run = 0;
+			}
 		}
 	}
 	return -1;
+}
+
+/* Take the run at s (pool->lock held). */
+static void take_locked(struct uhmm_pool *pool, size_t s, size_t n, bool full)
+{
+	for (size_t i = 0; i < n; i++)
+		slot_set(pool, s + i, true, full);
+	if (full)
+		pool->nfull_free -= n;
+	pool->last_use_ns = uhmm__now_ns();
+	gauges_locked(pool);
 }
 
 long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full)
@@ -149,13 +297,12 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	long s = find_run_locked(pool, n, want_full);
-	pool->last_use_ns = uhmm__now_ns();
-	if (s >= 0) {
-		for (size_t i = 0; i < n; i++)
-			set_bit(pool->busy, (size_t)s + i, true);
-		if (want_full)
-			pool->nfull_free -= n;
-	}
+	if (s < 0 && !want_full && grow_locked(pool))
+		s = find_run_locked(pool, n, false);
+	if (s >= 0)
+		take_locked(pool, (size_t)s, n, want_full);
+	else
+		pool->last_use_ns = uhmm__now_ns();
 	pthread_mutex_unlock(&pool->lock);
 	return s;
 }
@@ -166,21 +313,22 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	long s;
-	bool waited = false;
+	uint64_t t0 = 0;
 	while ((s = find_run_locked(pool, n, false)) < 0) {
-		/* No EMPTY run: release the lingering pages first.  If the
-		 * warm pages left are so scattered that no block is free, and
-		 * a while of waiting brought no run back, release them too:
-		 * warm pages only save time, and the slots they hold may be
-		 * the only ones no one will return. */
-		size_t keep = pool->nfull_free > pool->target_full ? pool->target_full
-				: waited ? 0 : pool->nfull_free;
-		if (pool->nfull_free > keep) {
-			pthread_mutex_unlock(&pool->lock);
-			uhmm__pool_trim(pool, keep);
-			pthread_mutex_lock(&pool->lock);
+		if (grow_locked(pool))
 			continue;
+		/* The reservation is exhausted (the machine's memory is in
+		 * the reserve): release the warm pages, then wait a bounded
+		 * while for slots to come back. */
+		if (pool->nfull_free) {
+			pthread_mutex_unlock(&pool->lock);
+			uhmm__pool_trim(pool, 0);
+			pthread_mutex_lock(&pool->lock);
+			if ((s = find_run_locked(pool, n, false)) >= 0)
+				break;
 		}
+		if (uhmm__settle_expired(&t0))
+			break;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100 * 1000 * 1000;
@@ -188,25 +336,51 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		waited = pthread_cond_timedwait(&pool->cond, &pool->lock, &ts) == ETIMEDOUT;
+		pthread_cond_timedwait(&pool->cond, &pool->lock, &ts);
 	}
-	for (size_t i = 0; i < n; i++)
-		set_bit(pool->busy, (size_t)s + i, true);
-	pool->last_use_ns = uhmm__now_ns();
+	if (s >= 0)
+		take_locked(pool, (size_t)s, n, false);
 	pthread_mutex_unlock(&pool->lock);
 	return s;
+}
+
+/* Something for the idle release to do (pool->lock held). */
+static bool idle_work_locked(struct uhmm_pool *pool)
+{
+	return pool->base &&
+	       (pool->nfull_free > pool->target_full || pool->nbounce ||
+		(pool->nslots > pool->min_slots &&
+		 pool->nfree[0][pool->nslots / BATCH_PAGES - 1] == BATCH_PAGES));
+}
+
+/* The service thread does not watch the pool and there is idle work:
+ * arm it (pool->lock held); the caller kicks it after the unlock. */
+static bool arm_locked(struct uhmm_pool *pool)
+{
+	if (pool->idle_armed || !idle_work_locked(pool))
+		return false;
+	pool->idle_armed = true;
+	return true;
+}
+
+static void kick(struct uhmm_pool *pool, bool arm)
+{
+	if (arm)
+		uhmm__service_kick(container_of_pool(pool));
 }
 
 void uhmm__pool_put(struct uhmm_pool *pool, size_t s, bool full)
 {
 	pthread_mutex_lock(&pool->lock);
-	UHMM_ASSERT(bit(pool->busy, s));
-	set_bit(pool->busy, s, false);
-	set_bit(pool->full, s, full);
+	UHMM_ASSERT(s < pool->nslots && bit(pool->busy, s));
+	slot_set(pool, s, false, full);
 	if (full)
 		pool->nfull_free++;
+	gauges_locked(pool);
+	bool arm = arm_locked(pool);
 	pthread_cond_broadcast(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
+	kick(pool, arm);
 }
 
 void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_t *full)
@@ -214,23 +388,28 @@ void uhmm__pool_put_run(struct uhmm_pool *pool, size_t s, size_t n, const uint8_
 	size_t nfull = 0;
 	pthread_mutex_lock(&pool->lock);
 	for (size_t i = 0; i < n; i++) {
-		UHMM_ASSERT(bit(pool->busy, s + i));
-		set_bit(pool->busy, s + i, false);
-		set_bit(pool->full, s + i, full[i]);
+		UHMM_ASSERT(s + i < pool->nslots && bit(pool->busy, s + i));
+		slot_set(pool, s + i, false, full[i]);
 		nfull += full[i] != 0;
 	}
 	pool->nfull_free += nfull;
+	gauges_locked(pool);
+	bool arm = arm_locked(pool);
 	pthread_cond_broadcast(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
+	kick(pool, arm);
 }
 
 int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns)
 {
 	pthread_mutex_lock(&pool->lock);
-	bool above = pool->base && pool->nfull_free > pool->target_full;
+	bool above = idle_work_locked(pool);
+	bool over = pool->base && pool->nfull_free > pool->max_full;
 	uint64_t last = pool->last_use_ns;
 	pool->idle_armed = above;
 	pthread_mutex_unlock(&pool->lock);
+	if (over)
+		return 0; /* above the ceiling: release now (release_excess) */
 	if (!above)
 		return -1;
 	uint64_t now = uhmm__now_ns();
@@ -242,11 +421,81 @@ int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns)
 bool uhmm__pool_arm_idle(struct uhmm_pool *pool)
 {
 	pthread_mutex_lock(&pool->lock);
-	bool arm = !pool->idle_armed && pool->nfull_free > pool->target_full;
-	if (arm)
-		pool->idle_armed = true;
+	bool arm = arm_locked(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return arm;
+}
+
+void uhmm__pool_release_excess(struct uhmm_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	size_t nfull = pool->nfull_free;
+	pthread_mutex_unlock(&pool->lock);
+	if (nfull <= pool->max_full)
+		return;
+	/* The service thread releases what is above the ceiling, on the
+	 * other CPU: freeing 512 pages costs a third of a 2 MiB copy, which
+	 * the migrating thread paid after each batch.  If it falls behind,
+	 * the migration helps, so no more than TRIM_BACKLOG pages linger. */
+	uhmm__service_kick(container_of_pool(pool));
+	if (nfull > pool->max_full + TRIM_BACKLOG)
+		uhmm__pool_trim(pool, pool->max_full + TRIM_BACKLOG);
+}
+
+void uhmm__pool_release_idle(struct uhmm_pool *pool)
+{
+	if (!pool->base)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	bool over = pool->nfull_free > pool->max_full;
+	pthread_mutex_unlock(&pool->lock);
+	if (over) {
+		/* In use, but above the ceiling: only the excess goes. */
+		uhmm__pool_trim(pool, pool->max_full);
+		return;
+	}
+	uhmm__pool_trim(pool, pool->target_full);
+	void *b[4];
+	pthread_mutex_lock(&pool->lock);
+	unsigned nb = pool->nbounce;
+	memcpy(b, pool->bounce, sizeof(b));
+	pool->nbounce = 0;
+	shrink_locked(pool);
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned i = 0; i < nb; i++)
+		uhmm__umem_unmap(b[i], BATCH_PAGES * PAGE_SIZE);
+}
+
+char *uhmm__pool_bounce_get(struct uhmm_pool *pool)
+{
+	char *b = NULL;
+	pthread_mutex_lock(&pool->lock);
+	if (pool->nbounce)
+		b = pool->bounce[--pool->nbounce];
+	pool->last_use_ns = uhmm__now_ns();
+	pthread_mutex_unlock(&pool->lock);
+	if (b)
+		return b;
+	b = uhmm__umem_map(BATCH_PAGES * PAGE_SIZE, 0, 0);
+	if (!b)
+		return NULL;
+	/* Populated at once: no page fault in the copy engine (without
+	 * MADV_POPULATE_WRITE, the copy faults them in the first time). */
+	(void)madvise(b, BATCH_PAGES * PAGE_SIZE, MADV_POPULATE_WRITE);
+	return b;
+}
+
+void uhmm__pool_bounce_put(struct uhmm_pool *pool, char *b)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool kept = pool->nbounce < sizeof(pool->bounce) / sizeof(pool->bounce[0]);
+	if (kept)
+		pool->bounce[pool->nbounce++] = b;
+	bool arm = arm_locked(pool);
+	pthread_mutex_unlock(&pool->lock);
+	kick(pool, arm);
+	if (!kept)
+		uhmm__umem_unmap(b, BATCH_PAGES * PAGE_SIZE);
 }
 
 void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
@@ -254,16 +503,22 @@ void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 	if (!pool->base)
 		return;
 	for (;;) {
-		/* Take a block's worth of excess FULL slots, release them
-		 * outside the lock, give them back EMPTY. */
+		/* Take a block's worth of excess FULL slots, from the top,
+		 * release them outside the lock, give them back EMPTY. */
 		size_t take[BATCH_PAGES], nt = 0;
 		pthread_mutex_lock(&pool->lock);
-		for (size_t i = pool->nslots; i-- > 0 && nt < BATCH_PAGES &&
-					      pool->nfull_free > keep;) {
-			if (bit(pool->full, i) && !bit(pool->busy, i)) {
-				set_bit(pool->busy, i, true);
-				pool->nfull_free--;
-				take[nt++] = i;
+		for (size_t b = pool->nslots / BATCH_PAGES; b-- > 0 && nt < BATCH_PAGES &&
+							   pool->nfull_free > keep;) {
+			if (!pool->nfree[1][b])
+				continue;
+			for (size_t i = (b + 1) * BATCH_PAGES; i-- > b * BATCH_PAGES &&
+							       nt < BATCH_PAGES &&
+							       pool->nfull_free > keep;) {
+				if (bit(pool->full, i) && !bit(pool->busy, i)) {
+					slot_set(pool, i, true, true);
+					pool->nfull_free--;
+					take[nt++] = i;
+				}
 			}
 		}
 		pthread_mutex_unlock(&pool->lock);
@@ -279,10 +534,9 @@ void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 			k = j;
 		}
 		pthread_mutex_lock(&pool->lock);
-		for (size_t k = 0; k < nt; k++) {
-			set_bit(pool->busy, take[k], false);
-			set_bit(pool->full, take[k], false);
-		}
+		for (size_t k = 0; k < nt; k++)
+			slot_set(pool, take[k], false, false);
+		gauges_locked(pool);
 		pthread_cond_broadcast(&pool->cond);
 		pthread_mutex_unlock(&pool->lock);
 	}

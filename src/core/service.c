@@ -1249,13 +1249,14 @@ static void *service_main(void *arg)
 	bool spin = false;
 
 	while (!atomic_load_explicit(&ctx->stop, memory_order_acquire)) {
-		/* Pages lingering in the pool above its idle target are
-		 * released once nobody has taken slots for IDLE_TRIM_NS
-		 * (pool_max_pages).  No event comes of it: the reserve is not
-		 * registered with ctx->uffd. */
+		/* Pages lingering in the pool above its idle target, the
+		 * reserve's extent above its initial size and the warm
+		 * bounce buffers are released once nobody has taken slots
+		 * for IDLE_TRIM_NS (pool_max_pages).  No event comes of it:
+		 * the reserve is not registered with ctx->uffd. */
 		int timeout = uhmm__pool_idle_wait_ms(&ctx->pool, IDLE_TRIM_NS);
 		if (timeout == 0) {
-			uhmm__pool_trim(&ctx->pool, ctx->pool.target_full);
+			uhmm__pool_release_idle(&ctx->pool);
 			continue;
 		}
 		/* Read-ahead to do: only look for messages, then do a block

@@ -84,6 +84,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(evict_busy, "victim pages skipped: busy");
 	P(evict_backoffs, "requests that backed off: device full");
 	P(private_bytes, "uhmm private bytes (process)");
+	P(reserve_slots, "reserve slots (extent)");
+	P(reserve_slots_used, "... in use or warm");
 #undef P
 }
 

@@ -9,6 +9,8 @@
  * memory have been through one round trip (device memory is process
  * memory: its first touch would be timed otherwise).  Between timed runs
  * the buffer is brought home (untimed) with uhmm_migrate(..., NULL).
+ * Then migrate_home_1g_vs_touch_ratio: bringing 1 GiB home by
+ * uhmm_migrate(NULL) against by a sequential read (home_vs_touch).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -19,6 +21,68 @@
 
 static const size_t batch[] = { 4096, 64 << 10, 2 << 20 };
 static const char *batch_name[] = { "4k", "64k", "2m" };
+
+/*
+ * uhmm_migrate(..., NULL) of a buffer beyond the warm pool's ceiling
+ * (1 GiB; 64 MiB with --quick) against a sequential read bringing the same
+ * data back by CPU faults.  Each timed run starts with the whole buffer on
+ * the device (migrated there untimed); the two are timed alternately in
+ * one context.  Medians; returns the ratio home / touch (NAN on error).
+ */
+static double home_vs_touch(struct bench_sc *sc, size_t len, int reps,
+			    double *home_s, double *touch_s)
+{
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	double ratio = NAN;
+	if (make_ctx(sc, 0, 0, len + (32u << 20), &ctx, &dev) < 0)
+		return NAN;
+	char *buf = NULL;
+	double *vh = calloc((size_t)reps, sizeof(double));
+	double *vt = calloc((size_t)reps, sizeof(double));
+	int e = uhmm_alloc(ctx, len, (void **)&buf);
+	if (e < 0) {
+		bench_fail(sc, "uhmm_alloc", e);
+		goto out;
+	}
+	memset(buf, 0x5a, len);
+	/* Warm the device memory and the process's pages: one round trip. */
+	if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
+	    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+		bench_fail(sc, "warm-up round trip", e);
+		goto out;
+	}
+	for (int r = 0; r < reps; r++) {
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate to device", e);
+			goto out;
+		}
+		uint64_t t = now_ns();
+		if ((e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate home", e);
+			goto out;
+		}
+		vh[r] = (double)(now_ns() - t) / 1e9;
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate to device", e);
+			goto out;
+		}
+		t = now_ns();
+		volatile uint64_t sum = read_sum(buf, len);
+		(void)sum;
+		vt[r] = (double)(now_ns() - t) / 1e9;
+	}
+	*home_s = dist_of(vh, (size_t)reps).median;
+	*touch_s = dist_of(vt, (size_t)reps).median;
+	ratio = *home_s / *touch_s;
+out:
+	free(vh);
+	free(vt);
+	if (buf)
+		uhmm_free(ctx, buf);
+	uhmm_ctx_destroy(ctx);
+	return ratio;
+}
 
 int sc_migrate(struct bench_sc *sc)
 {
@@ -107,6 +171,21 @@ int sc_migrate(struct bench_sc *sc)
 		snprintf(k, sizeof(k), "copy_share_%s", batch_name[b]);
 		snprintf(w, sizeof(w), "%zu KiB: share of the time in the copy engine", batch[b] >> 10);
 		bench_fig(sc, k, copy_share[b], "", w);
+	}
+	{
+		size_t hlen = cfg.quick ? (size_t)64 << 20 : (size_t)1 << 30;
+		int hreps = cfg.quick ? 1 : reps < 3 ? 3 : reps > 5 ? 5 : reps;
+		double hs = NAN, ts = NAN;
+		bench_progress("  migrate: home vs touch, %zu MiB", hlen >> 20);
+		double ratio = home_vs_touch(sc, hlen, hreps, &hs, &ts);
+		bench_fig(sc, "migrate_home_s", hs, "s", cfg.quick
+			  ? "uhmm_migrate(NULL) of 64 MiB on the device (median)"
+			  : "uhmm_migrate(NULL) of 1 GiB on the device (median)");
+		bench_base(sc, "touch_home_s", ts, "s",
+			   "a sequential read bringing the same data back (median)");
+		bench_ratio(sc, "migrate_home_1g_vs_touch_ratio", ratio,
+			    "uhmm_migrate(NULL) / sequential read of the same data");
+		bench_goal(sc, '<', 1.0);
 	}
 	bench_note(sc, "%zu MiB each run; device memory and pages warmed by an untimed round trip;"
 		   " the buffer is brought home and rewritten between runs (untimed)", len >> 20);
