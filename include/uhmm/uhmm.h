@@ -361,11 +361,22 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * batch present in the CPU page table are populated for write, the others
  * are not touched), in every userfaultfd mode.
  *
+ * Device memory is a cache.  When @dst is full, uhmm evicts: it moves the
+ * least recently used 2 MiB blocks of other pages on @dst back to system
+ * memory (with their data; their mirrors are invalidated first) and goes
+ * on.  It never evicts pages of [@addr, @addr + @len) for this call, and
+ * never waits for a page someone else holds: if every victim is busy, the
+ * batch lets go of its own pages and tries again when device memory is
+ * released, for up to 2 s.  Counters: uhmm_stats.evicted_*.
+ *
  * Returns 0 when every page is at @dst.  Errors: -EINVAL bad range or
  * flags; -EFAULT part of the range is not managed, or is managed but not
  * accessible at all (PROT_NONE after mprotect: those pages stay where they
- * are, nothing is lost); -ENOMEM @dst ran out of
- * memory, or uhmm's reserve (where system pages are moved out to) could
+ * are, nothing is lost); -ENOMEM @dst cannot hold the request: @len is
+ * more than @dst's memory (or than what is left to uhmm when no other page
+ * can be evicted: what fits has moved, the rest is where it was), or every
+ * page that could be evicted stayed held by others for 2 s (the failing
+ * batch is left where it was), or uhmm's reserve (where system pages are moved out to) could
  * not grow for 2 s: its address space, about the machine's RAM and swap,
  * was all held, e.g. by pages held exclusively (pages of earlier batches
  * stay migrated; the failing batch is left where it was); -EIO a copy
