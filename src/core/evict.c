@@ -151,17 +151,37 @@ static void lru_drop(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 
 #define MAX_PIECES 8
 
-/* The live ranges mapping pages of block blk of a, with a reference each:
- * piece k is pages [idx[k], idx[k] + n[k]) of r[k]. */
+static bool overlaps_blk(const struct uhmm_range *x, const struct uhmm_pagearr *a,
+			 size_t lo, size_t hi)
+{
+	return x->arr == a && x->first < hi && x->first + x->npages > lo;
+}
+
+/*
+ * The live ranges mapping pages of block blk of a, with a reference each:
+ * piece k is pages [idx[k], idx[k] + n[k]) of r[k].  *hidden is set when
+ * pages of the block may be mapped where the walk cannot reach them now: a
+ * piece in limbo (an mremap's destination displaced it; its own event
+ * brings it back, device pages and all), or more pieces than MAX_PIECES.
+ * Such a block stays listed: dropping it would leave those pages on the
+ * device with no entry leading to them.
+ */
 static size_t find_pieces(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
-			  struct uhmm_range **r, size_t *idx, size_t *n)
+			  struct uhmm_range **r, size_t *idx, size_t *n, bool *hidden)
 {
 	size_t lo = blk * BATCH_PAGES, hi = lo + BATCH_PAGES, k = 0;
+	*hidden = false;
 	pthread_rwlock_rdlock(&ctx->ranges_lock);
-	for (size_t i = 0; i < ctx->nranges && k < MAX_PIECES; i++) {
+	for (size_t i = 0; i < ctx->nlimbo && !*hidden; i++)
+		*hidden = overlaps_blk(ctx->limbo[i], a, lo, hi);
+	for (size_t i = 0; i < ctx->nranges; i++) {
 		struct uhmm_range *x = ctx->ranges[i];
-		if (x->arr != a || x->first >= hi || x->first + x->npages <= lo)
+		if (!overlaps_blk(x, a, lo, hi))
 			continue;
+		if (k == MAX_PIECES) {
+			*hidden = true;
+			break;
+		}
 		size_t s = x->first > lo ? x->first : lo;
 		size_t e = x->first + x->npages < hi ? x->first + x->npages : hi;
 		atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
@@ -209,14 +229,17 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 
 		struct uhmm_range *r[MAX_PIECES];
 		size_t idx[MAX_PIECES], n[MAX_PIECES];
-		size_t np = find_pieces(ctx, a, blk, r, idx, n);
-		/* No live range maps the block (an munmap or mremap on its
-		 * way): pages it may have on the device are released by the
-		 * event, soon; the request waits for that, it does not fail. */
-		if (!np)
-			v->inflight++;
+		bool hidden;
+		size_t np = find_pieces(ctx, a, blk, r, idx, n, &hidden);
 		size_t moved0 = v->moved, seen0 = v->seen, busy0 = v->busy;
 		size_t inflight0 = v->inflight;
+		/* No live range maps the block (an munmap or mremap on its
+		 * way): pages it may have on the device are released by the
+		 * event, soon; the request waits for that, it does not fail.
+		 * Pages the walk cannot reach now (limbo) come back: both
+		 * count as in flight, and the second keeps the block listed. */
+		if (!np || hidden)
+			v->inflight++;
 		bool own = false;
 		for (size_t k = 0; k < np; k++) {
 			uintptr_t va = r[k]->start + (idx[k] << PAGE_SHIFT);
@@ -242,7 +265,8 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		 * a page of it (a migration toward the device holds its pages
 		 * before they land there, after it touched the block): out of
 		 * the list. */
-		if (!own && v->seen == seen0 && v->busy == busy0 && v->inflight == inflight0)
+		if (!own && !hidden && v->seen == seen0 && v->busy == busy0 &&
+		    (v->inflight == inflight0 || !np))
 			lru_drop(ctx, a, blk, v->dev, stamp);
 		uhmm__pagearr_put(a);
 	}
