@@ -414,6 +414,18 @@ static bool migrate_outcome(struct tstate *t, enum kind k, const char *call, int
 				   "(after %.3f s)",
 				   len, off, s->len, uhmm_device_name(G.dev[d]), c->cap,
 				   (double)(now_ns() - c->t0) / 1e9);
+			/* What the device holds, to tell a leaked frame (uhmm
+			 * holds frames no listed block has) from a miss. */
+			struct uhmm_device_stats ds;
+			struct uhmm_simdev_meminfo mi;
+			if (atomic_load(&G.unexpected) <= MAX_REPORTS &&
+			    uhmm_device_stats(G.dev[d], &ds) == 0 &&
+			    uhmm_simdev_meminfo(G.dev[d], &mi) == 0)
+				fprintf(stderr,
+					"    %s: uhmm holds %" PRIu64 " bytes in %" PRIu64
+					" LRU blocks; %" PRIu64 "/%" PRIu64 " pages free\n",
+					uhmm_device_name(G.dev[d]), ds.bytes_in_use, ds.lru_blocks,
+					mi.free_pages, mi.total_pages);
 			return false;
 		}
 	}
