@@ -686,13 +686,17 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 {
 	uint64_t t0 = 0;
 	for (;;) {
-		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
 		int err = batch_to_device_once(ctx, r, idx, n, dst, xlo, xhi, busy_out);
 		if (err != -EAGAIN)
 			return err;
 		STAT_INC(ctx, evict_backoffs);
 		if (uhmm__settle_expired(&t0))
 			return -ENOMEM;
+		/* Counted from now: the failed try gave its own frames back,
+		 * which must not wake it (a retry without a pause, 2 s of
+		 * spinning); a frame someone released since the try is
+		 * found by the next one, at most BACKOFF_NS later. */
+		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
 		uhmm__dev_freed_wait(ctx, seen, BACKOFF_NS);
 	}
 }
