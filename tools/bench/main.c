@@ -67,7 +67,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "mirror", .title = "4. Mirror vs pin: resubmission over an unchanged mirrored range", .fn = sc_mirror },
 	{ .name = "devfault", .title = "5. Device faults: batched vs one at a time", .fn = sc_devfault },
 	{ .name = "exclusive", .title = "6. Exclusive access: grab and revoke", .fn = sc_exclusive },
-	{ .name = "metadata", .title = "7. Metadata per managed page", .fn = sc_metadata },
+	{ .name = "metadata", .title = "7. Metadata per touched page; a 1 TiB allocation", .fn = sc_metadata },
 	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
