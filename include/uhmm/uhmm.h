@@ -480,7 +480,9 @@ UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev
 /* Statistics                                                                */
 
 /**
- * Counters of a context since it was created.  Every field only grows.
+ * Counters of a context since it was created.  Every field only grows but the
+ * gauges (metadata_bytes, managed_pages, metadata_dir_bytes, private_bytes,
+ * reserve_slots, reserve_slots_used), which say what is in use now.
  * "Pages" are 4 KiB pages.
  */
 struct uhmm_stats {
