@@ -113,7 +113,7 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		if (attempt == 3)
 			return -EBUSY; /* someone keeps migrating them away */
 	}
-	if (atomic_load(&r->closing)) {
+	if (atomic_load(&r->closing) || atomic_load(&r->dead)) {
 		for (size_t i = 0; i < n; i++)
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 		return -EFAULT;

@@ -329,7 +329,9 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 			need++;
 		}
 	}
-	if (atomic_load(&b->r->closing))
+	/* Closing (unregister) or gone (munmap, mremap): its address may
+	 * hold someone else's pages by now. */
+	if (atomic_load(&b->r->closing) || atomic_load(&b->r->dead))
 		return -EFAULT;
 	if (!need)
 		return 0;
@@ -388,6 +390,21 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 {
 	int err = 0;
+	/*
+	 * Looked at again just before the pages leave: since the collect, an
+	 * eviction (install requests, a back-off) may have taken long enough
+	 * for the range to be unmapped and a new mapping registered at its
+	 * address, whose pages the moves below would carry off and publish in
+	 * the dead range's state (lost: uhmm-torture --dev-mib 4 read zeros
+	 * where a CPU had just written).  The UNMAP's handler marks the range
+	 * dead before a new mapping can be registered at its address
+	 * (registration waits for the events read).  What is left is the
+	 * window from here to the move, as before evictions existed, and a
+	 * mapping the application writes at the address without registering
+	 * it before that event is handled.
+	 */
+	if (atomic_load(&b->r->dead))
+		return -EFAULT;
 	b->slot = uhmm__pool_get_empty_wait(&ctx->pool, b->n);
 	if (b->slot < 0)
 		return -ENOMEM;

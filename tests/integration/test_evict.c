@@ -269,6 +269,47 @@ static void busy_victims_make_the_request_wait_not_fail(void **state)
 	teardown(&f);
 }
 
+/* A request backing off outlives its range: the range is unmapped and a
+ * new mapping registered and written at its address meanwhile.  The
+ * request must not carry the new mapping's pages off (they were lost:
+ * published in the dead range's state). */
+static void a_request_backing_off_leaves_a_new_mapping_alone(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f, 4 * MiB);
+	char *a = filled(&f, 4 * MiB, 60);
+	ASSERT_OK(uhmm_migrate(f.ctx, a, 4 * MiB, f.dev, 0));
+	char *raw = mmap(NULL, 4 * MiB, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(raw != MAP_FAILED);
+	char *b = (char *)(((uintptr_t)raw + 2 * MiB - 1) & ~(2 * MiB - 1));
+	ASSERT_OK(uhmm_register(f.ctx, b, 2 * MiB));
+	uhmm_test_fill(b, 2 * MiB, 61);
+	lock_all(&f, a, 4 * MiB, true);
+	struct mig m = { .f = &f, .p = b, .len = 2 * MiB, .rc = 1 };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, migrate_thread, &m), 0);
+	for (int i = 0; i < 10000 && stats(&f).evict_backoffs < 2; i++)
+		uhmm_test_nap();
+	assert_true(stats(&f).evict_backoffs >= 2);
+	/* The range goes; a new one comes at its address, written. */
+	assert_int_equal(munmap(b, 2 * MiB), 0);
+	assert_true(mmap(b, 2 * MiB, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == b);
+	ASSERT_OK(uhmm_register(f.ctx, b, 2 * MiB));
+	uhmm_test_fill(b, 2 * MiB, 62);
+	lock_all(&f, a, 4 * MiB, false);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(m.rc, -EFAULT);
+	uhmm_test_assert_data(b, 0, 2 * MiB, 62);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, b, 2 * MiB, NULL), 512);
+	uhmm_test_assert_data(a, 0, 4 * MiB, 60);
+	ASSERT_OK(uhmm_unregister(f.ctx, b, 2 * MiB));
+	munmap(raw, 4 * MiB);
+	teardown(&f);
+}
+
 /* Victims held for ever: the back-off is bounded, -ENOMEM, nothing lost. */
 static void busy_victims_for_ever_end_in_enomem(void **state)
 {
@@ -550,6 +591,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(auto_atomic_kernel_over_four_times_the_device),
 	cmocka_unit_test(busy_victims_make_the_request_wait_not_fail),
 	cmocka_unit_test(busy_victims_for_ever_end_in_enomem),
+	cmocka_unit_test(a_request_backing_off_leaves_a_new_mapping_alone),
 	cmocka_unit_test(two_requests_evicting_each_other_finish),
 	cmocka_unit_test(frames_in_flight_make_the_request_wait_not_fail),
 	cmocka_unit_test(backend_evicts_bytes_lru_first),
