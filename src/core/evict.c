@@ -382,3 +382,41 @@ UHMM_API int uhmm_device_stats(uhmm_device *dev, struct uhmm_device_stats *out)
 	uhmm__ctx_exit(ctx);
 	return 0;
 }
+
+/*
+ * Debugging aid for stress programs (tests/torture): count the pages on
+ * device dev in every range (table and limbo), those in blocks its LRU
+ * lists, and the frames uhmm holds from it.  Pages on the device outside
+ * listed blocks are pages no eviction can reach; frames beyond the pages
+ * found are frames no page state points to.  Reads page words without
+ * locks: a snapshot, exact only when nothing moves.
+ */
+UHMM_API void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
+					uint64_t *listed, uint64_t *frames)
+{
+	*pages = *listed = *frames = 0;
+	if (!dev || dev >= MAX_DEVICES)
+		return;
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	pthread_mutex_lock(&ctx->lru_lock);
+	for (size_t k = 0; k < ctx->nranges + ctx->nlimbo; k++) {
+		struct uhmm_range *r = k < ctx->nranges ? ctx->ranges[k]
+							: ctx->limbo[k - ctx->nranges];
+		for (size_t i = 0; i < r->npages; i++) {
+			const struct uhmm_page *p = range_page_peek(r, i);
+			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+			if (pg_loc(w) != LOC_DEV(dev))
+				continue;
+			(*pages)++;
+			struct uhmm_lru_node *n = r->arr->dir[(r->first + i) / BATCH_PAGES].lru;
+			while (n && n->dev != dev)
+				n = n->bnext;
+			*listed += n != NULL;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	struct uhmm_device *d = uhmm__dev_get(ctx, dev);
+	if (d)
+		*frames = atomic_load_explicit(&d->frames_used, memory_order_relaxed);
+}

@@ -729,5 +729,8 @@ struct uhmm_ctx *uhmm__live_contexts_hold(void);
 /* Debugging aid for stress programs (stats.c): the parked faults and
  * their pages, read without locks. */
 UHMM_API void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f);
+/* evict.c: the pages on a device, those in listed blocks, its frames. */
+UHMM_API void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
+					uint64_t *listed, uint64_t *frames);
 
 #endif /* UHMM_CORE_INTERNAL_H */

@@ -421,11 +421,20 @@ static bool migrate_outcome(struct tstate *t, enum kind k, const char *call, int
 			if (atomic_load(&G.unexpected) <= MAX_REPORTS &&
 			    uhmm_device_stats(G.dev[d], &ds) == 0 &&
 			    uhmm_simdev_meminfo(G.dev[d], &mi) == 0)
+			{
+				uint64_t pages, listed, frames;
+				/* Device ids are given in order from 1: the
+				 * context has no other devices. */
+				uhmm__debug_device_census(G.ctx, 1 + (unsigned)d, &pages,
+							  &listed, &frames);
 				fprintf(stderr,
 					"    %s: uhmm holds %" PRIu64 " bytes in %" PRIu64
-					" LRU blocks; %" PRIu64 "/%" PRIu64 " pages free\n",
+					" LRU blocks; %" PRIu64 "/%" PRIu64 " pages free;"
+					" census: %" PRIu64 " pages on it, %" PRIu64
+					" in listed blocks, %" PRIu64 " frames held\n",
 					uhmm_device_name(G.dev[d]), ds.bytes_in_use, ds.lru_blocks,
-					mi.free_pages, mi.total_pages);
+					mi.free_pages, mi.total_pages, pages, listed, frames);
+			}
 			return false;
 		}
 	}
@@ -1520,6 +1529,8 @@ static void dump_stacks(void)
 
 /* In the library, not in its headers (src/core/stats.c). */
 void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f);
+void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
+			       uint64_t *listed, uint64_t *frames);
 
 static void *watchdog(void *arg)
 {
