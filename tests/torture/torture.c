@@ -59,6 +59,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Debugging aid of the library (src/core/evict.c). */
+void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
+			       uint64_t *listed, uint64_t *frames);
+
 #define PG ((size_t)UHMM_PAGE_SIZE)
 #define MiB ((size_t)1 << 20)
 #define CHUNK 4u          /* pages per ownership chunk */
@@ -1529,8 +1533,6 @@ static void dump_stacks(void)
 
 /* In the library, not in its headers (src/core/stats.c). */
 void uhmm__debug_dump_parked(uhmm_ctx *ctx, FILE *f);
-void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
-			       uint64_t *listed, uint64_t *frames);
 
 static void *watchdog(void *arg)
 {
