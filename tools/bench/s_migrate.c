@@ -22,6 +22,19 @@
 static const size_t batch[] = { 4096, 64 << 10, 2 << 20 };
 static const char *batch_name[] = { "4k", "64k", "2m" };
 
+/* Fill buf and warm the device memory, the reserve and the process's
+ * pages with one untimed round trip. */
+static int warm_round_trip(struct bench_sc *sc, uhmm_ctx *ctx, uhmm_device *dev,
+			   char *buf, size_t len)
+{
+	memset(buf, 0x5a, len);
+	int e;
+	if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
+	    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0)
+		bench_fail(sc, "warm-up round trip", e);
+	return e;
+}
+
 /*
  * uhmm_migrate(..., NULL) of a buffer beyond the warm pool's ceiling
  * (1 GiB; 64 MiB with --quick) against a sequential read bringing the same
@@ -45,13 +58,8 @@ static double home_vs_touch(struct bench_sc *sc, size_t len, int reps,
 		bench_fail(sc, "uhmm_alloc", e);
 		goto out;
 	}
-	memset(buf, 0x5a, len);
-	/* Warm the device memory and the process's pages: one round trip. */
-	if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
-	    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
-		bench_fail(sc, "warm-up round trip", e);
+	if ((e = warm_round_trip(sc, ctx, dev, buf, len)) < 0)
 		goto out;
-	}
 	for (int r = 0; r < reps; r++) {
 		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
 			bench_fail(sc, "uhmm_migrate to device", e);
@@ -99,13 +107,8 @@ int sc_migrate(struct bench_sc *sc)
 		bench_fail(sc, "uhmm_alloc", e);
 		goto out;
 	}
-	memset(buf, 0x5a, len);
-	/* Warm the device memory and the reserve: one untimed round trip. */
-	if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
-	    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
-		bench_fail(sc, "warm-up round trip", e);
+	if ((e = warm_round_trip(sc, ctx, dev, buf, len)) < 0)
 		goto out;
-	}
 	touch_write(buf, len);
 
 	double *v = calloc((size_t)reps, sizeof(double));
