@@ -198,7 +198,7 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		   uintptr_t xlo, uintptr_t xhi)
 {
 	uint64_t t0 = uhmm__now_ns();
-	size_t start_moved = v->moved;
+	size_t start_moved = v->moved, start_busy = v->busy;
 	pthread_mutex_lock(&ctx->lru_lock);
 	size_t budget = ctx->lru[v->dev].n; /* each block at most once */
 	pthread_mutex_unlock(&ctx->lru_lock);
@@ -279,6 +279,7 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		STAT_ADD(ctx, evicted_bytes, moved << PAGE_SHIFT);
 		STAT_ADD(ctx, evicted_blocks, blocks);
 	}
+	STAT_ADD(ctx, evict_busy, v->busy - start_busy);
 	STAT_ADD(ctx, evict_ns, uhmm__now_ns() - t0);
 	return v->moved;
 }
@@ -294,12 +295,18 @@ void uhmm__dev_freed(struct uhmm_ctx *ctx)
 	}
 }
 
+bool uhmm__dev_freed_since(struct uhmm_ctx *ctx, uint32_t seen)
+{
+	uint32_t w = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
+	return (w & ~FREED_WAITERS) != (seen & ~FREED_WAITERS);
+}
+
 void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns)
 {
 	uint32_t w = atomic_fetch_or_explicit(&ctx->dev_freed, FREED_WAITERS,
 					      memory_order_acquire) | FREED_WAITERS;
-	if ((w & ~FREED_WAITERS) != (seen & ~FREED_WAITERS))
-		return; /* freed meanwhile */
+	if (uhmm__dev_freed_since(ctx, seen))
+		return;
 	uhmm_futex_wait_ns(&ctx->dev_freed, w, max_ns);
 }
 
@@ -327,7 +334,6 @@ UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes)
 	size_t want = (bytes + PAGE_SIZE - 1) >> PAGE_SHIFT;
 	if (want)
 		uhmm__evict(ctx, &v, want, 0, 0);
-	STAT_ADD(ctx, evict_busy, v.busy);
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
 	return (long)(v.moved << PAGE_SHIFT);
@@ -349,7 +355,6 @@ UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t
 		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
 		struct uhmm_victim v = { .dev = dev->id, .lo = first, .hi = first + n };
 		uhmm__evict(ctx, &v, SIZE_MAX, 0, 0);
-		STAT_ADD(ctx, evict_busy, v.busy);
 		if (!v.busy)
 			break;
 		if (uhmm__settle_expired(&t0)) {

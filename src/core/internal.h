@@ -659,13 +659,16 @@ void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev);
  * used blocks first, whole blocks, until at least want pages have been
  * moved or every block was tried once.  Never evicts a page in
  * [xlo, xhi) (the request's own) and never waits for a page lock: busy
- * pages are skipped (v->busy).  May sleep on the copy engine, the
- * notifiers and the service thread.  Returns v->moved.
+ * pages are skipped (v->busy, and counted in evict_busy).  May sleep on
+ * the copy engine, the notifiers and the service thread.  Returns
+ * v->moved.
  */
 size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		   uintptr_t xlo, uintptr_t xhi);
 /* Device frames were released: wake requests waiting for device memory. */
 void uhmm__dev_freed(struct uhmm_ctx *ctx);
+/* Have device frames been released since the count read as seen? */
+bool uhmm__dev_freed_since(struct uhmm_ctx *ctx, uint32_t seen);
 /* How long a request waits for busy victims between two tries, at most (a
  * frame released wakes it sooner). */
 #define BACKOFF_NS 2000000ull

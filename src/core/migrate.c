@@ -371,10 +371,7 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		 * they take) may be ours on a new try: the caller backs off
 		 * and tries again.  No victim at all: the request's own pages
 		 * fill the device. */
-		if (v.busy)
-			STAT_ADD(ctx, evict_busy, v.busy);
-		bool freed = (atomic_load_explicit(&ctx->dev_freed, memory_order_acquire) |
-			      1u) != (freed0 | 1u);
+		bool freed = uhmm__dev_freed_since(ctx, freed0);
 		uhmm__dev_put_frames(ctx, b->dst, got, have);
 		return v.busy || v.inflight || freed ? -EAGAIN : -ENOMEM;
 	}
