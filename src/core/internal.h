@@ -131,6 +131,11 @@ struct uhmm_pagearr {
 	size_t n;     /* pages */
 	size_t nblk;  /* directory entries */
 	size_t bytes; /* mapping size of this header and the directory */
+	/* Bumped by every migration toward a device of these pages, before
+	 * it locks them: speculative work (read-ahead, fault-around) that
+	 * decided before a bump moves nothing home after it (service.c
+	 * "uhmm_migrate's promise"). */
+	_Atomic uint32_t dev_epoch;
 	struct uhmm_pdir dir[];
 };
 
@@ -358,6 +363,7 @@ struct parked_fault {
 	uintptr_t addr;
 	uint64_t flags;
 	uint32_t seq; /* the page's seq when the message was read */
+	uint32_t epoch; /* its pages' dev_epoch then (fault-around's limit) */
 	struct fault_req *req; /* a SIGBUS handler's (else NULL: a message) */
 };
 
@@ -434,6 +440,10 @@ struct uhmm_ctx {
 	struct readahead {
 		uintptr_t last, next, end;
 		uint64_t used;           /* for replacing the least recent */
+		/* The pages' dev_epoch when the scan was last continued, and
+		 * whose pages: the scan stops at a migration toward a device. */
+		const struct uhmm_pagearr *arr;
+		uint32_t epoch;
 	} ra[4];
 	uint64_t ra_clock;
 	unsigned ra_turn;

@@ -306,6 +306,10 @@ enum {
 static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 {
 	size_t need = 0;
+	/* Before any page is locked: read-ahead or fault-around that has
+	 * not yet checked the epoch under its page locks moves nothing of
+	 * these pages home after us (uhmm_migrate's promise, service.c). */
+	atomic_fetch_add_explicit(&b->r->arr->dev_epoch, 1, memory_order_seq_cst);
 	for (size_t i = 0; i < b->n; i++) {
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uhmm__page_lock(p);

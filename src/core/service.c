@@ -374,7 +374,8 @@ void uhmm__service_sync(struct uhmm_ctx *ctx)
 }
 
 static bool serve_or_park(struct uhmm_ctx *ctx, const struct parked_fault *f);
-static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr);
+static struct parked_fault fault_msg(struct uhmm_ctx *ctx, uintptr_t addr,
+				     uint64_t flags, struct fault_req *req);
 
 static void serve_requests(struct uhmm_ctx *ctx)
 {
@@ -389,8 +390,7 @@ static void serve_requests(struct uhmm_ctx *ctx)
 	/* Faults SIGBUS handlers handed over: served as if read now. */
 	while (fq) {
 		struct fault_req *next = fq->next;
-		struct parked_fault f = { fq->addr, fq->flags,
-					  page_seq(ctx, fq->addr & ~(PAGE_SIZE - 1)), fq };
+		struct parked_fault f = fault_msg(ctx, fq->addr, fq->flags, fq);
 		if (!serve_or_park(ctx, &f))
 			STAT_INC(ctx, cpu_faults_waited);
 		fq = next;
@@ -440,6 +440,7 @@ static void park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 /* How a fault is being served. */
 struct how {
 	bool self;    /* by the faulting thread itself (SIGBUS mode) */
+	uint32_t epoch; /* the pages' dev_epoch when the fault was read */
 	bool again;   /* self: an install met EAGAIN; wait for the service
 		       * thread to read the events, then fault again */
 	bool handoff; /* self: not served (no warm page to copy into): the
@@ -640,6 +641,18 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 /* ---- read-ahead (service thread only) ---- */
 
 /*
+ * Speculation decided at @epoch may still move pages of r home: no
+ * migration toward a device of them began since.  Called with the pages to
+ * move locked (see fault_msg(): the fence pairs with migrate_collect's
+ * bump, made before it locks).
+ */
+static bool epoch_holds(const struct uhmm_range *r, uint32_t epoch)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	return atomic_load_explicit(&r->arr->dev_epoch, memory_order_relaxed) == epoch;
+}
+
+/*
  * A device fault on the fault-around block at blk (bsz bytes): does it
  * continue a scan?  It does if it is the block after the scan's last fault,
  * or lies between that and the scan's read-ahead frontier (the reader
@@ -648,7 +661,8 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
  * fault that continues none starts a candidate scan in the least recent
  * slot (its second consecutive block starts the read-ahead).
  */
-static void readahead_note(struct uhmm_ctx *ctx, uintptr_t blk, size_t bsz)
+static void readahead_note(struct uhmm_ctx *ctx, const struct uhmm_range *r,
+			   uintptr_t blk, size_t bsz, uint32_t epoch)
 {
 	size_t win = (size_t)ctx->opts.readahead_pages << PAGE_SHIFT;
 	if (!win || ctx->opts.fault_around < 2)
@@ -669,6 +683,8 @@ static void readahead_note(struct uhmm_ctx *ctx, uintptr_t blk, size_t bsz)
 		lru->used = ++ctx->ra_clock;
 		return;
 	}
+	s->arr = r->arr;
+	s->epoch = epoch;
 	if (s->next < blk + bsz)
 		s->next = blk + bsz;
 	/* Whole blocks: win rounded up to the block size. */
@@ -744,6 +760,14 @@ static void readahead_step(struct uhmm_ctx *ctx)
 			}
 			j++;
 		}
+		if (r->arr != s->arr || !epoch_holds(r, s->epoch)) {
+			/* Migrated toward a device since the scan was last
+			 * continued (or another range's): the scan ends. */
+			for (size_t k = i; k < j; k++)
+				uhmm__page_unlock(ctx, range_page(r, k));
+			s->next = s->end;
+			break;
+		}
 		moved += bring_home(ctx, r, i, j - i, SIZE_MAX, dev, 0, -1, false);
 		i = j;
 	}
@@ -782,6 +806,15 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		}
 		hi++;
 	}
+	if (hi - lo > 1 && !epoch_holds(r, how->epoch)) {
+		/* A migration toward a device since the fault was read: only
+		 * the faulting page comes home. */
+		for (size_t i = lo; i < hi; i++)
+			if (i != idx)
+				uhmm__page_unlock(ctx, range_page(r, i));
+		lo = idx;
+		hi = idx + 1;
+	}
 	long slot = -1;
 	if (how->self) {
 		/* Warm pages to copy into: the whole window, else the faulting
@@ -810,29 +843,46 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		STAT_ADD(ctx, fault_around_pages, back - 1);
 	/* (The scans read ahead are the service thread's.) */
 	if (!how->self)
-		readahead_note(ctx, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT);
+		readahead_note(ctx, r, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT,
+			       how->epoch);
 }
 
 /*
- * The page's sequence number when a fault message was read.  A message is
- * only read while its thread sleeps in the kernel, but the thread can be
+ * What a fault message is checked against when it is served: the page's
+ * sequence number, and its pages' dev_epoch, when the message was read.
+ *
+ * The sequence number.  A message is only read while its thread sleeps in the kernel, but the thread can be
  * woken after that (another fault on the page was served, and UFFDIO_MOVE
  * wakes every thread waiting on it), leaving us holding a stale message.
  * Acting on it later, after the page went back to a device, would migrate
  * the page for nobody.  So a fault is served only if the page has not moved
  * since its message was read; otherwise its thread (if it still waits) is
  * woken to fault again and tell us the truth.
+ *
+ * The epoch: uhmm_migrate's promise.  A migration toward a device bumps its
+ * pages' dev_epoch before it locks any of them (migrate_collect).  What a
+ * fault brings home besides its own page (fault-around) and what the scans
+ * read ahead is speculative: it moves only if the epoch, read after the
+ * pages are locked, is still the one of when the fault was read.  So once
+ * uhmm_migrate() toward a device returned, nothing speculative decided
+ * before it moves its pages home: either the speculation held the pages
+ * (and read the old epoch) before the migration locked them, which then
+ * moved them after it, or it sees the new epoch and lets them be.  Only a
+ * touch after the migration brings a page back.
  */
-static uint32_t page_seq(struct uhmm_ctx *ctx, uintptr_t addr)
+static struct parked_fault fault_msg(struct uhmm_ctx *ctx, uintptr_t addr,
+				     uint64_t flags, struct fault_req *req)
 {
-	struct uhmm_range *r = uhmm__range_get(ctx, addr);
+	struct parked_fault f = { .addr = addr, .flags = flags, .req = req };
+	struct uhmm_range *r = uhmm__range_get(ctx, addr & ~(PAGE_SIZE - 1));
 	if (!r)
-		return 0;
-	uint32_t seq = atomic_load_explicit(
-		&range_page_peek(r, (addr - r->start) >> PAGE_SHIFT)->seq,
+		return f;
+	f.seq = atomic_load_explicit(
+		&range_page_peek(r, ((addr & ~(PAGE_SIZE - 1)) - r->start) >> PAGE_SHIFT)->seq,
 		memory_order_relaxed);
+	f.epoch = atomic_load_explicit(&r->arr->dev_epoch, memory_order_seq_cst);
 	uhmm__range_put(r);
-	return seq;
+	return f;
 }
 
 /*
@@ -916,7 +966,7 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 		uhmm__page_unlock(ctx, p); /* stale: see page_seq() */
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 	} else {
-		struct how how = { .self = false };
+		struct how how = { .self = false, .epoch = f->epoch };
 		serve_locked(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE, f->addr, &how);
 	}
 	if (!hint)
@@ -958,6 +1008,7 @@ void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr
 	size_t idx = (pa - r->start) >> PAGE_SHIFT;
 	struct uhmm_page *p = range_page(r, idx);
 	uint32_t seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
+	uint32_t epoch = atomic_load_explicit(&r->arr->dev_epoch, memory_order_seq_cst);
 	if (!uhmm__page_trylock(p)) {
 		/* Busy: wait for the owner, once (hard point 1). */
 		STAT_INC(ctx, cpu_faults_waited);
@@ -970,7 +1021,7 @@ void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr
 			return;
 		}
 	}
-	struct how how = { .self = true };
+	struct how how = { .self = true, .epoch = epoch };
 	serve_locked(ctx, r, idx, write, addr, &how);
 	if (how.handoff)
 		uhmm__fault_request(ctx, addr, write);
@@ -1134,10 +1185,8 @@ static size_t drain_events(struct uhmm_ctx *ctx)
 		for (size_t i = 0; i < (size_t)got / sizeof(m[0]); i++) {
 			if (m[i].event == UFFD_EVENT_PAGEFAULT) {
 				uintptr_t a = m[i].arg.pagefault.address;
-				struct parked_fault f = {
-					a, m[i].arg.pagefault.flags,
-					page_seq(ctx, a & ~(PAGE_SIZE - 1)), NULL
-				};
+				struct parked_fault f =
+					fault_msg(ctx, a, m[i].arg.pagefault.flags, NULL);
 				park(ctx, &f);
 				faults++;
 			} else {
@@ -1163,7 +1212,7 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 	 * The ranges found are kept for serving (one lookup a fault) as long
 	 * as no event has been handled since: only events change a range
 	 * under this thread's feet without ending it (dead). */
-	uint32_t seq[MSG_BATCH];
+	uint32_t seq[MSG_BATCH], epoch[MSG_BATCH];
 	struct uhmm_range *rr[MSG_BATCH];
 	for (size_t i = 0; i < n; i++) {
 		rr[i] = NULL;
@@ -1175,6 +1224,9 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 					 &range_page_peek(rr[i], (pa - rr[i]->start) >> PAGE_SHIFT)->seq,
 					 memory_order_relaxed)
 			       : 0;
+		epoch[i] = rr[i] ? atomic_load_explicit(&rr[i]->arr->dev_epoch,
+							memory_order_seq_cst)
+				 : 0;
 	}
 	uint64_t ev0 = ctx->events_seen;
 	/*
@@ -1196,8 +1248,9 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		if (m[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		struct parked_fault f = { m[i].arg.pagefault.address,
-					  m[i].arg.pagefault.flags, seq[i], NULL };
+		struct parked_fault f = { .addr = m[i].arg.pagefault.address,
+					  .flags = m[i].arg.pagefault.flags,
+					  .seq = seq[i], .epoch = epoch[i] };
 		bool unk = false;
 		if (!serve_fault(ctx, &f, &unk, ctx->events_seen == ev0 ? rr[i] : NULL)) {
 			STAT_INC(ctx, cpu_faults_waited);

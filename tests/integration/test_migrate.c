@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -736,6 +737,56 @@ static long rss_anon_kib(void)
 	return v;
 }
 
+static atomic_bool hog_stop;
+static void *hog(void *arg)
+{
+	(void)arg;
+	volatile unsigned long x = 0;
+	while (!atomic_load_explicit(&hog_stop, memory_order_relaxed))
+		x++;
+	return NULL;
+}
+
+/* uhmm_migrate's promise: once a migration toward the device returned, no
+ * read-ahead or fault-around decided before it pulls its pages home.  Read
+ * half of a device-resident buffer in order (fault-around and read-ahead
+ * run), migrate the buffer to the device, and find every page there, many
+ * times, with a CPU hog making the service thread late.  (Before the
+ * epoch check: about 27 pages of 128 found at home after each migration.)  Bounded by a time budget, not a count, so a
+ * slow machine runs fewer rounds rather than longer. */
+static void migration_after_sequential_read_keeps_every_page(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = ra_ctx(4 * RA_FA, 0, &dev);
+	size_t blk = RA_FA * PG, len = 8 * blk;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 59);
+	pthread_t t;
+	atomic_store(&hog_stop, false);
+	assert_int_equal(pthread_create(&t, NULL, hog, NULL), 0);
+	uint64_t end = uhmm_test_now_ns() + 1500ull * 1000 * 1000;
+	size_t rounds = 0, left_home = 0;
+	do {
+		ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+		for (size_t i = 0; i < len / 2; i += PG)
+			(void)*(volatile char *)(p + i);
+		ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+		left_home += len / PG - uhmm_test_pages_on(ctx, p, len, dev);
+		sched_yield();
+		left_home += len / PG - uhmm_test_pages_on(ctx, p, len, dev);
+		rounds++;
+	} while (rounds < 3000 && uhmm_test_now_ns() < end);
+	atomic_store(&hog_stop, true);
+	pthread_join(t, NULL);
+	print_message("%zu rounds, %zu pages found at home\n", rounds, left_home);
+	assert_int_equal(left_home, 0);
+	assert_int_equal(uhmm_test_check(p, len, 59), (size_t)-1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* An idle context gives the lingering pages back (to pool_pages). */
 static void idle_context_releases_lingering_pages(void **state)
 {
@@ -816,6 +867,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(scattered_faults_read_nothing_ahead),
 	cmocka_unit_test(madvise_during_read_ahead_is_honoured),
 	cmocka_unit_test(idle_context_releases_lingering_pages),
+	cmocka_unit_test(migration_after_sequential_read_keeps_every_page),
 };
 
 UHMM_TEST_MAIN(tests)
