@@ -151,6 +151,24 @@ UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes);
  */
 UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t n);
 
+struct uhmm_pol_dev_fault;
+struct uhmm_pol_dev_act;
+
+/**
+ * uhmm_device_fault_policy - ask the context's policy what to do with a
+ * batch of @dev's faults (uhmm/policy.h: the built-in policy, or the
+ * installed plug-in's dev_faults).  A backend that services its own
+ * faults (simdev does) calls this with the faulting pages, sorted by
+ * address, one per page, and acts on the answers: one per fault in
+ * @act[0..n).  The answers are always valid (a plug-in's invalid answer is
+ * replaced by the built-in one and the plug-in ejected).  Does not block
+ * beyond the policy's own callback.
+ * Returns 0; -EINVAL (@f or @act NULL with @n > 0); -EBADF @dev is not a
+ * live device.
+ */
+UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,
+				      size_t n, struct uhmm_pol_dev_act *act);
+
 /** A device's memory as uhmm sees it (uhmm_device_stats()). */
 struct uhmm_device_stats {
 	uint64_t bytes_in_use;   /**< frames uhmm holds from the backend, in bytes */

@@ -475,6 +475,9 @@ UHMM_API void *uhmm_device_priv(const uhmm_device *dev);
 UHMM_API const char *uhmm_device_name(const uhmm_device *dev);
 /** The ops table given to uhmm_device_attach() (tells a backend its own). */
 UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev);
+/** The device's id in its context, 1..255: the uhmm_loc a policy sees
+ * (uhmm/policy.h).  0 if @dev is not a live device. */
+UHMM_API uint32_t uhmm_device_id(const uhmm_device *dev);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */
@@ -559,6 +562,9 @@ struct uhmm_stats {
 	/** Gauge: reserve slots in use: held by a migration or an exclusive
 	 * page, or holding a warm page. */
 	uint64_t reserve_slots_used;
+	/** Plug-in policies ejected (uhmm/policy.h): an invalid decision, an
+	 * error, or a callback over its time budget. */
+	uint64_t policy_ejections;
 };
 
 /** Copy a context's counters into @out. */

@@ -336,6 +336,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	pthread_mutex_init(&ctx->dev_lock, NULL);
 	pthread_mutex_init(&ctx->req_lock, NULL);
 	pthread_mutex_init(&ctx->lru_lock, NULL);
+	uhmm__pol_init(ctx);
 
 	err = uhmm__uffd_open(ctx);
 	if (err)
@@ -393,6 +394,7 @@ fail:
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
+	uhmm__pol_fini(ctx);
 	uhmm__umem_free(ctx);
 	return err;
 }
@@ -460,6 +462,8 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
+	/* After the service thread and the devices: no callback is left. */
+	uhmm__pol_fini(ctx);
 	uhmm__umem_free(ctx);
 	return err ? -EIO : 0;
 }
@@ -620,4 +624,9 @@ UHMM_API const char *uhmm_device_name(const uhmm_device *dev)
 UHMM_API const struct uhmm_device_ops *uhmm_device_ops_of(const uhmm_device *dev)
 {
 	return uhmm__handle_live(dev) ? dev->ops : NULL;
+}
+
+UHMM_API uint32_t uhmm_device_id(const uhmm_device *dev)
+{
+	return uhmm__handle_live(dev) ? dev->id : 0;
 }

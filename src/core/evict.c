@@ -74,8 +74,9 @@ static void blk_unchain_locked(struct uhmm_lru_node *n)
 }
 
 void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
-		     unsigned dev)
+		     unsigned dev, uintptr_t va)
 {
+	uint64_t now = uhmm__now_ns();
 	pthread_mutex_lock(&ctx->lru_lock);
 	struct uhmm_lru *l = &ctx->lru[dev];
 	struct uhmm_lru_node *n = a->dir[blk].lru;
@@ -83,6 +84,9 @@ void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 		n = n->bnext;
 	if (n) {
 		n->stamp = ++l->clock;
+		n->va = va;
+		n->last_ns = now;
+		n->uses++;
 		if (l->tail != n) {
 			lru_unlink_locked(l, n);
 			lru_append_locked(l, n);
@@ -94,6 +98,9 @@ void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
 		n->blk = blk;
 		n->dev = dev;
 		n->stamp = ++l->clock;
+		n->va = va;
+		n->first_ns = n->last_ns = now;
+		n->uses = 1;
 		n->bnext = a->dir[blk].lru;
 		a->dir[blk].lru = n;
 		lru_append_locked(l, n);
@@ -194,82 +201,138 @@ static size_t find_pieces(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t b
 	return k;
 }
 
+/* A candidate of a walk: the block (a reference on its array held) and
+ * its entry's stamp when the walk took it. */
+struct cand {
+	struct uhmm_pagearr *a;
+	size_t blk;
+	uint64_t stamp;
+};
+
+/* Take the candidates (the whole list, or its UHMM_POL_MAX_CAND / 2 least
+ * and most recently used entries), least recently used first. */
+static size_t snapshot(struct uhmm_ctx *ctx, unsigned dev, struct cand *c,
+		       struct uhmm_pol_block *pb, struct uhmm_victim *v)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&ctx->lru_lock);
+	struct uhmm_lru *l = &ctx->lru[dev];
+	size_t half = UHMM_POL_MAX_CAND / 2, i = 0;
+	for (struct uhmm_lru_node *n = l->head; n; n = n->next, i++) {
+		if (l->n > UHMM_POL_MAX_CAND && i == half) {
+			/* Skip to the most recent half. */
+			n = l->tail;
+			for (size_t j = 1; j < half; j++)
+				n = n->prev;
+			i = l->n - half;
+		}
+		if (!uhmm__pagearr_tryget(n->arr)) {
+			/* Being freed: uhmm__lru_forget unlinks it, and its
+			 * frames were released or are about to be. */
+			v->inflight++;
+			continue;
+		}
+		c[k] = (struct cand){ n->arr, n->blk, n->stamp };
+		pb[k] = (struct uhmm_pol_block){ .addr = n->va, .last_use = n->last_ns,
+						 .first_use = n->first_ns, .uses = n->uses };
+		k++;
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+	return k;
+}
+
+/* Move the entry of block blk of a to the tail, if nobody touched it since
+ * @stamp: a block kept busy does not stay in front of the next walk. */
+static void lru_rotate(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
+		       unsigned dev, uint64_t stamp)
+{
+	pthread_mutex_lock(&ctx->lru_lock);
+	struct uhmm_lru_node *n = a->dir[blk].lru;
+	while (n && n->dev != dev)
+		n = n->bnext;
+	if (n && n->stamp == stamp && ctx->lru[dev].tail != n) {
+		lru_unlink_locked(&ctx->lru[dev], n);
+		lru_append_locked(&ctx->lru[dev], n);
+	}
+	pthread_mutex_unlock(&ctx->lru_lock);
+}
+
+/* Evict what of candidate c is on the device; true if c is to be dropped
+ * from the list (nothing of it left there, nobody holding a page of it). */
+static bool evict_one(struct uhmm_ctx *ctx, struct uhmm_victim *v, const struct cand *c,
+		      uintptr_t xlo, uintptr_t xhi, size_t *blocks)
+{
+	struct uhmm_range *r[MAX_PIECES];
+	size_t idx[MAX_PIECES], n[MAX_PIECES];
+	bool hidden;
+	size_t np = find_pieces(ctx, c->a, c->blk, r, idx, n, &hidden);
+	size_t moved0 = v->moved, seen0 = v->seen, busy0 = v->busy;
+	size_t inflight0 = v->inflight;
+	/* No live range maps the block (an munmap or mremap on its way):
+	 * pages it may have on the device are released by the event, soon;
+	 * the request waits for that, it does not fail.  Pages the walk
+	 * cannot reach now (limbo) come back: both count as in flight, and
+	 * the second keeps the block listed. */
+	if (!np || hidden)
+		v->inflight++;
+	bool own = false;
+	for (size_t k = 0; k < np; k++) {
+		uintptr_t va = r[k]->start + (idx[k] << PAGE_SHIFT);
+		uintptr_t vend = va + (n[k] << PAGE_SHIFT);
+		if (va < xhi && xlo < vend) {
+			own = true; /* the request's own: never a victim */
+			continue;
+		}
+		/* Batches stop at 2 MiB boundaries of the address. */
+		for (size_t i = idx[k]; i < idx[k] + n[k];) {
+			uintptr_t x = r[k]->start + (i << PAGE_SHIFT);
+			size_t room = (UHMM_HUGE_SIZE - (x & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
+			size_t m = idx[k] + n[k] - i < room ? idx[k] + n[k] - i : room;
+			(void)uhmm__evict_batch(ctx, r[k], i, m, v);
+			i += m;
+		}
+	}
+	for (size_t k = 0; k < np; k++)
+		uhmm__range_put(r[k]);
+	if (v->moved != moved0)
+		(*blocks)++;
+	/* Nothing of it on the device any more, and nobody holding a page of
+	 * it (a migration toward the device holds its pages before they land
+	 * there, after it touched the block): out of the list. */
+	return !own && !hidden && v->seen == seen0 && v->busy == busy0 &&
+	       (v->inflight == inflight0 || !np);
+}
+
+/*
+ * The victim walk.  The device's listed blocks are offered to the policy
+ * (uhmm__pol_evict_order: least recently used first by default), then taken
+ * in its order until @want pages moved, each block at most once.
+ */
 size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		   uintptr_t xlo, uintptr_t xhi)
 {
 	uint64_t t0 = uhmm__now_ns();
 	size_t start_moved = v->moved, start_busy = v->busy;
-	pthread_mutex_lock(&ctx->lru_lock);
-	size_t budget = ctx->lru[v->dev].n; /* each block at most once */
-	pthread_mutex_unlock(&ctx->lru_lock);
 	size_t blocks = 0;
-	while (v->moved - start_moved < want && budget--) {
-		pthread_mutex_lock(&ctx->lru_lock);
-		struct uhmm_lru *l = &ctx->lru[v->dev];
-		struct uhmm_lru_node *node = l->head;
-		if (!node) {
-			pthread_mutex_unlock(&ctx->lru_lock);
-			break;
-		}
-		/* To the tail: the next turn looks at the next block, and a
-		 * block kept busy does not stay in front. */
-		lru_unlink_locked(l, node);
-		lru_append_locked(l, node);
-		struct uhmm_pagearr *a = node->arr;
-		size_t blk = node->blk;
-		uint64_t stamp = node->stamp;
-		bool ok = uhmm__pagearr_tryget(a);
-		pthread_mutex_unlock(&ctx->lru_lock);
-		if (!ok) {
-			/* Being freed: uhmm__lru_forget unlinks it, and
-			 * its frames were released or are about to be. */
-			v->inflight++;
-			continue;
-		}
-
-		struct uhmm_range *r[MAX_PIECES];
-		size_t idx[MAX_PIECES], n[MAX_PIECES];
-		bool hidden;
-		size_t np = find_pieces(ctx, a, blk, r, idx, n, &hidden);
-		size_t moved0 = v->moved, seen0 = v->seen, busy0 = v->busy;
-		size_t inflight0 = v->inflight;
-		/* No live range maps the block (an munmap or mremap on its
-		 * way): pages it may have on the device are released by the
-		 * event, soon; the request waits for that, it does not fail.
-		 * Pages the walk cannot reach now (limbo) come back: both
-		 * count as in flight, and the second keeps the block listed. */
-		if (!np || hidden)
-			v->inflight++;
-		bool own = false;
-		for (size_t k = 0; k < np; k++) {
-			uintptr_t va = r[k]->start + (idx[k] << PAGE_SHIFT);
-			uintptr_t vend = va + (n[k] << PAGE_SHIFT);
-			if (va < xhi && xlo < vend) {
-				own = true; /* the request's own: never a victim */
-				continue;
-			}
-			/* Batches stop at 2 MiB boundaries of the address. */
-			for (size_t i = idx[k]; i < idx[k] + n[k];) {
-				uintptr_t x = r[k]->start + (i << PAGE_SHIFT);
-				size_t room = (UHMM_HUGE_SIZE - (x & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
-				size_t m = idx[k] + n[k] - i < room ? idx[k] + n[k] - i : room;
-				(void)uhmm__evict_batch(ctx, r[k], i, m, v);
-				i += m;
-			}
-		}
-		for (size_t k = 0; k < np; k++)
-			uhmm__range_put(r[k]);
-		if (v->moved != moved0)
-			blocks++;
-		/* Nothing of it on the device any more, and nobody holding
-		 * a page of it (a migration toward the device holds its pages
-		 * before they land there, after it touched the block): out of
-		 * the list. */
-		if (!own && !hidden && v->seen == seen0 && v->busy == busy0 &&
-		    (v->inflight == inflight0 || !np))
-			lru_drop(ctx, a, blk, v->dev, stamp);
-		uhmm__pagearr_put(a);
+	struct cand *c = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*c));
+	struct uhmm_pol_block *pb = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*pb));
+	uint32_t *order = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*order));
+	size_t nc = c && pb && order ? snapshot(ctx, v->dev, c, pb, v) : 0;
+	if (nc)
+		uhmm__pol_evict_order(ctx, v->dev, (uint64_t)want << PAGE_SHIFT, pb, nc, order);
+	size_t i = 0;
+	for (; i < nc && v->moved - start_moved < want; i++) {
+		const struct cand *x = &c[order[i]];
+		if (evict_one(ctx, v, x, xlo, xhi, &blocks))
+			lru_drop(ctx, x->a, x->blk, v->dev, x->stamp);
+		else
+			lru_rotate(ctx, x->a, x->blk, v->dev, x->stamp);
 	}
+	for (size_t k = 0; k < nc; k++)
+		uhmm__pagearr_put(c[k].a);
+	uhmm__umem_free(c);
+	uhmm__umem_free(pb);
+	uhmm__umem_free(order);
 	size_t moved = v->moved - start_moved;
 	if (moved) {
 		struct uhmm_device *d = uhmm__dev_get(ctx, v->dev);

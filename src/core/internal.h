@@ -18,8 +18,10 @@
 #include <uhmm/mirror.h>
 #include <uhmm/uhmm.h>
 
+#include "policy/policy.h"
 #include "util/uffd_compat.h"
 #include "util/umem.h"
+#include "policy/policy.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE 4096ul
@@ -225,6 +227,9 @@ struct uhmm_lru_node {
 	unsigned dev;
 	uint64_t stamp;   /* the list's clock at its last touch: a walk drops
 			     only an entry nobody touched while it looked */
+	/* What the policy sees of it (uhmm_pol_block). */
+	uintptr_t va;     /* address of the block's first page at the last touch */
+	uint64_t first_ns, last_ns, uses;
 };
 struct uhmm_lru {
 	struct uhmm_lru_node *head, *tail;
@@ -433,19 +438,16 @@ struct uhmm_ctx {
 	struct parked_fault *parked; /* service thread only */
 	size_t nparked, cap_parked;
 	char *bounce;                /* service thread only: BATCH_PAGES pages */
-	/* Sequential scans followed for read-ahead (service.c); service
-	 * thread only.  Addresses of fault-around blocks: last = the block
-	 * of the scan's last device fault, [next, end) = still to bring back
-	 * ahead of it (next == end: nothing to do). */
+	/* Read-ahead windows the policy asked for, one per stream
+	 * (uhmm_pol_cpu_act.ahead_*; service.c); service thread only.
+	 * [next, end) is still to bring home (next == end: nothing), from
+	 * pages of arr, unless a migration toward a device bumped its
+	 * dev_epoch past epoch. */
 	struct readahead {
-		uintptr_t last, next, end;
-		uint64_t used;           /* for replacing the least recent */
-		/* The pages' dev_epoch when the scan was last continued, and
-		 * whose pages: the scan stops at a migration toward a device. */
+		uintptr_t next, end;
 		const struct uhmm_pagearr *arr;
 		uint32_t epoch;
-	} ra[4];
-	uint64_t ra_clock;
+	} ra[UHMM_POL_STREAMS];
 	unsigned ra_turn;
 	/* REMOVE/UNMAP/REMAP events handled so far (service thread only). */
 	uint64_t events_seen;
@@ -464,6 +466,9 @@ struct uhmm_ctx {
 	 * destroyer may free it as soon as the count reaches zero). */
 	_Atomic uint32_t calls;
 	atomic_bool dying;
+
+	/* The policy layer's side (src/policy). */
+	struct uhmm_polctx pol;
 
 	struct uhmm_stats stats; /* updated with __atomic builtins */
 };
@@ -659,7 +664,7 @@ void uhmm__unshare_present(uintptr_t a, size_t n);
 /* Note that block blk of a has (or is getting) pages on device dev: it
  * becomes the device's most recently used.  Takes lru_lock. */
 void uhmm__lru_touch(struct uhmm_ctx *ctx, struct uhmm_pagearr *a, size_t blk,
-		     unsigned dev);
+		     unsigned dev, uintptr_t va);
 /* Take a dying array's blocks out of every LRU. */
 void uhmm__lru_forget(struct uhmm_ctx *ctx, struct uhmm_pagearr *a);
 /* Empty a departing device's LRU. */

@@ -347,8 +347,12 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 	struct uhmm_pagearr *a = b->r->arr;
 	size_t b0 = (b->r->first + b->idx) / BATCH_PAGES;
 	size_t b1 = (b->r->first + b->idx + b->n - 1) / BATCH_PAGES;
-	for (size_t k = b0; k <= b1; k++)
-		uhmm__lru_touch(ctx, a, k, b->dst->id);
+	for (size_t k = b0; k <= b1; k++) {
+		/* (The block's first page may lie before the range.) */
+		intptr_t off = (intptr_t)(k * BATCH_PAGES) - (intptr_t)b->r->first;
+		uhmm__lru_touch(ctx, a, k, b->dst->id,
+				(uintptr_t)((intptr_t)b->r->start + off * (intptr_t)PAGE_SIZE));
+	}
 	uint64_t got[BATCH_PAGES];
 	size_t have = 0;
 	uint32_t freed0 = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);

@@ -653,44 +653,19 @@ static bool epoch_holds(const struct uhmm_range *r, uint32_t epoch)
 }
 
 /*
- * A device fault on the fault-around block at blk (bsz bytes): does it
- * continue a scan?  It does if it is the block after the scan's last fault,
- * or lies between that and the scan's read-ahead frontier (the reader
- * skipped, without faulting, the blocks read ahead for it).  A scan that
- * continues gets its window moved to readahead_pages past this block; a
- * fault that continues none starts a candidate scan in the least recent
- * slot (its second consecutive block starts the read-ahead).
+ * The policy asked for window [lo, hi) of stream k, decided at @epoch (a
+ * CPU fault's; see fault_msg()).  It replaces the stream's window; what the
+ * stream already brought home inside it is not brought again.
  */
-static void readahead_note(struct uhmm_ctx *ctx, const struct uhmm_range *r,
-			   uintptr_t blk, size_t bsz, uint32_t epoch)
+static void readahead_set(struct uhmm_ctx *ctx, const struct uhmm_range *r, unsigned k,
+			  uintptr_t lo, uintptr_t hi, uint32_t epoch)
 {
-	size_t win = (size_t)ctx->opts.readahead_pages << PAGE_SHIFT;
-	if (!win || ctx->opts.fault_around < 2)
-		return;
-	struct readahead *s = NULL, *lru = &ctx->ra[0];
-	for (size_t i = 0; i < sizeof(ctx->ra) / sizeof(ctx->ra[0]); i++) {
-		struct readahead *x = &ctx->ra[i];
-		if (x->used && (blk == x->last + bsz ||
-				(x->next > x->last && blk > x->last && blk <= x->next))) {
-			s = x;
-			break;
-		}
-		if (x->used < lru->used)
-			lru = x;
-	}
-	if (!s) {
-		*lru = (struct readahead){ .last = blk, .next = 0, .end = 0 };
-		lru->used = ++ctx->ra_clock;
-		return;
-	}
+	struct readahead *s = &ctx->ra[k];
+	if (s->arr != r->arr || s->next < lo || s->next > hi)
+		s->next = lo;
+	s->end = hi;
 	s->arr = r->arr;
 	s->epoch = epoch;
-	if (s->next < blk + bsz)
-		s->next = blk + bsz;
-	/* Whole blocks: win rounded up to the block size. */
-	s->end = blk + bsz + (win + bsz - 1) / bsz * bsz;
-	s->last = blk;
-	s->used = ++ctx->ra_clock;
 }
 
 static bool readahead_pending(const struct uhmm_ctx *ctx)
@@ -726,9 +701,12 @@ static void readahead_step(struct uhmm_ctx *ctx)
 		s->next = s->end; /* the scan ran off its range */
 		return;
 	}
+	/* One fault-around block's worth a step. */
 	size_t fa = ctx->opts.fault_around;
-	size_t idx = (s->next - r->start) >> PAGE_SHIFT;
-	size_t bs = idx - idx % fa, be = bs + fa < r->npages ? bs + fa : r->npages;
+	size_t bs = (s->next - r->start) >> PAGE_SHIFT;
+	size_t be = bs + fa < r->npages ? bs + fa : r->npages;
+	if (r->start + (be << PAGE_SHIFT) > s->end)
+		be = (s->end - r->start) >> PAGE_SHIFT;
 	s->next = r->start + (be << PAGE_SHIFT);
 	size_t moved = 0;
 	for (size_t i = bs; i < be;) {
@@ -776,15 +754,25 @@ static void readahead_step(struct uhmm_ctx *ctx)
 }
 
 /*
- * Bring a device-resident page back, with the neighbours of its aligned
- * fault-around block that live on the same device and are free.  Holds
- * page idx.
+ * Bring a device-resident page back, with what the policy says comes with
+ * it: of its window, the neighbours that live on the same device and are
+ * free.  Holds page idx.
  */
 static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-			 unsigned dev, uint64_t fault_addr, struct how *how)
+			 unsigned dev, uint64_t fault_addr, bool write, struct how *how)
 {
-	size_t fa = ctx->opts.fault_around;
-	size_t bs = idx - idx % fa, be = bs + fa < r->npages ? bs + fa : r->npages;
+	uintptr_t pa = r->start + (idx << PAGE_SHIFT);
+	struct uhmm_pol_cpu_fault pf = {
+		.addr = fault_addr ? fault_addr : pa,
+		.range_start = r->start, .range_end = range_end(r),
+		.time_ns = uhmm__now_ns(), .where = dev, .write = write,
+	};
+	if ((pf.addr & ~(uint64_t)(PAGE_SIZE - 1)) != pa)
+		pf.addr = pa;
+	struct uhmm_pol_cpu_act act;
+	/* (The scans read ahead are the service thread's.) */
+	uhmm__pol_cpu_fault(ctx, &pf, !how->self, &act);
+	size_t bs = (act.lo - r->start) >> PAGE_SHIFT, be = (act.hi - r->start) >> PAGE_SHIFT;
 	size_t lo = idx, hi = idx + 1;
 	while (lo > bs) {
 		struct uhmm_page *p = range_page(r, lo - 1);
@@ -841,10 +829,8 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	size_t back = bring_home(ctx, r, lo, hi - lo, idx, dev, fault_addr, slot, how->self);
 	if (back > 1)
 		STAT_ADD(ctx, fault_around_pages, back - 1);
-	/* (The scans read ahead are the service thread's.) */
-	if (!how->self)
-		readahead_note(ctx, r, r->start + (bs << PAGE_SHIFT), fa << PAGE_SHIFT,
-			       how->epoch);
+	if (!how->self && act.ahead_lo < act.ahead_hi)
+		readahead_set(ctx, r, act.ahead_stream, act.ahead_lo, act.ahead_hi, how->epoch);
 }
 
 /*
@@ -930,7 +916,7 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	else if (pg_excl(w))
 		serve_revoke(ctx, r, idx, pg_dev(w), how);
 	else
-		serve_device(ctx, r, idx, pg_dev(w), fault_addr, how);
+		serve_device(ctx, r, idx, pg_dev(w), fault_addr, write, how);
 }
 
 /*

@@ -461,7 +461,9 @@ static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 
 /*
  * Resolves the pending faulting pages of one 2 MiB block: atomics on pages
- * outside device memory by the atomic policy, the rest by placement.
+ * outside device memory by the atomic policy, the rest as the context's
+ * policy says (uhmm_device_fault_policy: by default, migrate the block, or
+ * what of it is under one advice; map remotely where the advice says so).
  * (A placement migration of the block may then take back pages just made
  * exclusive - a MIGRATE invalidation removes their EXCL entries first - and
  * the atomics replay on device memory: correct, only slower.)
@@ -469,25 +471,54 @@ static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 static void resolve_block(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			  uintptr_t blk)
 {
-	size_t i = 0;
+	struct uhmm_pol_dev_fault *f = c->pol_f;
+	struct uhmm_pol_dev_act *a = c->pol_a;
+	size_t m = 0;
 
 	uhmm__atomic_resolve(c, fp, n);
-	while (i < n) {
-		if (fp[i].done) {
-			i++;
+	for (size_t i = 0; i < n; i++) {
+		if (fp[i].done)
 			continue;
-		}
 		uintptr_t lo, hi;
 		unsigned pol = uhmm__advice_at(c, SD_ADV_PLACE, fp[i].va, blk,
 					       blk + BLOCK, &lo, &hi);
-		size_t j = i;
-		while (j < n && fp[j].va < hi)
+		struct uhmm_page_info pi;
+		uhmm_loc where = 0;
+		if (!uhmm_page_query(c->ctx, (void *)fp[i].va, &pi) &&
+		    pi.where == UHMM_WHERE_DEVICE && pi.device)
+			where = uhmm_device_id(pi.device);
+		f[m] = (struct uhmm_pol_dev_fault){
+			.addr = fp[i].va, .lo = lo, .hi = hi,
+			.access = fp[i].acc == SD_ATOMIC ? UHMM_POL_ATOMIC
+				  : fp[i].acc == SD_WRITE ? UHMM_POL_WRITE : UHMM_POL_READ,
+			.hint = pol == UHMM_SIMDEV_MAP_REMOTE ? UHMM_POL_HINT_MAP_REMOTE
+							      : UHMM_POL_HINT_NONE,
+			.where = where,
+		};
+		c->pol_i[m++] = (uint32_t)i;
+	}
+	if (!m)
+		return;
+	if (uhmm_device_fault_policy(c->dev, f, m, a) < 0) {
+		/* (Only if the device is going away: map what can be.) */
+		for (size_t k = 0; k < m; k++)
+			a[k] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MAP_REMOTE };
+	}
+	/* Runs of consecutive faults with one decision (one span). */
+	for (size_t k = 0; k < m;) {
+		size_t j = k + 1;
+		while (j < m && a[j].action == a[k].action && f[j].lo == f[k].lo &&
+		       f[j].hi == f[k].hi &&
+		       (a[k].action != UHMM_POL_MIGRATE ||
+			(a[j].lo == a[k].lo && a[j].hi == a[k].hi)))
 			j++;
-		if (pol == UHMM_SIMDEV_MAP_REMOTE)
-			map_remote(c, fp + i, j - i, lo, hi);
+		struct sd_fpage *run = fp + c->pol_i[k];
+		size_t cnt = c->pol_i[j - 1] - c->pol_i[k] + 1;
+		if (a[k].action == UHMM_POL_MIGRATE)
+			migrate_and_map(c, run, cnt, a[k].lo, a[k].hi, false);
 		else
-			migrate_and_map(c, fp + i, j - i, lo, hi, false);
-		i = j;
+			map_remote(c, run, cnt, f[k].lo, f[k].hi);
+		k = j;
 	}
 }
 
@@ -625,8 +656,11 @@ int uhmm__fault_init(struct sd_compute *c)
 	c->entries = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->entries));
 	c->snap = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->snap));
 	c->xptrs = uhmm__umem_calloc(BLOCK / PAGE, sizeof(*c->xptrs));
+	c->pol_f = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_f));
+	c->pol_a = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_a));
+	c->pol_i = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_i));
 	if (!c->fb || !c->batch || !c->fpages || !c->entries || !c->snap ||
-	    !c->xptrs)
+	    !c->xptrs || !c->pol_f || !c->pol_a || !c->pol_i)
 		return -ENOMEM;
 	return 0;
 }
@@ -666,6 +700,12 @@ void uhmm__fault_fini(struct sd_compute *c)
 	uhmm__umem_free(c->entries);
 	uhmm__umem_free(c->snap);
 	uhmm__umem_free(c->xptrs);
+	uhmm__umem_free(c->pol_f);
+	uhmm__umem_free(c->pol_a);
+	uhmm__umem_free(c->pol_i);
+	c->pol_f = NULL;
+	c->pol_a = NULL;
+	c->pol_i = NULL;
 	c->fb = NULL;
 	c->batch = NULL;
 	c->fpages = NULL;

@@ -47,6 +47,7 @@
 
 #include <uhmm/device.h>
 #include <uhmm/mirror.h>
+#include <uhmm/policy.h>
 #include <uhmm/simdev.h>
 
 #include "util/umem.h"
@@ -435,6 +436,11 @@ struct sd_compute {
 	uint64_t *entries;            /* UHMM_HUGE_SIZE / 4096 range-fault entries */
 	uint64_t *snap;               /* atomic.c: as many snapshot entries */
 	void **xptrs;                 /* atomic.c: as many make_exclusive pages */
+	/* The questions to the policy of a block's faults, and its answers
+	 * (fault_batch entries each), and which fpage each is. */
+	struct uhmm_pol_dev_fault *pol_f;
+	struct uhmm_pol_dev_act *pol_a;
+	uint32_t *pol_i;
 
 	/* fault.c: advice, under adv_lock. */
 	pthread_mutex_t adv_lock;

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * policy/policy.h - the policy layer's side of a context (internal).
+ *
+ * The mechanism asks; the policy answers.  Every question goes through one
+ * of the uhmm__pol_* calls below, which always return a valid decision: the
+ * built-in one, adjusted by the installed plug-in (include/uhmm/policy.h)
+ * when it has the callback and answers validly in time.  docs/ARCHITECTURE.md
+ * "Policy" draws the split.
+ */
+#ifndef UHMM_POLICY_INTERNAL_H
+#define UHMM_POLICY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uhmm/policy.h>
+
+struct uhmm_ctx;
+
+/* An installed plug-in. */
+struct uhmm_polrt {
+	const struct uhmm_policy_ops *ops;
+	void *st;
+	void *dl;                 /* dlopen handle (UHMM_POLICY), or NULL */
+	char name[64];
+	struct uhmm_polrt *next;  /* on the zombie list */
+};
+
+/* A sequential scan the built-in CPU-fault policy follows (read-ahead). */
+struct uhmm_pol_scan {
+	uint64_t last;   /* fault-around block of the scan's last fault */
+	uint64_t wend;   /* end of the last window asked for (0: candidate) */
+	uint64_t used;   /* for replacing the least recent */
+};
+
+#define UHMM_POL_SCANS 4
+/* Candidates offered to evict_order at most. */
+#define UHMM_POL_MAX_CAND 1024u
+
+struct uhmm_polctx {
+	_Atomic(struct uhmm_polrt *) cur; /* NULL: the built-in policy only */
+	/* Callbacks in flight, by phase: uhmm_policy_set() swaps cur, flips
+	 * the phase and waits for the old phase's count to drain. */
+	_Atomic uint64_t users[2];
+	_Atomic unsigned phase;
+	pthread_mutex_t set_lock; /* serialises uhmm_policy_set() */
+	pthread_mutex_t zlock;    /* leaf: zombies, ejected */
+	struct uhmm_polrt *zombies; /* ejected, exit() not yet called */
+	char ejected[160];
+	uint64_t ejections;
+	uint64_t budget_ns;
+
+	/* The built-in policy's state. */
+	uint32_t fault_around;    /* pages */
+	uint32_t readahead_pages;
+	pthread_mutex_t scan_lock; /* leaf */
+	struct uhmm_pol_scan scans[UHMM_POL_SCANS];
+	uint64_t scan_clock;
+};
+
+int uhmm__pol_init(struct uhmm_ctx *ctx);
+/* After the last callback may run (ctx destroy). */
+void uhmm__pol_fini(struct uhmm_ctx *ctx);
+
+/* What a CPU fault on a device-resident page brings home (service.c).
+ * @readahead: the fault may start or continue a read-ahead scan (false for
+ * faults a SIGBUS handler serves itself). */
+void uhmm__pol_cpu_fault(struct uhmm_ctx *ctx, const struct uhmm_pol_cpu_fault *f,
+			 bool readahead, struct uhmm_pol_cpu_act *act);
+
+/* One decision per fault of a device's batch (the backends' question:
+ * uhmm_device_fault_policy()). */
+void uhmm__pol_dev_faults(struct uhmm_ctx *ctx, uhmm_loc dev,
+			  const struct uhmm_pol_dev_fault *f, size_t n,
+			  struct uhmm_pol_dev_act *act);
+
+/* The order in which to try the @n candidates as victims (evict.c). */
+void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_bytes,
+			   const struct uhmm_pol_block *cand, size_t n, uint32_t *order);
+
+/* Notification of a migration (migrate.c). */
+void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len,
+			uhmm_loc from, uhmm_loc to);
+
+/* Is a plug-in with a migrated() callback installed?  (Lets the mechanism
+ * skip building the notification.) */
+bool uhmm__pol_wants_migrated(struct uhmm_ctx *ctx);
+
+#endif
