@@ -163,8 +163,13 @@ struct uhmm_pol_dev_act;
  * @act[0..n).  The answers are always valid (a plug-in's invalid answer is
  * replaced by the built-in one and the plug-in ejected).  Does not block
  * beyond the policy's own callback.
- * Returns 0; -EINVAL (@f or @act NULL with @n > 0); -EBADF @dev is not a
- * live device.
+ * uhmm adds what the backend does not know: each fault's advice
+ * (uhmm_advise(): flags, preferred) and its span [lo, hi) clipped to the
+ * run of that advice; the backend fills addr, access, hint, where, and
+ * [lo, hi) as the span it could move with the page (within its 2 MiB block
+ * and what uhmm manages).
+ * Returns 0; -EINVAL (@f or @act NULL with @n > 0); -ENOMEM; -EBADF @dev is
+ * not a live device.
  */
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,
 				      size_t n, struct uhmm_pol_dev_act *act);

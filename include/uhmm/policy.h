@@ -66,9 +66,11 @@ struct uhmm_pol_block {
 			     * the last migration of pages of it to the device */
 	uint64_t first_use; /**< when it was first listed on the device */
 	uint64_t uses;      /**< migrations of pages of it to the device since */
-	uint32_t flags;     /**< reserved, 0 */
+	uint32_t flags;     /**< UHMM_POL_BLK_* */
 	uint32_t _pad;
 };
+/** The block's first page is advised to prefer this device. */
+#define UHMM_POL_BLK_PREFERRED 1u
 
 /* ---- CPU faults on device-resident pages -------------------------------- */
 
@@ -125,8 +127,13 @@ struct uhmm_pol_dev_fault {
 	uint32_t access;      /**< enum uhmm_pol_access */
 	uint32_t hint;        /**< enum uhmm_pol_hint */
 	uhmm_loc where;       /**< where the page is now (0: system memory) */
+	uint32_t flags;       /**< UHMM_POL_F_* */
+	uhmm_loc preferred;   /**< UHMM_POL_F_PREFERRED: the advised location
+			       * (uhmm_advise(); [lo, hi) is within its run) */
 	uint32_t _pad;
 };
+/** The page has a preferred location (uhmm_pol_dev_fault.preferred). */
+#define UHMM_POL_F_PREFERRED 1u
 
 /** Decision for a faulting page. */
 enum uhmm_pol_dev_action {

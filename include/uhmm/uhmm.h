@@ -394,6 +394,109 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
 		 unsigned flags);
 
+/**
+ * uhmm_prefetch - migrate [@addr, @addr + @len) to @dst (NULL: system
+ * memory) asynchronously.
+ *
+ * Returns at once with a handle in *@out; the context's prefetch thread
+ * runs the migration later, prefetches in the order they were submitted,
+ * with uhmm_migrate()'s semantics and errors.  The handle tells when it is
+ * done: uhmm_prefetch_fd() becomes readable (poll, epoll: for runtimes'
+ * event loops), uhmm_prefetch_wait() waits; both give the migration's
+ * result.  Release every handle (uhmm_prefetch_release()), done or not:
+ * a released prefetch still runs.
+ *
+ * Ordering: a uhmm_migrate() of a range that overlaps a prefetch submitted
+ * before the uhmm_migrate() began first waits for that prefetch to finish,
+ * so the later call decides where the pages end up (as if the prefetch had
+ * been synchronous).  CPU and device faults are not ordered with it: a page
+ * touched meanwhile moves as the touch wants, and the prefetch, when it
+ * runs, moves it again.  A prefetch of memory unmapped or unregistered
+ * before it runs finishes -EFAULT, moving nothing that is gone.  At
+ * uhmm_ctx_destroy(), prefetches not yet started finish -ECANCELED; a
+ * handle stays valid until released, even after its context is destroyed.
+ *
+ * @flags: 0 (reserved).  Returns 0.  Errors (of the call itself):
+ * -EINVAL (@out NULL, bad range or flags); -EBADF @ctx is not a live
+ * context, or @dst is not a live device of it; -ENOMEM; -EMFILE, -ENFILE
+ * (no file descriptor for the eventfd); -EAGAIN (the prefetch thread could
+ * not be started); -ECHILD.  Thread-safe.
+ */
+typedef struct uhmm_prefetch_req uhmm_prefetch_req;
+UHMM_API int uhmm_prefetch(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
+			   unsigned flags, uhmm_prefetch_req **out);
+/** The eventfd that becomes readable when @pf is done (-EINVAL for NULL).
+ * It belongs to the handle: do not close it. */
+UHMM_API int uhmm_prefetch_fd(const uhmm_prefetch_req *pf);
+/**
+ * uhmm_prefetch_wait - wait for @pf to finish: @timeout_ns < 0 for ever
+ * (the migration is bounded: uhmm_migrate() never waits for ever), 0 to
+ * poll, > 0 at most that long.  Returns the migration's result (0 or its
+ * error, -ECANCELED if its context was destroyed first), or -EAGAIN (poll:
+ * not done), -ETIMEDOUT, -EINVAL (@pf NULL).
+ */
+UHMM_API int uhmm_prefetch_wait(uhmm_prefetch_req *pf, int64_t timeout_ns);
+/** Let go of @pf (it runs to its end if not done).  Returns 0; -EINVAL. */
+UHMM_API int uhmm_prefetch_release(uhmm_prefetch_req *pf);
+
+/** Advice (uhmm_advise()). */
+enum uhmm_advice {
+	/** Pages of the range resist moving away from @dev (NULL: system
+	 * memory): the built-in policy maps them remotely for other
+	 * processors where it can instead of migrating them (a device's
+	 * faults on system memory preferred by the CPU, or preferred by
+	 * another device while they are in system memory), and evicts blocks
+	 * preferred on a device after the others.  A CPU touch still brings
+	 * device pages home (the CPU cannot map a device's private memory),
+	 * and an explicit uhmm_migrate() or uhmm_prefetch() moves them. */
+	UHMM_ADVISE_PREFERRED_LOCATION = 1,
+	/** Forget the preferred location of the range. */
+	UHMM_ADVISE_UNSET_PREFERRED_LOCATION = 2,
+};
+
+/**
+ * uhmm_advise - say something of [@addr, @addr + @len) (page-aligned,
+ * managed) that the policy may use (enum uhmm_advice).  Advice belongs to
+ * the addresses: it stays when pages move, replaces earlier advice of the
+ * same kind over the range, and is not cleared by munmap (as madvise's).
+ * A plug-in policy sees it in its callbacks' arguments (uhmm/policy.h).
+ * Returns 0.  Errors: -EINVAL bad range or advice; -EFAULT part of the
+ * range is not managed; -EBADF @ctx not live, or @dev not a live device of
+ * it; -ENOMEM (nothing changed); -ECHILD.  Thread-safe.
+ */
+UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm_device *dev);
+
+/** Attribute values over a range (uhmm_range_attrs()). */
+#define UHMM_ATTR_NONE (-1)  /**< nothing said of it */
+#define UHMM_ATTR_MIXED (-2) /**< different over the range */
+/** Locations a range attribute can name: 0 system memory, 1..255 devices. */
+#define UHMM_MAX_LOCATIONS 256
+
+/** What uhmm_range_attrs() reports of a range. */
+struct uhmm_range_attrs {
+	/** The preferred location (0 system memory, n the device of id n,
+	 * uhmm_device_id()) if the whole range has the same one, else
+	 * UHMM_ATTR_NONE or UHMM_ATTR_MIXED. */
+	int32_t preferred;
+	/** The destination of the last uhmm_prefetch() (submitted) of the
+	 * whole range, likewise. */
+	int32_t last_prefetch;
+	/** Bytes in system memory (never touched included), held exclusively
+	 * by a device (uhmm_make_exclusive), and on each device (by id). */
+	uint64_t bytes_cpu, bytes_exclusive;
+	uint64_t bytes_on[UHMM_MAX_LOCATIONS];
+};
+
+/**
+ * uhmm_range_attrs - report the advice, last prefetch destination and
+ * residency of [@addr, @addr + @len) (page-aligned, managed) at once.  A
+ * snapshot (pages may move while it looks).  Costs time proportional to
+ * the range's touched part.  Returns 0.  Errors: -EINVAL (@out NULL, bad
+ * range); -EFAULT part of it not managed; -EBADF; -ECHILD.
+ */
+UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
+			      struct uhmm_range_attrs *out);
+
 /** Where a page lives (uhmm_page_info.where). */
 enum uhmm_where {
 	UHMM_WHERE_CPU = 0,    /**< system memory (present or never touched) */
@@ -565,6 +668,8 @@ struct uhmm_stats {
 	/** Plug-in policies ejected (uhmm/policy.h): an invalid decision, an
 	 * error, or a callback over its time budget. */
 	uint64_t policy_ejections;
+	/** Bytes uhmm_prefetch() moved to devices (prefetches that succeeded). */
+	uint64_t prefetched_bytes;
 };
 
 /** Copy a context's counters into @out. */

@@ -337,6 +337,8 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	pthread_mutex_init(&ctx->req_lock, NULL);
 	pthread_mutex_init(&ctx->lru_lock, NULL);
 	uhmm__pol_init(ctx);
+	uhmm__prefetch_init(ctx);
+	uhmm__advice_init(ctx);
 
 	err = uhmm__uffd_open(ctx);
 	if (err)
@@ -394,6 +396,8 @@ fail:
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
+	uhmm__prefetch_fini(ctx);
+	uhmm__advice_fini(ctx);
 	uhmm__pol_fini(ctx);
 	uhmm__umem_free(ctx);
 	return err;
@@ -424,6 +428,9 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	while ((c = atomic_load(&ctx->calls)) != CTX_DYING)
 		uhmm_futex_wait(&ctx->calls, c);
 	uhmm__handle_del(ctx);
+	/* Prefetches not started end -ECANCELED (the one running ended with
+	 * the calls above). */
+	uhmm__prefetch_stop(ctx);
 
 	/* Every page home while the service thread still installs them. */
 	/* A munmap that returned just before is followed first: its range
@@ -463,6 +470,8 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	pthread_mutex_destroy(&ctx->req_lock);
 	pthread_mutex_destroy(&ctx->lru_lock);
 	/* After the service thread and the devices: no callback is left. */
+	uhmm__prefetch_fini(ctx);
+	uhmm__advice_fini(ctx);
 	uhmm__pol_fini(ctx);
 	uhmm__umem_free(ctx);
 	return err ? -EIO : 0;

@@ -238,6 +238,12 @@ static size_t snapshot(struct uhmm_ctx *ctx, unsigned dev, struct cand *c,
 		k++;
 	}
 	pthread_mutex_unlock(&ctx->lru_lock);
+	/* Advice, after lru_lock (both are leaves). */
+	for (size_t j = 0; j < k; j++) {
+		uintptr_t lo = 0, hi = UINTPTR_MAX;
+		if (uhmm__advice_preferred(ctx, pb[j].addr, &lo, &hi) == dev + 1)
+			pb[j].flags |= UHMM_POL_BLK_PREFERRED;
+	}
 	return k;
 }
 

@@ -467,6 +467,22 @@ struct uhmm_ctx {
 	_Atomic uint32_t calls;
 	atomic_bool dying;
 
+	/* Prefetches (prefetch.c): a FIFO run by pf_thread, started by the
+	 * first one.  pf_lock is a leaf. */
+	pthread_mutex_t pf_lock;
+	pthread_cond_t pf_cond;
+	struct uhmm_prefetch_req *pf_head, **pf_tail;
+	uint64_t pf_seq;
+	bool pf_stop, pf_started;
+	atomic_bool pf_any;       /* a prefetch was ever submitted */
+	pthread_t pf_thread;
+
+	/* Advice by address (advice.c); adv_lock is a leaf. */
+	pthread_rwlock_t adv_lock;
+	struct uhmm_adv *adv;
+	size_t nadv;
+	atomic_bool adv_any;      /* some advice was ever given */
+
 	/* The policy layer's side (src/policy). */
 	struct uhmm_polctx pol;
 
@@ -476,6 +492,22 @@ struct uhmm_ctx {
 #define STAT_ADD(ctx, field, v) \
 	__atomic_fetch_add(&(ctx)->stats.field, (uint64_t)(v), __ATOMIC_RELAXED)
 #define STAT_INC(ctx, field) STAT_ADD(ctx, field, 1)
+
+/* advice.c */
+void uhmm__advice_init(struct uhmm_ctx *ctx);
+void uhmm__advice_fini(struct uhmm_ctx *ctx);
+/* The preferred location (+1; 0 none) at va, and clip [*lo, *hi) to the
+ * run around va with that same advice. */
+unsigned uhmm__advice_preferred(struct uhmm_ctx *ctx, uintptr_t va, uintptr_t *lo,
+				uintptr_t *hi);
+int uhmm__advice_prefetched(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, unsigned loc);
+
+/* prefetch.c */
+void uhmm__prefetch_init(struct uhmm_ctx *ctx);
+void uhmm__prefetch_stop(struct uhmm_ctx *ctx);
+void uhmm__prefetch_fini(struct uhmm_ctx *ctx);
+/* uhmm_migrate's ordering after earlier prefetches of [a, b). */
+void uhmm__prefetch_order(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 
 /* ctx.c */
 int uhmm__ctx_enter(struct uhmm_ctx *ctx);

@@ -797,6 +797,7 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
+	uhmm__prefetch_order(ctx, a, a + len);
 	/* Held for the whole call, not just looked at: a detach waits for
 	 * us, so no page reaches @dst after its evacuation. */
 	if (dst) {

@@ -87,6 +87,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(reserve_slots, "reserve slots (extent)");
 	P(reserve_slots_used, "... in use or warm");
 	P(policy_ejections, "plug-in policies ejected");
+	P(prefetched_bytes, "bytes prefetched to devices");
 #undef P
 }
 

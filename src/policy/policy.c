@@ -103,11 +103,17 @@ static void builtin_cpu_fault(struct uhmm_polctx *p, const struct uhmm_pol_cpu_f
 /* Device faults: the backend's advice (map remotely) is followed; the rest
  * migrates its whole span (the block, or what of it is managed under one
  * advice): migrate on touch. */
-static void builtin_dev_faults(const struct uhmm_pol_dev_fault *f, size_t n,
+static void builtin_dev_faults(uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
 			       struct uhmm_pol_dev_act *a)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (f[i].hint == UHMM_POL_HINT_MAP_REMOTE)
+		/* A preferred location elsewhere: pages in system memory are
+		 * mapped where they are (a device's private memory cannot be
+		 * mapped by another: those migrate). */
+		bool stay = f[i].hint == UHMM_POL_HINT_MAP_REMOTE ||
+			    ((f[i].flags & UHMM_POL_F_PREFERRED) && f[i].preferred != dev &&
+			     f[i].where == 0);
+		if (stay)
 			a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MAP_REMOTE };
 		else
 			a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
@@ -115,11 +121,17 @@ static void builtin_dev_faults(const struct uhmm_pol_dev_fault *f, size_t n,
 	}
 }
 
-/* Eviction: least recently used first (the order offered). */
-static void builtin_evict_order(size_t n, uint32_t *order)
+/* Eviction: least recently used first (the order offered), blocks advised
+ * to prefer the device after all others. */
+static void builtin_evict_order(const struct uhmm_pol_block *c, size_t n, uint32_t *order)
 {
+	size_t k = 0;
 	for (size_t i = 0; i < n; i++)
-		order[i] = (uint32_t)i;
+		if (!(c[i].flags & UHMM_POL_BLK_PREFERRED))
+			order[k++] = (uint32_t)i;
+	for (size_t i = 0; i < n; i++)
+		if (c[i].flags & UHMM_POL_BLK_PREFERRED)
+			order[k++] = (uint32_t)i;
 }
 
 /* ---- plug-in calls ------------------------------------------------------ */
@@ -226,7 +238,7 @@ void uhmm__pol_dev_faults(struct uhmm_ctx *ctx, uhmm_loc dev,
 			  struct uhmm_pol_dev_act *act)
 {
 	struct uhmm_polctx *p = &ctx->pol;
-	builtin_dev_faults(f, n, act);
+	builtin_dev_faults(dev, f, n, act);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->dev_faults && n) {
@@ -254,7 +266,7 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 			   const struct uhmm_pol_block *cand, size_t n, uint32_t *order)
 {
 	struct uhmm_polctx *p = &ctx->pol;
-	builtin_evict_order(n, order);
+	builtin_evict_order(cand, n, order);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->evict_order && n > 1) {
@@ -504,7 +516,26 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
 	int err = uhmm__dev_enter(dev, &ctx);
 	if (err)
 		return err;
-	uhmm__pol_dev_faults(ctx, dev->id, f, n, act);
+	/* The advice the backend does not know: each fault's preferred
+	 * location, its span clipped to the run of that advice. */
+	struct uhmm_pol_dev_fault *g = n ? uhmm__umem_malloc(n * sizeof(*g)) : NULL;
+	if (n && !g) {
+		uhmm__ctx_exit(ctx);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		g[i] = f[i];
+		uintptr_t lo = g[i].lo, hi = g[i].hi;
+		unsigned pref = uhmm__advice_preferred(ctx, g[i].addr, &lo, &hi);
+		g[i].lo = lo;
+		g[i].hi = hi;
+		if (pref) {
+			g[i].flags |= UHMM_POL_F_PREFERRED;
+			g[i].preferred = pref - 1;
+		}
+	}
+	uhmm__pol_dev_faults(ctx, dev->id, g, n, act);
+	uhmm__umem_free(g);
 	uhmm__ctx_exit(ctx);
 	return 0;
 }

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * advice.c - advice per address range (uhmm_advise), the last prefetch
+ * destination, and the attribute query (uhmm_range_attrs).
+ *
+ * The advice is a sorted list of disjoint entries [start, end) with what
+ * was said of them; what nobody advised has no entry.  Advice belongs to
+ * addresses, like madvise's: it stays when the pages move, and an munmap
+ * does not clear it (a new mapping at the address inherits it; a program
+ * re-advises, as with madvise).  Mechanism only stores and reports it: the
+ * policy (src/policy) decides what it means.
+ *
+ * Locks: adv_lock, a leaf rwlock (nothing else is taken under it).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/internal.h"
+
+struct uhmm_adv {
+	uintptr_t start, end;
+	uint32_t preferred;     /* location + 1; 0: no advice */
+	uint32_t last_prefetch; /* location + 1; 0: never prefetched */
+};
+
+void uhmm__advice_init(struct uhmm_ctx *ctx)
+{
+	pthread_rwlock_init(&ctx->adv_lock, NULL);
+}
+
+void uhmm__advice_fini(struct uhmm_ctx *ctx)
+{
+	uhmm__umem_free(ctx->adv);
+	ctx->adv = NULL;
+	ctx->nadv = 0;
+	pthread_rwlock_destroy(&ctx->adv_lock);
+}
+
+/* First entry that ends after @a. */
+static size_t find_locked(const struct uhmm_ctx *ctx, uintptr_t a)
+{
+	size_t l = 0, r = ctx->nadv;
+	while (l < r) {
+		size_t m = l + (r - l) / 2;
+		if (ctx->adv[m].end <= a)
+			l = m + 1;
+		else
+			r = m;
+	}
+	return l;
+}
+
+/*
+ * Apply @set to [a, b): entries are cut at a and b, the part inside gets
+ * set(), gaps inside get an entry first.  Empty entries are dropped and
+ * equal neighbours merged.  -ENOMEM changes nothing.
+ */
+static int update(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
+		  void (*set)(struct uhmm_adv *, uint32_t), uint32_t v)
+{
+	pthread_rwlock_wrlock(&ctx->adv_lock);
+	size_t cap = 2 * ctx->nadv + 3;
+	struct uhmm_adv *out = uhmm__umem_malloc(cap * sizeof(*out));
+	if (!out) {
+		pthread_rwlock_unlock(&ctx->adv_lock);
+		return -ENOMEM;
+	}
+	size_t n = 0;
+	uintptr_t cur = a; /* inside [a, b): covered up to here */
+	for (size_t i = 0; i <= ctx->nadv; i++) {
+		struct uhmm_adv e = i < ctx->nadv ? ctx->adv[i]
+						  : (struct uhmm_adv){ UINTPTR_MAX, UINTPTR_MAX, 0, 0 };
+		/* A gap of [a, b) before e. */
+		if (cur < b && e.start > cur) {
+			uintptr_t ge = e.start < b ? e.start : b;
+			struct uhmm_adv g = { cur, ge, 0, 0 };
+			set(&g, v);
+			out[n++] = g;
+			cur = ge;
+		}
+		if (i == ctx->nadv)
+			break;
+		if (e.end <= a || e.start >= b) {
+			out[n++] = e;
+			continue;
+		}
+		if (e.start < a) {
+			struct uhmm_adv l = e;
+			l.end = a;
+			out[n++] = l;
+		}
+		struct uhmm_adv m = e;
+		m.start = e.start > a ? e.start : a;
+		m.end = e.end < b ? e.end : b;
+		set(&m, v);
+		out[n++] = m;
+		cur = m.end;
+		if (e.end > b) {
+			struct uhmm_adv r = e;
+			r.start = b;
+			out[n++] = r;
+		}
+	}
+	/* Drop empty entries, merge equal neighbours. */
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!out[i].preferred && !out[i].last_prefetch)
+			continue;
+		if (k && out[k - 1].end == out[i].start &&
+		    out[k - 1].preferred == out[i].preferred &&
+		    out[k - 1].last_prefetch == out[i].last_prefetch) {
+			out[k - 1].end = out[i].end;
+			continue;
+		}
+		out[k++] = out[i];
+	}
+	uhmm__umem_free(ctx->adv);
+	ctx->adv = out;
+	ctx->nadv = k;
+	pthread_rwlock_unlock(&ctx->adv_lock);
+	return 0;
+}
+
+static void set_preferred(struct uhmm_adv *e, uint32_t v)
+{
+	e->preferred = v;
+}
+
+static void set_prefetch(struct uhmm_adv *e, uint32_t v)
+{
+	e->last_prefetch = v;
+}
+
+int uhmm__advice_prefetched(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, unsigned loc)
+{
+	return update(ctx, a, b, set_prefetch, loc + 1);
+}
+
+/*
+ * The preferred location advised at @va (location + 1, 0 for none), and
+ * the run around it with the same advice, clipped to [*lo, *hi).
+ */
+unsigned uhmm__advice_preferred(struct uhmm_ctx *ctx, uintptr_t va, uintptr_t *lo,
+				uintptr_t *hi)
+{
+	if (!atomic_load_explicit(&ctx->adv_any, memory_order_acquire))
+		return 0;
+	pthread_rwlock_rdlock(&ctx->adv_lock);
+	size_t i = find_locked(ctx, va);
+	unsigned pref = 0;
+	/* Extend over neighbours with the same preferred location (they
+	 * differ in last_prefetch only). */
+	if (i < ctx->nadv && ctx->adv[i].start <= va) {
+		pref = ctx->adv[i].preferred;
+		size_t s = i, e = i;
+		while (s > 0 && ctx->adv[s - 1].end == ctx->adv[s].start &&
+		       ctx->adv[s - 1].preferred == pref)
+			s--;
+		while (e + 1 < ctx->nadv && ctx->adv[e + 1].start == ctx->adv[e].end &&
+		       ctx->adv[e + 1].preferred == pref)
+			e++;
+		if (pref) {
+			if (ctx->adv[s].start > *lo)
+				*lo = ctx->adv[s].start;
+			if (ctx->adv[e].end < *hi)
+				*hi = ctx->adv[e].end;
+		} else {
+			/* No preference here: clip at the nearest preferences. */
+			for (size_t k = s; k-- > 0;)
+				if (ctx->adv[k].preferred) {
+					if (ctx->adv[k].end > *lo)
+						*lo = ctx->adv[k].end;
+					break;
+				}
+			for (size_t k = e + 1; k < ctx->nadv; k++)
+				if (ctx->adv[k].preferred) {
+					if (ctx->adv[k].start < *hi)
+						*hi = ctx->adv[k].start;
+					break;
+				}
+		}
+	} else {
+		for (size_t k = i; k-- > 0;)
+			if (ctx->adv[k].preferred) {
+				if (ctx->adv[k].end > *lo)
+					*lo = ctx->adv[k].end;
+				break;
+			}
+		for (size_t k = i; k < ctx->nadv; k++)
+			if (ctx->adv[k].preferred) {
+				if (ctx->adv[k].start < *hi)
+					*hi = ctx->adv[k].start;
+				break;
+			}
+	}
+	pthread_rwlock_unlock(&ctx->adv_lock);
+	return pref;
+}
+
+UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm_device *dev)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	if (advice != UHMM_ADVISE_PREFERRED_LOCATION &&
+	    advice != UHMM_ADVISE_UNSET_PREFERRED_LOCATION)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	unsigned loc = 0;
+	if (dev && advice == UHMM_ADVISE_PREFERRED_LOCATION) {
+		err = uhmm__dev_hold(ctx, dev);
+		if (err)
+			goto out;
+		loc = dev->id;
+		uhmm__dev_release(dev);
+	}
+	err = uhmm__ranges_cover(ctx, a, a + len);
+	if (err)
+		goto out;
+	err = update(ctx, a, a + len, set_preferred,
+		     advice == UHMM_ADVISE_PREFERRED_LOCATION ? loc + 1 : 0);
+	if (!err)
+		atomic_store_explicit(&ctx->adv_any, true, memory_order_release);
+out:
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
+			      struct uhmm_range_attrs *out)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (!out || !addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	err = uhmm__ranges_cover(ctx, a, a + len);
+	if (err) {
+		uhmm__ctx_exit(ctx);
+		return err;
+	}
+	memset(out, 0, sizeof(*out));
+	/* Advice: one value over the whole range, or none / mixed. */
+	pthread_rwlock_rdlock(&ctx->adv_lock);
+	int64_t pref = INT64_MIN, pf = INT64_MIN; /* not seen yet */
+	uintptr_t cur = a, end = a + len;
+	size_t i = find_locked(ctx, a);
+	while (cur < end) {
+		uint32_t p = 0, q = 0;
+		uintptr_t next;
+		if (i < ctx->nadv && ctx->adv[i].start <= cur) {
+			p = ctx->adv[i].preferred;
+			q = ctx->adv[i].last_prefetch;
+			next = ctx->adv[i].end < end ? ctx->adv[i].end : end;
+			i++;
+		} else {
+			next = i < ctx->nadv && ctx->adv[i].start < end ? ctx->adv[i].start : end;
+		}
+		int64_t vp = (int64_t)p - 1, vq = (int64_t)q - 1;
+		pref = pref == INT64_MIN ? vp : pref == vp ? pref : UHMM_ATTR_MIXED;
+		pf = pf == INT64_MIN ? vq : pf == vq ? pf : UHMM_ATTR_MIXED;
+		cur = next;
+	}
+	pthread_rwlock_unlock(&ctx->adv_lock);
+	out->preferred = (int32_t)pref;
+	out->last_prefetch = (int32_t)pf;
+	/* Residency, page by page (blocks of page state never created: in
+	 * system memory). */
+	for (uintptr_t x = a; x < a + len;) {
+		struct uhmm_range *r = uhmm__range_get(ctx, x);
+		if (!r) {
+			x += PAGE_SIZE; /* (unmapped meanwhile: not resident anywhere) */
+			continue;
+		}
+		size_t pi = (x - r->start) >> PAGE_SHIFT;
+		size_t e = (((a + len) < range_end(r) ? a + len : range_end(r)) - r->start) >> PAGE_SHIFT;
+		while (pi < e) {
+			if (!range_blk_present(r, pi)) {
+				size_t k = range_blk_left(r, pi);
+				if (k > e - pi)
+					k = e - pi;
+				out->bytes_cpu += (uint64_t)k << PAGE_SHIFT;
+				pi += k;
+				continue;
+			}
+			uint32_t w = atomic_load_explicit(&range_page_peek(r, pi)->word,
+							  memory_order_relaxed);
+			if (pg_excl(w))
+				out->bytes_exclusive += PAGE_SIZE;
+			else if (pg_loc(w) == LOC_CPU)
+				out->bytes_cpu += PAGE_SIZE;
+			else
+				out->bytes_on[pg_dev(w)] += PAGE_SIZE;
+			pi++;
+		}
+		x = r->start + (e << PAGE_SHIFT);
+		uhmm__range_put(r);
+	}
+	uhmm__ctx_exit(ctx);
+	return 0;
+}
