@@ -147,7 +147,13 @@ struct uhmm_pol_dev_act {
 	/** UHMM_POL_MIGRATE: the span to migrate.  Valid: page-aligned,
 	 * contains the page, within the fault's [lo, hi). */
 	uint64_t lo, hi;
+	/** Throttle: act no earlier than this long after the decision (the
+	 * backend waits before serving the fault's block; thrashing
+	 * control).  Valid: at most UHMM_POL_MAX_DELAY_NS. */
+	uint64_t delay_ns;
 };
+/** Longest throttle a device-fault decision may ask for: 10 ms. */
+#define UHMM_POL_MAX_DELAY_NS 10000000ull
 
 /* ---- the policy --------------------------------------------------------- */
 
@@ -192,8 +198,11 @@ struct uhmm_policy_ops {
 	int (*evict_order)(void *st, uhmm_loc dev, uint64_t need_bytes,
 			   const struct uhmm_pol_block *cand, size_t n, uint32_t *order);
 
-	/** Notification: [addr, addr + len) moved from @from to @to.  No
-	 * decision; may be NULL. */
+	/** Notification: [addr, addr + len) moved from @from to @to (@from
+	 * is 0 for pages that came from several places).  Every migration
+	 * is reported: explicit ones, device faults', CPU faults' (with
+	 * their fault-around), read-ahead's, eviction's.  No decision; may
+	 * be NULL. */
 	void (*migrated)(void *st, uint64_t addr, uint64_t len, uhmm_loc from,
 			 uhmm_loc to, uint64_t time_ns);
 };

@@ -391,6 +391,9 @@ struct uhmm_simdev_stats {
 	uint64_t injected_copy;     /**< FAIL_COPY: copies failed */
 	uint64_t injected_submit;   /**< FAIL_SUBMIT: batches refused */
 	uint64_t injected_pt;       /**< FAIL_PT: page-table updates failed */
+	/** Time fault passes waited because the policy throttled them
+	 * (thrashing control, uhmm/policy.h delay_ns). */
+	uint64_t throttle_ns;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

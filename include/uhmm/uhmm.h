@@ -670,6 +670,12 @@ struct uhmm_stats {
 	uint64_t policy_ejections;
 	/** Bytes uhmm_prefetch() moved to devices (prefetches that succeeded). */
 	uint64_t prefetched_bytes;
+	/** Thrashing detected by the built-in policy (a 64 KiB region moved
+	 * UHMM_THRASH_MOVES times within UHMM_THRASH_WINDOW_US: its device
+	 * faults are throttled), and regions pinned to system memory for it
+	 * (mapped remotely by devices; docs/ARCHITECTURE.md "Policy"). */
+	uint64_t thrash_detections;
+	uint64_t thrash_pins;
 };
 
 /** Copy a context's counters into @out. */

@@ -223,6 +223,7 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	}
 	if (!err && req.result)
 		err = req.result == -EEXIST ? -EIO : -EFAULT;
+	uhmm__pol_migrated_runs(ctx, va, want, n, f ? f->dev : only_dev, 0);
 	if (f) {
 		for (size_t i = 0; i < n; i++)
 			f->moved += want[i] >= 2;
@@ -686,9 +687,18 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		uhmm__umem_free(b);
 		return e1;
 	}
+	uhmm_loc from = 0;
+	uint8_t moved[BATCH_PAGES];
+	for (size_t i = 0; i < n; i++) {
+		moved[i] = b->kind[i] != K_STAY && b->kind[i] != K_BUSY &&
+			   b->kind[i] != K_RESTORE ? 2 : 0;
+		if (moved[i] && !from && b->kind[i] == K_FROM_DEV)
+			from = b->olddev[i];
+	}
 	migrate_finalize(ctx, b);
 	/* Every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
+	uhmm__pol_migrated_runs(ctx, va, moved, n, from, b->dst->id);
 	release_slots(ctx, b);
 	*busy_out = b->nbusy;
 	uhmm__umem_free(b);

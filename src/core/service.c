@@ -635,6 +635,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	if (slot >= 0)
 		uhmm__pool_put_run(&ctx->pool, (size_t)slot, n, full);
 	uhmm__invalidate_end(ctx, va, vend, inv);
+	uhmm__pol_migrated_runs(ctx, va, want, n, dev, 0);
 	return back;
 }
 

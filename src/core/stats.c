@@ -88,6 +88,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(reserve_slots_used, "... in use or warm");
 	P(policy_ejections, "plug-in policies ejected");
 	P(prefetched_bytes, "bytes prefetched to devices");
+	P(thrash_detections, "thrashing regions throttled");
+	P(thrash_pins, "thrashing regions pinned to system memory");
 #undef P
 }
 

@@ -103,21 +103,28 @@ static void builtin_cpu_fault(struct uhmm_polctx *p, const struct uhmm_pol_cpu_f
 /* Device faults: the backend's advice (map remotely) is followed; the rest
  * migrates its whole span (the block, or what of it is managed under one
  * advice): migrate on touch. */
-static void builtin_dev_faults(uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
+static void builtin_dev_faults(struct uhmm_polctx *p, uhmm_loc dev,
+			       const struct uhmm_pol_dev_fault *f, size_t n,
 			       struct uhmm_pol_dev_act *a)
 {
+	uint64_t now = mono_ns();
 	for (size_t i = 0; i < n; i++) {
 		/* A preferred location elsewhere: pages in system memory are
 		 * mapped where they are (a device's private memory cannot be
-		 * mapped by another: those migrate). */
+		 * mapped by another: those migrate).  Thrashing: throttled,
+		 * then pinned to system memory and mapped remotely. */
+		uint64_t thr = uhmm__thrash_state(p, f[i].addr, now);
 		bool stay = f[i].hint == UHMM_POL_HINT_MAP_REMOTE ||
 			    ((f[i].flags & UHMM_POL_F_PREFERRED) && f[i].preferred != dev &&
-			     f[i].where == 0);
+			     f[i].where == 0) ||
+			    (thr == UINT64_MAX && f[i].where == 0);
 		if (stay)
 			a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MAP_REMOTE };
 		else
 			a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
 							  .lo = f[i].lo, .hi = f[i].hi };
+		if (thr && thr != UINT64_MAX)
+			a[i].delay_ns = thr;
 	}
 }
 
@@ -225,6 +232,8 @@ void uhmm__pol_cpu_fault(struct uhmm_ctx *ctx, const struct uhmm_pol_cpu_fault *
 
 static bool dev_act_valid(const struct uhmm_pol_dev_fault *f, const struct uhmm_pol_dev_act *a)
 {
+	if (a->delay_ns > UHMM_POL_MAX_DELAY_NS)
+		return false;
 	if (a->action == UHMM_POL_MAP_REMOTE)
 		return true;
 	if (a->action != UHMM_POL_MIGRATE)
@@ -238,7 +247,7 @@ void uhmm__pol_dev_faults(struct uhmm_ctx *ctx, uhmm_loc dev,
 			  struct uhmm_pol_dev_act *act)
 {
 	struct uhmm_polctx *p = &ctx->pol;
-	builtin_dev_faults(dev, f, n, act);
+	builtin_dev_faults(p, dev, f, n, act);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->dev_faults && n) {
@@ -293,24 +302,36 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 	pol_leave(p, ph);
 }
 
-bool uhmm__pol_wants_migrated(struct uhmm_ctx *ctx)
-{
-	struct uhmm_polrt *rt = atomic_load_explicit(&ctx->pol.cur, memory_order_relaxed);
-	return rt && rt->ops->migrated;
-}
-
 void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_loc from,
 			uhmm_loc to)
 {
 	struct uhmm_polctx *p = &ctx->pol;
+	uint64_t now = mono_ns();
+	uhmm__thrash_moved(ctx, addr, len, now);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->migrated) {
 		uint64_t t0 = mono_ns();
-		rt->ops->migrated(rt->st, addr, len, from, to, t0);
+		rt->ops->migrated(rt->st, addr, len, from, to, now);
 		(void)call_failed(ctx, rt, "migrated", 0, t0);
 	}
 	pol_leave(p, ph);
+}
+
+void uhmm__pol_migrated_runs(struct uhmm_ctx *ctx, uint64_t va, const uint8_t *st,
+			     size_t n, uhmm_loc from, uhmm_loc to)
+{
+	for (size_t i = 0; i < n;) {
+		if (st[i] != 2 && st[i] != 6) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && (st[j] == 2 || st[j] == 6))
+			j++;
+		uhmm__pol_migrated(ctx, va + i * PG, (j - i) * PG, from, to);
+		i = j;
+	}
 }
 
 /* ---- installing --------------------------------------------------------- */
@@ -484,6 +505,7 @@ int uhmm__pol_init(struct uhmm_ctx *ctx)
 	p->fault_around = ctx->opts.fault_around;
 	p->readahead_pages = ctx->opts.readahead_pages;
 	p->budget_ns = 200 * 1000;
+	uhmm__thrash_init(p);
 	const char *b = getenv("UHMM_POLICY_BUDGET_US");
 	if (b && *b) {
 		char *end;
@@ -502,6 +524,7 @@ void uhmm__pol_fini(struct uhmm_ctx *ctx)
 	if (rt)
 		rt_free(rt, true);
 	zombies_free(p, true);
+	uhmm__thrash_fini(p);
 	pthread_mutex_destroy(&p->set_lock);
 	pthread_mutex_destroy(&p->zlock);
 	pthread_mutex_destroy(&p->scan_lock);

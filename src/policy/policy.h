@@ -53,6 +53,14 @@ struct uhmm_polctx {
 	uint64_t ejections;
 	uint64_t budget_ns;
 
+	/* The built-in thrashing detection (thrash.c), under thr_lock. */
+	pthread_mutex_t thr_lock;
+	struct thr_ent *thr;
+	size_t thr_cap, thr_n;
+	bool thr_on;
+	uint32_t thr_moves, thr_pin_after;
+	uint64_t thr_window_ns, thr_pin_ns, thr_nap_ns;
+
 	/* The built-in policy's state. */
 	uint32_t fault_around;    /* pages */
 	uint32_t readahead_pages;
@@ -85,8 +93,15 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len,
 			uhmm_loc from, uhmm_loc to);
 
-/* Is a plug-in with a migrated() callback installed?  (Lets the mechanism
- * skip building the notification.) */
-bool uhmm__pol_wants_migrated(struct uhmm_ctx *ctx);
+/* The same for the pages of [va, va + n pages) whose @st is 2 or 6 (moved,
+ * install_req's convention), one notification per run. */
+void uhmm__pol_migrated_runs(struct uhmm_ctx *ctx, uint64_t va, const uint8_t *st,
+			     size_t n, uhmm_loc from, uhmm_loc to);
+
+/* thrash.c */
+void uhmm__thrash_init(struct uhmm_polctx *p);
+void uhmm__thrash_fini(struct uhmm_polctx *p);
+void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uint64_t now);
+uint64_t uhmm__thrash_state(struct uhmm_polctx *p, uint64_t addr, uint64_t now);
 
 #endif

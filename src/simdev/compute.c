@@ -661,6 +661,7 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(shootdown_pages);
 	S(kernel_errors);
 	S(exclusive_pages);
+	S(throttle_ns);
 #undef S
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_lock(&c->cus[i].lock);

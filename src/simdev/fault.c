@@ -504,6 +504,16 @@ static void resolve_block(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 		for (size_t k = 0; k < m; k++)
 			a[k] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MAP_REMOTE };
 	}
+	/* Throttled (thrashing control): serve the block that much later. */
+	uint64_t nap = 0;
+	for (size_t k = 0; k < m; k++)
+		if (a[k].delay_ns > nap)
+			nap = a[k].delay_ns;
+	if (nap) {
+		struct timespec ts = { (time_t)(nap / 1000000000ull), (long)(nap % 1000000000ull) };
+		nanosleep(&ts, NULL);
+		STAT_ADD(c, throttle_ns, nap);
+	}
 	/* Runs of consecutive faults with one decision (one span). */
 	for (size_t k = 0; k < m;) {
 		size_t j = k + 1;

@@ -386,7 +386,7 @@ struct sd_cstats {
 	_Atomic uint64_t launches, work_items, faults, fault_batches,
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
 		remote_maps, range_fault_calls, range_fault_pages, invalidations,
-		shootdown_pages, kernel_errors, exclusive_pages;
+		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns;
 };
 
 struct sd_compute {

@@ -504,6 +504,120 @@ static void swap_under_load(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(l.ctx));
 }
 
+/* ---- thrashing and notifications ----------------------------------------- */
+
+struct wr {
+	uint64_t *buf;
+	uint64_t val;
+};
+
+static void k_write(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct wr *w = arg;
+	uint64_t *p = &w->buf[idx * (PG / 8)];
+	uhmm_simdev_st64(wi, p, uhmm_simdev_ld64(wi, p) + w->val);
+}
+
+/* The device and the CPU take turns writing 16 pages, 40 rounds.  Returns
+ * the device's migrations; checks the data every round. */
+static uint64_t ping_pong(uint64_t *pins)
+{
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
+	uint64_t want = 0;
+	for (int round = 0; round < 40; round++) {
+		struct wr w = { .buf = p, .val = 1 };
+		ASSERT_OK(uhmm_simdev_launch(dev, k_write, 16, &w));
+		want += 1;
+		for (size_t i = 0; i < 16; i++) {
+			assert_int_equal(p[i * (PG / 8)], want);
+			p[i * (PG / 8)] += 2;
+		}
+		want += 2;
+	}
+	struct uhmm_simdev_stats ss;
+	ASSERT_OK(uhmm_simdev_stats(dev, &ss));
+	struct uhmm_stats st;
+	ASSERT_OK(uhmm_stats_get(ctx, &st));
+	*pins = st.thrash_pins;
+	if (st.thrash_pins)
+		assert_true(st.thrash_detections >= st.thrash_pins);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	return ss.migrations;
+}
+
+/* Thrashing control: the built-in policy notices the ping-pong, throttles,
+ * then pins the pages to system memory and the device maps them
+ * remotely: migrations stop.  Off: every round migrates.  (A window of 10 s
+ * so that the detection does not depend on the machine's speed.) */
+static void ping_pong_is_pinned(void **state)
+{
+	(void)state;
+	setenv("UHMM_THRASH_WINDOW_US", "10000000", 1);
+	setenv("UHMM_THRASH_PIN_AFTER", "2", 1);
+	setenv("UHMM_THRASH_NAP_US", "10", 1);
+	setenv("UHMM_THRASH_PIN_MS", "60000", 1);
+	uint64_t pins;
+	uint64_t on = ping_pong(&pins);
+	assert_true(pins >= 1);
+	setenv("UHMM_THRASH", "0", 1);
+	uint64_t off = ping_pong(&pins);
+	assert_int_equal(pins, 0);
+	unsetenv("UHMM_THRASH");
+	unsetenv("UHMM_THRASH_WINDOW_US");
+	unsetenv("UHMM_THRASH_PIN_AFTER");
+	unsetenv("UHMM_THRASH_NAP_US");
+	unsetenv("UHMM_THRASH_PIN_MS");
+	print_message("migrations: %llu with thrashing control, %llu without\n",
+		      (unsigned long long)on, (unsigned long long)off);
+	assert_true(off >= 40);
+	assert_true(on <= 10);
+}
+
+static _Atomic uint64_t to_dev, to_cpu;
+
+static void count_moves(void *st, uint64_t addr, uint64_t len, uhmm_loc from, uhmm_loc to,
+			uint64_t t)
+{
+	(void)st;
+	(void)addr;
+	(void)from;
+	(void)t;
+	atomic_fetch_add(to ? &to_dev : &to_cpu, len);
+}
+
+/* A plug-in hears of every migration: explicit, and a CPU fault's. */
+static void plugin_hears_migrations(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	struct uhmm_policy_ops o = ops_of("ears");
+	o.migrated = count_moves;
+	ASSERT_OK(uhmm_policy_set(ctx, &o, NULL));
+	atomic_store(&to_dev, 0);
+	atomic_store(&to_cpu, 0);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * PG, (void **)&p));
+	uhmm_test_fill(p, 64 * PG, 6);
+	ASSERT_OK(uhmm_migrate(ctx, p, 64 * PG, dev, 0));
+	assert_int_equal(atomic_load(&to_dev), 64 * PG);
+	(void)*(volatile char *)(p + 5 * PG);
+	/* (Told after the faulting thread resumes: wait, with a bound for
+	 * liveness only.) */
+	for (int i = 0; i < 10000 && atomic_load(&to_cpu) < 16 * PG; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&to_cpu), 16 * PG);
+	ASSERT_OK(uhmm_migrate(ctx, p, 64 * PG, NULL, 0));
+	assert_int_equal(atomic_load(&to_cpu), 64 * PG);
+	uhmm_test_assert_data(p, 0, 64 * PG, 6);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* ---- UHMM_POLICY -------------------------------------------------------- */
 
 #ifdef TEST_POLICY_SO
@@ -554,6 +668,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(dev_fault_plugin_decides),
 	cmocka_unit_test(fault_policy_checks_arguments),
 	cmocka_unit_test(swap_under_load),
+	cmocka_unit_test(ping_pong_is_pinned),
+	cmocka_unit_test(plugin_hears_migrations),
 #ifdef TEST_POLICY_SO
 	cmocka_unit_test(env_loads_a_shared_object),
 #endif
