@@ -62,6 +62,8 @@ struct uhmm_polctx {
 	uint64_t thr_window_ns, thr_pin_ns, thr_nap_ns;
 
 	/* The built-in policy's state. */
+	struct uhmm_ctx *ctx;
+	uint32_t pf_threshold;    /* the prefetcher's, % (0: whole span) */
 	uint32_t fault_around;    /* pages */
 	uint32_t readahead_pages;
 	pthread_mutex_t scan_lock; /* leaf */

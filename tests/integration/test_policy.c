@@ -618,6 +618,62 @@ static void plugin_hears_migrations(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- the prefetcher ------------------------------------------------------- */
+
+struct seq {
+	uint64_t *buf;
+	size_t pages;
+	uint64_t sum;
+};
+
+/* One work item reads one word of each page in order: its faults come
+ * one at a time. */
+static void k_seq(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	(void)idx;
+	struct seq *q = arg;
+	for (size_t i = 0; i < q->pages; i++)
+		q->sum += uhmm_simdev_ld64(wi, &q->buf[i * (PG / 8)]);
+}
+
+/* The device's faults on a sequential scan of 64 pages at a prefetch
+ * threshold (UHMM_PREFETCH_THRESHOLD). */
+static uint64_t seq_faults(const char *threshold)
+{
+	setenv("UHMM_PREFETCH_THRESHOLD", threshold, 1);
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	unsetenv("UHMM_PREFETCH_THRESHOLD");
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * PG, (void **)&p));
+	for (size_t i = 0; i < 64; i++)
+		p[i * (PG / 8)] = i;
+	struct seq q = { .buf = p, .pages = 64 };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_seq, 1, &q));
+	assert_int_equal(q.sum, 63 * 64 / 2);
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 64 * PG, dev), 64);
+	struct uhmm_simdev_stats ss;
+	ASSERT_OK(uhmm_simdev_stats(dev, &ss));
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	return ss.migrations;
+}
+
+/* Threshold 100: every page faults alone (64 migrations).  51 (UVM's):
+ * each fault brings twice what is there (pages 0, 1, 2-3, 4-7, ..., 32-63:
+ * 7).  0: the whole span at the first fault. */
+static void prefetcher_grows_a_sequential_scan(void **state)
+{
+	(void)state;
+	uint64_t all = seq_faults("100"), uvm = seq_faults("51"), whole = seq_faults("0");
+	print_message("migrations: %llu (page), %llu (51 %%), %llu (span)\n",
+		      (unsigned long long)all, (unsigned long long)uvm,
+		      (unsigned long long)whole);
+	assert_int_equal(all, 64);
+	assert_int_equal(uvm, 7);
+	assert_int_equal(whole, 1);
+}
+
 /* ---- UHMM_POLICY -------------------------------------------------------- */
 
 #ifdef TEST_POLICY_SO
@@ -669,6 +725,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(fault_policy_checks_arguments),
 	cmocka_unit_test(swap_under_load),
 	cmocka_unit_test(ping_pong_is_pinned),
+	cmocka_unit_test(prefetcher_grows_a_sequential_scan),
 	cmocka_unit_test(plugin_hears_migrations),
 #ifdef TEST_POLICY_SO
 	cmocka_unit_test(env_loads_a_shared_object),
