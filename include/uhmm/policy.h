@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uhmm/policy.h - plug-in migration policies.
+ *
+ * uhmm is split in two.  The mechanism (the core and the device backends)
+ * moves pages, maps them, evicts, invalidates, and never decides.  The policy
+ * decides: what a CPU fault brings home and what is read ahead, what a batch
+ * of device faults migrates or maps remotely, which blocks are evicted when
+ * a device is full.  The built-in policy (uhmm's defaults, documented in
+ * docs/ARCHITECTURE.md "Policy") decides when nothing else is installed; a
+ * program may install its own with uhmm_policy_set(), or name a shared
+ * object in the UHMM_POLICY environment variable.
+ *
+ * A policy is a struct of callbacks, every one optional: a callback left
+ * NULL falls back to the built-in one (as sched_ext's scheduler ops do).
+ * Callbacks see plain data, never uhmm's internals, so one policy runs both
+ * live and in the trace replay tool (uhmm-replay), which has no context and
+ * moves no data.
+ *
+ * The rules a callback lives by:
+ *  - It may be called from several threads at once (the fault-service
+ *    thread, a device's fault thread, any thread migrating or evicting): a
+ *    policy protects its own state.
+ *  - It must not call uhmm (any uhmm_* function) and must not block.
+ *  - It returns 0 and a valid decision (each callback says what valid is),
+ *    within the context's time budget (UHMM_POLICY_BUDGET_US, default
+ *    200 us).  A callback that returns non-zero or an invalid decision, or
+ *    overruns the budget, gets its policy *ejected*: the context falls back
+ *    to the built-in policy for good (until the next uhmm_policy_set()),
+ *    says why once on stderr and in uhmm_policy_get(), and counts it in
+ *    uhmm_stats.policy_ejections.  The decision of the failing call is
+ *    replaced by the built-in one: nothing is lost, no data moves wrongly.
+ *    A callback that never returns hangs the thread that called it: uhmm
+ *    cannot preempt user code.
+ *
+ * Addresses are process virtual addresses; "pages" are 4 KiB
+ * (UHMM_PAGE_SIZE), "blocks" are 2 MiB-aligned (UHMM_HUGE_SIZE).
+ */
+#ifndef UHMM_POLICY_H
+#define UHMM_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef UHMM_API
+#define UHMM_API __attribute__((visibility("default")))
+#endif
+
+/** Version of struct uhmm_policy_ops this header describes. */
+#define UHMM_POLICY_VERSION 1
+
+/** A location: 0 is system memory (the CPU), n > 0 the device of id n
+ * (uhmm_device_id()). */
+typedef uint32_t uhmm_loc;
+
+/* ---- eviction ----------------------------------------------------------- */
+
+/** A device-resident 2 MiB block that eviction may take (a candidate). */
+struct uhmm_pol_block {
+	uint64_t addr;      /**< 2 MiB-aligned virtual address of the block */
+	uint64_t last_use;  /**< ns (CLOCK_MONOTONIC; in replay, trace time) of
+			     * the last migration of pages of it to the device */
+	uint64_t first_use; /**< when it was first listed on the device */
+	uint64_t uses;      /**< migrations of pages of it to the device since */
+	uint32_t flags;     /**< reserved, 0 */
+	uint32_t _pad;
+};
+
+/* ---- CPU faults on device-resident pages -------------------------------- */
+
+/** A CPU fault on a page a device holds (the policy is not asked about
+ * faults on system memory: they are filled with zeros or mapped). */
+struct uhmm_pol_cpu_fault {
+	uint64_t addr;                   /**< faulting address */
+	uint64_t range_start, range_end; /**< the managed range holding it */
+	uint64_t time_ns;                /**< CLOCK_MONOTONIC */
+	uhmm_loc where;                  /**< the device holding the page */
+	uint32_t write;                  /**< 1 for a write fault */
+};
+
+/** What comes home for a CPU fault. */
+struct uhmm_pol_cpu_act {
+	/** Bring [lo, hi) home now.  Valid: page-aligned, contains the
+	 * faulting page, at most 2 MiB long, within the range.  Of it, the
+	 * pages around the faulting one that are on the same device and
+	 * that nobody else holds come (a contiguous run). */
+	uint64_t lo, hi;
+	/** Then bring [ahead_lo, ahead_hi) home speculatively, between faults
+	 * (read-ahead).  Empty (ahead_lo == ahead_hi) for none.  Valid:
+	 * page-aligned, within the range, at most 256 MiB.  Pages migrated
+	 * toward a device after the decision are left where they are (see
+	 * uhmm_migrate()). */
+	uint64_t ahead_lo, ahead_hi;
+	/** The read-ahead stream the window belongs to, 0..UHMM_POL_STREAMS-1:
+	 * a window replaces its stream's previous one (what the stream
+	 * already brought home inside the new window is not brought again).
+	 * Streams let several scans (threads, areas) be followed at once. */
+	uint32_t ahead_stream;
+	uint32_t _pad;
+};
+
+/** Read-ahead streams a context follows at once. */
+#define UHMM_POL_STREAMS 4
+
+/* ---- device faults ------------------------------------------------------ */
+
+/** Access of a device fault. */
+enum uhmm_pol_access { UHMM_POL_READ = 1, UHMM_POL_WRITE = 2, UHMM_POL_ATOMIC = 3 };
+
+/** What the backend's own advice says of a page (uhmm_simdev_advise()). */
+enum uhmm_pol_hint {
+	UHMM_POL_HINT_NONE = 0,
+	UHMM_POL_HINT_MAP_REMOTE = 1, /**< map it where it is */
+};
+
+/** One faulting page of a batch of device faults. */
+struct uhmm_pol_dev_fault {
+	uint64_t addr;        /**< page address */
+	uint64_t lo, hi;      /**< the span the page may move with: within its
+			       * 2 MiB block, managed, and under one advice */
+	uint32_t access;      /**< enum uhmm_pol_access */
+	uint32_t hint;        /**< enum uhmm_pol_hint */
+	uhmm_loc where;       /**< where the page is now (0: system memory) */
+	uint32_t _pad;
+};
+
+/** Decision for a faulting page. */
+enum uhmm_pol_dev_action {
+	UHMM_POL_MIGRATE = 1,    /**< migrate [lo, hi) to the faulting device */
+	UHMM_POL_MAP_REMOTE = 2, /**< map the page where it is, no migration */
+};
+
+struct uhmm_pol_dev_act {
+	uint32_t action;      /**< enum uhmm_pol_dev_action */
+	uint32_t _pad;
+	/** UHMM_POL_MIGRATE: the span to migrate.  Valid: page-aligned,
+	 * contains the page, within the fault's [lo, hi). */
+	uint64_t lo, hi;
+};
+
+/* ---- the policy --------------------------------------------------------- */
+
+struct uhmm_policy_ops {
+	uint32_t version;  /**< UHMM_POLICY_VERSION */
+	uint32_t size;     /**< sizeof(struct uhmm_policy_ops) */
+	const char *name;  /**< for messages; may be NULL */
+
+	/**
+	 * Called once when the policy is installed, with the @arg given to
+	 * uhmm_policy_set() (NULL when loaded by UHMM_POLICY).  Returns the
+	 * policy's state, passed to every other callback; NULL is a valid
+	 * state.  A non-zero *err refuses the installation (uhmm_policy_set()
+	 * returns it).  Optional.
+	 */
+	void *(*init)(const void *arg, int *err);
+	/** Called once when the policy is removed (replaced, ejected, or at
+	 * uhmm_ctx_destroy()), after its last callback returned.  Optional. */
+	void (*exit)(void *st);
+
+	/** A CPU fault on a device-resident page: what comes home.  @act
+	 * holds the built-in decision on entry. */
+	int (*cpu_fault)(void *st, const struct uhmm_pol_cpu_fault *f,
+			 struct uhmm_pol_cpu_act *act);
+
+	/** A batch of @n faults of device @dev, sorted by address, one per
+	 * page: write one decision per fault to act[i] (which holds the
+	 * built-in decisions on entry). */
+	int (*dev_faults)(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f,
+			  size_t n, struct uhmm_pol_dev_act *act);
+
+	/**
+	 * Device @dev needs @need_bytes more: order the @n candidates by
+	 * preference to evict.  order[0..n) holds the built-in order on
+	 * entry (least recently used first); write a permutation of 0..n-1,
+	 * the preferred victim first.  The mechanism takes victims in that
+	 * order, skipping blocks someone holds, until it has room.  The
+	 * candidates never include blocks of the request that needs room.
+	 * A device with more listed blocks than 1024 offers its 512 least
+	 * and 512 most recently used.
+	 */
+	int (*evict_order)(void *st, uhmm_loc dev, uint64_t need_bytes,
+			   const struct uhmm_pol_block *cand, size_t n, uint32_t *order);
+
+	/** Notification: [addr, addr + len) moved from @from to @to.  No
+	 * decision; may be NULL. */
+	void (*migrated)(void *st, uint64_t addr, uint64_t len, uhmm_loc from,
+			 uhmm_loc to, uint64_t time_ns);
+};
+
+/** Opaque handle of a context (uhmm/uhmm.h). */
+typedef struct uhmm_ctx uhmm_ctx;
+
+/**
+ * uhmm_policy_set - install @ops as @ctx's policy (NULL: the built-in one).
+ *
+ * Calls @ops->init(@arg) first; the previous policy's exit() runs once its
+ * last callback in flight has returned (this call waits for that, up to
+ * 2 s).  @ops must stay valid until the policy is removed.  Thread-safe;
+ * while it runs, each callback goes to the old or the new policy whole.
+ *
+ * Returns 0.  Errors: -EINVAL @ops->version is not UHMM_POLICY_VERSION or
+ * @ops->size is smaller than the version-1 struct; the error init() set
+ * (the old policy stays); -ETIMEDOUT a callback of the old policy did not
+ * return within 2 s (the new policy is installed; the old one's exit() is
+ * not called, its state is leaked); -EBADF @ctx is not a live context;
+ * -ECHILD.
+ */
+UHMM_API int uhmm_policy_set(uhmm_ctx *ctx, const struct uhmm_policy_ops *ops,
+			     const void *arg);
+
+/** State of a context's policy (uhmm_policy_get()). */
+struct uhmm_policy_info {
+	char name[64];     /**< the installed policy's name ("default" for
+			    * the built-in one) */
+	char ejected[160]; /**< empty, or why the last plug-in was ejected */
+	uint64_t ejections; /**< plug-ins ejected in this context's life */
+};
+
+/** Errors: -EINVAL @out is NULL; -EBADF; -ECHILD. */
+UHMM_API int uhmm_policy_get(uhmm_ctx *ctx, struct uhmm_policy_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_POLICY_H */
