@@ -36,7 +36,8 @@ static int mru_evict_order(void *st, uhmm_loc dev, uint64_t need_bytes,
 	for (size_t i = 0; i < n; i++)
 		order[i] = (uint32_t)i;
 	cand = c;
-	qsort(order, n, sizeof(*order), cmp);
+	if (n > 1)
+		qsort(order, n, sizeof(*order), cmp);
 	return 0;
 }
 

@@ -121,7 +121,8 @@ static inline int tfile_load(const char *path, struct tfile *t, char *err, size_
 		}
 	}
 	fclose(f);
-	qsort(t->v, t->n, sizeof(*t->v), trec_cmp);
+	if (t->n > 1)
+		qsort(t->v, t->n, sizeof(*t->v), trec_cmp);
 	return 0;
 }
 

@@ -279,7 +279,8 @@ static void builtin_order(struct sim *s, int kind, struct blk **cb,
 	}
 	sort_cand = c;
 	sort_key = key;
-	qsort(order, n, sizeof(*order), cmp_key);
+	if (n > 1)
+		qsort(order, n, sizeof(*order), cmp_key);
 	free(key);
 }
 
@@ -754,5 +755,16 @@ int main(int argc, char **argv)
 		for (size_t p = 0; p < npol; p++)
 			report_text(&sims[p]);
 	}
+	for (size_t p = 0; p < npol; p++) {
+		free(sims[p].blocks.v);
+		for (unsigned d = 0; d <= UHMM_TRACE_MAX_DEVS; d++)
+			free(sims[p].list[d]);
+	}
+	free(sims);
+	for (size_t i = 0; i < uses.cap; i++)
+		free(uses.v[i].use);
+	free(uses.v);
+	free(E);
+	tfile_free(&t);
 	return 0;
 }
