@@ -277,7 +277,9 @@ UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
  * -EPERM userfaultfd is not permitted (or full mode was required and is not);
  * -EOPNOTSUPP the kernel lacks a feature uhmm needs (UFFD_FEATURE_EVENT_REMOVE,
  * EVENT_UNMAP, EVENT_REMAP, THREAD_ID); -ENOMEM; -EAGAIN thread creation
- * failed.  May sleep.
+ * failed; with a trace file (trace_path, UHMM_TRACE), open(2)'s error for it
+ * (-EACCES, -ENOENT, -EISDIR, ...) or -EIO if its header cannot be
+ * written.  May sleep.
  */
 UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out);
 
@@ -292,7 +294,8 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out);
  *
  * The caller must not make other calls on @ctx concurrently with or after
  * this one.  Other threads may keep touching managed memory until destroy
- * returns: their faults are served.  Returns 0, -EBADF, -ECHILD, or -EIO if
+ * returns: their faults are served.  A trace being recorded (trace_path)
+ * is completed and closed last.  Returns 0, -EBADF, -ECHILD, or -EIO if
  * a device failed to return some page (that page's data is poisoned: a
  * later access raises SIGBUS).  May sleep.
  */

@@ -568,6 +568,56 @@ static void records_of_many_threads_are_all_there(void **state)
 	unlink(path);
 }
 
+/* SIGBUS mode: the faulting thread serves and records its own faults
+ * (its first record allocates its buffer inside the handler). */
+static void sigbus_mode_records_faults_on_the_faulting_thread(void **state)
+{
+	(void)state;
+	char *path = tmpname("sigbus");
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = UHMM_CTX_SIGBUS;
+	o.fault_around = 1;
+	o.trace_path = path;
+	uhmm_ctx *ctx;
+	int err = uhmm_ctx_create(&o, &ctx);
+	if (err == -EOPNOTSUPP)
+		TEST_SKIP("no UFFD_FEATURE_SIGBUS");
+	ASSERT_OK(err);
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 8 * MiB;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * 4096, (void **)&p));
+	uhmm_test_fill(p, 64 * 4096, 7);
+	ASSERT_OK(uhmm_migrate(ctx, p, 64 * 4096, dev, 0));
+	struct uhmm_stats s0, s1;
+	ASSERT_OK(uhmm_stats_get(ctx, &s0));
+	assert_int_equal(uhmm_test_check(p, 64 * 4096, 7), (size_t)-1);
+	ASSERT_OK(uhmm_stats_get(ctx, &s1));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	munmap(p, 64 * 4096);
+
+	struct tfile t = load(path);
+	uint64_t mine = 0, dev_faults = 0;
+	for (size_t i = 0; i < t.n; i++) {
+		const struct trec *x = &t.v[i];
+		if (x->r.kind != UHMM_TR_CPU_FAULT || x->r.c != UHMM_TR_CF_DEVICE)
+			continue;
+		dev_faults++;
+		/* Recorded by the faulting thread, which it names. */
+		mine += x->tid == (uint32_t)gettid() && x->r.len == (uint64_t)gettid();
+	}
+	assert_int_equal(dev_faults, s1.cpu_faults_device - s0.cpu_faults_device);
+	assert_true(dev_faults >= 1);
+	/* (One may have been handed to the service thread: no warm page.) */
+	assert_true(mine >= dev_faults - 1);
+	tfile_free(&t);
+	unlink(path);
+}
+
 /* ---- the option ---- */
 
 static void trace_option_and_environment(void **state)
@@ -605,6 +655,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(lfu_policy_keeps_a_hot_block),
 	cmocka_unit_test(stride_policy_widens_on_a_stream),
 	cmocka_unit_test(records_of_many_threads_are_all_there),
+	cmocka_unit_test(sigbus_mode_records_faults_on_the_faulting_thread),
 	cmocka_unit_test(trace_option_and_environment),
 };
 
