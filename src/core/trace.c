@@ -329,6 +329,21 @@ void uhmm__tr_inval(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, unsign
 	r->a = (uint8_t)reason;
 }
 
+void uhmm__tr_range(struct uhmm_ctx *ctx, unsigned kind, uintptr_t addr, size_t len,
+		    unsigned a, unsigned b)
+{
+	struct uhmm_trace *t = ctx->trace;
+	if (!t)
+		return;
+	struct uhmm_trace_rec *r = rec_get(t, (uint8_t)kind);
+	if (!r)
+		return;
+	r->addr = addr;
+	r->len = len;
+	r->a = (uint8_t)a;
+	r->b = (uint8_t)b;
+}
+
 void uhmm__tr_device(struct uhmm_ctx *ctx, unsigned id, const char *name, uint64_t mem_bytes)
 {
 	struct uhmm_trace *t = ctx->trace;

@@ -81,8 +81,10 @@ enum uhmm_trace_kind {
 				* dur = ns (0: not measured), span = span bytes */
 	UHMM_TR_EVICT = 4,     /* b = device, addr = block, len = bytes */
 	UHMM_TR_INVAL = 5,     /* addr, len = range, a = enum uhmm_inv_reason */
-	UHMM_TR_PREFETCH = 6,  /* reserved: addr, len, b = destination */
-	UHMM_TR_ADVICE = 7,    /* reserved: addr, len, a = advice, b = device */
+	UHMM_TR_PREFETCH = 6,  /* addr, len, b = destination (recorded by the
+				* policy layer: uhmm__trace_prefetch) */
+	UHMM_TR_ADVICE = 7,    /* addr, len, a = advice, b = device
+				* (uhmm__trace_advice) */
 	UHMM_TR_NKINDS
 };
 /* UHMM_TR_CPU_FAULT c: how the page was found. */
@@ -142,6 +144,10 @@ void uhmm__tr_migrate(struct uhmm_ctx *ctx, uintptr_t addr, size_t span, size_t 
 		      unsigned from, unsigned to, unsigned cause, uint64_t t0);
 void uhmm__tr_evict(struct uhmm_ctx *ctx, unsigned dev, uintptr_t addr, size_t bytes);
 void uhmm__tr_inval(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, unsigned reason);
+/* A record of a range: UHMM_TR_PREFETCH (b = destination) and
+ * UHMM_TR_ADVICE (a = advice, b = device), for the policy layer's hooks. */
+void uhmm__tr_range(struct uhmm_ctx *ctx, unsigned kind, uintptr_t addr, size_t len,
+		    unsigned a, unsigned b);
 void uhmm__tr_device(struct uhmm_ctx *ctx, unsigned id, const char *name, uint64_t mem_bytes);
 void uhmm__tr_device_mem(struct uhmm_device *dev, uint64_t mem_bytes);
 uint64_t uhmm__tr_now(struct uhmm_ctx *ctx);
@@ -183,6 +189,18 @@ uint32_t uhmm__tr_tid(void);
 	do {                                                                     \
 		if (UHMM__TRACING())                                             \
 			uhmm__tr_inval(ctx, start, end, reason);                 \
+	} while (0)
+/* An asynchronous prefetch of [addr, addr + len) to @dst (0: the CPU)
+ * was asked for; advice @advice for device @dev (0: none) was given. */
+#define uhmm__trace_prefetch(ctx, addr, len, dst)                                \
+	do {                                                                     \
+		if (UHMM__TRACING())                                             \
+			uhmm__tr_range(ctx, UHMM_TR_PREFETCH, addr, len, 0, dst);\
+	} while (0)
+#define uhmm__trace_advice(ctx, addr, len, advice, dev)                          \
+	do {                                                                     \
+		if (UHMM__TRACING())                                             \
+			uhmm__tr_range(ctx, UHMM_TR_ADVICE, addr, len, advice, dev); \
 	} while (0)
 #define uhmm__trace_device(ctx, id, name, mem)                                   \
 	do {                                                                     \
