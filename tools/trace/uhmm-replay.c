@@ -728,9 +728,11 @@ int main(int argc, char **argv)
 					h ? "no symbol uhmm_policy" : dlerror());
 				return 1;
 			}
+			/* As uhmm_policy_set(): version 1, the whole version-1
+			 * struct (a larger one, from a newer header, is read
+			 * as far as this one goes). */
 			if (ops->version != UHMM_POLICY_VERSION ||
-			    ops->size > sizeof(struct uhmm_policy_ops) ||
-			    ops->size < offsetof(struct uhmm_policy_ops, migrated)) {
+			    ops->size < sizeof(struct uhmm_policy_ops)) {
 				fprintf(stderr, "uhmm-replay: %s: policy version %u size %u not "
 						"supported\n", pol[p], ops->version, ops->size);
 				return 1;
