@@ -143,7 +143,7 @@ enum {
 struct uhmm_ctx_opts {
 	/** sizeof(struct uhmm_ctx_opts), set by uhmm_ctx_opts_init().  The
 	 * struct only grows at its end, and each size it has had is
-	 * accepted: UHMM_CTX_OPTS_SIZE_V1, _V2 or _V3 (the fields after it
+	 * accepted: UHMM_CTX_OPTS_SIZE_V1, _V2, _V3 or _V4 (the fields after it
 	 * take their defaults) or the current sizeof.  Any other size is
 	 * -EINVAL. */
 	uint32_t size;
@@ -223,6 +223,25 @@ struct uhmm_ctx_opts {
 	 * 0 never spins.  Range 0..10000.  UHMM_SPIN_US.  Default 0.
 	 */
 	uint32_t spin_us;
+	/**
+	 * Trace file: when set, the context records every CPU fault,
+	 * device fault, migration (with its cause), eviction and
+	 * invalidation into this file (created, or truncated), in a compact
+	 * binary format (docs/TRACING.md, "Trace files"), for the tools
+	 * uhmm-trace (CSV, Chrome/Perfetto JSON, summary) and uhmm-replay
+	 * (the fault sequence against eviction and migration policies and
+	 * Belady's optimum).  Each thread records into a buffer of its own,
+	 * with no lock on the fault path; buffers are written out when full
+	 * and at uhmm_ctx_destroy(), which completes the file: a trace is
+	 * whole only after destroy.  Costs ~40 bytes a record.  The
+	 * environment variable UHMM_TRACE=path wins over this field (an
+	 * empty value leaves it).  NULL: no trace (default).
+	 * uhmm_ctx_create() fails with the negative errno of open(2) if the
+	 * file cannot be created (-EACCES, -ENOENT, ...), -EIO if its header
+	 * cannot be written.  The pointer is only read during
+	 * uhmm_ctx_create().
+	 */
+	const char *trace_path;
 };
 
 /** Size of struct uhmm_ctx_opts before pool_max_pages was added. */
@@ -231,6 +250,9 @@ struct uhmm_ctx_opts {
 #define UHMM_CTX_OPTS_SIZE_V2 offsetof(struct uhmm_ctx_opts, readahead_pages)
 /** Size of struct uhmm_ctx_opts before spin_us was added. */
 #define UHMM_CTX_OPTS_SIZE_V3 offsetof(struct uhmm_ctx_opts, spin_us)
+/** Size of struct uhmm_ctx_opts before trace_path was added (its end:
+ * trace_path, a pointer, is aligned past it). */
+#define UHMM_CTX_OPTS_SIZE_V4 (offsetof(struct uhmm_ctx_opts, spin_us) + sizeof(uint32_t))
 
 /** Fill @opts with the defaults. */
 UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
@@ -255,7 +277,9 @@ UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
  * -EPERM userfaultfd is not permitted (or full mode was required and is not);
  * -EOPNOTSUPP the kernel lacks a feature uhmm needs (UFFD_FEATURE_EVENT_REMOVE,
  * EVENT_UNMAP, EVENT_REMAP, THREAD_ID); -ENOMEM; -EAGAIN thread creation
- * failed.  May sleep.
+ * failed; with a trace file (trace_path, UHMM_TRACE), open(2)'s error for it
+ * (-EACCES, -ENOENT, -EISDIR, ...) or -EIO if its header cannot be
+ * written.  May sleep.
  */
 UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out);
 
@@ -270,7 +294,8 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out);
  *
  * The caller must not make other calls on @ctx concurrently with or after
  * this one.  Other threads may keep touching managed memory until destroy
- * returns: their faults are served.  Returns 0, -EBADF, -ECHILD, or -EIO if
+ * returns: their faults are served.  A trace being recorded (trace_path)
+ * is completed and closed last.  Returns 0, -EBADF, -ECHILD, or -EIO if
  * a device failed to return some page (that page's data is poisoned: a
  * later access raises SIGBUS).  May sleep.
  */

@@ -250,7 +250,8 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 		 * struct it knows: the fields it does not have keep their
 		 * defaults.  One built against a newer header is refused. */
 		if (in->size != UHMM_CTX_OPTS_SIZE_V1 && in->size != UHMM_CTX_OPTS_SIZE_V2 &&
-		    in->size != UHMM_CTX_OPTS_SIZE_V3 && in->size != sizeof(*in))
+		    in->size != UHMM_CTX_OPTS_SIZE_V3 && in->size != UHMM_CTX_OPTS_SIZE_V4 &&
+		    in->size != sizeof(*in))
 			return -EINVAL;
 		memcpy(o, in, in->size);
 		o->size = sizeof(*o);
@@ -359,6 +360,14 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	err = uhmm__pool_init(ctx, ctx->opts.pool_pages, ctx->opts.pool_max_pages);
 	if (err)
 		goto fail;
+	const char *tp = getenv("UHMM_TRACE");
+	if (tp && *tp)
+		ctx->opts.trace_path = tp;
+	if (ctx->opts.trace_path) {
+		err = uhmm__trace_open(ctx, ctx->opts.trace_path);
+		if (err)
+			goto fail;
+	}
 	err = uhmm__service_start(ctx);
 	if (err)
 		goto fail;
@@ -379,6 +388,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	*out = ctx;
 	return 0;
 fail:
+	uhmm__trace_close(ctx);
 	if (ctx->pool.base)
 		uhmm__pool_fini(&ctx->pool);
 	uhmm__umem_unmap(ctx->zeros, UHMM_HUGE_SIZE);
@@ -454,6 +464,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	 * running on the context. */
 	if (ctx->sigbus)
 		uhmm__sigbus_del(ctx);
+	uhmm__trace_close(ctx); /* nothing records any more */
 	uhmm__pool_fini(&ctx->pool);
 	uhmm__umem_unmap(ctx->zeros, UHMM_HUGE_SIZE);
 	uhmm__umem_unmap(ctx->bounce, BATCH_PAGES * PAGE_SIZE);
@@ -561,6 +572,7 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 		err = uhmm__handle_add(d, H_DEV);
 		if (!err)
 			atomic_store(&ctx->devs[d->id], d);
+		if (!err) uhmm__trace_device(ctx, d->id, d->name, 0);
 	} else {
 		err = -ENOSPC;
 	}

@@ -298,6 +298,7 @@ static bool evict_one(struct uhmm_ctx *ctx, struct uhmm_victim *v, const struct 
 			i += m;
 		}
 	}
+	uhmm__trace_evict(ctx, v->dev, np ? r[0]->start + (idx[0] << PAGE_SHIFT) : 0, (v->moved - moved0) << PAGE_SHIFT);
 	for (size_t k = 0; k < np; k++)
 		uhmm__range_put(r[k]);
 	if (v->moved != moved0)

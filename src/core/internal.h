@@ -21,7 +21,7 @@
 #include "policy/policy.h"
 #include "util/uffd_compat.h"
 #include "util/umem.h"
-#include "policy/policy.h"
+#include "core/trace.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE 4096ul
@@ -349,6 +349,8 @@ struct install_req {
 	char **srcv;         /* ... or at srcv[i] if set (slots: moved) */
 	bool src_is_slots;   /* src lies in the reserve: UFFDIO_MOVE, else COPY */
 	bool count;          /* a migration to the system (not a restore) */
+	uint8_t cause;       /* why, for the trace (UHMM_TR_CAUSE_*) */
+	uint64_t t0;         /* when it began, for the trace (0: unknown) */
 	int result;
 	_Atomic uint32_t done;
 	struct install_req *next;
@@ -370,6 +372,7 @@ struct parked_fault {
 	uint32_t seq; /* the page's seq when the message was read */
 	uint32_t epoch; /* its pages' dev_epoch then (fault-around's limit) */
 	struct fault_req *req; /* a SIGBUS handler's (else NULL: a message) */
+	uint32_t tid; /* the faulting thread (the message's; 0: unknown) */
 };
 
 struct uhmm_ctx {
@@ -487,6 +490,10 @@ struct uhmm_ctx {
 	struct uhmm_polctx pol;
 
 	struct uhmm_stats stats; /* updated with __atomic builtins */
+
+	/* Recording (trace.c; NULL: none).  Set before the service thread
+	 * starts, cleared after everything that records has stopped. */
+	struct uhmm_trace *trace;
 };
 
 #define STAT_ADD(ctx, field, v) \

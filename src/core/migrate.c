@@ -195,6 +195,8 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .count = true };
+	req.cause = f ? UHMM_TR_CAUSE_EVICT : UHMM_TR_CAUSE_CALL;
+	req.t0 = uhmm__trace_t0(ctx);
 	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
@@ -627,6 +629,24 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 	STAT_ADD(ctx, zero_filled_pages, zeros);
 }
 
+/* For the trace: pages a finalized batch published at its destination,
+ * and where the first of those from another device came from (else 0). */
+static size_t batch_done(const struct batch *b)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < b->n; i++)
+		k += b->kind[i] == K_DONE;
+	return k;
+}
+
+static unsigned batch_from(const struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->kind[i] == K_DONE && b->olddev[i])
+			return b->olddev[i];
+	return 0;
+}
+
 /* Release the batch's reserve slots: those holding a page stay FULL. */
 static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 {
@@ -658,6 +678,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		return -ENOMEM;
 	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1,
 			     .xlo = xlo, .xhi = xhi };
+	uint64_t t0 = uhmm__trace_t0(ctx);
 	int err = migrate_collect(ctx, b);
 	bool moves = false;
 	for (size_t i = 0; i < n && !err && !moves; i++)
@@ -696,6 +717,7 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 			from = b->olddev[i];
 	}
 	migrate_finalize(ctx, b);
+	uhmm__trace_migrate(ctx, va, n << PAGE_SHIFT, batch_done(b), batch_from(b), dst->id, uhmm__trace_cause(), t0);
 	/* Every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	uhmm__pol_migrated_runs(ctx, va, moved, n, from, b->dst->id);

@@ -163,6 +163,7 @@ bool uhmm__invalidate_start(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end
 	if (!atomic_load_explicit(&ctx->nnotifiers, memory_order_acquire))
 		return false; /* nobody listens: nothing to end either */
 	STAT_INC(ctx, invalidations);
+	uhmm__trace_inval(ctx, start, end, reason);
 	pthread_rwlock_rdlock(&ctx->notifier_lock);
 	for (struct uhmm_notifier *n = ctx->notifiers; n; n = n->next) {
 		if (n->end <= start || n->start >= end)

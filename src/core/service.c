@@ -297,6 +297,7 @@ static void install_publish(struct uhmm_ctx *ctx, struct install_req *req)
 			back += req->want[i] == 2 || req->want[i] == 6;
 		STAT_ADD(ctx, migrated_to_system_pages, back);
 		STAT_ADD(ctx, migrated_to_system_bytes, back << PAGE_SHIFT);
+		uhmm__trace_migrate(ctx, r->start + (req->idx << PAGE_SHIFT), req->n << PAGE_SHIFT, back, uhmm__tr_install_from(req), 0, req->cause, req->t0);
 	}
 	/* Publish: installed and discarded pages are in system memory now. */
 	for (i = 0; i < req->n; i++) {
@@ -445,6 +446,7 @@ struct how {
 		       * thread to read the events, then fault again */
 	bool handoff; /* self: not served (no warm page to copy into): the
 		       * service thread must serve it */
+	uint32_t tid; /* the faulting thread, for the trace (0: unknown) */
 };
 
 /*
@@ -588,6 +590,8 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	memset(want, 1, n);
 	struct install_req req = { .r = r, .idx = lo, .n = n, .want = want,
 				   .count = true };
+	req.cause = fault_idx == SIZE_MAX ? UHMM_TR_CAUSE_READAHEAD : UHMM_TR_CAUSE_CPU_FAULT;
+	req.t0 = uhmm__trace_t0(ctx);
 	/* A single page goes through the bounce buffer and UFFDIO_COPY: moving
 	 * a warm slot in needs a TLB flush of the slot's mapping (an IPI to
 	 * the other CPUs running the process), which costs more than the page
@@ -911,6 +915,7 @@ static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			 bool write, uint64_t fault_addr, struct how *how)
 {
+	uint64_t t0 = uhmm__trace_t0(ctx);
 	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
 	if (pg_loc(w) == LOC_CPU)
 		serve_zero(ctx, r, idx, write, how);
@@ -918,6 +923,7 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		serve_revoke(ctx, r, idx, pg_dev(w), how);
 	else
 		serve_device(ctx, r, idx, pg_dev(w), fault_addr, write, how);
+	uhmm__trace_cpu_fault(ctx, fault_addr, write, w, how->tid, t0, how->handoff || how->again);
 }
 
 /*
@@ -954,6 +960,7 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
 	} else {
 		struct how how = { .self = false, .epoch = f->epoch };
+		how.tid = f->tid;
 		serve_locked(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE, f->addr, &how);
 	}
 	if (!hint)
@@ -1009,6 +1016,7 @@ void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr
 		}
 	}
 	struct how how = { .self = true, .epoch = epoch };
+	how.tid = uhmm__trace_tid();
 	serve_locked(ctx, r, idx, write, addr, &how);
 	if (how.handoff)
 		uhmm__fault_request(ctx, addr, write);
@@ -1238,6 +1246,7 @@ static void handle_msgs(struct uhmm_ctx *ctx, struct uffd_msg *m, size_t n,
 		struct parked_fault f = { .addr = m[i].arg.pagefault.address,
 					  .flags = m[i].arg.pagefault.flags,
 					  .seq = seq[i], .epoch = epoch[i] };
+		f.tid = m[i].arg.pagefault.feat.ptid;
 		bool unk = false;
 		if (!serve_fault(ctx, &f, &unk, ctx->events_seen == ev0 ? rr[i] : NULL)) {
 			STAT_INC(ctx, cpu_faults_waited);

@@ -47,6 +47,7 @@
  */
 #define _GNU_SOURCE
 #include "simdev/simdev_internal.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -576,6 +577,7 @@ static void service_pass(struct sd_compute *c, unsigned k)
 	}
 	pthread_mutex_unlock(&c->pt_lock);
 	STAT_ADD(c, fault_duplicates, dups);
+	for (size_t u = 0, f1 = 1; UHMM__TRACING() && u < nu; u++) if (!fp[u].done) { uhmm__trace_dev_fault(c->ctx, c->dev, fp[u].va, fp[u].acc, f1); f1 = 0; }
 
 	for (size_t i = 0; i < nu;) {
 		uintptr_t blk = fp[i].va & ~(BLOCK - 1);
@@ -606,6 +608,7 @@ static void *fault_main(void *arg)
 {
 	struct sd_compute *c = arg;
 
+	uhmm__trace_thread_cause(UHMM_TR_CAUSE_DEV_FAULT);
 	pthread_mutex_lock(&c->fb_lock);
 	for (;;) {
 		while (!c->fb_stop && c->fb_n == 0)

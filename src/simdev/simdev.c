@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "simdev/simdev_internal.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <math.h>
@@ -490,6 +491,7 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		simdev_destroy(sd);
 		return err;
 	}
+	uhmm__trace_device_mem(*out, sd->mem.bytes);
 	err = uhmm__compute_start(sd, ctx, *out);
 #ifdef UHMM_FAULT_INJECT
 	/* Armed last: creation itself never meets an injected failure. */
