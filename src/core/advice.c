@@ -223,8 +223,10 @@ UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm
 		goto out;
 	err = update(ctx, a, a + len, set_preferred,
 		     advice == UHMM_ADVISE_PREFERRED_LOCATION ? loc + 1 : 0);
-	if (!err)
+	if (!err) {
 		atomic_store_explicit(&ctx->adv_any, true, memory_order_release);
+		uhmm__trace_advice(ctx, a, len, (unsigned)advice, loc);
+	}
 out:
 	uhmm__ctx_exit(ctx);
 	return err;

@@ -192,6 +192,7 @@ UHMM_API int uhmm_prefetch(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *d
 	if (!err)
 		err = uhmm__advice_prefetched(ctx, a, a + len, dst ? dst->id : 0);
 	if (!err) {
+		uhmm__trace_prefetch(ctx, a, len, dst ? dst->id : 0);
 		pf->seq = ++ctx->pf_seq;
 		*ctx->pf_tail = pf;
 		ctx->pf_tail = &pf->next;

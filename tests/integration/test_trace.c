@@ -647,6 +647,39 @@ static void trace_option_and_environment(void **state)
 	unlink(path);
 }
 
+/* Advice and prefetches are recorded, each with its range and location. */
+static void advice_and_prefetch_are_recorded(void **state)
+{
+	(void)state;
+	char *path = tmpname("adv");
+	unlink(path);
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.trace_path = path;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 8ul << 20;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2ul << 20, (void **)&p));
+	ASSERT_OK(uhmm_advise(ctx, p, 1ul << 20, UHMM_ADVISE_PREFERRED_LOCATION, dev));
+	uhmm_prefetch_req *pf;
+	ASSERT_OK(uhmm_prefetch(ctx, p, 2ul << 20, dev, 0, &pf));
+	ASSERT_OK(uhmm_prefetch_wait(pf, -1));
+	ASSERT_OK(uhmm_prefetch_release(pf));
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	struct tfile t = load(path);
+	struct counts c = count(&t);
+	assert_int_equal(c.kind[UHMM_TR_ADVICE], 1);
+	assert_int_equal(c.kind[UHMM_TR_PREFETCH], 1);
+	tfile_free(&t);
+	unlink(path);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(trace_counts_match_stats),
 	cmocka_unit_test(trace_round_trip),
@@ -657,6 +690,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(records_of_many_threads_are_all_there),
 	cmocka_unit_test(sigbus_mode_records_faults_on_the_faulting_thread),
 	cmocka_unit_test(trace_option_and_environment),
+	cmocka_unit_test(advice_and_prefetch_are_recorded),
 };
 
 UHMM_TEST_MAIN(tests)
