@@ -696,9 +696,12 @@ struct uhmm_stats {
 	/** Bytes uhmm_prefetch() moved to devices (prefetches that succeeded). */
 	uint64_t prefetched_bytes;
 	/** Thrashing detected by the built-in policy (a 64 KiB region moved
-	 * UHMM_THRASH_MOVES times within UHMM_THRASH_WINDOW_US: its device
-	 * faults are throttled), and regions pinned to system memory for it
-	 * (mapped remotely by devices; docs/ARCHITECTURE.md "Policy"). */
+	 * UHMM_THRASH_MOVES (3) times within UHMM_THRASH_WINDOW_US (2000):
+	 * its device faults are throttled for UHMM_THRASH_NAP_US (100)), and
+	 * regions pinned to system memory for it after UHMM_THRASH_PIN_AFTER
+	 * (3) detections, for UHMM_THRASH_PIN_MS (300): devices map them
+	 * remotely.  UHMM_THRASH=0 turns it off (docs/ARCHITECTURE.md
+	 * "Policy"). */
 	uint64_t thrash_detections;
 	uint64_t thrash_pins;
 };

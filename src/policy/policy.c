@@ -399,7 +399,7 @@ void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_
 {
 	struct uhmm_polctx *p = &ctx->pol;
 	uint64_t now = mono_ns();
-	uhmm__thrash_moved(ctx, addr, len, now);
+	uhmm__thrash_moved(ctx, addr, len, to, now);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->migrated) {

@@ -103,7 +103,8 @@ void uhmm__pol_migrated_runs(struct uhmm_ctx *ctx, uint64_t va, const uint8_t *s
 /* thrash.c */
 void uhmm__thrash_init(struct uhmm_polctx *p);
 void uhmm__thrash_fini(struct uhmm_polctx *p);
-void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uint64_t now);
+void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_loc to,
+			uint64_t now);
 uint64_t uhmm__thrash_state(struct uhmm_polctx *p, uint64_t addr, uint64_t now);
 
 #endif

@@ -3,8 +3,10 @@
  * thrash.c - the built-in policy's thrashing detection (UVM's
  * uvm_perf_thrashing, in outline).
  *
- * Every migration the mechanism reports (uhmm__pol_migrated) counts, per
- * 64 KiB region it covers, as a move.  A region that moves `moves` times
+ * Every migration the mechanism reports (uhmm__pol_migrated) that takes a
+ * 64 KiB region somewhere other than where its last move took it counts,
+ * per region, as a move (more pages of a region following the first ones
+ * are no thrash).  A region that moves `moves` times
  * within `window` is thrashing: the next device faults on it are throttled
  * (served `nap` later, so the CPU side gets its turn), and after
  * `pin_after` throttles it is pinned to system memory for `pin`: device
@@ -12,6 +14,14 @@
  * migrating them (uhmm's devices cannot map another's private memory, so
  * the pin is always to the CPU).  A pinned region that stays quiet unpins
  * when the pin ends; if it thrashes again it is pinned again at once.
+ *
+ * Defaults: UVM's are 3 moves within 500 us and a pin after 10 throttles,
+ * for GPU faults served in tens of microseconds.  A uhmm fault round trip
+ * moving a 2 MiB block costs a few hundred: a CPU/device ping-pong over a
+ * block (uhmm-bench --scenario policy) moved each region only twice in
+ * 500 us, so nothing was ever pinned, and the throttles made it 2.3x
+ * slower.  2 ms and a pin after 3 detections pinned it after 5 migrations
+ * (200 without).
  *
  * State: an open-addressing table of regions seen moving, in uhmm's own
  * memory, under thr_lock (a leaf).  It grows when half full, dropping first
@@ -33,6 +43,7 @@ struct thr_ent {
 	uint64_t last_thrash;  /* when it last thrashed (throttle while recent) */
 	uint64_t pinned_until;
 	uint32_t moves, throttles;
+	uint32_t last_to;      /* where the last move took it, + 1 */
 };
 
 static uint64_t env_u64(const char *name, uint64_t def, uint64_t max)
@@ -52,8 +63,8 @@ void uhmm__thrash_init(struct uhmm_polctx *p)
 	p->thr_moves = (uint32_t)env_u64("UHMM_THRASH_MOVES", 3, 1000);
 	if (p->thr_moves < 2)
 		p->thr_moves = 2;
-	p->thr_window_ns = env_u64("UHMM_THRASH_WINDOW_US", 500, 60000000) * 1000;
-	p->thr_pin_after = (uint32_t)env_u64("UHMM_THRASH_PIN_AFTER", 10, 1000);
+	p->thr_window_ns = env_u64("UHMM_THRASH_WINDOW_US", 2000, 60000000) * 1000;
+	p->thr_pin_after = (uint32_t)env_u64("UHMM_THRASH_PIN_AFTER", 3, 1000);
 	p->thr_pin_ns = env_u64("UHMM_THRASH_PIN_MS", 300, 600000) * 1000000;
 	p->thr_nap_ns = env_u64("UHMM_THRASH_NAP_US", 100, 10000) * 1000;
 }
@@ -139,7 +150,8 @@ static struct thr_ent *lookup_locked(struct uhmm_polctx *p, uint64_t key, bool a
 	}
 }
 
-void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uint64_t now)
+void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_loc to,
+			uint64_t now)
 {
 	struct uhmm_polctx *p = &ctx->pol;
 	if (!p->thr_on || !len)
@@ -151,6 +163,11 @@ void uhmm__thrash_moved(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uint6
 		struct thr_ent *e = lookup_locked(p, r + 1, true, now);
 		if (!e)
 			break; /* out of memory: detection is best effort */
+		/* Only a move back counts: more pages of a region going
+		 * where the region went (a scan, a prefetch) are no thrash. */
+		if (e->last_to == to + 1)
+			continue;
+		e->last_to = to + 1;
 		if (!e->moves || now - e->win_start > p->thr_window_ns) {
 			e->win_start = now;
 			e->moves = 1;

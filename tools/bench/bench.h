@@ -108,5 +108,6 @@ int sc_exclusive(struct bench_sc *sc);
 int sc_metadata(struct bench_sc *sc);
 int sc_oversub(struct bench_sc *sc);
 int sc_trace(struct bench_sc *sc);
+int sc_policy(struct bench_sc *sc);
 
 #endif /* UHMM_BENCH_H */

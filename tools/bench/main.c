@@ -70,6 +70,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "metadata", .title = "7. Metadata per touched page; a 1 TiB allocation", .fn = sc_metadata },
 	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
 	{ .name = "trace", .title = "Trace recording: the CPU fault benchmark with tracing on / off", .fn = sc_trace },
+	{ .name = "policy", .title = "Policy: thrashing control, prefetcher, eviction vs the optimum, plug-in cost", .fn = sc_policy },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
