@@ -777,6 +777,128 @@ static void mremap_after_migration(void **state)
 	close(fd);
 }
 
+/* ---- the mirror follows every change of plain (unmanaged) memory ---- */
+
+/* READ of @npages at @p: its fault rounds, and the data checked. */
+static unsigned long read_faults(int fd, void *p, unsigned long npages, int seed)
+{
+	size_t size = npages * PS;
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	memset(mirror, 0xee, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, p, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	if (seed >= 0)
+		check(mirror, size, seed);
+	free(mirror);
+	return c.faults;
+}
+
+/*
+ * The kernel's mirror is told of an munmap before it returns (its notifier
+ * sees every change of every VMA): a device READ after munmap and a new
+ * mmap at the same address faults again.  The memory here is never
+ * migrated, so uhmm does not manage it and hears of the munmap only
+ * through the preloaded munmap().
+ */
+static void read_after_munmap_mmap_reuse_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 1);
+	assert_int_equal(read_faults(fd, buf, npages, 1), 1);
+	assert_int_equal(read_faults(fd, buf, npages, 1), 0); /* mirrored */
+	assert_int_equal(munmap(buf, size), 0);
+	int *again = mmap(buf, size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true(again == buf);
+	fill(again, size, 2);
+	assert_int_equal(read_faults(fd, again, npages, 2), 1);
+	assert_int_equal(read_faults(fd, again, npages, 2), 0);
+	munmap(again, size);
+	close(fd);
+}
+
+/* mmap(MAP_FIXED) over mirrored memory replaces it: a new fault round. */
+static void read_after_map_fixed_over_mirror_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 3);
+	assert_int_equal(read_faults(fd, buf, npages, 3), 1);
+	int *over = mmap(buf + PS / sizeof(int) * 4, 4 * PS, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	assert_true(over != MAP_FAILED);
+	fill(buf, size, 4);
+	/* The mirror lost exactly pages 4..7: one round for them. */
+	assert_int_equal(read_faults(fd, buf, npages, 4), 1);
+	assert_int_equal(read_faults(fd, buf, npages, 4), 0);
+	munmap(buf, size);
+	close(fd);
+}
+
+/* madvise(MADV_DONTNEED) discards: the mirror drops the pages, the device
+ * reads zeros after a new round. */
+static void read_after_madvise_dontneed_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 8;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 5);
+	assert_int_equal(read_faults(fd, buf, npages, 5), 1);
+	assert_int_equal(madvise(buf, size, MADV_DONTNEED), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 1);
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		assert_int_equal(mirror[i], 0);
+	/* Advice that keeps the contents keeps the mirror. */
+	assert_int_equal(madvise(buf, size, MADV_WILLNEED), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+/* mremap moving plain mirrored memory away, and a new mapping in its
+ * place: the old address faults again, the new one is read afresh. */
+static void read_after_mremap_of_mirror_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 6);
+	assert_int_equal(read_faults(fd, buf, npages, 6), 1);
+	char *dst = map_anon(size, PROT_NONE, MAP_PRIVATE);
+	int *moved = mremap(buf, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	assert_true((void *)moved == dst);
+	int *again = mmap(buf, size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true(again == buf);
+	fill(again, size, 7);
+	assert_int_equal(read_faults(fd, again, npages, 7), 1);
+	assert_int_equal(read_faults(fd, moved, npages, 6), 1);
+	/* Shrinking in place cuts the tail: a mapping there is new. */
+	assert_true(mremap(again, size, size / 2, 0) == again);
+	int *tail = mmap((char *)again + size / 2, size / 2, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true((char *)tail == (char *)again + size / 2);
+	fill(again, size, 8); /* both halves, one range again */
+	assert_int_equal(read_faults(fd, again, npages / 2, 8), 0); /* kept */
+	assert_int_equal(read_faults(fd, again, npages, 8), 1);     /* the tail */
+	munmap(again, size);
+	munmap(moved, size);
+	close(fd);
+}
+
 #ifdef __SANITIZE_THREAD__
 /* The fork tests open the device in the child, which starts uhmm's threads
  * there: TSan supports that only when told to. */
@@ -813,6 +935,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(fork_child_writes_shared_reach_parent),
 		cmocka_unit_test(munmap_racing_read_fails_cleanly),
 		cmocka_unit_test(mremap_after_migration),
+		cmocka_unit_test(read_after_munmap_mmap_reuse_faults_again),
+		cmocka_unit_test(read_after_map_fixed_over_mirror_faults_again),
+		cmocka_unit_test(read_after_madvise_dontneed_faults_again),
+		cmocka_unit_test(read_after_mremap_of_mirror_faults_again),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
