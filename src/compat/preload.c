@@ -368,16 +368,18 @@ UHMM_API int dup3(int fd, int nfd, int flags)
 /* The uapi request: _IOWR('H', nr, struct hmm_dmirror_cmd). */
 static int dev_ioctl(uhmm_dmirror *h, unsigned long req, void *arg)
 {
-	if (_IOC_TYPE(req) != 'H' || _IOC_SIZE(req) != sizeof(struct uhmm_dmirror_cmd) ||
-	    _IOC_DIR(req) != (_IOC_READ | _IOC_WRITE))
-		return -EINVAL; /* the driver's "default:" */
 	int err = dm_handle_check(h);
 	if (err)
 		return err;
+	/* The driver reads the command block first, whatever the request
+	 * (-EFAULT), then checks it, then the request ("default:" -EINVAL). */
 	struct uhmm_dmirror_cmd c;
 	if (dm_mem_read(&c, (uintptr_t)arg, sizeof(c)))
 		return -EFAULT;
-	err = dm_cmd(h, _IOC_NR(req), &c);
+	bool ours = _IOC_TYPE(req) == 'H' && _IOC_SIZE(req) == sizeof(struct uhmm_dmirror_cmd) &&
+		    _IOC_DIR(req) == (_IOC_READ | _IOC_WRITE);
+	/* dm_cmd checks addr/npages before the number, as the driver. */
+	err = dm_cmd(h, ours ? _IOC_NR(req) : ~0u, &c);
 	if (!err && dm_mem_write((uintptr_t)arg, &c, sizeof(c)))
 		err = -EFAULT;
 	return err;
