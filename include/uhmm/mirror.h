@@ -236,8 +236,10 @@ struct uhmm_range_req {
  * write fault on a read-only area; -EBUSY the notifier kept being
  * invalidated past the timeout; -EBADF @ctx is not a live context, or
  * req->device is not NULL and not a live device of @ctx (or is being
- * detached); -ECHILD.  Removing req->notifier while the call runs is the
- * caller's error.  May sleep.
+ * detached); -ECHILD; -ENOMEM (uhmm's memory); -EIO a device failed to
+ * bring a page home (a fault request over another device's page), or
+ * /proc/self/pagemap could not be read.  Removing req->notifier while the
+ * call runs is the caller's error.  May sleep.
  */
 UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
 
@@ -339,7 +341,10 @@ UHMM_API int uhmm_change_mapping(uhmm_ctx *ctx, uintptr_t start, size_t len,
  * write mapping of a page the CPU made read-only.  This call invalidates
  * [addr, addr + len) with UHMM_INV_PROTECTION, then changes the protection.
  * (uhmm_range_fault() checks rights at fault time in any case.)
- * Errors: -EINVAL, and mprotect's own errors (negated).
+ * Errors: -EINVAL @addr or @len not page-aligned, @len 0 or wrapping;
+ * -EBADF, -ECHILD (uhmm.h, Conventions); mprotect's own errors, negated
+ * (-ENOMEM part of the range is not mapped, -EACCES, -EINVAL a bad @prot).
+ * Thread-safe; may sleep (the callbacks).
  */
 UHMM_API int uhmm_mprotect(uhmm_ctx *ctx, void *addr, size_t len, int prot);
 

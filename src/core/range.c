@@ -235,6 +235,10 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 			remove_at_locked(ctx, i);
 		pthread_rwlock_unlock(&ctx->ranges_lock);
 		uhmm__range_put(r);
+		/* -EBUSY: a userfaultfd registered the memory already, another
+		 * context's or the program's own; not "held by the kernel". */
+		if (err == -EBUSY)
+			return -EADDRINUSE;
 		return err == -EINVAL ? -EOPNOTSUPP : err;
 	}
 	return 0;
@@ -345,6 +349,10 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	if (err)
 		return err;
 	err = uhmm__check_anon_private(a, a + len);
+	/* SIGBUS mode: a thread's stack on a device could not take the
+	 * signal that brings it back (stacks.c). */
+	if (!err && ctx->sigbus)
+		err = uhmm__check_no_stack(a, a + len);
 	if (!err)
 		err = add_range(ctx, a, len, false);
 	uhmm__ctx_exit(ctx);
