@@ -24,6 +24,15 @@
  * mappings stay unmanaged: they can be read, written and snapshotted, not
  * migrated (their read-back gives -ENOENT, as in the kernel).
  *
+ * Changes of the address space.  The kernel's mirror hears of every change
+ * before it takes effect.  The library defines munmap(), mremap(), mmap()
+ * (MAP_FIXED), madvise() (DONTNEED, DONTNEED_LOCKED, FREE, REMOVE) and
+ * mprotect() itself (preloaded, or linked: the program's calls of those
+ * libc symbols land here) and makes each one inside
+ * uhmm_change_mapping() (uhmm/mirror.h): every handle drops the range
+ * first, managed memory or not.  Raw system calls and libc's internal
+ * calls (free() of a large block) are not seen: docs/COMPAT.md.
+ *
  * See docs/COMPAT.md for what matches the kernel driver and what cannot.
  */
 #ifndef UHMM_DMIRROR_H
