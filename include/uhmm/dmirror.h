@@ -147,8 +147,10 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out);
  *   MIGRATE_TO_SYS: -EINVAL as above; -ENOMEM.
  *   SNAPSHOT: -EFAULT ptr not writable (the bytes before the failing
  *         chunk are written).  Another device's page reads NONE.
- *   EXCLUSIVE: errors of uhmm_make_exclusive() (-EPERM read-only, -EFAULT
- *         memory that cannot be managed, -EBUSY...); -EFAULT ptr.
+ *   EXCLUSIVE: errors of uhmm_make_exclusive(), except that a read-only
+ *         area is -EFAULT (the driver's write get_user_pages fails so);
+ *         -EFAULT memory that cannot be managed, or ptr; -EBUSY a page the
+ *         kernel will not let go.
  *   CHECK_EXCLUSIVE: -EPERM some page is still exclusive to the device.
  *   RELEASE: errors of uhmm_device_detach() and uhmm_simdev_create().
  * May sleep.  Requests on one handle may run concurrently from several

@@ -371,8 +371,10 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
  * uhmm_unregister - stop managing memory given to uhmm_register().
  * @addr, @len: exactly a registered range.
  * Device-resident pages come back first: the memory keeps its contents.
- * Errors: -EINVAL not exactly a registered range; -EIO a device failed to
- * return a page (the range stays registered).  May sleep.
+ * Errors: -EINVAL not exactly a registered range (or memory uhmm_alloc
+ * gave), or another uhmm_unregister of it is at work; -EIO a device failed
+ * to return a page, -ENOMEM no memory to stage the copy (the range stays
+ * registered either way); -EBADF, -ECHILD (Conventions).  May sleep.
  */
 UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
 

@@ -609,6 +609,11 @@ static int cmd_exclusive(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_
 {
 	dm_manage_range(h->ctx, c->addr, c->addr + c->npages * PS);
 	int err = uhmm_make_exclusive(dev, (void *)(uintptr_t)c->addr, c->npages, NULL);
+	/* The driver's make_device_exclusive takes each page with a write
+	 * get_user_pages: a read-only area fails -EFAULT there (uhmm says
+	 * -EPERM once it manages read-only memory). */
+	if (err == -EPERM)
+		err = -EFAULT;
 	if (err)
 		return err;
 	/* Read through the mirror: the device reaches pages it holds at

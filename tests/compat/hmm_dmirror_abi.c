@@ -581,6 +581,9 @@ static void exclusive_then_mprotect_write_eperm(void **state)
 	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, NULL), -EPERM);
 	check(buf, size, 0);
+	/* Read-only now: taking it exclusively again fails as the driver's
+	 * write get_user_pages does, -EFAULT. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, mirror, npages, NULL), -EFAULT);
 	munmap(buf, size);
 	free(mirror);
 	close(fd);
