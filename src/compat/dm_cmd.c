@@ -408,26 +408,31 @@ static int chunk_vma(uintptr_t a, uintptr_t *vend)
 	return 0;
 }
 
-/* Where the page at @a is: on @dev (1), on another device (2), managed
- * elsewhere (0: system memory, exclusive), or not managed (-EFAULT). */
+/* Whether the page at @a is managed and on @dev (1), managed elsewhere
+ * (0), or not managed (-EFAULT). */
 static int page_on(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
 {
 	struct uhmm_page_info pi;
 	int r = uhmm_page_query(ctx, (void *)a, &pi);
 	if (r)
 		return r;
-	if (pi.where != UHMM_WHERE_DEVICE)
-		return 0;
-	return pi.device == dev ? 1 : 2;
+	return pi.where == UHMM_WHERE_DEVICE && pi.device == dev;
 }
 
-/* What MIGRATE_TO_DEV selects: managed pages in system memory (the
- * kernel's migrate_vma with MIGRATE_VMA_SELECT_SYSTEM; pages on this
- * device are there already, and pages on another device are not
- * selected: its read-back reports them, -ENOENT). */
-static bool to_dev_selects(int where)
+/*
+ * What MIGRATE_TO_DEV selects: managed pages in system memory, as the
+ * kernel's migrate_vma with MIGRATE_VMA_SELECT_SYSTEM (the driver's).
+ * Pages in this device's memory are there already; pages in another
+ * device's memory are not selected, and the read-back reports them
+ * (-ENOENT).  A page held exclusively stays selectable (its data is in
+ * system memory; uhmm_migrate revokes the hold).
+ */
+static bool to_dev_selects(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
 {
-	return where == 0;
+	struct uhmm_page_info pi;
+	if (uhmm_page_query(ctx, (void *)a, &pi))
+		return false; /* not managed */
+	return !pi.device || pi.where == UHMM_WHERE_EXCLUSIVE;
 }
 
 static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
@@ -454,12 +459,12 @@ static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 		 * (shared, file) and other devices' pages stay, and the
 		 * read-back reports them. */
 		for (uintptr_t p = a; p < next && !err;) {
-			if (!to_dev_selects(page_on(h->ctx, p, dev))) {
+			if (!to_dev_selects(h->ctx, p, dev)) {
 				p += PS;
 				continue;
 			}
 			uintptr_t q = p + PS;
-			while (q < next && to_dev_selects(page_on(h->ctx, q, dev)))
+			while (q < next && to_dev_selects(h->ctx, q, dev))
 				q += PS;
 			err = uhmm_migrate(h->ctx, (void *)p, q - p, dev, 0);
 			if (err == -ENOMEM && fail && !retried) {

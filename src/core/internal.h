@@ -528,9 +528,6 @@ int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);
 /* 0 if [start, end) is mapped, private, anonymous, readable and writable;
  * -EFAULT (a hole) or -EOPNOTSUPP otherwise. */
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end);
-/* stacks.c: 0, or -EOPNOTSUPP if [start, end) meets a mapping holding a
- * thread stack (SIGBUS mode's rule, uhmm_register). */
-int uhmm__check_no_stack(uintptr_t start, uintptr_t end);
 /* Find the range containing addr and take a reference, or NULL. */
 struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
 void uhmm__range_put(struct uhmm_range *r);
@@ -684,6 +681,10 @@ int uhmm__evict_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
+
+/* stacks.c: 0, or -EOPNOTSUPP if [start, end) meets a mapping holding a
+ * thread stack (SIGBUS mode's rule, uhmm_register). */
+int uhmm__check_no_stack(uintptr_t start, uintptr_t end);
 
 /* notifier.c */
 /*

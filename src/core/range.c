@@ -183,6 +183,14 @@ int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		     bool owned)
 {
+	/* SIGBUS mode: a thread's stack on a device could not take the
+	 * signal that brings it back (stacks.c).  (uhmm_alloc's memory is
+	 * fresh: no stack.) */
+	if (!owned && ctx->sigbus) {
+		int e = uhmm__check_no_stack(start, start + len);
+		if (e)
+			return e;
+	}
 	size_t n = len >> PAGE_SHIFT;
 	struct uhmm_pagearr *arr = uhmm__pagearr_new(ctx, n);
 	if (!arr)
@@ -349,10 +357,6 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	if (err)
 		return err;
 	err = uhmm__check_anon_private(a, a + len);
-	/* SIGBUS mode: a thread's stack on a device could not take the
-	 * signal that brings it back (stacks.c). */
-	if (!err && ctx->sigbus)
-		err = uhmm__check_no_stack(a, a + len);
 	if (!err)
 		err = add_range(ctx, a, len, false);
 	uhmm__ctx_exit(ctx);
