@@ -1032,6 +1032,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(open_devices_coherent_ones_enodev),
 		cmocka_unit_test(bad_requests_fail_and_write_nothing_back),
 		cmocka_unit_test(read_anon_needs_one_fault_round),
+		cmocka_unit_test(read_after_munmap_mmap_reuse_faults_again),
+		cmocka_unit_test(read_after_map_fixed_over_mirror_faults_again),
+		cmocka_unit_test(read_after_madvise_dontneed_faults_again),
+		cmocka_unit_test(read_after_mremap_of_mirror_faults_again),
+		cmocka_unit_test(read_unlockable_waits_for_programs_userfaultfd),
 		cmocka_unit_test(read_prot_none_or_hole_efault),
 		cmocka_unit_test(write_anon_and_readonly_eperm),
 		cmocka_unit_test(migrate_to_device_read_write_and_back),
@@ -1052,11 +1057,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test(fork_child_writes_shared_reach_parent),
 		cmocka_unit_test(munmap_racing_read_fails_cleanly),
 		cmocka_unit_test(mremap_after_migration),
-		cmocka_unit_test(read_after_munmap_mmap_reuse_faults_again),
-		cmocka_unit_test(read_after_map_fixed_over_mirror_faults_again),
-		cmocka_unit_test(read_after_madvise_dontneed_faults_again),
-		cmocka_unit_test(read_after_mremap_of_mirror_faults_again),
-		cmocka_unit_test(read_unlockable_waits_for_programs_userfaultfd),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
