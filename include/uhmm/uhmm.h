@@ -343,26 +343,24 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  * put there: uhmm's own objects never live in the application's heap
  * (they live in address space uhmm reserved for itself, which in turn may
  * not be registered).
- * Errors (every one it can return):
- *   -EINVAL unaligned or zero length or wrapping, or the range meets
- *           uhmm's own memory;
- *   -EFAULT part of the range is not mapped;
- *   -EOPNOTSUPP shared, file-backed, hugetlb or non-writable memory; the
- *           main thread's stack ("[stack]" in /proc/self/maps: it grows,
- *           and the kernel guards it), in every mode; in a
- *           UHMM_CTX_SIGBUS context, a mapping that holds a thread stack
- *           (see "Thread stacks" there); also a mapping the kernel's
- *           userfaultfd will not take;
- *   -EEXIST overlaps a range this context manages;
- *   -EADDRINUSE the memory is managed by another uhmm context, or
- *           registered with a userfaultfd of the program's own (the
- *           kernel lets one userfaultfd register a page);
- *   -ENOMEM, -EMFILE, -ENFILE (uhmm's memory, or a descriptor to read
- *           /proc/self/maps);
- *   -EBADF, -ECHILD (see Conventions).
+ * Errors: -EINVAL unaligned or zero length or wrapping, or the range meets
+ * uhmm's own memory; -EFAULT part of the range is not mapped; -EOPNOTSUPP
+ * shared, file-backed, hugetlb or non-writable memory; -EEXIST overlaps a
+ * managed range; -ENOMEM.
  * A range that was managed and has just been munmap()ed or mremap()ed away
  * is no overlap: the kernel posts the event of such a call after it
  * returns, and uhmm_register waits for it (up to 2 s) rather than fail.
+ * The other errors it can return:
+ *   -EOPNOTSUPP the main thread's stack ("[stack]" in /proc/self/maps: it
+ *           grows, and the kernel guards it), in every mode; in a
+ *           UHMM_CTX_SIGBUS context, a mapping that holds a thread stack
+ *           (see "Thread stacks" there); a mapping the kernel's
+ *           userfaultfd will not take;
+ *   -EADDRINUSE the memory is managed by another uhmm context, or
+ *           registered with a userfaultfd of the program's own (the
+ *           kernel lets one userfaultfd register a page);
+ *   -EMFILE, -ENFILE no descriptor to read /proc/self/maps;
+ *   -EBADF, -ECHILD (see Conventions).
  * May sleep.
  */
 UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
