@@ -18,7 +18,7 @@
 #                                      to the top)
 #   <!-- snippet: declarations -->     file-scope code (types, functions):
 #                                      built after the usual includes, with
-#                                      an empty main() added
+#                                      an empty main() added if it has none
 #   <!-- snippet: skip REASON -->      not built (REASON is printed); for
 #                                      what cannot be built here (pseudo-
 #                                      code, another language)
@@ -118,7 +118,9 @@ for modef in $(ls "$work"/*.mode 2>/dev/null | sort -V); do
 			echo "$prelude"
 			echo "#line $((line + 1)) \"README.md\""
 			cat "$src"
-			echo "int main(void) { return 0; }"
+			# (A block that turned into a whole program keeps its main.)
+			grep -qE '\<main[[:space:]]*\(' "$src" ||
+				echo "int main(void) { return 0; }"
 		} >"$prog"
 		;;
 	skip*)
