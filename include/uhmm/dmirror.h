@@ -24,6 +24,15 @@
  * mappings stay unmanaged: they can be read, written and snapshotted, not
  * migrated (their read-back gives -ENOENT, as in the kernel).
  *
+ * Changes of the address space.  The kernel's mirror hears of every change
+ * before it takes effect.  The library defines munmap(), mremap(), mmap()
+ * (MAP_FIXED), madvise() (DONTNEED, DONTNEED_LOCKED, FREE, REMOVE) and
+ * mprotect() itself (preloaded, or linked: the program's calls of those
+ * libc symbols land here) and makes each one inside
+ * uhmm_change_mapping() (uhmm/mirror.h): every handle drops the range
+ * first, managed memory or not.  Raw system calls and libc's internal
+ * calls (free() of a large block) are not seen: docs/COMPAT.md.
+ *
  * See docs/COMPAT.md for what matches the kernel driver and what cannot.
  */
 #ifndef UHMM_DMIRROR_H
@@ -59,6 +68,11 @@ enum uhmm_dmirror_request {
 	UHMM_DMIRROR_CHECK_EXCLUSIVE = 0x06,
 	UHMM_DMIRROR_RELEASE = 0x07,
 	UHMM_DMIRROR_FLAGS = 0x08,
+	/** READ whose range fault may drop its locks and retry (the kernel's
+	 * FAULT_FLAG_ALLOW_RETRY): a page that a userfaultfd of the
+	 * program's own must provide is waited for (the program's handler
+	 * serves it), where READ fails with -EFAULT. */
+	UHMM_DMIRROR_READ_UNLOCKABLE = 0x09,
 };
 
 /** FLAGS: the next device-page allocation of this handle fails once. */
@@ -103,20 +117,42 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out);
  * @request: enum uhmm_dmirror_request.
  * @cmd: in/out.  cpages and faults are zeroed first; @cmd is written only
  *   when the call succeeds.
- * Returns 0 or a negative errno, per request as in the kernel driver:
- *   all:  -EINVAL unknown request, addr not page-aligned, npages 0 or the
- *         range wraps (FLAGS excepted); -EFAULT @cmd NULL; -EBADF @h not
- *         open; -EINVAL @h was opened by the parent of a fork (its address
- *         space is not this process's).
- *   READ: -EFAULT hole / PROT_NONE, or ptr not writable.
- *   WRITE: -EPERM read-only area (memory unchanged); -EFAULT hole.
+ * Returns 0 or a negative errno, per request as in the kernel driver,
+ * checked in its order:
+ *   all:  -EBADF @h not open; -EINVAL @h was opened by the parent of a
+ *         fork (its address space is not this process's); -EFAULT @cmd
+ *         NULL (the ioctl: the command block cannot be read or written
+ *         back); -EINVAL addr not page-aligned, or addr >= addr +
+ *         (npages << 12) in 64-bit arithmetic (npages 0, a wrapping
+ *         range; FLAGS included, whose npages is the flag word); -EINVAL
+ *         an unknown request; -EINVAL npages above 2^36 (more than a
+ *         48-bit address space: the kernel fails such a request later,
+ *         -ENOMEM or -EFAULT); -EIO the device could not be re-created
+ *         after a RELEASE; -ENOMEM.
+ *   READ: -EFAULT a hole or PROT_NONE page, ptr not writable, or a page
+ *         not present in an area a userfaultfd of the program's registered
+ *         for missing faults (the kernel's fault cannot wait for it).
+ *   READ_UNLOCKABLE: as READ, but such a page is waited for: the
+ *         program's userfaultfd handler serves it (from another thread),
+ *         and the request goes on.
+ *   WRITE: -EPERM read-only area (memory unchanged); -EFAULT hole,
+ *         PROT_NONE, ptr not readable, or a userfaultfd-missing page as
+ *         for READ.
  *   MIGRATE_TO_DEV: -EINVAL a missing or unreadable area (earlier chunks
  *         stay migrated); -ENOENT a page of the range is not on this device
- *         afterwards (shared, file, another device); -ENOMEM device memory.
+ *         afterwards (shared, file, the main stack, a page on another
+ *         device: only pages in system memory are selected, as by the
+ *         kernel's migrate_vma); -ENOMEM device memory; -EFAULT ptr not
+ *         writable.
  *   MIGRATE_TO_SYS: -EINVAL as above; -ENOMEM.
- *   EXCLUSIVE: errors of uhmm_make_exclusive() (-EPERM read-only, -EFAULT
- *         memory that cannot be managed...).
+ *   SNAPSHOT: -EFAULT ptr not writable (the bytes before the failing
+ *         chunk are written).  Another device's page reads NONE.
+ *   EXCLUSIVE: errors of uhmm_make_exclusive(), except that a read-only
+ *         area is -EFAULT (the driver's write get_user_pages fails so);
+ *         -EFAULT memory that cannot be managed, or ptr; -EBUSY a page the
+ *         kernel will not let go.
  *   CHECK_EXCLUSIVE: -EPERM some page is still exclusive to the device.
+ *   RELEASE: errors of uhmm_device_detach() and uhmm_simdev_create().
  * May sleep.  Requests on one handle may run concurrently from several
  * threads.
  */

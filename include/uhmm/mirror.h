@@ -8,10 +8,37 @@
  * subscribes to an interval with uhmm_notifier_insert(); uhmm calls its
  * invalidate callback before a change of the CPU page table becomes
  * visible where uhmm controls the order (its own migrations, MADV_DONTNEED
- * through the REMOVE event, uhmm_mprotect()), and as soon as it learns of
- * it otherwise (munmap, mremap).  The device fills its page table from
- * uhmm_range_fault() and uses the notifier's sequence number to know
- * whether what it read is still true.
+ * through the REMOVE event, uhmm_mprotect(), uhmm_change_mapping()), and as
+ * soon as it learns of it otherwise (munmap, mremap).  The device fills its
+ * page table from uhmm_range_fault() and uses the notifier's sequence
+ * number to know whether what it read is still true.
+ *
+ * Which changes a notifier sees (the kernel's notifiers see every change
+ * of every VMA; a user-space library sees only what reaches it):
+ *
+ *   memory uhmm manages (uhmm_alloc, uhmm_register):
+ *     every change: its migrations, evictions, exclusive grabs and
+ *     revocations, uhmm_mprotect() and uhmm_change_mapping() (before the
+ *     change); madvise(DONTNEED/FREE/REMOVE) (through the REMOVE event
+ *     the kernel posts before it discards); munmap, mremap and an
+ *     mmap(MAP_FIXED) over it (just after the call returns: uhmm_sync()
+ *     waits for them);
+ *     uhmm_unregister/uhmm_free (UNMAP); context teardown (RELEASE).
+ *     A plain mprotect(2) is not seen (use uhmm_mprotect()).
+ *   memory uhmm does not manage (any other mapping a range fault covers):
+ *     only what is made through uhmm: uhmm_mprotect() (PROTECTION) and
+ *     uhmm_change_mapping() (the reason given), before the change; and
+ *     context teardown.  munmap, mremap, mmap(MAP_FIXED), madvise and
+ *     mprotect made directly are NOT seen: the device page table keeps
+ *     its entries, and a device that reaches such pages through their
+ *     virtual address (as the dmirror library does) reads whatever is
+ *     mapped there now.  A mirror of unmanaged memory has the program's
+ *     changes made through uhmm_change_mapping().  The dmirror preload
+ *     library (uhmm/dmirror.h) does exactly that for every munmap,
+ *     mremap, mmap(MAP_FIXED), madvise(DONTNEED/DONTNEED_LOCKED/FREE/
+ *     REMOVE) and mprotect the program calls through libc's symbols
+ *     while a device is open (not for libc's internal calls, e.g. free()
+ *     of a large block, nor raw syscall()s).
  *
  * The pattern every mirror follows (it is the kernel's, Documentation/mm/
  * hmm.rst), with one lock of the device's own, here "pt_lock", taken both in
@@ -64,7 +91,8 @@ extern "C" {
 
 /** Why an invalidation happens (uhmm_inv_event.reason). */
 enum uhmm_inv_reason {
-	UHMM_INV_UNMAP = 1,   /**< munmap: the range is gone */
+	UHMM_INV_UNMAP = 1,   /**< munmap (or mmap(MAP_FIXED) over it, mremap
+				   away: uhmm_change_mapping()): the range is gone */
 	UHMM_INV_ZAP,         /**< madvise(DONTNEED/FREE/REMOVE): contents discarded */
 	UHMM_INV_REMAP,       /**< mremap: the range moved to new_start */
 	UHMM_INV_MIGRATE,     /**< pages change location; device = destination
@@ -208,8 +236,10 @@ struct uhmm_range_req {
  * write fault on a read-only area; -EBUSY the notifier kept being
  * invalidated past the timeout; -EBADF @ctx is not a live context, or
  * req->device is not NULL and not a live device of @ctx (or is being
- * detached); -ECHILD.  Removing req->notifier while the call runs is the
- * caller's error.  May sleep.
+ * detached); -ECHILD; -ENOMEM (uhmm's memory); -EIO a device failed to
+ * bring a page home (a fault request over another device's page), or
+ * /proc/self/pagemap could not be read.  Removing req->notifier while the
+ * call runs is the caller's error.  May sleep.
  */
 UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
 
@@ -274,12 +304,47 @@ UHMM_API int uhmm_check_exclusive(uhmm_device *dev, void *addr, size_t npages);
 /* Protection changes                                                        */
 
 /**
+ * A change of the CPU mapping, made by uhmm_change_mapping()'s caller:
+ * returns 0 or a negative errno (what uhmm_change_mapping() returns).
+ */
+typedef int (*uhmm_change_fn)(void *arg);
+
+/**
+ * uhmm_change_mapping - make a change of the CPU mapping of
+ * [start, start + len) with the notifiers over it told first.
+ * @start, @len: page-aligned, len > 0, not wrapping; any memory, managed
+ *   or not (this is how mirrors of unmanaged memory hear of changes: see
+ *   the top of this header).
+ * @reason: what @fn does: UHMM_INV_UNMAP (munmap, mmap(MAP_FIXED) over
+ *   it, mremap away), UHMM_INV_ZAP (madvise(DONTNEED/FREE/REMOVE)),
+ *   UHMM_INV_REMAP (@new_start: where the range goes), or
+ *   UHMM_INV_PROTECTION (mprotect).
+ * @new_start: UHMM_INV_REMAP only (page-aligned); 0 otherwise.
+ * @fn, @arg: the change; @fn(@arg) runs once, in the calling thread, after
+ *   every overlapping notifier's callback has returned and while their
+ *   sequence numbers stay odd (a concurrent range fault over the range
+ *   waits, or retries, until the change is over).
+ * Returns @fn's result.  Errors (then @fn is not called): -EINVAL bad
+ * range, @new_start, @reason or @fn NULL; -EBADF @ctx is not a live
+ * context; -ECHILD @ctx belongs to the parent of a fork.
+ * @fn must not call uhmm_range_fault() over the range (it would wait for
+ * its own change, up to its timeout), insert or remove notifiers, or
+ * destroy @ctx.  May sleep (the callbacks).  Thread-safe.
+ */
+UHMM_API int uhmm_change_mapping(uhmm_ctx *ctx, uintptr_t start, size_t len,
+				 enum uhmm_inv_reason reason, uintptr_t new_start,
+				 uhmm_change_fn fn, void *arg);
+
+/**
  * uhmm_mprotect - mprotect(2) that tells the mirrors first.
  * mprotect sends no userfaultfd event, so a device mirror would keep a
  * write mapping of a page the CPU made read-only.  This call invalidates
  * [addr, addr + len) with UHMM_INV_PROTECTION, then changes the protection.
  * (uhmm_range_fault() checks rights at fault time in any case.)
- * Errors: -EINVAL, and mprotect's own errors (negated).
+ * Errors: -EINVAL @addr or @len not page-aligned, @len 0 or wrapping;
+ * -EBADF, -ECHILD (uhmm.h, Conventions); mprotect's own errors, negated
+ * (-ENOMEM part of the range is not mapped, -EACCES, -EINVAL a bad @prot).
+ * Thread-safe; may sleep (the callbacks).
  */
 UHMM_API int uhmm_mprotect(uhmm_ctx *ctx, void *addr, size_t len, int prot);
 

@@ -101,10 +101,31 @@ enum {
 	 * Limitations:
 	 *   - As with UFFD_USER_MODE_ONLY, a *kernel* access to a page that is
 	 *     not present (read(2) into a device-resident buffer, write(2)
-	 *     from it, a futex or process_vm_readv on it) fails with EFAULT
-	 *     instead of being served: bring such buffers home with
-	 *     uhmm_migrate(..., NULL, 0) first.  So this flag cannot be
-	 *     combined with UHMM_CTX_REQUIRE_KERNEL_FAULTS (-EINVAL).
+	 *     from it, a futex or process_vm_readv on it) is not served: the
+	 *     kernel copies up to the first such page and the call returns
+	 *     what it copied (a short count: a pread(2) into a buffer whose
+	 *     second half is on a device returns the first half's length),
+	 *     or fails with EFAULT if that is the first page.  Bring such
+	 *     buffers home with uhmm_migrate(..., NULL, 0) first.  So this
+	 *     flag cannot be combined with UHMM_CTX_REQUIRE_KERNEL_FAULTS
+	 *     (-EINVAL).
+	 *   - Thread stacks.  The kernel delivers the SIGBUS on the faulting
+	 *     thread's stack; a stack that is itself on a device cannot take
+	 *     the signal frame, and the process is killed.  So
+	 *     uhmm_register() refuses (-EOPNOTSUPP) memory in a mapping that
+	 *     holds a thread stack, where uhmm can tell: the calling thread's
+	 *     (its stack pointer), the main thread's ([stack]), and those of
+	 *     the process's other threads that are blocked in a system call
+	 *     or a fault at that moment (/proc/self/task/TID/syscall).  The
+	 *     rule is by mapping as /proc/self/maps shows it (adjacent
+	 *     anonymous mmaps with the same protection merge into one).  A
+	 *     thread that is running when the call looks, or a stack
+	 *     registered before the thread starts using it, cannot be told:
+	 *     do not register memory that is or will be a thread stack (nor
+	 *     a sigaltstack) in this mode.  uhmm does not provide an
+	 *     alternate signal stack of its own: a signal stack on a device
+	 *     has the same problem.  (The default mode serves a stack's
+	 *     faults on the service thread, and has no such rule.)
 	 *   - Threads touching managed memory must not block SIGBUS (a
 	 *     blocked synchronous SIGBUS kills the process).
 	 *   - An application SIGBUS handler installed *before* the context is
@@ -268,9 +289,11 @@ UHMM_API void uhmm_ctx_opts_init(struct uhmm_ctx_opts *opts);
  * CAP_SYS_PTRACE, read/write access to /dev/userfaultfd, or
  * vm.unprivileged_userfaultfd = 1.  Otherwise the context falls back to
  * UFFD_USER_MODE_ONLY, and then a *kernel* access to a device-resident page
- * (read(2) into it, write(2) from it, a futex on it) fails with EFAULT
- * instead of bringing the page back: migrate such buffers back with
- * uhmm_migrate(..., NULL, 0) before handing them to system calls.
+ * (read(2) into it, write(2) from it, a futex on it) does not bring the
+ * page back: the call copies up to the first such page and returns a
+ * short count, or fails with EFAULT if that is the first page.  Migrate
+ * such buffers back with uhmm_migrate(..., NULL, 0) before handing them
+ * to system calls.
  * uhmm_ctx_info() tells which mode a context got.
  *
  * Errors: -EINVAL bad options; -ENOSYS the kernel has no userfaultfd;
@@ -352,6 +375,17 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  * A range that was managed and has just been munmap()ed or mremap()ed away
  * is no overlap: the kernel posts the event of such a call after it
  * returns, and uhmm_register waits for it (up to 2 s) rather than fail.
+ * The other errors it can return:
+ *   -EOPNOTSUPP the main thread's stack ("[stack]" in /proc/self/maps: it
+ *           grows, and the kernel guards it), in every mode; in a
+ *           UHMM_CTX_SIGBUS context, a mapping that holds a thread stack
+ *           (see "Thread stacks" there); a mapping the kernel's
+ *           userfaultfd will not take;
+ *   -EADDRINUSE the memory is managed by another uhmm context, or
+ *           registered with a userfaultfd of the program's own (the
+ *           kernel lets one userfaultfd register a page);
+ *   -EMFILE, -ENFILE no descriptor to read /proc/self/maps;
+ *   -EBADF, -ECHILD (see Conventions).
  * May sleep.
  */
 UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
@@ -360,8 +394,10 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
  * uhmm_unregister - stop managing memory given to uhmm_register().
  * @addr, @len: exactly a registered range.
  * Device-resident pages come back first: the memory keeps its contents.
- * Errors: -EINVAL not exactly a registered range; -EIO a device failed to
- * return a page (the range stays registered).  May sleep.
+ * Errors: -EINVAL not exactly a registered range (or memory uhmm_alloc
+ * gave), or another uhmm_unregister of it is at work; -EIO a device failed
+ * to return a page, -ENOMEM no memory to stage the copy (the range stays
+ * registered either way); -EBADF, -ECHILD (Conventions).  May sleep.
  */
 UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
 

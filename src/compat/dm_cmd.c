@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -216,13 +217,101 @@ static int mirror_access(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 	return err;
 }
 
+/* ---- memory a userfaultfd of the program's own provides ---- */
+
+/* VMAs of [start, end) that a userfaultfd registered in missing mode
+ * ("um" in smaps' VmFlags): up to @max of them into @iv (start, end
+ * pairs, clipped).  Returns how many, or -errno. */
+static int uffd_vmas(uintptr_t start, uintptr_t end, uintptr_t (*iv)[2], int max)
+{
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/smaps");
+	if (err)
+		return err;
+	char line[512];
+	int n = 0;
+	unsigned long lo = 0, hi = 0;
+	bool in = false;
+	while (n < max && uhmm__lines_next(&f, line, sizeof(line))) {
+		unsigned long a, b;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3) {
+			if (a >= end)
+				break; /* sorted: the rest lies beyond */
+			lo = a;
+			hi = b;
+			in = b > start;
+			continue;
+		}
+		if (!in || strncmp(line, "VmFlags:", 8) != 0)
+			continue;
+		/* Two-letter flags, each preceded by a space. */
+		for (const char *q = line + 8; (q = strstr(q, " um")) != NULL; q += 3) {
+			if (q[3] == ' ' || q[3] == '\n' || q[3] == '\0') {
+				iv[n][0] = lo > start ? lo : start;
+				iv[n][1] = hi < end ? hi : end;
+				n++;
+				break;
+			}
+		}
+	}
+	uhmm__lines_close(&f);
+	return n;
+}
+
+/*
+ * Whether a range fault over [start, end) would meet a page that only a
+ * userfaultfd of the program's own can provide: not present, not swapped,
+ * not managed by uhmm (whose own userfaultfd serves its pages), in an area
+ * registered for missing faults.  The kernel's READ and WRITE fault
+ * without FAULT_FLAG_ALLOW_RETRY, and handle_userfault() refuses such a
+ * fault (VM_FAULT_SIGBUS): the request fails with -EFAULT instead of
+ * waiting for the program.  Only READ_UNLOCKABLE lets it wait.
+ */
+static bool uffd_would_block(uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0)
+		return false;
+	uintptr_t iv[16][2];
+	int n = -1; /* smaps read only once a candidate page is found */
+	bool blocks = false;
+	uint64_t ent[64];
+	for (uintptr_t a = start; a < end && !blocks;) {
+		size_t k = min_u((end - a) / PS, 64);
+		if (pread(pm, ent, k * 8, (off_t)(a / PS * 8)) != (ssize_t)(k * 8))
+			break;
+		for (size_t i = 0; i < k && !blocks; i++) {
+			uintptr_t va = a + i * PS;
+			struct uhmm_page_info pi;
+			if ((ent[i] >> 62) & 3) /* present or swapped */
+				continue;
+			if (uhmm_page_query(ctx, (void *)va, &pi) == 0)
+				continue; /* uhmm's */
+			if (n < 0)
+				n = uffd_vmas(start, end, iv, 16);
+			if (n <= 0)
+				goto out; /* no such area (or smaps unreadable) */
+			for (int j = 0; j < n; j++)
+				if (va >= iv[j][0] && va < iv[j][1])
+					blocks = true;
+		}
+		a += k * PS;
+	}
+out:
+	close(pm);
+	return blocks;
+}
+
 /*
  * Access the whole range, faulting what the mirror lacks (the loop of the
  * kernel's dmirror_read/dmirror_write).  Counts fault rounds in *faults
- * (may be NULL).
+ * (may be NULL).  @unlockable: the range fault may wait for a userfaultfd
+ * of the program's (READ_UNLOCKABLE); otherwise such a page is -EFAULT.
  */
 static int access_faulting(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
-			   uintptr_t end, char *buf, enum acc acc, uint64_t *faults)
+			   uintptr_t end, char *buf, enum acc acc, uint64_t *faults,
+			   bool unlockable)
 {
 	size_t done = 0;
 	for (int round = 0;; round++) {
@@ -230,6 +319,8 @@ static int access_faulting(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 		if (err != -ENOENT)
 			return err;
 		if (round >= MAX_ROUNDS)
+			return -EFAULT;
+		if (!unlockable && uffd_would_block(h->ctx, start + done * PS, end))
 			return -EFAULT;
 		err = mirror_fault(h, dev, start + done * PS, end,
 				   acc == ACC_WRITE ? UHMM_RF_FAULT_WRITE : UHMM_RF_FAULT_READ,
@@ -243,13 +334,15 @@ static int access_faulting(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 
 /* ---- requests ---- */
 
-static int cmd_read(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c)
+static int cmd_read(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd *c,
+		    bool unlockable)
 {
 	size_t size = c->npages * PS;
 	char *buf = dm_bounce_alloc(size);
 	if (!buf)
 		return -ENOMEM;
-	int err = access_faulting(h, dev, c->addr, c->addr + size, buf, ACC_READ, &c->faults);
+	int err = access_faulting(h, dev, c->addr, c->addr + size, buf, ACC_READ, &c->faults,
+				  unlockable);
 	if (!err)
 		err = dm_mem_write(c->ptr, buf, size);
 	if (!err)
@@ -267,7 +360,7 @@ static int cmd_write(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd 
 	int err = dm_mem_read(buf, c->ptr, size);
 	if (!err)
 		err = access_faulting(h, dev, c->addr, c->addr + size, buf, ACC_WRITE,
-				      &c->faults);
+				      &c->faults, false);
 	if (!err)
 		c->cpages = c->npages;
 	dm_bounce_free(buf, size);
@@ -291,7 +384,7 @@ static int read_back(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_cmd 
 		if (!err)
 			err = mirror_access(h, dev, start, end, buf, &done, ACC_READ_DEVICE_ONLY);
 	} else {
-		err = access_faulting(h, dev, start, end, buf, ACC_READ, NULL);
+		err = access_faulting(h, dev, start, end, buf, ACC_READ, NULL, false);
 	}
 	if (!err)
 		err = dm_mem_write(c->ptr, buf, size);
@@ -326,6 +419,22 @@ static int page_on(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
 	return pi.where == UHMM_WHERE_DEVICE && pi.device == dev;
 }
 
+/*
+ * What MIGRATE_TO_DEV selects: managed pages in system memory, as the
+ * kernel's migrate_vma with MIGRATE_VMA_SELECT_SYSTEM (the driver's).
+ * Pages in this device's memory are there already; pages in another
+ * device's memory are not selected, and the read-back reports them
+ * (-ENOENT).  A page held exclusively stays selectable (its data is in
+ * system memory; uhmm_migrate revokes the hold).
+ */
+static bool to_dev_selects(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
+{
+	struct uhmm_page_info pi;
+	if (uhmm_page_query(ctx, (void *)a, &pi))
+		return false; /* not managed */
+	return !pi.device || pi.where == UHMM_WHERE_EXCLUSIVE;
+}
+
 static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 			      struct uhmm_dmirror_cmd *c)
 {
@@ -346,15 +455,16 @@ static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 			break;
 		next = min_u(min_u(end, a + DM_CHUNK_PAGES * PS), vend);
 		dm_manage_range(h->ctx, a, next);
-		/* Migrate the managed runs; unmanaged pages (shared, file)
-		 * stay, and the read-back reports them. */
+		/* Migrate the managed runs in system memory; unmanaged pages
+		 * (shared, file) and other devices' pages stay, and the
+		 * read-back reports them. */
 		for (uintptr_t p = a; p < next && !err;) {
-			if (page_on(h->ctx, p, dev) < 0) {
+			if (!to_dev_selects(h->ctx, p, dev)) {
 				p += PS;
 				continue;
 			}
 			uintptr_t q = p + PS;
-			while (q < next && page_on(h->ctx, q, dev) >= 0)
+			while (q < next && to_dev_selects(h->ctx, q, dev))
 				q += PS;
 			err = uhmm_migrate(h->ctx, (void *)p, q - p, dev, 0);
 			if (err == -ENOMEM && fail && !retried) {
@@ -417,8 +527,14 @@ static uint8_t snap_byte(uint64_t e, bool cow_pending)
 {
 	if (e & UHMM_RE_ERROR)
 		return UHMM_DMIRROR_PROT_ERROR;
+	/* Another device's page (or one it holds exclusively): the kernel's
+	 * snapshot sets dev_private_owner to this device, so hmm_range_fault
+	 * reports another owner's device-private entry as not valid (no
+	 * fault is asked for), and the driver says NONE.  DEV_PRIVATE_REMOTE
+	 * is what its entry decoding would say for a valid one; it never
+	 * sees one in a snapshot. */
 	if (e & UHMM_RE_REMOTE)
-		return UHMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE;
+		return UHMM_DMIRROR_PROT_NONE;
 	if (!(e & UHMM_RE_VALID))
 		return UHMM_DMIRROR_PROT_NONE;
 	bool w = (e & UHMM_RE_WRITE) && !((e & (UHMM_RE_DEVICE | UHMM_RE_EXCLUSIVE)) == 0 &&
@@ -498,6 +614,11 @@ static int cmd_exclusive(uhmm_dmirror *h, uhmm_device *dev, struct uhmm_dmirror_
 {
 	dm_manage_range(h->ctx, c->addr, c->addr + c->npages * PS);
 	int err = uhmm_make_exclusive(dev, (void *)(uintptr_t)c->addr, c->npages, NULL);
+	/* The driver's make_device_exclusive takes each page with a write
+	 * get_user_pages: a read-only area fails -EFAULT there (uhmm says
+	 * -EPERM once it manages read-only memory). */
+	if (err == -EPERM)
+		err = -EFAULT;
 	if (err)
 		return err;
 	/* Read through the mirror: the device reaches pages it holds at
@@ -517,9 +638,15 @@ static int cmd_check_exclusive(uhmm_dmirror *h, uhmm_device *dev,
 
 int dm_cmd(uhmm_dmirror *h, unsigned request, struct uhmm_dmirror_cmd *cmd)
 {
-	if (request > UHMM_DMIRROR_FLAGS)
-		return -EINVAL;
 	struct uhmm_dmirror_cmd c = *cmd;
+	/* The driver's checks, in its order, for every request (FLAGS too:
+	 * its npages is the flag word, and 0 fails): addr page-aligned, and
+	 * addr < addr + (npages << PAGE_SHIFT) in 64-bit arithmetic (so
+	 * npages 0 and a wrapping range fail); then the request number. */
+	if ((c.addr & (PS - 1)) || c.addr >= c.addr + (c.npages << DM_PAGE_SHIFT))
+		return -EINVAL;
+	if (request > UHMM_DMIRROR_READ_UNLOCKABLE)
+		return -EINVAL;
 	c.cpages = 0;
 	c.faults = 0;
 	if (request == UHMM_DMIRROR_FLAGS) {
@@ -529,10 +656,10 @@ int dm_cmd(uhmm_dmirror *h, unsigned request, struct uhmm_dmirror_cmd *cmd)
 		*cmd = c;
 		return 0;
 	}
-	/* Page-aligned, at least one page, no wrap (and within what a
-	 * 48-bit address space can name, so sizes fit in size_t). */
-	if ((c.addr & (PS - 1)) || !c.npages || c.npages > ((uint64_t)1 << 36) ||
-	    c.addr + c.npages * PS < c.addr)
+	/* Within what a 48-bit address space can name, so sizes fit in
+	 * size_t (the kernel fails such a request later, allocating its
+	 * bounce buffer or walking past the address space). */
+	if (c.npages > ((uint64_t)1 << 36))
 		return -EINVAL;
 	/* The kernel's mirror is invalidated before munmap/mremap/madvise
 	 * return; uhmm's right after: let it catch up (cheap when idle). */
@@ -551,7 +678,10 @@ int dm_cmd(uhmm_dmirror *h, unsigned request, struct uhmm_dmirror_cmd *cmd)
 	}
 	switch (request) {
 	case UHMM_DMIRROR_READ:
-		err = cmd_read(h, dev, &c);
+		err = cmd_read(h, dev, &c, false);
+		break;
+	case UHMM_DMIRROR_READ_UNLOCKABLE:
+		err = cmd_read(h, dev, &c, true);
 		break;
 	case UHMM_DMIRROR_WRITE:
 		err = cmd_write(h, dev, &c);

@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,16 @@ static uhmm_dmirror *g_handles;
  * to __tls_get_addr in a preloaded library (simdev's compute.c says what
  * that cost once). */
 static __thread int t_in_mprotect __attribute__((tls_model("initial-exec")));
+/* The context whose mirrors hear of the program's own munmap, mremap,
+ * mmap(MAP_FIXED) and madvise (dm_change, called by preload.c's
+ * wrappers).  Read without a lock: those wrappers also run for uhmm's own
+ * calls, under any lock of uhmm's or ours (g_lock included, held across
+ * uhmm_ctx_create).  Set once the context exists, cleared before it is
+ * destroyed and in a fork child. */
+static _Atomic(uhmm_ctx *) g_change_ctx;
+/* Set while this thread is in dm_change: a change made by a callback of
+ * the change (none today) goes straight to the kernel. */
+static __thread int t_in_change __attribute__((tls_model("initial-exec")));
 
 static void devs_init(void)
 {
@@ -85,6 +96,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&bounce_lock, NULL);
 	pthread_mutex_init(&h_lock, NULL);
 	g_ctx = NULL;
+	atomic_store(&g_change_ctx, NULL);
 	g_nhandles = 0;
 	devs_init();
 }
@@ -171,6 +183,7 @@ static int state_get(int devnum, uhmm_ctx **ctx, struct dm_dev **d)
 			goto out;
 		}
 		g_pid = getpid();
+		atomic_store(&g_change_ctx, g_ctx);
 		/* Reserve the scratch arena now, before the program punches
 		 * the holes it will ask the device about. */
 		dm_bounce_free(dm_bounce_alloc(1), 1);
@@ -266,6 +279,7 @@ UHMM_API int uhmm_dmirror_shutdown(void)
 	if (g_nhandles) {
 		err = -EBUSY;
 	} else if (g_ctx && g_pid == getpid()) {
+		atomic_store(&g_change_ctx, NULL);
 		err = uhmm_ctx_destroy(g_ctx); /* detaches the simdevs too */
 		g_ctx = NULL;
 		for (int i = 0; i < DM_NPRIVATE; i++)
@@ -299,6 +313,40 @@ UHMM_API int uhmm_dmirror_mprotect(void *addr, size_t len, int prot)
 	int err = uhmm_mprotect(ctx, addr, rlen, prot);
 	t_in_mprotect = 0;
 	return err;
+}
+
+/* ---- changes the program makes itself ---- */
+
+struct change_call {
+	uhmm_change_fn fn;
+	void *arg;
+	bool called;
+};
+
+static int change_run(void *arg)
+{
+	struct change_call *c = arg;
+	c->called = true;
+	return c->fn(c->arg);
+}
+
+int dm_change(uintptr_t start, size_t len, enum uhmm_inv_reason reason, uintptr_t new_start,
+	      uhmm_change_fn fn, void *arg)
+{
+	uhmm_ctx *ctx = atomic_load_explicit(&g_change_ctx, memory_order_acquire);
+	/* Nothing to tell (no device open yet), a change the kernel will
+	 * refuse anyway (unaligned, wrapping), uhmm's own memory (its
+	 * reservations: never mirrored, and changed under uhmm's locks). */
+	if (!ctx || t_in_change || !len || ((start | len) & (DM_PAGE_SIZE - 1)) ||
+	    start + len < start || uhmm__umem_owns(start, len))
+		return fn(arg);
+	struct change_call c = { fn, arg, false };
+	t_in_change = 1;
+	int r = uhmm_change_mapping(ctx, start, len, reason, new_start, change_run, &c);
+	t_in_change = 0;
+	/* The context went away meanwhile (a shutdown, a fork child): the
+	 * change is the program's all the same. */
+	return c.called ? r : fn(arg);
 }
 
 /* ---- VMAs ---- */
@@ -515,7 +563,7 @@ void dm_bounce_free(void *p, size_t len)
 		return;
 	}
 	if (n * ARENA_UNIT > UHMM_HUGE_SIZE)
-		(void)madvise(p, n * ARENA_UNIT, MADV_DONTNEED);
+		(void)dm_real_madvise(p, n * ARENA_UNIT, MADV_DONTNEED);
 	pthread_mutex_lock(&bounce_lock);
 	units_mark((size_t)(c - arena) / ARENA_UNIT, n, false);
 	pthread_mutex_unlock(&bounce_lock);

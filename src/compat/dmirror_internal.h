@@ -121,6 +121,15 @@ int dm_vma_find(uintptr_t addr, struct dm_vma *v);
  * (what is managed already is left alone). */
 void dm_manage_range(uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 
+/* A change of the CPU mapping of [start, start + len) made by the program
+ * (preload.c's munmap, mremap, mmap(MAP_FIXED), madvise wrappers): @fn(@arg)
+ * runs inside uhmm_change_mapping(), so every mirror drops the range
+ * before it takes effect, as the kernel's notifiers; straight, when no
+ * context exists or the range is uhmm's own memory.  Returns @fn's
+ * result.  Takes no lock of ours: callable under any. */
+int dm_change(uintptr_t start, size_t len, enum uhmm_inv_reason reason, uintptr_t new_start,
+	      uhmm_change_fn fn, void *arg);
+
 /* Read/write process memory the way the kernel does for a device
  * (process_vm_readv/writev on ourselves): the CPU mapping's rights apply,
  * a write copies-on-write, and memory that is not mapped or not allowed
@@ -146,5 +155,6 @@ void dm_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
 void *dm_real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int dm_real_munmap(void *addr, size_t len);
 int dm_real_mprotect(void *addr, size_t len, int prot);
+int dm_real_madvise(void *addr, size_t len, int advice);
 
 #endif

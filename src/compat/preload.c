@@ -13,6 +13,12 @@
  *
  * mprotect() goes to uhmm_dmirror_mprotect(), which tells the mirrors
  * before the protection changes (mprotect sends no userfaultfd event).
+ * munmap(), mremap(), mmap(MAP_FIXED) and the madvise() advice that
+ * discards go through dm_change(): every mirror drops the range before
+ * the change takes effect, managed memory or not, as the kernel's
+ * notifiers (uhmm hears of unmanaged memory's changes no other way).
+ * uhmm's own calls come through here too; those on its reservations go
+ * straight to the kernel (dm_change).
  *
  * Locks: tab_lock (a mutex, leaf rank: nothing is called under it) guards
  * the binding of descriptors and handle references (refs).  A request
@@ -48,6 +54,8 @@ typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*munmap_fn)(void *, size_t);
 typedef int (*mprotect_fn)(void *, size_t, int);
+typedef int (*madvise_fn)(void *, size_t, int);
+typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
 
 static struct {
 	open_fn open, open64;
@@ -62,6 +70,8 @@ static struct {
 	mmap_fn mmap, mmap64;
 	munmap_fn munmap;
 	mprotect_fn mprotect;
+	madvise_fn madvise;
+	mremap_fn mremap;
 } real;
 static pthread_once_t real_once = PTHREAD_ONCE_INIT;
 
@@ -85,6 +95,8 @@ static void real_resolve(void)
 	R(mmap64, "mmap64");
 	R(munmap, "munmap");
 	R(mprotect, "mprotect");
+	R(madvise, "madvise");
+	R(mremap, "mremap");
 #undef R
 }
 
@@ -114,6 +126,12 @@ int dm_real_mprotect(void *addr, size_t len, int prot)
 {
 	real_init();
 	return real.mprotect(addr, len, prot);
+}
+
+int dm_real_madvise(void *addr, size_t len, int advice)
+{
+	real_init();
+	return real.madvise(addr, len, advice);
 }
 
 /* ---- descriptors bound to handles ---- */
@@ -350,16 +368,18 @@ UHMM_API int dup3(int fd, int nfd, int flags)
 /* The uapi request: _IOWR('H', nr, struct hmm_dmirror_cmd). */
 static int dev_ioctl(uhmm_dmirror *h, unsigned long req, void *arg)
 {
-	if (_IOC_TYPE(req) != 'H' || _IOC_SIZE(req) != sizeof(struct uhmm_dmirror_cmd) ||
-	    _IOC_DIR(req) != (_IOC_READ | _IOC_WRITE))
-		return -EINVAL; /* the driver's "default:" */
 	int err = dm_handle_check(h);
 	if (err)
 		return err;
+	/* The driver reads the command block first, whatever the request
+	 * (-EFAULT), then checks it, then the request ("default:" -EINVAL). */
 	struct uhmm_dmirror_cmd c;
 	if (dm_mem_read(&c, (uintptr_t)arg, sizeof(c)))
 		return -EFAULT;
-	err = dm_cmd(h, _IOC_NR(req), &c);
+	bool ours = _IOC_TYPE(req) == 'H' && _IOC_SIZE(req) == sizeof(struct uhmm_dmirror_cmd) &&
+		    _IOC_DIR(req) == (_IOC_READ | _IOC_WRITE);
+	/* dm_cmd checks addr/npages before the number, as the driver. */
+	err = dm_cmd(h, ours ? _IOC_NR(req) : ~0u, &c);
 	if (!err && dm_mem_write((uintptr_t)arg, &c, sizeof(c)))
 		err = -EFAULT;
 	return err;
@@ -396,21 +416,54 @@ UHMM_API int ioctl(int fd, unsigned long req, ...)
 
 /* ---- mmap, mprotect ---- */
 
+/* Lengths as the kernel takes them (whole pages); 0 if it would wrap. */
+static size_t page_len(size_t len)
+{
+	size_t r = (len + DM_PAGE_SIZE - 1) & ~(DM_PAGE_SIZE - 1);
+	return r < len ? 0 : r;
+}
+
+struct mmap_call {
+	void *addr;
+	size_t len;
+	int prot, flags, fd;
+	off_t off;
+	mmap_fn next;
+	void *ret;
+};
+
+static int mmap_run(void *arg)
+{
+	struct mmap_call *m = arg;
+	uhmm_dmirror *h = fd_get(m->fd);
+	if (!h) {
+		m->ret = m->next(m->addr, m->len, m->prot, m->flags, m->fd, m->off);
+		return m->ret == MAP_FAILED ? -errno : 0;
+	}
+	int err = uhmm_dmirror_map(h, m->addr, m->len, m->prot, m->flags, &m->ret);
+	handle_put(h);
+	if (err)
+		m->ret = MAP_FAILED;
+	return err;
+}
+
+/* A mapping of the device goes to the handle; MAP_FIXED (which replaces
+ * what was there) tells the mirrors first, as the kernel's munmap part of
+ * it does. */
 static void *dev_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off,
 		      mmap_fn next)
 {
-	real_init();
-	uhmm_dmirror *h = fd_get(fd);
-	if (!h)
-		return next(addr, len, prot, flags, fd, off);
-	void *p;
-	int err = uhmm_dmirror_map(h, addr, len, prot, flags, &p);
-	handle_put(h);
+	struct mmap_call m = { addr, len, prot, flags, fd, off, next, MAP_FAILED };
+	int err;
+	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE))
+		err = dm_change((uintptr_t)addr, page_len(len), UHMM_INV_UNMAP, 0, mmap_run, &m);
+	else
+		err = mmap_run(&m);
 	if (err) {
 		errno = -err;
 		return MAP_FAILED;
 	}
-	return p;
+	return m.ret;
 }
 
 UHMM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -423,6 +476,119 @@ UHMM_API void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t
 {
 	real_init();
 	return dev_mmap(addr, len, prot, flags, fd, off, real.mmap64 ? real.mmap64 : real.mmap);
+}
+
+/* ---- munmap, mremap, madvise: the mirrors drop the range first ---- */
+
+struct range_call {
+	void *addr;
+	size_t len;
+	int advice;
+};
+
+static int munmap_run(void *arg)
+{
+	struct range_call *c = arg;
+	return real.munmap(c->addr, c->len) ? -errno : 0;
+}
+
+UHMM_API int munmap(void *addr, size_t len)
+{
+	real_init();
+	struct range_call c = { addr, len, 0 };
+	int err = dm_change((uintptr_t)addr, page_len(len), UHMM_INV_UNMAP, 0, munmap_run, &c);
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	return 0;
+}
+
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24
+#endif
+
+static int madvise_run(void *arg)
+{
+	struct range_call *c = arg;
+	return real.madvise(c->addr, c->len, c->advice) ? -errno : 0;
+}
+
+UHMM_API int madvise(void *addr, size_t len, int advice)
+{
+	real_init();
+	struct range_call c = { addr, len, advice };
+	int err;
+	/* The advice that discards contents (the kernel zaps the range under
+	 * its notifiers); the others leave the mapping as it is. */
+	if (advice == MADV_DONTNEED || advice == MADV_DONTNEED_LOCKED || advice == MADV_FREE ||
+	    advice == MADV_REMOVE)
+		err = dm_change((uintptr_t)addr, page_len(len), UHMM_INV_ZAP, 0, madvise_run, &c);
+	else
+		err = madvise_run(&c);
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	return 0;
+}
+
+struct mremap_call {
+	void *old;
+	size_t old_len, new_len;
+	int flags;
+	void *new_addr;
+	void *ret;
+	size_t tail; /* MREMAP_FIXED: the target's length, told second */
+};
+
+static int mremap_run(void *arg)
+{
+	struct mremap_call *m = arg;
+	m->ret = real.mremap(m->old, m->old_len, m->new_len, m->flags, m->new_addr);
+	return m->ret == MAP_FAILED ? -errno : 0;
+}
+
+/* MREMAP_FIXED replaces what was at the target too: its mirrors are told
+ * inside the change of the old range. */
+static int mremap_fixed_run(void *arg)
+{
+	struct mremap_call *m = arg;
+	return dm_change((uintptr_t)m->new_addr, page_len(m->new_len), UHMM_INV_UNMAP, 0,
+			 mremap_run, m);
+}
+
+UHMM_API void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	real_init();
+	struct mremap_call m = { old, old_len, new_len, flags, NULL, MAP_FAILED, 0 };
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		m.new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	size_t ol = page_len(old_len), nl = page_len(new_len);
+	uintptr_t o = (uintptr_t)old;
+	int err;
+	/*
+	 * What leaves the old place: all of it when the mapping may move
+	 * (MREMAP_MAYMOVE, with or without FIXED or DONTUNMAP), the cut tail
+	 * when it shrinks in place; nothing when it grows in place (the
+	 * kernel's notifiers see nothing then either).
+	 */
+	if (flags & MREMAP_MAYMOVE)
+		err = dm_change(o, ol, UHMM_INV_UNMAP, 0,
+				(flags & MREMAP_FIXED) ? mremap_fixed_run : mremap_run, &m);
+	else if (nl < ol)
+		err = dm_change(o + nl, ol - nl, UHMM_INV_UNMAP, 0, mremap_run, &m);
+	else
+		err = mremap_run(&m);
+	if (err) {
+		errno = -err;
+		return MAP_FAILED;
+	}
+	return m.ret;
 }
 
 UHMM_API int mprotect(void *addr, size_t len, int prot)

@@ -736,6 +736,10 @@ int uhmm__evict_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
 
+/* stacks.c: 0, or -EOPNOTSUPP if [start, end) meets a mapping holding a
+ * thread stack (SIGBUS mode's rule, uhmm_register). */
+int uhmm__check_no_stack(uintptr_t start, uintptr_t end);
+
 /* notifier.c */
 /*
  * Tell every notifier overlapping [start, end) that it is about to change:

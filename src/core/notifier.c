@@ -229,3 +229,32 @@ void uhmm__notifiers_free_all(struct uhmm_ctx *ctx)
 		n = next;
 	}
 }
+
+/*
+ * A change of the CPU mapping that the caller makes itself (the dmirror
+ * preload's munmap, mremap, mmap(MAP_FIXED), madvise): the notifiers over
+ * [start, start + len) are told before it, and their sequence stays odd
+ * until it is over, as for uhmm_mprotect().  For memory uhmm manages it
+ * hears of the change a second time through the userfaultfd's event; that
+ * second invalidation only costs a fault round.
+ */
+UHMM_API int uhmm_change_mapping(uhmm_ctx *ctx, uintptr_t start, size_t len,
+				 enum uhmm_inv_reason reason, uintptr_t new_start,
+				 uhmm_change_fn fn, void *arg)
+{
+	if (!fn || !len || ((start | len) & (PAGE_SIZE - 1)) || start + len < start ||
+	    (new_start & (PAGE_SIZE - 1)))
+		return -EINVAL;
+	if (reason != UHMM_INV_UNMAP && reason != UHMM_INV_ZAP && reason != UHMM_INV_REMAP &&
+	    reason != UHMM_INV_PROTECTION)
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	bool inv = uhmm__invalidate_start(ctx, start, start + len, reason, NULL,
+					  reason == UHMM_INV_REMAP ? new_start : 0);
+	int r = fn(arg);
+	uhmm__invalidate_end(ctx, start, start + len, inv);
+	uhmm__ctx_exit(ctx);
+	return r;
+}

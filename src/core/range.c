@@ -183,6 +183,14 @@ int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		     bool owned)
 {
+	/* SIGBUS mode: a thread's stack on a device could not take the
+	 * signal that brings it back (stacks.c).  (uhmm_alloc's memory is
+	 * fresh: no stack.) */
+	if (!owned && ctx->sigbus) {
+		int e = uhmm__check_no_stack(start, start + len);
+		if (e)
+			return e;
+	}
 	size_t n = len >> PAGE_SHIFT;
 	struct uhmm_pagearr *arr = uhmm__pagearr_new(ctx, n);
 	if (!arr)
@@ -235,6 +243,10 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 			remove_at_locked(ctx, i);
 		pthread_rwlock_unlock(&ctx->ranges_lock);
 		uhmm__range_put(r);
+		/* -EBUSY: a userfaultfd registered the memory already, another
+		 * context's or the program's own; not "held by the kernel". */
+		if (err == -EBUSY)
+			return -EADDRINUSE;
 		return err == -EINVAL ? -EOPNOTSUPP : err;
 	}
 	return 0;

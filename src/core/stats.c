@@ -106,6 +106,7 @@ UHMM_API const char *uhmm_strerror(int err)
 	case EOPNOTSUPP: return "memory kind or kernel feature not supported";
 	case ENOSYS: return "userfaultfd not available in this kernel";
 	case EBUSY: return "page held by the kernel (pinned or shared)";
+	case EADDRINUSE: return "memory managed by another uhmm context or userfaultfd";
 	default: return strerror(err < 0 ? -err : err);
 	}
 }

@@ -12,9 +12,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/types.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -43,6 +47,7 @@ struct hmm_dmirror_cmd {
 #define HMM_DMIRROR_CHECK_EXCLUSIVE _IOWR('H', 0x06, struct hmm_dmirror_cmd)
 #define HMM_DMIRROR_RELEASE _IOWR('H', 0x07, struct hmm_dmirror_cmd)
 #define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, struct hmm_dmirror_cmd)
+#define HMM_DMIRROR_READ_UNLOCKABLE _IOWR('H', 0x09, struct hmm_dmirror_cmd)
 #define HMM_DMIRROR_FLAG_FAIL_ALLOC (1ULL << 0)
 enum {
 	HMM_DMIRROR_PROT_ERROR = 0xFF,
@@ -150,8 +155,14 @@ static void bad_requests_fail_and_write_nothing_back(void **state)
 	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
 	char *mirror = malloc(size);
 	struct hmm_dmirror_cmd c;
-	assert_int_equal(dmcmd(fd, _IOWR('H', 0x09, struct hmm_dmirror_cmd), buf, mirror, 4, &c),
+	assert_int_equal(dmcmd(fd, _IOWR('H', 0x0a, struct hmm_dmirror_cmd), buf, mirror, 4, &c),
 			 -EINVAL);
+	assert_int_equal(dmcmd(fd, _IOWR('H', 0x00, int), buf, mirror, 4, &c), -EINVAL);
+	/* The driver checks addr and npages for every request, FLAGS too
+	 * (npages is its flag word: 0 fails), before the request number. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, buf + 1, NULL, 1, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, buf, NULL, 0, &c), -EINVAL);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_CHECK_EXCLUSIVE, buf, NULL, 0, &c), -EINVAL);
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf + 1, mirror, 4, &c), -EINVAL);
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, 0, &c), -EINVAL);
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, 0, &c), -EINVAL);
@@ -160,13 +171,17 @@ static void bad_requests_fail_and_write_nothing_back(void **state)
 	/* On error the command is not written back. */
 	assert_int_equal(c.cpages, 0xdead);
 	assert_int_equal(c.faults, 0xbeef);
-	/* The command itself cannot be read. */
+	/* The command itself cannot be read: -EFAULT, whatever the request
+	 * (the driver copies it in first). */
 	assert_int_equal(ioctl(fd, HMM_DMIRROR_READ, (void *)16), -1);
+	assert_int_equal(errno, EFAULT);
+	assert_int_equal(ioctl(fd, _IOWR('H', 0x0a, struct hmm_dmirror_cmd), (void *)16), -1);
 	assert_int_equal(errno, EFAULT);
 	/* The destination cannot be written. */
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, (void *)16, 4, &c), -EFAULT);
-	/* Success zeroes and reports. */
-	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, NULL, NULL, 0, &c), 0);
+	/* Success zeroes and reports (a flag word of 2: no flag the driver
+	 * acts on). */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_FLAGS, NULL, NULL, 2, &c), 0);
 	assert_int_equal(c.cpages, 0);
 	assert_int_equal(c.faults, 0);
 	munmap(buf, size);
@@ -406,21 +421,32 @@ static void two_devices_migrate_to_one_read_through_other(void **state)
 	fill(buf, size, 4);
 	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
 	snapshot_expect(fd0, buf, npages, LOCAL_W);
-	snapshot_expect(fd1, buf, npages, HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	/* Another device's page is not valid for this device's snapshot. */
+	snapshot_expect(fd1, buf, npages, HMM_DMIRROR_PROT_NONE);
 	/* Device 1 reads: the pages leave device 0 first. */
 	memset(mirror, 0, size);
 	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
 	assert_int_equal(c.faults, 1);
 	check(mirror, size, 4);
 	snapshot_expect(fd0, buf, npages, HMM_DMIRROR_PROT_WRITE);
-	/* Device 1 takes them, device 0's read-back finds them elsewhere... */
+	/* Device 1 takes them.  Device 0's migration selects system pages
+	 * only (migrate_vma): device 1's pages are not migrated, and its
+	 * read-back finds them missing; half of them in system memory, and
+	 * those it takes. */
 	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
-	/* ...and device 0's own migration moves them device to device. */
-	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, NULL), 0);
-	check(mirror, size, 4);
-	snapshot_expect(fd1, buf, npages, HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	snapshot_expect(fd1, buf, npages, LOCAL_W);
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c),
+			 -ENOENT);
+	snapshot_expect(fd1, buf, npages, LOCAL_W);
+	snapshot_expect(fd0, buf, npages, HMM_DMIRROR_PROT_NONE);
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages / 2, &c), 0);
+	assert_int_equal(c.cpages, npages / 2);
+	assert_int_equal(dmcmd(fd0, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages / 2, NULL), 0);
+	check(mirror, size / 2, 4);
+	snapshot_expect(fd0, buf, npages / 2, LOCAL_W);
+	snapshot_expect(fd1, (char *)buf + size / 2, npages / 2, LOCAL_W);
 	/* MIGRATE_TO_SYS on device 1 moves nothing of device 0's. */
-	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(dmcmd(fd1, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages / 2, &c), 0);
 	assert_int_equal(c.cpages, 0);
 	check(buf, size, 4);
 	munmap(buf, size);
@@ -439,7 +465,8 @@ static void snapshot_reports_each_kind(void **state)
 	unsigned char m[7];
 	char tmp[PS];
 	/* 0: PROT_NONE, 1: hole, 2: zero page, 3: read-only, 4: written,
-	 * 5: on device 0, 6: on device 1.  (The hole is punched last: the
+	 * 5: on device 0, 6: on device 1 (NONE for device 0, as the kernel's
+	 * snapshot, which does not fault another device's page).  (The hole is punched last: the
 	 * kernel's selftest punches it first, but under uhmm the migrations
 	 * register memory, and uhmm's page-state array for a one-page range
 	 * is a one-page mmap that the kernel may place in that very hole.
@@ -462,7 +489,7 @@ static void snapshot_reports_each_kind(void **state)
 	assert_int_equal(m[3], HMM_DMIRROR_PROT_READ);
 	assert_int_equal(m[4], HMM_DMIRROR_PROT_WRITE);
 	assert_int_equal(m[5], LOCAL_W);
-	assert_int_equal(m[6], HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE);
+	assert_int_equal(m[6], HMM_DMIRROR_PROT_NONE); /* device 1's: not valid here */
 	munmap(p, npages * PS);
 	close(fd0);
 	close(fd1);
@@ -554,6 +581,9 @@ static void exclusive_then_mprotect_write_eperm(void **state)
 	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
 	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, NULL), -EPERM);
 	check(buf, size, 0);
+	/* Read-only now: taking it exclusively again fails as the driver's
+	 * write get_user_pages does, -EFAULT. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_EXCLUSIVE, buf, mirror, npages, NULL), -EFAULT);
 	munmap(buf, size);
 	free(mirror);
 	close(fd);
@@ -777,6 +807,215 @@ static void mremap_after_migration(void **state)
 	close(fd);
 }
 
+/* ---- the mirror follows every change of plain (unmanaged) memory ---- */
+
+/* READ of @npages at @p: its fault rounds, and the data checked. */
+static unsigned long read_faults(int fd, void *p, unsigned long npages, int seed)
+{
+	size_t size = npages * PS;
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	memset(mirror, 0xee, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, p, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	if (seed >= 0)
+		check(mirror, size, seed);
+	free(mirror);
+	return c.faults;
+}
+
+/*
+ * The kernel's mirror is told of an munmap before it returns (its notifier
+ * sees every change of every VMA): a device READ after munmap and a new
+ * mmap at the same address faults again.  The memory here is never
+ * migrated, so uhmm does not manage it and hears of the munmap only
+ * through the preloaded munmap().
+ */
+static void read_after_munmap_mmap_reuse_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 1);
+	assert_int_equal(read_faults(fd, buf, npages, 1), 1);
+	assert_int_equal(read_faults(fd, buf, npages, 1), 0); /* mirrored */
+	assert_int_equal(munmap(buf, size), 0);
+	int *again = mmap(buf, size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true(again == buf);
+	fill(again, size, 2);
+	assert_int_equal(read_faults(fd, again, npages, 2), 1);
+	assert_int_equal(read_faults(fd, again, npages, 2), 0);
+	munmap(again, size);
+	close(fd);
+}
+
+/* mmap(MAP_FIXED) over mirrored memory replaces it: a new fault round. */
+static void read_after_map_fixed_over_mirror_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 3);
+	assert_int_equal(read_faults(fd, buf, npages, 3), 1);
+	int *over = mmap(buf + PS / sizeof(int) * 4, 4 * PS, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	assert_true(over != MAP_FAILED);
+	fill(buf, size, 4);
+	/* The mirror lost exactly pages 4..7: one round for them. */
+	assert_int_equal(read_faults(fd, buf, npages, 4), 1);
+	assert_int_equal(read_faults(fd, buf, npages, 4), 0);
+	munmap(buf, size);
+	close(fd);
+}
+
+/* madvise(MADV_DONTNEED) discards: the mirror drops the pages, the device
+ * reads zeros after a new round. */
+static void read_after_madvise_dontneed_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 8;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 5);
+	assert_int_equal(read_faults(fd, buf, npages, 5), 1);
+	assert_int_equal(madvise(buf, size, MADV_DONTNEED), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 1);
+	for (size_t i = 0; i < size / sizeof(int); i++)
+		assert_int_equal(mirror[i], 0);
+	/* Advice that keeps the contents keeps the mirror. */
+	assert_int_equal(madvise(buf, size, MADV_WILLNEED), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.faults, 0);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+/* mremap moving plain mirrored memory away, and a new mapping in its
+ * place: the old address faults again, the new one is read afresh. */
+static void read_after_mremap_of_mirror_faults_again(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	fill(buf, size, 6);
+	assert_int_equal(read_faults(fd, buf, npages, 6), 1);
+	char *dst = map_anon(size, PROT_NONE, MAP_PRIVATE);
+	int *moved = mremap(buf, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	assert_true((void *)moved == dst);
+	int *again = mmap(buf, size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true(again == buf);
+	fill(again, size, 7);
+	assert_int_equal(read_faults(fd, again, npages, 7), 1);
+	assert_int_equal(read_faults(fd, moved, npages, 6), 1);
+	/* Shrinking in place cuts the tail: a mapping there is new. */
+	assert_true(mremap(again, size, size / 2, 0) == again);
+	int *tail = mmap((char *)again + size / 2, size / 2, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	assert_true((char *)tail == (char *)again + size / 2);
+	fill(again, size, 8); /* both halves, one range again */
+	assert_int_equal(read_faults(fd, again, npages / 2, 8), 0); /* kept */
+	assert_int_equal(read_faults(fd, again, npages, 8), 1);     /* the tail */
+	munmap(again, size);
+	munmap(moved, size);
+	close(fd);
+}
+
+/* ---- READ_UNLOCKABLE: a userfaultfd of the program's own ---- */
+
+/* The program's fault handler: fills each missing page with the ints
+ * fill(.., seed) would put there, until told to stop (polls, bounded). */
+struct uffd_server {
+	int uffd;
+	char *base;
+	int seed;
+	atomic_int stop;
+	atomic_int served;
+};
+
+static void *uffd_serve(void *arg)
+{
+	struct uffd_server *sv = arg;
+	char *page = aligned_alloc(PS, PS);
+	while (!atomic_load(&sv->stop)) {
+		struct pollfd pfd = { .fd = sv->uffd, .events = POLLIN };
+		if (poll(&pfd, 1, 20) <= 0)
+			continue;
+		struct uffd_msg msg;
+		if (read(sv->uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t a = msg.arg.pagefault.address & ~(PS - 1);
+		int *q = (int *)page;
+		size_t first = (a - (uintptr_t)sv->base) / sizeof(int);
+		for (size_t i = 0; i < PS / sizeof(int); i++)
+			q[i] = (int)(first + i) + sv->seed;
+		struct uffdio_copy cp = { .dst = a, .src = (uintptr_t)page, .len = PS };
+		if (ioctl(sv->uffd, UFFDIO_COPY, &cp) == 0)
+			atomic_fetch_add(&sv->served, 1);
+	}
+	free(page);
+	return NULL;
+}
+
+/*
+ * A buffer whose missing pages only the program's own userfaultfd
+ * provides.  READ's range fault cannot wait for it (the kernel faults
+ * without FAULT_FLAG_ALLOW_RETRY, and handle_userfault refuses): -EFAULT,
+ * nothing served.  READ_UNLOCKABLE's may drop its locks: the handler
+ * serves the pages from its own thread, the device reads what it put
+ * there, in one round.
+ */
+static void read_unlockable_waits_for_programs_userfaultfd(void **state)
+{
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		fprintf(stderr, "[  SKIP    ] userfaultfd: %s\n", strerror(errno));
+		skip();
+	}
+	struct uffdio_api api = { .api = UFFD_API };
+	assert_int_equal(ioctl(uffd, UFFDIO_API, &api), 0);
+	int fd = open_or_fail(0);
+	unsigned long npages = 8;
+	size_t size = npages * PS;
+	char *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	struct uffdio_register reg = { .range = { (uintptr_t)buf, size },
+				       .mode = UFFDIO_REGISTER_MODE_MISSING };
+	assert_int_equal(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+	struct uffd_server sv = { .uffd = uffd, .base = buf, .seed = 9 };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, uffd_serve, &sv), 0);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), -EFAULT);
+	assert_int_equal(atomic_load(&sv.served), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_WRITE, buf, mirror, npages, &c), -EFAULT);
+	assert_int_equal(atomic_load(&sv.served), 0);
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ_UNLOCKABLE, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	assert_int_equal(c.faults, 1);
+	assert_true(atomic_load(&sv.served) >= 1);
+	check(mirror, size, 9);
+	/* Present now: a plain READ needs nothing of the handler. */
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	check(mirror, size, 9);
+	atomic_store(&sv.stop, 1);
+	pthread_join(t, NULL);
+	close(uffd);
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
 #ifdef __SANITIZE_THREAD__
 /* The fork tests open the device in the child, which starts uhmm's threads
  * there: TSan supports that only when told to. */
@@ -793,6 +1032,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(open_devices_coherent_ones_enodev),
 		cmocka_unit_test(bad_requests_fail_and_write_nothing_back),
 		cmocka_unit_test(read_anon_needs_one_fault_round),
+		cmocka_unit_test(read_after_munmap_mmap_reuse_faults_again),
+		cmocka_unit_test(read_after_map_fixed_over_mirror_faults_again),
+		cmocka_unit_test(read_after_madvise_dontneed_faults_again),
+		cmocka_unit_test(read_after_mremap_of_mirror_faults_again),
+		cmocka_unit_test(read_unlockable_waits_for_programs_userfaultfd),
 		cmocka_unit_test(read_prot_none_or_hole_efault),
 		cmocka_unit_test(write_anon_and_readonly_eperm),
 		cmocka_unit_test(migrate_to_device_read_write_and_back),

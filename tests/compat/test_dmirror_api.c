@@ -37,7 +37,7 @@ static void cmd_rejects_bad_arguments(void **state)
 	assert_int_equal(uhmm_dmirror_cmd(NULL, UHMM_DMIRROR_READ, &c), -EBADF);
 	assert_int_equal(uhmm_dmirror_open(0, &h), 0);
 	assert_int_equal(uhmm_dmirror_cmd(h, UHMM_DMIRROR_READ, NULL), -EFAULT);
-	assert_int_equal(uhmm_dmirror_cmd(h, 9, &c), -EINVAL);
+	assert_int_equal(uhmm_dmirror_cmd(h, 10, &c), -EINVAL);
 	assert_int_equal(uhmm_dmirror_cmd(h, UHMM_DMIRROR_READ, &c), -EINVAL); /* npages 0 */
 	assert_int_equal(uhmm_dmirror_close(h), 0);
 }

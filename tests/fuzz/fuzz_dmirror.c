@@ -345,8 +345,10 @@ static void op_ioctl(void)
 {
 	uint8_t b = get8();
 	int k = b % NFD;
-	unsigned nr = (b >> 2) % 10; /* 9: unknown */
+	unsigned nr = (b >> 2) % 10; /* 9: READ_UNLOCKABLE or unknown (10) */
 	uint8_t how = get8(), pb = get8();
+	if (nr == 9 && (how & 0x40)) /* (the inputs of tests/fuzz/regress keep their ops) */
+		nr = 10;
 	struct cmdarg c = cmdarg_pick();
 	int fd = g_fd[k];
 	if (fd < 0)
@@ -360,7 +362,7 @@ static void op_ioctl(void)
 	case 2: req = _IOWR('H', nr, uint64_t); allowed_req = A_EINVAL; break;
 	default: break;
 	}
-	if (nr > 8)
+	if (nr > 9)
 		allowed_req = A_EINVAL;
 	/* ptr */
 	int pk = (pb % 8 < 4) ? P_SCRATCH : pb % 8 - 3;
@@ -425,15 +427,17 @@ static void op_ioctl(void)
 	uint32_t allowed;
 	struct summary s = { 0 };
 	bool data_check = false;
-	if (allowed_req) {
-		/* A bad request with a bad argument block: either error (the
-		 * kernel reads the block first; the shim checks the number
-		 * first). */
-		allowed = allowed_req | allowed_arg;
-	} else if (allowed_arg) {
+	/* FLAGS: the driver checks addr and npages (the flag word) as for
+	 * any request, before the number: 0 fails. */
+	bool flags_bad = (c.addr & (PG - 1)) || c.addr >= c.addr + (cmd->npages << 12);
+	if (allowed_arg) {
+		/* The block cannot be read: -EFAULT first, whatever the
+		 * request (the driver copies it in before anything). */
 		allowed = allowed_arg;
+	} else if (allowed_req) {
+		allowed = allowed_req;
 	} else if (nr == 8) {
-		allowed = A_OK;
+		allowed = flags_bad ? A_EINVAL : A_OK;
 	} else if (c.shape_bad) {
 		allowed = A_EINVAL;
 	} else if (nr == 7) {
@@ -451,6 +455,7 @@ static void op_ioctl(void)
 		uint32_t pe = 0; /* ptr's part */
 		switch (nr) {
 		case 0: /* READ */
+		case 9: /* READ_UNLOCKABLE: no userfaultfd of ours here: as READ */
 			if (s.hole || s.none)
 				allowed = A_EFAULT;
 			else
@@ -476,8 +481,9 @@ static void op_ioctl(void)
 				allowed = A_ENOENT | A_ENOMEM | pe;
 			else if (s.ro) /* not migrated, unless there already */
 				allowed = A_ENOENT | A_ENOMEM | (pe ? pe : A_OK), data_check = ptr_w;
-			else
-				allowed = (pe ? pe : A_OK) | A_ENOMEM, data_check = ptr_w;
+			else /* -ENOENT: pages on the other device are not
+			      * selected (migrate_vma selects system pages) */
+				allowed = (pe ? pe : A_OK) | A_ENOMEM | A_ENOENT, data_check = ptr_w;
 			break;
 		case 3: /* MIGRATE_TO_SYS */
 			allowed = (s.hole || s.none) ? A_EINVAL : A_OK | A_ENOMEM;

@@ -524,6 +524,52 @@ static void register_unsupported_memory_is_eopnotsupp(void **state)
 	expect_no_failures();
 }
 
+/*
+ * Memory another context (or any userfaultfd of the process) manages: a
+ * code of its own, -EADDRINUSE, with its own text, not -EBUSY's "page held
+ * by the kernel".  The main thread's stack: -EOPNOTSUPP, as documented.
+ */
+static void register_other_contexts_memory_is_eaddrinuse(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_setup(&f);
+	uhmm_ctx *other;
+	ASSERT_OK(uhmm_ctx_create(NULL, &other));
+	const size_t len = 8 * PG;
+	char *p = map_anon(len, PROT_READ | PROT_WRITE);
+	EXPECT(0, uhmm_register(other, p, len));
+	EXPECT(-EADDRINUSE, uhmm_register(f.ctx, p, len));
+	EXPECT(-EADDRINUSE, uhmm_register(f.ctx, p + PG, PG));
+	/* Nothing half-registered: ours does not manage it. */
+	struct uhmm_page_info pi;
+	EXPECT(-EFAULT, uhmm_page_query(f.ctx, p, &pi));
+	EXPECT(0, uhmm_unregister(other, p, len));
+	EXPECT(0, uhmm_register(f.ctx, p, len)); /* free now */
+	EXPECT(0, uhmm_unregister(f.ctx, p, len));
+	assert_string_not_equal(uhmm_strerror(-EADDRINUSE), uhmm_strerror(-EBUSY));
+	assert_non_null(strstr(uhmm_strerror(-EADDRINUSE), "another"));
+	ASSERT_OK(uhmm_ctx_destroy(other));
+	munmap(p, len);
+	fx_verify(&f);
+	fx_teardown(&f);
+	expect_no_failures();
+}
+
+static void register_main_stack_is_eopnotsupp(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_setup(&f);
+	/* cmocka runs the test on the main thread: this is its [stack]. */
+	volatile char here = 0;
+	char *pg = (char *)((uintptr_t)&here & ~(PG - 1));
+	EXPECT(-EOPNOTSUPP, uhmm_register(f.ctx, pg, PG));
+	fx_verify(&f);
+	fx_teardown(&f);
+	expect_no_failures();
+}
+
 static void register_hugetlb_is_eopnotsupp(void **state)
 {
 	(void)state;
@@ -951,7 +997,7 @@ static void strerror_names_every_code(void **state)
 	static const int codes[] = { 0,       -EBADF,  -ECHILD, -EINVAL,     -EFAULT,
 				     -EEXIST, -ENOMEM, -EIO,    -EOPNOTSUPP, -ENOSYS,
 				     -EPERM,  -EAGAIN, -EBUSY,  -ENOSPC,     -ENODEV,
-				     -9999 };
+				     -EADDRINUSE, -9999 };
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		const char *s = uhmm_strerror(codes[i]);
 		if (!s || !*s)
@@ -987,6 +1033,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(device_attach_null_ops_is_einval),
 	cmocka_unit_test(fork_child_calls_are_echild),
 	cmocka_unit_test(strerror_names_every_code),
+	cmocka_unit_test(register_other_contexts_memory_is_eaddrinuse),
+	cmocka_unit_test(register_main_stack_is_eopnotsupp),
 };
 
 UHMM_TEST_MAIN(tests)

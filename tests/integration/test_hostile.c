@@ -1830,7 +1830,7 @@ static const struct row rows[] = {
 	{ "dmirror", "uhmm_dmirror_cmd", "closed handle", p_dm_cmd, .n = N_REMOVED, .v = UHMM_DMIRROR_READ, .a = A(B_DMBUF, 0), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EBADF },
 	{ "dmirror", "uhmm_dmirror_cmd", "never a handle", p_dm_cmd, .n = N_CTXPTR, .v = UHMM_DMIRROR_READ, .a = A(B_DMBUF, 0), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EBADF },
 	{ "dmirror", "uhmm_dmirror_cmd", "NULL cmd", p_dm_cmd, .n = N_LIVE, .v = UHMM_DMIRROR_READ, .flags = R_DMFX | R_NULL_OUT, .expect = -EFAULT },
-	{ "dmirror", "uhmm_dmirror_cmd", "request 9", p_dm_cmd, .n = N_LIVE, .v = 9, .a = A(B_DMBUF, 0), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EINVAL },
+	{ "dmirror", "uhmm_dmirror_cmd", "request 10", p_dm_cmd, .n = N_LIVE, .v = 10, .a = A(B_DMBUF, 0), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EINVAL },
 	{ "dmirror", "uhmm_dmirror_cmd", "request UINT_MAX", p_dm_cmd, .n = N_LIVE, .v = -1, .a = A(B_DMBUF, 0), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EINVAL },
 	{ "dmirror", "uhmm_dmirror_cmd", "MIGRATE_TO_DEV unaligned", p_dm_cmd, .n = N_LIVE, .v = UHMM_DMIRROR_MIGRATE_TO_DEV, .a = A(B_DMBUF, 8 * PG + 8), .b = A(B_DMPTR, 0), .len = 1, .flags = R_DMFX, .expect = -EINVAL },
 	{ "dmirror", "uhmm_dmirror_cmd", "MIGRATE_TO_DEV npages 0", p_dm_cmd, .n = N_LIVE, .v = UHMM_DMIRROR_MIGRATE_TO_DEV, .a = A(B_DMBUF, 8 * PG), .b = A(B_DMPTR, 0), .len = 0, .flags = R_DMFX, .expect = -EINVAL },

@@ -358,6 +358,91 @@ static void range_fault_gives_up_with_ebusy(void **state)
 	fx_down(&f);
 }
 
+/* uhmm_change_mapping's change: munmap of the range, while recording
+ * what the notifier had been told when it ran. */
+struct unmap_change {
+	struct recorder *rec;
+	void *p;
+	size_t len;
+	int told; /* UNMAP events recorded when the change ran */
+};
+
+static int unmap_change(void *arg)
+{
+	struct unmap_change *c = arg;
+	c->told = count(c->rec, UHMM_INV_UNMAP);
+	return munmap(c->p, c->len) ? -errno : 0;
+}
+
+static int failing_change(void *arg)
+{
+	return -ENOMEM;
+}
+
+/*
+ * Memory uhmm does not manage: a notifier over it hears nothing of a plain
+ * munmap or madvise (mirror.h's contract says so), and hears a change
+ * made through uhmm_change_mapping before it happens, with its reason.
+ */
+static void change_mapping_tells_notifiers_of_unmanaged_memory(void **state)
+{
+	struct fx f;
+	fx_up(&f, 64 * 1024);
+	struct recorder rec;
+	memset(&rec, 0, sizeof(rec));
+	pthread_mutex_init(&rec.lock, NULL);
+	size_t len = 8 * PG;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(f.ctx, (uintptr_t)p, len, record, &rec, &n));
+	memset(p, 1, len);
+	/* Made directly: not seen. */
+	assert_int_equal(madvise(p, PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(f.ctx));
+	assert_int_equal(rec.n, 0);
+	/* Through uhmm: seen first, with the reason; the change's result. */
+	struct unmap_change c = { &rec, p + 4 * PG, 4 * PG, -1 };
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p + 4 * PG, 4 * PG, UHMM_INV_UNMAP,
+					     0, unmap_change, &c),
+			 0);
+	assert_int_equal(c.told, 1);
+	const struct uhmm_inv_event *e = last(&rec, UHMM_INV_UNMAP);
+	assert_int_equal(e->start, (uintptr_t)p + 4 * PG);
+	assert_int_equal(e->end, (uintptr_t)p + len);
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p, PG, UHMM_INV_ZAP, 0,
+					     failing_change, NULL),
+			 -ENOMEM);
+	assert_int_equal(count(&rec, UHMM_INV_ZAP), 1);
+	/* While the change runs, the notifier's sequence is odd: a reader
+	 * that began before it must retry. */
+	uint32_t seq = uhmm_notifier_read_begin(n);
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p, PG, UHMM_INV_PROTECTION, 0,
+					     failing_change, NULL),
+			 -ENOMEM);
+	assert_true(uhmm_notifier_read_retry(n, seq));
+	/* Bad arguments: the change is not made. */
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p + 1, PG, UHMM_INV_UNMAP, 0,
+					     failing_change, NULL),
+			 -EINVAL);
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p, 0, UHMM_INV_UNMAP, 0,
+					     failing_change, NULL),
+			 -EINVAL);
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p, PG, UHMM_INV_MIGRATE, 0,
+					     failing_change, NULL),
+			 -EINVAL);
+	assert_int_equal(uhmm_change_mapping(f.ctx, (uintptr_t)p, PG, UHMM_INV_UNMAP, 0, NULL,
+					     NULL),
+			 -EINVAL);
+	assert_int_equal(uhmm_change_mapping(NULL, (uintptr_t)p, PG, UHMM_INV_UNMAP, 0,
+					     failing_change, NULL),
+			 -EBADF);
+	ASSERT_OK(uhmm_notifier_remove(n));
+	munmap(p, 4 * PG);
+	pthread_mutex_destroy(&rec.lock);
+	fx_down(&f);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(migration_invalidates_first_with_reason_and_device),
 	cmocka_unit_test(slow_callback_holds_the_change_back),
@@ -368,6 +453,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(range_fault_errors_are_the_kernels),
 	cmocka_unit_test(range_fault_without_procmap_query_parses_maps),
 	cmocka_unit_test(range_fault_gives_up_with_ebusy),
+	cmocka_unit_test(change_mapping_tells_notifiers_of_unmanaged_memory),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -690,6 +690,139 @@ static void kernel_access_to_device_page_is_efault(void **state)
 	env_fini(&e);
 }
 
+/*
+ * read(2) into a buffer whose first half is in system memory and second
+ * half on the device: the kernel copies up to the first page it cannot
+ * reach and returns that short count (as for any partial copy); EFAULT
+ * only when it could copy nothing (uhmm.h, UHMM_CTX_SIGBUS).
+ */
+static void read_into_half_device_resident_buffer_is_short(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	char *p = alloc_on_device(&e, 8 * PG, 23);
+	ASSERT_OK(uhmm_migrate(e.ctx, p, 4 * PG, NULL, 0)); /* first half home */
+	int fd = memfd_create("half", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	char *src = malloc(8 * PG);
+	memset(src, 0x77, 8 * PG);
+	assert_int_equal(write(fd, src, 8 * PG), (ssize_t)(8 * PG));
+	assert_int_equal(pread(fd, p, 8 * PG, 0), (ssize_t)(4 * PG));
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal((unsigned char)p[i], 0x77);
+	/* Nothing copied at all: EFAULT. */
+	errno = 0;
+	assert_int_equal(pread(fd, p + 4 * PG, 4 * PG, 0), -1);
+	assert_int_equal(errno, EFAULT);
+	/* The device half is untouched. */
+	uhmm_test_assert_data(p, 4 * PG, 4 * PG, 23);
+	close(fd);
+	free(src);
+	ASSERT_OK(uhmm_free(e.ctx, p));
+	env_fini(&e);
+}
+
+/* ---- thread stacks may not be registered in this mode ---- */
+
+#define STK (4 * MiB) /* sanitizers keep ~1 MiB of a thread stack for themselves */
+
+struct stk_thread {
+	uhmm_ctx *ctx;
+	char *stack;
+	int reg_own; /* the thread's own uhmm_register of its stack */
+	atomic_int tid;
+	int pipe[2];
+};
+
+static void *stk_main(void *arg)
+{
+	struct stk_thread *t = arg;
+	/* The caller's own stack. */
+	t->reg_own = uhmm_register(t->ctx, t->stack, STK);
+	atomic_store(&t->tid, (int)syscall(SYS_gettid));
+	char c;
+	/* Blocked here while the main thread looks (its stack pointer is in
+	 * /proc/self/task/TID/syscall then). */
+	while (read(t->pipe[0], &c, 1) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+/* Bounded wait until thread @tid is blocked in a system call. */
+static void wait_blocked(int tid)
+{
+	char path[64], buf[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+	for (int i = 0; i < 2000; i++) {
+		int fd = open(path, O_RDONLY);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0 && strncmp(buf, "running", 7) != 0)
+			return;
+		uhmm_test_nap();
+	}
+	fail_msg("thread %d never blocked", tid);
+}
+
+/*
+ * A registered, migrated thread stack cannot take the SIGBUS that would
+ * bring it back: the kernel kills the process when it cannot push the
+ * signal frame.  So in this mode uhmm_register refuses memory holding a
+ * stack it can tell: the caller's, another thread's (blocked), the main
+ * thread's; and the same memory registers in the default mode.
+ */
+static void register_refuses_thread_stacks(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct stk_thread t = { .ctx = e.ctx };
+	t.stack = mmap(NULL, STK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(t.stack != MAP_FAILED);
+	assert_int_equal(pipe(t.pipe), 0);
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	assert_int_equal(pthread_attr_setstack(&a, t.stack, STK), 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, &a, stk_main, &t), 0);
+	for (int i = 0; i < 2000 && !atomic_load(&t.tid); i++)
+		uhmm_test_nap();
+	assert_true(atomic_load(&t.tid) != 0);
+	assert_int_equal(t.reg_own, -EOPNOTSUPP);
+	wait_blocked(atomic_load(&t.tid));
+	assert_int_equal(uhmm_register(e.ctx, t.stack, STK), -EOPNOTSUPP);
+	assert_int_equal(uhmm_register(e.ctx, t.stack + STK / 2, PG), -EOPNOTSUPP);
+	/* The main thread's stack. */
+	volatile char here = 0;
+	assert_int_equal(uhmm_register(e.ctx, (void *)((uintptr_t)&here & ~(PG - 1)), PG),
+			 -EOPNOTSUPP);
+	/* Not a stack: fine in this mode.  (Between guard pages: adjacent
+	 * anonymous mappings merge into one, and the rule is by mapping.) */
+	char *res = mmap(NULL, STK + 2 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(res != MAP_FAILED);
+	char *plain = res + PG;
+	assert_int_equal(mprotect(plain, STK, PROT_READ | PROT_WRITE), 0);
+	ASSERT_OK(uhmm_register(e.ctx, plain, STK));
+	ASSERT_OK(uhmm_unregister(e.ctx, plain, STK));
+	/* The default mode serves a stack's faults on the service thread: the
+	 * rule is this mode's. */
+	uhmm_ctx *dflt;
+	ASSERT_OK(uhmm_ctx_create(NULL, &dflt));
+	ASSERT_OK(uhmm_register(dflt, t.stack, STK));
+	ASSERT_OK(uhmm_unregister(dflt, t.stack, STK));
+	ASSERT_OK(uhmm_ctx_destroy(dflt));
+	assert_int_equal(write(t.pipe[1], "x", 1), 1);
+	pthread_join(th, NULL);
+	pthread_attr_destroy(&a);
+	close(t.pipe[0]);
+	close(t.pipe[1]);
+	munmap(t.stack, STK);
+	munmap(res, STK + 2 * PG);
+	env_fini(&e);
+}
+
 static void bad_flag_combinations_are_einval(void **state)
 {
 	(void)state;
@@ -802,6 +935,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(foreign_sigbus_without_handler_kills),
 	cmocka_unit_test(kernel_access_to_device_page_is_efault),
 	cmocka_unit_test(bad_flag_combinations_are_einval),
+	cmocka_unit_test(read_into_half_device_resident_buffer_is_short),
+	cmocka_unit_test(register_refuses_thread_stacks),
 };
 
 UHMM_TEST_MAIN(tests)
