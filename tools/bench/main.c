@@ -69,6 +69,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "exclusive", .title = "6. Exclusive access: grab and revoke", .fn = sc_exclusive },
 	{ .name = "metadata", .title = "7. Metadata per touched page; a 1 TiB allocation", .fn = sc_metadata },
 	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
+	{ .name = "simdev", .title = "9. simdev accessors: TLB-hit load, SAXPY, stencil, random access vs CPU loops", .fn = sc_simdev },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
