@@ -13,9 +13,12 @@
  * Locks:
  *   launch_lock  (leaf) the launch protocol; only condvar waits under it.
  *   sd_cu.lock   (rank 1, see mmu.c) held by a lane from translation to the
- *                end of an access through a DEV or EXCL entry (device
- *                memory, or the uhmm-owned copy of a page held exclusively;
- *                neither faults).  It is NOT held across an access through
+ *                end of an out-of-line access through a DEV or EXCL entry
+ *                (device memory, or the uhmm-owned copy of a page held
+ *                exclusively; neither faults).  The accessors' inline path
+ *                (simdev.h) takes no lock: it goes through the lane's TLB
+ *                inside a window of its sequence number, which shootdowns
+ *                wait for (mmu.c).  It is NOT held across an access through
  *                a SYS entry (system memory): such an access may fault into
  *                uhmm's fault-service thread, which may be running our
  *                invalidate callback, which waits for this very lock.  A

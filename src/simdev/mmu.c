@@ -5,8 +5,10 @@
  * both in step with the CPU (shootdown + fence).
  *
  * Locks, in rank order:
- *   1 sd_cu.lock          a unit's TLB.  A lane holds it from translation to
- *                         the end of an access through a DEV or EXCL entry
+ *   1 sd_cu.lock          a unit's TLB, and the fills and flushes of its
+ *                         lanes' TLBs.  A lane holds it from translation to
+ *                         the end of an out-of-line access through a DEV or
+ *                         EXCL entry
  *                         (device memory, or a page held exclusively: memory
  *                         that never faults), never through a SYS entry (see
  *                         compute.c).  Under it a lane may take pt_lock;

@@ -16,8 +16,10 @@
  *
  * Locks, by rank (a thread takes only locks of a higher rank than those it
  * holds):
- *   1  struct sd_cu.lock         a compute unit: its TLB, and every access a
- *                                lane makes to device memory (the fence)
+ *   1  struct sd_cu.lock         a compute unit: its TLB and its lanes' TLB
+ *                                fills and flushes, and every out-of-line
+ *                                access a lane makes to device memory (the
+ *                                fence; inline accesses: mmu.c)
  *   2  struct sd_compute.pt_lock the device page table; under it: radix
  *                                walks and calloc/free of its nodes, nothing
  *                                else (no uhmm call, no wait)
