@@ -349,11 +349,17 @@ UHMM_API int uhmm_simdev_launch_blocks(uhmm_device *dev, uhmm_simdev_block_kerne
  * sequence number visible (membarrier(2) PRIVATE_EXPEDITED, which makes
  * each running thread of the process execute a full memory barrier; where
  * the kernel refuses it, lanes cache nothing and every access takes the
- * out-of-line path, under the unit's lock), then waits for each lane whose entries it cleared and that was inside an
- * access to leave it (acquire read of the sequence number).  Either the
- * lane's lookup sees the entry cleared, or the invalidation sees the lane
- * inside and waits for its access to end.  docs/ARCHITECTURE.md, "simdev
- * as a device", has the argument.
+ * out-of-line path, under the unit's lock), then waits for each lane whose
+ * entries it cleared and that was inside an access to leave it (acquire
+ * read of the sequence number).  Either the lane's lookup sees the entry
+ * cleared, or the invalidation sees the lane inside and waits for its
+ * access to end.  docs/ARCHITECTURE.md, "simdev as a device", has the
+ * argument.
+ *
+ * Thread safety: an accessor is called by the work item's own thread only
+ * (that is the validity rule above); any number of lanes access memory at
+ * once.  The names starting with uhmm__ below are the inline path's
+ * internals, not API.
  */
 static inline uint8_t uhmm_simdev_ld8(uhmm_simdev_item *wi, const void *p);
 static inline uint16_t uhmm_simdev_ld16(uhmm_simdev_item *wi, const void *p);

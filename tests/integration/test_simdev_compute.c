@@ -7,13 +7,16 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <uhmm/mirror.h>
@@ -987,6 +990,15 @@ static void one_item_launch_runs_in_the_callers_thread(void **state)
 
 /* ---- issue 16: float accessors, vectors, block launches, the lane TLB ---- */
 
+/* Lanes cache translations (the inline path) only where membarrier(2)
+ * PRIVATE_EXPEDITED is allowed; elsewhere every access is out of line and
+ * the lane-hit counts below are 0. */
+static bool inline_path_on(void)
+{
+	long q = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
 struct fl {
 	float *f;       /* n floats */
 	double *d;      /* n doubles */
@@ -1026,7 +1038,7 @@ static void float_and_double_accessors(void **state)
 	ASSERT_OK(uhmm_migrate(f.ctx, a.d, (a.n * 8 + PG - 1) & ~(PG - 1), f.dev, 0));
 	ASSERT_OK(uhmm_simdev_launch(f.dev, k_float, a.n, &a));
 	struct uhmm_simdev_stats s1 = dstats(f.dev);
-	assert_true(s1.tlb_lane_hits > s0.tlb_lane_hits);
+	assert_true(s1.tlb_lane_hits > s0.tlb_lane_hits || !inline_path_on());
 	for (size_t i = 0; i < a.n; i++) {
 		float w = 2.0f * ((float)i - 100.25f) + 0.5f;
 		assert_true(a.f[i] == 2.0f * w + 0.5f);
@@ -1065,7 +1077,7 @@ static void float_atomic_add_from_many_items_is_exact(void **state)
 	assert_true(*a.fsys == 2.0f * (float)grid);
 	struct uhmm_simdev_stats st = dstats(f.dev);
 	assert_int_equal(st.kernel_errors, 0);
-	assert_true(st.tlb_lane_hits > 0);
+	assert_true(st.tlb_lane_hits > 0 || !inline_path_on());
 	teardown(&f);
 }
 
@@ -1240,7 +1252,8 @@ static void tlb_keeps_three_2mib_aligned_arrays(void **state)
 	/* 3 pages a step of 512 words: a miss per page (a direct-mapped TLB
 	 * indexed by the low bits missed on every access here). */
 	assert_true(misses <= 3 * (t.n / 512) + 16);
-	assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 3 * t.n - 2 * misses);
+	if (inline_path_on())
+		assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 3 * t.n - 2 * misses);
 	assert_int_equal(t.sum, 3 * t.n);
 	assert_int_equal(t.z[t.n - 1], 3 * t.n);
 	teardown(&f);
@@ -1301,7 +1314,8 @@ static void invalidation_is_seen_by_the_inline_path(void **state)
 	pthread_join(t, NULL);
 	ASSERT_OK(v.err);
 	struct uhmm_simdev_stats b = dstats(f.dev);
-	assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 99);
+	if (inline_path_on())
+		assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 99);
 	assert_int_equal(v.seen_before, 1);
 	assert_int_equal(v.seen_after, 2);
 	assert_int_equal(v.page[1], 3);
