@@ -212,7 +212,7 @@ static int run(struct bench_sc *sc, uhmm_ctx *ctx, uhmm_device *dev)
 	size_t n = cfg.quick ? (size_t)1 << 20 : (size_t)64 << 20; /* floats */
 	size_t w = cfg.quick ? 512 : 4096;                          /* stencil */
 	size_t rbytes = cfg.quick ? (size_t)16 << 20 : (size_t)256 << 20;
-	uint64_t ritems = cfg.quick ? 1u << 14 : 1u << 20;
+	uint64_t ritems = cfg.quick ? 1u << 14 : 1u << 18;
 	size_t nlen = n * sizeof(float), slen = w * w * sizeof(float);
 	float *x, *y, *in, *out;
 	uint32_t *arr;
