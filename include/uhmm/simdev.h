@@ -384,7 +384,9 @@ static inline void uhmm_simdev_stf64(uhmm_simdev_item *wi, double *p, double v);
  * item's own memory (a local array: its stack, or memory uhmm does not
  * manage): the data is copied straight to or from it during the access, so
  * it must not be managed memory (a kernel reaches managed memory only
- * through accessors).  @n == 0 does nothing.  Errors end the kernel as for
+ * through accessors; a fault on such a buffer that invalidates a device
+ * page may end the process with a message, as the access could not be
+ * fenced otherwise).  @n == 0 does nothing.  Errors end the kernel as for
  * the scalar accessors: -EINVAL unaligned @p, -EFAULT @p + n elements
  * outside the address space the device can map, and the device fault's.
  */

@@ -349,6 +349,15 @@ static void lane_quiesce(struct uhmm_simdev_item *wi)
 
 	if (!(s & 1))
 		return;
+	if (wi == uhmm__sd_cur) {
+		/* This lane is inside an inline access and got here: its
+		 * vector helper's buffer was managed memory whose fault is
+		 * served on this thread (SIGBUS mode), against simdev.h's
+		 * rule.  Waiting for ourselves would hang for ever. */
+		fprintf(stderr, "uhmm simdev: a vector accessor's buffer is managed "
+			"memory (simdev.h: it must be the kernel's own)\n");
+		abort();
+	}
 	for (unsigned spin = 0; atomic_load_explicit(seq, memory_order_acquire) == s;
 	     spin++) {
 		if (spin >= 64)
