@@ -293,32 +293,413 @@ typedef void (*uhmm_simdev_kernel)(uhmm_simdev_item *wi, uint64_t idx, void *arg
 UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 				uint64_t grid, void *arg);
 
-/* Accessors.  Valid only inside a kernel, on the calling work item's wi
+/** A block kernel: called once for each block [first, first + count) of
+ * consecutive work items (uhmm_simdev_launch_blocks). */
+typedef void (*uhmm_simdev_block_kernel)(uhmm_simdev_item *wi, uint64_t first,
+					 uint64_t count, void *arg);
+
+/**
+ * uhmm_simdev_launch_blocks - the work-group form of uhmm_simdev_launch():
+ * run @fn once per block of @block consecutive work items of @grid, so that
+ * a kernel loops over its items itself and pays the per-call overhead (the
+ * call, the lane's bookkeeping, a fresh translation of each page) once per
+ * block instead of once per item.  The blocks are [0, block), [block,
+ * 2 * block), ...; the last one has grid % block items when that is not 0.
+ * Every work item is in exactly one block, every block runs once, on one
+ * lane; blocks run in any order and in parallel.  @wi is valid for the
+ * whole call, for any of the block's items.  A block that ends on a device
+ * fault error ends the launch like an item does (the rest of that block and
+ * blocks not yet started are not run).  Returns and errors as
+ * uhmm_simdev_launch(), plus -EINVAL when @block is 0.  May sleep.
+ *
+ * Idiom: a block of 1024 floats spans at most two pages, so a kernel can
+ * move it with the vector helpers (uhmm_simdev_ldf32v...) in one or two
+ * translations, compute on a local array and store it back.
+ */
+UHMM_API int uhmm_simdev_launch_blocks(uhmm_device *dev, uhmm_simdev_block_kernel fn,
+				       uint64_t grid, uint64_t block, void *arg);
+
+/*
+ * Accessors.  Valid only inside a kernel, on the calling work item's wi
  * (any other use aborts the process with a message: there is nobody to
  * return an error to).  Natural alignment is required (unaligned: the
- * kernel fails -EINVAL).  Loads and stores are single-copy atomic. */
-UHMM_API uint8_t uhmm_simdev_ld8(uhmm_simdev_item *wi, const void *p);
-UHMM_API uint16_t uhmm_simdev_ld16(uhmm_simdev_item *wi, const void *p);
-UHMM_API uint32_t uhmm_simdev_ld32(uhmm_simdev_item *wi, const void *p);
-UHMM_API uint64_t uhmm_simdev_ld64(uhmm_simdev_item *wi, const void *p);
-UHMM_API void uhmm_simdev_st8(uhmm_simdev_item *wi, void *p, uint8_t v);
-UHMM_API void uhmm_simdev_st16(uhmm_simdev_item *wi, void *p, uint16_t v);
-UHMM_API void uhmm_simdev_st32(uhmm_simdev_item *wi, void *p, uint32_t v);
-UHMM_API void uhmm_simdev_st64(uhmm_simdev_item *wi, void *p, uint64_t v);
+ * kernel fails -EINVAL).  Loads and stores are single-copy atomic.
+ *
+ * Cost.  Each lane (one thread of a compute unit) has its own small TLB in
+ * front of its unit's: 4-way set-associative, tlb_entries entries, indexed
+ * by a multiplicative hash of the page number (so arrays at 2 MiB-aligned
+ * addresses, as uhmm_alloc returns them, do not evict each other), caching
+ * translations to device memory and to pages held exclusively.  A hit is
+ * the inline code below: a handful of instructions and no call, about the
+ * cost of an L1 cache hit (uhmm-bench --scenario simdev,
+ * simdev_load_hit_ns).  Anything else (the first access to a page, a page
+ * in system memory, a missing right, a device fault) takes the out-of-line
+ * path, which goes through the unit's TLB and the device page table under
+ * the unit's lock and may raise a device fault; an access to a page mapped
+ * remotely (system memory) always takes it.  For bulk work, use the vector
+ * helpers (one translation per page), uhmm_simdev_copy() and
+ * uhmm_simdev_launch_blocks().
+ *
+ * Invalidations.  An invalidation that returned (the page migrated,
+ * unmapped, revoked...) is never followed by an access through the old
+ * translation, inline or not.  The inline path brackets its access with a
+ * per-lane sequence number (odd while it runs: the lookup, the access and
+ * nothing else, never a fault or a wait); the invalidation clears the
+ * lanes' entries under the unit's lock, makes every lane's store of its
+ * sequence number visible (membarrier(2) PRIVATE_EXPEDITED, which makes
+ * each running thread of the process execute a full memory barrier; where
+ * the kernel refuses it, lanes cache nothing and every access takes the
+ * out-of-line path, under the unit's lock), then waits for each lane whose
+ * entries it cleared and that was inside an access to leave it (acquire
+ * read of the sequence number).  Either the lane's lookup sees the entry
+ * cleared, or the invalidation sees the lane inside and waits for its
+ * access to end.  docs/ARCHITECTURE.md, "simdev as a device", has the
+ * argument.
+ *
+ * Thread safety: an accessor is called by the work item's own thread only
+ * (that is the validity rule above); any number of lanes access memory at
+ * once.  The names starting with uhmm__ below are the inline path's
+ * internals, not API.
+ */
+static inline uint8_t uhmm_simdev_ld8(uhmm_simdev_item *wi, const void *p);
+static inline uint16_t uhmm_simdev_ld16(uhmm_simdev_item *wi, const void *p);
+static inline void uhmm_simdev_st8(uhmm_simdev_item *wi, void *p, uint8_t v);
+static inline void uhmm_simdev_st16(uhmm_simdev_item *wi, void *p, uint16_t v);
+static inline uint32_t uhmm_simdev_ld32(uhmm_simdev_item *wi, const void *p);
+static inline uint64_t uhmm_simdev_ld64(uhmm_simdev_item *wi, const void *p);
+static inline void uhmm_simdev_st32(uhmm_simdev_item *wi, void *p, uint32_t v);
+static inline void uhmm_simdev_st64(uhmm_simdev_item *wi, void *p, uint64_t v);
+/** float and double (IEEE binary32 / binary64, as the CPU's). */
+static inline float uhmm_simdev_ldf32(uhmm_simdev_item *wi, const float *p);
+static inline double uhmm_simdev_ldf64(uhmm_simdev_item *wi, const double *p);
+static inline void uhmm_simdev_stf32(uhmm_simdev_item *wi, float *p, float v);
+static inline void uhmm_simdev_stf64(uhmm_simdev_item *wi, double *p, double v);
+
+/**
+ * Vector helpers: load @n contiguous elements at @p into @buf, or store
+ * them from @buf to @p.  @p must be aligned to the element size; the span
+ * may cross pages (it is then split at page boundaries: one translation
+ * per page, so a span within one page costs one).  Each element is read or
+ * written once; the span as a whole is not atomic.  @buf is the work
+ * item's own memory (a local array: its stack, or memory uhmm does not
+ * manage): the data is copied straight to or from it during the access, so
+ * it must not be managed memory (a kernel reaches managed memory only
+ * through accessors; a fault on such a buffer that invalidates a device
+ * page may end the process with a message, as the access could not be
+ * fenced otherwise).  @n == 0 does nothing.  Errors end the kernel as for
+ * the scalar accessors: -EINVAL unaligned @p, -EFAULT @p + n elements
+ * outside the address space the device can map, and the device fault's.
+ */
+static inline void uhmm_simdev_ld32v(uhmm_simdev_item *wi, uint32_t *buf,
+				     const uint32_t *p, size_t n);
+static inline void uhmm_simdev_st32v(uhmm_simdev_item *wi, uint32_t *p,
+				     const uint32_t *buf, size_t n);
+static inline void uhmm_simdev_ld64v(uhmm_simdev_item *wi, uint64_t *buf,
+				     const uint64_t *p, size_t n);
+static inline void uhmm_simdev_st64v(uhmm_simdev_item *wi, uint64_t *p,
+				     const uint64_t *buf, size_t n);
+static inline void uhmm_simdev_ldf32v(uhmm_simdev_item *wi, float *buf,
+				      const float *p, size_t n);
+static inline void uhmm_simdev_stf32v(uhmm_simdev_item *wi, float *p,
+				      const float *buf, size_t n);
+static inline void uhmm_simdev_ldf64v(uhmm_simdev_item *wi, double *buf,
+				      const double *p, size_t n);
+static inline void uhmm_simdev_stf64v(uhmm_simdev_item *wi, double *p,
+				      const double *buf, size_t n);
+
 /** Copy n bytes (any alignment, may cross pages; the ranges must not
  * overlap).  Not atomic. */
 UHMM_API void uhmm_simdev_copy(uhmm_simdev_item *wi, void *dst, const void *src,
 			       size_t n);
-/** Atomics (sequentially consistent); return the old value. */
-UHMM_API uint32_t uhmm_simdev_atomic_add32(uhmm_simdev_item *wi, void *p, uint32_t v);
-UHMM_API uint64_t uhmm_simdev_atomic_add64(uhmm_simdev_item *wi, void *p, uint64_t v);
-UHMM_API uint32_t uhmm_simdev_atomic_xchg32(uhmm_simdev_item *wi, void *p, uint32_t v);
-UHMM_API uint64_t uhmm_simdev_atomic_xchg64(uhmm_simdev_item *wi, void *p, uint64_t v);
+/** Atomics (sequentially consistent); return the old value.  They follow
+ * the atomic policy (uhmm_simdev_advise_atomics) on pages outside the
+ * device's memory. */
+static inline uint32_t uhmm_simdev_atomic_add32(uhmm_simdev_item *wi, void *p, uint32_t v);
+static inline uint64_t uhmm_simdev_atomic_add64(uhmm_simdev_item *wi, void *p, uint64_t v);
+static inline uint32_t uhmm_simdev_atomic_xchg32(uhmm_simdev_item *wi, void *p, uint32_t v);
+static inline uint64_t uhmm_simdev_atomic_xchg64(uhmm_simdev_item *wi, void *p, uint64_t v);
 /** Compare-exchange: returns the old value (equal to @expect on success). */
-UHMM_API uint32_t uhmm_simdev_atomic_cas32(uhmm_simdev_item *wi, void *p,
-					   uint32_t expect, uint32_t desired);
-UHMM_API uint64_t uhmm_simdev_atomic_cas64(uhmm_simdev_item *wi, void *p,
-					   uint64_t expect, uint64_t desired);
+static inline uint32_t uhmm_simdev_atomic_cas32(uhmm_simdev_item *wi, void *p,
+						uint32_t expect, uint32_t desired);
+static inline uint64_t uhmm_simdev_atomic_cas64(uhmm_simdev_item *wi, void *p,
+						uint64_t expect, uint64_t desired);
+/** Floating-point atomic add (a compare-exchange loop on the bits, as
+ * devices without a native one do; sequentially consistent): returns the
+ * old value.  The sum of many adds is exact when every partial sum is
+ * representable (e.g. small integers); otherwise it depends on the order,
+ * as on any device. */
+static inline float uhmm_simdev_atomic_addf32(uhmm_simdev_item *wi, float *p, float v);
+static inline double uhmm_simdev_atomic_addf64(uhmm_simdev_item *wi, double *p, double v);
+
+/* ---- the accessors' inline path: internal to uhmm (names starting with
+ * uhmm__ may change in any release; call the accessors above) ------------ */
+
+#define UHMM__SD_INLINE static inline __attribute__((always_inline))
+#define UHMM__SD_WAYS 4u
+#define UHMM__SD_TV 1ull /* tag: valid */
+#define UHMM__SD_TW 2ull /* tag: writes allowed */
+#define UHMM__SD_TA 4ull /* tag: atomics allowed */
+#define UHMM__SD_PGMASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
+
+/* A lane TLB entry: tag = page address | rights (0: empty); the data of
+ * address va of the page is at va + delta. */
+struct uhmm__sd_tlbe {
+	uint64_t tag;
+	intptr_t delta;
+};
+
+/* The head of every uhmm_simdev_item: what the inline path reads. */
+struct uhmm__sd_lane {
+	struct uhmm__sd_tlbe *tlb; /* (set_mask + 1) * UHMM__SD_WAYS entries */
+	uint64_t set_mask;
+	uint64_t seq;              /* odd while inside an inline access; +2 a lookup */
+	uint64_t misses;           /* lookups not hits (hits: seq / 2 - misses) */
+	uint64_t reserved_;
+};
+
+/* The work item of the calling thread (UHMM__SD_NOLANE outside kernels,
+ * so that no wi, NULL included, matches it there). */
+#define UHMM__SD_NOLANE ((uhmm_simdev_item *)(uintptr_t)1)
+extern UHMM_API __thread uhmm_simdev_item *uhmm__sd_cur
+	__attribute__((tls_model("initial-exec")));
+
+/* The out-of-line paths. */
+enum uhmm__sd_op {
+	UHMM__SD_LD = 0, UHMM__SD_ST, UHMM__SD_ADD, UHMM__SD_XCHG, UHMM__SD_CAS,
+	UHMM__SD_FADD, /* float (size 4) or double (size 8) add */
+};
+UHMM_API uint64_t uhmm__simdev_access(uhmm_simdev_item *wi, const void *p,
+				      unsigned size, unsigned op, uint64_t a,
+				      uint64_t b);
+UHMM_API void uhmm__simdev_vec(uhmm_simdev_item *wi, void *buf, const void *p,
+			       size_t n, unsigned elem, int write);
+
+/* Opens an inline access to the page of @va with rights @need: returns the
+ * address of @va's data, the access open (end it with uhmm__sd_end), or
+ * NULL with nothing open (take the out-of-line path). */
+UHMM__SD_INLINE void *
+uhmm__sd_begin(uhmm_simdev_item *wi, uintptr_t va, uint64_t need, uint64_t *seq)
+{
+	struct uhmm__sd_lane *l = (struct uhmm__sd_lane *)(void *)wi;
+
+	if (__builtin_expect(wi != uhmm__sd_cur, 0))
+		return NULL; /* the out-of-line path says what is wrong */
+	uint64_t s = __atomic_load_n(&l->seq, __ATOMIC_RELAXED);
+	*seq = s;
+	__atomic_store_n(&l->seq, s + 1, __ATOMIC_RELAXED);
+	/* Only the compiler is fenced: the CPU's half of the store-load
+	 * ordering is the shootdown's membarrier(2). */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	uint64_t pg = (uint64_t)va & UHMM__SD_PGMASK;
+	uint64_t set = (((pg >> 12) * 0x9e3779b97f4a7c15ull) >> 32) & l->set_mask;
+	struct uhmm__sd_tlbe *e = l->tlb + set * UHMM__SD_WAYS;
+	uint64_t mask = UHMM__SD_PGMASK | UHMM__SD_TV | need;
+	uint64_t want = pg | UHMM__SD_TV | need;
+	for (unsigned w = 0; w < UHMM__SD_WAYS; w++) {
+		if ((__atomic_load_n(&e[w].tag, __ATOMIC_RELAXED) & mask) == want)
+			return (void *)(va + (uintptr_t)e[w].delta);
+	}
+	__atomic_store_n(&l->misses, __atomic_load_n(&l->misses, __ATOMIC_RELAXED) + 1,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&l->seq, s + 2, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Ends the inline access uhmm__sd_begin opened (@seq: what it gave; not
+ * read back from memory, which would chain two store-to-load forwards per
+ * access). */
+UHMM__SD_INLINE void uhmm__sd_end(uhmm_simdev_item *wi, uint64_t seq)
+{
+	struct uhmm__sd_lane *l = (struct uhmm__sd_lane *)(void *)wi;
+	__atomic_store_n(&l->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+#define UHMM__SD_SCALAR(bits)                                                 \
+	UHMM__SD_INLINE uint##bits##_t uhmm_simdev_ld##bits(uhmm_simdev_item *wi, \
+							  const void *p)      \
+	{                                                                     \
+		if (!((uintptr_t)p & (bits / 8 - 1))) {                       \
+			uint64_t s_;                                          \
+			uint##bits##_t *h = (uint##bits##_t *)uhmm__sd_begin( \
+				wi, (uintptr_t)p, 0, &s_);                    \
+			if (h) {                                              \
+				uint##bits##_t v =                            \
+					__atomic_load_n(h, __ATOMIC_RELAXED); \
+				uhmm__sd_end(wi, s_);                         \
+				return v;                                     \
+			}                                                     \
+		}                                                             \
+		return (uint##bits##_t)uhmm__simdev_access(wi, p, bits / 8,   \
+							   UHMM__SD_LD, 0, 0); \
+	}                                                                     \
+	UHMM__SD_INLINE void uhmm_simdev_st##bits(uhmm_simdev_item *wi, void *p, \
+						uint##bits##_t v)             \
+	{                                                                     \
+		if (!((uintptr_t)p & (bits / 8 - 1))) {                       \
+			uint64_t s_;                                          \
+			uint##bits##_t *h = (uint##bits##_t *)uhmm__sd_begin( \
+				wi, (uintptr_t)p, UHMM__SD_TW, &s_);          \
+			if (h) {                                              \
+				__atomic_store_n(h, v, __ATOMIC_RELAXED);     \
+				uhmm__sd_end(wi, s_);                         \
+				return;                                       \
+			}                                                     \
+		}                                                             \
+		(void)uhmm__simdev_access(wi, p, bits / 8, UHMM__SD_ST, v, 0); \
+	}
+UHMM__SD_SCALAR(8)
+UHMM__SD_SCALAR(16)
+UHMM__SD_SCALAR(32)
+UHMM__SD_SCALAR(64)
+#undef UHMM__SD_SCALAR
+
+/* An atomic read-modify-write @expr on *h (uint##bits##_t *), hit path. */
+#define UHMM__SD_UNPACK(...) __VA_ARGS__
+#define UHMM__SD_RMW(bits, name, expr, slow, params)                          \
+	UHMM__SD_INLINE uint##bits##_t uhmm_simdev_atomic_##name##bits(       \
+		uhmm_simdev_item *wi, void *p, UHMM__SD_UNPACK params)        \
+	{                                                                     \
+		if (!((uintptr_t)p & (bits / 8 - 1))) {                       \
+			uint64_t s_;                                          \
+			uint##bits##_t *h = (uint##bits##_t *)uhmm__sd_begin( \
+				wi, (uintptr_t)p, UHMM__SD_TW | UHMM__SD_TA, &s_); \
+			if (h) {                                              \
+				uint##bits##_t o_ = (expr);                   \
+				uhmm__sd_end(wi, s_);                         \
+				return o_;                                    \
+			}                                                     \
+		}                                                             \
+		return (uint##bits##_t)uhmm__simdev_access(                   \
+			wi, p, bits / 8, UHMM__SD_UNPACK slow);               \
+	}
+
+/* Helper: compare-exchange returning the old value. */
+#define UHMM__SD_CASV(bits)                                                   \
+	UHMM__SD_INLINE uint##bits##_t uhmm__sd_cas##bits(uint##bits##_t *h,  \
+							uint##bits##_t e,     \
+							uint##bits##_t d)     \
+	{                                                                     \
+		__atomic_compare_exchange_n(h, &e, d, 0, __ATOMIC_SEQ_CST,    \
+					    __ATOMIC_SEQ_CST);                \
+		return e;                                                     \
+	}
+UHMM__SD_CASV(32)
+UHMM__SD_CASV(64)
+#undef UHMM__SD_CASV
+
+#define UHMM__SD_WIDE(bits)                                                   \
+	UHMM__SD_RMW(bits, add, __atomic_fetch_add(h, v, __ATOMIC_SEQ_CST),   \
+		     (UHMM__SD_ADD, v, 0), (uint##bits##_t v))                \
+	UHMM__SD_RMW(bits, xchg, __atomic_exchange_n(h, v, __ATOMIC_SEQ_CST), \
+		     (UHMM__SD_XCHG, v, 0), (uint##bits##_t v))               \
+	UHMM__SD_RMW(bits, cas, uhmm__sd_cas##bits(h, expect, desired),       \
+		     (UHMM__SD_CAS, expect, desired),                         \
+		     (uint##bits##_t expect, uint##bits##_t desired))         \
+	UHMM__SD_INLINE void uhmm_simdev_ld##bits##v(uhmm_simdev_item *wi,    \
+						   uint##bits##_t *buf,       \
+						   const uint##bits##_t *p,   \
+						   size_t n)                  \
+	{                                                                     \
+		uintptr_t va = (uintptr_t)p;                                  \
+		if (n && n <= UHMM_PAGE_SIZE / (bits / 8) &&                  \
+		    !(va & (bits / 8 - 1)) &&                                 \
+		    !((va ^ (va + n * (bits / 8) - 1)) & UHMM__SD_PGMASK)) {  \
+			uint64_t s_;                                          \
+			const void *h = uhmm__sd_begin(wi, va, 0, &s_);       \
+			if (h) {                                              \
+				__builtin_memcpy(buf, h, n * (bits / 8));     \
+				uhmm__sd_end(wi, s_);                         \
+				return;                                       \
+			}                                                     \
+		}                                                             \
+		if (n)                                                        \
+			uhmm__simdev_vec(wi, buf, p, n, bits / 8, 0);         \
+	}                                                                     \
+	UHMM__SD_INLINE void uhmm_simdev_st##bits##v(uhmm_simdev_item *wi,    \
+						   uint##bits##_t *p,         \
+						   const uint##bits##_t *buf, \
+						   size_t n)                  \
+	{                                                                     \
+		uintptr_t va = (uintptr_t)p;                                  \
+		if (n && n <= UHMM_PAGE_SIZE / (bits / 8) &&                  \
+		    !(va & (bits / 8 - 1)) &&                                 \
+		    !((va ^ (va + n * (bits / 8) - 1)) & UHMM__SD_PGMASK)) {  \
+			uint64_t s_;                                          \
+			void *h = uhmm__sd_begin(wi, va, UHMM__SD_TW, &s_);   \
+			if (h) {                                              \
+				__builtin_memcpy(h, buf, n * (bits / 8));     \
+				uhmm__sd_end(wi, s_);                         \
+				return;                                       \
+			}                                                     \
+		}                                                             \
+		if (n)                                                        \
+			uhmm__simdev_vec(wi, (void *)(uintptr_t)buf, p, n,    \
+					 bits / 8, 1);                        \
+	}
+UHMM__SD_WIDE(32)
+UHMM__SD_WIDE(64)
+#undef UHMM__SD_WIDE
+#undef UHMM__SD_RMW
+#undef UHMM__SD_UNPACK
+
+#define UHMM__SD_FLOAT(F, T, U, bits)                                         \
+	UHMM__SD_INLINE T uhmm_simdev_ld##F(uhmm_simdev_item *wi, const T *p) \
+	{                                                                     \
+		U u = uhmm_simdev_ld##bits(wi, p);                            \
+		T v;                                                          \
+		__builtin_memcpy(&v, &u, sizeof(v));                          \
+		return v;                                                     \
+	}                                                                     \
+	UHMM__SD_INLINE void uhmm_simdev_st##F(uhmm_simdev_item *wi, T *p, T v) \
+	{                                                                     \
+		U u;                                                          \
+		__builtin_memcpy(&u, &v, sizeof(u));                          \
+		uhmm_simdev_st##bits(wi, p, u);                               \
+	}                                                                     \
+	UHMM__SD_INLINE void uhmm_simdev_ld##F##v(uhmm_simdev_item *wi, T *buf, \
+						const T *p, size_t n)         \
+	{                                                                     \
+		uhmm_simdev_ld##bits##v(wi, (U *)(void *)buf,                 \
+					(const U *)(const void *)p, n);       \
+	}                                                                     \
+	UHMM__SD_INLINE void uhmm_simdev_st##F##v(uhmm_simdev_item *wi, T *p, \
+						const T *buf, size_t n)       \
+	{                                                                     \
+		uhmm_simdev_st##bits##v(wi, (U *)(void *)p,                   \
+					(const U *)(const void *)buf, n);     \
+	}                                                                     \
+	UHMM__SD_INLINE T uhmm_simdev_atomic_add##F(uhmm_simdev_item *wi, T *p, \
+						  T v)                        \
+	{                                                                     \
+		U o;                                                          \
+		T r;                                                          \
+		if (!((uintptr_t)p & (sizeof(T) - 1))) {                      \
+			uint64_t s_;                                          \
+			U *h = (U *)uhmm__sd_begin(wi, (uintptr_t)p,          \
+						   UHMM__SD_TW | UHMM__SD_TA, &s_); \
+			if (h) {                                              \
+				U n_;                                         \
+				o = __atomic_load_n(h, __ATOMIC_RELAXED);     \
+				do {                                          \
+					T s;                                  \
+					__builtin_memcpy(&r, &o, sizeof(r));  \
+					s = r + v;                            \
+					__builtin_memcpy(&n_, &s, sizeof(n_)); \
+				} while (!__atomic_compare_exchange_n(        \
+					h, &o, n_, 1, __ATOMIC_SEQ_CST,       \
+					__ATOMIC_RELAXED));                   \
+				uhmm__sd_end(wi, s_);                         \
+				return r;                                     \
+			}                                                     \
+		}                                                             \
+		__builtin_memcpy(&o, &v, sizeof(o));                          \
+		o = (U)uhmm__simdev_access(wi, p, sizeof(T), UHMM__SD_FADD, o, 0); \
+		__builtin_memcpy(&r, &o, sizeof(r));                          \
+		return r;                                                     \
+	}
+UHMM__SD_FLOAT(f32, float, uint32_t, 32)
+UHMM__SD_FLOAT(f64, double, uint64_t, 64)
+#undef UHMM__SD_FLOAT
 
 /** Placement policies (uhmm_simdev_advise). */
 enum uhmm_simdev_advice {
@@ -394,6 +775,11 @@ struct uhmm_simdev_stats {
 	/** Time fault passes waited because the policy throttled them
 	 * (thrashing control, uhmm/policy.h delay_ns). */
 	uint64_t throttle_ns;
+	/** Of tlb_hits, those of the lanes' TLBs, taken by the accessors'
+	 * inline path (tlb_hits counts every access translated without the
+	 * device page table: lane or unit TLB; tlb_misses those that went to
+	 * the page table). */
+	uint64_t tlb_lane_hits;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

@@ -13,9 +13,12 @@
  * Locks:
  *   launch_lock  (leaf) the launch protocol; only condvar waits under it.
  *   sd_cu.lock   (rank 1, see mmu.c) held by a lane from translation to the
- *                end of an access through a DEV or EXCL entry (device
- *                memory, or the uhmm-owned copy of a page held exclusively;
- *                neither faults).  It is NOT held across an access through
+ *                end of an out-of-line access through a DEV or EXCL entry
+ *                (device memory, or the uhmm-owned copy of a page held
+ *                exclusively; neither faults).  The accessors' inline path
+ *                (simdev.h) takes no lock: it goes through the lane's TLB
+ *                inside a window of its sequence number, which shootdowns
+ *                wait for (mmu.c).  It is NOT held across an access through
  *                a SYS entry (system memory): such an access may fault into
  *                uhmm's fault-service thread, which may be running our
  *                invalidate callback, which waits for this very lock.  A
@@ -61,10 +64,21 @@
 
 #define PAGE_SHIFT 12u
 
-enum op { OP_LD, OP_ST, OP_ADD, OP_XCHG, OP_CAS };
+enum op {
+	OP_LD = UHMM__SD_LD,
+	OP_ST = UHMM__SD_ST,
+	OP_ADD = UHMM__SD_ADD,
+	OP_XCHG = UHMM__SD_XCHG,
+	OP_CAS = UHMM__SD_CAS,
+	OP_FADD = UHMM__SD_FADD,
+};
 
-/* The lane this thread is (NULL for every other thread). */
-static __thread struct uhmm_simdev_item *cur_lane __attribute__((tls_model("initial-exec")));
+/* The lane this thread is (UHMM__SD_NOLANE for every other thread: not
+ * NULL, so that a NULL wi differs from it).  Exported: the accessors'
+ * inline path compares it with the wi it is given (simdev.h). */
+UHMM_API __thread struct uhmm_simdev_item *uhmm__sd_cur
+	__attribute__((tls_model("initial-exec"))) = UHMM__SD_NOLANE;
+#define cur_lane uhmm__sd_cur
 /* Set only while this lane accesses system memory (see the handler). */
 static __thread struct uhmm_simdev_item *volatile in_access
 	__attribute__((tls_model("initial-exec")));
@@ -148,13 +162,39 @@ static void item_check(struct uhmm_simdev_item *wi)
 						    __ATOMIC_SEQ_CST,         \
 						    __ATOMIC_SEQ_CST);        \
 			return e;                                             \
+		case OP_FADD:                                                 \
+			return FADD(p, a);                                    \
 		}                                                             \
 		return 0;                                                     \
 	}
+
+/* Floating-point add on the bits: float for 4 bytes, double for 8 (a
+ * compare-exchange loop, as in simdev.h); returns the old bits. */
+#define FADD_LOOP(F, U, p, a)                                                 \
+	({                                                                    \
+		U o_ = __atomic_load_n((U *)(p), __ATOMIC_RELAXED), n_;       \
+		U av_ = (U)(a);                                               \
+		F x_, v_;                                                     \
+		memcpy(&v_, &av_, sizeof(v_));                                \
+		do {                                                          \
+			memcpy(&x_, &o_, sizeof(x_));                         \
+			x_ += v_;                                             \
+			memcpy(&n_, &x_, sizeof(n_));                         \
+		} while (!__atomic_compare_exchange_n((U *)(p), &o_, n_, true,\
+						      __ATOMIC_SEQ_CST,       \
+						      __ATOMIC_RELAXED));     \
+		(uint64_t)o_;                                                 \
+	})
+#define FADD(p, a) 0
 DEFINE_OP(uint8_t, op8)
 DEFINE_OP(uint16_t, op16)
+#undef FADD
+#define FADD(p, a) FADD_LOOP(float, uint32_t, p, a)
 DEFINE_OP(uint32_t, op32)
+#undef FADD
+#define FADD(p, a) FADD_LOOP(double, uint64_t, p, a)
 DEFINE_OP(uint64_t, op64)
+#undef FADD
 
 static uint64_t op_apply(void *p, unsigned size, enum op op, uint64_t a, uint64_t b)
 {
@@ -250,6 +290,15 @@ static bool va_ok(uintptr_t va, size_t n)
  * Translates through the unit's TLB and the page table; on a miss raises a
  * device fault and retries once it is replayed.
  */
+/* Under cu->lock: the translation @pte (DEV or EXCL) of the page of @va
+ * goes to the lane's TLB, for the inline path's next access to the page. */
+static void lane_fill(struct sd_compute *c, struct uhmm_simdev_item *wi,
+		      uint64_t pte, uintptr_t va)
+{
+	uintptr_t pg = va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1);
+	uhmm__lane_tlb_fill_locked(wi, pg >> PAGE_SHIFT, pte, fenced_ptr(c, pte, pg));
+}
+
 static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 			    unsigned size, enum op op, uint64_t a, uint64_t b)
 {
@@ -258,6 +307,9 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 
 	item_check(wi);
 	c = wi->c;
+	if ((size != 1 && size != 2 && size != 4 && size != 8) ||
+	    (op == OP_FADD && size < 4) || op > OP_FADD)
+		item_fail(wi, -EINVAL);
 	if (va & (size - 1))
 		item_fail(wi, -EINVAL);
 	if (!va_ok(va, size))
@@ -269,8 +321,10 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 		if (pte & PTE_FENCED) {
 			/* Device memory or a page held exclusively: under the
 			 * unit lock, so an invalidation (a revocation too)
-			 * waits for this access (the fence). */
+			 * waits for this access (the fence).  The lane's TLB
+			 * takes the translation for the inline path. */
 			uint64_t r = op_apply(fenced_ptr(c, pte, va), size, op, a, b);
+			lane_fill(c, wi, pte, va);
 			pthread_mutex_unlock(&cu->lock);
 			return r;
 		}
@@ -305,6 +359,31 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 		pthread_mutex_lock(&cu->lock);
 		uint64_t pte = uhmm__translate_locked(c, cu, va >> PAGE_SHIFT, acc);
 		if (pte & PTE_FENCED) {
+			if (!c->lane_fence) {
+				/* Through the lane's TLB and the inline path's
+				 * protocol (simdev.h), so that the copy is not
+				 * made under the unit lock, which the unit's
+				 * other lanes need for their own misses.  The
+				 * entry may be shot down before we look: then
+				 * translate again. */
+				lane_fill(c, wi, pte, va);
+				pthread_mutex_unlock(&cu->lock);
+				uint64_t s;
+				void *d = uhmm__sd_begin(wi, va, write ? UHMM__SD_TW : 0, &s);
+				if (!d)
+					continue;
+				/* Counted as a unit TLB hit or miss above, not
+				 * as a lane hit too (stats: seq / 2 - misses). */
+				atomic_store_explicit((_Atomic uint64_t *)&wi->fast.misses,
+						      wi->fast.misses + 1,
+						      memory_order_relaxed);
+				if (write)
+					memcpy(d, buf, n);
+				else
+					memcpy(buf, d, n);
+				uhmm__sd_end(wi, s);
+				return;
+			}
 			void *d = fenced_ptr(c, pte, va);
 			if (write)
 				memcpy(d, buf, n);
@@ -330,58 +409,43 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 	}
 }
 
-#define LD(bits)                                                              \
-	UHMM_API uint##bits##_t uhmm_simdev_ld##bits(uhmm_simdev_item *wi,    \
-						     const void *p)           \
-	{                                                                     \
-		return (uint##bits##_t)access_word(wi, (uintptr_t)p,          \
-						   bits / 8, OP_LD, 0, 0);    \
+/* The out-of-line path of every scalar accessor (simdev.h). */
+UHMM_API uint64_t uhmm__simdev_access(uhmm_simdev_item *wi, const void *p,
+				      unsigned size, unsigned op, uint64_t a,
+				      uint64_t b)
+{
+	return access_word(wi, (uintptr_t)p, size, (enum op)op, a, b);
+}
+
+/*
+ * The out-of-line path of the vector helpers: @n elements of @elem bytes
+ * between @p and @buf, split at page boundaries (one translation a page).
+ * @buf is the kernel's own memory (simdev.h), so the pieces are copied
+ * straight to or from it, with no bounce buffer.
+ */
+UHMM_API void uhmm__simdev_vec(uhmm_simdev_item *wi, void *buf, const void *p,
+			       size_t n, unsigned elem, int write)
+{
+	uintptr_t va = (uintptr_t)p;
+	unsigned char *b = buf;
+
+	item_check(wi);
+	if ((elem != 4 && elem != 8) || (va & (elem - 1)))
+		item_fail(wi, -EINVAL);
+	if (n == 0)
+		return;
+	if (n > SIZE_MAX / elem || !va_ok(va, n * elem))
+		item_fail(wi, -EFAULT);
+	size_t len = n * elem;
+	while (len) {
+		size_t k = UHMM_PAGE_SIZE - (va & (UHMM_PAGE_SIZE - 1));
+		if (k > len)
+			k = len;
+		access_bytes(wi, va, b, k, write != 0);
+		va += k;
+		b += k;
+		len -= k;
 	}
-#define ST(bits)                                                              \
-	UHMM_API void uhmm_simdev_st##bits(uhmm_simdev_item *wi, void *p,     \
-					   uint##bits##_t v)                  \
-	{                                                                     \
-		access_word(wi, (uintptr_t)p, bits / 8, OP_ST, v, 0);         \
-	}
-LD(8)
-LD(16)
-LD(32)
-LD(64)
-ST(8)
-ST(16)
-ST(32)
-ST(64)
-
-UHMM_API uint32_t uhmm_simdev_atomic_add32(uhmm_simdev_item *wi, void *p, uint32_t v)
-{
-	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_ADD, v, 0);
-}
-
-UHMM_API uint64_t uhmm_simdev_atomic_add64(uhmm_simdev_item *wi, void *p, uint64_t v)
-{
-	return access_word(wi, (uintptr_t)p, 8, OP_ADD, v, 0);
-}
-
-UHMM_API uint32_t uhmm_simdev_atomic_xchg32(uhmm_simdev_item *wi, void *p, uint32_t v)
-{
-	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_XCHG, v, 0);
-}
-
-UHMM_API uint64_t uhmm_simdev_atomic_xchg64(uhmm_simdev_item *wi, void *p, uint64_t v)
-{
-	return access_word(wi, (uintptr_t)p, 8, OP_XCHG, v, 0);
-}
-
-UHMM_API uint32_t uhmm_simdev_atomic_cas32(uhmm_simdev_item *wi, void *p,
-					   uint32_t expect, uint32_t desired)
-{
-	return (uint32_t)access_word(wi, (uintptr_t)p, 4, OP_CAS, expect, desired);
-}
-
-UHMM_API uint64_t uhmm_simdev_atomic_cas64(uhmm_simdev_item *wi, void *p,
-					   uint64_t expect, uint64_t desired)
-{
-	return access_word(wi, (uintptr_t)p, 8, OP_CAS, expect, desired);
 }
 
 /* Through a bounce buffer, one piece at a time: no piece crosses a page
@@ -422,20 +486,52 @@ static void launch_fail(struct sd_compute *c, int err)
 	atomic_store_explicit(&c->failed, true, memory_order_relaxed);
 }
 
-/*
- * Runs one work item: 0, or the error an accessor (or the signal handler)
- * ended it with.  Its own frame, so that nothing live across the
- * sigsetjmp changes before a jump back to it.
- */
-static __attribute__((noinline)) int run_item(struct uhmm_simdev_item *wi,
-					       uhmm_simdev_kernel fn,
-					       uint64_t idx, void *arg)
+/* What a lane runs: a kernel per item, or a block kernel per block. */
+struct sd_run {
+	uhmm_simdev_kernel fn;
+	uhmm_simdev_block_kernel bfn;
+	void *arg;
+	uint64_t grid;   /* indices handed out: items, or blocks for bfn */
+	uint64_t chunk;  /* indices a lane takes at once */
+	uint64_t items, block; /* bfn: work items in all, and per block */
+};
+
+/* Work items of index @idx (an item, or a block for bfn). */
+static uint64_t run_items(const struct sd_run *r, uint64_t idx)
 {
+	if (!r->bfn)
+		return 1;
+	uint64_t first = idx * r->block;
+	return r->items - first < r->block ? r->items - first : r->block;
+}
+
+/*
+ * Runs the work items [first, last) of a chunk: 0, or the error an
+ * accessor (or the signal handler) ended one with.  One sigsetjmp per
+ * chunk, not per item (it was a good part of an item's overhead): after a
+ * jump nothing of the chunk resumes, the launch fails.  Its own frame, so
+ * that nothing live across the sigsetjmp changes before a jump back to it;
+ * the items done are counted in wi->items_done (memory, not a local).
+ */
+static __attribute__((noinline)) int run_chunk(struct uhmm_simdev_item *wi,
+						const struct sd_run *r, uint64_t first,
+						uint64_t last)
+{
+	struct sd_compute *c = wi->c;
+
 	if (sigsetjmp(wi->env, 0)) {
 		sys_abort(wi);
 		return wi->err;
 	}
-	fn(wi, idx, arg);
+	for (uint64_t idx = first; idx < last; idx++) {
+		if (atomic_load_explicit(&c->failed, memory_order_relaxed))
+			break;
+		if (r->bfn)
+			r->bfn(wi, idx * r->block, run_items(r, idx), r->arg);
+		else
+			r->fn(wi, idx, r->arg);
+		wi->items_done += run_items(r, idx);
+	}
 	return 0;
 }
 
@@ -444,31 +540,25 @@ static __attribute__((noinline)) int run_item(struct uhmm_simdev_item *wi,
  * taken from the shared counter a chunk at a time (one atomic per chunk,
  * not per item); a chunk is small enough that the lanes stay balanced.
  */
-static void lane_run(struct uhmm_simdev_item *wi, uhmm_simdev_kernel fn,
-		     void *arg, uint64_t grid, uint64_t chunk)
+static void lane_run(struct uhmm_simdev_item *wi, const struct sd_run *r)
 {
 	struct sd_compute *c = wi->c;
-	uint64_t done = 0;
+	uint64_t grid = r->grid, chunk = r->chunk;
 
-	for (;;) {
+	wi->items_done = 0;
+	while (!atomic_load_explicit(&c->failed, memory_order_relaxed)) {
 		uint64_t first = atomic_fetch_add_explicit(&c->next_idx, chunk,
 							   memory_order_relaxed);
 		if (first >= grid)
 			break;
 		uint64_t last = grid - first < chunk ? grid : first + chunk;
-		for (uint64_t idx = first; idx < last; idx++) {
-			if (atomic_load_explicit(&c->failed, memory_order_relaxed))
-				goto out;
-			int err = run_item(wi, fn, idx, arg);
-			if (err) {
-				launch_fail(c, err);
-				goto out;
-			}
-			done++;
+		int err = run_chunk(wi, r, first, last);
+		if (err) {
+			launch_fail(c, err);
+			break;
 		}
 	}
-out:
-	atomic_fetch_add_explicit(&c->st.work_items, done, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->st.work_items, wi->items_done, memory_order_relaxed);
 }
 
 /*
@@ -503,12 +593,13 @@ static void *lane_main(void *p)
 		if (c->lanes_stop)
 			break;
 		seen = c->gen;
-		uhmm_simdev_kernel fn = c->fn;
-		void *arg = c->arg;
-		uint64_t grid = c->grid, chunk = c->chunk;
+		struct sd_run r = {
+			.fn = c->fn, .bfn = c->bfn, .arg = c->arg, .grid = c->grid,
+			.chunk = c->chunk, .items = c->items, .block = c->block,
+		};
 		pthread_mutex_unlock(&c->launch_lock);
 
-		lane_run(wi, fn, arg, grid, chunk);
+		lane_run(wi, &r);
 
 		pthread_mutex_lock(&c->launch_lock);
 		if (--c->running == 0)
@@ -541,7 +632,7 @@ void uhmm__dev_release(uhmm_device *dev);
  * The caller blocks asynchronous signals meanwhile, as lanes do: a handler
  * must not run inside an access of the item (in_access).
  */
-static void run_in_caller(struct sd_compute *c, uhmm_simdev_kernel fn, void *arg)
+static void run_in_caller(struct sd_compute *c, struct sd_run *r)
 {
 	sigset_t set, old;
 	lane_sigset(&set);
@@ -549,22 +640,27 @@ static void run_in_caller(struct sd_compute *c, uhmm_simdev_kernel fn, void *arg
 	struct uhmm_simdev_item *wi = &c->lanes[0];
 	cur_lane = wi;
 	in_access = NULL;
-	lane_run(wi, fn, arg, 1, 1);
-	cur_lane = NULL;
+	r->chunk = 1;
+	lane_run(wi, r);
+	cur_lane = UHMM__SD_NOLANE;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Any other grid: the lanes run it, the caller waits for them all. */
-static void run_on_lanes(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid,
-			 void *arg)
+static void run_on_lanes(struct sd_compute *c, const struct sd_run *r)
 {
 	pthread_mutex_lock(&c->launch_lock);
-	c->fn = fn;
-	c->arg = arg;
-	c->grid = grid;
-	/* About 16 chunks per lane, at most 64 items each. */
-	c->chunk = grid / ((uint64_t)c->nlanes * 16);
+	c->fn = r->fn;
+	c->bfn = r->bfn;
+	c->arg = r->arg;
+	c->grid = r->grid;
+	c->items = r->items;
+	c->block = r->block;
+	/* About 16 chunks per lane, at most 64 items (blocks: 1) each. */
+	c->chunk = r->grid / ((uint64_t)c->nlanes * 16);
 	c->chunk = c->chunk < 1 ? 1 : c->chunk > 64 ? 64 : c->chunk;
+	if (r->bfn)
+		c->chunk = 1;
 	c->running = c->nlanes;
 	c->gen++;
 	pthread_cond_broadcast(&c->launch_cond);
@@ -573,9 +669,10 @@ static void run_on_lanes(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t g
 	pthread_mutex_unlock(&c->launch_lock);
 }
 
-static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid,
-		      void *arg)
+static int launch_run(struct sd_compute *c, struct sd_run *r)
 {
+	uint64_t grid = r->grid;
+
 	if (getpid() != c->pid)
 		return -ECHILD;
 	if (atomic_exchange(&c->busy, true))
@@ -590,9 +687,9 @@ static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid
 	atomic_store(&c->failed, false);
 	atomic_store(&c->err, 0);
 	if (grid == 1)
-		run_in_caller(c, fn, arg);
+		run_in_caller(c, r);
 	else
-		run_on_lanes(c, fn, grid, arg);
+		run_on_lanes(c, r);
 	int err = atomic_load(&c->err);
 	if (err)
 		atomic_fetch_add_explicit(&c->st.kernel_errors, 1, memory_order_relaxed);
@@ -600,12 +697,11 @@ static int launch_run(struct sd_compute *c, uhmm_simdev_kernel fn, uint64_t grid
 	return err;
 }
 
-UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
-				uint64_t grid, void *arg)
+static int launch(uhmm_device *dev, struct sd_run *r)
 {
 	uhmm_ctx *ctx;
 
-	if (!fn || cur_lane)
+	if (cur_lane != UHMM__SD_NOLANE)
 		return -EINVAL;
 	/* A handle that is not a live device: "not a simdev". */
 	int err = uhmm__dev_enter(dev, &ctx);
@@ -622,10 +718,35 @@ UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
 	(void)uhmm_sync(ctx);
 	struct simdev *sd = uhmm__simdev_of(dev);
 	struct sd_compute *c = sd ? sd->comp : NULL;
-	err = c ? launch_run(c, fn, grid, arg) : -EINVAL;
+	err = c ? launch_run(c, r) : -EINVAL;
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
 	return err;
+}
+
+UHMM_API int uhmm_simdev_launch(uhmm_device *dev, uhmm_simdev_kernel fn,
+				uint64_t grid, void *arg)
+{
+	struct sd_run r = { .fn = fn, .arg = arg, .grid = grid };
+
+	if (!fn)
+		return -EINVAL;
+	return launch(dev, &r);
+}
+
+/*
+ * Blocks are handed out one at a time (a block is the unit of balance);
+ * the bookkeeping counts work items, as a launch of items would.
+ */
+UHMM_API int uhmm_simdev_launch_blocks(uhmm_device *dev, uhmm_simdev_block_kernel fn,
+				       uint64_t grid, uint64_t block, void *arg)
+{
+	struct sd_run r = { .bfn = fn, .arg = arg, .items = grid, .block = block };
+
+	if (!fn || block == 0)
+		return -EINVAL;
+	r.grid = grid / block + (grid % block != 0);
+	return launch(dev, &r);
 }
 
 UHMM_API int uhmm_simdev_advise(uhmm_device *dev, void *addr, size_t len,
@@ -669,6 +790,17 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 		o->tlb_misses += c->cus[i].misses;
 		pthread_mutex_unlock(&c->cus[i].lock);
 	}
+	/* A lane's inline lookups: seq / 2 (+2 each), of which fast.misses
+	 * missed. */
+	for (unsigned i = 0; i < c->nlanes; i++) {
+		struct uhmm__sd_lane *l = &c->lanes[i].fast;
+		uint64_t m = atomic_load_explicit((_Atomic uint64_t *)&l->misses,
+						  memory_order_relaxed);
+		uint64_t q = atomic_load_explicit((_Atomic uint64_t *)&l->seq,
+						  memory_order_relaxed);
+		o->tlb_lane_hits += q / 2 > m ? q / 2 - m : 0;
+	}
+	o->tlb_hits += o->tlb_lane_hits;
 }
 
 /* ---- start and stop ----------------------------------------------------- */
@@ -686,7 +818,9 @@ static void lanes_stop(struct sd_compute *c)
 
 static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
 {
-	c->lanes = uhmm__umem_calloc(c->nlanes, sizeof(*c->lanes));
+	/* Page-aligned, and a lane is a multiple of 64 bytes: no two lanes
+	 * share a cache line (each writes its own on every access). */
+	c->lanes = uhmm__umem_map((size_t)c->nlanes * sizeof(*c->lanes), 0, 0);
 	if (!c->lanes)
 		return -ENOMEM;
 	for (unsigned i = 0; i < c->nlanes; i++) {
@@ -696,6 +830,8 @@ static int lanes_start(struct sd_compute *c, unsigned lanes_per_cu)
 		wi->id = i;
 		pthread_cond_init(&wi->fault_cond, NULL);
 	}
+	if (uhmm__mmu_lanes_init(c, c->sd->tlb_entries, lanes_per_cu))
+		return -ENOMEM;
 	sigset_t set, old;
 	lane_sigset(&set);
 	pthread_sigmask(SIG_SETMASK, &set, &old);
@@ -720,7 +856,9 @@ static void compute_free(struct sd_compute *c)
 	if (c->lanes)
 		for (unsigned i = 0; i < c->nlanes; i++)
 			pthread_cond_destroy(&c->lanes[i].fault_cond);
-	uhmm__umem_free(c->lanes);
+	uhmm__mmu_lanes_fini(c);
+	if (c->lanes)
+		uhmm__umem_unmap(c->lanes, (size_t)c->nlanes * sizeof(*c->lanes));
 	uhmm__fault_fini(c);
 	uhmm__mmu_fini(c);
 	pthread_mutex_destroy(&c->launch_lock);

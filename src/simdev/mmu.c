@@ -5,8 +5,10 @@
  * both in step with the CPU (shootdown + fence).
  *
  * Locks, in rank order:
- *   1 sd_cu.lock          a unit's TLB.  A lane holds it from translation to
- *                         the end of an access through a DEV or EXCL entry
+ *   1 sd_cu.lock          a unit's TLB, and the fills and flushes of its
+ *                         lanes' TLBs.  A lane holds it from translation to
+ *                         the end of an out-of-line access through a DEV or
+ *                         EXCL entry
  *                         (device memory, or a page held exclusively: memory
  *                         that never faults), never through a SYS entry (see
  *                         compute.c).  Under it a lane may take pt_lock;
@@ -30,7 +32,11 @@
 #include "simdev/simdev_internal.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define PT_BITS 9u
 #define PT_FANOUT (1u << PT_BITS)
@@ -153,29 +159,62 @@ static void pt_free(struct pt_node *n, unsigned level)
 
 /* ---- TLBs --------------------------------------------------------------- */
 
+/*
+ * Two levels, as a GPU has an L1 TLB per SM and a shared L2:
+ *   lane TLB  per lane (struct uhmm__sd_lane, the head of the work item):
+ *             DEV and EXCL translations only, read with no lock by the
+ *             inline path of the accessors (simdev.h); filled by the lane
+ *             itself and flushed by shootdowns, both under the unit lock.
+ *   unit TLB  per compute unit, every kind of entry, under the unit lock:
+ *             the out-of-line path's cache in front of the page table.
+ * Both are 4-way set-associative with hashed sets (sd_tlb_set).
+ * TLB subset invariant, extended: a valid lane entry was filled, under the
+ * unit lock, from a unit-TLB or page-table entry valid at that time; a
+ * shootdown clears the lane entries of its range under the same lock.
+ */
+
+static struct sd_tlb_entry *unit_set(struct sd_cu *cu, uint64_t vpn)
+{
+	return &cu->tlb[sd_tlb_set(vpn, cu->set_mask) * SD_TLB_WAYS];
+}
+
 static uint64_t tlb_lookup_locked(struct sd_cu *cu, uint64_t vpn)
 {
-	struct sd_tlb_entry *e = &cu->tlb[vpn & cu->tlb_mask];
-	return e->vpn1 == vpn + 1 ? e->pte : 0;
+	struct sd_tlb_entry *e = unit_set(cu, vpn);
+	for (unsigned w = 0; w < cu->ways; w++)
+		if (e[w].vpn1 == vpn + 1)
+			return e[w].pte;
+	return 0;
 }
 
 static void tlb_fill_locked(struct sd_cu *cu, uint64_t vpn, uint64_t pte)
 {
-	struct sd_tlb_entry *e = &cu->tlb[vpn & cu->tlb_mask];
-	e->vpn1 = vpn + 1;
-	e->pte = pte;
+	struct sd_tlb_entry *e = unit_set(cu, vpn);
+	unsigned w, empty = SD_TLB_WAYS;
+
+	for (w = 0; w < cu->ways; w++) {
+		if (e[w].vpn1 == vpn + 1)
+			break;
+		if (!e[w].vpn1 && empty == SD_TLB_WAYS)
+			empty = w;
+	}
+	if (w == cu->ways)
+		w = empty < SD_TLB_WAYS ? empty : cu->victim++ % cu->ways;
+	e[w].vpn1 = vpn + 1;
+	e[w].pte = pte;
 }
 
 /* Drops the entries of pages [first, last] from @cu's TLB. */
 static void tlb_flush_locked(struct sd_cu *cu, uint64_t first, uint64_t last)
 {
-	uint64_t n = cu->tlb_mask + 1;
+	uint64_t n = (cu->set_mask + 1) * SD_TLB_WAYS;
 
 	if (last - first < n) {
 		for (uint64_t vpn = first; vpn <= last; vpn++) {
-			struct sd_tlb_entry *e = &cu->tlb[vpn & cu->tlb_mask];
-			if (e->vpn1 == vpn + 1)
-				e->vpn1 = 0;
+			struct sd_tlb_entry *e = unit_set(cu, vpn);
+			for (unsigned w = 0; w < cu->ways; w++)
+				if (e[w].vpn1 == vpn + 1)
+					e[w].vpn1 = 0;
 		}
 		return;
 	}
@@ -184,6 +223,80 @@ static void tlb_flush_locked(struct sd_cu *cu, uint64_t first, uint64_t last)
 		if (e->vpn1 && e->vpn1 - 1 >= first && e->vpn1 - 1 <= last)
 			e->vpn1 = 0;
 	}
+}
+
+static struct uhmm__sd_tlbe *lane_set(struct uhmm_simdev_item *wi, uint64_t vpn)
+{
+	return &wi->fast.tlb[sd_tlb_set(vpn, wi->fast.set_mask) * SD_TLB_WAYS];
+}
+
+static uint64_t lane_tag_of(uint64_t vpn, uint64_t pte)
+{
+	uint64_t t = (vpn << PAGE_SHIFT) | UHMM__SD_TV;
+	if (pte & PTE_W)
+		t |= UHMM__SD_TW;
+	if (pte & PTE_A)
+		t |= UHMM__SD_TA;
+	return t;
+}
+
+void uhmm__lane_tlb_fill_locked(struct uhmm_simdev_item *wi, uint64_t vpn,
+				uint64_t pte, void *host)
+{
+	struct uhmm__sd_tlbe *e = lane_set(wi, vpn);
+	uint64_t pg = vpn << PAGE_SHIFT;
+	unsigned w, empty = SD_TLB_WAYS;
+
+	if (wi->c->lane_fence)
+		return; /* no membarrier: no inline path (uhmm__tlb_shootdown) */
+	for (w = 0; w < wi->tlb_ways; w++) {
+		uint64_t t = atomic_load_explicit((_Atomic uint64_t *)&e[w].tag,
+						  memory_order_relaxed);
+		if ((t & UHMM__SD_PGMASK) == pg && t)
+			break;
+		if (!t && empty == SD_TLB_WAYS)
+			empty = w;
+	}
+	if (w == wi->tlb_ways)
+		w = empty < SD_TLB_WAYS ? empty : wi->tlb_victim++ % wi->tlb_ways;
+	/* Only this lane reads its entries, and not now (it is here): the
+	 * order of the two stores does not matter to it; a shootdown only
+	 * ever clears tags, under the lock we hold. */
+	e[w].delta = (intptr_t)((uintptr_t)host - (uintptr_t)pg);
+	atomic_store_explicit((_Atomic uint64_t *)&e[w].tag, lane_tag_of(vpn, pte),
+			      memory_order_relaxed);
+}
+
+/* Drops pages [first, last] from lane @wi's TLB; true if it held any. */
+static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
+			      uint64_t last)
+{
+	uint64_t n = (wi->fast.set_mask + 1) * SD_TLB_WAYS;
+	bool any = false;
+
+	if (last - first < n) {
+		for (uint64_t vpn = first; vpn <= last; vpn++) {
+			struct uhmm__sd_tlbe *e = lane_set(wi, vpn);
+			for (unsigned w = 0; w < wi->tlb_ways; w++) {
+				_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
+				uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
+				if (v && (v >> PAGE_SHIFT) == vpn) {
+					atomic_store_explicit(t, 0, memory_order_relaxed);
+					any = true;
+				}
+			}
+		}
+		return any;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		_Atomic uint64_t *t = (_Atomic uint64_t *)&wi->fast.tlb[i].tag;
+		uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
+		if (v && (v >> PAGE_SHIFT) >= first && (v >> PAGE_SHIFT) <= last) {
+			atomic_store_explicit(t, 0, memory_order_relaxed);
+			any = true;
+		}
+	}
+	return any;
 }
 
 uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
@@ -209,14 +322,86 @@ uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 
 /* ---- invalidation: shootdown and fence ---------------------------------- */
 
+/*
+ * The membarrier(2) the shootdown issues after clearing lane entries:
+ * registered once per process at the first compute start.  Where it is
+ * refused (old kernel, seccomp), lanes fence themselves instead.
+ */
+static pthread_once_t mb_once = PTHREAD_ONCE_INIT;
+static bool mb_ok;
+
+static void mb_register(void)
+{
+	mb_ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+			0, 0) == 0;
+}
+
+/*
+ * Waits until lane @wi is not inside the inline access it was in when the
+ * caller cleared its entries: its sequence number is odd only across a
+ * lookup and one access to memory that never faults, so this is short and
+ * the lane makes progress (yield: it may be preempted on our core).
+ */
+static void lane_quiesce(struct uhmm_simdev_item *wi)
+{
+	_Atomic uint64_t *seq = (_Atomic uint64_t *)&wi->fast.seq;
+	uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+
+	if (!(s & 1))
+		return;
+	if (wi == uhmm__sd_cur) {
+		/* This lane is inside an inline access and got here: its
+		 * vector helper's buffer was managed memory whose fault is
+		 * served on this thread (SIGBUS mode), against simdev.h's
+		 * rule.  Waiting for ourselves would hang for ever. */
+		fprintf(stderr, "uhmm simdev: a vector accessor's buffer is managed "
+			"memory (simdev.h: it must be the kernel's own)\n");
+		abort();
+	}
+	for (unsigned spin = 0; atomic_load_explicit(seq, memory_order_acquire) == s;
+	     spin++) {
+		if (spin >= 64)
+			sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+		else
+			__builtin_ia32_pause();
+#endif
+	}
+}
+
 void uhmm__tlb_shootdown(struct sd_compute *c, uint64_t first, uint64_t last)
 {
+	/* Lanes whose entries we cleared, by id (at most 16 x 64 lanes). */
+	uint64_t hit[SD_MAX_LANES / 64] = { 0 };
+	bool lanes_hit = false;
+
 	for (unsigned i = 0; i < c->ncu; i++) {
 		struct sd_cu *cu = &c->cus[i];
 		pthread_mutex_lock(&cu->lock);
 		tlb_flush_locked(cu, first, last);
+		for (unsigned l = 0; l < cu->nlanes; l++) {
+			struct uhmm_simdev_item *wi = &cu->lanes[l];
+			if (lane_flush_locked(wi, first, last)) {
+				hit[wi->id / 64] |= 1ull << (wi->id % 64);
+				lanes_hit = true;
+			}
+		}
 		pthread_mutex_unlock(&cu->lock);
 	}
+	if (!lanes_hit)
+		return; /* no inline path can hold a translation of the range */
+	/* The lanes' store of an odd seq against our clearing of their tags
+	 * (the Dekker pattern, simdev.h): after this, a lane either misses
+	 * or shows us it is inside.  The lanes' side has only a compiler
+	 * barrier; membarrier() supplies the CPU's, on every thread of the
+	 * process that is running (one that is not passed a full barrier
+	 * when it was switched out).  Without membarrier (lane_fence) lanes
+	 * fill nothing, so we never get here. */
+	atomic_thread_fence(memory_order_seq_cst);
+	(void)syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	for (unsigned id = 0; id < c->nlanes; id++)
+		if (hit[id / 64] & (1ull << (id % 64)))
+			lane_quiesce(&c->lanes[id]);
 }
 
 /*
@@ -298,12 +483,17 @@ int uhmm__mmu_init(struct sd_compute *c, unsigned tlb_entries)
 	c->cus = uhmm__umem_calloc(c->ncu, sizeof(*c->cus));
 	if (!c->pt_root || !c->cus)
 		goto nomem;
+	unsigned sets = tlb_entries < SD_TLB_WAYS ? 1 : tlb_entries / SD_TLB_WAYS;
 	for (unsigned i = 0; i < c->ncu; i++) {
-		c->cus[i].tlb = uhmm__umem_calloc(tlb_entries, sizeof(*c->cus[i].tlb));
+		c->cus[i].tlb = uhmm__umem_calloc((size_t)sets * SD_TLB_WAYS,
+						  sizeof(*c->cus[i].tlb));
 		if (!c->cus[i].tlb)
 			goto nomem;
-		c->cus[i].tlb_mask = tlb_entries - 1;
+		c->cus[i].set_mask = sets - 1;
+		c->cus[i].ways = tlb_entries < SD_TLB_WAYS ? tlb_entries : SD_TLB_WAYS;
 	}
+	pthread_once(&mb_once, mb_register);
+	c->lane_fence = !mb_ok;
 	pthread_mutex_init(&c->pt_lock, NULL);
 	for (unsigned i = 0; i < c->ncu; i++)
 		pthread_mutex_init(&c->cus[i].lock, NULL);
@@ -318,6 +508,37 @@ nomem:
 	c->cus = NULL;
 	c->pt_root = NULL;
 	return -ENOMEM;
+}
+
+int uhmm__mmu_lanes_init(struct sd_compute *c, unsigned tlb_entries,
+			 unsigned lanes_per_cu)
+{
+	unsigned sets = tlb_entries < SD_TLB_WAYS ? 1 : tlb_entries / SD_TLB_WAYS;
+
+	for (unsigned i = 0; i < c->ncu; i++) {
+		c->cus[i].lanes = &c->lanes[i * lanes_per_cu];
+		c->cus[i].nlanes = lanes_per_cu;
+	}
+	for (unsigned i = 0; i < c->nlanes; i++) {
+		struct uhmm_simdev_item *wi = &c->lanes[i];
+		wi->fast.tlb = uhmm__umem_calloc((size_t)sets * SD_TLB_WAYS,
+						 sizeof(*wi->fast.tlb));
+		if (!wi->fast.tlb)
+			return -ENOMEM;
+		wi->fast.set_mask = sets - 1;
+		wi->tlb_ways = tlb_entries < SD_TLB_WAYS ? tlb_entries : SD_TLB_WAYS;
+	}
+	return 0;
+}
+
+void uhmm__mmu_lanes_fini(struct sd_compute *c)
+{
+	if (!c->lanes)
+		return;
+	for (unsigned i = 0; i < c->nlanes; i++) {
+		uhmm__umem_free(c->lanes[i].fast.tlb);
+		c->lanes[i].fast.tlb = NULL;
+	}
 }
 
 void uhmm__mmu_fini(struct sd_compute *c)

@@ -16,8 +16,10 @@
  *
  * Locks, by rank (a thread takes only locks of a higher rank than those it
  * holds):
- *   1  struct sd_cu.lock         a compute unit: its TLB, and every access a
- *                                lane makes to device memory (the fence)
+ *   1  struct sd_cu.lock         a compute unit: its TLB and its lanes' TLB
+ *                                fills and flushes, and every out-of-line
+ *                                access a lane makes to device memory (the
+ *                                fence; inline accesses: mmu.c)
  *   2  struct sd_compute.pt_lock the device page table; under it: radix
  *                                walks and calloc/free of its nodes, nothing
  *                                else (no uhmm call, no wait)
@@ -55,6 +57,8 @@
 /* Pages of a 2 MiB chunk. */
 #define SIMDEV_CHUNK_PAGES (UHMM_HUGE_SIZE / UHMM_PAGE_SIZE)
 #define SIMDEV_MAX_THREADS 8u
+/* Lanes of a simdev at most: compute_units (16) x lanes_per_cu (64). */
+#define SD_MAX_LANES 1024u
 
 /*
  * A misuse by the caller that the backend can survive (double free, freeing
@@ -322,12 +326,32 @@ struct sd_tlb_entry {
 	uint64_t pte;
 };
 
-/* A compute unit.  Everything here is guarded by lock. */
+/*
+ * TLB geometry (the unit's and each lane's): 4-way set-associative,
+ * max(1, tlb_entries / 4) sets, min(4, tlb_entries) ways in use, the set
+ * chosen by a multiplicative hash of the page number (SD_TLB_SET; the
+ * inline path in simdev.h computes the same).  Why hashed: uhmm_alloc
+ * returns 2 MiB-aligned ranges, so page i of two arrays shares the low 9
+ * bits of its page number, and indexing by low bits made x[i] and y[i]
+ * evict each other on every access.
+ */
+#define SD_TLB_WAYS UHMM__SD_WAYS
+static inline uint64_t sd_tlb_set(uint64_t vpn, uint64_t set_mask)
+{
+	return ((vpn * 0x9e3779b97f4a7c15ull) >> 32) & set_mask;
+}
+
+/* A compute unit.  Everything here is guarded by lock, and so are the
+ * lanes' TLB fills and flushes (not their inline lookups: simdev.h). */
 struct sd_cu {
 	pthread_mutex_t lock;
-	struct sd_tlb_entry *tlb;  /* tlb_entries, direct-mapped by vpn */
-	uint64_t tlb_mask;
+	struct sd_tlb_entry *tlb;  /* (set_mask + 1) * SD_TLB_WAYS entries */
+	uint64_t set_mask;
+	unsigned ways;             /* ways in use, 1..4 */
+	unsigned victim;           /* round-robin replacement */
 	uint64_t hits, misses;
+	struct uhmm_simdev_item *lanes; /* the unit's lanes: lanes[0, nlanes) */
+	unsigned nlanes;
 };
 
 /*
@@ -336,12 +360,19 @@ struct sd_cu {
  * sd_compute.fb_lock; the rest belong to the lane's thread.
  */
 struct uhmm_simdev_item {
+	/* First: the inline path's view (simdev.h).  fast.tlb entries are
+	 * filled and flushed under cu->lock; the lane reads them with no
+	 * lock; fast.seq and fast.hits are written by the lane only. */
+	struct uhmm__sd_lane fast;
+	unsigned tlb_ways;         /* lane TLB ways in use, 1..4 */
+	unsigned tlb_victim;       /* round-robin replacement (under cu->lock) */
 	struct sd_compute *c;
 	struct sd_cu *cu;
 	unsigned id;
 	pthread_t thread;
 	sigjmp_buf env;            /* set per work item (sigsetjmp(env, 0)) */
 	int err;                   /* why the current item ended early */
+	uint64_t items_done;       /* work items run in the current launch */
 	bool in_sys;               /* inside an access to system memory */
 	/* A device fault in flight: queued in the fault buffer until done. */
 	uintptr_t fault_page;
@@ -349,7 +380,7 @@ struct uhmm_simdev_item {
 	bool fault_done;
 	int fault_err;             /* 0: replay; -EBUSY: replay; else fail */
 	pthread_cond_t fault_cond;
-};
+} __attribute__((aligned(64)));
 
 /* One advice range (uhmm_simdev_advise, uhmm_simdev_advise_atomics). */
 struct sd_advice {
@@ -381,7 +412,7 @@ struct sd_fpage {
 	unsigned char how; /* atomic.c: how a pending atomic is resolved */
 };
 
-/* Counters of uhmm_simdev_stats (TLB ones live in the units). */
+/* Counters of uhmm_simdev_stats (TLB ones live in the units and lanes). */
 struct sd_cstats {
 	_Atomic uint64_t launches, work_items, faults, fault_batches,
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
@@ -401,6 +432,9 @@ struct sd_compute {
 	pthread_mutex_t pt_lock;
 	struct pt_node *pt_root;   /* never NULL once started */
 	struct sd_cu *cus;
+	/* membarrier(2) PRIVATE_EXPEDITED refused: the lanes' TLBs stay
+	 * empty, every access takes the out-of-line path (mmu.c). */
+	bool lane_fence;
 
 	/* compute.c: the launch protocol, under launch_lock. */
 	struct uhmm_simdev_item *lanes;
@@ -412,8 +446,10 @@ struct sd_compute {
 	unsigned running;             /* lanes still in the current launch */
 	bool lanes_stop;
 	uhmm_simdev_kernel fn;        /* the launch: read by lanes after waking */
+	uhmm_simdev_block_kernel bfn; /* or a block launch: fn NULL */
 	void *arg;
-	uint64_t grid;
+	uint64_t grid;                /* items to hand out (blocks for bfn) */
+	uint64_t items, block;        /* bfn: work items, and per block */
 	uint64_t chunk;               /* work items a lane takes at once */
 	_Atomic bool busy;            /* a launch is in progress (-EBUSY) */
 	_Atomic uint64_t next_idx;    /* next work item to hand out */
@@ -463,6 +499,16 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte);
  * Caller holds cu->lock (takes pt_lock inside). */
 uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 				uint64_t vpn, unsigned acc);
+/* Caches the DEV or EXCL translation @pte of page @vpn, whose data is at
+ * @host, in lane @wi's TLB for the inline path.  Caller holds wi->cu->lock
+ * and is @wi's thread. */
+void uhmm__lane_tlb_fill_locked(struct uhmm_simdev_item *wi, uint64_t vpn,
+				uint64_t pte, void *host);
+/* The lanes' TLBs (after lanes are allocated, before they run): -ENOMEM;
+ * fini frees what init allocated. */
+int uhmm__mmu_lanes_init(struct sd_compute *c, unsigned tlb_entries,
+			 unsigned lanes_per_cu);
+void uhmm__mmu_lanes_fini(struct sd_compute *c);
 /* Drops pages [first, last] from every unit's TLB, waiting for accesses
  * through them in flight.  Caller holds no simdev lock. */
 void uhmm__tlb_shootdown(struct sd_compute *c, uint64_t first, uint64_t last);

@@ -7,12 +7,16 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <uhmm/mirror.h>
@@ -984,6 +988,341 @@ static void one_item_launch_runs_in_the_callers_thread(void **state)
 	teardown(&f);
 }
 
+/* ---- issue 16: float accessors, vectors, block launches, the lane TLB ---- */
+
+/* Lanes cache translations (the inline path) only where membarrier(2)
+ * PRIVATE_EXPEDITED is allowed; elsewhere every access is out of line and
+ * the lane-hit counts below are 0. */
+static bool inline_path_on(void)
+{
+	long q = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
+struct fl {
+	float *f;       /* n floats */
+	double *d;      /* n doubles */
+	float *fsum;    /* atomic targets */
+	double *dsum;
+	float *fsys;    /* an atomic target left in system memory */
+	size_t n;
+};
+
+/* Item i: f[i] = 2 * f[i] + 0.5, d[i] = d[i] / 4 (exact in binary). */
+static void k_float(uhmm_simdev_item *wi, uint64_t i, void *arg)
+{
+	struct fl *a = arg;
+	uhmm_simdev_stf32(wi, &a->f[i], 2.0f * uhmm_simdev_ldf32(wi, &a->f[i]) + 0.5f);
+	uhmm_simdev_stf64(wi, &a->d[i], uhmm_simdev_ldf64(wi, &a->d[i]) / 4.0);
+}
+
+static void float_and_double_accessors(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	struct fl a = { .n = 3 * 1024 + 7 };
+	ASSERT_OK(uhmm_alloc(f.ctx, a.n * 4, (void **)&a.f));
+	ASSERT_OK(uhmm_alloc(f.ctx, a.n * 8, (void **)&a.d));
+	for (size_t i = 0; i < a.n; i++) {
+		a.f[i] = (float)i - 100.25f;
+		a.d[i] = (double)i * 1e10 + 0.75;
+	}
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_float, a.n, &a));
+	for (size_t i = 0; i < a.n; i++) {
+		assert_true(a.f[i] == 2.0f * ((float)i - 100.25f) + 0.5f);
+		assert_true(a.d[i] == ((double)i * 1e10 + 0.75) / 4.0);
+	}
+	/* Again with the data already on the device: the inline path. */
+	struct uhmm_simdev_stats s0 = dstats(f.dev);
+	ASSERT_OK(uhmm_migrate(f.ctx, a.f, (a.n * 4 + PG - 1) & ~(PG - 1), f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, a.d, (a.n * 8 + PG - 1) & ~(PG - 1), f.dev, 0));
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_float, a.n, &a));
+	struct uhmm_simdev_stats s1 = dstats(f.dev);
+	assert_true(s1.tlb_lane_hits > s0.tlb_lane_hits || !inline_path_on());
+	for (size_t i = 0; i < a.n; i++) {
+		float w = 2.0f * ((float)i - 100.25f) + 0.5f;
+		assert_true(a.f[i] == 2.0f * w + 0.5f);
+		assert_true(a.d[i] == ((double)i * 1e10 + 0.75) / 16.0);
+	}
+	teardown(&f);
+}
+
+/* Every item adds 1.0f and 0.5 to counters on device memory, and 2.0f to
+ * one in system memory (the atomic policy takes it: out-of-line path). */
+static void k_fadd(uhmm_simdev_item *wi, uint64_t i, void *arg)
+{
+	struct fl *a = arg;
+	(void)i;
+	uhmm_simdev_atomic_addf32(wi, a->fsum, 1.0f);
+	uhmm_simdev_atomic_addf64(wi, a->dsum, 0.5);
+	uhmm_simdev_atomic_addf32(wi, a->fsys, 2.0f);
+}
+
+static void float_atomic_add_from_many_items_is_exact(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	char *p, *q;
+	ASSERT_OK(uhmm_alloc(f.ctx, PG, (void **)&p));
+	ASSERT_OK(uhmm_alloc(f.ctx, PG, (void **)&q));
+	memset(p, 0, PG);
+	memset(q, 0, PG);
+	struct fl a = { .fsum = (float *)p, .dsum = (double *)(p + 64), .fsys = (float *)q };
+	*a.fsum = 0.25f;
+	ASSERT_OK(uhmm_migrate(f.ctx, p, PG, f.dev, 0));
+	uint64_t grid = 20000; /* partial sums are integers below 2^24: exact */
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_fadd, grid, &a));
+	assert_true(*a.fsum == 0.25f + (float)grid);
+	assert_true(*a.dsum == 0.5 * (double)grid);
+	assert_true(*a.fsys == 2.0f * (float)grid);
+	struct uhmm_simdev_stats st = dstats(f.dev);
+	assert_int_equal(st.kernel_errors, 0);
+	assert_true(st.tlb_lane_hits > 0 || !inline_path_on());
+	teardown(&f);
+}
+
+struct vec {
+	uint32_t *u;
+	double *d;
+	float *f;
+	size_t off, n;   /* the span: elements [off, off + n) */
+	int bad;         /* 1: an unaligned span */
+};
+
+/* One item: load a span, add 1 to each element, store it back. */
+static void k_vec(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct vec *v = arg;
+	uint32_t ub[2048];
+	double db[1024];
+	float fb[2048];
+	(void)idx;
+	if (v->bad) {
+		uhmm_simdev_ld32v(wi, ub, (uint32_t *)((char *)v->u + 2), 4);
+		return;
+	}
+	uhmm_simdev_ld32v(wi, ub, v->u + v->off, v->n);
+	uhmm_simdev_ldf64v(wi, db, v->d + v->off, v->n);
+	uhmm_simdev_ldf32v(wi, fb, v->f + v->off, v->n);
+	for (size_t i = 0; i < v->n; i++) {
+		ub[i] += 1;
+		db[i] += 1;
+		fb[i] += 1;
+	}
+	uhmm_simdev_st32v(wi, v->u + v->off, ub, v->n);
+	uhmm_simdev_stf64v(wi, v->d + v->off, db, v->n);
+	uhmm_simdev_stf32v(wi, v->f + v->off, fb, v->n);
+	uhmm_simdev_st64v(wi, (uint64_t *)(void *)v->d, (uint64_t *)(void *)db, 0);
+}
+
+static void vector_helpers_within_and_across_pages(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	struct vec v = { 0 };
+	size_t n = 4 * 1024;
+	ASSERT_OK(uhmm_alloc(f.ctx, n * 4, (void **)&v.u));
+	ASSERT_OK(uhmm_alloc(f.ctx, n * 8, (void **)&v.d));
+	ASSERT_OK(uhmm_alloc(f.ctx, n * 4, (void **)&v.f));
+	for (size_t i = 0; i < n; i++) {
+		v.u[i] = (uint32_t)i;
+		v.d[i] = (double)i;
+		v.f[i] = (float)i;
+	}
+	ASSERT_OK(uhmm_migrate(f.ctx, v.u, n * 4, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, v.d, n * 8, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, v.f, n * 4, f.dev, 0));
+	/* Within one page of each array (the doubles: 512 a page)... */
+	v.off = 8;
+	v.n = 500;
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_vec, 1, &v));
+	/* ... then a span across pages of all three (split, handled). */
+	v.off = 1000;
+	v.n = 1000;
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_vec, 1, &v));
+	for (size_t i = 0; i < n; i++) {
+		unsigned k = (i >= 8 && i < 508) + (i >= 1000 && i < 2000);
+		assert_int_equal(v.u[i], i + k);
+		assert_true(v.d[i] == (double)(i + k));
+		assert_true(v.f[i] == (float)(i + k));
+	}
+	/* An unaligned span ends the kernel with -EINVAL. */
+	v.bad = 1;
+	assert_int_equal(uhmm_simdev_launch(f.dev, k_vec, 1, &v), -EINVAL);
+	teardown(&f);
+}
+
+struct blk {
+	uint32_t *count;    /* per work item */
+	uint32_t *calls;    /* [0]: block calls */
+	uint64_t grid, block;
+	_Atomic int bad;    /* a block of the wrong shape */
+};
+
+static void k_blocks(uhmm_simdev_item *wi, uint64_t first, uint64_t n, void *arg)
+{
+	struct blk *b = arg;
+	if (first % b->block || n == 0 || n > b->block || first + n > b->grid ||
+	    (n < b->block && first + n != b->grid))
+		atomic_store(&b->bad, 1);
+	for (uint64_t i = first; i < first + n; i++)
+		uhmm_simdev_atomic_add32(wi, &b->count[i], 1);
+	uhmm_simdev_atomic_add32(wi, &b->calls[0], 1);
+}
+
+static void block_launch_covers_every_item_once(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	struct blk b = { .grid = 100003, .block = 64 };
+	ASSERT_OK(uhmm_alloc(f.ctx, b.grid * 4, (void **)&b.count));
+	ASSERT_OK(uhmm_alloc(f.ctx, PG, (void **)&b.calls));
+	memset(b.count, 0, b.grid * 4);
+	b.calls[0] = 0;
+	ASSERT_OK(uhmm_simdev_launch_blocks(f.dev, k_blocks, b.grid, b.block, &b));
+	assert_int_equal(atomic_load(&b.bad), 0);
+	for (uint64_t i = 0; i < b.grid; i++)
+		assert_int_equal(b.count[i], 1);
+	assert_int_equal(b.calls[0], (b.grid + b.block - 1) / b.block);
+	struct uhmm_simdev_stats st = dstats(f.dev);
+	assert_int_equal(st.work_items, b.grid); /* items, not blocks */
+
+	/* One block bigger than the grid: one call (in the caller). */
+	b.block = 1u << 20;
+	b.calls[0] = 0;
+	ASSERT_OK(uhmm_simdev_launch_blocks(f.dev, k_blocks, b.grid, b.block, &b));
+	assert_int_equal(b.calls[0], 1);
+	assert_int_equal(b.count[b.grid - 1], 2);
+	assert_int_equal(atomic_load(&b.bad), 0);
+	/* Nothing to run; bad arguments. */
+	ASSERT_OK(uhmm_simdev_launch_blocks(f.dev, k_blocks, 0, 64, &b));
+	assert_int_equal(uhmm_simdev_launch_blocks(f.dev, k_blocks, 10, 0, &b), -EINVAL);
+	assert_int_equal(uhmm_simdev_launch_blocks(f.dev, NULL, 10, 1, &b), -EINVAL);
+	assert_int_equal(uhmm_simdev_launch_blocks(NULL, k_blocks, 10, 1, &b), -EINVAL);
+	teardown(&f);
+}
+
+/* One item (the caller's thread: one lane, one TLB) walks three arrays in
+ * step: x[i], y[i], z[i], i over every word. */
+struct three {
+	uint64_t *x, *y, *z;
+	size_t n;
+	uint64_t sum;
+};
+
+static void k_three(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct three *t = arg;
+	uint64_t s = 0;
+	(void)idx;
+	for (size_t i = 0; i < t->n; i++) {
+		s += uhmm_simdev_ld64(wi, &t->x[i]);
+		s += uhmm_simdev_ld64(wi, &t->y[i]);
+		uhmm_simdev_st64(wi, &t->z[i], s);
+	}
+	t->sum = s;
+}
+
+static void tlb_keeps_three_2mib_aligned_arrays(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	struct three t = { .n = 2 * MiB / 8 };
+	ASSERT_OK(uhmm_alloc(f.ctx, 2 * MiB, (void **)&t.x));
+	ASSERT_OK(uhmm_alloc(f.ctx, 2 * MiB, (void **)&t.y));
+	ASSERT_OK(uhmm_alloc(f.ctx, 2 * MiB, (void **)&t.z));
+	/* Page i of each has the same low 9 bits of its page number. */
+	assert_int_equal((uintptr_t)t.x % (2 * MiB), 0);
+	assert_int_equal((uintptr_t)t.y % (2 * MiB), 0);
+	assert_int_equal((uintptr_t)t.z % (2 * MiB), 0);
+	for (size_t i = 0; i < t.n; i++) {
+		t.x[i] = 1;
+		t.y[i] = 2;
+	}
+	ASSERT_OK(uhmm_migrate(f.ctx, t.x, 2 * MiB, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, t.y, 2 * MiB, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, t.z, 2 * MiB, f.dev, 0));
+	struct uhmm_simdev_stats a = dstats(f.dev);
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_three, 1, &t));
+	struct uhmm_simdev_stats b = dstats(f.dev);
+	uint64_t hits = b.tlb_hits - a.tlb_hits, misses = b.tlb_misses - a.tlb_misses;
+	/* Every access is counted once, and once more after each device
+	 * fault (the access is translated again when the fault replays). */
+	assert_int_equal(hits + misses, 3 * t.n + (b.faults - a.faults));
+	/* 3 pages a step of 512 words: a miss per page (a direct-mapped TLB
+	 * indexed by the low bits missed on every access here). */
+	assert_true(misses <= 3 * (t.n / 512) + 16);
+	if (inline_path_on())
+		assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 3 * t.n - 2 * misses);
+	assert_int_equal(t.sum, 3 * t.n);
+	assert_int_equal(t.z[t.n - 1], 3 * t.n);
+	teardown(&f);
+}
+
+/*
+ * The inline path observes an invalidation: a kernel reads a
+ * device-resident page through its lane TLB (a cached translation); a CPU
+ * thread migrates the page home and writes it; the kernel's next load must
+ * see the CPU's value and its store must reach the page in system memory.
+ * A stale translation would read and write the freed device frame.
+ */
+struct inval {
+	struct fixture *f;
+	uint64_t *page;
+	_Atomic int phase;  /* 1: kernel holds the translation; 2: CPU done */
+	uint64_t seen_before, seen_after;
+	int err;
+};
+
+static void k_inval(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct inval *v = arg;
+	(void)idx;
+	for (int i = 0; i < 100; i++) /* hits: the translation is cached */
+		v->seen_before = uhmm_simdev_ld64(wi, v->page);
+	atomic_store(&v->phase, 1);
+	while (atomic_load(&v->phase) != 2)
+		sched_yield();
+	v->seen_after = uhmm_simdev_ld64(wi, v->page);
+	uhmm_simdev_st64(wi, &v->page[1], 3);
+}
+
+static void *inval_cpu(void *arg)
+{
+	struct inval *v = arg;
+	while (atomic_load(&v->phase) != 1)
+		sched_yield();
+	v->err = uhmm_migrate(v->f->ctx, v->page, PG, NULL, 0);
+	v->page[0] = 2; /* system memory now */
+	atomic_store(&v->phase, 2);
+	return NULL;
+}
+
+static void invalidation_is_seen_by_the_inline_path(void **state)
+{
+	struct fixture f;
+	setup(&f, 64 * MiB);
+	struct inval v = { .f = &f };
+	ASSERT_OK(uhmm_alloc(f.ctx, PG, (void **)&v.page));
+	v.page[0] = 1;
+	v.page[1] = 0;
+	ASSERT_OK(uhmm_migrate(f.ctx, v.page, PG, f.dev, 0));
+	struct uhmm_simdev_stats a = dstats(f.dev);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, inval_cpu, &v), 0);
+	ASSERT_OK(uhmm_simdev_launch(f.dev, k_inval, 1, &v));
+	pthread_join(t, NULL);
+	ASSERT_OK(v.err);
+	struct uhmm_simdev_stats b = dstats(f.dev);
+	if (inline_path_on())
+		assert_true(b.tlb_lane_hits - a.tlb_lane_hits >= 99);
+	assert_int_equal(v.seen_before, 1);
+	assert_int_equal(v.seen_after, 2);
+	assert_int_equal(v.page[1], 3);
+	assert_int_equal(v.page[0], 2);
+	teardown(&f);
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 static sigjmp_buf app_env;
@@ -1039,6 +1378,12 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(tiny_device_computes_the_same),
 	cmocka_unit_test(one_item_launch_runs_in_the_callers_thread),
 	cmocka_unit_test(application_sigsegv_still_reaches_its_handler),
+	cmocka_unit_test(float_and_double_accessors),
+	cmocka_unit_test(float_atomic_add_from_many_items_is_exact),
+	cmocka_unit_test(vector_helpers_within_and_across_pages),
+	cmocka_unit_test(block_launch_covers_every_item_once),
+	cmocka_unit_test(tlb_keeps_three_2mib_aligned_arrays),
+	cmocka_unit_test(invalidation_is_seen_by_the_inline_path),
 };
 
 UHMM_TEST_MAIN(tests)

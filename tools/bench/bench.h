@@ -109,5 +109,6 @@ int sc_metadata(struct bench_sc *sc);
 int sc_oversub(struct bench_sc *sc);
 int sc_trace(struct bench_sc *sc);
 int sc_policy(struct bench_sc *sc);
+int sc_simdev(struct bench_sc *sc);
 
 #endif /* UHMM_BENCH_H */

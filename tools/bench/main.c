@@ -71,6 +71,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
 	{ .name = "trace", .title = "Trace recording: the CPU fault benchmark with tracing on / off", .fn = sc_trace },
 	{ .name = "policy", .title = "Policy: thrashing control, prefetcher, eviction vs the optimum, plug-in cost", .fn = sc_policy },
+	{ .name = "simdev", .title = "9. simdev accessors: TLB-hit load, SAXPY, stencil, random access vs CPU loops", .fn = sc_simdev },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
