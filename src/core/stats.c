@@ -86,6 +86,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(private_bytes, "uhmm private bytes (process)");
 	P(reserve_slots, "reserve slots (extent)");
 	P(reserve_slots_used, "... in use or warm");
+	P(poisoned_pages, "pages lost on a device (poisoned)");
 #undef P
 }
 
