@@ -107,5 +107,6 @@ int sc_devfault(struct bench_sc *sc);
 int sc_exclusive(struct bench_sc *sc);
 int sc_metadata(struct bench_sc *sc);
 int sc_oversub(struct bench_sc *sc);
+int sc_coherent(struct bench_sc *sc);
 
 #endif /* UHMM_BENCH_H */

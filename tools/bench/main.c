@@ -69,6 +69,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "exclusive", .title = "6. Exclusive access: grab and revoke", .fn = sc_exclusive },
 	{ .name = "metadata", .title = "7. Metadata per touched page; a 1 TiB allocation", .fn = sc_metadata },
 	{ .name = "oversub", .title = "8. Oversubscription: kernels over 0.5x-4x device memory (eviction)", .fn = sc_oversub },
+	{ .name = "coherent", .title = "9. Coherent device memory: CPU reads in place vs memcpy", .fn = sc_coherent },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
