@@ -357,8 +357,11 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 				continue;
 			if (pg_coh(w)) {
 				/* In place: what the page table says (VALID if
-				 * present), and whose memory it is. */
-				if (!(w & PG_ZAPPED) && (*ent & UHMM_RE_VALID))
+				 * present), and whose memory it is.  Zapped
+				 * while held: empty, as below. */
+				if (w & PG_ZAPPED)
+					*ent = 0;
+				else if (*ent & UHMM_RE_VALID)
 					*ent |= d == self
 						? UHMM_RE_COHERENT |
 						  (atomic_load_explicit(&p->dpfn,
