@@ -138,16 +138,31 @@ void uhmm__coh_lend(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		    size_t n, struct uhmm_device *d, const uint64_t *dpfn, uint8_t *want)
 {
 	char *srcv[BATCH_PAGES];
-	size_t lent = 0;
+	size_t lent = 0, first = SIZE_MAX;
+	bool linear = true; /* frame of page i at frame(first) + (i - first) */
 	for (size_t i = 0; i < n; i++) {
 		srcv[i] = want[i] == 1 ? coh_frame(d, dpfn[i]) : NULL;
-		lent += want[i] == 1;
+		if (want[i] != 1)
+			continue;
+		lent++;
+		if (first == SIZE_MAX)
+			first = i;
+		else if (dpfn[i] - dpfn[first] != i - first)
+			linear = false;
 	}
 	if (!lent)
 		return;
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .srcv = srcv, .src_is_slots = true,
 				   .loc = LOC_COH(d->id), .dpfnv = dpfn };
+	/* The allocator gives adjacent frames as a rule: then the frames are
+	 * one source, and the install moves whole runs with one call each
+	 * (page by page otherwise: a call each).  (src is only read at the
+	 * pages wanted, which lie inside the mapping.) */
+	if (linear && dpfn[first] >= first) {
+		req.srcv = NULL;
+		req.src = coh_frame(d, dpfn[first] - first);
+	}
 	uhmm__install_request(ctx, &req);
 }
 
