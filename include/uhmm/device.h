@@ -111,6 +111,36 @@ struct uhmm_device_ops {
 
 	/** destroy - release the backend; called once, after every page is freed. */
 	void (*destroy)(void *priv);
+
+	/**
+	 * coherent_mem - optional (may be NULL): declare the device's memory
+	 * coherent, i.e. addressable by the CPU (the kernel's
+	 * MEMORY_DEVICE_COHERENT: CXL memory, NVLink-C2C, unified HBM).
+	 * Called once, by uhmm_device_attach().  Sets *@base and *@len to the
+	 * memory: an anonymous private read-write mapping of the backend's
+	 * (it may be bound to a NUMA node), page-aligned, frame n at
+	 * *@base + n * 4096 for every frame alloc can return.  Returns 0, or
+	 * -EOPNOTSUPP for a device whose memory is private after all (the
+	 * attach goes on as for private memory), or another negative errno
+	 * (the attach fails with it).
+	 *
+	 * What uhmm then does with the mapping: it registers it with a
+	 * userfaultfd of its own (write-protect mode: a hole stays an
+	 * ordinary zero-fill for the copy engine) and moves pages between it
+	 * and the application's addresses with UFFDIO_MOVE.  A page migrated
+	 * to the device is copied into a frame by copy_submit, as for private
+	 * memory, then that frame's page is moved into place at the page's
+	 * address: the CPU reads and writes it there without a fault, and
+	 * the frame's slot in the mapping is a hole until the page moves back
+	 * (before any migration away from the device, eviction included, and
+	 * before the frame is copied from).  So the backend must not touch a
+	 * frame's bytes except through copies uhmm asks for, and must not
+	 * unmap or change the mapping while attached.  The pages stay in the
+	 * device's capacity (alloc/free, uhmm_device_stats), are evicted like
+	 * private ones, and uhmm_range_fault reports them as system pages
+	 * with UHMM_RE_COHERENT (mirror.h).
+	 */
+	int (*coherent_mem)(void *priv, void **base, size_t *len);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -174,12 +204,44 @@ struct uhmm_pol_dev_act;
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,
 				      size_t n, struct uhmm_pol_dev_act *act);
 
+/**
+ * uhmm_device_page_lost - the backend lost device frame @dpfn (an
+ * uncorrectable memory error: the kernel's memory_failure() for device
+ * memory).  The page that used the frame is *poisoned*: its data is gone,
+ * and, as the kernel does for a hardware-poisoned page,
+ *   - a CPU access to it raises SIGBUS with si_code BUS_MCEERR_AR at its
+ *     address (a UFFDIO_POISON marker; on kernels without UFFDIO_POISON,
+ *     before 6.6, it reads zeros instead);
+ *   - a device access (uhmm_range_fault with a fault flag) fails with
+ *     -EHWPOISON; a snapshot reports it UHMM_RE_POISON;
+ *   - uhmm_migrate() over it, either way, leaves it and moves the rest of
+ *     the range, then returns -EHWPOISON; uhmm_make_exclusive too;
+ *   - discarding it (madvise(MADV_DONTNEED), munmap, uhmm_free) clears it:
+ *     the address reads zeros again (after munmap: whatever is mapped there
+ *     next).
+ * Nothing else is lost: the other pages of the range, on the device or
+ * not, keep their data.  Counted in uhmm_stats.poisoned_pages.  A page of
+ * coherent memory (in place at its address) is taken out of place first.
+ * The frame goes back to the backend (free): retiring it is the backend's
+ * choice.  Not from inside a device operation; may sleep (the device's
+ * fences, the fault-service thread); a page someone holds is waited for,
+ * up to 2 s.
+ * Returns 0; -ENOENT no page uses the frame (nothing was lost); -EBUSY the
+ * page stayed held for 2 s; -EBADF @dev is not a live device; -ECHILD.
+ */
+UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn);
+
 /** A device's memory as uhmm sees it (uhmm_device_stats()). */
 struct uhmm_device_stats {
 	uint64_t bytes_in_use;   /**< frames uhmm holds from the backend, in bytes */
 	uint64_t evicted_pages;  /**< pages evicted from the device so far */
 	uint64_t evicted_bytes;
 	uint64_t lru_blocks;     /**< 2 MiB blocks in its LRU (may hold pages) */
+	/** gauge: pages of coherent memory mapped in place at their address
+	 * (also in bytes_in_use); 0 for a private device */
+	uint64_t coherent_pages;
+	/** 1: the device's memory is coherent (ops->coherent_mem) */
+	uint32_t coherent;
 };
 
 /** Errors: -EINVAL @out NULL; -EBADF. */

@@ -12,8 +12,10 @@
  * Model.  The process gets one uhmm context, created on the first open
  * (a fork child that opens a device gets a fresh one).  Device numbers 0
  * and 1 are device-private: one simdev each, shared by every handle of
- * that number.  2 and 3 are device-coherent in the kernel; uhmm has no
- * coherent memory, so they fail with -ENODEV.  Each handle is one mirror
+ * that number.  2 and 3 are device-coherent, as in the kernel: coherent
+ * simdevs (uhmm_simdev_opts.coherent), whose migrated pages stay mapped
+ * in place (a CPU access does not bring them back; SNAPSHOT says
+ * DEV_COHERENT_LOCAL or _REMOTE; RELEASE moves them home).  Each handle is one mirror
  * of the address space: an interval notifier over all of it and a device
  * page table of its own, filled by uhmm_range_fault().
  *
@@ -105,8 +107,8 @@ typedef struct uhmm_dmirror uhmm_dmirror;
 /**
  * uhmm_dmirror_open - open device @devnum (0..3).
  * The first open of the process creates its uhmm context and the simdev of
- * @devnum.  Errors: -ENODEV @devnum is 2 or 3 (device-coherent: not
- * available); -EINVAL other numbers or @out NULL; errors of
+ * @devnum (2 and 3: coherent).  Errors: -EINVAL numbers outside 0..3 or
+ * @out NULL; errors of
  * uhmm_ctx_create() and uhmm_simdev_create(); -ENOMEM.  May sleep.
  * Thread-safe.
  */

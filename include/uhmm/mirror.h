@@ -190,6 +190,18 @@ enum {
  * the data atomically ((e & UHMM_RE_DPFN_MASK) << 12).  Held by another
  * device: UHMM_RE_REMOTE, as a device-private page. */
 #define UHMM_RE_EXCLUSIVE (1ull << 56)
+/** In the coherent memory of the requesting device, mapped in place: a
+ * system-addressable page (VALID, the data at its own address) that the
+ * device reaches at local cost.  The low 48 bits hold its device frame,
+ * for information only (the frame's slot is empty while the page is in
+ * place). */
+#define UHMM_RE_COHERENT (1ull << 55)
+/** In the coherent memory of another device: a system-addressable page
+ * (VALID, at its own address), reached over the link.  Low bits 0. */
+#define UHMM_RE_COHERENT_REMOTE (1ull << 54)
+/** Snapshot: the page was lost on a device (uhmm_device_page_lost); not
+ * VALID.  A fault request over it fails with -EHWPOISON. */
+#define UHMM_RE_POISON (1ull << 53)
 #define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
 
 /** A range fault request. */
@@ -234,7 +246,8 @@ struct uhmm_range_req {
  * context, or not a notifier at all); -EFAULT a fault request meets a hole
  * or a PROT_NONE area (also: a fault-in the kernel refused); -EPERM a
  * write fault on a read-only area; -EBUSY the notifier kept being
- * invalidated past the timeout; -EBADF @ctx is not a live context, or
+ * invalidated past the timeout; -EHWPOISON a fault request meets a page
+ * lost on a device (device.h, uhmm_device_page_lost); -EBADF @ctx is not a live context, or
  * req->device is not NULL and not a live device of @ctx (or is being
  * detached); -ECHILD; -ENOMEM (uhmm's memory); -EIO a device failed to
  * bring a page home (a fault request over another device's page), or
@@ -283,7 +296,9 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req);
  * Returns 0 when every page is held by @dev.  Errors: -EINVAL; -EBADF @dev
  * is not a live device; -EFAULT part of the range is not managed (or not
  * mapped); -EOPNOTSUPP the memory is not anonymous private; -EPERM the
- * range is not writable; -EBUSY the kernel would not let a page go (pages
+ * range is not writable; -EHWPOISON pages of the range were lost on a
+ * device (device.h, uhmm_device_page_lost): they are not held (their
+ * @pages entries NULL), every other page is; -EBUSY the kernel would not let a page go (pages
  * before it stay exclusive); -ENOMEM (memory, or the reserve where
  * exclusive pages' data live could not grow: it grows on demand up to
  * about the machine's RAM and swap); -ECHILD.  A detach of @dev waits

@@ -36,6 +36,21 @@ struct uhmm_simdev_opts {
 	uint32_t lanes_per_cu;    /**< work items in flight per unit, 1..64; default 8 */
 	uint32_t fault_batch;     /**< device faults serviced per pass, 1..4096; default 256 */
 	uint32_t tlb_entries;     /**< per unit, power of two 1..4096; default 64 */
+	/**
+	 * 1: the device's memory is coherent (device.h, coherent_mem; the
+	 * kernel's MEMORY_DEVICE_COHERENT): pages migrated to it are mapped
+	 * in place at their address, the CPU reads and writes them there
+	 * without a fault, and the device reaches them at local cost (atomics
+	 * included, in place).  0 (default): device-private memory.
+	 */
+	uint32_t coherent;
+	/**
+	 * The NUMA node the device's memory is bound to (mbind MPOL_BIND:
+	 * a CXL memory expander appears as a CPU-less node), or -1 (default):
+	 * wherever the kernel puts it.  A node the machine does not have, or
+	 * not below 1024: uhmm_simdev_create() fails with -EINVAL.
+	 */
+	int32_t numa_node;
 };
 
 /** Fill @opts with the defaults. */
@@ -784,6 +799,21 @@ struct uhmm_simdev_stats {
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */
 UHMM_API int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out);
+
+/**
+ * uhmm_simdev_poison - imitate an uncorrectable memory error in the device
+ * page that holds the page at @addr: the device reports the frame lost
+ * (uhmm_device_page_lost, device.h, says what follows: the page's data is
+ * gone, a CPU access gets SIGBUS with BUS_MCEERR_AR, a device access a
+ * kernel error -EHWPOISON, a migration over it -EHWPOISON for that page
+ * only, a discard clears it).  @addr: any address in the page; the page
+ * must be in @dev's memory (private, or in place in coherent memory).
+ * Not from a kernel's work item or a notifier callback.  May sleep.
+ * Errors: -EINVAL @dev not a live simdev, or the page is not in its
+ * memory; -EFAULT @addr is not managed memory; the errors of
+ * uhmm_device_page_lost (-EBUSY).
+ */
+UHMM_API int uhmm_simdev_poison(uhmm_device *dev, const void *addr);
 
 #ifdef __cplusplus
 }

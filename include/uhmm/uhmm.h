@@ -430,6 +430,16 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * batch lets go of its own pages and tries again when device memory is
  * released, for up to 2 s.  Counters: uhmm_stats.evicted_*.
  *
+ * Coherent devices (device.h, coherent_mem).  A page migrated to a device
+ * whose memory is coherent is copied into a frame of it, then that frame
+ * is moved into place at the page's address: the CPU reads and writes it
+ * there, without a fault and without migrating it back (it is the
+ * device's memory: counted, evicted, moved only by uhmm_migrate or
+ * eviction).  Any direction works: system -> coherent -> another coherent
+ * or private device -> system, the caller choosing @dst each time; the
+ * copy is the destination's copy engine's (from another device, through
+ * the source's copy engine into a bounce buffer first).
+ *
  * Returns 0 when every page is at @dst.  Errors: -EINVAL bad range or
  * flags; -EFAULT part of the range is not managed, or is managed but not
  * accessible at all (PROT_NONE after mprotect: those pages stay where they
@@ -446,6 +456,9 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * O_DIRECT I/O in flight): the others moved; -EPERM part of the range is
  * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
  * mappings, so those pages stay in system memory (nothing is lost);
+ * -EHWPOISON the range holds pages lost on a device (poisoned,
+ * uhmm_device_page_lost in device.h): they stay poisoned where they are,
+ * every other page moved (the least precedence: any other error wins);
  * -EOPNOTSUPP migration to a
  * device needs UFFDIO_MOVE (Linux 6.8); -EBADF @ctx is not a live
  * context, or @dst is not a live device of @ctx (or is being detached:
@@ -564,14 +577,18 @@ enum uhmm_where {
 	UHMM_WHERE_DEVICE = 1, /**< a device's private memory */
 	UHMM_WHERE_EXCLUSIVE = 2, /**< system memory held exclusively by a device
 				       (uhmm_make_exclusive, mirror.h) */
+	UHMM_WHERE_COHERENT = 3, /**< a device's coherent memory, mapped in place
+				      at its address (device.h, coherent_mem) */
+	UHMM_WHERE_POISONED = 4, /**< lost on a device: the data is gone
+				      (device.h, uhmm_device_page_lost) */
 };
 
 /** State of one managed page (uhmm_page_query()). */
 struct uhmm_page_info {
 	uint32_t where;        /**< enum uhmm_where */
 	uint32_t seq;          /**< bumped on every change of location */
-	uhmm_device *device;   /**< UHMM_WHERE_DEVICE, _EXCLUSIVE: which device */
-	uint64_t dpfn;         /**< UHMM_WHERE_DEVICE: device frame */
+	uhmm_device *device;   /**< UHMM_WHERE_DEVICE, _EXCLUSIVE, _COHERENT: which device */
+	uint64_t dpfn;         /**< UHMM_WHERE_DEVICE, _COHERENT: device frame */
 };
 
 /**
@@ -740,6 +757,8 @@ struct uhmm_stats {
 	 * "Policy"). */
 	uint64_t thrash_detections;
 	uint64_t thrash_pins;
+	/** Pages lost on a device so far (uhmm_device_page_lost, device.h). */
+	uint64_t poisoned_pages;
 };
 
 /** Copy a context's counters into @out. */

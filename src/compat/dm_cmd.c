@@ -89,7 +89,9 @@ static int mirror_fault(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 		}
 		for (size_t i = 0; i < (next - a) / PS && !err; i++) {
 			uint64_t e = ent[i];
-			if (!(e & UHMM_RE_VALID) || (device_only && !(e & UHMM_RE_DEVICE)))
+			/* (This device's memory: private, or coherent in place.) */
+			if (!(e & UHMM_RE_VALID) ||
+			    (device_only && !(e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT))))
 				continue;
 			err = dm_pt_set(&h->pt, a + i * PS, e);
 		}
@@ -161,7 +163,8 @@ static int mirror_access(uhmm_dmirror *h, uhmm_device *dev, uintptr_t start,
 			uint64_t e = dm_pt_get(&h->pt, va);
 			sys[i - first] = 0;
 			if (!(e & UHMM_RE_VALID) || (acc == ACC_WRITE && !(e & UHMM_RE_WRITE)) ||
-			    (acc == ACC_READ_DEVICE_ONLY && !(e & UHMM_RE_DEVICE))) {
+			    (acc == ACC_READ_DEVICE_ONLY &&
+			     !(e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT)))) {
 				missing = true;
 				break;
 			}
@@ -416,7 +419,9 @@ static int page_on(uhmm_ctx *ctx, uintptr_t a, uhmm_device *dev)
 	int r = uhmm_page_query(ctx, (void *)a, &pi);
 	if (r)
 		return r;
-	return pi.where == UHMM_WHERE_DEVICE && pi.device == dev;
+	/* (In its memory: private, or coherent in place.) */
+	return (pi.where == UHMM_WHERE_DEVICE || pi.where == UHMM_WHERE_COHERENT) &&
+	       pi.device == dev;
 }
 
 /*
@@ -542,6 +547,12 @@ static uint8_t snap_byte(uint64_t e, bool cow_pending)
 	uint8_t b = w ? UHMM_DMIRROR_PROT_WRITE : UHMM_DMIRROR_PROT_READ;
 	if (e & UHMM_RE_DEVICE)
 		return b | UHMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+	/* Devices 2 and 3: in place in coherent memory (the kernel ORs the
+	 * rights in as for any valid page). */
+	if (e & UHMM_RE_COHERENT)
+		return b | UHMM_DMIRROR_PROT_DEV_COHERENT_LOCAL;
+	if (e & UHMM_RE_COHERENT_REMOTE)
+		return b | UHMM_DMIRROR_PROT_DEV_COHERENT_REMOTE;
 	if (e & UHMM_RE_ZERO)
 		b |= UHMM_DMIRROR_PROT_ZERO;
 	if (e & UHMM_RE_HUGE)

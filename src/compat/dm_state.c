@@ -43,7 +43,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static uhmm_ctx *g_ctx;    /* NULL until the first open of this process */
 static pid_t g_pid;        /* the process g_ctx belongs to */
 static int g_nhandles;     /* open handles of g_ctx */
-static struct dm_dev g_dev[DM_NPRIVATE];
+static struct dm_dev g_dev[DM_NDEV];
 /* Every handle opened and not closed (in a fork child, the parent's too):
  * a pointer is looked up here before it is used as a handle. */
 static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -69,7 +69,7 @@ static __thread int t_in_change __attribute__((tls_model("initial-exec")));
 
 static void devs_init(void)
 {
-	for (int i = 0; i < DM_NPRIVATE; i++) {
+	for (int i = 0; i < DM_NDEV; i++) {
 		pthread_rwlock_init(&g_dev[i].use_lock, NULL);
 		g_dev[i].dev = NULL;
 		g_dev[i].num = i;
@@ -147,6 +147,8 @@ static int dev_create(uhmm_ctx *ctx, int num, uhmm_device **out)
 	/* The device only copies: keep its compute side small. */
 	o.compute_units = 1;
 	o.lanes_per_cu = 1;
+	/* 2 and 3: the kernel's device-coherent devices. */
+	o.coherent = num >= DM_NPRIVATE;
 	return uhmm_simdev_create(ctx, &o, out);
 }
 
@@ -208,8 +210,6 @@ UHMM_API int uhmm_dmirror_open(int devnum, uhmm_dmirror **out)
 {
 	if (!out || devnum < 0 || devnum >= DM_NDEV)
 		return -EINVAL;
-	if (devnum >= DM_NPRIVATE)
-		return -ENODEV; /* device-coherent memory: not in uhmm (yet) */
 	uhmm_dmirror *h = uhmm__umem_calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
@@ -282,7 +282,7 @@ UHMM_API int uhmm_dmirror_shutdown(void)
 		atomic_store(&g_change_ctx, NULL);
 		err = uhmm_ctx_destroy(g_ctx); /* detaches the simdevs too */
 		g_ctx = NULL;
-		for (int i = 0; i < DM_NPRIVATE; i++)
+		for (int i = 0; i < DM_NDEV; i++)
 			g_dev[i].dev = NULL;
 	}
 	pthread_mutex_unlock(&g_lock);

@@ -560,6 +560,11 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 	d->ctx = ctx;
 	d->ops = ops;
 	d->priv = priv;
+	err = uhmm__coh_attach(ctx, d); /* coherent memory (coherent.c) */
+	if (err) {
+		uhmm__umem_free(d);
+		goto out;
+	}
 	pthread_mutex_lock(&ctx->dev_lock);
 	for (unsigned id = 1; id < MAX_DEVICES; id++) {
 		if (!atomic_load(&ctx->devs[id])) {
@@ -577,10 +582,12 @@ UHMM_API int uhmm_device_attach(uhmm_ctx *ctx, const struct uhmm_device_ops *ops
 		err = -ENOSPC;
 	}
 	pthread_mutex_unlock(&ctx->dev_lock);
-	if (err)
+	if (err) {
+		uhmm__coh_detach(ctx, d);
 		uhmm__umem_free(d);
-	else
+	} else {
 		*out = d;
+	}
 out:
 	uhmm__ctx_exit(ctx);
 	return err;
@@ -593,6 +600,7 @@ static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 	pthread_mutex_lock(&ctx->dev_lock);
 	atomic_store(&ctx->devs[d->id], NULL);
 	pthread_mutex_unlock(&ctx->dev_lock);
+	uhmm__coh_detach(ctx, d);
 	if (d->ops->destroy)
 		d->ops->destroy(d->priv);
 	uhmm__umem_free(d);

@@ -341,7 +341,7 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 	uhmm__umem_free(pb);
 	uhmm__umem_free(order);
 	size_t moved = v->moved - start_moved;
-	if (moved) {
+	if (moved && !v->poison) { /* (lost pages are not evicted ones) */
 		struct uhmm_device *d = uhmm__dev_get(ctx, v->dev);
 		if (d)
 			atomic_fetch_add_explicit(&d->evicted_pages, moved, memory_order_relaxed);
@@ -454,6 +454,8 @@ UHMM_API int uhmm_device_stats(uhmm_device *dev, struct uhmm_device_stats *out)
 	pthread_mutex_lock(&ctx->lru_lock);
 	out->lru_blocks = ctx->lru[dev->id].n;
 	pthread_mutex_unlock(&ctx->lru_lock);
+	out->coherent_pages = atomic_load_explicit(&dev->coh_pages, memory_order_relaxed);
+	out->coherent = dev->coh_base != NULL;
 	uhmm__ctx_exit(ctx);
 	return 0;
 }
@@ -480,7 +482,7 @@ UHMM_API void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *p
 		for (size_t i = 0; i < r->npages; i++) {
 			const struct uhmm_page *p = range_page_peek(r, i);
 			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-			if (pg_loc(w) != LOC_DEV(dev))
+			if (pg_ondev(w) != dev) /* private or coherent */
 				continue;
 			(*pages)++;
 			struct uhmm_lru_node *n = r->arr->dir[(r->first + i) / BATCH_PAGES].lru;

@@ -120,10 +120,13 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 
 	size_t ngrab = 0;
+	bool poisoned = false;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t w = atomic_load_explicit(&range_page(r, idx + i)->word,
 						  memory_order_relaxed);
-		if (pg_loc(w) == LOC_EXCL(dev->id))
+		if (pg_loc(w) == LOC_POISON)
+			kind[i] = G_FAIL, poisoned = true; /* lost (coherent.c) */
+		else if (pg_loc(w) == LOC_EXCL(dev->id))
 			kind[i] = G_KEEP;
 		else if (pg_excl(w))
 			kind[i] = G_TRANSFER; /* the other holder is told below */
@@ -228,7 +231,7 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	}
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	STAT_ADD(ctx, exclusive_grabs, grabbed);
-	return err;
+	return err ? err : poisoned ? -EHWPOISON : 0;
 }
 
 /* Check the arguments of the two calls below and enter dev's context. */
@@ -272,6 +275,7 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 		goto out;
 
 	pthread_rwlock_rdlock(&ctx->fork_lock);
+	bool poisoned = false;
 	for (uintptr_t x = a; x < end && !err;) {
 		struct uhmm_range *r = uhmm__range_get(ctx, x);
 		if (!r) {
@@ -287,6 +291,11 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 		void **out = pages ? pages + ((x - a) >> PAGE_SHIFT) : NULL;
 		size_t idx = (x - r->start) >> PAGE_SHIFT;
 		err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+		if (err == -EHWPOISON) {
+			/* A lost page: not held; the others are, go on. */
+			poisoned = true;
+			err = 0;
+		}
 		if (!err && busy) {
 			/* Unshare (copy-on-write with a fork child) and retry:
 			 * only the pages still present.  The grabbed ones are
@@ -297,12 +306,16 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 			uhmm__unshare_present(x, n);
 			busy = 0;
 			err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+			if (err == -EHWPOISON)
+				err = 0;
 			if (!err && busy)
 				err = -EBUSY;
 		}
 		uhmm__range_put(r);
 		x += n << PAGE_SHIFT;
 	}
+	if (!err && poisoned)
+		err = -EHWPOISON;
 	pthread_rwlock_unlock(&ctx->fork_lock);
 out:
 	uhmm__dev_release(dev);

@@ -7,7 +7,9 @@
  * fault service (the userfaultfd registration is not inherited without
  * UFFD_FEATURE_EVENT_FORK, and the service thread does not exist in the
  * child), so the data must be in its page tables when fork copies them:
- * the prepare handler brings every device page of every live context home
+ * the prepare handler brings every device-private page of every live
+ * context home (coherent pages are in the page table already: fork copies
+ * them as any anonymous page)
  * and holds each context's fork_lock for writing until fork returns, so no
  * migration toward a device can slip in between.  Copy-on-write then keeps
  * the two processes apart as for any anonymous memory.
@@ -43,7 +45,10 @@ static void prepare(void)
 	for (struct uhmm_ctx *c = held; c; c = c->fork_next) {
 		pthread_rwlock_wrlock(&c->fork_lock);
 		uhmm__events_wait(c);
-		(void)uhmm__evacuate(c, 0);
+		/* Coherent pages stay in place: fork copies them as
+		 * ordinary anonymous memory (copy-on-write), as the kernel
+		 * does MEMORY_DEVICE_COHERENT pages. */
+		(void)uhmm__evacuate(c, DEV_PRIVATE_ONLY);
 	}
 }
 

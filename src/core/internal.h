@@ -71,14 +71,22 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
 #define PG_DISCARD 0x10u
 #define PG_LOCKBITS (PG_LOCKED | PG_WAITERS | PG_PARKED | PG_ZAPPED)
 #define PG_EXCL 0x20u /* with a device id: held exclusively, data in slot dpfn */
+/* With a device id: resident in that device's coherent memory, frame dpfn,
+ * the page itself mapped in place at its address (coherent.c). */
+#define PG_COH 0x40u
+/* Without a device id: the page was lost on a device (poisoned): its data
+ * is gone, a CPU access gets SIGBUS (coherent.c). */
+#define PG_POISON 0x80u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
-#define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL)
+#define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL | PG_COH | PG_POISON)
 
 /* Locations (the PG_LOC_MASK bits of a word). */
 #define LOC_CPU 0u
 #define LOC_DEV(id) ((uint32_t)(id) << PG_DEV_SHIFT)
 #define LOC_EXCL(id) (((uint32_t)(id) << PG_DEV_SHIFT) | PG_EXCL)
+#define LOC_COH(id) (((uint32_t)(id) << PG_DEV_SHIFT) | PG_COH)
+#define LOC_POISON PG_POISON
 
 /* The device a page is on or held by (0: the CPU has it). */
 static inline unsigned pg_dev(uint32_t w)
@@ -92,7 +100,16 @@ static inline uint32_t pg_loc(uint32_t w)
 /* The device whose private memory holds the page, or 0. */
 static inline unsigned pg_devpriv(uint32_t w)
 {
+	return (w & (PG_EXCL | PG_COH)) ? 0 : pg_dev(w);
+}
+/* The device whose memory holds the page, private or coherent, or 0. */
+static inline unsigned pg_ondev(uint32_t w)
+{
 	return (w & PG_EXCL) ? 0 : pg_dev(w);
+}
+static inline bool pg_coh(uint32_t w)
+{
+	return w & PG_COH;
 }
 static inline bool pg_excl(uint32_t w)
 {
@@ -212,6 +229,12 @@ struct uhmm_device {
 	 * from it (evict.c). */
 	_Atomic uint64_t frames_used;
 	_Atomic uint64_t evicted_pages;
+	/* Coherent memory (ops->coherent_mem): frame n is at coh_base + n *
+	 * 4K, registered with the reserve's userfaultfd (coherent.c).  NULL:
+	 * device-private memory only. */
+	char *coh_base;
+	size_t coh_len;
+	_Atomic uint64_t coh_pages; /* pages resident in place */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -247,6 +270,7 @@ struct uhmm_victim {
 	unsigned dev;
 	uint64_t lo, hi;
 	size_t moved, seen, busy, inflight;
+	bool poison; /* the pages found are lost, not moved (coherent.c) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -351,6 +375,10 @@ struct install_req {
 	bool count;          /* a migration to the system (not a restore) */
 	uint8_t cause;       /* why, for the trace (UHMM_TR_CAUSE_*) */
 	uint64_t t0;         /* when it began, for the trace (0: unknown) */
+	/* Publish installed pages here (coherent memory: LOC_COH, frame
+	 * dpfnv[i]) instead of system memory (loc 0). */
+	uint32_t loc;
+	const uint64_t *dpfnv;
 	int result;
 	_Atomic uint32_t done;
 	struct install_req *next;
@@ -494,6 +522,9 @@ struct uhmm_ctx {
 	/* Recording (trace.c; NULL: none).  Set before the service thread
 	 * starts, cleared after everything that records has stopped. */
 	struct uhmm_trace *trace;
+	/* Pages poisoned now (LOC_POISON): a migration over a range looks
+	 * for them only when there are some (coherent.c). */
+	_Atomic uint64_t poisoned_now;
 };
 
 #define STAT_ADD(ctx, field, v) \
@@ -678,10 +709,21 @@ int uhmm__sigbus_add(struct uhmm_ctx *ctx);
 void uhmm__sigbus_del(struct uhmm_ctx *ctx);
 /* In a fork child: forget the parent's contexts. */
 void uhmm__sigbus_atfork_child(void);
+/* Set by a faulting thread's serve_self that met a poisoned page: its
+ * SIGBUS is then passed on as BUS_MCEERR_AR (coherent.c). */
+extern __thread bool uhmm__sb_poisoned __attribute__((tls_model("initial-exec")));
+/* Poisoned pages' addresses, for the SIGBUS handler (coherent.c): noted
+ * when a page is poisoned (installing the handler), forgotten when it is
+ * not any more (p identifies the entry). */
+int uhmm__poison_note(const struct uhmm_page *p, uintptr_t addr);
+void uhmm__poison_forget(const struct uhmm_page *p);
 
 /* migrate.c */
 /* Bring pages [idx, idx + n) of r that live on a device back to system
- * memory (any device, or only dev_id if non-zero).  May sleep. */
+ * memory (any device, or only dev_id if non-zero; DEV_PRIVATE_ONLY: any
+ * device, but coherent pages in place stay, which only fork's prepare
+ * handler asks for, holding fork_lock for writing).  May sleep. */
+#define DEV_PRIVATE_ONLY 0x10000u
 int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				  size_t idx, size_t n, unsigned dev_id);
 /* Run a batch on a device's copy engine (timed).  First error or 0. */
@@ -774,6 +816,32 @@ int uhmm__revoke_range(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 
 /* fork.c */
 void uhmm__fork_init(void);
+
+/* coherent.c: coherent device memory and poisoned pages. */
+/* Ask a backend being attached for coherent memory and register it (0:
+ * none or done; -errno: the attach fails). */
+int uhmm__coh_attach(struct uhmm_ctx *ctx, struct uhmm_device *d);
+void uhmm__coh_detach(struct uhmm_ctx *ctx, struct uhmm_device *d);
+static inline char *coh_frame(const struct uhmm_device *d, uint64_t dpfn)
+{
+	return d->coh_base + (dpfn << PAGE_SHIFT);
+}
+/* Page idx of r (locked, LOC_COH) goes back into its device frame: from
+ * then on it is a device-private page of that device (LOC_DEV), absent
+ * from the CPU page table.  0, or -errno with the page left in place. */
+int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
+/* Lend pages of a batch (locked, copied into frames dpfn[i] of coherent
+ * device d, want[i] 1) into place and publish them LOC_COH; pages not
+ * lent stay locked with want[i] 0 or 1 (install_req's want codes). */
+void uhmm__coh_lend(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+		    size_t n, struct uhmm_device *d, const uint64_t *dpfn, uint8_t *want);
+/* Make page idx of r (locked, on v->dev) lost: publish LOC_POISON. */
+void uhmm__poison_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
+/* A CPU fault met a poisoned page at addr (service.c; unlocked): its
+ * marker again (the thread's next touch is the SIGBUS). */
+void uhmm__poison_fault(struct uhmm_ctx *ctx, uintptr_t addr);
+/* Does [a, a + len) hold a poisoned page?  Cheap when none exists. */
+bool uhmm__poisoned_in(struct uhmm_ctx *ctx, uintptr_t a, size_t len);
 
 /* Handle registry (ctx.c). */
 enum { UHMM__H_CTX = 1, UHMM__H_DEV = 2, UHMM__H_NOTIFIER = 3 };

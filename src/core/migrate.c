@@ -141,9 +141,31 @@ int uhmm__fetch_pages(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
  * released.  Blocks of page state never created are skipped: nothing of
  * them is on a device.
  */
+static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
+				  size_t idx, size_t n, unsigned only_dev,
+				  struct uhmm_victim *f);
+
 static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 			   size_t idx, size_t n, unsigned only_dev,
 			   struct uhmm_victim *f)
+{
+	/* A coherent page is out of the CPU page table from its reclaim to
+	 * its install: a fork then would give the child a hole.  So fork
+	 * waits for such batches (fork_lock, for reading: taken before any
+	 * page lock, as every migration toward a device does, and again by
+	 * an eviction inside one, which glibc's reader-preferring rwlock
+	 * allows), except its own (DEV_PRIVATE_ONLY, under the write lock). */
+	if (only_dev == DEV_PRIVATE_ONLY)
+		return batch_to_system_locked(ctx, r, idx, n, only_dev, f);
+	pthread_rwlock_rdlock(&ctx->fork_lock);
+	int err = batch_to_system_locked(ctx, r, idx, n, only_dev, f);
+	pthread_rwlock_unlock(&ctx->fork_lock);
+	return err;
+}
+
+static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
+				  size_t idx, size_t n, unsigned only_dev,
+				  struct uhmm_victim *f)
 {
 	uint8_t want[BATCH_PAGES], locked[BATCH_PAGES];
 	size_t nwant = 0;
@@ -155,7 +177,7 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		struct uhmm_page *p = range_page(r, idx + i);
 		if (f) {
 			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-			if (pg_loc(w) != LOC_DEV(f->dev)) {
+			if (pg_ondev(w) != f->dev) {
 				/* Not a victim: leave it alone.  Held, it may
 				 * be on its way to the device with frames
 				 * already taken (uhmm_victim.inflight). */
@@ -172,8 +194,9 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		}
 		locked[i] = 1;
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-		unsigned d = pg_devpriv(w);
-		want[i] = d && (!only_dev || d == only_dev);
+		unsigned d = pg_ondev(w);
+		want[i] = d && (!only_dev || d == only_dev ||
+				(only_dev == DEV_PRIVATE_ONLY && !pg_coh(w)));
 		if (want[i] && f) {
 			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 			want[i] = d == f->dev && dpfn >= f->lo && dpfn < f->hi;
@@ -193,6 +216,30 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		goto unlock;
 
 	inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
+	if (f && f->poison) {
+		/* Lost, not moved (uhmm_device_page_lost): published poisoned. */
+		for (size_t i = 0; i < n; i++) {
+			if (!want[i])
+				continue;
+			uhmm__poison_locked(ctx, r, idx + i);
+			want[i] = 2;
+			f->moved++;
+		}
+		goto unlock;
+	}
+	/* Coherent pages in place go back into their frames first: from
+	 * there on they are device-private pages (coherent.c). */
+	for (size_t i = 0; i < n; i++) {
+		if (!want[i] || !pg_coh(atomic_load_explicit(&range_page(r, idx + i)->word,
+							      memory_order_relaxed)))
+			continue;
+		int e = uhmm__coh_reclaim(ctx, r, idx + i);
+		if (e) {
+			want[i] = 0; /* stays in place, with its data */
+			if (!err)
+				err = e == -EBUSY ? -EBUSY : -EFAULT;
+		}
+	}
 	struct install_req req = { .r = r, .idx = idx, .n = n, .want = want,
 				   .count = true };
 	req.cause = f ? UHMM_TR_CAUSE_EVICT : UHMM_TR_CAUSE_CALL;
@@ -215,7 +262,9 @@ static int batch_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		req.src = bounce;
 	}
 	/* copy; then the service thread installs and unlocks what came back */
-	err = uhmm__fetch_pages(ctx, r, idx, n, req.src, want);
+	int ferr = uhmm__fetch_pages(ctx, r, idx, n, req.src, want);
+	if (ferr || !err)
+		err = ferr;
 	uhmm__install_request(ctx, &req);
 	if (slot >= 0) {
 		uint8_t full[BATCH_PAGES];
@@ -268,7 +317,7 @@ int uhmm__migrate_range_to_system(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		int e = batch_to_system(ctx, r, i, m, dev_id, NULL);
 		if (e && !err)
 			err = e;
-		e = uhmm__revoke_range(ctx, r, i, m, dev_id);
+		e = uhmm__revoke_range(ctx, r, i, m, dev_id == DEV_PRIVATE_ONLY ? 0 : dev_id);
 		if (e && !err)
 			err = e;
 		i += m;
@@ -318,8 +367,10 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		uhmm__page_lock(p);
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
 		unsigned d = pg_dev(w);
-		if (pg_loc(w) == LOC_DEV(b->dst->id)) {
+		if (pg_loc(w) == LOC_DEV(b->dst->id) || pg_loc(w) == LOC_COH(b->dst->id)) {
 			b->kind[i] = K_STAY;
+		} else if (pg_loc(w) == LOC_POISON) {
+			b->kind[i] = K_STAY; /* lost: uhmm_migrate says -EHWPOISON */
 		} else if (pg_excl(w)) {
 			/* Held exclusively: its data is in a reserve slot. */
 			b->kind[i] = K_FROM_EXCL;
@@ -584,23 +635,28 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 
 static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 {
-	size_t moved = 0, bytes = 0, zeros = 0, nrestore = 0;
-	uint8_t want[BATCH_PAGES];
+	size_t moved = 0, bytes = 0, zeros = 0, nrestore = 0, nlend = 0;
+	uint8_t want[BATCH_PAGES], lend[BATCH_PAGES];
 
 	for (size_t i = 0; i < b->n; i++) {
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uint8_t k = b->kind[i];
-		want[i] = 0;
+		want[i] = lend[i] = 0;
 		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE || k == K_FROM_EXCL) {
 			moved++;
 			if (k == K_HOLE)
 				zeros++;
 			else
 				bytes += PAGE_SIZE;
+			b->kind[i] = K_DONE;
+			if (b->dst->coh_base) {
+				lend[i] = 1; /* below */
+				nlend++;
+				continue;
+			}
 			/* Published (the old device copy freed), or, zapped
 			 * meanwhile, discarded: no device page is left over. */
 			(void)uhmm__page_publish_unlock(ctx, p, LOC_DEV(b->dst->id), b->dpfn[i]);
-			b->kind[i] = K_DONE;
 		} else {
 			if (k == K_RESTORE) {
 				want[i] = 1;
@@ -609,6 +665,20 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 			if (b->alloc[i])
 				uhmm__dev_put_frames(ctx, b->dst, &b->dpfn[i], 1);
 		}
+	}
+	if (nlend) {
+		/* A coherent destination: the frames move into place, and
+		 * the service thread publishes them LOC_COH (coherent.c).  A
+		 * page it could not put in place (its mapping went away or
+		 * changed meanwhile) stays in its frame, as a private page of
+		 * the device: a CPU touch brings it home. */
+		uint8_t asked[BATCH_PAGES];
+		memcpy(asked, lend, b->n);
+		uhmm__coh_lend(ctx, b->r, b->idx, b->n, b->dst, b->dpfn, lend);
+		for (size_t i = 0; i < b->n; i++)
+			if (asked[i] && lend[i] < 2)
+				(void)uhmm__page_publish_unlock(ctx, range_page(b->r, b->idx + i),
+								LOC_DEV(b->dst->id), b->dpfn[i]);
 	}
 	if (nrestore) {
 		b->sknown = false; /* release_slots asks the page table */
@@ -696,7 +766,24 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	 * them again until we are done. */
 	uintptr_t va = r->start + (idx << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
 	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, dst, 0);
+	int e0 = 0;
+	/* Pages in place on a coherent device go back into their frames: a
+	 * device-to-device move from there on (coherent.c). */
+	for (size_t i = 0; i < n; i++) {
+		if (b->kind[i] != K_FROM_DEV ||
+		    !pg_coh(atomic_load_explicit(&range_page(r, idx + i)->word,
+						 memory_order_relaxed)))
+			continue;
+		int e = uhmm__coh_reclaim(ctx, r, idx + i);
+		if (e) {
+			b->kind[i] = K_STAY; /* stays in place (its frame is freed below) */
+			if (!e0)
+				e0 = e == -EBUSY ? -EBUSY : -EFAULT;
+		}
+	}
 	int e1 = migrate_unmap(ctx, b);
+	if (!e1)
+		e1 = e0;
 	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
 	if (b->slot < 0) {
 		for (size_t i = 0; i < n; i++)
@@ -876,6 +963,9 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 		uhmm__pool_trim(&ctx->pool, ctx->pool.max_full);
 	}
 	err = first;
+	/* Poisoned pages stayed where they are (the rest moved). */
+	if (!err && uhmm__poisoned_in(ctx, a, len))
+		err = -EHWPOISON;
 out:
 	if (dst)
 		uhmm__dev_release(dst);

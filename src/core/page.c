@@ -98,6 +98,25 @@ static void drop_copy(struct uhmm_ctx *ctx, uint32_t loc, uint64_t dpfn)
 	}
 }
 
+/* Gauges of coherent.c's locations: pages in place on a coherent device,
+ * poisoned pages. */
+static void loc_gauges(struct uhmm_ctx *ctx, const struct uhmm_page *p, uint32_t prev,
+		       uint32_t nw)
+{
+	if (pg_coh(prev) != pg_coh(nw)) {
+		struct uhmm_device *d = uhmm__dev_get(ctx, pg_dev(pg_coh(prev) ? prev : nw));
+		if (d)
+			atomic_fetch_add_explicit(&d->coh_pages, pg_coh(nw) ? 1 : (uint64_t)-1,
+						  memory_order_relaxed);
+	}
+	if ((pg_loc(prev) == LOC_POISON) != (pg_loc(nw) == LOC_POISON))
+		atomic_fetch_add_explicit(&ctx->poisoned_now,
+					  pg_loc(nw) == LOC_POISON ? 1 : (uint64_t)-1,
+					  memory_order_relaxed);
+	if (pg_loc(prev) == LOC_POISON && pg_loc(nw) != LOC_POISON)
+		uhmm__poison_forget(p);
+}
+
 bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 			       uint32_t loc, uint64_t dpfn)
 {
@@ -177,6 +196,8 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		}
 		nw = LOC_CPU | PG_DISCARD;
 	}
+	if (unlikely((prev | nw) & (PG_COH | PG_POISON)))
+		loc_gauges(ctx, p, prev, nw);
 	after_unlock(ctx, p, w);
 	return published;
 }

@@ -432,8 +432,11 @@ UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
 	uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
 	memset(info, 0, sizeof(*info));
 	info->seq = atomic_load_explicit(&p->seq, memory_order_relaxed);
+	if (pg_loc(w) == LOC_POISON)
+		info->where = UHMM_WHERE_POISONED;
 	if (pg_dev(w)) {
-		info->where = pg_excl(w) ? UHMM_WHERE_EXCLUSIVE : UHMM_WHERE_DEVICE;
+		info->where = pg_excl(w) ? UHMM_WHERE_EXCLUSIVE
+			      : pg_coh(w) ? UHMM_WHERE_COHERENT : UHMM_WHERE_DEVICE;
 		info->device = uhmm__dev_get(ctx, pg_dev(w));
 		info->dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 	}

@@ -230,8 +230,15 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		uintptr_t e = range_end(r) < end ? range_end(r) : end;
 		for (; a < e; a += PAGE_SIZE) {
 			size_t idx = (a - r->start) >> PAGE_SHIFT;
-			unsigned d = pg_dev(atomic_load_explicit(&range_page_peek(r, idx)->word,
-								 memory_order_acquire));
+			uint32_t w = atomic_load_explicit(&range_page_peek(r, idx)->word,
+							  memory_order_acquire);
+			if (pg_loc(w) == LOC_POISON) {
+				err = -EHWPOISON; /* lost on a device: a device error */
+				break;
+			}
+			/* In place on a coherent device: a system page to
+			 * every device (populated like one). */
+			unsigned d = pg_coh(w) ? 0 : pg_dev(w);
 			if (!d || d != self) {
 				if (d) /* another device's page: home first */
 					err = uhmm__migrate_range_to_system(ctx, r, idx, 1, 0);
@@ -247,6 +254,8 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 		}
 		uhmm__range_put(r);
 	}
+	if (err == -EHWPOISON)
+		return err; /* uhmm's own poisoned page, above */
 	if (!err && run < end)
 		err = populate(ctx, run, end, write);
 	if (err == -ENOMEM || err == -EINVAL || err == -EHWPOISON)
@@ -336,12 +345,31 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			const struct uhmm_page *p = range_page_peek(r, (a - r->start) >> PAGE_SHIFT);
 			uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
 			unsigned d = pg_dev(w);
-			if (!d)
-				continue;
 			size_t i = (a - req->start) >> PAGE_SHIFT;
 			uint64_t *ent = &req->entries[i];
+			if (pg_loc(w) == LOC_POISON && (rights[i] & RIGHT_R)) {
+				*ent = UHMM_RE_POISON;
+				continue;
+			}
+			if (!d)
+				continue;
 			if (!(rights[i] & RIGHT_R))
 				continue;
+			if (pg_coh(w)) {
+				/* In place: what the page table says (VALID if
+				 * present), and whose memory it is.  Zapped
+				 * while held: empty, as below. */
+				if (w & PG_ZAPPED)
+					*ent = 0;
+				else if (*ent & UHMM_RE_VALID)
+					*ent |= d == self
+						? UHMM_RE_COHERENT |
+						  (atomic_load_explicit(&p->dpfn,
+									memory_order_relaxed) &
+						   UHMM_RE_DPFN_MASK)
+						: UHMM_RE_COHERENT_REMOTE;
+				continue;
+			}
 			/* Discarded while someone holds it (an madvise's REMOVE
 			 * handled meanwhile): the holder's unlock frees this copy,
 			 * without an invalidation of its own, and the REMOVE's is

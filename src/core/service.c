@@ -303,7 +303,9 @@ static void install_publish(struct uhmm_ctx *ctx, struct install_req *req)
 	for (i = 0; i < req->n; i++) {
 		if (req->want[i] != 2 && req->want[i] != 3 && req->want[i] != 6)
 			continue;
-		(void)uhmm__page_publish_unlock(ctx, range_page(r, req->idx + i), 0, 0);
+		/* (Lent coherent frames: coherent.c; a zapped one is freed.) */
+		(void)uhmm__page_publish_unlock(ctx, range_page(r, req->idx + i), req->loc,
+						req->loc ? req->dpfnv[i] : 0);
 	}
 }
 
@@ -917,9 +919,25 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 {
 	uint64_t t0 = uhmm__trace_t0(ctx);
 	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
-	if (pg_loc(w) == LOC_CPU)
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	if (pg_loc(w) == LOC_CPU) {
 		serve_zero(ctx, r, idx, write, how);
-	else if (pg_excl(w))
+	} else if (pg_loc(w) == LOC_POISON) {
+		/* Lost on a device (coherent.c): the thread gets SIGBUS
+		 * with BUS_MCEERR_AR, as for a hardware-poisoned page. */
+		uhmm__page_unlock(ctx, range_page(r, idx));
+		if (how->self)
+			uhmm__sb_poisoned = true; /* sigbus.c passes it on */
+		else
+			uhmm__poison_fault(ctx, fault_addr);
+	} else if (pg_coh(w)) {
+		/* In place on a coherent device, yet missing: the kernel
+		 * zapped it (a discard whose event is on its way).  Its frame
+		 * goes; the thread faults again on an empty system page. */
+		(void)uhmm__page_publish_unlock(ctx, range_page(r, idx), LOC_CPU, 0);
+		if (!how->self)
+			uhmm__uffd_wake(ctx->uffd, va, PAGE_SIZE);
+	} else if (pg_excl(w))
 		serve_revoke(ctx, r, idx, pg_dev(w), how);
 	else
 		serve_device(ctx, r, idx, pg_dev(w), fault_addr, write, how);

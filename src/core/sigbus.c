@@ -100,6 +100,7 @@ static struct sb_slot *slot_at(unsigned i)
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void install(void);
 static struct sigaction prev_bus; /* the handler before ours */
 static int install_err;
 
@@ -219,17 +220,82 @@ static bool ask_slot(struct sb_slot *s, uintptr_t addr, void *uc, pid_t *me)
 /* Exported to simdev's own SIGSEGV/SIGBUS handler (compute.c), which runs
  * first when it was installed after ours: a lane's access to a managed page
  * is served, not reported as a device error. */
+__thread bool uhmm__sb_poisoned __attribute__((tls_model("initial-exec")));
+
+/*
+ * Addresses of poisoned pages (coherent.c), process-wide, for the handler:
+ * a SIGBUS at one of them is a touch of a page lost on a device, reported
+ * as the kernel reports a hardware-poisoned page (BUS_MCEERR_AR, lsb 12)
+ * whatever the kernel said (its poison marker gives BUS_ADRERR without
+ * CONFIG_MEMORY_FAILURE).  A fixed table (no allocation; the handler reads
+ * it lock-free): past POISON_SLOTS poisoned pages at once, the others'
+ * signals keep the kernel's code.  Entries are keyed by the page state
+ * (never dereferenced); an mremap of a poisoned page leaves its entry at
+ * the old address.
+ */
+#define POISON_SLOTS 1024
+static struct {
+	_Atomic(const void *) page;
+	_Atomic uintptr_t addr;
+} poison_tab[POISON_SLOTS];
+
+int uhmm__poison_note(const struct uhmm_page *p, uintptr_t addr)
+{
+	pthread_once(&once, install); /* in every mode: the handler */
+	for (unsigned i = 0; i < POISON_SLOTS; i++) {
+		const void *none = NULL;
+		if (atomic_compare_exchange_strong(&poison_tab[i].page, &none, p)) {
+			atomic_store(&poison_tab[i].addr, addr);
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+void uhmm__poison_forget(const struct uhmm_page *p)
+{
+	for (unsigned i = 0; i < POISON_SLOTS; i++) {
+		if (atomic_load_explicit(&poison_tab[i].page, memory_order_relaxed) != p)
+			continue;
+		atomic_store(&poison_tab[i].addr, 0);
+		atomic_store(&poison_tab[i].page, NULL);
+		return;
+	}
+}
+
+static bool poisoned_addr(uintptr_t a)
+{
+	a &= ~(PAGE_SIZE - 1);
+	for (unsigned i = 0; i < POISON_SLOTS; i++)
+		if (atomic_load_explicit(&poison_tab[i].addr, memory_order_relaxed) == a)
+			return true;
+	return false;
+}
+
 bool uhmm__sigbus_serve(siginfo_t *si, void *uc);
 bool uhmm__sigbus_serve(siginfo_t *si, void *uc)
 {
 	if (si->si_signo != SIGBUS || si->si_code != BUS_ADRERR)
 		return false;
 	uintptr_t addr = (uintptr_t)si->si_addr;
+	if (poisoned_addr(addr)) {
+		si->si_code = BUS_MCEERR_AR; /* passed on (see poison_tab) */
+		si->si_addr_lsb = PAGE_SHIFT;
+		return false;
+	}
 	pid_t me = 0;
 	bool served = false;
 	for (const struct sb_chunk *c = &first; c && !served; c = chunk_next(c))
 		for (unsigned i = 0; i < c->n && !served; i++)
 			served = ask_slot(&c->s[i], addr, uc, &me);
+	if (served && uhmm__sb_poisoned) {
+		/* A page lost on a device (coherent.c): not ours to serve;
+		 * passed on as the kernel reports a hardware-poisoned page. */
+		uhmm__sb_poisoned = false;
+		si->si_code = BUS_MCEERR_AR;
+		si->si_addr_lsb = PAGE_SHIFT;
+		return false;
+	}
 	/* In no range of any context (me: one was asked). */
 	if (served)
 		retried = 0;

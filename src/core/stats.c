@@ -90,6 +90,7 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(prefetched_bytes, "bytes prefetched to devices");
 	P(thrash_detections, "thrashing regions throttled");
 	P(thrash_pins, "thrashing regions pinned to system memory");
+	P(poisoned_pages, "pages lost on a device (poisoned)");
 #undef P
 }
 

@@ -218,7 +218,8 @@ static void classify(struct sd_compute *c, struct sd_fpage *fp, size_t first,
 		if (!pending_atomic(f))
 			continue;
 		uint64_t e = c->snap[(f->va - lo) / PAGE];
-		if (e & UHMM_RE_DEVICE) {
+		if (e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT)) {
+			/* (Our coherent memory: atomics in place.) */
 			f->how = AT_PLACE;
 			continue;
 		}

@@ -192,7 +192,12 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 		}
 		return pte | PTE_DEV | (w ? PTE_A : 0) | frame << PTE_DPFN_SHIFT;
 	}
-	return pte; /* SYS: never PTE_A */
+	/* In place in our coherent memory: a SYS entry (the data is at the
+	 * page's address) at local cost, and atomics in place (coherent
+	 * memory is atomic with the CPU: no exclusive grab). */
+	if (e & UHMM_RE_COHERENT)
+		return pte | (w ? PTE_A : 0);
+	return pte; /* SYS: never PTE_A (but coherent, above) */
 }
 
 /*
@@ -224,8 +229,8 @@ static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 			break;
 		if (old && ((old ^ pte) & (PTE_FENCED | PTE_ADDR_MASK)))
 			*flush = true;
-		if (!(pte & PTE_FENCED))
-			remote++;
+		if (!(pte & PTE_FENCED) && !(entries[i] & UHMM_RE_COHERENT))
+			remote++; /* (our coherent memory is local) */
 	}
 	STAT_ADD(c, remote_maps, remote);
 	return err;
@@ -307,7 +312,8 @@ void uhmm__fault_map_run(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 		if (!fp[i].done && fp[i].va >= lo && fp[i].va < hi && fp[i].acc > acc)
 			acc = fp[i].acc;
 	int err = uhmm__fault_map_range(c, lo, hi, acc);
-	if ((err == -EFAULT || err == -EPERM) && hi - lo > PAGE) {
+	/* (-EHWPOISON: a page of the run was lost: it alone fails.) */
+	if ((err == -EFAULT || err == -EPERM || err == -EHWPOISON) && hi - lo > PAGE) {
 		for (size_t i = 0; i < n; i++) {
 			if (fp[i].done || fp[i].va < lo || fp[i].va >= hi)
 				continue;
@@ -430,7 +436,9 @@ static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 {
 	int err = uhmm_migrate(c->ctx, (void *)lo, hi - lo, c->dev, 0);
 
-	if (!err) {
+	/* -EHWPOISON: everything moved but pages lost on a device, which
+	 * the mapping below fails alone (uhmm__fault_map_run). */
+	if (!err || err == -EHWPOISON) {
 		STAT_ADD(c, migrations, 1);
 		map_missing(c, fp, n, lo, hi);
 		return;

@@ -19,7 +19,9 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Numbers the default names simdev0, simdev1, ... across the process. */
 static _Atomic unsigned simdev_seq;
@@ -39,6 +41,8 @@ void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 		.lanes_per_cu = 8,
 		.fault_batch = 256,
 		.tlb_entries = 64,
+		.coherent = 0,
+		.numa_node = -1,
 	};
 }
 
@@ -61,6 +65,21 @@ static int opts_check(const struct uhmm_simdev_opts *o)
 	if (o->tlb_entries < 1 || o->tlb_entries > 4096 ||
 	    (o->tlb_entries & (o->tlb_entries - 1)))
 		return -EINVAL;
+	if (o->coherent > 1 || o->numa_node < -1 || o->numa_node >= SD_MAX_NODES)
+		return -EINVAL;
+	return 0;
+}
+
+/* mbind(MPOL_BIND) [base, base + len) to node (no libnuma: the syscall).
+ * -EINVAL for a node the machine does not have. */
+static int bind_node(void *base, size_t len, int node)
+{
+	unsigned long mask[SD_MAX_NODES / (8 * sizeof(unsigned long))] = { 0 };
+	mask[(unsigned)node / (8 * sizeof(unsigned long))] |=
+		1ul << ((unsigned)node % (8 * sizeof(unsigned long)));
+	if (syscall(SYS_mbind, base, len, 2 /* MPOL_BIND */, mask,
+		    (unsigned long)SD_MAX_NODES + 1, 0ul) < 0)
+		return errno == EINVAL || errno == ENODEV ? -EINVAL : -errno;
 	return 0;
 }
 
@@ -101,9 +120,18 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	atomic_init(&sd->copies, 0);
 	atomic_init(&sd->bytes_copied, 0);
 
+	sd->coherent = opts->coherent;
 	err = uhmm__devmem_init(&sd->mem, opts->mem_bytes);
 	if (err)
 		goto fail_free;
+	if (opts->numa_node >= 0) {
+		/* Before anything touches it: pages are placed at first touch. */
+		err = bind_node(sd->mem.base, sd->mem.bytes, opts->numa_node);
+		if (err) {
+			uhmm__devmem_fini(&sd->mem);
+			goto fail_free;
+		}
+	}
 	err = uhmm__copy_start(sd, opts->copy_threads);
 	if (err)
 		goto fail_mem;
@@ -455,6 +483,18 @@ static void simdev_destroy(void *priv)
 	uhmm__umem_free(sd);
 }
 
+/* Coherent mode: the pool is the coherent memory (device.h). */
+static int simdev_coherent_mem(void *priv, void **base, size_t *len)
+{
+	struct simdev *sd = priv;
+
+	if (!sd->coherent)
+		return -EOPNOTSUPP;
+	*base = sd->mem.base;
+	*len = sd->mem.bytes;
+	return 0;
+}
+
 const struct uhmm_device_ops uhmm__simdev_ops = {
 	.alloc = simdev_alloc,
 	.free = simdev_free,
@@ -462,7 +502,35 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.copy_wait = simdev_copy_wait,
 	.fence = simdev_fence,
 	.destroy = simdev_destroy,
+	.coherent_mem = simdev_coherent_mem,
 };
+
+int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd || !sd->comp)
+		return -EINVAL;
+	uintptr_t va = (uintptr_t)addr & ~(uintptr_t)(UHMM_PAGE_SIZE - 1);
+	uint64_t e = 0;
+	struct uhmm_range_req req = { .start = va, .end = va + UHMM_PAGE_SIZE,
+				      .flags = UHMM_RF_SNAPSHOT, .device = dev,
+				      .entries = &e };
+	uhmm_ctx *ctx = sd->comp->ctx;
+	if (!addr)
+		return -EINVAL;
+	struct uhmm_page_info info;
+	int err = uhmm_page_query(ctx, addr, &info); /* -EFAULT: not managed */
+	if (err)
+		return err;
+	err = uhmm_range_fault(ctx, &req);
+	if (err)
+		return err;
+	/* Where the page is in our memory: its frame. */
+	if (!(e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT)) || (e & UHMM_RE_EXCLUSIVE))
+		return -EINVAL;
+	return uhmm_device_page_lost(dev, e & UHMM_RE_DPFN_MASK);
+}
 
 /* ---- public API --------------------------------------------------------- */
 

@@ -231,6 +231,9 @@ struct simdev {
 	_Atomic uint64_t bytes_copied;     /* bytes they moved (ZERO: filled) */
 	/* Compute options, checked at creation (uhmm_simdev_opts). */
 	uint32_t compute_units, lanes_per_cu, fault_batch, tlb_entries;
+	/* The pool is coherent memory (uhmm_simdev_opts.coherent): uhmm moves
+	 * its frames into place at the application's addresses. */
+	bool coherent;
 	/* The compute side: NULL for a simdev made by uhmm__simdev_new() alone
 	 * (unit tests); set up by uhmm_simdev_create() once attached. */
 	struct sd_compute *comp;
@@ -265,6 +268,8 @@ int uhmm__simdev_inject_parse(struct simdev *sd, const char *env);
 
 /* The backend's operations; priv is a struct simdev *. */
 extern const struct uhmm_device_ops uhmm__simdev_ops;
+/* uhmm_simdev_opts.numa_node: below this. */
+#define SD_MAX_NODES 1024
 
 /* ------------------------------------------------------------------------ */
 /* The compute side (mmu.c, compute.c, fault.c)                              */

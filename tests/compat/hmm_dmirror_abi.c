@@ -132,6 +132,9 @@ static void snapshot_expect(int fd, void *addr, unsigned long npages, unsigned c
 	free(m);
 }
 
+#define COH_LOCAL_W (HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL | HMM_DMIRROR_PROT_WRITE)
+#define COH_REMOTE_W (HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE | HMM_DMIRROR_PROT_WRITE)
+
 /* ---- opening ---- */
 
 static void open_devices_coherent_ones_enodev(void **state)
@@ -139,9 +142,9 @@ static void open_devices_coherent_ones_enodev(void **state)
 	int a = open_or_fail(0), b = open_or_fail(1), c = open_or_fail(0);
 	assert_true(a != b && b != c && a != c);
 	for (int unit = 2; unit < 4; unit++) {
-		/* Device-coherent: a program treats ENODEV as "skip". */
-		assert_int_equal(hmm_open(unit), -1);
-		assert_int_equal(errno, ENODEV);
+		/* Device-coherent: open too (uhmm's coherent simdevs). */
+		int fd = open_or_fail(unit);
+		assert_int_equal(close(fd), 0);
 	}
 	assert_int_equal(close(a), 0);
 	assert_int_equal(close(b), 0);
@@ -784,6 +787,53 @@ static void munmap_racing_read_fails_cleanly(void **state)
 	}
 }
 
+/* Devices 2 and 3 are device-coherent: migrated pages stay in place on
+ * CPU access, snapshots say coherent local or remote, MIGRATE_TO_SYS
+ * brings them home, RELEASE (eviction) too. */
+static void coherent_devices_keep_pages_on_cpu_access(void **state)
+{
+	int d2 = open_or_fail(2), d3 = open_or_fail(3);
+	unsigned long npages = 600; /* two chunks */
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 40);
+	assert_int_equal(dmcmd(d2, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, size, 40);
+	snapshot_expect(d2, buf, npages, COH_LOCAL_W);
+	snapshot_expect(d3, buf, npages, COH_REMOTE_W);
+	/* The CPU reads and writes in place: still on device 2. */
+	check(buf, size, 40);
+	fill(buf, size, 41);
+	snapshot_expect(d2, buf, npages, COH_LOCAL_W);
+	memset(mirror, 0, size);
+	assert_int_equal(dmcmd(d2, HMM_DMIRROR_READ, buf, mirror, npages, &c), 0);
+	check(mirror, size, 41);
+	/* To device 3, which the caller chose: home first (the driver's
+	 * MIGRATE_TO_DEV selects system memory only, as the kernel's). */
+	assert_int_equal(dmcmd(d2, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(buf, size, 41);
+	assert_int_equal(dmcmd(d3, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, size, 41);
+	snapshot_expect(d3, buf, npages, COH_LOCAL_W);
+	snapshot_expect(d2, buf, npages, COH_REMOTE_W);
+	/* The driver's eviction of device 3's memory moves them home. */
+	assert_int_equal(dmcmd(d3, HMM_DMIRROR_RELEASE, buf, NULL, npages, &c), 0);
+	snapshot_expect(d3, buf, npages, HMM_DMIRROR_PROT_WRITE);
+	check(buf, size, 41);
+	/* MIGRATE_TO_SYS of pages not on the device moves none. */
+	assert_int_equal(dmcmd(d2, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, npages, &c), 0);
+	assert_int_equal(c.cpages, 0);
+	munmap(buf, size);
+	free(mirror);
+	close(d2);
+	close(d3);
+}
+
 static void mremap_after_migration(void **state)
 {
 	int fd = open_or_fail(0);
@@ -1057,6 +1107,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(fork_child_writes_shared_reach_parent),
 		cmocka_unit_test(munmap_racing_read_fails_cleanly),
 		cmocka_unit_test(mremap_after_migration),
+		cmocka_unit_test(coherent_devices_keep_pages_on_cpu_access),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);

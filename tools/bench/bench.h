@@ -110,5 +110,6 @@ int sc_oversub(struct bench_sc *sc);
 int sc_trace(struct bench_sc *sc);
 int sc_policy(struct bench_sc *sc);
 int sc_simdev(struct bench_sc *sc);
+int sc_coherent(struct bench_sc *sc);
 
 #endif /* UHMM_BENCH_H */

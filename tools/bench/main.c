@@ -72,6 +72,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "trace", .title = "Trace recording: the CPU fault benchmark with tracing on / off", .fn = sc_trace },
 	{ .name = "policy", .title = "Policy: thrashing control, prefetcher, eviction vs the optimum, plug-in cost", .fn = sc_policy },
 	{ .name = "simdev", .title = "9. simdev accessors: TLB-hit load, SAXPY, stencil, random access vs CPU loops", .fn = sc_simdev },
+	{ .name = "coherent", .title = "10. Coherent device memory: CPU reads in place vs memcpy", .fn = sc_coherent },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 

@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Coherent device memory (issue 19): a device whose memory the CPU can
+ * address.  Pages migrated there are mapped in place at their address: the
+ * CPU reads and writes them without a fault and without migrating them
+ * back; they count in the device's memory, are evicted under pressure,
+ * move system -> coherent -> other coherent -> system with the caller
+ * choosing; range fault, exclusive access and fork treat them as the
+ * kernel treats MEMORY_DEVICE_COHERENT pages.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uhmm/device.h>
+#include <uhmm/mirror.h>
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "testlib.h"
+
+#define MiB (1ul << 20)
+#define PG 4096ul
+
+static uhmm_device *coherent_dev(uhmm_ctx *ctx, uint64_t bytes)
+{
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = bytes;
+	o.coherent = 1;
+	uhmm_device *d;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &d));
+	return d;
+}
+
+/* Pages of [p, p + len) in place in @dev's coherent memory. */
+static size_t coherent_on(uhmm_ctx *ctx, const void *p, size_t len, uhmm_device *dev)
+{
+	size_t n = 0;
+	for (size_t off = 0; off < len; off += PG) {
+		struct uhmm_page_info info;
+		ASSERT_OK(uhmm_page_query(ctx, (const char *)p + off, &info));
+		n += info.where == UHMM_WHERE_COHERENT && info.device == dev;
+	}
+	return n;
+}
+
+/* Pages of [p, p + len) present in the CPU page table. */
+static size_t present(const void *p, size_t len)
+{
+	unsigned char v[512];
+	size_t n = 0;
+	for (size_t off = 0; off < len; off += sizeof(v) * PG) {
+		size_t l = len - off < sizeof(v) * PG ? len - off : sizeof(v) * PG;
+		assert_int_equal(mincore((char *)p + off, l, v), 0);
+		for (size_t i = 0; i < l / PG; i++)
+			n += v[i] & 1;
+	}
+	return n;
+}
+
+static struct uhmm_stats stats(uhmm_ctx *ctx)
+{
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(ctx, &s));
+	return s;
+}
+
+/* The CPU reads and writes coherent pages where they are: no fault, no
+ * migration back, the pages stay the device's. */
+static void cpu_reads_and_writes_in_place(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 1 * MiB, np = len / PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 7);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	assert_int_equal(coherent_on(ctx, p, len, dev), np);
+	assert_int_equal(present(p, len), np); /* mapped in place */
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.coherent, 1);
+	assert_int_equal(ds.coherent_pages, np);
+	assert_int_equal(ds.bytes_in_use, len);
+
+	struct uhmm_stats s0 = stats(ctx);
+	assert_int_equal(uhmm_test_check(p, len, 7), (size_t)-1);
+	uhmm_test_fill(p, len, 8); /* writes, in place */
+	assert_int_equal(uhmm_test_check(p, len, 8), (size_t)-1);
+	struct uhmm_stats s1 = stats(ctx);
+	assert_int_equal(s1.cpu_faults, s0.cpu_faults);
+	assert_int_equal(s1.migrated_to_system_pages, s0.migrated_to_system_pages);
+	assert_int_equal(coherent_on(ctx, p, len, dev), np);
+
+	/* Home, with what the CPU wrote there. */
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(coherent_on(ctx, p, len, dev), 0);
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.coherent_pages, 0);
+	assert_int_equal(ds.bytes_in_use, 0);
+	assert_int_equal(uhmm_test_check(p, len, 8), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* system -> coherent A -> coherent B -> private C -> coherent A -> system,
+ * with writes at each stop; never-touched pages stay zeros. */
+static void system_coherent_coherent_private_system(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *a = coherent_dev(ctx, 8 * MiB), *b = coherent_dev(ctx, 8 * MiB), *c;
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &c));
+	size_t len = 3 * MiB, np = len / PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, MiB, 1);
+	uhmm_test_fill(p + MiB, MiB, 101); /* the last MiB never touched */
+
+	ASSERT_OK(uhmm_migrate(ctx, p, len, a, 0));
+	assert_int_equal(coherent_on(ctx, p, len, a), np);
+	assert_int_equal(uhmm_test_check(p, MiB, 1), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + MiB, MiB, 101), (size_t)-1);
+	uhmm_test_fill(p, 1 * MiB, 2);
+
+	ASSERT_OK(uhmm_migrate(ctx, p, len, b, 0));
+	assert_int_equal(coherent_on(ctx, p, len, b), np);
+	assert_int_equal(coherent_on(ctx, p, len, a), 0);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(a, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+	assert_int_equal(ds.coherent_pages, 0);
+	ASSERT_OK(uhmm_device_stats(b, &ds));
+	assert_int_equal(ds.coherent_pages, np);
+	assert_int_equal(uhmm_test_check(p, 1 * MiB, 2), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + MiB, MiB, 101), (size_t)-1);
+	uhmm_test_fill(p + 1 * MiB, 1 * MiB, 3);
+
+	ASSERT_OK(uhmm_migrate(ctx, p, len, c, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, p, len, c), np);
+	assert_int_equal(present(p, len), 0); /* private: out of the page table */
+	ASSERT_OK(uhmm_device_stats(b, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+
+	ASSERT_OK(uhmm_migrate(ctx, p, len, a, 0));
+	assert_int_equal(coherent_on(ctx, p, len, a), np);
+	assert_int_equal(uhmm_test_check(p, 1 * MiB, 2), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + MiB, 1 * MiB, 3), (size_t)-1);
+	for (size_t i = 2 * MiB; i < len; i += 512)
+		assert_int_equal(p[i], 0);
+
+	struct uhmm_stats s0 = stats(ctx);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	struct uhmm_stats s1 = stats(ctx);
+	assert_int_equal(s1.migrated_to_system_pages - s0.migrated_to_system_pages, np);
+	assert_int_equal(uhmm_test_check(p, 1 * MiB, 2), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + MiB, 1 * MiB, 3), (size_t)-1);
+	for (size_t i = 2 * MiB; i < len; i += 512)
+		assert_int_equal(p[i], 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* A full coherent device evicts its least recently used pages home. */
+static void eviction_under_pressure(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 4 * MiB);
+	size_t len = 3 * MiB;
+	char *x, *y;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&x));
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&y));
+	uhmm_test_fill(x, MiB, 10);
+	uhmm_test_fill(x + MiB, 2 * MiB, 11);
+	uhmm_test_fill(y, len, 12);
+	ASSERT_OK(uhmm_migrate(ctx, x, len, dev, 0));
+	uhmm_test_fill(x, MiB, 13); /* in place, before it is evicted */
+	ASSERT_OK(uhmm_migrate(ctx, y, len, dev, 0));
+	assert_int_equal(coherent_on(ctx, y, len, dev), len / PG);
+	assert_true(coherent_on(ctx, x, len, dev) <= MiB / PG);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_true(ds.evicted_pages >= 2 * MiB / PG);
+	assert_true(ds.bytes_in_use <= 4 * MiB);
+	assert_int_equal(ds.coherent_pages * PG, ds.bytes_in_use);
+	assert_int_equal(uhmm_test_check(x, MiB, 13), (size_t)-1);
+	assert_int_equal(uhmm_test_check(x + MiB, 2 * MiB, 11), (size_t)-1);
+	assert_int_equal(uhmm_test_check(y, len, 12), (size_t)-1);
+	/* An explicit eviction request too. */
+	assert_true(uhmm_device_evict(dev, len) > 0);
+	assert_int_equal(uhmm_test_check(y, len, 12), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+static void add_kernel(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	uint32_t *w = arg;
+	uint32_t v = uhmm_simdev_ld32(wi, &w[idx * 2]);
+	uhmm_simdev_st32(wi, &w[idx * 2], v + 1);
+	(void)uhmm_simdev_atomic_add32(wi, &w[idx * 2 + 1], 5);
+}
+
+/* The device maps its coherent pages by address, at local cost (no remote
+ * mapping), atomics in place (no exclusive grab); the pages stay. */
+static void device_accesses_in_place(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 256 * 1024, nw = len / 8;
+	uint32_t *w;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&w));
+	for (size_t i = 0; i < nw * 2; i++)
+		w[i] = (uint32_t)i;
+	ASSERT_OK(uhmm_migrate(ctx, w, len, dev, 0));
+	ASSERT_OK(uhmm_simdev_launch(dev, add_kernel, nw, w));
+	struct uhmm_simdev_stats ss;
+	ASSERT_OK(uhmm_simdev_stats(dev, &ss));
+	assert_int_equal(ss.remote_maps, 0);
+	assert_int_equal(ss.exclusive_pages, 0);
+	assert_int_equal(coherent_on(ctx, w, len, dev), len / PG);
+	for (size_t i = 0; i < nw; i++) {
+		assert_int_equal(w[2 * i], 2 * i + 1);
+		assert_int_equal(w[2 * i + 1], 2 * i + 1 + 5);
+	}
+	/* The range fault: a system page (VALID at its address) that is in
+	 * our coherent memory; another device sees it remote coherent. */
+	uint64_t e[4];
+	struct uhmm_range_req req = { .start = (uintptr_t)w, .end = (uintptr_t)w + 4 * PG,
+				      .flags = UHMM_RF_FAULT_READ, .device = dev, .entries = e };
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	for (int i = 0; i < 4; i++) {
+		assert_true(e[i] & UHMM_RE_VALID);
+		assert_true(e[i] & UHMM_RE_COHERENT);
+		assert_false(e[i] & UHMM_RE_DEVICE);
+	}
+	uhmm_device *other;
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &other));
+	req.device = other;
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	for (int i = 0; i < 4; i++) {
+		assert_true(e[i] & UHMM_RE_VALID);
+		assert_true(e[i] & UHMM_RE_COHERENT_REMOTE);
+		assert_false(e[i] & UHMM_RE_REMOTE);
+	}
+	assert_int_equal(coherent_on(ctx, w, len, dev), len / PG); /* no migration */
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* make_exclusive works on coherent pages; a CPU touch takes them back. */
+static void exclusive_on_coherent(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 16 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 21);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	void *pages[16];
+	ASSERT_OK(uhmm_make_exclusive(dev, p, 16, pages));
+	for (int i = 0; i < 16; i++)
+		assert_non_null(pages[i]);
+	ASSERT_OK(uhmm_check_exclusive(dev, p, 16));
+	assert_int_equal(present(p, len), 0); /* CPU access faults */
+	/* The device works on it where uhmm says. */
+	((volatile char *)pages[3])[0] ^= 0x5a;
+	char c = ((volatile char *)p)[3 * PG]; /* revokes */
+	struct uhmm_page_info info;
+	ASSERT_OK(uhmm_page_query(ctx, p + 3 * PG, &info));
+	assert_int_equal(info.where, UHMM_WHERE_CPU);
+	ASSERT_OK(uhmm_page_query(ctx, p + 4 * PG, &info));
+	assert_int_equal(info.where, UHMM_WHERE_EXCLUSIVE);
+	char ref[16 * PG];
+	uhmm_test_fill(ref, sizeof(ref), 21);
+	assert_int_equal((unsigned char)c, (unsigned char)(ref[3 * PG] ^ 0x5a));
+	ref[3 * PG] ^= 0x5a;
+	assert_memory_equal(p, ref, len);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* fork copies coherent pages as anonymous memory (copy-on-write): the
+ * parent's stay in place; each side sees its own writes only; a migration
+ * of the parent's pages while the child shares them works. */
+static void fork_on_coherent(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 64 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len / 2, 30);
+	uhmm_test_fill(p + len / 2, len / 2, 31);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	int go[2], back[2];
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(back), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* (The other ends closed: a parent that fails ends us.) */
+		close(go[1]);
+		close(back[0]);
+		char b = 0;
+		int bad = uhmm_test_check(p, len / 2, 30) != (size_t)-1;
+		uhmm_test_fill(p, len / 2, 32); /* the child's own */
+		if (write(back[1], &b, 1) != 1 || read(go[0], &b, 1) != 1)
+			_exit(3);
+		/* The parent wrote and migrated meanwhile. */
+		bad |= uhmm_test_check(p, len / 2, 32) != (size_t)-1;
+		bad |= uhmm_test_check(p + len / 2, len / 2, 31) != (size_t)-1 ? 2 : 0;
+		_exit(bad);
+	}
+	close(go[0]);
+	close(back[1]);
+	char b;
+	assert_int_equal(read(back[0], &b, 1), 1);
+	/* Still in place in the parent (fork did not bring them home). */
+	assert_int_equal(coherent_on(ctx, p, len, dev), len / PG);
+	assert_int_equal(uhmm_test_check(p, len / 2, 30), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + len / 2, len / 2, 31), (size_t)-1);
+	/* Shared copy-on-write with the child: moved home all the same. */
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(uhmm_test_check(p, len / 2, 30), (size_t)-1);
+	assert_int_equal(uhmm_test_check(p + len / 2, len / 2, 31), (size_t)-1);
+	uhmm_test_fill(p, len, 33);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	assert_int_equal(write(go[1], &b, 1), 1);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(uhmm_test_check(p, len, 33), (size_t)-1);
+	close(go[1]);
+	close(back[0]);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* A discard of a coherent page: zeros, its frame back to the device. */
+static void discard_frees_the_frame(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 8 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 41);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	assert_int_equal(madvise(p + 2 * PG, 2 * PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.coherent_pages, 6);
+	assert_int_equal(ds.bytes_in_use, 6 * PG);
+	for (size_t i = 2 * PG; i < 4 * PG; i++)
+		assert_int_equal(p[i], 0);
+	char ref[8 * PG];
+	uhmm_test_fill(ref, sizeof(ref), 41);
+	assert_memory_equal(p, ref, 2 * PG);
+	assert_memory_equal(p + 4 * PG, ref + 4 * PG, 4 * PG);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_sync(ctx));
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.coherent_pages, 0);
+	assert_int_equal(ds.bytes_in_use, 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* simdev's memory on a NUMA node the user names. */
+static void simdev_on_numa_node(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	o.coherent = 1;
+	o.numa_node = 1023; /* no machine here has it */
+	uhmm_device *d;
+	assert_int_equal(uhmm_simdev_create(ctx, &o, &d), -EINVAL);
+	o.numa_node = -2;
+	assert_int_equal(uhmm_simdev_create(ctx, &o, &d), -EINVAL);
+	struct stat st;
+	if (stat("/sys/devices/system/node/node1", &st) != 0) {
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+		TEST_SKIP("this machine has one NUMA node (no node1): binding to "
+			  "another node cannot be tried");
+	}
+	o.numa_node = 1;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &d));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * MiB, (void **)&p));
+	uhmm_test_fill(p, 2 * MiB, 51);
+	ASSERT_OK(uhmm_migrate(ctx, p, 2 * MiB, d, 0));
+	assert_int_equal(uhmm_test_check(p, 2 * MiB, 51), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(cpu_reads_and_writes_in_place),
+	cmocka_unit_test(system_coherent_coherent_private_system),
+	cmocka_unit_test(eviction_under_pressure),
+	cmocka_unit_test(device_accesses_in_place),
+	cmocka_unit_test(exclusive_on_coherent),
+	cmocka_unit_test(fork_on_coherent),
+	cmocka_unit_test(discard_frees_the_frame),
+	cmocka_unit_test(simdev_on_numa_node),
+};
+
+UHMM_TEST_MAIN(tests)
