@@ -68,8 +68,9 @@
 #define INLINE_BYTES (256u << 10)
 /* Spare batch structs kept for reuse. */
 #define BATCH_CACHE_MAX 32u
-/* FROM_DEVICE spans a thread remembers (peer hops). */
-#define HOP_SPANS 8u
+/* FROM_DEVICE spans a thread remembers (peer hops): one per source device
+ * of a batch that moves pages from several devices at once. */
+#define HOP_SPANS 4u
 
 /* A span of system memory a simdev's FROM_DEVICE batch wrote. */
 struct hop_span {
@@ -78,11 +79,18 @@ struct hop_span {
 	uint64_t t;                /* submission, CLOCK_MONOTONIC ns */
 };
 
-/* This thread's last run of FROM_DEVICE-only submissions (see above). */
+/*
+ * This thread's last run of FROM_DEVICE-only submissions (see above).
+ * initial-exec, as every thread variable of uhmm's: the default model
+ * reaches it through __tls_get_addr and the thread's DTV, which glibc
+ * allocates with malloc, in the application's heap -- memory an
+ * application may register, and a fault-service thread migrating the page
+ * that holds its own DTV would wait on itself.  (132 bytes of static TLS.)
+ */
 static __thread struct {
 	unsigned n;                /* spans[0, n) */
 	struct hop_span s[HOP_SPANS];
-} hops;
+} hops __attribute__((tls_model("initial-exec")));
 
 struct copy_batch {
 	struct uhmm_copy *copies;  /* the caller's array */

@@ -6,6 +6,7 @@
  *
  *   uhmm-workloads [--quick] [--oversub F[,F...] | --size BYTES]
  *                  [--dev-mib N] [--link PRESET] [--mode touch|remote|prefetch]
+ *                  [--atomics auto|exclusive|migrate]
  *                  [--only NAME[,NAME...]] [--seed N] [--json] [--list]
  *
  * Each (workload, size) runs in a context and simdev of its own.  Exit
@@ -16,6 +17,7 @@
 #include "wl.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -47,6 +49,7 @@ static struct {
 	uint64_t dev_mib;
 	const char *link;
 	enum wl_mode mode;
+	int atomics;         /* enum uhmm_simdev_atomic_policy */
 	const char *only;
 	uint64_t seed;
 } cfg = { .mode = WL_TOUCH, .seed = 1 };
@@ -105,12 +108,23 @@ static void advise_remote(struct wl *w, void *p, size_t len)
 	(void)uhmm_simdev_advise(w->dev, p, len, UHMM_SIMDEV_MAP_REMOTE);
 }
 
+static void advise_atomics(struct wl *w, void *p, size_t len)
+{
+	if (!p || !len || !cfg.atomics)
+		return;
+	len = (len + WL_PAGE - 1) & ~(size_t)(WL_PAGE - 1);
+	(void)uhmm_simdev_advise_atomics(w->dev, p, len,
+					 (enum uhmm_simdev_atomic_policy)cfg.atomics);
+}
+
 void wl_phase_begin(struct wl *w)
 {
 	if (w->mode == WL_REMOTE) {
 		advise_remote(w, w->arena, w->arena_used);
 		advise_remote(w, w->reg, w->reg_len);
 	}
+	advise_atomics(w, w->arena, w->arena_used);
+	advise_atomics(w, w->reg, w->reg_len);
 	uhmm_stats_get(w->ctx, &w->s0);
 	uhmm_simdev_stats(w->dev, &w->d0);
 	uhmm_simdev_meminfo(w->dev, &w->m0);
@@ -178,6 +192,8 @@ static void usage(FILE *f)
 		"  --mode MODE          touch (migrate on touch, default), remote (map\n"
 		"                       system pages remotely), prefetch (migrate the\n"
 		"                       inputs first, then on touch)\n"
+		"  --atomics POLICY     device atomics on system pages: auto (default),\n"
+		"                       exclusive, migrate (uhmm_simdev_advise_atomics)\n"
 		"  --only LIST          workloads or groups, comma-separated\n"
 		"  --seed N             input seed (default 1)\n"
 		"  --json               JSON on stdout\n"
@@ -351,6 +367,13 @@ static const char *mode_name(enum wl_mode m)
 	return m == WL_REMOTE ? "remote" : m == WL_PREFETCH ? "prefetch" : "touch";
 }
 
+static const char *atomics_name(void)
+{
+	return cfg.atomics == UHMM_SIMDEV_ATOMIC_EXCLUSIVE ? "exclusive"
+	       : cfg.atomics == UHMM_SIMDEV_ATOMIC_MIGRATE ? "migrate"
+							   : "auto";
+}
+
 int main(int argc, char **argv)
 {
 	bool list = false;
@@ -394,6 +417,16 @@ int main(int argc, char **argv)
 				cfg.mode = WL_PREFETCH;
 			else
 				ok = false;
+		} else if (!strcmp(a, "--atomics")) {
+			i++;
+			if (!strcmp(v, "auto"))
+				cfg.atomics = UHMM_SIMDEV_ATOMIC_AUTO;
+			else if (!strcmp(v, "exclusive"))
+				cfg.atomics = UHMM_SIMDEV_ATOMIC_EXCLUSIVE;
+			else if (!strcmp(v, "migrate"))
+				cfg.atomics = UHMM_SIMDEV_ATOMIC_MIGRATE;
+			else
+				ok = false;
 		} else if (!strcmp(a, "--only")) {
 			cfg.only = v, i++;
 			ok = only_valid();
@@ -422,6 +455,11 @@ int main(int argc, char **argv)
 	}
 	if (!cfg.dev_mib)
 		cfg.dev_mib = cfg.quick ? 16 : 64;
+	/* Large buffers (references, inputs) by mmap, always: glibc's
+	 * threshold otherwise grows after a free and puts them in the brk
+	 * heap among the chase workloads' nodes, whose registered span would
+	 * then cover them too. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	if (!cfg.nfactors && !cfg.size) {
 		cfg.factors[0] = 0.5, cfg.factors[1] = 1, cfg.factors[2] = 2;
 		cfg.nfactors = 3;
@@ -430,14 +468,14 @@ int main(int argc, char **argv)
 	const char *link = cfg.link ? cfg.link : getenv("UHMM_SIMDEV_LINK");
 	if (cfg.json)
 		printf("{\"config\": {\"quick\": %s, \"dev_bytes\": %llu, \"link\": \"%s\", "
-		       "\"mode\": \"%s\", \"seed\": %llu},\n \"runs\": [",
+		       "\"mode\": \"%s\", \"atomics\": \"%s\", \"seed\": %llu},\n \"runs\": [",
 		       cfg.quick ? "true" : "false", (unsigned long long)(cfg.dev_mib << 20),
-		       link && *link ? link : "off", mode_name(cfg.mode),
+		       link && *link ? link : "off", mode_name(cfg.mode), atomics_name(),
 		       (unsigned long long)cfg.seed);
 	else
-		printf("uhmm-workloads: device %llu MiB, link %s, mode %s, seed %llu%s\n",
+		printf("uhmm-workloads: device %llu MiB, link %s, mode %s, atomics %s, seed %llu%s\n",
 		       (unsigned long long)cfg.dev_mib, link && *link ? link : "off",
-		       mode_name(cfg.mode), (unsigned long long)cfg.seed,
+		       mode_name(cfg.mode), atomics_name(), (unsigned long long)cfg.seed,
 		       cfg.quick ? ", quick" : "");
 	bool first = true;
 	int failed = 0, runs = 0;
