@@ -7,7 +7,8 @@
  * application pointer reaches it), an allocator of 4 KiB and 2 MiB device
  * pages, and a copy engine running on its own thread(s).  An optional
  * transfer model (bandwidth and per-transfer latency) imitates a PCIe-like
- * link; it is off by default, so copies run at memcpy speed.
+ * link; it is off by default, so copies run at memcpy speed.  Named presets
+ * imitate real links (uhmm_simdev_link_preset(), below).
  *
  * Any number of simdevs can exist at once, in one or several contexts.
  */
@@ -51,6 +52,18 @@ struct uhmm_simdev_opts {
 	 * not below 1024: uhmm_simdev_create() fails with -EINVAL.
 	 */
 	int32_t numa_node;
+	/* Links (see "Transfer model and link presets" below). */
+	/** A link preset by name ("pcie3", "pcie4", "pcie5", "nvlink",
+	 * "c2c", "off"): when set, its figures replace bandwidth_gbps,
+	 * latency_ns, copy_threads, peer_bandwidth_gbps and peer_latency_ns.
+	 * NULL (default): those fields as given, or the UHMM_SIMDEV_LINK
+	 * environment variable when they leave every model off. */
+	const char *link;
+	/** Peer link (device-to-device moves into this simdev), GB/s per
+	 * direction; 0 = no peer model (default). */
+	double peer_bandwidth_gbps;
+	/** Peer link: fixed latency per device-to-device copy, ns; default 0. */
+	uint64_t peer_latency_ns;
 };
 
 /** Fill @opts with the defaults. */
@@ -62,11 +75,108 @@ UHMM_API void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts);
  * @opts may be NULL for the defaults.
  * Errors: -EBADF @ctx is not a live context; -EINVAL @out is NULL, or bad
  * options (opts->size too small, mem_bytes 0 or not a multiple of 2 MiB,
- * copy_threads out of range, negative bandwidth); -ENOMEM; -EAGAIN thread
- * creation failed; errors of uhmm_device_attach().
+ * copy_threads out of range, negative or NaN bandwidth or peer bandwidth,
+ * opts->link not a preset name), or the environment variable
+ * UHMM_SIMDEV_LINK, when it applies, names no preset (the bad name is
+ * printed on stderr); -ENOMEM; -EAGAIN thread creation failed; errors of
+ * uhmm_device_attach().
  */
 UHMM_API int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		       uhmm_device **out);
+
+/*
+ * Transfer model and link presets.
+ *
+ * The model (off by default: copies at memcpy speed) charges each copy of
+ * the copy engine a least duration; the copy's batch completes no earlier.
+ * A link has a bandwidth per direction (host to device and device to host
+ * are full duplex; each direction is shared by all the device's copy
+ * engines), a latency per transfer (one struct uhmm_copy: descriptor
+ * fetch, doorbell, completion) and copy_threads engines, each running one
+ * copy at a time; with several engines the latencies of concurrent copies
+ * overlap while their bytes share the direction's bandwidth:
+ *
+ *     start = max(now, direction free);  direction free = start + bytes / bw
+ *     done  = start + bytes / bw + latency
+ *
+ * A zero fill runs inside the device: latency only.
+ *
+ * The peer link carries device-to-device moves.  uhmm moves a page from one
+ * device to another through a system bounce buffer (old device -> buffer,
+ * then buffer -> new device: two copy batches submitted by the same thread,
+ * src/core/migrate.c).  The destination simdev recognises the second hop
+ * (copies whose source lies in what another simdev's last batches, submitted
+ * by this thread just before and with nothing in between, wrote) and
+ * charges it at its own peer link instead of its host link: the hop then
+ * completes no earlier than the first hop's submission + peer latency +
+ * bytes / peer bandwidth.  The first hop has already been charged at the
+ * source's host link when the second is recognised, so a pair costs
+ * max(first hop at the host link, peer model): exact when the peer link is
+ * the slower, an overestimate when it is the faster (nothing in a copy
+ * descriptor says "peer"; a flag there would make it exact).  Recognised
+ * hops are counted in meminfo (peer_copies, peer_bytes) with or without a
+ * peer model.
+ *
+ * Presets (bandwidths per direction, 10^9 B/s; "achievable" is the order of
+ * what transfer benchmarks report, and what the model uses; latencies are
+ * the order of a small DMA transfer's submission-to-completion time, not a
+ * measurement of any product):
+ *
+ *   name    host link                       bw     lat     engines  peer
+ *   pcie3   PCIe 3.0 x16: 8 GT/s x 16 lanes 12     2 us    2        12 GB/s, 3 us
+ *           128b/130b = 15.75 GB/s raw,                             (P2P through
+ *           ~12 GB/s achievable                                     a switch)
+ *   pcie4   PCIe 4.0 x16: 31.5 GB/s raw,    25     1.5 us  2        25 GB/s, 2.5 us
+ *           ~25 GB/s achievable
+ *   pcie5   PCIe 5.0 x16: 63 GB/s raw,      50     1.2 us  2        50 GB/s, 2 us
+ *           ~50 GB/s achievable
+ *   nvlink  an SXM-class GPU: host over     50     1.2 us  4        360 GB/s, 1 us
+ *           PCIe 5.0 x16; peers over NVLink 4 (18 links x 25 GB/s =
+ *           450 GB/s raw per direction, "900 GB/s" both ways; ~80% modelled)
+ *   c2c     a cache-coherent chip-to-chip   360    0.8 us  4        360 GB/s, 1 us
+ *           link, NVLink-C2C class (Grace Hopper: 900 GB/s both ways,
+ *           450 GB/s raw per direction, ~80% modelled); peers as nvlink
+ *   off     no model: memcpy speed, 1 engine (the same as no preset)
+ *
+ * Selection: opts->link; else, when the options set no model at all
+ * (bandwidth_gbps, latency_ns, peer_bandwidth_gbps and peer_latency_ns all
+ * 0), the environment variable UHMM_SIMDEV_LINK (e.g. UHMM_SIMDEV_LINK=pcie4),
+ * read by uhmm_simdev_create() for each simdev it creates.  An unknown name
+ * fails the creation with -EINVAL.
+ */
+
+/** The figures of a link (uhmm_simdev_link_preset(), uhmm_simdev_link_info()). */
+struct uhmm_simdev_link {
+	const char *name;           /**< "pcie4", ...; "custom"; "off" */
+	const char *what;           /**< one line: what it imitates */
+	double bandwidth_gbps;      /**< host link, per direction, 10^9 B/s; 0: unlimited */
+	uint64_t latency_ns;        /**< per transfer */
+	uint32_t copy_engines;      /**< copy_threads */
+	double peer_bandwidth_gbps; /**< device to device, per direction; 0: unlimited */
+	uint64_t peer_latency_ns;
+};
+
+/**
+ * uhmm_simdev_link_preset - the figures of the preset @name.
+ * Returns 0 and fills @out; -EINVAL @name or @out NULL, or no preset of
+ * that name (names are lower case, matched exactly).  Thread-safe; the
+ * strings are static.
+ */
+UHMM_API int uhmm_simdev_link_preset(const char *name, struct uhmm_simdev_link *out);
+
+/**
+ * uhmm_simdev_link_name - the name of preset number @i (0, 1, ...), to
+ * list them; NULL past the last.  Thread-safe.
+ */
+UHMM_API const char *uhmm_simdev_link_name(unsigned i);
+
+/**
+ * uhmm_simdev_link_info - the link @dev was created with: a preset's
+ * figures and name, "custom" when the options set the model field by
+ * field, "off" when there is no model.  Errors: -EINVAL @dev not a live
+ * simdev or @out NULL.  Thread-safe; the strings are static.
+ */
+UHMM_API int uhmm_simdev_link_info(uhmm_device *dev, struct uhmm_simdev_link *out);
 
 /** Memory use of a simdev (uhmm_simdev_meminfo()). */
 struct uhmm_simdev_meminfo {
@@ -75,6 +185,16 @@ struct uhmm_simdev_meminfo {
 	uint64_t huge_free;       /**< whole free 2 MiB blocks */
 	uint64_t copies;          /**< copies completed successfully */
 	uint64_t bytes_copied;    /**< their bytes (zero fills included) */
+	/** Device-to-device hops into this simdev recognised (see "Transfer
+	 * model and link presets"), counted with or without a peer model,
+	 * and their bytes. */
+	uint64_t peer_copies;
+	uint64_t peer_bytes;
+	/** Least durations the transfer model charged, ns: host-link copies
+	 * (both directions and zero fills), and peer hops.  Computed, not
+	 * measured: the same copies are charged the same. */
+	uint64_t link_model_ns;
+	uint64_t peer_model_ns;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev (NULL, detached, another

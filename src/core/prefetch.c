@@ -44,7 +44,7 @@ struct uhmm_prefetch_req {
 };
 
 /* The prefetch thread is running this thread's migrations. */
-static _Thread_local bool in_prefetch_thread;
+static __thread bool in_prefetch_thread __attribute__((tls_model("initial-exec")));
 
 /* A handle lives until both the caller and the thread let go of it; it
  * never touches its context after it is done (the context may be gone). */

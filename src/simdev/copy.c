@@ -30,6 +30,27 @@
  *     so the caller's core copies beside the workers' instead of idling.
  * With a transfer model set, only the copy_threads workers run copies, as
  * the model's DMA engines.
+ *
+ * Transfer model (include/uhmm/simdev.h, "Transfer model and link
+ * presets").  Each direction of the link (to the device, from it, and peer
+ * hops into it) has a time at which it is next free (simdev.link_free); a
+ * copy reserves bytes / bandwidth of its direction from max(now, free) by
+ * CAS, and completes latency after its reservation ends.  So one engine
+ * runs copies back to back (latency + transfer each), several overlap
+ * their latencies but share the bandwidth.
+ *
+ * Peer hops.  A device-to-device move is two batches from one thread: the
+ * old device's FROM_DEVICE copies into a bounce buffer, then the new
+ * device's TO_DEVICE copies out of it (core/migrate.c).  Each thread keeps,
+ * in thread-local storage, the spans that its last run of consecutive
+ * FROM_DEVICE-only submissions wrote (device, span, time of submission);
+ * any other submission consumes them: its TO_DEVICE copies whose source
+ * lies in a span of another simdev are peer hops (counted; charged at the
+ * peer model when one is set, from the first hop's submission on).  An
+ * invalidation delivered in the thread forgets them too (simdev.c's hop
+ * notifier): every migration starts with one, before its copies, so a move
+ * device -> system followed by a move system -> device is not taken for a
+ * peer hop, while the two hops of one device-to-device batch are.
  */
 #define _GNU_SOURCE
 #include "simdev/simdev_internal.h"
@@ -47,6 +68,29 @@
 #define INLINE_BYTES (256u << 10)
 /* Spare batch structs kept for reuse. */
 #define BATCH_CACHE_MAX 32u
+/* FROM_DEVICE spans a thread remembers (peer hops): one per source device
+ * of a batch that moves pages from several devices at once. */
+#define HOP_SPANS 4u
+
+/* A span of system memory a simdev's FROM_DEVICE batch wrote. */
+struct hop_span {
+	const struct simdev *src;
+	uintptr_t lo, hi;
+	uint64_t t;                /* submission, CLOCK_MONOTONIC ns */
+};
+
+/*
+ * This thread's last run of FROM_DEVICE-only submissions (see above).
+ * initial-exec, as every thread variable of uhmm's: the default model
+ * reaches it through __tls_get_addr and the thread's DTV, which glibc
+ * allocates with malloc, in the application's heap -- memory an
+ * application may register, and a fault-service thread migrating the page
+ * that holds its own DTV would wait on itself.  (132 bytes of static TLS.)
+ */
+static __thread struct {
+	unsigned n;                /* spans[0, n) */
+	struct hop_span s[HOP_SPANS];
+} hops __attribute__((tls_model("initial-exec")));
 
 struct copy_batch {
 	struct uhmm_copy *copies;  /* the caller's array */
@@ -61,6 +105,10 @@ struct copy_batch {
 	bool waited;               /* a copy_wait owns it */
 	struct copy_batch *qnext;  /* queue link */
 	struct copy_batch *hnext;  /* fence-table or cache link */
+	/* Peer hops: the spans of other simdevs its TO_DEVICE copies read
+	 * (only with a peer model; npeer 0 otherwise). */
+	unsigned npeer;
+	struct hop_span peer[HOP_SPANS];
 };
 
 static uint64_t now_ns(void)
@@ -77,20 +125,63 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
 
 /* ---- transfer model ----------------------------------------------------- */
 
-/*
- * Least duration of copy @c: the link latency plus bytes / bandwidth.  A
- * ZERO fill happens inside the device, so it pays the latency only.
- */
-static uint64_t transfer_ns(const struct simdev *sd, const struct uhmm_copy *c)
+/* bytes / bandwidth in ns (GB/s = bytes per ns); 0 for no limit. */
+static uint64_t xfer_ns(uint64_t bytes, double gbps)
 {
-	uint64_t ns = sd->latency_ns;
+	if (!(gbps > 0))
+		return 0;
+	double t = (double)bytes / gbps;
+	return t >= 1.8e19 ? UINT64_MAX : (uint64_t)t;
+}
 
-	if (sd->bandwidth_gbps > 0 && c->dir != UHMM_COPY_ZERO) {
-		/* GB/s = bytes per ns. */
-		double t = (double)c->npages * UHMM_PAGE_SIZE / sd->bandwidth_gbps;
-		ns = t >= 1.8e19 ? UINT64_MAX : sat_add(ns, (uint64_t)t);
+/* True if the simdev has a peer model. */
+static bool peer_modelled(const struct simdev *sd)
+{
+	return sd->peer_bandwidth_gbps > 0 || sd->peer_latency_ns > 0;
+}
+
+/*
+ * The time copy @c (valid) may complete by the transfer model, from @now,
+ * or 0 when it is free; reserves its direction of the link and adds what
+ * it charges to the counters.  @peer: the span of the first hop when @c is
+ * a peer hop (and the simdev has a peer model).  A ZERO fill happens inside
+ * the device: latency only.
+ */
+static uint64_t link_charge(struct simdev *sd, const struct uhmm_copy *c,
+			    const struct hop_span *peer, uint64_t now)
+{
+	uint64_t bytes = (uint64_t)c->npages * UHMM_PAGE_SIZE;
+	uint64_t lat, xfer, from = now;
+	_Atomic uint64_t *fr;
+
+	if (peer) {
+		lat = sd->peer_latency_ns;
+		xfer = xfer_ns(bytes, sd->peer_bandwidth_gbps);
+		fr = &sd->link_free[SD_LINK_PEER_IN];
+		from = peer->t < now ? peer->t : now; /* the pair's start */
+	} else if (c->dir == UHMM_COPY_ZERO) {
+		if (!sd->latency_ns)
+			return 0;
+		atomic_fetch_add_explicit(&sd->link_model_ns, sd->latency_ns,
+					  memory_order_relaxed);
+		return sat_add(now, sd->latency_ns);
+	} else {
+		lat = sd->latency_ns;
+		xfer = xfer_ns(bytes, sd->bandwidth_gbps);
+		fr = &sd->link_free[c->dir == UHMM_COPY_TO_DEVICE ? SD_LINK_TO_DEV
+								  : SD_LINK_FROM_DEV];
 	}
-	return ns;
+	if (!lat && !xfer)
+		return 0;
+	uint64_t start, cur = atomic_load_explicit(fr, memory_order_relaxed);
+	do {
+		start = cur > from ? cur : from;
+	} while (!atomic_compare_exchange_weak_explicit(fr, &cur, sat_add(start, xfer),
+							memory_order_relaxed,
+							memory_order_relaxed));
+	atomic_fetch_add_explicit(peer ? &sd->peer_model_ns : &sd->link_model_ns,
+				  sat_add(lat, xfer), memory_order_relaxed);
+	return sat_add(sat_add(start, xfer), lat);
 }
 
 static void sleep_until(uint64_t deadline)
@@ -143,18 +234,31 @@ static void copy_move_data(struct simdev *sd, const struct uhmm_copy *c,
 	}
 }
 
+/* The first-hop span of batch @b that copy @c reads, if @c is a peer hop. */
+static const struct hop_span *peer_span(const struct copy_batch *b,
+					const struct uhmm_copy *c)
+{
+	if (c->dir != UHMM_COPY_TO_DEVICE)
+		return NULL;
+	uintptr_t a = (uintptr_t)c->sys;
+	for (unsigned i = 0; i < b->npeer; i++)
+		if (a >= b->peer[i].lo && a < b->peer[i].hi)
+			return &b->peer[i];
+	return NULL;
+}
+
 /*
- * Runs copy @c whole and returns its status.  An injected failure writes
- * the first half of the destination, then reports -EIO, as a link error in
- * the middle of a transfer would.
+ * Runs copy @c of batch @b whole and returns its status.  An injected
+ * failure writes the first half of the destination, then reports -EIO, as
+ * a link error in the middle of a transfer would.
  */
-static int copy_run_one(struct simdev *sd, const struct uhmm_copy *c)
+static int copy_run_one(struct simdev *sd, const struct copy_batch *b,
+			const struct uhmm_copy *c)
 {
 	if (!copy_is_valid(&sd->mem, c))
 		return -EINVAL;
 
-	uint64_t model = transfer_ns(sd, c);
-	uint64_t deadline = model ? sat_add(now_ns(), model) : 0;
+	uint64_t deadline = link_charge(sd, c, peer_span(b, c), now_ns());
 	bool fail = uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_COPY]);
 	copy_move_data(sd, c, 0, c->npages, fail);
 	if (deadline)
@@ -191,7 +295,7 @@ static void fence_del_locked(struct copy_engine *eng, struct copy_batch *b)
 /* True if copies run on the copy_threads workers only (transfer model). */
 static bool engine_modelled(const struct simdev *sd)
 {
-	return sd->bandwidth_gbps > 0 || sd->latency_ns > 0;
+	return sd->bandwidth_gbps > 0 || sd->latency_ns > 0 || peer_modelled(sd);
 }
 
 /*
@@ -285,7 +389,7 @@ static int chunk_run(struct simdev *sd, struct copy_batch *b, const struct chunk
 	}
 	int err = 0;
 	for (size_t i = ch->first; i < ch->first + ch->k; i++) {
-		int st = copy_run_one(sd, &b->copies[i]);
+		int st = copy_run_one(sd, b, &b->copies[i]);
 		b->copies[i].status = (int16_t)st;
 		if (st && *err_idx == SIZE_MAX) {
 			*err_idx = i;
@@ -447,6 +551,79 @@ static uint64_t batch_bytes(const struct uhmm_copy *c, size_t n)
 	return bytes;
 }
 
+void uhmm__copy_hops_forget(void)
+{
+	hops.n = 0;
+}
+
+/*
+ * Peer hops of a submission of @copies[0, n) to @sd (see the top of the
+ * file): a FROM_DEVICE-only batch adds its span to this thread's run; any
+ * other consumes the run, counting its TO_DEVICE copies that read a span of
+ * another simdev, and, with a peer model, leaves those spans in @peer
+ * (HOP_SPANS of them) for the copies' charge.  Returns how many it left.
+ */
+static unsigned hops_note(struct simdev *sd, const struct uhmm_copy *copies, size_t n,
+			  struct hop_span *peer)
+{
+	bool from_only = n > 0;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	for (size_t i = 0; i < n && from_only; i++) {
+		if (copies[i].dir != UHMM_COPY_FROM_DEVICE || !copies[i].sys) {
+			from_only = false;
+			break;
+		}
+		uintptr_t a = (uintptr_t)copies[i].sys;
+		uintptr_t e = a + (uintptr_t)copies[i].npages * UHMM_PAGE_SIZE;
+		lo = a < lo ? a : lo;
+		hi = e > hi ? e : hi;
+	}
+	if (from_only) {
+		if (hops.n == HOP_SPANS) { /* the oldest goes */
+			memmove(&hops.s[0], &hops.s[1], (HOP_SPANS - 1) * sizeof(hops.s[0]));
+			hops.n--;
+		}
+		hops.s[hops.n++] = (struct hop_span){ .src = sd, .lo = lo, .hi = hi,
+						      .t = now_ns() };
+		return 0;
+	}
+	if (!hops.n)
+		return 0;
+	/* Spans of other simdevs only: a device reading back what it wrote
+	 * itself is no peer hop. */
+	unsigned ns = 0;
+	for (unsigned j = 0; j < hops.n; j++)
+		if (hops.s[j].src != sd)
+			peer[ns++] = hops.s[j];
+	hops.n = 0;
+	uint64_t nhop = 0, bytes = 0;
+	bool used[HOP_SPANS] = { false };
+	for (size_t i = 0; i < n && ns; i++) {
+		if (copies[i].dir != UHMM_COPY_TO_DEVICE)
+			continue;
+		uintptr_t a = (uintptr_t)copies[i].sys;
+		for (unsigned j = 0; j < ns; j++) {
+			if (a >= peer[j].lo && a < peer[j].hi) {
+				nhop++;
+				bytes += (uint64_t)copies[i].npages * UHMM_PAGE_SIZE;
+				used[j] = true;
+				break;
+			}
+		}
+	}
+	if (nhop) {
+		atomic_fetch_add_explicit(&sd->peer_copies, nhop, memory_order_relaxed);
+		atomic_fetch_add_explicit(&sd->peer_bytes, bytes, memory_order_relaxed);
+	}
+	if (!peer_modelled(sd))
+		return 0;
+	unsigned k = 0;
+	for (unsigned j = 0; j < ns; j++)
+		if (used[j])
+			peer[k++] = peer[j];
+	return k;
+}
+
 int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 		      uhmm_fence_t *fence)
 {
@@ -454,6 +631,8 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 
 	if (!fence || (n && !copies))
 		return -EINVAL;
+	struct hop_span peer[HOP_SPANS];
+	unsigned npeer = hops_note(sd, copies, n, peer);
 	bool small = n > 0 && !engine_modelled(sd) && batch_bytes(copies, n) <= INLINE_BYTES;
 
 	pthread_mutex_lock(&eng->lock);
@@ -480,7 +659,9 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 		.complete = n == 0, /* an empty batch is complete at once */
 		.err_idx = SIZE_MAX,
 		.fence = eng->next_fence++,
+		.npeer = npeer,
 	};
+	memcpy(b->peer, peer, npeer * sizeof(peer[0]));
 	struct copy_batch **bucket = fence_bucket_locked(eng, b->fence);
 	b->hnext = *bucket;
 	*bucket = b;

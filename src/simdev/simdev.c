@@ -26,6 +26,55 @@
 /* Numbers the default names simdev0, simdev1, ... across the process. */
 static _Atomic unsigned simdev_seq;
 
+/* ---- link presets (simdev.h, "Transfer model and link presets") --------- */
+
+static const struct uhmm_simdev_link presets[] = {
+	{ "pcie3", "PCIe 3.0 x16 (15.75 GB/s raw, ~12 GB/s achievable per direction)",
+	  12.0, 2000, 2, 12.0, 3000 },
+	{ "pcie4", "PCIe 4.0 x16 (31.5 GB/s raw, ~25 GB/s achievable per direction)",
+	  25.0, 1500, 2, 25.0, 2500 },
+	{ "pcie5", "PCIe 5.0 x16 (63 GB/s raw, ~50 GB/s achievable per direction)",
+	  50.0, 1200, 2, 50.0, 2000 },
+	{ "nvlink", "host over PCIe 5.0 x16, peers over NVLink 4 (450 GB/s raw per direction)",
+	  50.0, 1200, 4, 360.0, 1000 },
+	{ "c2c", "cache-coherent chip-to-chip link, NVLink-C2C class (450 GB/s raw per direction)",
+	  360.0, 800, 4, 360.0, 1000 },
+	{ "off", "no transfer model (memcpy speed)", 0, 0, 1, 0, 0 },
+};
+#define NPRESETS (sizeof(presets) / sizeof(presets[0]))
+
+const struct uhmm_simdev_link *uhmm__link_preset(const char *name)
+{
+	if (!name)
+		return NULL;
+	for (size_t i = 0; i < NPRESETS; i++)
+		if (!strcmp(name, presets[i].name))
+			return &presets[i];
+	return NULL;
+}
+
+int uhmm_simdev_link_preset(const char *name, struct uhmm_simdev_link *out)
+{
+	const struct uhmm_simdev_link *p = uhmm__link_preset(name);
+
+	if (!p || !out)
+		return -EINVAL;
+	*out = *p;
+	return 0;
+}
+
+const char *uhmm_simdev_link_name(unsigned i)
+{
+	return i < NPRESETS ? presets[i].name : NULL;
+}
+
+/* True if @o sets no transfer model of its own (UHMM_SIMDEV_LINK applies). */
+static bool opts_no_model(const struct uhmm_simdev_opts *o)
+{
+	return o->bandwidth_gbps == 0 && o->latency_ns == 0 &&
+	       o->peer_bandwidth_gbps == 0 && o->peer_latency_ns == 0;
+}
+
 void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 {
 	if (!opts)
@@ -43,6 +92,9 @@ void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 		.tlb_entries = 64,
 		.coherent = 0,
 		.numa_node = -1,
+		.link = NULL,
+		.peer_bandwidth_gbps = 0,
+		.peer_latency_ns = 0,
 	};
 }
 
@@ -55,6 +107,10 @@ static int opts_check(const struct uhmm_simdev_opts *o)
 	if (o->copy_threads == 0 || o->copy_threads > SIMDEV_MAX_THREADS)
 		return -EINVAL;
 	if (isnan(o->bandwidth_gbps) || o->bandwidth_gbps < 0)
+		return -EINVAL;
+	if (isnan(o->peer_bandwidth_gbps) || o->peer_bandwidth_gbps < 0)
+		return -EINVAL;
+	if (o->link && !uhmm__link_preset(o->link))
 		return -EINVAL;
 	if (o->compute_units < 1 || o->compute_units > 16)
 		return -EINVAL;
@@ -98,11 +154,36 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	if (err)
 		return err;
 
+	/* The link: a preset's figures, or the fields as given. */
+	const struct uhmm_simdev_link *lk = uhmm__link_preset(opts->link);
+	struct uhmm_simdev_link custom = {
+		.name = opts_no_model(opts) ? "off" : "custom",
+		.what = opts_no_model(opts) ? "no transfer model (memcpy speed)"
+					    : "figures given in the options",
+		.bandwidth_gbps = opts->bandwidth_gbps,
+		.latency_ns = opts->latency_ns,
+		.copy_engines = opts->copy_threads,
+		.peer_bandwidth_gbps = opts->peer_bandwidth_gbps,
+		.peer_latency_ns = opts->peer_latency_ns,
+	};
+	if (!lk)
+		lk = &custom;
+
 	struct simdev *sd = uhmm__umem_calloc(1, sizeof(*sd));
 	if (!sd)
 		return -ENOMEM;
-	sd->bandwidth_gbps = opts->bandwidth_gbps;
-	sd->latency_ns = opts->latency_ns;
+	sd->bandwidth_gbps = lk->bandwidth_gbps;
+	sd->latency_ns = lk->latency_ns;
+	sd->peer_bandwidth_gbps = lk->peer_bandwidth_gbps;
+	sd->peer_latency_ns = lk->peer_latency_ns;
+	sd->link_name = lk->name; /* static strings either way */
+	sd->link_what = lk->what;
+	for (unsigned i = 0; i < 3; i++)
+		atomic_init(&sd->link_free[i], 0);
+	atomic_init(&sd->peer_copies, 0);
+	atomic_init(&sd->peer_bytes, 0);
+	atomic_init(&sd->link_model_ns, 0);
+	atomic_init(&sd->peer_model_ns, 0);
 	sd->compute_units = opts->compute_units;
 	sd->lanes_per_cu = opts->lanes_per_cu;
 	sd->fault_batch = opts->fault_batch;
@@ -132,7 +213,7 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 			goto fail_free;
 		}
 	}
-	err = uhmm__copy_start(sd, opts->copy_threads);
+	err = uhmm__copy_start(sd, lk->copy_engines);
 	if (err)
 		goto fail_mem;
 	*out = sd;
@@ -423,6 +504,10 @@ void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out)
 	out->copies = atomic_load_explicit(&sd->copies, memory_order_relaxed);
 	out->bytes_copied = atomic_load_explicit(&sd->bytes_copied,
 						 memory_order_relaxed);
+	out->peer_copies = atomic_load_explicit(&sd->peer_copies, memory_order_relaxed);
+	out->peer_bytes = atomic_load_explicit(&sd->peer_bytes, memory_order_relaxed);
+	out->link_model_ns = atomic_load_explicit(&sd->link_model_ns, memory_order_relaxed);
+	out->peer_model_ns = atomic_load_explicit(&sd->peer_model_ns, memory_order_relaxed);
 }
 
 /* ---- ops table ---------------------------------------------------------- */
@@ -477,6 +562,9 @@ static void simdev_destroy(void *priv)
 
 	if (!sd)
 		return;
+	if (sd->hop_notifier)
+		(void)uhmm_notifier_remove(sd->hop_notifier);
+	sd->hop_notifier = NULL;
 	uhmm__compute_stop(sd);
 	uhmm__copy_stop(sd);
 	uhmm__devmem_fini(&sd->mem);
@@ -534,17 +622,45 @@ int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
 
 /* ---- public API --------------------------------------------------------- */
 
+/* The hop notifier's callback: an invalidation in this thread ends its run
+ * of FROM_DEVICE spans (copy.c, peer hops). */
+static void hops_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			    void *priv)
+{
+	(void)n;
+	(void)ev;
+	(void)priv;
+	uhmm__copy_hops_forget();
+}
+
 int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		       uhmm_device **out)
 {
 	struct simdev *sd;
 	char namebuf[32];
+	struct uhmm_simdev_opts o;
 
 	if (!out)
 		return -EINVAL;
 	if (!ctx)
 		return -EBADF;
-	int err = uhmm__simdev_new(opts, &sd);
+	if (opts && opts->size < sizeof(o))
+		return -EINVAL; /* (before reading past what the caller has) */
+	if (opts)
+		o = *opts;
+	else
+		uhmm_simdev_opts_init(&o);
+	/* UHMM_SIMDEV_LINK names the preset of simdevs whose options choose
+	 * no link of their own. */
+	const char *env = getenv("UHMM_SIMDEV_LINK");
+	if (env && *env && !o.link && opts_no_model(&o)) {
+		if (!uhmm__link_preset(env)) {
+			fprintf(stderr, "uhmm simdev: UHMM_SIMDEV_LINK: no preset '%s'\n", env);
+			return -EINVAL;
+		}
+		o.link = env;
+	}
+	int err = uhmm__simdev_new(&o, &sd);
 	if (err)
 		return err;
 
@@ -561,6 +677,11 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 	}
 	uhmm__trace_device_mem(*out, sd->mem.bytes);
 	err = uhmm__compute_start(sd, ctx, *out);
+	if (!err)
+		err = uhmm_notifier_insert(ctx, SD_VA_START, SD_VA_END - SD_VA_START,
+					   hops_invalidate, sd, &sd->hop_notifier);
+	if (err)
+		sd->hop_notifier = NULL;
 #ifdef UHMM_FAULT_INJECT
 	/* Armed last: creation itself never meets an injected failure. */
 	const char *env = getenv("UHMM_FAULT_INJECT");
@@ -581,6 +702,24 @@ struct simdev *uhmm__simdev_of(uhmm_device *dev)
 	if (!dev || uhmm_device_ops_of(dev) != &uhmm__simdev_ops)
 		return NULL;
 	return uhmm_device_priv(dev);
+}
+
+int uhmm_simdev_link_info(uhmm_device *dev, struct uhmm_simdev_link *out)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd || !out)
+		return -EINVAL;
+	*out = (struct uhmm_simdev_link){
+		.name = sd->link_name,
+		.what = sd->link_what,
+		.bandwidth_gbps = sd->bandwidth_gbps,
+		.latency_ns = sd->latency_ns,
+		.copy_engines = sd->eng.nthreads,
+		.peer_bandwidth_gbps = sd->peer_bandwidth_gbps,
+		.peer_latency_ns = sd->peer_latency_ns,
+	};
+	return 0;
 }
 
 int uhmm_simdev_meminfo(uhmm_device *dev, struct uhmm_simdev_meminfo *out)

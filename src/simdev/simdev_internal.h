@@ -176,6 +176,9 @@ int uhmm__copy_submit(struct simdev *sd, struct uhmm_copy *copies, size_t n,
 		      uhmm_fence_t *fence);
 int uhmm__copy_wait(struct simdev *sd, uhmm_fence_t fence);
 int uhmm__copy_fence(struct simdev *sd);
+/* Forgets the calling thread's FROM_DEVICE spans (peer-hop recognition):
+ * called by the hop notifier on every invalidation. */
+void uhmm__copy_hops_forget(void);
 
 /* ------------------------------------------------------------------------ */
 /* simdev.c                                                                  */
@@ -216,12 +219,27 @@ struct simdev_fault {
 
 struct sd_compute;
 
+/* Directions of a simdev's link (struct simdev.link_free). */
+enum sd_link_dir { SD_LINK_TO_DEV = 0, SD_LINK_FROM_DEV = 1, SD_LINK_PEER_IN = 2 };
+
 struct simdev {
 	struct devmem mem;
 	struct copy_engine eng;
-	/* Transfer model, fixed at creation. */
+	/* Transfer model, fixed at creation (copy.c, "transfer model"). */
 	double bandwidth_gbps;             /* 0: unlimited */
 	uint64_t latency_ns;
+	double peer_bandwidth_gbps;        /* 0: unlimited */
+	uint64_t peer_latency_ns;
+	const char *link_name;             /* preset, "custom" or "off" (static) */
+	const char *link_what;
+	/* When each direction of the link is next free (CLOCK_MONOTONIC ns),
+	 * by enum sd_link_dir; advanced by CAS. */
+	_Atomic uint64_t link_free[3];
+	_Atomic uint64_t peer_copies, peer_bytes;   /* hops recognised */
+	_Atomic uint64_t link_model_ns, peer_model_ns; /* charged */
+	/* Over the whole address space; its callback forgets the thread's
+	 * FROM_DEVICE spans (copy.c, peer hops).  NULL until attached. */
+	struct uhmm_notifier *hop_notifier;
 	/* Fault injection, by enum uhmm_simdev_fault.  ALLOC, ALLOC_4K and
 	 * ALLOC_2M count alloc calls with n > 0 (of their order), COPY valid
 	 * struct uhmm_copy, SUBMIT copy_submit calls with n > 0, PT device
@@ -246,6 +264,9 @@ struct simdev {
  * Release with uhmm__simdev_ops.destroy(sd).
  */
 int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out);
+
+/* The preset @name, or NULL when none has that name (simdev.c). */
+const struct uhmm_simdev_link *uhmm__link_preset(const char *name);
 
 /* uhmm_simdev_meminfo() and uhmm_simdev_inject() on the backend itself. */
 void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out);
