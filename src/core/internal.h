@@ -69,6 +69,12 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
 #define PG_DISCARD 0x10u
 #define PG_LOCKBITS (PG_LOCKED | PG_WAITERS | PG_PARKED | PG_ZAPPED)
 #define PG_EXCL 0x20u /* with a device id: held exclusively, data in slot dpfn */
+/* OWNDISC: the lock owner (a no-move migration) is discarding the CPU page
+ * itself (MADV_DONTNEED): the REMOVE event of that discard is uhmm's own,
+ * and the service thread consumes the mark instead of zapping the page
+ * (uhmm__ranges_own_discard).  Set only by the owner, cleared by the
+ * service thread or by the unlock. */
+#define PG_OWNDISC 0x40u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
 #define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL)
@@ -369,6 +375,11 @@ struct uhmm_ctx {
 	bool user_mode_only;
 	bool has_move;            /* the kernel has UFFDIO_MOVE */
 	bool move_in;             /* install pages with it (else UFFDIO_COPY) */
+	bool move_out;            /* take pages out toward a device with it
+				   * (else the no-move path, migrate.c) */
+	bool wp;                  /* ranges registered for write-protection */
+	int mem_fd;               /* /proc/self/mem: reads that never wait
+				   * on a userfault (the no-move path) */
 	bool has_poison;
 	/* UHMM_CTX_SIGBUS: faulting threads serve themselves (sigbus.c). */
 	bool sigbus;
@@ -486,6 +497,11 @@ void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
 int uhmm__uffd_open(struct uhmm_ctx *ctx);
 int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);
 int uhmm__uffd_register(int fd, uintptr_t start, size_t len);
+/* With wp, also for write-protection (UFFDIO_REGISTER_MODE_WP). */
+int uhmm__uffd_register_wp(int fd, uintptr_t start, size_t len, bool wp);
+/* UFFDIO_WRITEPROTECT: set (wp) or clear it; clearing wakes the threads
+ * waiting on a write-protect fault there. */
+int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 /* Each returns bytes handled (>= 0), or -errno with *done set to the bytes
  * handled before the error.  The kernel's count of a failed call can fall
@@ -528,6 +544,9 @@ int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);
 /* 0 if [start, end) is mapped, private, anonymous, readable and writable;
  * -EFAULT (a hole) or -EOPNOTSUPP otherwise. */
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end);
+/* The same with flags: VMA_NEED_WRITE (else read-only memory passes). */
+#define VMA_NEED_WRITE 1u
+int uhmm__check_vmas(uintptr_t start, uintptr_t end, unsigned flags);
 /* Find the range containing addr and take a reference, or NULL. */
 struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
 void uhmm__range_put(struct uhmm_range *r);
@@ -537,6 +556,10 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
  * the part are freed; locked ones are marked ZAPPED.  Service thread only
  * (never blocks on a page). */
 void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* A REMOVE of [start, end): if every page of it is marked PG_OWNDISC (a
+ * no-move migration discarding the CPU copy of pages it holds), consume
+ * the marks and return true: the event is uhmm's own.  Service thread. */
+bool uhmm__ranges_own_discard(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* Discard device pages of [start, end) (MADV_DONTNEED).  Service thread. */
 void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* mremap moved [from, from + len) to to.  Service thread. */
@@ -707,6 +730,10 @@ bool uhmm__notifier_of(struct uhmm_notifier *n, struct uhmm_ctx *ctx);
 
 /* rangefault.c */
 int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* The CPU's rights on each page of [start, end): rights[i] is 1 (read),
+ * 3 (read and write) or 0 (a hole, or no access).  0 or -errno. */
+int uhmm__range_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       uint8_t *rights);
 
 /* exclusive.c */
 /* Give pages [idx, idx + n) of r back to the CPU if a device holds them

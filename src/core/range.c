@@ -138,11 +138,17 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 
 /* ---- checking what the caller hands us ---- */
 
-/*
- * Every VMA of [start, end) must be private, anonymous, readable and
- * writable: read /proc/self/maps (the VMAs a fault will meet).
- */
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
+{
+	return uhmm__check_vmas(start, end, VMA_NEED_WRITE);
+}
+
+/*
+ * Every VMA of [start, end) must be private, anonymous and readable (and
+ * writable with VMA_NEED_WRITE): read /proc/self/maps (the VMAs a fault
+ * will meet).
+ */
+int uhmm__check_vmas(uintptr_t start, uintptr_t end, unsigned flags)
 {
 	/* Not stdio: its buffers come from malloc (util/umem.h). */
 	struct uhmm_lines f;
@@ -168,7 +174,8 @@ int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 		bool anon = ino == 0 && (path[0] == '\n' || path[0] == '\0' ||
 					 !strncmp(path, "[heap]", 6) ||
 					 !strncmp(path, "[anon:", 6));
-		if (perms[3] != 'p' || !anon || perms[0] != 'r' || perms[1] != 'w') {
+		if (perms[3] != 'p' || !anon || perms[0] != 'r' ||
+		    ((flags & VMA_NEED_WRITE) && perms[1] != 'w')) {
 			err = -EOPNOTSUPP;
 			break;
 		}
@@ -227,7 +234,7 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		return err;
 	}
 	/* Registered after it is in the table: a fault is never unknown. */
-	err = uhmm__uffd_register(ctx->uffd, start, len);
+	err = uhmm__uffd_register_wp(ctx->uffd, start, len, ctx->wp);
 	if (err) {
 		pthread_rwlock_wrlock(&ctx->ranges_lock);
 		size_t i = lower_bound_locked(ctx, start);
@@ -344,7 +351,9 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	err = uhmm__check_anon_private(a, a + len);
+	/* Read-only memory too: its pages migrate by the no-move path
+	 * (migrate.c), and come back read-only. */
+	err = uhmm__check_vmas(a, a + len, 0);
 	if (!err)
 		err = add_range(ctx, a, len, false);
 	uhmm__ctx_exit(ctx);
@@ -432,6 +441,40 @@ out:
 }
 
 /* ---- following the CPU page table (service thread) ---- */
+
+bool uhmm__ranges_own_discard(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	/* Every page marked?  The marks are set by the owners of the locks
+	 * before their madvise, which waits for this event to be read: they
+	 * cannot change under us but by our own hand. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uintptr_t a = start; a < end;) {
+			struct uhmm_range *r = uhmm__range_get(ctx, a);
+			if (!r)
+				return false;
+			uintptr_t e = range_end(r) < end ? range_end(r) : end;
+			for (uintptr_t x = a; x < e; x += PAGE_SIZE) {
+				size_t i = (x - r->start) >> PAGE_SHIFT;
+				if (!range_blk_present(r, i)) {
+					uhmm__range_put(r);
+					return false;
+				}
+				struct uhmm_page *p = range_page(r, i);
+				uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+				if (!pass && (w & (PG_LOCKED | PG_OWNDISC)) != (PG_LOCKED | PG_OWNDISC)) {
+					uhmm__range_put(r);
+					return false;
+				}
+				if (pass)
+					atomic_fetch_and_explicit(&p->word, ~PG_OWNDISC,
+								  memory_order_relaxed);
+			}
+			a = e;
+			uhmm__range_put(r);
+		}
+	}
+	return true;
+}
 
 void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {

@@ -875,6 +875,14 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			 bool write, uint64_t fault_addr, struct how *how)
 {
 	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
+	/* A write-protect fault (ctx->wp: a no-move migration protected the
+	 * page while it copied it, and kept it): the page is present, so the
+	 * fill below finds it there (EEXIST) and wakes the thread, which
+	 * writes.  A SIGBUS handler cannot tell the two faults apart: a
+	 * write to a page at home clears the protection either way. */
+	if (ctx->wp && write && pg_loc(w) == LOC_CPU)
+		(void)uhmm__uffd_writeprotect(ctx->uffd, r->start + (idx << PAGE_SHIFT),
+					      PAGE_SIZE, false);
 	if (pg_loc(w) == LOC_CPU)
 		serve_zero(ctx, r, idx, write, how);
 	else if (pg_excl(w))
@@ -1075,9 +1083,14 @@ static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 	case UFFD_EVENT_REMOVE:
 		/* Read before the kernel zaps: mirrors drop the pages
 		 * now, racing only the zap itself. */
-		STAT_INC(ctx, events_remove);
 		start = m->arg.remove.start;
 		end = m->arg.remove.end;
+		/* uhmm's own discard (a no-move migration dropping the CPU
+		 * copy of pages it holds, migrate.c): nothing to tell, and
+		 * not the application's madvise to count. */
+		if (uhmm__ranges_own_discard(ctx, start, end))
+			break;
+		STAT_INC(ctx, events_remove);
 		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_ZAP, NULL, 0);
 		event_hook(ctx, start, end);
 		uhmm__ranges_zap(ctx, start, end);
