@@ -155,6 +155,9 @@ struct uhmm_range {
 	size_t first;
 	_Atomic long refs;
 	bool owned;       /* from uhmm_alloc: uhmm_free may unmap it */
+	bool grown;       /* the grown tail of the range that ends at start
+			   * (mremap grew its mapping: uhmm__ranges_grow);
+			   * freed and unregistered with it */
 	atomic_bool dead;    /* removed from the table */
 	atomic_bool closing; /* being unregistered: no new device pages */
 };
@@ -355,6 +358,7 @@ struct install_req {
 struct fault_req {
 	uintptr_t addr;
 	uint64_t flags;          /* UFFD_PAGEFAULT_FLAG_WRITE */
+	bool unknown;            /* out: the address is not managed */
 	_Atomic uint32_t done;
 	struct fault_req *next;
 };
@@ -550,8 +554,16 @@ int uhmm__check_vmas(uintptr_t start, uintptr_t end, unsigned flags);
 /* Find the range containing addr and take a reference, or NULL. */
 struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
 void uhmm__range_put(struct uhmm_range *r);
-/* 0 if [start, end) is covered by managed ranges, -EFAULT otherwise. */
+/* 0 if [start, end) is covered by managed ranges, -EFAULT otherwise.
+ * What is not covered is first looked at as a grown tail
+ * (uhmm__ranges_grow). */
 int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* Is addr in the grown tail of a managed range (mremap grew the mapping
+ * in place, or moved and grew it: the kernel's VMA, registered with our
+ * userfaultfd, goes on past the range's end)?  Then the tail, up to the
+ * mapping's end or the next range, becomes a managed range (grown) and
+ * 0 is returned; -EFAULT otherwise.  Reads /proc/self/maps. */
+int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr);
 /* Take [start, end) out of the table (splitting ranges); device pages of
  * the part are freed; locked ones are marked ZAPPED.  Service thread only
  * (never blocks on a page). */
@@ -630,12 +642,13 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
  * in r (a reference the caller holds), on the faulting thread.  May sleep
  * on the page lock, the copy engine, device fences and the service thread.
  * uhmm__fault_request: hand the fault to the service thread and wait until
- * it is served.  uhmm__sb_enter/leave bracket an install by a faulting
+ * it is served (false: the address is not managed, not even as the grown
+ * tail of a range, uhmm__ranges_grow).  uhmm__sb_enter/leave bracket an install by a faulting
  * thread: enter fails while the service thread reads or handles events.
  */
 void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr,
 		      bool write);
-void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write);
+bool uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write);
 bool uhmm__sb_enter(struct uhmm_ctx *ctx);
 void uhmm__sb_leave(struct uhmm_ctx *ctx);
 

@@ -120,13 +120,15 @@ struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr)
 	return r;
 }
 
-int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+static int cover_once(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      uintptr_t *gap)
 {
 	int err = 0;
 	pthread_rwlock_rdlock(&ctx->ranges_lock);
 	for (uintptr_t a = start; a < end;) {
 		struct uhmm_range *r = find_locked(ctx, a);
 		if (!r) {
+			*gap = a;
 			err = -EFAULT;
 			break;
 		}
@@ -134,6 +136,96 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	}
 	pthread_rwlock_unlock(&ctx->ranges_lock);
 	return err;
+}
+
+int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	uintptr_t gap = 0, last = 0;
+	for (;;) {
+		int err = cover_once(ctx, start, end, &gap);
+		/* A gap that no tail fills (or the same gap again) ends it. */
+		if (!err || (last && gap <= last) || uhmm__ranges_grow(ctx, gap))
+			return err;
+		last = gap;
+	}
+}
+
+/* The end of the mapping (VMA) that holds both a - 1 and a, or 0. */
+static uintptr_t vma_end_across(uintptr_t a)
+{
+	struct uhmm_lines f;
+	if (uhmm__lines_open(&f, "/proc/self/maps"))
+		return 0;
+	char line[512];
+	uintptr_t end = 0;
+	while (uhmm__lines_next(&f, line, sizeof(line))) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		if (lo < a && hi > a) {
+			end = hi;
+			break;
+		}
+		if (lo >= a)
+			break;
+	}
+	uhmm__lines_close(&f);
+	return end;
+}
+
+/*
+ * Registering splits the VMAs at the range's bounds, and a VMA registered
+ * with our userfaultfd merges only with one registered alike: so a VMA
+ * that holds a range's last page and goes on past its end grew (mremap),
+ * and the grown part is registered with us (the kernel's VMA flags went
+ * with it).  It is managed from now on, as the kernel's VMA grows.  The
+ * tail is checked again once it is in the table: an munmap of it whose
+ * UNMAP was handled before the insertion would otherwise leave it behind.
+ */
+int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	uhmm__events_wait(ctx); /* the table as the mappings are */
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	size_t i = lower_bound_locked(ctx, addr);
+	uintptr_t end = i ? range_end(ctx->ranges[i - 1]) : 0;
+	uintptr_t next = i < ctx->nranges ? ctx->ranges[i]->start : UINTPTR_MAX;
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (next <= addr)
+		return 0; /* managed meanwhile */
+	if (!end)
+		return -EFAULT;
+	uintptr_t vend = vma_end_across(end);
+	if (vend <= addr)
+		return -EFAULT;
+	if (vend > next)
+		vend = next;
+	size_t n = (vend - end) >> PAGE_SHIFT;
+	struct uhmm_pagearr *arr = uhmm__pagearr_new(ctx, n);
+	if (!arr)
+		return -ENOMEM;
+	struct uhmm_range *r = range_new(end, n, arr, 0, false);
+	uhmm__pagearr_put(arr);
+	if (!r)
+		return -ENOMEM;
+	r->grown = true;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	int err = overlaps_locked(ctx, end, vend) ? -EEXIST : insert_locked(ctx, r);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (err) {
+		uhmm__range_put(r);
+		return err == -EEXIST ? 0 : err; /* (-EEXIST: grown meanwhile) */
+	}
+	if (vma_end_across(end) < vend) {
+		pthread_rwlock_wrlock(&ctx->ranges_lock);
+		size_t k = lower_bound_locked(ctx, end);
+		if (k < ctx->nranges && ctx->ranges[k] == r) {
+			remove_at_locked(ctx, k);
+			uhmm__range_put(r);
+		}
+		pthread_rwlock_unlock(&ctx->ranges_lock);
+		return -EFAULT;
+	}
+	return 0;
 }
 
 /* ---- checking what the caller hands us ---- */
@@ -313,6 +405,45 @@ static void drain_and_discard(struct uhmm_ctx *ctx, struct uhmm_range *r)
 	}
 }
 
+/*
+ * The grown tails (uhmm__ranges_grow) that follow a range ending at end
+ * go with it: released by uhmm_free (device copies discarded, unmapped:
+ * the mapping grew) or uhmm_unregister (their pages brought home first;
+ * -EIO if one could not be).
+ */
+static int release_tails(struct uhmm_ctx *ctx, uintptr_t end, bool unmap)
+{
+	int err = 0;
+	for (;;) {
+		struct uhmm_range *t = uhmm__range_get(ctx, end);
+		if (!t || t->start != end || !t->grown) {
+			if (t)
+				uhmm__range_put(t);
+			return err;
+		}
+		size_t len = t->npages << PAGE_SHIFT;
+		if (!unmap) {
+			int e = uhmm__migrate_range_to_system(ctx, t, 0, t->npages, 0);
+			if (e) {
+				uhmm__range_put(t);
+				return e;
+			}
+		}
+		uhmm__range_put(t);
+		t = take_exact(ctx, end, len, false);
+		if (!t)
+			return err;
+		uhmm__invalidate(ctx, end, end + len, UHMM_INV_UNMAP, NULL, 0);
+		uhmm__uffd_unregister(ctx->uffd, end, len);
+		if (unmap) {
+			drain_and_discard(ctx, t);
+			munmap((void *)end, len);
+		}
+		uhmm__range_put(t);
+		end += len;
+	}
+}
+
 UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 {
 	if (!addr || ((uintptr_t)addr & (PAGE_SIZE - 1)))
@@ -335,6 +466,7 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 	drain_and_discard(ctx, r);
 	munmap(addr, len);
 	uhmm__range_put(r);
+	(void)release_tails(ctx, (uintptr_t)addr + len, true);
 out:
 	uhmm__ctx_exit(ctx);
 	return err;
@@ -394,6 +526,8 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
 		uhmm__invalidate(ctx, a, a + len, UHMM_INV_UNMAP, NULL, 0);
 		uhmm__uffd_unregister(ctx->uffd, a, len);
 		uhmm__range_put(t);
+		/* And its grown tails (mremap), which it was. */
+		err = release_tails(ctx, a + len, false);
 	}
 out:
 	if (r)
@@ -531,8 +665,15 @@ static int split_range(struct uhmm_range *r, uintptr_t cs, uintptr_t ce,
 	*right = ce < range_end(r) ? range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT,
 					       r->arr, r->first + off + n, r->owned)
 				   : NULL;
-	if (*mid && (cs == r->start || *left) && (ce == range_end(r) || *right))
+	if (*mid && (cs == r->start || *left) && (ce == range_end(r) || *right)) {
+		/* A grown tail's pieces stay tails (of what precedes them). */
+		if (*left)
+			(*left)->grown = r->grown;
+		(*mid)->grown = r->grown;
+		if (*right)
+			(*right)->grown = r->grown;
 		return 0;
+	}
 	put_pieces(*left, *mid, *right);
 	*left = *mid = *right = NULL;
 	return -ENOMEM;
@@ -741,6 +882,8 @@ void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		struct uhmm_range *r = cut[k];
 		struct uhmm_range *moved = range_new(to + (r->start - from), r->npages,
 						     r->arr, r->first, r->owned);
+		if (moved)
+			moved->grown = r->grown;
 		if (!moved || insert_locked(ctx, moved)) {
 			if (moved)
 				uhmm__range_put(moved);

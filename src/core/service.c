@@ -934,7 +934,7 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 
 /* ---- SIGBUS mode: the faulting thread serves itself ---- */
 
-void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
+bool uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 {
 	struct fault_req q = { .addr = addr,
 			       .flags = write ? UFFD_PAGEFAULT_FLAG_WRITE : 0 };
@@ -945,6 +945,7 @@ void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 	uhmm__service_kick(ctx);
 	while (!atomic_load_explicit(&q.done, memory_order_acquire))
 		uhmm_futex_wait(&q.done, 0);
+	return !q.unknown;
 }
 
 /*
@@ -1002,6 +1003,16 @@ static bool serve_or_park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 		park(ctx, f);
 		return false;
 	}
+	/* The grown tail of a range (mremap): managed from now on. */
+	if (unknown && uhmm__ranges_grow(ctx, pa) == 0) {
+		unknown = false;
+		if (!serve_fault(ctx, f, &unknown, NULL)) {
+			park(ctx, f);
+			return false;
+		}
+	}
+	if (unknown && f->req)
+		f->req->unknown = true;
 	if (unknown && !f->req) {
 		/* (A SIGBUS handler's fault is known to be on a range: it
 		 * went away, and the thread faults again to meet the truth.

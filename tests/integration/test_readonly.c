@@ -299,6 +299,92 @@ static void nomove_write_during_copy_is_kept(void **state)
 
 /* ---- mremap growth ---- */
 
+/*
+ * A registered range whose mapping mremap grows (in place, then moved and
+ * grown): the grown tail is managed, as the kernel's VMA grows (it was
+ * not: migrating the grown range said -EFAULT, and in SIGBUS mode a touch
+ * of the tail killed the process).  The CPU writes the tail, the whole
+ * range migrates both ways with its data, and uhmm_unregister of the
+ * range as registered lets the tail go too.
+ */
+static void mremap_growth_in_mode(uint32_t flags)
+{
+	struct fixture f;
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = flags;
+	int e = uhmm_ctx_create(&o, &f.ctx);
+	if (e == -EOPNOTSUPP && (flags & UHMM_CTX_SIGBUS))
+		TEST_SKIP("no UFFD_FEATURE_SIGBUS");
+	ASSERT_OK(e);
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 64 * MiB;
+	ASSERT_OK(uhmm_simdev_create(f.ctx, &so, &f.dev));
+
+	size_t half = 2 * MiB, len = 2 * half;
+	char *p = map_aligned(len);
+	munmap(p + half, half); /* room to grow in place */
+	uhmm_test_fill(p, half, 46);
+	ASSERT_OK(uhmm_register(f.ctx, p, half));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, half, f.dev, 0));
+	assert_true(mremap(p, half, len, 0) == p);
+	uhmm_test_assert_zero(p + half, PG); /* the tail reads zeros */
+	memset(p + half, 0x33, half);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
+	uhmm_test_assert_data(p, 0, half, 46);
+	for (size_t i = half; i < len; i += 512)
+		assert_int_equal(p[i], 0x33);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+
+	/* Moved and grown: a mapping in the way forces the move. */
+	char *q = map_aligned(3 * len);
+	munmap(q, 3 * len);
+	char *block = mmap(p + len, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	char *n = mremap(p, len, 2 * len, MREMAP_MAYMOVE);
+	assert_true(n != MAP_FAILED && n != p);
+	ASSERT_OK(uhmm_sync(f.ctx));
+	memset(n + len, 0x44, len);
+	ASSERT_OK(uhmm_migrate(f.ctx, n, 2 * len, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, n, 2 * len, f.dev), 2 * len / PG);
+	ASSERT_OK(uhmm_migrate(f.ctx, n, 2 * len, NULL, 0));
+	uhmm_test_assert_data(n, 0, half, 46);
+	for (size_t i = half; i < len; i += 512)
+		assert_int_equal(n[i], 0x33);
+	for (size_t i = len; i < 2 * len; i += 512)
+		assert_int_equal(n[i], 0x44);
+	/* Unregistered as it was registered: the tails go with it. */
+	ASSERT_OK(uhmm_unregister(f.ctx, n, half));
+	struct uhmm_page_info pi;
+	assert_int_equal(uhmm_page_query(f.ctx, n + len, &pi), -EFAULT);
+	assert_int_equal(uhmm_test_uffd_registered(n + len), 0);
+	for (size_t i = len; i < 2 * len; i += 512)
+		assert_int_equal(n[i], 0x44);
+	munmap(n, 2 * len);
+	if (block != MAP_FAILED)
+		munmap(block, PG);
+	teardown(&f);
+}
+
+static void mremap_growth_is_managed(void **state)
+{
+	(void)state;
+	mremap_growth_in_mode(0);
+}
+
+static void mremap_growth_is_managed_user_mode_only(void **state)
+{
+	(void)state;
+	mremap_growth_in_mode(UHMM_CTX_USER_MODE_ONLY);
+}
+
+static void mremap_growth_is_managed_sigbus(void **state)
+{
+	(void)state;
+	mremap_growth_in_mode(UHMM_CTX_SIGBUS);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(readonly_buffer_migrates_both_ways),
 	cmocka_unit_test(mixed_permission_buffer_migrates_both_ways),
@@ -307,6 +393,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(mprotect_both_ways_around_migrations),
 	cmocka_unit_test(nomove_round_trip),
 	cmocka_unit_test(nomove_write_during_copy_is_kept),
+	cmocka_unit_test(mremap_growth_is_managed),
+	cmocka_unit_test(mremap_growth_is_managed_user_mode_only),
+	cmocka_unit_test(mremap_growth_is_managed_sigbus),
 };
 
 UHMM_TEST_MAIN(tests)
