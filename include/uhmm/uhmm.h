@@ -342,6 +342,47 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  */
 UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
 
+/** uhmm_register_flags() flags. */
+enum {
+	/**
+	 * Adopt private file mappings: every readable MAP_PRIVATE file
+	 * mapping in the range becomes, before the range is registered,
+	 * anonymous private memory in place, with the same contents (the
+	 * pages the process wrote and the file's pages it had not) and the
+	 * same rights, so that all its pages migrate (the kernel migrates
+	 * the written, anonymous pages of such a mapping; uhmm cannot manage
+	 * a file mapping at all: userfaultfd does not register one).  The
+	 * mapping is replaced atomically (one mremap), so no instant sees it
+	 * empty.  What the process can no longer observe of the file through
+	 * that memory: later changes to the file (by write(2), truncate, or
+	 * another process's shared mapping) in pages it had not written
+	 * (Linux shows them in a private mapping until the page is written;
+	 * adopted memory keeps the contents of the adoption); the file's
+	 * end: pages past it, which raised SIGBUS, read as zeros; the file's
+	 * name in /proc/self/maps (the memory is anonymous there); and the
+	 * sharing of unwritten pages with the page cache (they become private
+	 * pages: the process's memory use grows by them).  msync() and
+	 * madvise() advice that concerns the file (MADV_WILLNEED, ...) no
+	 * longer reach it.  Other threads must not write the range during
+	 * the call (a write that lands between the copy and the replacement
+	 * is lost).  Shared mappings, anonymous memory and PROT_NONE file
+	 * mappings are left as they are (and refused or accepted as by
+	 * uhmm_register).  An adopted mapping stays anonymous if the call
+	 * then fails.
+	 */
+	UHMM_REGISTER_ADOPT_FILE = 1u << 0,
+};
+
+/**
+ * uhmm_register_flags - uhmm_register() with flags.
+ * @flags: 0 (exactly uhmm_register()), or UHMM_REGISTER_ADOPT_FILE.
+ * Errors: those of uhmm_register(), and -EINVAL unknown flags; with
+ * UHMM_REGISTER_ADOPT_FILE, -EEXIST part of the range is managed already
+ * (nothing is adopted), -EOPNOTSUPP a mapping could not be replaced,
+ * -ENOMEM no memory for the copy.  Thread-safe; may sleep.
+ */
+UHMM_API int uhmm_register_flags(uhmm_ctx *ctx, void *addr, size_t len, unsigned flags);
+
 /**
  * uhmm_unregister - stop managing memory given to uhmm_register().
  * @addr, @len: exactly a registered range.

@@ -492,6 +492,103 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	return err;
 }
 
+/*
+ * Adoption of private file mappings (UHMM_REGISTER_ADOPT_FILE): the first
+ * readable MAP_PRIVATE file mapping met in [*at, end) becomes anonymous
+ * memory in place with the same contents and rights.  Its contents are
+ * copied (through /proc/self/mem: a page past the file's end, which would
+ * raise SIGBUS, reads as zeros) into a fresh anonymous mapping, given the
+ * mapping's rights, and moved over it with one mremap(MREMAP_FIXED), which
+ * replaces the file mapping atomically: no instant sees the range unmapped
+ * or empty.  *at is set past what was looked at; returns 1 if a mapping
+ * was adopted, 0 if none is left, -errno.
+ */
+static int adopt_one(struct uhmm_ctx *ctx, uintptr_t *at, uintptr_t end)
+{
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/maps");
+	if (err)
+		return err;
+	char line[512];
+	uintptr_t lo = 0, hi = 0;
+	int prot = 0;
+	bool found = false;
+	while (!found && uhmm__lines_next(&f, line, sizeof(line))) {
+		unsigned long l, h, off, ino;
+		char perms[8], dev[16];
+		int pos = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &l, &h, perms, &off, dev,
+			   &ino, &pos) < 6)
+			continue;
+		if (h <= *at || l >= end)
+			continue;
+		if (perms[3] != 'p' || ino == 0 || perms[0] != 'r')
+			continue; /* anonymous, shared or unreadable: not ours to adopt */
+		lo = l > *at ? l : *at;
+		hi = h < end ? h : end;
+		prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0) |
+		       (perms[2] == 'x' ? PROT_EXEC : 0);
+		found = true;
+	}
+	uhmm__lines_close(&f);
+	if (!found) {
+		*at = end;
+		return 0;
+	}
+	size_t len = hi - lo;
+	char *n = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (n == MAP_FAILED)
+		return -ENOMEM;
+	for (size_t o = 0; o < len;) {
+		ssize_t got = ctx->mem_fd >= 0 ? pread(ctx->mem_fd, n + o, len - o, (off_t)(lo + o)) : -1;
+		if (got >= (ssize_t)PAGE_SIZE)
+			o += (size_t)got & ~(PAGE_SIZE - 1);
+		else
+			o += PAGE_SIZE; /* unreadable (past the file's end): zeros */
+	}
+	if (mprotect(n, len, prot) ||
+	    mremap(n, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)lo) == MAP_FAILED) {
+		err = -errno;
+		munmap(n, len);
+		return err == -ENOMEM ? -ENOMEM : -EOPNOTSUPP;
+	}
+	*at = hi;
+	return 1;
+}
+
+UHMM_API int uhmm_register_flags(uhmm_ctx *ctx, void *addr, size_t len, unsigned flags)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (flags & ~(unsigned)UHMM_REGISTER_ADOPT_FILE)
+		return -EINVAL;
+	if (!(flags & UHMM_REGISTER_ADOPT_FILE))
+		return uhmm_register(ctx, addr, len);
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	if (uhmm__umem_owns(a, len))
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	/* Nothing is adopted under a managed range (its pages are not the
+	 * file's to begin with), nor where the rest would be refused. */
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	bool busy = overlaps_locked(ctx, a, a + len);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	err = busy ? -EEXIST : 0;
+	for (uintptr_t at = a; !err && at < a + len;) {
+		int e = adopt_one(ctx, &at, a + len);
+		if (e < 0)
+			err = e;
+	}
+	if (!err)
+		err = uhmm__check_vmas(a, a + len, 0);
+	if (!err)
+		err = add_range(ctx, a, len, false);
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
 UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
 {
 	uintptr_t a = (uintptr_t)addr;

@@ -297,6 +297,100 @@ static void nomove_write_during_copy_is_kept(void **state)
 	teardown(&f);
 }
 
+/* ---- private file mappings ---- */
+
+/* A temporary file of n pages, page i filled with 0x10 + i. */
+static int temp_file(size_t n)
+{
+	char path[] = "/tmp/uhmm-ro-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	char pg[PG];
+	for (size_t i = 0; i < n; i++) {
+		memset(pg, 0x10 + (int)i, PG);
+		assert_int_equal(pwrite(fd, pg, PG, (off_t)(i * PG)), (ssize_t)PG);
+	}
+	return fd;
+}
+
+static void assert_pages(const char *p, size_t from, size_t to, int (*val)(size_t))
+{
+	for (size_t i = from; i < to; i++)
+		for (size_t b = 0; b < PG; b += 511)
+			if (p[i * PG + b] != (char)val(i))
+				fail_msg("page %zu byte %zu: %#x, not %#x", i, b,
+					 (unsigned char)p[i * PG + b], (unsigned char)val(i));
+}
+
+static int file_val(size_t i)
+{
+	return 0x10 + (int)i;
+}
+
+static int written_val(size_t i)
+{
+	return i < 8 ? 0x70 + (int)i : 0x10 + (int)i;
+}
+
+static int zero_val(size_t i)
+{
+	(void)i;
+	return 0;
+}
+
+/*
+ * A MAP_PRIVATE file mapping whose first half the process wrote: plain
+ * uhmm_register refuses it, the adoption (UHMM_REGISTER_ADOPT_FILE) takes
+ * it with its contents (written pages and the file's), and its pages
+ * migrate to the device and come back.  The adopted memory no longer sees
+ * the file change (documented), and a page past the file's end reads 0.
+ */
+static void private_file_mapping_adopted_migrates(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	size_t n = 16;
+	int fd = temp_file(n - 1); /* the last page is past the file's end */
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	assert_true(p != MAP_FAILED);
+	for (size_t i = 0; i < 8; i++)
+		memset(p + i * PG, 0x70 + (int)i, PG);
+	assert_int_equal(uhmm_register(f.ctx, p, n * PG), -EOPNOTSUPP);
+	assert_int_equal(uhmm_register_flags(f.ctx, p, n * PG, 1u << 7), -EINVAL);
+	ASSERT_OK(uhmm_register_flags(f.ctx, p, n * PG, UHMM_REGISTER_ADOPT_FILE));
+	assert_pages(p, 0, n - 1, written_val);
+	assert_pages(p, n - 1, n, zero_val);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, n * PG, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, n * PG, f.dev), n);
+	/* The file changes; the adopted memory does not. */
+	char pg[PG];
+	memset(pg, 0x5f, PG);
+	assert_int_equal(pwrite(fd, pg, PG, 12 * PG), (ssize_t)PG);
+	assert_pages(p, 0, n - 1, written_val); /* CPU faults bring it back */
+	ASSERT_OK(uhmm_migrate(f.ctx, p, n * PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, n * PG, NULL, 0));
+	assert_pages(p, 0, n - 1, written_val);
+	p[3] = 1; /* still writable */
+	assert_int_equal(uhmm_register_flags(f.ctx, p, n * PG, UHMM_REGISTER_ADOPT_FILE),
+			 -EEXIST);
+	ASSERT_OK(uhmm_unregister(f.ctx, p, n * PG));
+	munmap(p, n * PG);
+
+	/* Read-only: adopted read-only, migrates both ways. */
+	char *r = mmap(NULL, 8 * PG, PROT_READ, MAP_PRIVATE, fd, 0);
+	assert_true(r != MAP_FAILED);
+	ASSERT_OK(uhmm_register_flags(f.ctx, r, 8 * PG, UHMM_REGISTER_ADOPT_FILE));
+	ASSERT_OK(uhmm_migrate(f.ctx, r, 8 * PG, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, r, 8 * PG, f.dev), 8);
+	assert_pages(r, 0, 8, file_val);
+	ASSERT_OK(uhmm_unregister(f.ctx, r, 8 * PG));
+	munmap(r, 8 * PG);
+	close(fd);
+	teardown(&f);
+}
+
 /* ---- mremap growth ---- */
 
 /*
@@ -393,6 +487,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(mprotect_both_ways_around_migrations),
 	cmocka_unit_test(nomove_round_trip),
 	cmocka_unit_test(nomove_write_during_copy_is_kept),
+	cmocka_unit_test(private_file_mapping_adopted_migrates),
 	cmocka_unit_test(mremap_growth_is_managed),
 	cmocka_unit_test(mremap_growth_is_managed_user_mode_only),
 	cmocka_unit_test(mremap_growth_is_managed_sigbus),
