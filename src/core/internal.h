@@ -504,7 +504,8 @@ int uhmm__uffd_register(int fd, uintptr_t start, size_t len);
 /* With wp, also for write-protection (UFFDIO_REGISTER_MODE_WP). */
 int uhmm__uffd_register_wp(int fd, uintptr_t start, size_t len, bool wp);
 /* UFFDIO_WRITEPROTECT: set (wp) or clear it; clearing wakes the threads
- * waiting on a write-protect fault there. */
+ * waiting on a write-protect fault there.  -EAGAIN while an event of the
+ * descriptor is pending (the kernel's mmap_changing). */
 int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 /* Each returns bytes handled (>= 0), or -errno with *done set to the bytes

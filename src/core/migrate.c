@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -462,13 +463,21 @@ static int nomove_read(struct uhmm_ctx *ctx, struct batch *b)
 		uintptr_t a = va + (i << PAGE_SHIFT);
 		size_t len = (j - i) << PAGE_SHIFT;
 		if (ctx->wp) {
-			int e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true);
+			/* An event pending (mmap_changing) refuses it: it is
+			 * read soon, but perhaps only once a thread waiting
+			 * for a page we hold goes on.  So not long: the batch
+			 * lets go of its pages and tries again
+			 * (batch_to_device, -EAGAIN). */
+			int e;
+			for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) ==
+						-EAGAIN && k < 16; k++)
+				sched_yield();
 			if (e) {
 				/* Gone or changed (munmap, mremap racing us):
 				 * the pages stay. */
 				for (size_t x = i; x < j; x++)
 					b->kind[x] = K_STAY;
-				err = -EFAULT;
+				err = e == -EAGAIN ? -EAGAIN : -EFAULT;
 				i = j;
 				continue;
 			}

@@ -149,17 +149,9 @@ int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
 		.range = { .start = start, .len = len },
 		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
-	/* EAGAIN: an event is pending (mmap_changing); the caller's pages
-	 * are locked, so the change is someone else's: retry a bounded
-	 * while, yielding, as the fills do (UHMM_SETTLE_NS). */
-	uint64_t t0 = 0;
-	for (;;) {
-		if (ioctl(fd, UFFDIO_WRITEPROTECT, &w) == 0)
-			return 0;
-		if (errno != EAGAIN || uhmm__settle_expired(&t0))
-			return -errno;
-		sched_yield();
-	}
+	/* -EAGAIN: an event is pending (mmap_changing): the caller decides
+	 * (the service thread reads events; a migration backs off). */
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }
 
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)
