@@ -214,6 +214,10 @@ struct uhmm_device {
 	 * from it (evict.c). */
 	_Atomic uint64_t frames_used;
 	_Atomic uint64_t evicted_pages;
+	/* Frames taken by migrations toward the device that have not
+	 * published their pages yet (migrate.c): a request that finds the
+	 * device full and no victim backs off while there are any. */
+	_Atomic uint64_t frames_inflight;
 };
 
 /* ------------------------------------------------------------------------ */

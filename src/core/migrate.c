@@ -291,6 +291,7 @@ struct batch {
 	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
 	uintptr_t xlo, xhi;         /* the request: never evicted for it */
+	size_t ninflight;           /* frames counted in dst->frames_inflight */
 	/* The no-move path (K_NOMOVE): the pages' data read into nbuf
 	 * (page i at nbuf + i * 4K); wpd[i]: write-protected by us; drop[i]:
 	 * the CPU copy is discarded at the end (MADV_DONTNEED). */
@@ -382,8 +383,16 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		 * fill the device. */
 		bool freed = uhmm__dev_freed_since(ctx, freed0);
 		uhmm__dev_put_frames(ctx, b->dst, got, have);
-		return v.busy || v.inflight || freed ? -EAGAIN : -ENOMEM;
+		/* Frames other migrations toward the device hold before
+		 * their pages land (of the request's own blocks too, which
+		 * the walk does not look at: another thread migrating an
+		 * overlapping part): they are victims soon, or given back. */
+		bool others = atomic_load_explicit(&b->dst->frames_inflight,
+						   memory_order_acquire) != 0;
+		return v.busy || v.inflight || freed || others ? -EAGAIN : -ENOMEM;
 	}
+	atomic_fetch_add_explicit(&b->dst->frames_inflight, need, memory_order_acq_rel);
+	b->ninflight = need;
 	for (size_t i = 0, k = 0; i < b->n; i++)
 		if (b->kind[i] != K_STAY) {
 			b->dpfn[i] = got[k++];
@@ -869,6 +878,8 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	int e1 = migrate_unmap(ctx, b);
 	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
 	if (b->slot < 0) {
+		atomic_fetch_sub_explicit(&dst->frames_inflight, b->ninflight,
+					  memory_order_acq_rel);
 		if (b->nbuf)
 			uhmm__pool_bounce_put(&ctx->pool, b->nbuf);
 		for (size_t i = 0; i < n; i++)
@@ -881,6 +892,8 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		return e1;
 	}
 	migrate_finalize(ctx, b);
+	/* Published or given back: no longer in flight. */
+	atomic_fetch_sub_explicit(&dst->frames_inflight, b->ninflight, memory_order_acq_rel);
 	/* Every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	release_slots(ctx, b);
