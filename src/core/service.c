@@ -247,25 +247,43 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
 			char *sp = REQ_SRC(req, x);
 			size_t one;
-			if (ret == -EAGAIN && !settle(ctx, &t0))
-				t0 = uhmm__now_ns() - UHMM_SETTLE_NS; /* no more waiting */
-			if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
-				req->want[x] = 0;
-				req->result = -ENOENT;
-				continue;
-			}
-			if (req->src_is_slots &&
-			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
-					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
-				req->want[x] = 2;
-			} else if ((ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
-							  UFFDIO_COPY_MODE_DONTWAKE, true,
-							  &one)) >= 0) {
-				/* Copied: a slot keeps its page. */
-				req->want[x] = req->src_is_slots ? 6 : 2;
-			} else {
+			/* An EAGAIN (an event pending) of this page's own move
+			 * or copy is settled and the page tried again, as the
+			 * runs are: a read-only destination, which refuses
+			 * every move, sends every page of it here (uhmm-torture
+			 * saw migrations home of read-only ranges fail -EFAULT
+			 * when a copy met an event once). */
+			for (;;) {
+				if (ret == -EAGAIN && !settle(ctx, &t0))
+					t0 = uhmm__now_ns() - UHMM_SETTLE_NS; /* no more waiting */
+				if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+					req->want[x] = 0;
+					req->result = -ENOENT;
+					break;
+				}
+				if (atomic_load_explicit(&range_page(r, req->idx + x)->word,
+							 memory_order_relaxed) & PG_ZAPPED) {
+					req->want[x] = 3; /* discarded meanwhile */
+					break;
+				}
+				if (req->src_is_slots &&
+				    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
+						    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
+					req->want[x] = 2;
+					break;
+				}
+				ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
+						      UFFDIO_COPY_MODE_DONTWAKE, true, &one);
+				if (ret >= 0) {
+					/* Copied: a slot keeps its page. */
+					req->want[x] = req->src_is_slots ? 6 : 2;
+					break;
+				}
+				if (ret == -EAGAIN && !uhmm__settle_expired(&t0))
+					continue;
 				req->want[x] = 0;
 				req->result = (int)ret;
+				break;
 			}
 		}
 		i = j;

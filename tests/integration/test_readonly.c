@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
@@ -208,6 +209,34 @@ static void mprotect_both_ways_around_migrations(void **state)
 	ASSERT_OK(uhmm_mprotect(f.ctx, p, len, PROT_READ | PROT_WRITE));
 	assert_int_equal(p[5], 'x');
 	uhmm_test_assert_data(p, 8, len - 8, 44);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	teardown(&f);
+}
+
+/* A plain mprotect(PROT_READ) (uhmm is not told) of pages on a device, held
+ * exclusively by one, or at home: migrations both ways then succeed and
+ * keep the data. */
+static void plain_mprotect_of_migrated_and_held_pages(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup(&f);
+	size_t len = 64 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 47);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, 16 * PG, f.dev, 0));
+	int e = uhmm_make_exclusive(f.dev, p + 32 * PG, 8, NULL);
+	assert_true(e == 0 || e == -EOPNOTSUPP);
+	assert_int_equal(mprotect(p, len, PROT_READ), 0);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	uhmm_test_assert_data(p, 0, len, 47);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	e = uhmm_make_exclusive(f.dev, p + 32 * PG, 8, NULL);
+	assert_int_equal(e, -EPERM);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	uhmm_test_assert_data(p, 0, len, 47);
+	assert_int_equal(mprotect(p, len, PROT_READ | PROT_WRITE), 0);
 	ASSERT_OK(uhmm_free(f.ctx, p));
 	teardown(&f);
 }
@@ -485,6 +514,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(zero_page_readonly_buffer_migrates),
 	cmocka_unit_test(huge_zero_page_readonly_buffer_migrates),
 	cmocka_unit_test(mprotect_both_ways_around_migrations),
+	cmocka_unit_test(plain_mprotect_of_migrated_and_held_pages),
 	cmocka_unit_test(nomove_round_trip),
 	cmocka_unit_test(nomove_write_during_copy_is_kept),
 	cmocka_unit_test(private_file_mapping_adopted_migrates),
