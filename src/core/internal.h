@@ -456,6 +456,11 @@ struct uhmm_ctx {
 	} ra[4];
 	uint64_t ra_clock;
 	unsigned ra_turn;
+	/* Ranges being released (uhmm_free, uhmm_unregister: out of the
+	 * table, still registered with the userfaultfd) and a count of such
+	 * releases begun: uhmm__ranges_grow takes no tail while one may be
+	 * under way (range.c). */
+	_Atomic uint32_t releasing, release_gen;
 	/* REMOVE/UNMAP/REMAP events handled so far (service thread only). */
 	uint64_t events_seen;
 

@@ -182,9 +182,25 @@ static uintptr_t vma_end_across(uintptr_t a)
  * tail is checked again once it is in the table: an munmap of it whose
  * UNMAP was handled before the insertion would otherwise leave it behind.
  */
+/* A range leaves the table before it leaves the userfaultfd: meanwhile its
+ * VMA may still be merged with a neighbour's, which would look grown. */
+static void release_begin(struct uhmm_ctx *ctx)
+{
+	atomic_fetch_add_explicit(&ctx->releasing, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&ctx->release_gen, 1, memory_order_seq_cst);
+}
+
+static void release_end(struct uhmm_ctx *ctx)
+{
+	atomic_fetch_sub_explicit(&ctx->releasing, 1, memory_order_seq_cst);
+}
+
 int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
 {
 	uhmm__events_wait(ctx); /* the table as the mappings are */
+	uint32_t gen = atomic_load_explicit(&ctx->release_gen, memory_order_seq_cst);
+	if (atomic_load_explicit(&ctx->releasing, memory_order_seq_cst))
+		return -EFAULT;
 	pthread_rwlock_rdlock(&ctx->ranges_lock);
 	size_t i = lower_bound_locked(ctx, addr);
 	uintptr_t end = i ? range_end(ctx->ranges[i - 1]) : 0;
@@ -215,7 +231,9 @@ int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
 		uhmm__range_put(r);
 		return err == -EEXIST ? 0 : err; /* (-EEXIST: grown meanwhile) */
 	}
-	if (vma_end_across(end) < vend) {
+	if (vma_end_across(end) < vend ||
+	    atomic_load_explicit(&ctx->release_gen, memory_order_seq_cst) != gen ||
+	    atomic_load_explicit(&ctx->releasing, memory_order_seq_cst)) {
 		pthread_rwlock_wrlock(&ctx->ranges_lock);
 		size_t k = lower_bound_locked(ctx, end);
 		if (k < ctx->nranges && ctx->ranges[k] == r) {
@@ -430,11 +448,15 @@ static int release_tails(struct uhmm_ctx *ctx, uintptr_t end, bool unmap)
 			}
 		}
 		uhmm__range_put(t);
+		release_begin(ctx);
 		t = take_exact(ctx, end, len, false);
-		if (!t)
+		if (!t) {
+			release_end(ctx);
 			return err;
+		}
 		uhmm__invalidate(ctx, end, end + len, UHMM_INV_UNMAP, NULL, 0);
 		uhmm__uffd_unregister(ctx->uffd, end, len);
+		release_end(ctx);
 		if (unmap) {
 			drain_and_discard(ctx, t);
 			munmap((void *)end, len);
@@ -451,8 +473,10 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
+	release_begin(ctx);
 	struct uhmm_range *r = take_exact(ctx, (uintptr_t)addr, 0, true);
 	if (!r) {
+		release_end(ctx);
 		err = -EINVAL;
 		goto out;
 	}
@@ -463,6 +487,7 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 	/* Unregister first: munmap then raises no UNMAP event, and threads
 	 * asleep in a fault on the range wake up (to meet SIGSEGV). */
 	uhmm__uffd_unregister(ctx->uffd, r->start, len);
+	release_end(ctx);
 	drain_and_discard(ctx, r);
 	munmap(addr, len);
 	uhmm__range_put(r);
@@ -617,14 +642,18 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
 		atomic_store(&r->closing, false);
 		goto out;
 	}
+	release_begin(ctx);
 	struct uhmm_range *t = take_exact(ctx, a, len, false);
 	if (t) {
 		/* uhmm no longer sees changes of it: mirrors let it go. */
 		uhmm__invalidate(ctx, a, a + len, UHMM_INV_UNMAP, NULL, 0);
 		uhmm__uffd_unregister(ctx->uffd, a, len);
+		release_end(ctx);
 		uhmm__range_put(t);
 		/* And its grown tails (mremap), which it was. */
 		err = release_tails(ctx, a + len, false);
+	} else {
+		release_end(ctx);
 	}
 out:
 	if (r)
