@@ -231,7 +231,17 @@ int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
 		uhmm__range_put(r);
 		return err == -EEXIST ? 0 : err; /* (-EEXIST: grown meanwhile) */
 	}
-	if (vma_end_across(end) < vend ||
+	/* An mremap moving a range next to ours merges their VMAs before
+	 * its REMAP is read (the kernel's mmap_changing is raised until it
+	 * is): what looked grown may be that range's new place.  A REMAP
+	 * read but not handled yet displaces the tail when it is (dead). */
+	atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed); /* ours */
+	bool moved_in = uhmm__events_pending(ctx);
+	if (!moved_in) {
+		uhmm__events_wait(ctx);
+		moved_in = atomic_load_explicit(&r->dead, memory_order_acquire);
+	}
+	if (moved_in || vma_end_across(end) < vend ||
 	    atomic_load_explicit(&ctx->release_gen, memory_order_seq_cst) != gen ||
 	    atomic_load_explicit(&ctx->releasing, memory_order_seq_cst)) {
 		pthread_rwlock_wrlock(&ctx->ranges_lock);
@@ -241,8 +251,10 @@ int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
 			uhmm__range_put(r);
 		}
 		pthread_rwlock_unlock(&ctx->ranges_lock);
+		uhmm__range_put(r);
 		return -EFAULT;
 	}
+	uhmm__range_put(r);
 	return 0;
 }
 
