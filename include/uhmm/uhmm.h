@@ -58,9 +58,15 @@ enum {
 	/** Force UFFD_USER_MODE_ONLY even where full mode is allowed (testing). */
 	UHMM_CTX_USER_MODE_ONLY = 1u << 1,
 	/**
-	 * Install pages on CPU faults with UFFDIO_COPY instead of moving warm
-	 * pool pages in with UFFDIO_MOVE (the path of kernels without MOVE;
-	 * for testing and measuring).  Also UHMM_NO_MOVE=1.
+	 * Never use UFFDIO_MOVE for managed memory: the path of kernels
+	 * without it (before Linux 6.8), forced on a newer one (for testing
+	 * and measuring).  CPU faults install pages with UFFDIO_COPY instead
+	 * of moving warm pool pages in; migrations toward a device take the
+	 * no-move path: the pages are write-protected (UFFDIO_WRITEPROTECT:
+	 * managed ranges are then registered for write-protection), copied
+	 * in place, and their CPU copies discarded after the copy; a CPU
+	 * write meanwhile waits for the migration.  Also UHMM_NO_MOVE=1 in
+	 * the environment.  Device exclusive access still needs UFFDIO_MOVE.
 	 */
 	UHMM_CTX_NO_MOVE = 1u << 2,
 	/**
@@ -361,16 +367,21 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
 /**
  * uhmm_register - manage existing memory of the process.
  * @addr, @len: page-aligned, len > 0.  The whole range must be mapped,
- *   private, anonymous, readable and writable (malloc'd or mmap'd with
+ *   private, anonymous and readable (malloc'd or mmap'd with
  *   MAP_PRIVATE | MAP_ANONYMOUS; allocate with aligned_alloc(4096, n) or
- *   posix_memalign to get page alignment).
+ *   posix_memalign to get page alignment).  Read-only memory (PROT_READ,
+ *   e.g. a buffer filled then mprotect()ed, or one that only ever read
+ *   zeros) is managed too: its pages migrate both ways and come back
+ *   read-only; it may be mprotect()ed between read-only, read-write and
+ *   PROT_NONE later (see uhmm_migrate for PROT_NONE pages).
  * Any span of the application's heap may be registered, whatever malloc
  * put there: uhmm's own objects never live in the application's heap
  * (they live in address space uhmm reserved for itself, which in turn may
  * not be registered).
  * Errors: -EINVAL unaligned or zero length or wrapping, or the range meets
  * uhmm's own memory; -EFAULT part of the range is not mapped; -EOPNOTSUPP
- * shared, file-backed, hugetlb or non-writable memory; -EEXIST overlaps a
+ * shared, file-backed, hugetlb or inaccessible (PROT_NONE, write-only)
+ * memory; -EEXIST overlaps a
  * managed range; -ENOMEM.
  * A range that was managed and has just been munmap()ed or mremap()ed away
  * is no overlap: the kernel posts the event of such a call after it
@@ -389,6 +400,47 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr);
  * May sleep.
  */
 UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len);
+
+/** uhmm_register_flags() flags. */
+enum {
+	/**
+	 * Adopt private file mappings: every readable MAP_PRIVATE file
+	 * mapping in the range becomes, before the range is registered,
+	 * anonymous private memory in place, with the same contents (the
+	 * pages the process wrote and the file's pages it had not) and the
+	 * same rights, so that all its pages migrate (the kernel migrates
+	 * the written, anonymous pages of such a mapping; uhmm cannot manage
+	 * a file mapping at all: userfaultfd does not register one).  The
+	 * mapping is replaced atomically (one mremap), so no instant sees it
+	 * empty.  What the process can no longer observe of the file through
+	 * that memory: later changes to the file (by write(2), truncate, or
+	 * another process's shared mapping) in pages it had not written
+	 * (Linux shows them in a private mapping until the page is written;
+	 * adopted memory keeps the contents of the adoption); the file's
+	 * end: pages past it, which raised SIGBUS, read as zeros; the file's
+	 * name in /proc/self/maps (the memory is anonymous there); and the
+	 * sharing of unwritten pages with the page cache (they become private
+	 * pages: the process's memory use grows by them).  msync() and
+	 * madvise() advice that concerns the file (MADV_WILLNEED, ...) no
+	 * longer reach it.  Other threads must not write the range during
+	 * the call (a write that lands between the copy and the replacement
+	 * is lost).  Shared mappings, anonymous memory and PROT_NONE file
+	 * mappings are left as they are (and refused or accepted as by
+	 * uhmm_register).  An adopted mapping stays anonymous if the call
+	 * then fails.
+	 */
+	UHMM_REGISTER_ADOPT_FILE = 1u << 0,
+};
+
+/**
+ * uhmm_register_flags - uhmm_register() with flags.
+ * @flags: 0 (exactly uhmm_register()), or UHMM_REGISTER_ADOPT_FILE.
+ * Errors: those of uhmm_register(), and -EINVAL unknown flags; with
+ * UHMM_REGISTER_ADOPT_FILE, -EEXIST part of the range is managed already
+ * (nothing is adopted), -EOPNOTSUPP a mapping could not be replaced,
+ * -ENOMEM no memory for the copy.  Thread-safe; may sleep.
+ */
+UHMM_API int uhmm_register_flags(uhmm_ctx *ctx, void *addr, size_t len, unsigned flags);
 
 /**
  * uhmm_unregister - stop managing memory given to uhmm_register().
@@ -414,7 +466,15 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * Works in batches of at most 2 MiB.  For each batch: the pages are locked
  * (in address order; CPU faults on them wait), removed from the CPU page
  * table (so a CPU write cannot slip past the copy), copied by the
- * destination's copy engine, and the new location is recorded.  Pages
+ * destination's copy engine, and the new location is recorded.  Where
+ * UFFDIO_MOVE cannot remove a page (a kernel before 6.8, a read-only
+ * mapping, or UHMM_CTX_NO_MOVE) the page takes the no-move path: it is
+ * write-protected where it is writable, copied while the CPU may still
+ * read it, and its CPU copy is discarded once the copy is done; a CPU
+ * write meanwhile waits for the batch (read-only pages need no
+ * protection: an mprotect() to read-write racing the migration of its
+ * own pages is the application's race).  Pages come back with the
+ * rights of their mapping.  Pages
  * never touched become zeroed device pages without a copy.  Pages already
  * at @dst are skipped.  If a copy fails, the batch's pages are put back
  * where they were with their data and the call fails.  Pages still
@@ -453,14 +513,14 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * stay migrated; the failing batch is left where it was); -EIO a copy
  * failed (likewise); -EBUSY some page could
  * not be taken from the CPU page table (pinned by the kernel, e.g. by
- * O_DIRECT I/O in flight): the others moved; -EPERM part of the range is
- * read-only (after mprotect): UFFDIO_MOVE moves pages only between writable
- * mappings, so those pages stay in system memory (nothing is lost);
+ * O_DIRECT I/O in flight): the others moved;
  * -EHWPOISON the range holds pages lost on a device (poisoned,
  * uhmm_device_page_lost in device.h): they stay poisoned where they are,
  * every other page moved (the least precedence: any other error wins);
  * -EOPNOTSUPP migration to a
- * device needs UFFDIO_MOVE (Linux 6.8); -EBADF @ctx is not a live
+ * device needs UFFDIO_MOVE (Linux 6.8) or, without it, userfaultfd
+ * write-protection of anonymous memory (Linux 5.7), and the kernel has
+ * neither; -EBADF @ctx is not a live
  * context, or @dst is not a live device of @ctx (or is being detached:
  * uhmm_device_detach() waits for migrations toward the device already
  * under way); -ECHILD.  May sleep.

@@ -330,7 +330,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 		return err;
 	}
 	ctx->pid = getpid();
-	ctx->uffd = ctx->evfd = ctx->pagemap_fd = ctx->maps_fd = -1;
+	ctx->uffd = ctx->evfd = ctx->pagemap_fd = ctx->maps_fd = ctx->mem_fd = -1;
 	pthread_rwlock_init(&ctx->ranges_lock, NULL);
 	pthread_rwlock_init(&ctx->fork_lock, NULL);
 	pthread_rwlock_init(&ctx->notifier_lock, NULL);
@@ -347,6 +347,8 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	/* For range faults: page table (PAGEMAP_SCAN or pagemap reads) and
 	 * VMA rights (PROCMAP_QUERY where the kernel has it). */
 	ctx->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	/* The no-move path reads managed pages through it (migrate.c). */
+	ctx->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
 	const char *nq = getenv("UHMM_NO_PROCMAP_QUERY"); /* test the fallback */
 	ctx->maps_fd = nq && *nq == '1' ? -1
 					: open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -400,6 +402,8 @@ fail:
 		close(ctx->pagemap_fd);
 	if (ctx->maps_fd >= 0)
 		close(ctx->maps_fd);
+	if (ctx->mem_fd >= 0)
+		close(ctx->mem_fd);
 	pthread_rwlock_destroy(&ctx->ranges_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
 	pthread_rwlock_destroy(&ctx->notifier_lock);
@@ -474,6 +478,8 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 		close(ctx->pagemap_fd);
 	if (ctx->maps_fd >= 0)
 		close(ctx->maps_fd);
+	if (ctx->mem_fd >= 0)
+		close(ctx->mem_fd);
 	pthread_rwlock_destroy(&ctx->ranges_lock);
 	pthread_rwlock_destroy(&ctx->fork_lock);
 	pthread_rwlock_destroy(&ctx->notifier_lock);

@@ -77,6 +77,13 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
 /* Without a device id: the page was lost on a device (poisoned): its data
  * is gone, a CPU access gets SIGBUS (coherent.c). */
 #define PG_POISON 0x80u
+/* OWNDISC: the lock owner (a no-move migration) is discarding the CPU page
+ * itself (MADV_DONTNEED): the REMOVE event of that discard is uhmm's own,
+ * and the service thread consumes the mark instead of zapping the page
+ * (uhmm__ranges_own_discard).  Set only by the owner, cleared by the
+ * service thread or by the unlock.  (Above the device id: the bits below
+ * it are all taken.) */
+#define PG_OWNDISC 0x10000u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
 #define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL | PG_COH | PG_POISON)
@@ -173,6 +180,9 @@ struct uhmm_range {
 	size_t first;
 	_Atomic long refs;
 	bool owned;       /* from uhmm_alloc: uhmm_free may unmap it */
+	bool grown;       /* the grown tail of the range that ends at start
+			   * (mremap grew its mapping: uhmm__ranges_grow);
+			   * freed and unregistered with it */
 	atomic_bool dead;    /* removed from the table */
 	atomic_bool closing; /* being unregistered: no new device pages */
 };
@@ -235,6 +245,10 @@ struct uhmm_device {
 	char *coh_base;
 	size_t coh_len;
 	_Atomic uint64_t coh_pages; /* pages resident in place */
+	/* Frames taken by migrations toward the device that have not
+	 * published their pages yet (migrate.c): a request that finds the
+	 * device full and no victim backs off while there are any. */
+	_Atomic uint64_t frames_inflight;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -389,6 +403,7 @@ struct install_req {
 struct fault_req {
 	uintptr_t addr;
 	uint64_t flags;          /* UFFD_PAGEFAULT_FLAG_WRITE */
+	bool unknown;            /* out: the address is not managed */
 	_Atomic uint32_t done;
 	struct fault_req *next;
 };
@@ -411,6 +426,11 @@ struct uhmm_ctx {
 	bool user_mode_only;
 	bool has_move;            /* the kernel has UFFDIO_MOVE */
 	bool move_in;             /* install pages with it (else UFFDIO_COPY) */
+	bool move_out;            /* take pages out toward a device with it
+				   * (else the no-move path, migrate.c) */
+	bool wp;                  /* ranges registered for write-protection */
+	int mem_fd;               /* /proc/self/mem: reads that never wait
+				   * on a userfault (the no-move path) */
 	bool has_poison;
 	/* UHMM_CTX_SIGBUS: faulting threads serve themselves (sigbus.c). */
 	bool sigbus;
@@ -480,6 +500,11 @@ struct uhmm_ctx {
 		uint32_t epoch;
 	} ra[UHMM_POL_STREAMS];
 	unsigned ra_turn;
+	/* Ranges being released (uhmm_free, uhmm_unregister: out of the
+	 * table, still registered with the userfaultfd) and a count of such
+	 * releases begun: uhmm__ranges_grow takes no tail while one may be
+	 * under way (range.c). */
+	_Atomic uint32_t releasing, release_gen;
 	/* REMOVE/UNMAP/REMAP events handled so far (service thread only). */
 	uint64_t events_seen;
 
@@ -571,6 +596,12 @@ void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
 int uhmm__uffd_open(struct uhmm_ctx *ctx);
 int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);
 int uhmm__uffd_register(int fd, uintptr_t start, size_t len);
+/* With wp, also for write-protection (UFFDIO_REGISTER_MODE_WP). */
+int uhmm__uffd_register_wp(int fd, uintptr_t start, size_t len, bool wp);
+/* UFFDIO_WRITEPROTECT: set (wp) or clear it; clearing wakes the threads
+ * waiting on a write-protect fault there.  -EAGAIN while an event of the
+ * descriptor is pending (the kernel's mmap_changing). */
+int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 /* Each returns bytes handled (>= 0), or -errno with *done set to the bytes
  * handled before the error.  The kernel's count of a failed call can fall
@@ -613,15 +644,30 @@ int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);
 /* 0 if [start, end) is mapped, private, anonymous, readable and writable;
  * -EFAULT (a hole) or -EOPNOTSUPP otherwise. */
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end);
+/* The same with flags: VMA_NEED_WRITE (else read-only memory passes). */
+#define VMA_NEED_WRITE 1u
+int uhmm__check_vmas(uintptr_t start, uintptr_t end, unsigned flags);
 /* Find the range containing addr and take a reference, or NULL. */
 struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr);
 void uhmm__range_put(struct uhmm_range *r);
-/* 0 if [start, end) is covered by managed ranges, -EFAULT otherwise. */
+/* 0 if [start, end) is covered by managed ranges, -EFAULT otherwise.
+ * What is not covered is first looked at as a grown tail
+ * (uhmm__ranges_grow). */
 int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* Is addr in the grown tail of a managed range (mremap grew the mapping
+ * in place, or moved and grew it: the kernel's VMA, registered with our
+ * userfaultfd, goes on past the range's end)?  Then the tail, up to the
+ * mapping's end or the next range, becomes a managed range (grown) and
+ * 0 is returned; -EFAULT otherwise.  Reads /proc/self/maps. */
+int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr);
 /* Take [start, end) out of the table (splitting ranges); device pages of
  * the part are freed; locked ones are marked ZAPPED.  Service thread only
  * (never blocks on a page). */
 void uhmm__ranges_unmap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* A REMOVE of [start, end): if every page of it is marked PG_OWNDISC (a
+ * no-move migration discarding the CPU copy of pages it holds), consume
+ * the marks and return true: the event is uhmm's own.  Service thread. */
+bool uhmm__ranges_own_discard(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* Discard device pages of [start, end) (MADV_DONTNEED).  Service thread. */
 void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
 /* mremap moved [from, from + len) to to.  Service thread. */
@@ -692,12 +738,13 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
  * in r (a reference the caller holds), on the faulting thread.  May sleep
  * on the page lock, the copy engine, device fences and the service thread.
  * uhmm__fault_request: hand the fault to the service thread and wait until
- * it is served.  uhmm__sb_enter/leave bracket an install by a faulting
+ * it is served (false: the address is not managed, not even as the grown
+ * tail of a range, uhmm__ranges_grow).  uhmm__sb_enter/leave bracket an install by a faulting
  * thread: enter fails while the service thread reads or handles events.
  */
 void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr,
 		      bool write);
-void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write);
+bool uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write);
 bool uhmm__sb_enter(struct uhmm_ctx *ctx);
 void uhmm__sb_leave(struct uhmm_ctx *ctx);
 
@@ -807,6 +854,10 @@ bool uhmm__notifier_of(struct uhmm_notifier *n, struct uhmm_ctx *ctx);
 
 /* rangefault.c */
 int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+/* The CPU's rights on each page of [start, end): rights[i] is 1 (read),
+ * 3 (read and write) or 0 (a hole, or no access).  0 or -errno. */
+int uhmm__range_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       uint8_t *rights);
 
 /* exclusive.c */
 /* Give pages [idx, idx + n) of r back to the CPU if a device holds them

@@ -22,9 +22,11 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 
@@ -341,6 +343,13 @@ struct batch {
 	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
 	uintptr_t xlo, xhi;         /* the request: never evicted for it */
+	size_t ninflight;           /* frames counted in dst->frames_inflight */
+	/* The no-move path (K_NOMOVE): the pages' data read into nbuf
+	 * (page i at nbuf + i * 4K); wpd[i]: write-protected by us; drop[i]:
+	 * the CPU copy is discarded at the end (MADV_DONTNEED). */
+	char *nbuf;
+	uint8_t wpd[BATCH_PAGES];
+	uint8_t drop[BATCH_PAGES];
 };
 
 enum {
@@ -352,6 +361,7 @@ enum {
 	K_DONE,         /* published at the destination */
 	K_FROM_EXCL,    /* system page a device holds exclusively (in slot old) */
 	K_RESTORE,      /* copy failed: the system page goes back */
+	K_NOMOVE,       /* system page copied in place, then discarded */
 };
 
 /* Lock the pages and decide; allocate device pages for the movers. */
@@ -435,14 +445,185 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		 * fill the device. */
 		bool freed = uhmm__dev_freed_since(ctx, freed0);
 		uhmm__dev_put_frames(ctx, b->dst, got, have);
-		return v.busy || v.inflight || freed ? -EAGAIN : -ENOMEM;
+		/* Frames other migrations toward the device hold before
+		 * their pages land (of the request's own blocks too, which
+		 * the walk does not look at: another thread migrating an
+		 * overlapping part): they are victims soon, or given back. */
+		bool others = atomic_load_explicit(&b->dst->frames_inflight,
+						   memory_order_acquire) != 0;
+		return v.busy || v.inflight || freed || others ? -EAGAIN : -ENOMEM;
 	}
+	atomic_fetch_add_explicit(&b->dst->frames_inflight, need, memory_order_acq_rel);
+	b->ninflight = need;
 	for (size_t i = 0, k = 0; i < b->n; i++)
 		if (b->kind[i] != K_STAY) {
 			b->dpfn[i] = got[k++];
 			b->alloc[i] = 1;
 		}
 	return 0;
+}
+
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAP (1ull << 62)
+
+/*
+ * The no-move path, first half: the K_NOMOVE pages stay in the CPU page
+ * table while they are copied.  They are write-protected first
+ * (UFFDIO_WRITEPROTECT, where the ranges are registered for it: ctx->wp),
+ * so a CPU write waits (a write-protect fault, parked on the page lock)
+ * instead of landing after the copy read the page; reads go on.  A
+ * read-only mapping needs no protection: nothing writes it (an mprotect
+ * to read-write in the middle of the migration of its pages is the
+ * application's race).  The data is read through /proc/self/mem, whose
+ * reads never wait on a userfault: a page that is missing (never
+ * populated, or discarded by the application meanwhile) fails the read
+ * instead of faulting into the service thread, which would park the
+ * fault on the page we hold (a deadlock with the copy engine).  Missing
+ * pages become holes (zeroed device pages).  Returns 0 or -EFAULT (some
+ * pages could not be protected: they stay).
+ */
+static int nomove_read(struct uhmm_ctx *ctx, struct batch *b)
+{
+	int err = 0;
+	uintptr_t va = b->r->start + (b->idx << PAGE_SHIFT);
+	if (!b->nbuf)
+		b->nbuf = uhmm__pool_bounce_get(&ctx->pool);
+	if (!b->nbuf || ctx->mem_fd < 0) {
+		for (size_t i = 0; i < b->n; i++)
+			if (b->kind[i] == K_NOMOVE)
+				b->kind[i] = K_STAY;
+		return -ENOMEM;
+	}
+	/* Pages the CPU may not read (PROT_NONE) stay, as they do on the
+	 * move path (-EFAULT): /proc/self/mem would read them. */
+	uint8_t rights[BATCH_PAGES];
+	if (uhmm__range_rights(ctx, va, va + (b->n << PAGE_SHIFT), rights))
+		memset(rights, 0, b->n);
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->kind[i] == K_NOMOVE && !(rights[i] & 1)) {
+			b->kind[i] = K_STAY;
+			err = -EFAULT;
+		}
+	}
+	/* Holes (and discarded pages) first: no read for them. */
+	uint64_t pm[BATCH_PAGES];
+	bool pm_ok = ctx->pagemap_fd >= 0 &&
+		     pread(ctx->pagemap_fd, pm, b->n * sizeof(pm[0]),
+			   (off_t)((va >> PAGE_SHIFT) * sizeof(pm[0]))) ==
+			     (ssize_t)(b->n * sizeof(pm[0]));
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->kind[i] != K_NOMOVE)
+			continue;
+		uint32_t w = atomic_load_explicit(&range_page(b->r, b->idx + i)->word,
+						  memory_order_relaxed);
+		if (w & PG_DISCARD) {
+			b->kind[i] = K_HOLE;
+			b->drop[i] = 1; /* its zap may be on its way still */
+		} else if (pm_ok && !(pm[i] & (PM_PRESENT | PM_SWAP))) {
+			b->kind[i] = K_HOLE;
+		}
+	}
+	for (size_t i = 0; i < b->n;) {
+		if (b->kind[i] != K_NOMOVE) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < b->n && b->kind[j] == K_NOMOVE)
+			j++;
+		uintptr_t a = va + (i << PAGE_SHIFT);
+		size_t len = (j - i) << PAGE_SHIFT;
+		if (ctx->wp) {
+			/* An event pending (mmap_changing) refuses it: it is
+			 * read soon, but perhaps only once a thread waiting
+			 * for a page we hold goes on.  So not long: the batch
+			 * lets go of its pages and tries again
+			 * (batch_to_device, -EAGAIN). */
+			int e;
+			for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) ==
+						-EAGAIN && k < 16; k++)
+				sched_yield();
+			if (e) {
+				/* Gone or changed (munmap, mremap racing us):
+				 * the pages stay. */
+				for (size_t x = i; x < j; x++)
+					b->kind[x] = K_STAY;
+				err = e == -EAGAIN ? -EAGAIN : -EFAULT;
+				i = j;
+				continue;
+			}
+			memset(b->wpd + i, 1, j - i);
+		}
+		for (size_t x = i; x < j;) {
+			ssize_t got = pread(ctx->mem_fd, b->nbuf + (x << PAGE_SHIFT),
+					    (j - x) << PAGE_SHIFT,
+					    (off_t)(va + (x << PAGE_SHIFT)));
+			if (got >= (ssize_t)PAGE_SIZE) {
+				x += (size_t)got >> PAGE_SHIFT;
+				continue;
+			}
+			/* Missing (discarded meanwhile: its REMOVE marked
+			 * it ZAPPED) or unreadable: a hole, and dropped at
+			 * the end whatever it is now. */
+			b->kind[x] = K_HOLE;
+			b->drop[x] = 1;
+			x++;
+		}
+		i = j;
+	}
+	return err;
+}
+
+/*
+ * The no-move path, second half (before the pages are published on the
+ * device): drop the CPU copies with MADV_DONTNEED, so that the next CPU
+ * access takes a MISSING fault and is served from the device.  The
+ * REMOVE event of that madvise is uhmm's own: the pages carry PG_OWNDISC
+ * and the service thread consumes the marks instead of zapping the pages
+ * (whose device copies would then be discarded).  The madvise returns
+ * once the event is read; the wait makes sure it is handled too, before
+ * the marks are cleared by the unlock.  A page that cannot be discarded
+ * stays at home (K_STAY).
+ */
+static void nomove_drop(struct uhmm_ctx *ctx, struct batch *b)
+{
+	uintptr_t va = b->r->start + (b->idx << PAGE_SHIFT);
+	bool any = false;
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->kind[i] == K_NOMOVE || (b->kind[i] == K_HOLE && b->drop[i])) {
+			b->drop[i] = 1;
+			atomic_fetch_or_explicit(&range_page(b->r, b->idx + i)->word,
+						 PG_OWNDISC, memory_order_relaxed);
+			any = true;
+		} else {
+			b->drop[i] = 0;
+		}
+	}
+	if (!any)
+		return;
+	for (size_t i = 0; i < b->n;) {
+		if (!b->drop[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < b->n && b->drop[j])
+			j++;
+		if (madvise((void *)(va + (i << PAGE_SHIFT)), (j - i) << PAGE_SHIFT,
+			    MADV_DONTNEED)) {
+			/* Page by page: those that stay are not moved. */
+			for (size_t x = i; x < j; x++)
+				if (madvise((void *)(va + (x << PAGE_SHIFT)), PAGE_SIZE,
+					    MADV_DONTNEED))
+					b->kind[x] = K_STAY;
+		}
+		i = j;
+	}
+	uhmm__events_wait(ctx);
+	for (size_t i = 0; i < b->n; i++)
+		if (b->drop[i])
+			atomic_fetch_and_explicit(&range_page(b->r, b->idx + i)->word,
+						  ~PG_OWNDISC, memory_order_relaxed);
 }
 
 /* Move the system pages out of the CPU page table into reserve slots. */
@@ -468,6 +649,12 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 	if (b->slot < 0)
 		return -ENOMEM;
 	char *slots = pool_slot(&ctx->pool, (size_t)b->slot);
+	/* No UFFDIO_MOVE (a kernel before 6.8, or UHMM_NO_MOVE): every
+	 * system page goes the no-move way. */
+	if (!ctx->move_out)
+		for (size_t i = 0; i < b->n; i++)
+			if (b->kind[i] == K_FROM_CPU)
+				b->kind[i] = K_NOMOVE;
 	for (size_t i = 0; i < b->n;) {
 		if (b->kind[i] != K_FROM_CPU) {
 			i++;
@@ -516,14 +703,16 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			}
 		}
 		/* The mapping is read-only (UFFDIO_MOVE moves only between
-		 * writable mappings of equal rights), or gone or changed
-		 * (munmap/mremap racing us): the page stays. */
-		for (size_t x = k; x < j; x++)
-			b->kind[x] = K_STAY;
+		 * writable mappings of equal rights): the page goes the
+		 * no-move way.  Or it is gone or changed (munmap/mremap
+		 * racing us): the page stays. */
 		uintptr_t at = b->r->start + ((b->idx + k) << PAGE_SHIFT);
-		err = ret == -EINVAL && uhmm__range_writable(ctx, at, at + PAGE_SIZE) == -EPERM
-			      ? -EPERM : -EFAULT;
-		i = j;
+		bool ro = ret == -EINVAL &&
+			  uhmm__range_writable(ctx, at, at + PAGE_SIZE) == -EPERM;
+		b->kind[k] = ro ? K_NOMOVE : K_STAY;
+		if (!ro)
+			err = -EFAULT;
+		i = k + 1;
 	}
 	/* Which slots received a page?  Holes were never populated.  A page
 	 * the application discarded, whose zap may still be on its way, is
@@ -540,6 +729,14 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		/* Nothing else moves pages into or out of these slots (they
 		 * are BUSY) until release_slots, but a restore. */
 		b->sknown = true;
+	}
+	bool nomove = false;
+	for (size_t i = 0; i < b->n && !nomove; i++)
+		nomove = b->kind[i] == K_NOMOVE;
+	if (nomove) {
+		int e = nomove_read(ctx, b);
+		if (e && !err)
+			err = e;
 	}
 	return err;
 }
@@ -603,7 +800,7 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 			map[nc++] = i;
 			continue;
 		}
-		if (k != K_FROM_CPU && k != K_FROM_DEV && k != K_HOLE)
+		if (k != K_FROM_CPU && k != K_FROM_DEV && k != K_HOLE && k != K_NOMOVE)
 			continue;
 		uint16_t dir = k == K_HOLE ? UHMM_COPY_ZERO : UHMM_COPY_TO_DEVICE;
 		if (nc && c[nc - 1].dir == dir && map[nc - 1] + c[nc - 1].npages == i &&
@@ -612,7 +809,7 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 			c[nc - 1].npages++;
 			continue;
 		}
-		char *src = k == K_FROM_DEV ? bounce : slots;
+		char *src = k == K_FROM_DEV ? bounce : k == K_NOMOVE ? b->nbuf : slots;
 		c[nc] = (struct uhmm_copy){ .sys = dir == UHMM_COPY_ZERO ? NULL
 							     : src + (i << PAGE_SHIFT),
 					    .dpfn = b->dpfn[i], .npages = 1, .dir = dir };
@@ -624,7 +821,8 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 			continue;
 		for (size_t i = map[k]; i < map[k] + c[k].npages; i++) {
 			/* Failed: a system page goes back (restore), a hole
-			 * stays a hole, another device keeps its copy. */
+			 * stays a hole, another device keeps its copy, a
+			 * page copied in place never left. */
 			b->kind[i] = b->kind[i] == K_FROM_CPU ? K_RESTORE : K_STAY;
 		}
 	}
@@ -638,11 +836,16 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 	size_t moved = 0, bytes = 0, zeros = 0, nrestore = 0, nlend = 0;
 	uint8_t want[BATCH_PAGES], lend[BATCH_PAGES];
 
+	/* The no-move path: the CPU copies go before the device copies are
+	 * published; a page whose copy failed never left (and is no longer
+	 * protected once it is unlocked, below). */
+	nomove_drop(ctx, b);
 	for (size_t i = 0; i < b->n; i++) {
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uint8_t k = b->kind[i];
 		want[i] = lend[i] = 0;
-		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE || k == K_FROM_EXCL) {
+		if (k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE || k == K_FROM_EXCL ||
+		    k == K_NOMOVE) {
 			moved++;
 			if (k == K_HOLE)
 				zeros++;
@@ -690,7 +893,13 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 					   .src_is_slots = true };
 		uhmm__install_request(ctx, &req);
 	}
-	/* Pages not published above nor by the install are still ours. */
+	/* Pages not published above nor by the install are still ours;
+	 * those we write-protected and kept are writable again first. */
+	uintptr_t va = b->r->start + (b->idx << PAGE_SHIFT);
+	for (size_t i = 0; i < b->n; i++)
+		if (b->wpd[i] && b->kind[i] != K_DONE)
+			(void)uhmm__uffd_writeprotect(ctx->uffd, va + (i << PAGE_SHIFT),
+						      PAGE_SIZE, false);
 	for (size_t i = 0; i < b->n; i++)
 		if (b->kind[i] != K_DONE && want[i] < 2)
 			uhmm__page_unlock(ctx, range_page(b->r, b->idx + i));
@@ -786,6 +995,10 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		e1 = e0;
 	int e2 = b->slot >= 0 ? migrate_copy(ctx, b) : 0;
 	if (b->slot < 0) {
+		atomic_fetch_sub_explicit(&dst->frames_inflight, b->ninflight,
+					  memory_order_acq_rel);
+		if (b->nbuf)
+			uhmm__pool_bounce_put(&ctx->pool, b->nbuf);
 		for (size_t i = 0; i < n; i++)
 			if (b->alloc[i])
 				uhmm__dev_put_frames(ctx, b->dst, &b->dpfn[i], 1);
@@ -805,10 +1018,14 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	}
 	migrate_finalize(ctx, b);
 	uhmm__trace_migrate(ctx, va, n << PAGE_SHIFT, batch_done(b), batch_from(b), dst->id, uhmm__trace_cause(), t0);
+	/* Published or given back: no longer in flight. */
+	atomic_fetch_sub_explicit(&dst->frames_inflight, b->ninflight, memory_order_acq_rel);
 	/* Every page is published: the mirrors may read again. */
 	uhmm__invalidate_end(ctx, va, vend, inv);
 	uhmm__pol_migrated_runs(ctx, va, moved, n, from, b->dst->id);
 	release_slots(ctx, b);
+	if (b->nbuf)
+		uhmm__pool_bounce_put(&ctx->pool, b->nbuf);
 	*busy_out = b->nbusy;
 	uhmm__umem_free(b);
 	return e2 ? e2 : e1;
@@ -927,8 +1144,10 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
 		goto out;
-	if (dst && !ctx->has_move) {
-		err = -EOPNOTSUPP; /* nothing takes a page out of place atomically */
+	if (dst && !ctx->move_out && !ctx->wp) {
+		/* Neither UFFDIO_MOVE nor write-protection: nothing keeps a
+		 * CPU write from landing after the copy. */
+		err = -EOPNOTSUPP;
 		goto out;
 	}
 	if (dst)

@@ -227,7 +227,16 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 			return;
 		}
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-		if ((w & PG_LOCKED) &&
+		/* The owner's own discard (PG_OWNDISC): this REMOVE is its
+		 * event (the first one to come over the page), not the
+		 * application's; consumed, the mark makes a second one the
+		 * application's. */
+		if ((w & (PG_LOCKED | PG_OWNDISC)) == (PG_LOCKED | PG_OWNDISC) &&
+		    atomic_compare_exchange_weak_explicit(
+			    &p->word, &w, w & ~PG_OWNDISC, memory_order_relaxed,
+			    memory_order_relaxed))
+			return;
+		if ((w & PG_LOCKED) && !(w & PG_OWNDISC) &&
 		    atomic_compare_exchange_weak_explicit(
 			    &p->word, &w, w | PG_ZAPPED, memory_order_relaxed,
 			    memory_order_relaxed))

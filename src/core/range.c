@@ -120,13 +120,15 @@ struct uhmm_range *uhmm__range_get(struct uhmm_ctx *ctx, uintptr_t addr)
 	return r;
 }
 
-int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+static int cover_once(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		      uintptr_t *gap)
 {
 	int err = 0;
 	pthread_rwlock_rdlock(&ctx->ranges_lock);
 	for (uintptr_t a = start; a < end;) {
 		struct uhmm_range *r = find_locked(ctx, a);
 		if (!r) {
+			*gap = a;
 			err = -EFAULT;
 			break;
 		}
@@ -136,13 +138,139 @@ int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	return err;
 }
 
-/* ---- checking what the caller hands us ---- */
+int uhmm__ranges_cover(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	uintptr_t gap = 0, last = 0;
+	for (;;) {
+		int err = cover_once(ctx, start, end, &gap);
+		/* A gap that no tail fills (or the same gap again) ends it. */
+		if (!err || (last && gap <= last) || uhmm__ranges_grow(ctx, gap))
+			return err;
+		last = gap;
+	}
+}
+
+/* The end of the mapping (VMA) that holds both a - 1 and a, or 0. */
+static uintptr_t vma_end_across(uintptr_t a)
+{
+	struct uhmm_lines f;
+	if (uhmm__lines_open(&f, "/proc/self/maps"))
+		return 0;
+	char line[512];
+	uintptr_t end = 0;
+	while (uhmm__lines_next(&f, line, sizeof(line))) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		if (lo < a && hi > a) {
+			end = hi;
+			break;
+		}
+		if (lo >= a)
+			break;
+	}
+	uhmm__lines_close(&f);
+	return end;
+}
 
 /*
- * Every VMA of [start, end) must be private, anonymous, readable and
- * writable: read /proc/self/maps (the VMAs a fault will meet).
+ * Registering splits the VMAs at the range's bounds, and a VMA registered
+ * with our userfaultfd merges only with one registered alike: so a VMA
+ * that holds a range's last page and goes on past its end grew (mremap),
+ * and the grown part is registered with us (the kernel's VMA flags went
+ * with it).  It is managed from now on, as the kernel's VMA grows.  The
+ * tail is checked again once it is in the table: an munmap of it whose
+ * UNMAP was handled before the insertion would otherwise leave it behind.
  */
+/* A range leaves the table before it leaves the userfaultfd: meanwhile its
+ * VMA may still be merged with a neighbour's, which would look grown. */
+static void release_begin(struct uhmm_ctx *ctx)
+{
+	atomic_fetch_add_explicit(&ctx->releasing, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&ctx->release_gen, 1, memory_order_seq_cst);
+}
+
+static void release_end(struct uhmm_ctx *ctx)
+{
+	atomic_fetch_sub_explicit(&ctx->releasing, 1, memory_order_seq_cst);
+}
+
+int uhmm__ranges_grow(struct uhmm_ctx *ctx, uintptr_t addr)
+{
+	uhmm__events_wait(ctx); /* the table as the mappings are */
+	uint32_t gen = atomic_load_explicit(&ctx->release_gen, memory_order_seq_cst);
+	if (atomic_load_explicit(&ctx->releasing, memory_order_seq_cst))
+		return -EFAULT;
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	size_t i = lower_bound_locked(ctx, addr);
+	uintptr_t end = i ? range_end(ctx->ranges[i - 1]) : 0;
+	uintptr_t next = i < ctx->nranges ? ctx->ranges[i]->start : UINTPTR_MAX;
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (next <= addr)
+		return 0; /* managed meanwhile */
+	if (!end)
+		return -EFAULT;
+	uintptr_t vend = vma_end_across(end);
+	if (vend <= addr)
+		return -EFAULT;
+	if (vend > next)
+		vend = next;
+	size_t n = (vend - end) >> PAGE_SHIFT;
+	struct uhmm_pagearr *arr = uhmm__pagearr_new(ctx, n);
+	if (!arr)
+		return -ENOMEM;
+	struct uhmm_range *r = range_new(end, n, arr, 0, false);
+	uhmm__pagearr_put(arr);
+	if (!r)
+		return -ENOMEM;
+	r->grown = true;
+	pthread_rwlock_wrlock(&ctx->ranges_lock);
+	int err = overlaps_locked(ctx, end, vend) ? -EEXIST : insert_locked(ctx, r);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	if (err) {
+		uhmm__range_put(r);
+		return err == -EEXIST ? 0 : err; /* (-EEXIST: grown meanwhile) */
+	}
+	/* An mremap moving a range next to ours merges their VMAs before
+	 * its REMAP is read (the kernel's mmap_changing is raised until it
+	 * is): what looked grown may be that range's new place.  A REMAP
+	 * read but not handled yet displaces the tail when it is (dead). */
+	atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed); /* ours */
+	bool moved_in = uhmm__events_pending(ctx);
+	if (!moved_in) {
+		uhmm__events_wait(ctx);
+		moved_in = atomic_load_explicit(&r->dead, memory_order_acquire);
+	}
+	if (moved_in || vma_end_across(end) < vend ||
+	    atomic_load_explicit(&ctx->release_gen, memory_order_seq_cst) != gen ||
+	    atomic_load_explicit(&ctx->releasing, memory_order_seq_cst)) {
+		pthread_rwlock_wrlock(&ctx->ranges_lock);
+		size_t k = lower_bound_locked(ctx, end);
+		if (k < ctx->nranges && ctx->ranges[k] == r) {
+			remove_at_locked(ctx, k);
+			uhmm__range_put(r);
+		}
+		pthread_rwlock_unlock(&ctx->ranges_lock);
+		uhmm__range_put(r);
+		return -EFAULT;
+	}
+	uhmm__range_put(r);
+	return 0;
+}
+
+/* ---- checking what the caller hands us ---- */
+
 int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
+{
+	return uhmm__check_vmas(start, end, VMA_NEED_WRITE);
+}
+
+/*
+ * Every VMA of [start, end) must be private, anonymous and readable (and
+ * writable with VMA_NEED_WRITE): read /proc/self/maps (the VMAs a fault
+ * will meet).
+ */
+int uhmm__check_vmas(uintptr_t start, uintptr_t end, unsigned flags)
 {
 	/* Not stdio: its buffers come from malloc (util/umem.h). */
 	struct uhmm_lines f;
@@ -168,7 +296,8 @@ int uhmm__check_anon_private(uintptr_t start, uintptr_t end)
 		bool anon = ino == 0 && (path[0] == '\n' || path[0] == '\0' ||
 					 !strncmp(path, "[heap]", 6) ||
 					 !strncmp(path, "[anon:", 6));
-		if (perms[3] != 'p' || !anon || perms[0] != 'r' || perms[1] != 'w') {
+		if (perms[3] != 'p' || !anon || perms[0] != 'r' ||
+		    ((flags & VMA_NEED_WRITE) && perms[1] != 'w')) {
 			err = -EOPNOTSUPP;
 			break;
 		}
@@ -235,7 +364,7 @@ static int add_range(struct uhmm_ctx *ctx, uintptr_t start, size_t len,
 		return err;
 	}
 	/* Registered after it is in the table: a fault is never unknown. */
-	err = uhmm__uffd_register(ctx->uffd, start, len);
+	err = uhmm__uffd_register_wp(ctx->uffd, start, len, ctx->wp);
 	if (err) {
 		pthread_rwlock_wrlock(&ctx->ranges_lock);
 		size_t i = lower_bound_locked(ctx, start);
@@ -318,6 +447,49 @@ static void drain_and_discard(struct uhmm_ctx *ctx, struct uhmm_range *r)
 	}
 }
 
+/*
+ * The grown tails (uhmm__ranges_grow) that follow a range ending at end
+ * go with it: released by uhmm_free (device copies discarded, unmapped:
+ * the mapping grew) or uhmm_unregister (their pages brought home first;
+ * -EIO if one could not be).
+ */
+static int release_tails(struct uhmm_ctx *ctx, uintptr_t end, bool unmap)
+{
+	int err = 0;
+	for (;;) {
+		struct uhmm_range *t = uhmm__range_get(ctx, end);
+		if (!t || t->start != end || !t->grown) {
+			if (t)
+				uhmm__range_put(t);
+			return err;
+		}
+		size_t len = t->npages << PAGE_SHIFT;
+		if (!unmap) {
+			int e = uhmm__migrate_range_to_system(ctx, t, 0, t->npages, 0);
+			if (e) {
+				uhmm__range_put(t);
+				return e;
+			}
+		}
+		uhmm__range_put(t);
+		release_begin(ctx);
+		t = take_exact(ctx, end, len, false);
+		if (!t) {
+			release_end(ctx);
+			return err;
+		}
+		uhmm__invalidate(ctx, end, end + len, UHMM_INV_UNMAP, NULL, 0);
+		uhmm__uffd_unregister(ctx->uffd, end, len);
+		release_end(ctx);
+		if (unmap) {
+			drain_and_discard(ctx, t);
+			munmap((void *)end, len);
+		}
+		uhmm__range_put(t);
+		end += len;
+	}
+}
+
 UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 {
 	if (!addr || ((uintptr_t)addr & (PAGE_SIZE - 1)))
@@ -325,8 +497,10 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
+	release_begin(ctx);
 	struct uhmm_range *r = take_exact(ctx, (uintptr_t)addr, 0, true);
 	if (!r) {
+		release_end(ctx);
 		err = -EINVAL;
 		goto out;
 	}
@@ -337,9 +511,11 @@ UHMM_API int uhmm_free(uhmm_ctx *ctx, void *addr)
 	/* Unregister first: munmap then raises no UNMAP event, and threads
 	 * asleep in a fault on the range wake up (to meet SIGSEGV). */
 	uhmm__uffd_unregister(ctx->uffd, r->start, len);
+	release_end(ctx);
 	drain_and_discard(ctx, r);
 	munmap(addr, len);
 	uhmm__range_put(r);
+	(void)release_tails(ctx, (uintptr_t)addr + len, true);
 out:
 	uhmm__ctx_exit(ctx);
 	return err;
@@ -356,7 +532,106 @@ UHMM_API int uhmm_register(uhmm_ctx *ctx, void *addr, size_t len)
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
-	err = uhmm__check_anon_private(a, a + len);
+	/* Read-only memory too: its pages migrate by the no-move path
+	 * (migrate.c), and come back read-only. */
+	err = uhmm__check_vmas(a, a + len, 0);
+	if (!err)
+		err = add_range(ctx, a, len, false);
+	uhmm__ctx_exit(ctx);
+	return err;
+}
+
+/*
+ * Adoption of private file mappings (UHMM_REGISTER_ADOPT_FILE): the first
+ * readable MAP_PRIVATE file mapping met in [*at, end) becomes anonymous
+ * memory in place with the same contents and rights.  Its contents are
+ * copied (through /proc/self/mem: a page past the file's end, which would
+ * raise SIGBUS, reads as zeros) into a fresh anonymous mapping, given the
+ * mapping's rights, and moved over it with one mremap(MREMAP_FIXED), which
+ * replaces the file mapping atomically: no instant sees the range unmapped
+ * or empty.  *at is set past what was looked at; returns 1 if a mapping
+ * was adopted, 0 if none is left, -errno.
+ */
+static int adopt_one(struct uhmm_ctx *ctx, uintptr_t *at, uintptr_t end)
+{
+	struct uhmm_lines f;
+	int err = uhmm__lines_open(&f, "/proc/self/maps");
+	if (err)
+		return err;
+	char line[512];
+	uintptr_t lo = 0, hi = 0;
+	int prot = 0;
+	bool found = false;
+	while (!found && uhmm__lines_next(&f, line, sizeof(line))) {
+		unsigned long l, h, off, ino;
+		char perms[8], dev[16];
+		int pos = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &l, &h, perms, &off, dev,
+			   &ino, &pos) < 6)
+			continue;
+		if (h <= *at || l >= end)
+			continue;
+		if (perms[3] != 'p' || ino == 0 || perms[0] != 'r')
+			continue; /* anonymous, shared or unreadable: not ours to adopt */
+		lo = l > *at ? l : *at;
+		hi = h < end ? h : end;
+		prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0) |
+		       (perms[2] == 'x' ? PROT_EXEC : 0);
+		found = true;
+	}
+	uhmm__lines_close(&f);
+	if (!found) {
+		*at = end;
+		return 0;
+	}
+	size_t len = hi - lo;
+	char *n = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (n == MAP_FAILED)
+		return -ENOMEM;
+	for (size_t o = 0; o < len;) {
+		ssize_t got = ctx->mem_fd >= 0 ? pread(ctx->mem_fd, n + o, len - o, (off_t)(lo + o)) : -1;
+		if (got >= (ssize_t)PAGE_SIZE)
+			o += (size_t)got & ~(PAGE_SIZE - 1);
+		else
+			o += PAGE_SIZE; /* unreadable (past the file's end): zeros */
+	}
+	if (mprotect(n, len, prot) ||
+	    mremap(n, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)lo) == MAP_FAILED) {
+		err = -errno;
+		munmap(n, len);
+		return err == -ENOMEM ? -ENOMEM : -EOPNOTSUPP;
+	}
+	*at = hi;
+	return 1;
+}
+
+UHMM_API int uhmm_register_flags(uhmm_ctx *ctx, void *addr, size_t len, unsigned flags)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (flags & ~(unsigned)UHMM_REGISTER_ADOPT_FILE)
+		return -EINVAL;
+	if (!(flags & UHMM_REGISTER_ADOPT_FILE))
+		return uhmm_register(ctx, addr, len);
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
+		return -EINVAL;
+	if (uhmm__umem_owns(a, len))
+		return -EINVAL;
+	int err = uhmm__ctx_enter(ctx);
+	if (err)
+		return err;
+	/* Nothing is adopted under a managed range (its pages are not the
+	 * file's to begin with), nor where the rest would be refused. */
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	bool busy = overlaps_locked(ctx, a, a + len);
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	err = busy ? -EEXIST : 0;
+	for (uintptr_t at = a; !err && at < a + len;) {
+		int e = adopt_one(ctx, &at, a + len);
+		if (e < 0)
+			err = e;
+	}
+	if (!err)
+		err = uhmm__check_vmas(a, a + len, 0);
 	if (!err)
 		err = add_range(ctx, a, len, false);
 	uhmm__ctx_exit(ctx);
@@ -391,12 +666,18 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len)
 		atomic_store(&r->closing, false);
 		goto out;
 	}
+	release_begin(ctx);
 	struct uhmm_range *t = take_exact(ctx, a, len, false);
 	if (t) {
 		/* uhmm no longer sees changes of it: mirrors let it go. */
 		uhmm__invalidate(ctx, a, a + len, UHMM_INV_UNMAP, NULL, 0);
 		uhmm__uffd_unregister(ctx->uffd, a, len);
+		release_end(ctx);
 		uhmm__range_put(t);
+		/* And its grown tails (mremap), which it was. */
+		err = release_tails(ctx, a + len, false);
+	} else {
+		release_end(ctx);
 	}
 out:
 	if (r)
@@ -447,6 +728,40 @@ out:
 }
 
 /* ---- following the CPU page table (service thread) ---- */
+
+bool uhmm__ranges_own_discard(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	/* Every page marked?  The marks are set by the owners of the locks
+	 * before their madvise, which waits for this event to be read: they
+	 * cannot change under us but by our own hand. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uintptr_t a = start; a < end;) {
+			struct uhmm_range *r = uhmm__range_get(ctx, a);
+			if (!r)
+				return false;
+			uintptr_t e = range_end(r) < end ? range_end(r) : end;
+			for (uintptr_t x = a; x < e; x += PAGE_SIZE) {
+				size_t i = (x - r->start) >> PAGE_SHIFT;
+				if (!range_blk_present(r, i)) {
+					uhmm__range_put(r);
+					return false;
+				}
+				struct uhmm_page *p = range_page(r, i);
+				uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+				if (!pass && (w & (PG_LOCKED | PG_OWNDISC)) != (PG_LOCKED | PG_OWNDISC)) {
+					uhmm__range_put(r);
+					return false;
+				}
+				if (pass)
+					atomic_fetch_and_explicit(&p->word, ~PG_OWNDISC,
+								  memory_order_relaxed);
+			}
+			a = e;
+			uhmm__range_put(r);
+		}
+	}
+	return true;
+}
 
 void uhmm__ranges_zap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 {
@@ -503,8 +818,15 @@ static int split_range(struct uhmm_range *r, uintptr_t cs, uintptr_t ce,
 	*right = ce < range_end(r) ? range_new(ce, (range_end(r) - ce) >> PAGE_SHIFT,
 					       r->arr, r->first + off + n, r->owned)
 				   : NULL;
-	if (*mid && (cs == r->start || *left) && (ce == range_end(r) || *right))
+	if (*mid && (cs == r->start || *left) && (ce == range_end(r) || *right)) {
+		/* A grown tail's pieces stay tails (of what precedes them). */
+		if (*left)
+			(*left)->grown = r->grown;
+		(*mid)->grown = r->grown;
+		if (*right)
+			(*right)->grown = r->grown;
 		return 0;
+	}
 	put_pieces(*left, *mid, *right);
 	*left = *mid = *right = NULL;
 	return -ENOMEM;
@@ -713,6 +1035,8 @@ void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 		struct uhmm_range *r = cut[k];
 		struct uhmm_range *moved = range_new(to + (r->start - from), r->npages,
 						     r->arr, r->first, r->owned);
+		if (moved)
+			moved->grown = r->grown;
 		if (!moved || insert_locked(ctx, moved)) {
 			if (moved)
 				uhmm__range_put(moved);

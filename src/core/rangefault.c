@@ -137,6 +137,12 @@ static int rf_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	return 0;
 }
 
+int uhmm__range_rights(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+		       uint8_t *rights)
+{
+	return rf_rights(ctx, start, end, rights);
+}
+
 /* 0 if the CPU may write all of [start, end); -EPERM if part is read-only,
  * -EFAULT if part is a hole or unreadable. */
 int uhmm__range_writable(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end)

@@ -247,25 +247,43 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			uintptr_t d = r->start + ((req->idx + x) << PAGE_SHIFT);
 			char *sp = REQ_SRC(req, x);
 			size_t one;
-			if (ret == -EAGAIN && !settle(ctx, &t0))
-				t0 = uhmm__now_ns() - UHMM_SETTLE_NS; /* no more waiting */
-			if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
-				req->want[x] = 0;
-				req->result = -ENOENT;
-				continue;
-			}
-			if (req->src_is_slots &&
-			    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
-					    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
-				req->want[x] = 2;
-			} else if ((ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
-							  UFFDIO_COPY_MODE_DONTWAKE, true,
-							  &one)) >= 0) {
-				/* Copied: a slot keeps its page. */
-				req->want[x] = req->src_is_slots ? 6 : 2;
-			} else {
+			/* An EAGAIN (an event pending) of this page's own move
+			 * or copy is settled and the page tried again, as the
+			 * runs are: a read-only destination, which refuses
+			 * every move, sends every page of it here (uhmm-torture
+			 * saw migrations home of read-only ranges fail -EFAULT
+			 * when a copy met an event once). */
+			for (;;) {
+				if (ret == -EAGAIN && !settle(ctx, &t0))
+					t0 = uhmm__now_ns() - UHMM_SETTLE_NS; /* no more waiting */
+				if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+					req->want[x] = 0;
+					req->result = -ENOENT;
+					break;
+				}
+				if (atomic_load_explicit(&range_page(r, req->idx + x)->word,
+							 memory_order_relaxed) & PG_ZAPPED) {
+					req->want[x] = 3; /* discarded meanwhile */
+					break;
+				}
+				if (req->src_is_slots &&
+				    uhmm__uffd_move(ctx->uffd, d, (uintptr_t)sp, PAGE_SIZE,
+						    UFFDIO_MOVE_MODE_DONTWAKE, &one) >= 0) {
+					req->want[x] = 2;
+					break;
+				}
+				ret = uhmm__uffd_copy(ctx->uffd, d, sp, PAGE_SIZE,
+						      UFFDIO_COPY_MODE_DONTWAKE, true, &one);
+				if (ret >= 0) {
+					/* Copied: a slot keeps its page. */
+					req->want[x] = req->src_is_slots ? 6 : 2;
+					break;
+				}
+				if (ret == -EAGAIN && !uhmm__settle_expired(&t0))
+					continue;
 				req->want[x] = 0;
 				req->result = (int)ret;
+				break;
 			}
 		}
 		i = j;
@@ -920,6 +938,13 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	uint64_t t0 = uhmm__trace_t0(ctx);
 	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
 	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	/* A write-protect fault (ctx->wp: a no-move migration protected the
+	 * page while it copied it, and kept it): the page is present, so the
+	 * fill below finds it there (EEXIST) and wakes the thread, which
+	 * writes.  A SIGBUS handler cannot tell the two faults apart: a
+	 * write to a page at home clears the protection either way. */
+	if (ctx->wp && write && pg_loc(w) == LOC_CPU)
+		(void)uhmm__uffd_writeprotect(ctx->uffd, va, PAGE_SIZE, false);
 	if (pg_loc(w) == LOC_CPU) {
 		serve_zero(ctx, r, idx, write, how);
 	} else if (pg_loc(w) == LOC_POISON) {
@@ -988,7 +1013,7 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 
 /* ---- SIGBUS mode: the faulting thread serves itself ---- */
 
-void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
+bool uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 {
 	struct fault_req q = { .addr = addr,
 			       .flags = write ? UFFD_PAGEFAULT_FLAG_WRITE : 0 };
@@ -999,6 +1024,7 @@ void uhmm__fault_request(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 	uhmm__service_kick(ctx);
 	while (!atomic_load_explicit(&q.done, memory_order_acquire))
 		uhmm_futex_wait(&q.done, 0);
+	return !q.unknown;
 }
 
 /*
@@ -1058,6 +1084,16 @@ static bool serve_or_park(struct uhmm_ctx *ctx, const struct parked_fault *f)
 		park(ctx, f);
 		return false;
 	}
+	/* The grown tail of a range (mremap): managed from now on. */
+	if (unknown && uhmm__ranges_grow(ctx, pa) == 0) {
+		unknown = false;
+		if (!serve_fault(ctx, f, &unknown, NULL)) {
+			park(ctx, f);
+			return false;
+		}
+	}
+	if (unknown && f->req)
+		f->req->unknown = true;
 	if (unknown && !f->req) {
 		/* (A SIGBUS handler's fault is known to be on a range: it
 		 * went away, and the thread faults again to meet the truth.
@@ -1139,9 +1175,14 @@ static void handle_event(struct uhmm_ctx *ctx, const struct uffd_msg *m)
 	case UFFD_EVENT_REMOVE:
 		/* Read before the kernel zaps: mirrors drop the pages
 		 * now, racing only the zap itself. */
-		STAT_INC(ctx, events_remove);
 		start = m->arg.remove.start;
 		end = m->arg.remove.end;
+		/* uhmm's own discard (a no-move migration dropping the CPU
+		 * copy of pages it holds, migrate.c): nothing to tell, and
+		 * not the application's madvise to count. */
+		if (uhmm__ranges_own_discard(ctx, start, end))
+			break;
+		STAT_INC(ctx, events_remove);
 		inv = uhmm__invalidate_start(ctx, start, end, UHMM_INV_ZAP, NULL, 0);
 		event_hook(ctx, start, end);
 		uhmm__ranges_zap(ctx, start, end);

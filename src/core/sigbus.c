@@ -179,8 +179,13 @@ static bool serve_in(struct uhmm_ctx *ctx, uintptr_t addr, bool write)
 			uhmm__events_wait(ctx);
 			r = uhmm__range_get(ctx, addr);
 		}
+		/* Perhaps the grown tail of a range (mremap grew it): the
+		 * service thread looks (it reads /proc/self/maps, which a
+		 * handler does not), and serves the fault if so.  Not from
+		 * inside our own service, nor on the service thread. */
 		if (!r)
-			return false;
+			return !depth && !pthread_equal(pthread_self(), ctx->service) &&
+			       uhmm__fault_request(ctx, addr, write);
 	}
 	if (depth) {
 		/* From inside our own service of a fault (a callback touched

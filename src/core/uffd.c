@@ -25,7 +25,8 @@
 	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |               \
 	 UFFD_FEATURE_EVENT_REMAP)
 /* Used where present. */
-#define UFFD_WANTED (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON)
+#define UFFD_WANTED (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON | \
+		     UFFD_FEATURE_PAGEFAULT_FLAG_WP)
 
 static int open_raw(int flags)
 {
@@ -117,6 +118,12 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	const char *nomove = getenv("UHMM_NO_MOVE");
 	ctx->move_in = ctx->has_move && !(ctx->opts.flags & UHMM_CTX_NO_MOVE) &&
 		       !(nomove && *nomove == '1');
+	/* Toward a device too: without UFFDIO_MOVE (a kernel before 6.8, or
+	 * forced), pages leave by the no-move path (migrate.c): the ranges
+	 * are registered for write-protection, so that a page can be copied
+	 * while the CPU may still read it but not write it. */
+	ctx->move_out = ctx->move_in;
+	ctx->wp = !ctx->move_out && (have & UFFD_FEATURE_PAGEFAULT_FLAG_WP);
 	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
 	ctx->sigbus = (ctx->opts.flags & UHMM_CTX_SIGBUS) != 0;
 	return 0;
@@ -124,11 +131,27 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 
 int uhmm__uffd_register(int fd, uintptr_t start, size_t len)
 {
+	return uhmm__uffd_register_wp(fd, start, len, false);
+}
+
+int uhmm__uffd_register_wp(int fd, uintptr_t start, size_t len, bool wp)
+{
 	struct uffdio_register r = {
 		.range = { .start = start, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = UFFDIO_REGISTER_MODE_MISSING | (wp ? UFFDIO_REGISTER_MODE_WP : 0),
 	};
 	return ioctl(fd, UFFDIO_REGISTER, &r) < 0 ? -errno : 0;
+}
+
+int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = start, .len = len },
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+	/* -EAGAIN: an event is pending (mmap_changing): the caller decides
+	 * (the service thread reads events; a migration backs off). */
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }
 
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)

@@ -3,6 +3,7 @@
 #include "testlib.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <uhmm/simdev.h>
@@ -138,4 +139,10 @@ void *uhmm_test_herd_thread(void *arg)
 		pthread_barrier_wait(&h->done);
 	}
 	return NULL;
+}
+
+bool uhmm_test_no_move(void)
+{
+	const char *e = getenv("UHMM_NO_MOVE");
+	return e && *e == '1';
 }

@@ -36,6 +36,16 @@ int uhmm_test_main(int argc, char **argv, const char *group,
 		skip();                                                       \
 	} while (0)
 
+/* Is the no-move path forced for this run (UHMM_NO_MOVE=1: ctest's
+ * "nomove" pass)?  Tests of the move path's own mechanics (pages leaving
+ * the CPU page table before the copy, warm slots lingering) skip then. */
+bool uhmm_test_no_move(void);
+#define SKIP_IF_NO_MOVE()                                                     \
+	do {                                                                  \
+		if (uhmm_test_no_move())                                      \
+			TEST_SKIP("the move path's own mechanics (UHMM_NO_MOVE=1)"); \
+	} while (0)
+
 /* Fail with both values printed when a negative-errno call fails. */
 #define ASSERT_OK(expr)                                                       \
 	do {                                                                  \

@@ -498,15 +498,16 @@ static void register_unsupported_memory_is_eopnotsupp(void **state)
 	EXPECT(-EOPNOTSUPP, uhmm_register(f.ctx, fs, len));
 	EXPECT(-EFAULT, uhmm_page_query(f.ctx, fp, &pi));
 
-	/* Read-only, and no access at all. */
+	/* No access at all (read-only memory is managed since issue 15). */
 	char *ro = map_anon(len, PROT_READ);
 	char *none = map_anon(len, PROT_NONE);
-	EXPECT(-EOPNOTSUPP, uhmm_register(f.ctx, ro, len));
+	EXPECT(0, uhmm_register(f.ctx, ro, len));
+	EXPECT(0, uhmm_unregister(f.ctx, ro, len));
 	EXPECT(-EOPNOTSUPP, uhmm_register(f.ctx, none, len));
 
-	/* Good memory followed by read-only memory, in one call. */
+	/* Good memory followed by inaccessible memory, in one call. */
 	char *mix = map_anon(2 * len, PROT_READ | PROT_WRITE);
-	assert_int_equal(mprotect(mix + len, len, PROT_READ), 0);
+	assert_int_equal(mprotect(mix + len, len, PROT_NONE), 0);
 	EXPECT(-EOPNOTSUPP, uhmm_register(f.ctx, mix, 2 * len));
 	EXPECT(-EFAULT, uhmm_page_query(f.ctx, mix, &pi));
 	EXPECT(0, uhmm_register(f.ctx, mix, len)); /* the good part alone is fine */

@@ -364,6 +364,17 @@ static void copy_failure_on_cpu_fault_exhausted_poisons_and_keeps_copy(void **st
 	disarm(f.dev);
 	int rc = uhmm_migrate(f.ctx, f.p, f.len, NULL, 0);
 	w = where_are(&f, f.p, f.len);
+	if (uhmm_test_no_move()) {
+		/* UFFDIO_COPY (the no-move path home) may fill over the
+		 * poison marker (the kernel lets a fill replace a marker):
+		 * the page comes home with its data. */
+		assert_int_equal(rc, 0);
+		assert_int_equal(w.cpu, f.len / PG);
+		check_cpu_pages(&f);
+		free(f.shadow);
+		ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+		return;
+	}
 	assert_int_equal(w.dev, 1);
 	assert_int_equal(w.cpu, f.len / PG - 1);
 	check_cpu_pages(&f);

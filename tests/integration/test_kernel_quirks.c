@@ -225,24 +225,28 @@ static void to_system(enum quirk q)
 
 static void move_out_eexist_uncounted(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	to_device(Q_EEXIST_UNCOUNTED);
 }
 
 static void move_out_eagain_short(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	to_device(Q_EAGAIN_SHORT);
 }
 
 static void move_home_eexist_uncounted(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	to_system(Q_EEXIST_UNCOUNTED);
 }
 
 static void move_home_eagain_short(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	to_system(Q_EAGAIN_SHORT);
 }
@@ -320,6 +324,7 @@ static void zero_fill_short_after_discard(void **state)
  */
 static void move_out_eagain_is_retried(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	struct fixture f;
 	setup(&f);

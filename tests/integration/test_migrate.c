@@ -409,6 +409,7 @@ static void *migrate_thread(void *arg)
 
 static void fault_on_busy_page_parks_without_blocking_service(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	struct fixture f;
 	/* Each copy takes 300 ms: the migration holds its pages that long. */
 	setup_dev(&f, 64 * MiB, 300ull * 1000 * 1000);
@@ -494,6 +495,7 @@ static uint64_t read_back_hits(uhmm_ctx *ctx, void *p, size_t len, uint64_t seed
  * allocation); with pool_max_pages 0 the pool holds pool_pages only. */
 static void migrated_pages_linger_in_pool(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	size_t len = 8 * MiB; /* 2048 pages, pool_pages 512 */
 	for (int lingering = 1; lingering >= 0; lingering--) {
@@ -790,6 +792,7 @@ static void migration_after_sequential_read_keeps_every_page(void **state)
 /* An idle context gives the lingering pages back (to pool_pages). */
 static void idle_context_releases_lingering_pages(void **state)
 {
+	SKIP_IF_NO_MOVE();
 	(void)state;
 	size_t len = 32 * MiB;
 	uhmm_device *dev;

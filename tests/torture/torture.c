@@ -116,7 +116,9 @@ static struct kstat kst[K_COUNT];
 /* ------------------------------------------------------------------------ */
 /* Global state                                                              */
 
-enum slot_kind { SLOT_ALLOC, SLOT_REGISTERED };
+/* SLOT_FILE: a MAP_PRIVATE mapping of a temporary file holding a pattern,
+ * adopted (uhmm_register_flags(UHMM_REGISTER_ADOPT_FILE), issue 15). */
+enum slot_kind { SLOT_ALLOC, SLOT_REGISTERED, SLOT_FILE };
 
 struct slot {
 	pthread_rwlock_t lock;
@@ -516,13 +518,56 @@ static void advise_range(struct tstate *t, struct slot *s)
 	}
 }
 
-/* Maps a new range into slot @s (zeros).  Returns 0 or aborts the run. */
+/* The byte every page i of a file slot holds at its start. */
+static int file_byte(size_t i)
+{
+	return (int)(0x41 + i % 29);
+}
+
+/* Maps a new range into slot @s (zeros; a file slot's pattern).  Returns 0
+ * or aborts the run. */
 static int slot_map(struct tstate *t, struct slot *s, size_t npages)
 {
 	size_t len = npages * PG;
 	int r;
-	s->skind = rnd_below(t, 2) ? SLOT_ALLOC : SLOT_REGISTERED;
-	if (s->skind == SLOT_ALLOC) {
+	int fkind = (int)rnd_below(t, 3);
+	s->skind = fkind == 0 ? SLOT_REGISTERED : fkind == 1 ? SLOT_FILE : SLOT_ALLOC;
+	if (s->skind == SLOT_FILE) {
+		char path[] = "/tmp/uhmm-torture-XXXXXX";
+		int fd = mkstemp(path);
+		if (fd < 0) {
+			unexpected(t, K_MUNMAP, "mkstemp", -errno, "");
+			return -ENOMEM;
+		}
+		unlink(path);
+		static _Thread_local char pg[PG];
+		for (size_t i = 0; i < npages; i++) {
+			memset(pg, file_byte(i), PG);
+			if (pwrite(fd, pg, PG, (off_t)(i * PG)) != (ssize_t)PG) {
+				unexpected(t, K_MUNMAP, "pwrite", -errno, "");
+				close(fd);
+				return -ENOMEM;
+			}
+		}
+		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		close(fd);
+		if (p == MAP_FAILED) {
+			unexpected(t, K_MUNMAP, "mmap(file)", -errno, "len %zu", len);
+			return -ENOMEM;
+		}
+		/* Some pages written before the adoption (copied on write),
+		 * the rest still the file's. */
+		for (size_t i = 0; i < npages; i += 2)
+			((char *)p)[i * PG] = file_byte(i);
+		r = uhmm_register_flags(G.ctx, p, len, UHMM_REGISTER_ADOPT_FILE);
+		if (r) {
+			unexpected(t, K_MUNMAP, "uhmm_register_flags(ADOPT_FILE)", r,
+				   "%p len %zu", p, len);
+			munmap(p, len);
+			return r;
+		}
+		s->base = p;
+	} else if (s->skind == SLOT_ALLOC) {
 		void *p;
 		r = uhmm_alloc(G.ctx, len, &p);
 		if (r) {
@@ -554,6 +599,9 @@ static int slot_map(struct tstate *t, struct slot *s, size_t npages)
 		fprintf(stderr, "out of memory\n");
 		exit(2);
 	}
+	if (s->skind == SLOT_FILE)
+		for (size_t i = 0; i < npages; i++)
+			memset(s->shadow + i * PG, file_byte(i), PG);
 	s->gen++;
 	advise_range(t, s);
 	return 0;
@@ -1145,13 +1193,24 @@ static void op_mremap(struct tstate *t, unsigned si, uint64_t opid)
 static void op_mprotect(struct tstate *t, unsigned si, uint64_t opid)
 {
 	struct slot *s = &G.slots[si];
-	int r = uhmm_mprotect(G.ctx, s->base, s->len, PROT_READ);
-	if (!outcome(t, K_MPROTECT, "uhmm_mprotect(PROT_READ)", r, false, false, false))
+	/* uhmm_mprotect, or a plain mprotect (uhmm is not told: read-only
+	 * pages are found at migration and fault time). */
+	bool plain = rnd_below(t, 2);
+	int r = plain ? (mprotect(s->base, s->len, PROT_READ) ? -errno : 0)
+		      : uhmm_mprotect(G.ctx, s->base, s->len, PROT_READ);
+	if (!outcome(t, K_MPROTECT, plain ? "mprotect(PROT_READ)" : "uhmm_mprotect(PROT_READ)",
+		     r, false, false, false))
 		return;
 	hist_range(s, 0, s->len, opid, K_MPROTECT, t->id);
 	unsigned d = (unsigned)rnd_below(t, NDEV);
 	size_t data_off = (1 + rnd_below(t, s->npages - 1)) * PG;
-	switch (rnd_below(t, G.no_ro_migrate ? 3 : 4)) {
+	/* A device store and an exclusive grab must fail only after
+	 * uhmm_mprotect: a plain mprotect is not told to the mirrors, which
+	 * keep the rights they had (documented), so those cases are for
+	 * uhmm_mprotect alone. */
+	unsigned what = plain ? 2 + (unsigned)rnd_below(t, G.no_ro_migrate ? 1 : 2)
+			   : (unsigned)rnd_below(t, G.no_ro_migrate ? 3 : 4);
+	switch (what) {
 	case 0: { /* a device store must fail with -EPERM and change nothing */
 		struct wargs a;
 		memset(&a, 0, sizeof(a));
@@ -1195,19 +1254,27 @@ static void op_mprotect(struct tstate *t, unsigned si, uint64_t opid)
 		break;
 	}
 	default: /* migrate the read-only range around; data stays */
-		/* To a device: -EPERM, documented (UFFDIO_MOVE needs a
-		 * writable mapping; the pages stay in system memory).
-		 * Home: the pages come back by copy, no error. */
+		/* To a device by the no-move path (issue 15: read-only pages
+		 * migrate; -EBUSY for pages a fork child shares); home by
+		 * copy, or by the CPU reads of check_bytes below. */
 		struct capsnap c;
 		cap_begin(d, &c);
 		r = uhmm_migrate(G.ctx, s->base, s->len, G.dev[d], 0);
 		migrate_outcome(t, K_MPROTECT, "uhmm_migrate(read-only)", r, d, s, 0, s->len, &c,
-				true);
+				false);
+		if (rnd_below(t, 2)) {
+			r = uhmm_migrate(G.ctx, s->base, s->len, NULL, 0);
+			outcome(t, K_MPROTECT, "uhmm_migrate(read-only, home)", r, false, false,
+				false);
+		}
 		break;
 	}
 	check_bytes(t, si, 0, s->len, "read-only");
-	r = uhmm_mprotect(G.ctx, s->base, s->len, PROT_READ | PROT_WRITE);
-	if (!outcome(t, K_MPROTECT, "uhmm_mprotect(RW)", r, false, false, false)) {
+	plain = rnd_below(t, 2);
+	r = plain ? (mprotect(s->base, s->len, PROT_READ | PROT_WRITE) ? -errno : 0)
+		  : uhmm_mprotect(G.ctx, s->base, s->len, PROT_READ | PROT_WRITE);
+	if (!outcome(t, K_MPROTECT, plain ? "mprotect(RW)" : "uhmm_mprotect(RW)", r, false,
+		     false, false)) {
 		fprintf(stderr, "cannot make range %u writable again: stopping\n", si);
 		exit(2);
 	}

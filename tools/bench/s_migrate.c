@@ -10,7 +10,9 @@
  * memory: its first touch would be timed otherwise).  Between timed runs
  * the buffer is brought home (untimed) with uhmm_migrate(..., NULL).
  * Then migrate_home_1g_vs_touch_ratio: bringing 1 GiB home by
- * uhmm_migrate(NULL) against by a sequential read (home_vs_touch).
+ * uhmm_migrate(NULL) against by a sequential read (home_vs_touch), and
+ * nomove_migrate_2m_vs_memcpy_ratio: the 2 MiB batches again without
+ * UFFDIO_MOVE (nomove_gbps).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -90,6 +92,55 @@ out:
 		uhmm_free(ctx, buf);
 	uhmm_ctx_destroy(ctx);
 	return ratio;
+}
+
+/*
+ * The no-move path (UHMM_CTX_NO_MOVE: the path of kernels before 6.8 and of
+ * read-only pages): the same 2 MiB batches in a context that may not use
+ * UFFDIO_MOVE.  Each page is write-protected, read through /proc/self/mem,
+ * copied, and its CPU copy discarded.  Median GB/s (NAN on error).
+ */
+static double nomove_gbps(struct bench_sc *sc, size_t len, int reps)
+{
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	double g = NAN;
+	if (make_ctx(sc, UHMM_CTX_NO_MOVE, 0, len + (32u << 20), &ctx, &dev) < 0)
+		return NAN;
+	char *buf = NULL;
+	double *v = calloc((size_t)reps, sizeof(double));
+	int e = uhmm_alloc(ctx, len, (void **)&buf);
+	if (e < 0) {
+		bench_fail(sc, "uhmm_alloc (no-move)", e);
+		goto out;
+	}
+	if ((e = warm_round_trip(sc, ctx, dev, buf, len)) < 0)
+		goto out;
+	touch_write(buf, len);
+	for (int r = 0; r < reps; r++) {
+		uint64_t t = now_ns();
+		for (size_t off = 0; off < len; off += 2u << 20)
+			if ((e = uhmm_migrate(ctx, buf + off, 2u << 20, dev, 0)) < 0)
+				break;
+		t = now_ns() - t;
+		if (e < 0) {
+			bench_fail(sc, "uhmm_migrate to device (no-move)", e);
+			goto out;
+		}
+		v[r] = gbps(len, t);
+		if ((e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate home (no-move)", e);
+			goto out;
+		}
+		touch_write(buf, len);
+	}
+	g = dist_of(v, (size_t)reps).median;
+out:
+	free(v);
+	if (buf)
+		uhmm_free(ctx, buf);
+	uhmm_ctx_destroy(ctx);
+	return g;
 }
 
 int sc_migrate(struct bench_sc *sc)
@@ -174,6 +225,14 @@ int sc_migrate(struct bench_sc *sc)
 		snprintf(k, sizeof(k), "copy_share_%s", batch_name[b]);
 		snprintf(w, sizeof(w), "%zu KiB: share of the time in the copy engine", batch[b] >> 10);
 		bench_fig(sc, k, copy_share[b], "", w);
+	}
+	{
+		bench_progress("  migrate: the no-move path, 2 MiB batches over %zu MiB", len >> 20);
+		double g = nomove_gbps(sc, len, reps);
+		bench_fig(sc, "nomove_migrate_2m_gbps", g, "GB/s",
+			  "uhmm_migrate without UFFDIO_MOVE (UHMM_CTX_NO_MOVE), 2 MiB batches");
+		bench_ratio(sc, "nomove_migrate_2m_vs_memcpy_ratio", g / gb_memcpy[2],
+			    "no-move 2 MiB batches / memcpy (kernels before 6.8, read-only pages)");
 	}
 	{
 		size_t hlen = cfg.quick ? (size_t)64 << 20 : (size_t)1 << 30;
