@@ -12,14 +12,15 @@
  * Use:   uhmm-replay --policy ./mru.so trace.bin
  * Stateless: safe from any number of threads.
  */
+#define _GNU_SOURCE
 #include <stdlib.h>
 
 #include <uhmm/policy.h>
 
-static __thread const struct uhmm_pol_block *cand;
-
-static int cmp(const void *x, const void *y)
+/* (qsort_r: the candidates are the comparison's context, no shared state.) */
+static int cmp(const void *x, const void *y, void *arg)
 {
+	const struct uhmm_pol_block *cand = arg;
 	const struct uhmm_pol_block *a = &cand[*(const uint32_t *)x];
 	const struct uhmm_pol_block *b = &cand[*(const uint32_t *)y];
 	if (a->last_use != b->last_use)
@@ -35,9 +36,8 @@ static int mru_evict_order(void *st, uhmm_loc dev, uint64_t need_bytes,
 	(void)need_bytes;
 	for (size_t i = 0; i < n; i++)
 		order[i] = (uint32_t)i;
-	cand = c;
 	if (n > 1)
-		qsort(order, n, sizeof(*order), cmp);
+		qsort_r(order, n, sizeof(*order), cmp, (void *)c);
 	return 0;
 }
 

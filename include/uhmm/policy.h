@@ -24,7 +24,8 @@
  *  - It must not call uhmm (any uhmm_* function) and must not block.
  *  - It returns 0 and a valid decision (each callback says what valid is),
  *    within the context's time budget (UHMM_POLICY_BUDGET_US, default
- *    200 us).  A callback that returns non-zero or an invalid decision, or
+ *    10000 us of wall-clock time: a callback preempted on a loaded
+ *    machine must not pass for one that loops or blocks).  A callback that returns non-zero or an invalid decision, or
  *    overruns the budget, gets its policy *ejected*: the context falls back
  *    to the built-in policy for good (until the next uhmm_policy_set()),
  *    says why once on stderr and in uhmm_policy_get(), and counts it in

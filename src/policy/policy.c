@@ -596,7 +596,10 @@ int uhmm__pol_init(struct uhmm_ctx *ctx)
 	pthread_mutex_init(&p->scan_lock, NULL);
 	p->fault_around = ctx->opts.fault_around;
 	p->readahead_pages = ctx->opts.readahead_pages;
-	p->budget_ns = 200 * 1000;
+	/* Wall-clock time: generous enough that a callback preempted on a
+	 * loaded machine (a scheduler slice or two) is not taken for one
+	 * that loops or blocks. */
+	p->budget_ns = 10 * 1000 * 1000;
 	uhmm__thrash_init(p);
 	p->ctx = ctx;
 	/* The prefetcher's threshold, %: 0 migrates the whole span (the

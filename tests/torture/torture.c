@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include <uhmm/device.h>
 #include <uhmm/mirror.h>
+#include <uhmm/policy.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
@@ -80,7 +81,8 @@ void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
 enum kind {
 	K_CPU_WRITE, K_CPU_READ, K_CPU_ATOMIC, K_DEV_WRITE, K_DEV_READ,
 	K_DEV_ATOMIC, K_MIGRATE, K_EXCLUSIVE, K_MADVISE_OWN, K_MADVISE,
-	K_MUNMAP, K_MREMAP, K_MPROTECT, K_FORK, K_VERIFY, K_TENANT, K_EVICT, K_COUNT
+	K_MUNMAP, K_MREMAP, K_MPROTECT, K_FORK, K_VERIFY, K_TENANT, K_EVICT, K_ADVISE,
+	K_PREFETCH, K_COUNT
 };
 
 static const struct {
@@ -105,6 +107,8 @@ static const struct {
 	[K_VERIFY] = { "verify", 2, true },
 	[K_TENANT] = { "tenant", 2, false },
 	[K_EVICT] = { "evict", 3, false },
+	[K_ADVISE] = { "advise", 2, false },
+	[K_PREFETCH] = { "prefetch", 4, false },
 };
 
 /* Per kind: completed ops, and outcomes of the library calls. */
@@ -1031,6 +1035,65 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 		check_own_in(t, si, off, len, r ? "after failed migration" : "after migration");
 }
 
+/* Advice (preferred location) over a sub-range, then the attribute query:
+ * every byte of it accounted for somewhere.  Changes no byte. */
+static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
+{
+	struct slot *s = &G.slots[si];
+	size_t off, len;
+	pick_sub(t, s, &off, &len);
+	unsigned d = (unsigned)rnd_below(t, NDEV + 2);
+	int adv = d == NDEV + 1 ? UHMM_ADVISE_UNSET_PREFERRED_LOCATION
+				: UHMM_ADVISE_PREFERRED_LOCATION;
+	int r = uhmm_advise(G.ctx, s->base + off, len, adv, d < NDEV ? G.dev[d] : NULL);
+	outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
+	struct uhmm_range_attrs at;
+	r = uhmm_range_attrs(G.ctx, s->base + off, len, &at);
+	if (outcome(t, K_ADVISE, "uhmm_range_attrs", r, false, false, false)) {
+		uint64_t sum = at.bytes_cpu + at.bytes_exclusive;
+		for (unsigned i = 0; i < UHMM_MAX_LOCATIONS; i++)
+			sum += at.bytes_on[i];
+		if (sum != len)
+			unexpected(t, K_ADVISE, "uhmm_range_attrs", 0,
+				   "%" PRIu64 " bytes accounted for of %zu", sum, len);
+	}
+	hist_range(s, off, len, opid, K_ADVISE, t->id);
+	if (rnd_below(t, 4) == 0)
+		check_own_in(t, si, off, len, "after advice");
+}
+
+/* An asynchronous migration: waited for under the range's lock (then its
+ * result is a migration's), or let go at once (it may then run after an
+ * munmap or mremap of the range: whatever it finds, nothing is lost). */
+static void op_prefetch(struct tstate *t, unsigned si, uint64_t opid)
+{
+	struct slot *s = &G.slots[si];
+	size_t off, len;
+	pick_sub(t, s, &off, &len);
+	unsigned d = (unsigned)rnd_below(t, NDEV + 1);
+	uhmm_device *dst = d < NDEV ? G.dev[d] : NULL;
+	struct capsnap c = { 0, 0, 0 };
+	if (dst)
+		cap_begin(d, &c);
+	uhmm_prefetch_req *pf;
+	int r = uhmm_prefetch(G.ctx, s->base + off, len, dst, 0, &pf);
+	if (!outcome(t, K_PREFETCH, "uhmm_prefetch", r, false, false, false))
+		return;
+	hist_range(s, off, len, opid, K_PREFETCH, t->id);
+	if (rnd_below(t, 2)) {
+		r = uhmm_prefetch_wait(pf, -1);
+		bool ok = dst ? migrate_outcome(t, K_PREFETCH, "uhmm_prefetch_wait", r, d, s, off,
+						len, &c, false)
+			      : outcome(t, K_PREFETCH, "uhmm_prefetch_wait", r, false, true, false);
+		if (!ok)
+			fprintf(stderr, "    range %u +%#zx len %#zx to %s\n", si, off, len,
+				dst ? uhmm_device_name(dst) : "system");
+		if (rnd_below(t, 4) == 0)
+			check_own_in(t, si, off, len, "after prefetch");
+	}
+	uhmm_prefetch_release(pf);
+}
+
 static void op_exclusive(struct tstate *t, unsigned si, uint64_t opid)
 {
 	struct slot *s = &G.slots[si];
@@ -1500,6 +1563,8 @@ static void *worker(void *arg)
 		case K_VERIFY: op_verify(t, si, "verify"); break;
 		case K_TENANT: op_tenant(t, si, opid); break;
 		case K_EVICT: op_evict(t, si, opid); break;
+		case K_ADVISE: op_advise(t, si, opid); break;
+		case K_PREFETCH: op_prefetch(t, si, opid); break;
 		default: break;
 		}
 		pthread_rwlock_unlock(&s->lock);
@@ -1856,6 +1921,9 @@ int main(int argc, char **argv)
 		printf("  allocated ranges are released with munmap(2) (--no-uhmm-free)\n");
 	if (G.sigbus)
 		printf("  faulting threads serve their own faults (--sigbus: UHMM_CTX_SIGBUS)\n");
+	struct uhmm_policy_info pol;
+	if (uhmm_policy_get(G.ctx, &pol) == 0 && strcmp(pol.name, "default"))
+		printf("  policy: %s (UHMM_POLICY)\n", pol.name);
 
 	TS = calloc(G.threads, sizeof(*TS));
 	G.slots = calloc(G.nranges, sizeof(*G.slots));
@@ -1894,6 +1962,12 @@ int main(int argc, char **argv)
 
 	struct uhmm_stats st;
 	uhmm_stats_get(G.ctx, &st);
+	/* A plug-in policy must not have been ejected: its answers are
+	 * valid and it runs within its budget. */
+	if (uhmm_policy_get(G.ctx, &pol) == 0 && pol.ejections) {
+		fprintf(stderr, "policy ejected: %s\n", pol.ejected);
+		atomic_fetch_add(&G.unexpected, 1);
+	}
 	if (G.verbose) {
 		uhmm_stats_print(G.ctx, stdout);
 		fflush(stdout);
@@ -1939,6 +2013,8 @@ int main(int argc, char **argv)
 	       "%lu fitting but not their 2 MiB blocks, %lu while the tenant changed\n",
 	       atomic_load(&G.enomem_over), atomic_load(&G.enomem_blocks),
 	       atomic_load(&G.enomem_resizing));
+	printf("policy %s; %" PRIu64 " bytes prefetched; %" PRIu64 " thrashing regions pinned\n",
+	       pol.name, st.prefetched_bytes, st.thrash_pins);
 	unsigned long mm = atomic_load(&G.mismatches), ue = atomic_load(&G.unexpected);
 	printf("mismatches %lu, unexpected results %lu (seed %" PRIu64 "): %s\n", mm, ue, G.seed,
 	       mm || ue ? "FAIL" : "PASS");
