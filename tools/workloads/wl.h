@@ -128,35 +128,25 @@ static inline uint64_t wl_next(uint64_t *s)
 }
 
 /*
- * Float and double accessors of simdev memory, through the 32- and 64-bit
- * ones with memcpy casts.  One small function per type, so that switching
- * to native float accessors is a change here only.
+ * Float and double accessors of simdev memory: simdev's own (inline on a
+ * TLB hit, uhmm/simdev.h).  One small function per type, so that a
+ * workload can be pointed at other accessors in one place.
  */
 static inline float wl_ldf(uhmm_simdev_item *wi, const float *p)
 {
-	uint32_t u = uhmm_simdev_ld32(wi, p);
-	float f;
-	memcpy(&f, &u, sizeof(f));
-	return f;
+	return uhmm_simdev_ldf32(wi, p);
 }
 static inline void wl_stf(uhmm_simdev_item *wi, float *p, float f)
 {
-	uint32_t u;
-	memcpy(&u, &f, sizeof(u));
-	uhmm_simdev_st32(wi, p, u);
+	uhmm_simdev_stf32(wi, p, f);
 }
 static inline double wl_ldd(uhmm_simdev_item *wi, const double *p)
 {
-	uint64_t u = uhmm_simdev_ld64(wi, p);
-	double d;
-	memcpy(&d, &u, sizeof(d));
-	return d;
+	return uhmm_simdev_ldf64(wi, p);
 }
 static inline void wl_std(uhmm_simdev_item *wi, double *p, double d)
 {
-	uint64_t u;
-	memcpy(&u, &d, sizeof(u));
-	uhmm_simdev_st64(wi, p, u);
+	uhmm_simdev_stf64(wi, p, d);
 }
 static inline void *wl_ldp(uhmm_simdev_item *wi, void *const *p)
 {
