@@ -652,13 +652,13 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		uhmm_simdev_opts_init(&o);
 	/* UHMM_SIMDEV_LINK names the preset of simdevs whose options choose
 	 * no link of their own. */
-	const char *env = getenv("UHMM_SIMDEV_LINK");
-	if (env && *env && !o.link && opts_no_model(&o)) {
-		if (!uhmm__link_preset(env)) {
-			fprintf(stderr, "uhmm simdev: UHMM_SIMDEV_LINK: no preset '%s'\n", env);
+	const char *link_env = getenv("UHMM_SIMDEV_LINK");
+	if (link_env && *link_env && !o.link && opts_no_model(&o)) {
+		if (!uhmm__link_preset(link_env)) {
+			fprintf(stderr, "uhmm simdev: UHMM_SIMDEV_LINK: no preset '%s'\n", link_env);
 			return -EINVAL;
 		}
-		o.link = env;
+		o.link = link_env;
 	}
 	int err = uhmm__simdev_new(&o, &sd);
 	if (err)
