@@ -169,8 +169,19 @@ static const struct uhmm_device_ops stub_ops = {
 	.copy_wait = stub_wait,
 };
 
+/* Low in the address space, where the kernel's top-down placement of other
+ * mappings never goes while there is room above: holes the tests punch in
+ * these mappings stay holes (see unmapped_addr). */
 static char *map_anon(size_t len, int prot)
 {
+	for (uintptr_t a = 0x60000000; a < 0x70000000; a += 16 << 20) {
+		char *p = mmap((void *)a, len, prot,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == (char *)a)
+			return p;
+		if (p != MAP_FAILED)
+			munmap(p, len);
+	}
 	char *p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(p != MAP_FAILED);
 	return p;
