@@ -249,14 +249,9 @@ bool uhmm__poisoned_in(struct uhmm_ctx *ctx, uintptr_t a, size_t len)
 UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn)
 {
 	struct uhmm_ctx *ctx;
-	int err = uhmm__dev_enter(dev, &ctx);
+	int err = uhmm__backend_call_enter(dev, &ctx);
 	if (err)
 		return err;
-	err = uhmm__dev_hold(ctx, dev);
-	if (err) {
-		uhmm__ctx_exit(ctx);
-		return err;
-	}
 	/* The eviction walk, limited to the frame, finds its page (there is
 	 * no reverse map); a page someone holds is waited for, as
 	 * uhmm_device_evict_frames does. */

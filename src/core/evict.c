@@ -382,8 +382,7 @@ void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns)
 
 /* ---- what a backend may ask for ---- */
 
-/* Enter the device's context and hold the device (a detach waits). */
-static int backend_call_enter(uhmm_device *dev, struct uhmm_ctx **ctx)
+int uhmm__backend_call_enter(uhmm_device *dev, struct uhmm_ctx **ctx)
 {
 	int err = uhmm__dev_enter(dev, ctx);
 	if (err)
@@ -397,7 +396,7 @@ static int backend_call_enter(uhmm_device *dev, struct uhmm_ctx **ctx)
 UHMM_API long uhmm_device_evict(uhmm_device *dev, size_t bytes)
 {
 	struct uhmm_ctx *ctx;
-	int err = backend_call_enter(dev, &ctx);
+	int err = uhmm__backend_call_enter(dev, &ctx);
 	if (err)
 		return err;
 	struct uhmm_victim v = { .dev = dev->id, .hi = UINT64_MAX };
@@ -414,7 +413,7 @@ UHMM_API int uhmm_device_evict_frames(uhmm_device *dev, uint64_t first, uint64_t
 	if (!n || first + n < first)
 		return -EINVAL;
 	struct uhmm_ctx *ctx;
-	int err = backend_call_enter(dev, &ctx);
+	int err = uhmm__backend_call_enter(dev, &ctx);
 	if (err)
 		return err;
 	/* Walk until no page with a frame in the range is left; pages

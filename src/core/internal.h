@@ -582,6 +582,9 @@ int uhmm__dev_enter(uhmm_device *dev, struct uhmm_ctx **ctx);
  * the device is not live, not ctx's, or being detached. */
 int uhmm__dev_hold(struct uhmm_ctx *ctx, struct uhmm_device *dev);
 void uhmm__dev_release(struct uhmm_device *dev);
+/* A backend's call (evict.c): enter the device's context and hold the
+ * device (a detach waits); undo with uhmm__dev_release, uhmm__ctx_exit. */
+int uhmm__backend_call_enter(uhmm_device *dev, struct uhmm_ctx **ctx);
 struct uhmm_device *uhmm__dev_get(struct uhmm_ctx *ctx, unsigned id);
 void uhmm__dev_free_pages(struct uhmm_ctx *ctx, unsigned id,
 			  const uint64_t *dpfn, size_t n);
