@@ -74,7 +74,7 @@ static void builtin_cpu_fault(struct uhmm_polctx *p, const struct uhmm_pol_cpu_f
 	uint64_t blk = page - (page % bsz);
 	pthread_mutex_lock(&p->scan_lock);
 	struct uhmm_pol_scan *s = NULL, *lru = &p->scans[0];
-	for (unsigned i = 0; i < UHMM_POL_SCANS; i++) {
+	for (unsigned i = 0; i < UHMM_POL_STREAMS; i++) {
 		struct uhmm_pol_scan *x = &p->scans[i];
 		if (x->used && (blk == x->last + bsz ||
 				(x->wend > x->last && blk > x->last && blk < x->wend))) {

@@ -36,7 +36,6 @@ struct uhmm_pol_scan {
 	uint64_t used;   /* for replacing the least recent */
 };
 
-#define UHMM_POL_SCANS 4
 /* Candidates offered to evict_order at most. */
 #define UHMM_POL_MAX_CAND 1024u
 
@@ -67,7 +66,7 @@ struct uhmm_polctx {
 	uint32_t fault_around;    /* pages */
 	uint32_t readahead_pages;
 	pthread_mutex_t scan_lock; /* leaf */
-	struct uhmm_pol_scan scans[UHMM_POL_SCANS];
+	struct uhmm_pol_scan scans[UHMM_POL_STREAMS]; /* stream k: scans[k] */
 	uint64_t scan_clock;
 };
 
