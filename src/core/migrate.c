@@ -472,9 +472,14 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
  * (UFFDIO_WRITEPROTECT, where the ranges are registered for it: ctx->wp),
  * so a CPU write waits (a write-protect fault, parked on the page lock)
  * instead of landing after the copy read the page; reads go on.  A
- * read-only mapping needs no protection: nothing writes it (an mprotect
- * to read-write in the middle of the migration of its pages is the
- * application's race).  The data is read through /proc/self/mem, whose
+ * read-only mapping is protected too: a plain mprotect to read-write
+ * (uhmm is not told) may come in the middle of the migration of its
+ * pages, which the application may not even wait for (a prefetch, a
+ * device's fault), and a write after it would land in the CPU copy that
+ * the discard below drops (test_readonly
+ * readonly_write_after_mprotect_during_copy_is_kept).  (A kernel with
+ * UFFDIO_MOVE has write-protection; one with neither refuses migrations
+ * to a device: uhmm_migrate.)  The data is read through /proc/self/mem, whose
  * reads never wait on a userfault: a page that is missing (never
  * populated, or discarded by the application meanwhile) fails the read
  * instead of faulting into the service thread, which would park the

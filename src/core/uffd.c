@@ -119,11 +119,16 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	ctx->move_in = ctx->has_move && !(ctx->opts.flags & UHMM_CTX_NO_MOVE) &&
 		       !(nomove && *nomove == '1');
 	/* Toward a device too: without UFFDIO_MOVE (a kernel before 6.8, or
-	 * forced), pages leave by the no-move path (migrate.c): the ranges
-	 * are registered for write-protection, so that a page can be copied
-	 * while the CPU may still read it but not write it. */
+	 * forced), pages leave by the no-move path (migrate.c).  Ranges are
+	 * registered for write-protection wherever the kernel has it, so
+	 * that a page can be copied while the CPU may still read it but not
+	 * write it.  Also with UFFDIO_MOVE: read-only memory, which it
+	 * refuses, leaves by the no-move path too, and a plain mprotect to
+	 * read-write (uhmm is not told) can make it writable while it is
+	 * copied; a migration the application does not wait for (a prefetch,
+	 * a device's fault) makes that no race of the application's. */
 	ctx->move_out = ctx->move_in;
-	ctx->wp = !ctx->move_out && (have & UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	ctx->wp = (have & UFFD_FEATURE_PAGEFAULT_FLAG_WP) != 0;
 	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
 	ctx->sigbus = (ctx->opts.flags & UHMM_CTX_SIGBUS) != 0;
 	return 0;

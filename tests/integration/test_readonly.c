@@ -326,6 +326,58 @@ static void nomove_write_during_copy_is_kept(void **state)
 	teardown(&f);
 }
 
+struct unprotector {
+	char *p;
+	size_t npages;
+};
+
+static void *unprotect_and_write_thread(void *arg)
+{
+	struct unprotector *w = arg;
+	usleep(50000); /* into the migration's copy (200 ms) */
+	assert_int_equal(mprotect(w->p, w->npages * PG, PROT_READ | PROT_WRITE), 0);
+	for (size_t i = 0; i < w->npages; i++)
+		((volatile char *)w->p)[i * PG + 7] = (char)(0x60 + i);
+	return NULL;
+}
+
+/* The same in the default mode, for memory that is read-only when its
+ * migration starts (the no-move path: UFFDIO_MOVE refuses it) and that
+ * another thread makes writable (a plain mprotect, which uhmm is not told
+ * of) and writes while the pages are being copied.  The migration may be
+ * one the application does not even wait for (an asynchronous prefetch,
+ * a device's fault): the writes must not be lost.  (They were: without
+ * the write-protection, which the default mode did not register, the
+ * discard of the CPU copies after the copy dropped them, and the device
+ * kept the older data; uhmm-torture --dev-mib 4 saw it as a cpu-write
+ * lost after an mprotect operation.) */
+static void readonly_write_after_mprotect_during_copy_is_kept(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup_flags(&f, 0, 200ull * 1000 * 1000);
+	size_t n = 8, len = n * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	memset(p, 1, len);
+	assert_int_equal(mprotect(p, len, PROT_READ), 0);
+	struct unprotector w = { .p = p, .npages = n };
+	pthread_t t;
+	pthread_create(&t, NULL, unprotect_and_write_thread, &w);
+	int r = uhmm_migrate(f.ctx, p, len, f.dev, 0);
+	pthread_join(t, NULL);
+	/* 0, or -EBUSY/-EFAULT for pages the writer took first: either way
+	 * nothing written may be lost. */
+	assert_true(r == 0 || r == -EBUSY || r == -EFAULT);
+	for (size_t i = 0; i < n; i++)
+		for (size_t b = 0; b < PG; b++)
+			if (p[i * PG + b] != (b == 7 ? (char)(0x60 + i) : 1))
+				fail_msg("page %zu byte %zu: %#x", i, b,
+					 (unsigned char)p[i * PG + b]);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	teardown(&f);
+}
+
 /* ---- private file mappings ---- */
 
 /* A temporary file of n pages, page i filled with 0x10 + i. */
@@ -517,6 +569,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(plain_mprotect_of_migrated_and_held_pages),
 	cmocka_unit_test(nomove_round_trip),
 	cmocka_unit_test(nomove_write_during_copy_is_kept),
+	cmocka_unit_test(readonly_write_after_mprotect_during_copy_is_kept),
 	cmocka_unit_test(private_file_mapping_adopted_migrates),
 	cmocka_unit_test(mremap_growth_is_managed),
 	cmocka_unit_test(mremap_growth_is_managed_user_mode_only),
