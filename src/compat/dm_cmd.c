@@ -459,17 +459,21 @@ static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 		if (err)
 			break;
 		next = min_u(min_u(end, a + DM_CHUNK_PAGES * PS), vend);
+		/* Before the adoption of a private file mapping: which of its
+		 * pages are not anonymous (they stay, as the kernel's). */
+		uint8_t file[DM_CHUNK_PAGES];
+		dm_file_pages(a, (next - a) / PS, file);
 		dm_manage_range(h->ctx, a, next);
 		/* Migrate the managed runs in system memory; unmanaged pages
 		 * (shared, file) and other devices' pages stay, and the
 		 * read-back reports them. */
 		for (uintptr_t p = a; p < next && !err;) {
-			if (!to_dev_selects(h->ctx, p, dev)) {
+			if (file[(p - a) / PS] || !to_dev_selects(h->ctx, p, dev)) {
 				p += PS;
 				continue;
 			}
 			uintptr_t q = p + PS;
-			while (q < next && to_dev_selects(h->ctx, q, dev))
+			while (q < next && !file[(q - a) / PS] && to_dev_selects(h->ctx, q, dev))
 				q += PS;
 			err = uhmm_migrate(h->ctx, (void *)p, q - p, dev, 0);
 			if (err == -ENOMEM && fail && !retried) {
@@ -481,8 +485,8 @@ static int cmd_migrate_to_dev(uhmm_dmirror *h, uhmm_device *dev,
 				err = 0;
 				continue;
 			}
-			/* Pinned, unmapped meanwhile, or read-only (uhmm moves
-			 * pages only between writable mappings): left where
+			/* Pinned (-EBUSY: shared with a fork child), unmapped
+			 * meanwhile (-EFAULT), or refused (-EPERM): left where
 			 * they are; the read-back reports them (-ENOENT). */
 			if (err == -EBUSY || err == -EFAULT || err == -EPERM)
 				err = 0;

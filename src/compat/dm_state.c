@@ -465,13 +465,48 @@ void dm_manage_range(uhmm_ctx *ctx, uintptr_t start, uintptr_t end)
 	for (uintptr_t a = start; a < end && dm_vma_find(a, &v) == 1 && v.start <= a;
 	     a = v.end) {
 		/* What uhmm_register() accepts: private anonymous memory the
-		 * CPU may read and write.  Not the main stack (it grows and the
-		 * kernel guards it; a device buffer does not live there). */
-		if (!v.r || !v.w || v.shared || !v.anon || v.stack)
+		 * CPU may read (read-only memory too: it migrates, as the
+		 * kernel's).  Not the main stack (it grows and the kernel
+		 * guards it; a device buffer does not live there). */
+		if (!v.r || v.shared || v.stack)
 			break;
-		manage_piece(ctx, a, v.end < end ? v.end : end);
+		uintptr_t e = v.end < end ? v.end : end;
+		if (!v.anon) {
+			/* A private file mapping: userfaultfd cannot register
+			 * it, so it is adopted (UHMM_REGISTER_ADOPT_FILE:
+			 * anonymous memory in place, same contents); the
+			 * caller picks which of its pages the kernel would
+			 * move (dm_file_pages).  -EOPNOTSUPP or -ENOMEM leave
+			 * it a file mapping, unmanaged: the caller reports its
+			 * pages. */
+			(void)uhmm_register_flags(ctx, (void *)a, e - a, UHMM_REGISTER_ADOPT_FILE);
+			continue;
+		}
+		manage_piece(ctx, a, e);
 	}
 	pthread_mutex_unlock(&g_reg_lock);
+}
+
+void dm_file_pages(uintptr_t start, size_t n, uint8_t *out)
+{
+	memset(out, 0, n);
+	struct dm_vma v;
+	if (dm_vma_find(start, &v) != 1 || v.start > start || v.shared || v.anon || !v.r)
+		return;
+	/* Until the area's end: past it the caller's next chunk asks again. */
+	size_t m = n;
+	if (start + m * DM_PAGE_SIZE > v.end)
+		m = (v.end - start) / DM_PAGE_SIZE;
+	uint64_t pm[DM_CHUNK_PAGES];
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && m <= DM_CHUNK_PAGES &&
+		  pread(fd, pm, m * 8, (off_t)(start / DM_PAGE_SIZE * 8)) == (ssize_t)(m * 8);
+	if (fd >= 0)
+		close(fd);
+	for (size_t i = 0; i < m; i++)
+		/* Present and not a file page (bit 61): copied on write,
+		 * anonymous.  Without pagemap, every page stays. */
+		out[i] = !ok || !((pm[i] >> 63) & 1) || ((pm[i] >> 61) & 1);
 }
 
 /* ---- process memory, the kernel's way ---- */

@@ -116,10 +116,18 @@ struct dm_vma {
  * -errno. */
 int dm_vma_find(uintptr_t addr, struct dm_vma *v);
 
-/* Make the anonymous private writable pages of [start, end) managed by
- * @ctx, from @start up to the first hole or area that is not such memory
- * (what is managed already is left alone). */
+/* Make the private readable pages of [start, end) managed by @ctx, from
+ * @start up to the first hole or area that is not such memory (what is
+ * managed already is left alone).  Private file mappings are adopted
+ * (UHMM_REGISTER_ADOPT_FILE): call dm_file_pages() first to learn which
+ * of their pages the kernel would not migrate. */
 void dm_manage_range(uhmm_ctx *ctx, uintptr_t start, uintptr_t end);
+
+/* For the n (<= DM_CHUNK_PAGES) pages from @start, inside one area: out[i]
+ * = 1 where the area is a private file mapping and the page is not one of
+ * its anonymous (copied-on-write) pages: a page-cache page or one never
+ * touched, which the kernel's migrate_vma does not move.  0 elsewhere. */
+void dm_file_pages(uintptr_t start, size_t n, uint8_t *out);
 
 /* A change of the CPU mapping of [start, start + len) made by the program
  * (preload.c's munmap, mremap, mmap(MAP_FIXED), madvise wrappers): @fn(@arg)

@@ -439,6 +439,68 @@ static void file_backed_shared_mapping(void **state)
 	close(fd);
 }
 
+/* Read-only private anonymous memory migrates, as the kernel's (it was
+ * refused: -ENOENT at the read-back), and reads back on the CPU. */
+static void migrate_readonly_anon(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 32;
+	size_t size = npages * PS;
+	int *buf = map_anon(size, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	int *mirror = malloc(size);
+	struct hmm_dmirror_cmd c;
+	fill(buf, size, 21);
+	assert_int_equal(mprotect(buf, size, PROT_READ), 0);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c), 0);
+	assert_int_equal(c.cpages, npages);
+	check(mirror, size, 21);
+	snapshot_expect(fd, buf, npages,
+			HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_READ);
+	check(buf, size, 21); /* CPU reads bring it home */
+	munmap(buf, size);
+	free(mirror);
+	close(fd);
+}
+
+/* A private file mapping: its copied-on-write pages migrate, as the
+ * kernel's (they were refused); its page-cache pages do not (-ENOENT at
+ * the read-back, as the kernel's migrate_vma leaves them).  The file is
+ * not changed. */
+static void migrate_private_file_cow_pages(void **state)
+{
+	int fd = open_or_fail(0);
+	unsigned long npages = 16, half = npages / 2;
+	size_t size = npages * PS;
+	char path[] = "/tmp/hmm_dmirror_abi.XXXXXX";
+	int file = mkstemp(path);
+	assert_true(file >= 0);
+	unlink(path);
+	int *data = malloc(size), *mirror = malloc(size);
+	fill(data, size, 31);
+	assert_int_equal(pwrite(file, data, size, 0), (ssize_t)size);
+	int *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, file, 0);
+	assert_true(buf != MAP_FAILED);
+	/* The first half written (anonymous copies), the second only read. */
+	fill(buf, half * PS, 32);
+	check((char *)buf + half * PS, size - half * PS, 31 + (int)(half * PS / sizeof(int)));
+	struct hmm_dmirror_cmd c;
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, npages, &c),
+			 -ENOENT);
+	assert_int_equal(dmcmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, mirror, half, &c), 0);
+	assert_int_equal(c.cpages, half);
+	check(mirror, half * PS, 32);
+	snapshot_expect(fd, buf, half, HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE);
+	check(buf, half * PS, 32);
+	check((char *)buf + half * PS, size - half * PS, 31 + (int)(half * PS / sizeof(int)));
+	assert_int_equal(pread(file, data, size, 0), (ssize_t)size);
+	check(data, size, 31);
+	munmap(buf, size);
+	close(file);
+	free(data);
+	free(mirror);
+	close(fd);
+}
+
 static void two_devices_migrate_to_one_read_through_other(void **state)
 {
 	int fd0 = open_or_fail(0), fd1 = open_or_fail(1);
@@ -1115,6 +1177,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(read_unlockable_waits_for_programs_userfaultfd),
 		cmocka_unit_test(read_prot_none_or_hole_efault),
 		cmocka_unit_test(write_anon_and_readonly_eperm),
+		cmocka_unit_test(migrate_readonly_anon),
+		cmocka_unit_test(migrate_private_file_cow_pages),
 		cmocka_unit_test(migrate_to_device_read_write_and_back),
 		cmocka_unit_test(migrate_untouched_and_zero_pages),
 		cmocka_unit_test(migrate_hole_or_prot_none_einval),
