@@ -451,6 +451,42 @@ static bool migrate_outcome(struct tstate *t, enum kind k, const char *call, int
 	return outcome(t, k, call, r, true, true, ok_eperm);
 }
 
+/* After a migration home failed unexpectedly: where the pages of
+ * [off, off + len) of @s are now (uhmm_page_query), and the areas of
+ * /proc/self/maps that overlap it, so that the report tells which step
+ * could have failed (a page still away, an area that changed). */
+static void dump_where(const struct slot *s, size_t off, size_t len)
+{
+	if (atomic_load(&G.unexpected) > MAX_REPORTS)
+		return;
+	size_t count[8] = { 0 }, shown = 0, noq = 0;
+	for (size_t o = off; o < off + len; o += PG) {
+		struct uhmm_page_info pi;
+		int e = uhmm_page_query(G.ctx, s->base + o, &pi);
+		if (e) {
+			if (noq++ < 4)
+				fprintf(stderr, "    page +%#zx: uhmm_page_query %d\n", o, e);
+			continue;
+		}
+		count[(unsigned)pi.where & 7]++;
+		if (pi.where != UHMM_WHERE_CPU && shown++ < 4)
+			fprintf(stderr, "    page +%#zx: where %d device %s\n", o, (int)pi.where,
+				pi.device ? uhmm_device_name(pi.device) : "-");
+	}
+	fprintf(stderr, "    pages: cpu %zu device %zu exclusive %zu coherent %zu poisoned %zu,"
+		" not managed %zu\n", count[0], count[1], count[2], count[3], count[4], noq);
+	FILE *m = fopen("/proc/self/maps", "r");
+	char line[256];
+	uintptr_t lo = (uintptr_t)s->base + off, hi = lo + len;
+	while (m && fgets(line, sizeof(line), m)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx", &a, &b) == 2 && b > lo && a < hi)
+			fprintf(stderr, "    maps: %s", line);
+	}
+	if (m)
+		fclose(m);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Shadow comparison                                                         */
 
@@ -1026,9 +1062,12 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 	hist_range(s, off, len, opid, K_MIGRATE, t->id);
 	bool ok = dst ? migrate_outcome(t, K_MIGRATE, "uhmm_migrate", r, d, s, off, len, &c, false)
 		      : outcome(t, K_MIGRATE, "uhmm_migrate", r, false, true, false);
-	if (!ok)
+	if (!ok) {
 		fprintf(stderr, "    range %u +%#zx len %#zx to %s\n", si, off, len,
 			dst ? uhmm_device_name(dst) : "system");
+		if (!dst)
+			dump_where(s, off, len);
+	}
 	/* Data stays whatever happened (a request larger than the device:
 	 * -ENOMEM, what fit moved). */
 	if (r || rnd_below(t, 4) == 0)
@@ -1327,8 +1366,9 @@ static void op_mprotect(struct tstate *t, unsigned si, uint64_t opid)
 				false);
 		if (rnd_below(t, 2)) {
 			r = uhmm_migrate(G.ctx, s->base, s->len, NULL, 0);
-			outcome(t, K_MPROTECT, "uhmm_migrate(read-only, home)", r, false, false,
-				false);
+			if (!outcome(t, K_MPROTECT, "uhmm_migrate(read-only, home)", r, false, false,
+				     false))
+				dump_where(s, 0, s->len);
 		}
 		break;
 	}
@@ -1870,7 +1910,8 @@ static void final_checks(struct tstate *t)
 			op_verify(t, si, "final, on device");
 		}
 		int r = uhmm_migrate(G.ctx, s->base, s->len, NULL, 0);
-		outcome(t, K_MIGRATE, "final uhmm_migrate(home)", r, false, true, false);
+		if (!outcome(t, K_MIGRATE, "final uhmm_migrate(home)", r, false, true, false))
+			dump_where(s, 0, s->len);
 		op_verify(t, si, "final, home");
 		/* Leave some on the devices for the teardown to bring home. */
 		(void)uhmm_migrate(G.ctx, s->base, s->len, G.dev[si % NDEV], 0);
