@@ -471,10 +471,10 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * mapping, or UHMM_CTX_NO_MOVE) the page takes the no-move path: it is
  * write-protected where it is writable, copied while the CPU may still
  * read it, and its CPU copy is discarded once the copy is done; a CPU
- * write meanwhile waits for the batch (read-only pages need no
- * protection: an mprotect() to read-write racing the migration of its
- * own pages is the application's race).  Pages come back with the
- * rights of their mapping.  Pages
+ * write meanwhile waits for the batch (read-only pages are protected
+ * too: an mprotect() to read-write may come while they are copied, and
+ * the write after it waits as well).  Pages come back with the rights of
+ * their mapping.  Pages
  * never touched become zeroed device pages without a copy.  Pages already
  * at @dst are skipped.  If a copy fails, the batch's pages are put back
  * where they were with their data and the call fails.  Pages still
