@@ -340,6 +340,16 @@ struct uhmm_ctx_info {
 	uint32_t pool_pages;
 	uint32_t sigbus;        /**< 1: faulting threads serve their own faults (UHMM_CTX_SIGBUS) */
 };
+
+/**
+ * uhmm_ctx_info - what @ctx runs with: the userfaultfd features the kernel
+ * granted, the mode it chose (full, user-mode-only, SIGBUS) and whether it
+ * moves pages with UFFDIO_MOVE, and its options after the environment.
+ * @info: filled in whole.
+ * Returns 0.  Errors: -EINVAL @info NULL; -EBADF @ctx is not a live
+ * context; -ECHILD (a fork child's copy of a context: Conventions).
+ * Thread-safe; does not block.
+ */
 UHMM_API int uhmm_ctx_info(uhmm_ctx *ctx, struct uhmm_ctx_info *info);
 
 /* ------------------------------------------------------------------------ */
@@ -826,8 +836,19 @@ UHMM_API int uhmm_stats_get(uhmm_ctx *ctx, struct uhmm_stats *out);
 /** Print the counters to @f (a FILE *) in a human-readable table. */
 UHMM_API int uhmm_stats_print(uhmm_ctx *ctx, void *f);
 
-/** A string for a uhmm error code (negative errno).  Never NULL, whatever
- * the int (INT_MIN included). */
+/**
+ * uhmm_strerror - a string for a uhmm error code (a negative errno).
+ * @err: what a call returned (0, or -EINVAL, ...; a positive errno is
+ *   taken as its negative).
+ *
+ * Every code a uhmm call returns has a text in uhmm's words (what it
+ * means for a call is on the call's page); other codes get libc's text.
+ * The decision log (UHMM_LOG=LEVEL[:PATH], LEVEL error, warn, info or
+ * debug: uhmm(7)) says what led to a fallback or a refusal.
+ *
+ * Returns a static string, never NULL, whatever the int (INT_MIN
+ * included).  Thread-safe; does not allocate.
+ */
 UHMM_API const char *uhmm_strerror(int err);
 
 #ifdef __cplusplus

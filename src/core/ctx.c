@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/log.h"
 #include "util/futex.h"
 
 void uhmm__assert_fail(const char *what, const char *file, int line)
@@ -352,6 +353,12 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	const char *nq = getenv("UHMM_NO_PROCMAP_QUERY"); /* test the fallback */
 	ctx->maps_fd = nq && *nq == '1' ? -1
 					: open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (ctx->pagemap_fd < 0)
+		UHMM_LOG(UHMM_LOG_WARN, "context %p: no /proc/self/pagemap (%s): range faults "
+			 "report no zero or huge pages", (void *)ctx, strerror(errno));
+	if (ctx->mem_fd < 0)
+		UHMM_LOG(UHMM_LOG_WARN, "context %p: no /proc/self/mem: read-only memory "
+			 "cannot leave for a device", (void *)ctx);
 	ctx->zeros = uhmm__umem_map(UHMM_HUGE_SIZE, 0, UMEM_RDONLY);
 	ctx->bounce = uhmm__umem_map(BATCH_PAGES * PAGE_SIZE, 0, UMEM_POPULATE);
 	if (!ctx->zeros || !ctx->bounce) {

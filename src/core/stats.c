@@ -98,7 +98,9 @@ UHMM_API const char *uhmm_strerror(int err)
 {
 	if (err == INT_MIN)
 		return "unknown error"; /* -err would overflow */
-	switch (-err) {
+	/* Every code a call of uhmm's returns, in uhmm's words (each call's
+	 * documentation says what it means there); others as libc says. */
+	switch (err < 0 ? -err : err) {
 	case 0: return "success";
 	case EBADF: return "not a live uhmm context or device";
 	case ECHILD: return "context belongs to the parent process (after fork)";
@@ -108,6 +110,24 @@ UHMM_API const char *uhmm_strerror(int err)
 	case ENOSYS: return "userfaultfd not available in this kernel";
 	case EBUSY: return "page held by the kernel (pinned or shared)";
 	case EADDRINUSE: return "memory managed by another uhmm context or userfaultfd";
+	case EINVAL: return "invalid argument (range, flags, options or handle)";
+	case ENOMEM: return "out of memory, or the device cannot hold the request";
+	case EAGAIN: return "temporarily impossible (a thread or resource could not be had)";
+	case EIO: return "a device failed to copy or return a page";
+	case EPERM: return "not allowed by the mapping's protection";
+	case EHWPOISON: return "page lost on a device (poisoned)";
+	case ENOENT: return "no such object (file, symbol or page)";
+	case ESTALE: return "the page changed while it was being served";
+	case ENODEV: return "device gone or detached";
+	case ECANCELED: return "canceled: the context was destroyed first";
+	case ETIMEDOUT: return "timed out";
+	case ENOSPC: return "a per-context limit was reached (devices, SIGBUS contexts)";
+	case EMFILE: return "too many open files in this process";
+	case ENFILE: return "too many open files in the system";
+	case EACCES: return "permission denied";
+	case ENOTTY: return "not supported by this kernel (ioctl unknown)";
+	case ESHUTDOWN: return "the device is shutting down";
+	case EISDIR: return "is a directory";
 	default: return strerror(err < 0 ? -err : err);
 	}
 }

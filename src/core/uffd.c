@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/log.h"
 
 /* Needed: without these events uhmm cannot follow the CPU page table. */
 #define UFFD_NEEDED                                                           \
@@ -78,6 +79,10 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	if (err == -EPERM && !user_only &&
 	    !(ctx->opts.flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS)) {
 		/* Full mode is not ours to have: serve user faults only. */
+		UHMM_LOG(UHMM_LOG_INFO, "context %p: a userfaultfd for kernel faults was refused "
+			 "(EPERM: vm.unprivileged_userfaultfd=0 and no CAP_SYS_PTRACE): user faults "
+			 "only (UFFD_USER_MODE_ONLY); a kernel access to a device page fails EFAULT",
+			 (void *)ctx);
 		user_only = true;
 		err = uhmm__uffd_new_fd(true, &fd);
 	}
@@ -131,6 +136,16 @@ int uhmm__uffd_open(struct uhmm_ctx *ctx)
 	ctx->wp = (have & UFFD_FEATURE_PAGEFAULT_FLAG_WP) != 0;
 	ctx->has_poison = (have & UFFD_FEATURE_POISON) != 0;
 	ctx->sigbus = (ctx->opts.flags & UHMM_CTX_SIGBUS) != 0;
+	UHMM_LOG(UHMM_LOG_INFO,
+		 "context %p: userfaultfd features %#llx; %s mode; pages %s; write-protection %s%s",
+		 (void *)ctx, (unsigned long long)have,
+		 ctx->sigbus ? "SIGBUS (faulting threads serve themselves)"
+		 : user_only ? "user-mode-only" : "full",
+		 ctx->move_in ? "move with UFFDIO_MOVE"
+		 : ctx->has_move ? "copied (UFFDIO_MOVE there, but off: UHMM_NO_MOVE or UHMM_CTX_NO_MOVE)"
+				 : "copied (no UFFDIO_MOVE: Linux before 6.8)",
+		 ctx->wp ? "on" : "off (no UFFD_FEATURE_PAGEFAULT_FLAG_WP)",
+		 !ctx->move_out && !ctx->wp ? "; migration to devices impossible" : "");
 	return 0;
 }
 

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "core/internal.h"
+#include "core/log.h"
 #include "policy/policy.h"
 
 #define PG ((uint64_t)UHMM_PAGE_SIZE)
@@ -264,6 +265,8 @@ static void eject(struct uhmm_ctx *ctx, struct uhmm_polrt *rt, const char *cb,
 	STAT_INC(ctx, policy_ejections);
 	fprintf(stderr, "uhmm: policy %s ejected (%s %s); the built-in policy takes over\n",
 		rt->name, cb, why);
+	UHMM_LOG(UHMM_LOG_WARN, "context %p: policy %s ejected (%s %s): built-in policy",
+		 (void *)ctx, rt->name, cb, why);
 }
 
 /* The call took too long, or returned an error: eject.  True if it did. */
@@ -586,6 +589,8 @@ static void load_from_env(struct uhmm_ctx *ctx)
 		return;
 	}
 	atomic_store(&ctx->pol.cur, rt);
+	UHMM_LOG(UHMM_LOG_INFO, "context %p: policy %s loaded from UHMM_POLICY=%s", (void *)ctx,
+		 rt->name, path);
 }
 
 int uhmm__pol_init(struct uhmm_ctx *ctx)
