@@ -7,4 +7,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config libcmocka-dev clang libclang-rt-14-dev spin \
-	python3 scdoc dpkg-dev lintian abigail-tools >/dev/null
+	python3 scdoc dpkg-dev lintian abigail-tools systemtap-sdt-dev >/dev/null

@@ -48,6 +48,7 @@
 #include <sys/mman.h>
 
 #include "core/internal.h"
+#include "core/probes.h"
 
 int uhmm__coh_attach(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
@@ -203,6 +204,8 @@ void uhmm__poison_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 	bool noted = uhmm__poison_note(p, va) == 0;
 	poison_at(ctx, va);
 	STAT_INC(ctx, poisoned_pages);
+	UHMM_PROBE(poison, pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)),
+		   atomic_load_explicit(&p->dpfn, memory_order_relaxed), va);
 	/* The frame goes back to the backend with the publication (it said
 	 * the frame is bad: whether it reuses it is its business). */
 	if (!uhmm__page_publish_unlock(ctx, p, LOC_POISON, 0) && noted)

@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 
 #include "core/internal.h"
+#include "core/probes.h"
 
 /* ---- giving pages back (migrations, detach, fork, teardown) ---- */
 
@@ -317,6 +318,7 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 	if (!err && poisoned)
 		err = -EHWPOISON;
 	pthread_rwlock_unlock(&ctx->fork_lock);
+	UHMM_PROBE(exclusive_grab, dev->id, a, npages, err);
 out:
 	uhmm__dev_release(dev);
 out_ctx:

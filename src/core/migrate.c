@@ -246,6 +246,8 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				   .count = true };
 	req.cause = f ? UHMM_TR_CAUSE_EVICT : UHMM_TR_CAUSE_CALL;
 	req.t0 = uhmm__trace_t0(ctx);
+	UHMM_PROBE(migrate_start, r->start + (idx << PAGE_SHIFT), n << PAGE_SHIFT,
+		   f ? f->dev : 0, 0, req.cause);
 	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
@@ -963,6 +965,8 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1,
 			     .xlo = xlo, .xhi = xhi };
 	uint64_t t0 = uhmm__trace_t0(ctx);
+	UHMM_PROBE(migrate_start, r->start + (idx << PAGE_SHIFT), n << PAGE_SHIFT, 0, dst->id,
+		   uhmm__trace_cause());
 	int err = migrate_collect(ctx, b);
 	bool moves = false;
 	for (size_t i = 0; i < n && !err && !moves; i++)

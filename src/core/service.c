@@ -612,6 +612,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 				   .count = true };
 	req.cause = fault_idx == SIZE_MAX ? UHMM_TR_CAUSE_READAHEAD : UHMM_TR_CAUSE_CPU_FAULT;
 	req.t0 = uhmm__trace_t0(ctx);
+	UHMM_PROBE(migrate_start, va, n << PAGE_SHIFT, dev, 0, req.cause);
 	/* A single page goes through the bounce buffer and UFFDIO_COPY: moving
 	 * a warm slot in needs a TLB flush of the slot's mapping (an IPI to
 	 * the other CPUs running the process), which costs more than the page
@@ -908,6 +909,7 @@ static void serve_revoke(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
 	uint64_t t0 = uhmm__now_ns();
 	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	UHMM_PROBE(exclusive_revoke, holder, va);
 	bool inv = uhmm__invalidate_start(ctx, va, va + PAGE_SIZE, UHMM_INV_REVOKE,
 					  uhmm__dev_get(ctx, holder), 0);
 	uint8_t want = 1;
@@ -938,6 +940,7 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	uint64_t t0 = uhmm__trace_t0(ctx);
 	uint32_t w = atomic_load_explicit(&range_page(r, idx)->word, memory_order_relaxed);
 	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	UHMM_PROBE(cpu_fault_start, fault_addr, write, how->self);
 	/* A write-protect fault (ctx->wp: a no-move migration protected the
 	 * page while it copied it, and kept it): the page is present, so the
 	 * fill below finds it there (EEXIST) and wakes the thread, which
@@ -966,6 +969,8 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		serve_revoke(ctx, r, idx, pg_dev(w), how);
 	else
 		serve_device(ctx, r, idx, pg_dev(w), fault_addr, write, how);
+	if (!how->handoff && !how->again)
+		UHMM_PROBE(cpu_fault_done, fault_addr, write, w, t0, how->self);
 	uhmm__trace_cpu_fault(ctx, fault_addr, write, w, how->tid, t0, how->handoff || how->again);
 }
 

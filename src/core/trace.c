@@ -225,7 +225,7 @@ static struct uhmm_trace_rec *rec_get(struct uhmm_trace *t, uint8_t kind)
 
 uint64_t uhmm__tr_now(struct uhmm_ctx *ctx)
 {
-	return ctx->trace ? mono_ns() : 0;
+	return ctx->trace || UHMM_PROBE_TIMED() ? mono_ns() : 0;
 }
 
 static uint32_t dur_since(uint64_t t0)

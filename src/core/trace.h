@@ -23,6 +23,8 @@
 
 #include <uhmm/uhmm.h>
 
+#include "core/probes.h"
+
 /* ---- the file format (little-endian, as the machine writes it) --------- */
 
 #define UHMM_TRACE_MAGIC "uhmmTRC\0"
@@ -158,8 +160,10 @@ unsigned uhmm__tr_install_from(const struct install_req *req);
 uint32_t uhmm__tr_tid(void);
 
 /* The hooks (one line each at the event points). */
-/* A start time for a later hook: 0 when nothing records. */
-#define uhmm__trace_t0(ctx) (UHMM__TRACING() ? uhmm__tr_now(ctx) : 0)
+/* A start time for a later hook: 0 when nothing records (a trace, or a
+ * probe that reports a duration: probes.h). */
+#define uhmm__trace_t0(ctx) \
+	(UHMM__TRACING() || UHMM_PROBE_TIMED() ? uhmm__tr_now(ctx) : 0)
 /* The calling thread's id when something records, else 0. */
 #define uhmm__trace_tid() (UHMM__TRACING() ? uhmm__tr_tid() : 0)
 /* A CPU fault served (@word: the page's lock word when it was served;
@@ -171,22 +175,26 @@ uint32_t uhmm__tr_tid(void);
 	} while (0)
 #define uhmm__trace_dev_fault(ctx, dev, addr, access, first)                     \
 	do {                                                                     \
+		UHMM_PROBE(dev_fault, uhmm_device_id(dev), addr, access, first); \
 		if (UHMM__TRACING())                                             \
 			uhmm__tr_dev_fault(ctx, dev, addr, access, first);       \
 	} while (0)
 /* Pages moved (none: nothing is recorded). */
 #define uhmm__trace_migrate(ctx, addr, span, pages, from, to, cause, t0)         \
 	do {                                                                     \
+		UHMM_PROBE(migrate_done, addr, span, pages, from, to, cause, t0); \
 		if (UHMM__TRACING() && (pages))                                  \
 			uhmm__tr_migrate(ctx, addr, span, pages, from, to, cause, t0); \
 	} while (0)
 #define uhmm__trace_evict(ctx, dev, addr, bytes)                                 \
 	do {                                                                     \
+		UHMM_PROBE(evict, dev, addr, bytes);                             \
 		if (UHMM__TRACING() && (bytes))                                  \
 			uhmm__tr_evict(ctx, dev, addr, bytes);                   \
 	} while (0)
 #define uhmm__trace_inval(ctx, start, end, reason)                               \
 	do {                                                                     \
+		UHMM_PROBE(invalidate, start, end, reason);                      \
 		if (UHMM__TRACING())                                             \
 			uhmm__tr_inval(ctx, start, end, reason);                 \
 	} while (0)
@@ -194,13 +202,15 @@ uint32_t uhmm__tr_tid(void);
  * was asked for; advice @advice for device @dev (0: none) was given. */
 #define uhmm__trace_prefetch(ctx, addr, len, dst)                                \
 	do {                                                                     \
+		UHMM_PROBE(prefetch, addr, len, dst);                            \
 		if (UHMM__TRACING())                                             \
 			uhmm__tr_range(ctx, UHMM_TR_PREFETCH, addr, len, 0, dst);\
 	} while (0)
-#define uhmm__trace_advice(ctx, addr, len, advice, dev)                          \
+#define uhmm__trace_advice(ctx, addr, len, adv, dev)                          \
 	do {                                                                     \
+		UHMM_PROBE(advice, addr, len, adv, dev);                         \
 		if (UHMM__TRACING())                                             \
-			uhmm__tr_range(ctx, UHMM_TR_ADVICE, addr, len, advice, dev); \
+			uhmm__tr_range(ctx, UHMM_TR_ADVICE, addr, len, adv, dev); \
 	} while (0)
 #define uhmm__trace_device(ctx, id, name, mem)                                   \
 	do {                                                                     \

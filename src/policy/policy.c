@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "core/internal.h"
+#include "core/probes.h"
 #include "core/log.h"
 #include "policy/policy.h"
 
@@ -265,6 +266,7 @@ static void eject(struct uhmm_ctx *ctx, struct uhmm_polrt *rt, const char *cb,
 	STAT_INC(ctx, policy_ejections);
 	fprintf(stderr, "uhmm: policy %s ejected (%s %s); the built-in policy takes over\n",
 		rt->name, cb, why);
+	UHMM_PROBE(policy_eject, rt->name, cb, why);
 	UHMM_LOG(UHMM_LOG_WARN, "context %p: policy %s ejected (%s %s): built-in policy",
 		 (void *)ctx, rt->name, cb, why);
 }

@@ -585,7 +585,12 @@ static void service_pass(struct sd_compute *c, unsigned k)
 	}
 	pthread_mutex_unlock(&c->pt_lock);
 	STAT_ADD(c, fault_duplicates, dups);
-	for (size_t u = 0, f1 = 1; UHMM__TRACING() && u < nu; u++) if (!fp[u].done) { uhmm__trace_dev_fault(c->ctx, c->dev, fp[u].va, fp[u].acc, f1); f1 = 0; }
+	UHMM_PROBE(dev_fault_batch, uhmm_device_id(c->dev), k, nu);
+	for (size_t u = 0, f1 = 1; (UHMM__TRACING() || UHMM_PROBE_ON(dev_fault)) && u < nu; u++)
+		if (!fp[u].done) {
+			uhmm__trace_dev_fault(c->ctx, c->dev, fp[u].va, fp[u].acc, f1);
+			f1 = 0;
+		}
 
 	for (size_t i = 0; i < nu;) {
 		uintptr_t blk = fp[i].va & ~(BLOCK - 1);
