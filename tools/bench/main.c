@@ -73,6 +73,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "policy", .title = "Policy: thrashing control, prefetcher, eviction vs the optimum, plug-in cost", .fn = sc_policy },
 	{ .name = "simdev", .title = "9. simdev accessors: TLB-hit load, SAXPY, stencil, random access vs CPU loops", .fn = sc_simdev },
 	{ .name = "coherent", .title = "10. Coherent device memory: CPU reads in place vs memcpy", .fn = sc_coherent },
+	{ .name = "usdt", .title = "USDT probes unattached vs a build without them", .fn = sc_usdt },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
@@ -688,6 +689,8 @@ static void read_loadavg(char *buf, size_t n)
 int main(int argc, char **argv)
 {
 	const char *plot_dir = NULL, *only = NULL;
+	if (argc > 1 && !strcmp(argv[1], "--usdt-child"))
+		return usdt_child(argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			cfg.quick = true;
