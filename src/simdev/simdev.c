@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -202,6 +203,7 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	atomic_init(&sd->bytes_copied, 0);
 
 	sd->coherent = opts->coherent;
+	sd->numa_node = opts->numa_node;
 	err = uhmm__devmem_init(&sd->mem, opts->mem_bytes);
 	if (err)
 		goto fail_free;
@@ -583,6 +585,50 @@ static int simdev_coherent_mem(void *priv, void **base, size_t *len)
 	return 0;
 }
 
+/* The kinds of a link's two ends by its name (the presets'; "custom":
+ * other; "off": no link, memcpy). */
+static void link_kinds(const char *name, uint32_t *host, uint32_t *peer)
+{
+	if (!strncmp(name, "pcie", 4)) {
+		*host = *peer = UHMM_LINK_PCIE;
+	} else if (!strcmp(name, "nvlink")) {
+		*host = UHMM_LINK_PCIE;
+		*peer = UHMM_LINK_NVLINK;
+	} else if (!strcmp(name, "c2c")) {
+		*host = UHMM_LINK_C2C;
+		*peer = UHMM_LINK_NVLINK;
+	} else if (!strcmp(name, "off")) {
+		*host = *peer = UHMM_LINK_MEMCPY;
+	} else {
+		*host = *peer = UHMM_LINK_OTHER;
+	}
+}
+
+/* The topology query's description (device.h): the link preset's figures;
+ * every simdev of the process can reach every other's memory (peer
+ * access), so they share one peer domain. */
+static int simdev_describe(void *priv, struct uhmm_device_desc *out)
+{
+	struct simdev *sd = priv;
+
+	if (out->size < sizeof(*out))
+		return -EINVAL; /* (uhmm's own header: never) */
+	out->numa_node = sd->numa_node;
+	out->mem_bytes = sd->mem.bytes;
+	link_kinds(sd->link_name, &out->host.kind, &out->peer.kind);
+	/* (the nvlink preset's host link is PCIe 5.0) */
+	snprintf(out->host.name, sizeof(out->host.name), "%s",
+		 !strcmp(sd->link_name, "nvlink") ? "pcie5" : sd->link_name);
+	snprintf(out->peer.name, sizeof(out->peer.name), "%s",
+		 out->peer.kind == UHMM_LINK_NVLINK ? "nvlink" : sd->link_name);
+	out->host.bandwidth_gbps = sd->bandwidth_gbps;
+	out->host.latency_ns = sd->latency_ns;
+	out->peer.bandwidth_gbps = sd->peer_bandwidth_gbps;
+	out->peer.latency_ns = sd->peer_latency_ns;
+	out->peer_domain = &uhmm__simdev_ops;
+	return 0;
+}
+
 const struct uhmm_device_ops uhmm__simdev_ops = {
 	.alloc = simdev_alloc,
 	.free = simdev_free,
@@ -591,6 +637,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.fence = simdev_fence,
 	.destroy = simdev_destroy,
 	.coherent_mem = simdev_coherent_mem,
+	.describe = simdev_describe,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)

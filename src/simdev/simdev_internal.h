@@ -252,6 +252,7 @@ struct simdev {
 	/* The pool is coherent memory (uhmm_simdev_opts.coherent): uhmm moves
 	 * its frames into place at the application's addresses. */
 	bool coherent;
+	int32_t numa_node;                 /* uhmm_simdev_opts.numa_node (-1) */
 	/* The compute side: NULL for a simdev made by uhmm__simdev_new() alone
 	 * (unit tests); set up by uhmm_simdev_create() once attached. */
 	struct sd_compute *comp;
