@@ -78,6 +78,16 @@ struct uhmm_topo_link {
 UHMM_API long uhmm_topology(uhmm_ctx *ctx, struct uhmm_topo_dev *devs, size_t max,
 			    struct uhmm_topo_link *links);
 
+/**
+ * uhmm_device_from_id - the device of @ctx whose id (uhmm_device_id()) is
+ * @id, or NULL (none, or being detached).  For a mirror that meets a
+ * device id in a range fault entry (UHMM_RE_PEER_DEV, mirror.h): the
+ * handle stays valid while that entry does (under the mirror's lock, after
+ * uhmm_notifier_read_retry() said it is current: the owner's detach moves
+ * the page, which invalidates the entry first).  Never sleeps.
+ */
+UHMM_API uhmm_device *uhmm_device_from_id(uhmm_ctx *ctx, uint32_t id);
+
 /** A short printable name of a link kind ("PCIe", "NVLink", "C2C",
  * "memcpy", "other", "SYS", "X", "?"): static, never NULL. */
 UHMM_API const char *uhmm_link_kind_name(uint32_t kind);

@@ -595,6 +595,16 @@ long uhmm__dev_get_frames(struct uhmm_device *d, size_t n, uint64_t *dpfn);
 void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
 			  const uint64_t *dpfn, size_t n);
 
+/* topology.c: whether devices are peers of a range fault's requester
+ * (the same non-NULL peer domain, ops->describe), asked once a device per
+ * call.  known[0]: asked; known[1]: the answer. */
+struct uhmm_peer_cache {
+	const void *self_dom;
+	uint8_t known[2][MAX_DEVICES / 8];
+};
+void uhmm__peer_init(struct uhmm_peer_cache *pc, struct uhmm_device *self);
+bool uhmm__peer_ok(struct uhmm_ctx *ctx, struct uhmm_peer_cache *pc, unsigned id);
+
 /* uffd.c */
 int uhmm__uffd_open(struct uhmm_ctx *ctx);
 int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);

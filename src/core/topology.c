@@ -167,3 +167,59 @@ UHMM_API long uhmm_topology(uhmm_ctx *ctx, struct uhmm_topo_dev *devs, size_t ma
 	uhmm__ctx_exit(ctx);
 	return n;
 }
+
+UHMM_API uhmm_device *uhmm_device_from_id(uhmm_ctx *ctx, uint32_t id)
+{
+	if (!id || id >= MAX_DEVICES || uhmm__ctx_enter(ctx) != 0)
+		return NULL;
+	struct uhmm_device *d = uhmm__dev_get(ctx, id);
+	if (d && uhmm__dev_hold(ctx, d) == 0)
+		uhmm__dev_release(d);
+	else
+		d = NULL;
+	uhmm__ctx_exit(ctx);
+	return d;
+}
+
+/* ---- peer access (rangefault.c) ---- */
+
+/* The peer domain of a held device: its backend's, or NULL. */
+static const void *peer_domain(struct uhmm_device *d)
+{
+	if (!d->ops->describe)
+		return NULL;
+	struct uhmm_device_desc desc;
+	memset(&desc, 0, sizeof(desc));
+	desc.size = sizeof(desc);
+	desc.numa_node = -1;
+	if (d->ops->describe(d->priv, &desc) != 0)
+		return NULL;
+	return desc.peer_domain;
+}
+
+void uhmm__peer_init(struct uhmm_peer_cache *pc, struct uhmm_device *self)
+{
+	memset(pc->known, 0, sizeof(pc->known));
+	pc->self_dom = self ? peer_domain(self) : NULL;
+}
+
+bool uhmm__peer_ok(struct uhmm_ctx *ctx, struct uhmm_peer_cache *pc, unsigned id)
+{
+	if (!pc->self_dom || !id || id >= MAX_DEVICES)
+		return false;
+	unsigned byte = id / 8, bit = 1u << (id % 8);
+	if (!(pc->known[0][byte] & bit)) {
+		bool ok = false;
+		struct uhmm_device *d = uhmm__dev_get(ctx, id);
+		if (d && uhmm__dev_hold(ctx, d) == 0) {
+			ok = peer_domain(d) == pc->self_dom;
+			uhmm__dev_release(d);
+		}
+		pc->known[0][byte] |= bit;
+		if (ok)
+			pc->known[1][byte] |= bit;
+		else
+			pc->known[1][byte] &= (uint8_t)~bit;
+	}
+	return pc->known[1][byte] & bit;
+}

@@ -204,6 +204,7 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 
 	sd->coherent = opts->coherent;
 	sd->numa_node = opts->numa_node;
+	atomic_init(&sd->peer_access, false);
 	err = uhmm__devmem_init(&sd->mem, opts->mem_bytes);
 	if (err)
 		goto fail_free;
@@ -749,6 +750,16 @@ struct simdev *uhmm__simdev_of(uhmm_device *dev)
 	if (!dev || uhmm_device_ops_of(dev) != &uhmm__simdev_ops)
 		return NULL;
 	return uhmm_device_priv(dev);
+}
+
+int uhmm_simdev_peer_access(uhmm_device *dev, int on)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd || (on != 0 && on != 1))
+		return -EINVAL;
+	atomic_store_explicit(&sd->peer_access, on == 1, memory_order_relaxed);
+	return 0;
 }
 
 int uhmm_simdev_link_info(uhmm_device *dev, struct uhmm_simdev_link *out)

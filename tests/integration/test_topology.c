@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,10 +275,205 @@ static void topology_other_backends(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- peer access (UHMM_RF_PEER, uhmm_simdev_peer_access) ---- */
+
+#define PEER_WORDS (512 * 64) /* 64 pages of uint64_t */
+
+struct peer_k {
+	uint64_t *buf;
+	uint64_t add;  /* write: buf[i] += add; read: check buf[i] == want(i) */
+	uint64_t seed;
+	_Atomic uint64_t bad;
+	int write;
+};
+
+static uint64_t want_word(uint64_t seed, uint64_t i)
+{
+	return (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+}
+
+static void k_peer(uhmm_simdev_item *wi, uint64_t i, void *arg)
+{
+	struct peer_k *k = arg;
+	if (k->write) {
+		uint64_t v = uhmm_simdev_ld64(wi, &k->buf[i]);
+		uhmm_simdev_st64(wi, &k->buf[i], v + k->add);
+	} else if (uhmm_simdev_ld64(wi, &k->buf[i]) != want_word(k->seed, i)) {
+		atomic_fetch_add(&k->bad, 1);
+	}
+}
+
+static struct uhmm_simdev_stats sdstats(uhmm_device *d)
+{
+	struct uhmm_simdev_stats s;
+	ASSERT_OK(uhmm_simdev_stats(d, &s));
+	return s;
+}
+
+/* Device 1 reads and writes device 0's pages where they are, over the peer
+ * link: right data, nothing migrates; then the pages move (home, and the
+ * CPU changes them) and device 1 reads the new data: its peer entries went
+ * with the move. */
+static void peer_access_in_place(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *d0 = simdev(ctx, "nvlink", 0, 4 * MiB);
+	uhmm_device *d1 = simdev(ctx, "nvlink", 0, 4 * MiB);
+	size_t len = PEER_WORDS * sizeof(uint64_t);
+	uint64_t *buf;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * MiB, (void **)&buf));
+	for (uint64_t i = 0; i < PEER_WORDS; i++)
+		buf[i] = want_word(1, i);
+	ASSERT_OK(uhmm_migrate(ctx, buf, len, d0, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, d0), len / 4096);
+
+	ASSERT_OK(uhmm_simdev_peer_access(d1, 1));
+	ASSERT_OK(uhmm_simdev_advise(d1, buf, 2 * MiB, UHMM_SIMDEV_MAP_REMOTE));
+	struct uhmm_stats s0;
+	ASSERT_OK(uhmm_stats_get(ctx, &s0));
+
+	struct peer_k k = { .buf = buf, .seed = 1 };
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+	assert_int_equal(atomic_load(&k.bad), 0);
+	k.write = 1;
+	k.add = 5;
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+
+	/* Nothing moved: the pages are device 0's, no migration counted,
+	 * device 1 mapped them in the peer's memory, none remotely. */
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, d0), len / 4096);
+	struct uhmm_stats s1;
+	ASSERT_OK(uhmm_stats_get(ctx, &s1));
+	assert_int_equal(s1.migrated_to_device_pages, s0.migrated_to_device_pages);
+	assert_int_equal(s1.migrated_to_system_pages, s0.migrated_to_system_pages);
+	struct uhmm_simdev_stats st = sdstats(d1);
+	assert_int_equal(st.peer_maps, len / 4096);
+	assert_int_equal(st.migrations, 0);
+	assert_int_equal(st.remote_maps, 0);
+	assert_true(st.peer_access_ns > 0); /* the nvlink peer model charged */
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(d1, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+
+	/* The page moves: home by CPU reads (device 1's writes are there),
+	 * then the CPU changes it; device 1 reads what the CPU wrote. */
+	for (uint64_t i = 0; i < PEER_WORDS; i++)
+		assert_int_equal(buf[i], want_word(1, i) + 5);
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, NULL), len / 4096);
+	for (uint64_t i = 0; i < PEER_WORDS; i++)
+		buf[i] = want_word(2, i);
+	k = (struct peer_k){ .buf = buf, .seed = 2 };
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+	assert_int_equal(atomic_load(&k.bad), 0);
+
+	/* And again on device 0, moved there by a migration: device 1 maps
+	 * it there anew. */
+	ASSERT_OK(uhmm_migrate(ctx, buf, len, d0, 0));
+	uint64_t maps = sdstats(d1).peer_maps;
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+	assert_int_equal(atomic_load(&k.bad), 0);
+	assert_int_equal(sdstats(d1).peer_maps, maps + len / 4096);
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, d0), len / 4096);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* Without peer access (the default), the same kernel brings the pages
+ * home and maps them remotely, as before. */
+static void peer_access_off_maps_remotely(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *d0 = simdev(ctx, NULL, 0, 4 * MiB);
+	uhmm_device *d1 = simdev(ctx, NULL, 0, 4 * MiB);
+	size_t len = PEER_WORDS * sizeof(uint64_t);
+	uint64_t *buf;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * MiB, (void **)&buf));
+	for (uint64_t i = 0; i < PEER_WORDS; i++)
+		buf[i] = want_word(3, i);
+	ASSERT_OK(uhmm_migrate(ctx, buf, len, d0, 0));
+	ASSERT_OK(uhmm_simdev_advise(d1, buf, 2 * MiB, UHMM_SIMDEV_MAP_REMOTE));
+	struct peer_k k = { .buf = buf, .seed = 3 };
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+	assert_int_equal(atomic_load(&k.bad), 0);
+	assert_int_equal(sdstats(d1).peer_maps, 0);
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, d0), 0);
+	assert_int_equal(uhmm_simdev_peer_access(d1, 2), -EINVAL);
+	assert_int_equal(uhmm_simdev_peer_access(NULL, 1), -EINVAL);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* uhmm_range_fault with UHMM_RF_PEER: a peer's page comes back VALID |
+ * PEER with its owner and frame, a fault request leaves it there; without
+ * the flag, REMOTE (snapshot) or brought home (fault).  A backend of
+ * another domain is no peer. */
+static void range_fault_peer_entries(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *d0 = simdev(ctx, NULL, 0, 2 * MiB);
+	uhmm_device *d1 = simdev(ctx, NULL, 0, 2 * MiB);
+	static const struct uhmm_device_ops other = {
+		.alloc = stub_alloc, .free = stub_free,
+		.copy_submit = stub_submit, .copy_wait = stub_wait,
+		.describe = stub_describe,
+	};
+	uhmm_device *x;
+	ASSERT_OK(uhmm_device_attach(ctx, &other, NULL, "other", &x));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * MiB, (void **)&p));
+	uhmm_test_fill(p, 8 * 4096, 9);
+	ASSERT_OK(uhmm_migrate(ctx, p, 8 * 4096, d0, 0));
+	uint64_t e[8];
+	struct uhmm_range_req req = { .start = (uintptr_t)p, .end = (uintptr_t)p + 8 * 4096,
+				      .flags = UHMM_RF_FAULT_WRITE | UHMM_RF_PEER,
+				      .device = d1, .entries = e };
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	for (int i = 0; i < 8; i++) {
+		assert_true(e[i] & UHMM_RE_VALID);
+		assert_true(e[i] & UHMM_RE_WRITE);
+		assert_true(e[i] & UHMM_RE_PEER);
+		assert_false(e[i] & (UHMM_RE_REMOTE | UHMM_RE_DEVICE));
+		assert_int_equal(UHMM_RE_PEER_DEV(e[i]), uhmm_device_id(d0));
+		assert_ptr_equal(uhmm_device_from_id(ctx, UHMM_RE_PEER_DEV(e[i])), d0);
+		struct uhmm_page_info pi;
+		ASSERT_OK(uhmm_page_query(ctx, p + i * 4096, &pi));
+		assert_ptr_equal(pi.device, d0);
+		assert_int_equal(UHMM_RE_PEER_DPFN(e[i]), pi.dpfn);
+	}
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 8 * 4096, d0), 8);
+	/* Without the flag: a snapshot says REMOTE. */
+	req.flags = UHMM_RF_SNAPSHOT;
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(e[i], UHMM_RE_REMOTE);
+	/* Another domain: no peer; a fault request brings the pages home. */
+	req.flags = UHMM_RF_FAULT_READ | UHMM_RF_PEER;
+	req.device = x;
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	for (int i = 0; i < 8; i++)
+		assert_false(e[i] & UHMM_RE_PEER);
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 8 * 4096, NULL), 8);
+	assert_int_equal(uhmm_test_check(p, 8 * 4096, 9), (size_t)-1);
+	/* The flag needs a requester. */
+	req.device = NULL;
+	assert_int_equal(uhmm_range_fault(ctx, &req), -EINVAL);
+	assert_null(uhmm_device_from_id(ctx, 0));
+	assert_null(uhmm_device_from_id(ctx, 255));
+	assert_null(uhmm_device_from_id(NULL, 1));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(topology_of_three_simdevs),
 	cmocka_unit_test(topology_counts_and_errors),
 	cmocka_unit_test(topology_other_backends),
+	cmocka_unit_test(peer_access_in_place),
+	cmocka_unit_test(peer_access_off_maps_remotely),
+	cmocka_unit_test(range_fault_peer_entries),
 };
 
 UHMM_TEST_MAIN(tests)
