@@ -287,7 +287,10 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
  *     the range, then returns -EHWPOISON; uhmm_make_exclusive too;
  *   - discarding it (madvise(MADV_DONTNEED), munmap, uhmm_free) clears it:
  *     the address reads zeros again (after munmap: whatever is mapped there
- *     next).
+ *     next);
+ *   - mremap() moves it with the page: the new address is poisoned, the
+ *     old one is whatever is mapped there next.
+ * Any number of pages may be poisoned at once.
  * Nothing else is lost: the other pages of the range, on the device or
  * not, keep their data.  Counted in uhmm_stats.poisoned_pages.  A page of
  * coherent memory (in place at its address) is taken out of place first.

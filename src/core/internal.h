@@ -777,6 +777,8 @@ extern __thread bool uhmm__sb_poisoned __attribute__((tls_model("initial-exec"))
  * not any more (p identifies the entry). */
 int uhmm__poison_note(const struct uhmm_page *p, uintptr_t addr);
 void uhmm__poison_forget(const struct uhmm_page *p);
+/* An mremap moved [from, from + len) to @to: its poisoned addresses too. */
+void uhmm__poison_remap(uintptr_t from, uintptr_t to, size_t len);
 
 /* migrate.c */
 /* Bring pages [idx, idx + n) of r that live on a device back to system
