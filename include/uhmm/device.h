@@ -303,6 +303,17 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
  */
 UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn);
 
+/**
+ * uhmm_device_page_lost_at - uhmm_device_page_lost() for a backend that
+ * knows which page it believes uses frame @dpfn: the page at @addr (any
+ * address in it).  Only that page is poisoned, if it still uses the
+ * frame: a page that moved off the frame meanwhile (evicted, migrated:
+ * the frame perhaps reused by another page) is left alone.  Same rules
+ * and errors as uhmm_device_page_lost, -ENOENT also when the page at
+ * @addr does not use the frame, and -EINVAL @addr NULL (page 0).
+ */
+UHMM_API int uhmm_device_page_lost_at(uhmm_device *dev, uint64_t dpfn, const void *addr);
+
 /** A device's memory as uhmm sees it (uhmm_device_stats()). */
 struct uhmm_device_stats {
 	uint64_t bytes_in_use;   /**< frames uhmm holds from the backend, in bytes */

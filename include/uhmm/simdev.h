@@ -965,7 +965,8 @@ UHMM_API int uhmm_simdev_peer_access(uhmm_device *dev, int on);
  * must be in @dev's memory (private, or in place in coherent memory).
  * Not from a kernel's work item or a notifier callback.  May sleep.
  * Errors: -EINVAL @dev not a live simdev, or the page is not in its
- * memory; -EFAULT @addr is not managed memory; the errors of
+ * memory; -EFAULT @addr is not managed memory; -ENOENT the page left the
+ * device's memory during the call (nothing is lost); the errors of
  * uhmm_device_page_lost (-EBUSY).
  */
 UHMM_API int uhmm_simdev_poison(uhmm_device *dev, const void *addr);

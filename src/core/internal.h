@@ -285,6 +285,7 @@ struct uhmm_victim {
 	uint64_t lo, hi;
 	size_t moved, seen, busy, inflight;
 	bool poison; /* the pages found are lost, not moved (coherent.c) */
+	uintptr_t va; /* non-zero: only the page at this address (coherent.c) */
 };
 
 /* ------------------------------------------------------------------------ */

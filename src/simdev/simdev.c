@@ -665,7 +665,9 @@ int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
 	/* Where the page is in our memory: its frame. */
 	if (!(e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT)) || (e & UHMM_RE_EXCLUSIVE))
 		return -EINVAL;
-	return uhmm_device_page_lost(dev, e & UHMM_RE_DPFN_MASK);
+	/* (That page only: it may move off the frame from here on, and the
+	 * frame go to another page.) */
+	return uhmm_device_page_lost_at(dev, e & UHMM_RE_DPFN_MASK, addr);
 }
 
 /* ---- public API --------------------------------------------------------- */

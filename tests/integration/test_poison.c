@@ -403,6 +403,38 @@ static void mremap_moves_poison(void **state)
 	child_ok(pid);
 }
 
+/* uhmm_device_page_lost_at: only the page at the address, and only if it
+ * uses the frame (a frame reused by another page meanwhile: nothing). */
+static void page_lost_at_checks_the_page(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	uhmm_test_fill(p, 4 * PG, 71);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	struct uhmm_page_info a, b;
+	ASSERT_OK(uhmm_page_query(ctx, p, &a));
+	ASSERT_OK(uhmm_page_query(ctx, p + PG, &b));
+	/* Frame of page 0, address of page 1: not that page's frame. */
+	assert_int_equal(uhmm_device_page_lost_at(dev, a.dpfn, p + PG), -ENOENT);
+	assert_int_equal(uhmm_device_page_lost_at(dev, a.dpfn, NULL), -EINVAL);
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(ctx, &s));
+	assert_int_equal(s.poisoned_pages, 0);
+	ASSERT_OK(uhmm_device_page_lost_at(dev, b.dpfn, p + PG + 7));
+	ASSERT_OK(uhmm_page_query(ctx, p + PG, &b));
+	assert_int_equal(b.where, UHMM_WHERE_POISONED);
+	ASSERT_OK(uhmm_page_query(ctx, p, &a));
+	assert_int_equal(a.where, UHMM_WHERE_DEVICE);
+	ASSERT_OK(uhmm_migrate(ctx, p, PG, NULL, 0));
+	assert_int_equal(uhmm_test_check(p, PG, 71), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(cpu_access_gets_sigbus_private),
 	cmocka_unit_test(cpu_access_gets_sigbus_coherent),
@@ -415,6 +447,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(discard_clears_coherent),
 	cmocka_unit_test(many_poisoned_pages),
 	cmocka_unit_test(mremap_moves_poison),
+	cmocka_unit_test(page_lost_at_checks_the_page),
 };
 
 UHMM_TEST_MAIN(tests)
