@@ -376,6 +376,13 @@ static void peer_access_in_place(void **state)
 	assert_int_equal(atomic_load(&k.bad), 0);
 	assert_int_equal(sdstats(d1).peer_maps, maps + len / 4096);
 	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, d0), len / 4096);
+
+	/* The owner detached: its pages come home first (device 1's peer
+	 * entries with them); device 1 reads them there. */
+	ASSERT_OK(uhmm_device_detach(d0));
+	assert_int_equal(uhmm_test_pages_on(ctx, buf, len, NULL), len / 4096);
+	ASSERT_OK(uhmm_simdev_launch(d1, k_peer, PEER_WORDS, &k));
+	assert_int_equal(atomic_load(&k.bad), 0);
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
