@@ -68,6 +68,61 @@ struct uhmm_copy {
 /** Opaque handle of a submitted batch, returned by copy_submit. */
 typedef uint64_t uhmm_fence_t;
 
+/* ------------------------------------------------------------------------ */
+/* Describing a device (ops->describe, the topology query)                   */
+
+/** What a link is made of (struct uhmm_link_desc.kind). */
+enum uhmm_link_kind {
+	UHMM_LINK_UNKNOWN = 0, /**< not described */
+	UHMM_LINK_PCIE = 1,    /**< PCI Express (peers: P2P through a switch) */
+	UHMM_LINK_NVLINK = 2,  /**< a GPU-to-GPU fabric (NVLink, xGMI class) */
+	UHMM_LINK_C2C = 3,     /**< a cache-coherent chip-to-chip link (NVLink-C2C, CXL) */
+	UHMM_LINK_MEMCPY = 4,  /**< no link: the same memory, copied by the CPU
+				    (a software device without a transfer model) */
+	UHMM_LINK_OTHER = 5,   /**< something else (figures of the backend's own) */
+	/** Only in the topology query's pair matrix: no direct path between
+	 * the two devices, their traffic goes through system memory (the
+	 * `nvidia-smi topo -m` "SYS"). */
+	UHMM_LINK_SYSTEM = 6,
+	/** Only in the pair matrix, on its diagonal: the device's own memory. */
+	UHMM_LINK_SELF = 7,
+};
+
+/** One link: its kind and the figures a transfer over it is charged. */
+struct uhmm_link_desc {
+	uint32_t kind;         /**< enum uhmm_link_kind */
+	uint32_t reserved;     /**< 0 */
+	char name[16];         /**< short name ("pcie4", "nvlink", ...); "" unknown */
+	double bandwidth_gbps; /**< per direction, 10^9 B/s; 0: unlimited or unknown */
+	uint64_t latency_ns;   /**< per transfer; 0: none or unknown */
+};
+
+/** Kind of a device's memory (struct uhmm_device_desc.mem_kind). */
+enum uhmm_mem_kind {
+	UHMM_MEM_PRIVATE = 0,  /**< device-private: the CPU cannot address it */
+	UHMM_MEM_COHERENT = 1, /**< coherent: addressable by the CPU (ops->coherent_mem) */
+};
+
+/** A backend's description of its device (ops->describe). */
+struct uhmm_device_desc {
+	uint32_t size;         /**< set by uhmm: the bytes of this struct it knows */
+	int32_t numa_node;     /**< NUMA node of the device's memory; -1 none / unknown */
+	uint64_t mem_bytes;    /**< memory the device has for uhmm; 0 unknown */
+	struct uhmm_link_desc host; /**< the link to the CPU and system memory */
+	/** The link to other devices (device-to-device copies and peer
+	 * access), as seen from this device's end. */
+	struct uhmm_link_desc peer;
+	/**
+	 * Peer access domain: two devices whose backends report the same
+	 * non-NULL @peer_domain can reach each other's memory directly (a
+	 * device maps a page resident on the other without migrating it).
+	 * NULL: this device reaches no peer's memory.  Any pointer unique to
+	 * the fabric (simdev: its ops table, every simdev of the process
+	 * shares the process's memory).
+	 */
+	const void *peer_domain;
+};
+
 /**
  * Operations of a device backend.  All return 0 or a negative errno unless
  * stated.  Every operation may sleep.
@@ -141,6 +196,20 @@ struct uhmm_device_ops {
 	 * with UHMM_RE_COHERENT (mirror.h).
 	 */
 	int (*coherent_mem)(void *priv, void **base, size_t *len);
+
+	/**
+	 * describe - optional (may be NULL): describe the device for the
+	 * topology query (uhmm/topology.h): its memory and its links to the
+	 * CPU and to other devices.  uhmm zeroes *@out and sets out->size to
+	 * the sizeof(struct uhmm_device_desc) it knows before the call; the
+	 * backend fills the fields it knows that lie below out->size (a
+	 * field left 0 reads "unknown").  Called at each query, from any
+	 * thread, with the device held (not detached meanwhile); must not
+	 * block for long nor call back into uhmm.  Returns 0, or a negative
+	 * errno (the query then reports the device as undescribed, as when
+	 * the op is NULL).
+	 */
+	int (*describe)(void *priv, struct uhmm_device_desc *out);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -218,7 +287,10 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
  *     the range, then returns -EHWPOISON; uhmm_make_exclusive too;
  *   - discarding it (madvise(MADV_DONTNEED), munmap, uhmm_free) clears it:
  *     the address reads zeros again (after munmap: whatever is mapped there
- *     next).
+ *     next);
+ *   - mremap() moves it with the page: the new address is poisoned, the
+ *     old one is whatever is mapped there next.
+ * Any number of pages may be poisoned at once.
  * Nothing else is lost: the other pages of the range, on the device or
  * not, keep their data.  Counted in uhmm_stats.poisoned_pages.  A page of
  * coherent memory (in place at its address) is taken out of place first.
@@ -230,6 +302,17 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
  * page stayed held for 2 s; -EBADF @dev is not a live device; -ECHILD.
  */
 UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn);
+
+/**
+ * uhmm_device_page_lost_at - uhmm_device_page_lost() for a backend that
+ * knows which page it believes uses frame @dpfn: the page at @addr (any
+ * address in it).  Only that page is poisoned, if it still uses the
+ * frame: a page that moved off the frame meanwhile (evicted, migrated:
+ * the frame perhaps reused by another page) is left alone.  Same rules
+ * and errors as uhmm_device_page_lost, -ENOENT also when the page at
+ * @addr does not use the frame, and -EINVAL @addr NULL (page 0).
+ */
+UHMM_API int uhmm_device_page_lost_at(uhmm_device *dev, uint64_t dpfn, const void *addr);
 
 /** A device's memory as uhmm sees it (uhmm_device_stats()). */
 struct uhmm_device_stats {

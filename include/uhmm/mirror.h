@@ -171,6 +171,17 @@ enum {
 	UHMM_RF_SNAPSHOT = 0,        /**< report only; fault nothing in */
 	UHMM_RF_FAULT_READ = 1u << 0,/**< make every page readable */
 	UHMM_RF_FAULT_WRITE = 1u << 1,/**< make every page writable (implies read) */
+	/**
+	 * Peer access: a page private to another device that can reach the
+	 * requester's peers (the same peer domain, uhmm/topology.h:
+	 * UHMM_TOPO_PEER_ACCESS) is not brought home by a fault request; its
+	 * entry says UHMM_RE_PEER (VALID, the owner and the frame) and the
+	 * requester accesses it in the owner's memory over the peer link.
+	 * Needs req->device (-EINVAL without).  A page held exclusively by
+	 * another device, or on a device of another domain, is handled as
+	 * without the flag.
+	 */
+	UHMM_RF_PEER = 1u << 2,
 };
 
 /*
@@ -203,6 +214,18 @@ enum {
  * VALID.  A fault request over it fails with -EHWPOISON. */
 #define UHMM_RE_POISON (1ull << 53)
 #define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
+/**
+ * With UHMM_RF_PEER: the page is private to a peer of the requesting
+ * device (VALID; WRITE as the CPU mapping allows): the data is in frame
+ * UHMM_RE_PEER_DPFN(e) of the device whose id (uhmm_device_id) is
+ * UHMM_RE_PEER_DEV(e) (uhmm_device_from_id(), uhmm/topology.h, finds
+ * it).  The mapping holds until the page moves, which invalidates the
+ * range first, as for the requester's own pages (UHMM_INV_MIGRATE; its
+ * eviction, the owner's detach and a poisoning too).
+ */
+#define UHMM_RE_PEER (1ull << 52)
+#define UHMM_RE_PEER_DPFN(e) ((e) & ((1ull << 40) - 1))
+#define UHMM_RE_PEER_DEV(e) ((uint32_t)(((e) >> 40) & 0xff))
 
 /** A range fault request. */
 struct uhmm_range_req {
@@ -220,7 +243,8 @@ struct uhmm_range_req {
  * if asked.
  *
  * With UHMM_RF_FAULT_READ or _WRITE, pages on another device are first
- * brought back to system memory, then the range is populated
+ * brought back to system memory (but those a peer of the requester holds,
+ * with UHMM_RF_PEER: UHMM_RE_PEER), then the range is populated
  * (MADV_POPULATE_READ/WRITE: never-touched pages become the zero page for
  * reads, private pages are copied-on-write for writes, as a CPU access
  * would do), so every entry comes back VALID.  Access rights are checked
@@ -241,7 +265,8 @@ struct uhmm_range_req {
  * uhmm_simdev_launch() does, so that work started after such a call never
  * uses an entry that call removed.
  *
- * Errors (as the kernel's): -EINVAL bad request (also: req->notifier is
+ * Errors (as the kernel's): -EINVAL bad request (also: UHMM_RF_PEER
+ * without req->device; req->notifier is
  * not NULL and not a live notifier of @ctx -- removed, freed with its
  * context, or not a notifier at all); -EFAULT a fault request meets a hole
  * or a PROT_NONE area (also: a fault-in the kernel refused); -EPERM a

@@ -915,10 +915,45 @@ struct uhmm_simdev_stats {
 	 * device page table: lane or unit TLB; tlb_misses those that went to
 	 * the page table). */
 	uint64_t tlb_lane_hits;
+	/** Pages mapped in a peer's memory (uhmm_simdev_peer_access): each
+	 * installation of such an entry (not a migration, not a remote map) */
+	uint64_t peer_maps;
+	/** The peer link's modelled time charged to accesses through those
+	 * entries, ns (computed: see uhmm_simdev_peer_access) */
+	uint64_t peer_access_ns;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */
 UHMM_API int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out);
+
+/**
+ * uhmm_simdev_peer_access - let @dev's kernels access pages that are in
+ * another simdev's memory where they are, over the peer link, instead of
+ * bringing them home (the cudaDeviceEnablePeerAccess of simdev; off by
+ * default).  @on: 1 on, 0 off (for faults from then on: entries already
+ * mapped stay until invalidated).
+ *
+ * When a device fault of @dev maps pages remotely (MAP_REMOTE advice, a
+ * policy's UHMM_POL_MAP_REMOTE, a migration refused for want of memory),
+ * its range fault asks for peers' pages (UHMM_RF_PEER, mirror.h): a page
+ * private to another simdev of the context is mapped in @dev's page table
+ * at that simdev's frame (a peer entry): @dev's kernels read, write and
+ * run atomics on it there, nothing migrates (the page stays the other
+ * device's, its pages and counters unchanged; counted in peer_maps).  When
+ * the page moves (back to system memory on a CPU touch, to a device,
+ * evicted, poisoned, its device detached) the range is invalidated first,
+ * which removes the peer entry; the next access faults and maps the page
+ * where it is then.  Device-to-device migrations are charged at the peer
+ * link anyway ("Transfer model and link presets").
+ *
+ * Cost model: an access through a peer entry that misses the lane's TLB is
+ * charged one page over @dev's peer link (peer_latency_ns + 4 KiB /
+ * peer_bandwidth_gbps), the following hits nothing; the lane sleeps off
+ * what it owes by 50 us steps.  Without a peer model, free.
+ * Errors: -EINVAL @dev is not a live simdev, or @on is not 0 or 1.
+ * Thread-safe.
+ */
+UHMM_API int uhmm_simdev_peer_access(uhmm_device *dev, int on);
 
 /**
  * uhmm_simdev_poison - imitate an uncorrectable memory error in the device
@@ -930,7 +965,8 @@ UHMM_API int uhmm_simdev_stats(uhmm_device *dev, struct uhmm_simdev_stats *out);
  * must be in @dev's memory (private, or in place in coherent memory).
  * Not from a kernel's work item or a notifier callback.  May sleep.
  * Errors: -EINVAL @dev not a live simdev, or the page is not in its
- * memory; -EFAULT @addr is not managed memory; the errors of
+ * memory; -EFAULT @addr is not managed memory; -ENOENT the page left the
+ * device's memory during the call (nothing is lost); the errors of
  * uhmm_device_page_lost (-EBUSY).
  */
 UHMM_API int uhmm_simdev_poison(uhmm_device *dev, const void *addr);

@@ -46,6 +46,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 #include "core/probes.h"
@@ -84,6 +85,35 @@ void uhmm__coh_detach(struct uhmm_ctx *ctx, struct uhmm_device *d)
 	d->coh_base = NULL;
 }
 
+/*
+ * Reclaim by copy, for a page in place in a read-only mapping (UFFDIO_MOVE
+ * moves only out of writable ones: -EINVAL): its bytes are read into the
+ * frame through /proc/self/mem (which never waits on a userfault: a page
+ * zapped meanwhile fails the read, and is zeros), then the page is
+ * discarded at its address (MADV_DONTNEED), an own discard (PG_OWNDISC,
+ * as migrate.c's no-move path: the REMOVE event consumes the mark instead
+ * of zapping the page we hold).  Not on the service thread, whose madvise
+ * would wait for itself to read the event: -EBUSY there (the page stays
+ * in place).  Returns 0, -EINVAL (the mapping is not read-only: gone or
+ * changed), -EBUSY, or madvise's error (the page stays in place).
+ */
+static int reclaim_by_copy(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t va, char *f)
+{
+	if (pthread_equal(pthread_self(), ctx->service) || ctx->mem_fd < 0)
+		return -EBUSY;
+	if (uhmm__range_writable(ctx, va, va + PAGE_SIZE) != -EPERM)
+		return -EINVAL;
+	if (pread(ctx->mem_fd, f, PAGE_SIZE, (off_t)va) != (ssize_t)PAGE_SIZE)
+		(void)madvise(f, PAGE_SIZE, MADV_DONTNEED); /* zapped: zeros */
+	atomic_fetch_or_explicit(&p->word, PG_OWNDISC, memory_order_relaxed);
+	int err = madvise((void *)va, PAGE_SIZE, MADV_DONTNEED) ? -errno : 0;
+	uhmm__events_wait(ctx);
+	atomic_fetch_and_explicit(&p->word, ~PG_OWNDISC, memory_order_relaxed);
+	if (err)
+		(void)madvise(f, PAGE_SIZE, MADV_DONTNEED); /* in place still */
+	return err;
+}
+
 int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 {
 	struct uhmm_page *p = range_page(r, idx);
@@ -111,6 +141,11 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 				break;
 			if (attempt == 2) {
 				err = (int)ret;
+				break;
+			}
+			if (ret == -EINVAL) {
+				/* A read-only mapping: by copy. */
+				err = reclaim_by_copy(ctx, p, va, f);
 				break;
 			}
 			if (ret == -EEXIST) {
@@ -249,7 +284,7 @@ bool uhmm__poisoned_in(struct uhmm_ctx *ctx, uintptr_t a, size_t len)
 
 /* ---- what a backend may report ---- */
 
-UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn)
+static int page_lost(uhmm_device *dev, uint64_t dpfn, uintptr_t va)
 {
 	struct uhmm_ctx *ctx;
 	int err = uhmm__backend_call_enter(dev, &ctx);
@@ -262,7 +297,7 @@ UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn)
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
 		struct uhmm_victim v = { .dev = dev->id, .lo = dpfn, .hi = dpfn + 1,
-					 .poison = true };
+					 .poison = true, .va = va };
 		uhmm__evict(ctx, &v, 1, 0, 0);
 		if (v.moved) {
 			err = 0;
@@ -281,4 +316,17 @@ UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn)
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
 	return err;
+}
+
+UHMM_API int uhmm_device_page_lost(uhmm_device *dev, uint64_t dpfn)
+{
+	return page_lost(dev, dpfn, 0);
+}
+
+UHMM_API int uhmm_device_page_lost_at(uhmm_device *dev, uint64_t dpfn, const void *addr)
+{
+	uintptr_t va = (uintptr_t)addr & ~(uintptr_t)(PAGE_SIZE - 1);
+	if (!va)
+		return -EINVAL;
+	return page_lost(dev, dpfn, va);
 }

@@ -285,6 +285,7 @@ struct uhmm_victim {
 	uint64_t lo, hi;
 	size_t moved, seen, busy, inflight;
 	bool poison; /* the pages found are lost, not moved (coherent.c) */
+	uintptr_t va; /* non-zero: only the page at this address (coherent.c) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -595,6 +596,16 @@ long uhmm__dev_get_frames(struct uhmm_device *d, size_t n, uint64_t *dpfn);
 void uhmm__dev_put_frames(struct uhmm_ctx *ctx, struct uhmm_device *d,
 			  const uint64_t *dpfn, size_t n);
 
+/* topology.c: whether devices are peers of a range fault's requester
+ * (the same non-NULL peer domain, ops->describe), asked once a device per
+ * call.  known[0]: asked; known[1]: the answer. */
+struct uhmm_peer_cache {
+	const void *self_dom;
+	uint8_t known[2][MAX_DEVICES / 8];
+};
+void uhmm__peer_init(struct uhmm_peer_cache *pc, struct uhmm_device *self);
+bool uhmm__peer_ok(struct uhmm_ctx *ctx, struct uhmm_peer_cache *pc, unsigned id);
+
 /* uffd.c */
 int uhmm__uffd_open(struct uhmm_ctx *ctx);
 int uhmm__uffd_new_fd(bool user_mode_only, int *fd_out);
@@ -767,6 +778,8 @@ extern __thread bool uhmm__sb_poisoned __attribute__((tls_model("initial-exec"))
  * not any more (p identifies the entry). */
 int uhmm__poison_note(const struct uhmm_page *p, uintptr_t addr);
 void uhmm__poison_forget(const struct uhmm_page *p);
+/* An mremap moved [from, from + len) to @to: its poisoned addresses too. */
+void uhmm__poison_remap(uintptr_t from, uintptr_t to, size_t len);
 
 /* migrate.c */
 /* Bring pages [idx, idx + n) of r that live on a device back to system

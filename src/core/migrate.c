@@ -201,7 +201,8 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				(only_dev == DEV_PRIVATE_ONLY && !pg_coh(w)));
 		if (want[i] && f) {
 			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
-			want[i] = d == f->dev && dpfn >= f->lo && dpfn < f->hi;
+			want[i] = d == f->dev && dpfn >= f->lo && dpfn < f->hi &&
+				  (!f->va || f->va == r->start + ((idx + i) << PAGE_SHIFT));
 		}
 		if (!want[i] && f) {
 			uhmm__page_unlock(ctx, p); /* moved meanwhile */

@@ -1046,6 +1046,8 @@ void uhmm__ranges_remap(struct uhmm_ctx *ctx, uintptr_t from, uintptr_t to,
 	pthread_rwlock_unlock(&ctx->ranges_lock);
 	if (err)
 		fprintf(stderr, "uhmm: cannot follow mremap (%s)\n", strerror(-err));
+	else if (atomic_load_explicit(&ctx->poisoned_now, memory_order_relaxed))
+		uhmm__poison_remap(from, to, len); /* (coherent.c, sigbus.c) */
 	for (size_t k = 0; k < ncut; k++) {
 		atomic_store(&cut[k]->dead, true);
 		uhmm__range_put(cut[k]);

@@ -223,7 +223,7 @@ static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool w
 /* Bring home the managed pages of [start, end) that live on a device other
  * than @self, then populate every run not on @self. */
 static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
-		       unsigned self, bool write)
+		       unsigned self, bool write, struct uhmm_peer_cache *pc)
 {
 	int err = 0;
 	uintptr_t run = start; /* start of the current run to populate */
@@ -245,15 +245,19 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 			/* In place on a coherent device: a system page to
 			 * every device (populated like one). */
 			unsigned d = pg_coh(w) ? 0 : pg_dev(w);
-			if (!d || d != self) {
+			/* A peer's private page (UHMM_RF_PEER): mapped where it
+			 * is, as the requester's own below. */
+			bool peer = d && d != self && pc && !pg_excl(w) &&
+				    uhmm__peer_ok(ctx, pc, d);
+			if ((!d || d != self) && !peer) {
 				if (d) /* another device's page: home first */
 					err = uhmm__migrate_range_to_system(ctx, r, idx, 1, 0);
 				if (err)
 					break;
 				continue;
 			}
-			/* On the requester: it maps its own copy; populate
-			 * what came before. */
+			/* On the requester (or a peer): it maps the device's
+			 * copy; populate what came before. */
 			if (run < a)
 				err = populate(ctx, run, a, write);
 			run = a + PAGE_SIZE;
@@ -323,7 +327,7 @@ fallback:
 }
 
 static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
-		       unsigned self, const uint8_t *rights)
+		       unsigned self, const uint8_t *rights, struct uhmm_peer_cache *pc)
 {
 	size_t n = (req->end - req->start) >> PAGE_SHIFT;
 	memset(req->entries, 0, n * sizeof(uint64_t));
@@ -388,7 +392,10 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			}
 			uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 			uint64_t wr = (rights[i] & RIGHT_W) ? UHMM_RE_WRITE : 0;
-			if (d != self)
+			if (d != self && pc && !pg_excl(w) && uhmm__peer_ok(ctx, pc, d))
+				*ent = UHMM_RE_VALID | UHMM_RE_PEER | wr | (uint64_t)d << 40 |
+				       UHMM_RE_PEER_DPFN(dpfn);
+			else if (d != self)
 				*ent = UHMM_RE_REMOTE;
 			else if (pg_excl(w)) /* the holder reaches it in its slot */
 				*ent = UHMM_RE_VALID | UHMM_RE_EXCLUSIVE | wr |
@@ -407,7 +414,8 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 {
 	if (!req || !req->entries || req->start >= req->end ||
 	    ((req->start | req->end) & (PAGE_SIZE - 1)) ||
-	    (req->flags & ~(uint32_t)(UHMM_RF_FAULT_READ | UHMM_RF_FAULT_WRITE)))
+	    (req->flags & ~(uint32_t)(UHMM_RF_FAULT_READ | UHMM_RF_FAULT_WRITE | UHMM_RF_PEER)) ||
+	    ((req->flags & UHMM_RF_PEER) && !req->device))
 		return -EINVAL;
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
@@ -427,6 +435,12 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 		if (err)
 			goto out_ctx;
 		self = dev->id;
+	}
+	/* Peers of the requester, asked of their backends once each. */
+	struct uhmm_peer_cache peers, *pc = NULL;
+	if (req->flags & UHMM_RF_PEER) {
+		uhmm__peer_init(&peers, dev);
+		pc = &peers;
 	}
 	bool write = req->flags & UHMM_RF_FAULT_WRITE;
 	/* (A hole and a read-only page in one write fault: -EFAULT wins, as
@@ -465,11 +479,11 @@ UHMM_API int uhmm_range_fault(uhmm_ctx *ctx, struct uhmm_range_req *req)
 		if (err)
 			break;
 		if (fault) {
-			err = rf_fault_in(ctx, req->start, req->end, self, write);
+			err = rf_fault_in(ctx, req->start, req->end, self, write, pc);
 			if (err)
 				break;
 		}
-		err = rf_snapshot(ctx, req, self, rights);
+		err = rf_snapshot(ctx, req, self, rights, pc);
 		if (err)
 			break;
 		bool complete = true;

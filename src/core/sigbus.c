@@ -232,47 +232,106 @@ __thread bool uhmm__sb_poisoned __attribute__((tls_model("initial-exec")));
  * a SIGBUS at one of them is a touch of a page lost on a device, reported
  * as the kernel reports a hardware-poisoned page (BUS_MCEERR_AR, lsb 12)
  * whatever the kernel said (its poison marker gives BUS_ADRERR without
- * CONFIG_MEMORY_FAILURE).  A fixed table (no allocation; the handler reads
- * it lock-free): past POISON_SLOTS poisoned pages at once, the others'
- * signals keep the kernel's code.  Entries are keyed by the page state
- * (never dereferenced); an mremap of a poisoned page leaves its entry at
- * the old address.
+ * CONFIG_MEMORY_FAILURE).  The handler reads the table lock-free, so it
+ * is a list of chunks that are never freed or moved: a static first one
+ * of POISON_FIRST entries, then chunks of POISON_CHUNK entries mapped from
+ * umem when every entry is taken, zeroed before they are published by one
+ * release store (noters serialise their growth on poison_lock, which the
+ * handler never takes).  No limit but memory: a page that finds no entry
+ * (umem exhausted) keeps the kernel's code.  Entries are keyed by the page
+ * state (never dereferenced); an mremap moves the addresses of the range's
+ * entries with it (uhmm__poison_remap, range.c).
  */
-#define POISON_SLOTS 1024
-static struct {
+#define POISON_FIRST 1024u
+#define POISON_CHUNK_BYTES 65536u
+struct poison_ent {
 	_Atomic(const void *) page;
 	_Atomic uintptr_t addr;
-} poison_tab[POISON_SLOTS];
+};
+struct poison_chunk {
+	struct poison_chunk *_Atomic next;
+	unsigned n;
+	struct poison_ent *e;
+};
+static struct poison_ent poison_first[POISON_FIRST];
+static struct poison_chunk poison_tab = { .n = POISON_FIRST, .e = poison_first };
+static pthread_mutex_t poison_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct poison_chunk *poison_next(const struct poison_chunk *c)
+{
+	return atomic_load_explicit(&c->next, memory_order_acquire);
+}
+
+#define POISON_EACH(c, i) \
+	for (struct poison_chunk *c = &poison_tab; c; c = poison_next(c)) \
+		for (unsigned i = 0; i < c->n; i++)
+
+static bool poison_claim(const struct uhmm_page *p, uintptr_t addr)
+{
+	POISON_EACH(c, i) {
+		const void *none = NULL;
+		if (atomic_load_explicit(&c->e[i].page, memory_order_relaxed) == NULL &&
+		    atomic_compare_exchange_strong(&c->e[i].page, &none, p)) {
+			atomic_store(&c->e[i].addr, addr);
+			return true;
+		}
+	}
+	return false;
+}
 
 int uhmm__poison_note(const struct uhmm_page *p, uintptr_t addr)
 {
 	pthread_once(&once, install); /* in every mode: the handler */
-	for (unsigned i = 0; i < POISON_SLOTS; i++) {
-		const void *none = NULL;
-		if (atomic_compare_exchange_strong(&poison_tab[i].page, &none, p)) {
-			atomic_store(&poison_tab[i].addr, addr);
-			return 0;
+	if (poison_claim(p, addr))
+		return 0;
+	/* Every entry taken: look again under the lock (another noter may
+	 * have added a chunk), else add one, its first entry ours. */
+	int err = 0;
+	pthread_mutex_lock(&poison_lock);
+	if (!poison_claim(p, addr)) {
+		struct poison_chunk *last = &poison_tab, *n;
+		while ((n = poison_next(last)))
+			last = n;
+		struct poison_chunk *c = uhmm__umem_map(POISON_CHUNK_BYTES, 0, 0);
+		if (c) {
+			c->e = (struct poison_ent *)(c + 1);
+			c->n = (unsigned)((POISON_CHUNK_BYTES - sizeof(*c)) / sizeof(*c->e));
+			atomic_init(&c->e[0].page, p);
+			atomic_init(&c->e[0].addr, addr);
+			atomic_store_explicit(&last->next, c, memory_order_release);
+		} else {
+			err = -ENOSPC; /* (its SIGBUS keeps the kernel's code) */
 		}
 	}
-	return -ENOSPC;
+	pthread_mutex_unlock(&poison_lock);
+	return err;
 }
 
 void uhmm__poison_forget(const struct uhmm_page *p)
 {
-	for (unsigned i = 0; i < POISON_SLOTS; i++) {
-		if (atomic_load_explicit(&poison_tab[i].page, memory_order_relaxed) != p)
+	POISON_EACH(c, i) {
+		if (atomic_load_explicit(&c->e[i].page, memory_order_relaxed) != p)
 			continue;
-		atomic_store(&poison_tab[i].addr, 0);
-		atomic_store(&poison_tab[i].page, NULL);
+		atomic_store(&c->e[i].addr, 0);
+		atomic_store(&c->e[i].page, NULL);
 		return;
+	}
+}
+
+void uhmm__poison_remap(uintptr_t from, uintptr_t to, size_t len)
+{
+	POISON_EACH(c, i) {
+		uintptr_t a = atomic_load_explicit(&c->e[i].addr, memory_order_relaxed);
+		if (a && a >= from && a - from < len)
+			(void)atomic_compare_exchange_strong(&c->e[i].addr, &a, to + (a - from));
 	}
 }
 
 static bool poisoned_addr(uintptr_t a)
 {
 	a &= ~(PAGE_SIZE - 1);
-	for (unsigned i = 0; i < POISON_SLOTS; i++)
-		if (atomic_load_explicit(&poison_tab[i].addr, memory_order_relaxed) == a)
+	POISON_EACH(c, i)
+		if (atomic_load_explicit(&c->e[i].addr, memory_order_relaxed) == a)
 			return true;
 	return false;
 }

@@ -60,6 +60,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE_SHIFT 12u
@@ -239,14 +240,43 @@ void AnnotateIgnoreWritesEnd(const char *f, int l);
 #define SYS_ACCESS_END() ((void)0)
 #endif
 
-/* Where the data of @va is for a DEV or EXCL entry (PTE_FENCED). */
+/* Where the data of @va is for a DEV, EXCL or PEER entry (PTE_FENCED). */
 static void *fenced_ptr(struct sd_compute *c, uint64_t pte, uintptr_t va)
 {
 	uintptr_t off = va & (UHMM_PAGE_SIZE - 1);
 
-	if (pte & PTE_EXCL)
+	if (pte & (PTE_EXCL | PTE_PEER))
 		return (unsigned char *)(uintptr_t)(pte & PTE_ADDR_MASK) + off;
 	return uhmm__devmem_ptr(&c->sd->mem, pte >> PTE_DPFN_SHIFT) + off;
+}
+
+/*
+ * The peer link's cost of an access through a PEER entry that missed the
+ * lane's TLB (the out-of-line path; hits that follow ride on it): one page
+ * over this simdev's peer link (its latency + 4 KiB / its bandwidth),
+ * modelling the line fetches of a page's worth of accesses.  Owed by the
+ * lane and slept off, with no lock held, once it reaches PEER_DEBT_NS (a
+ * sleep per miss would cost the timer's slack, not the model's figure).
+ * Counted in peer_access_ns.  No peer model: free.
+ */
+#define PEER_DEBT_NS 50000u
+static void peer_charge(struct uhmm_simdev_item *wi)
+{
+	struct simdev *sd = wi->c->sd;
+	uint64_t ns = sd->peer_latency_ns;
+
+	if (sd->peer_bandwidth_gbps > 0)
+		ns += (uint64_t)((double)UHMM_PAGE_SIZE / sd->peer_bandwidth_gbps);
+	if (!ns)
+		return;
+	atomic_fetch_add_explicit(&wi->c->st.peer_access_ns, ns, memory_order_relaxed);
+	wi->peer_debt_ns += ns;
+	if (wi->peer_debt_ns < PEER_DEBT_NS)
+		return;
+	struct timespec ts = { (time_t)(wi->peer_debt_ns / 1000000000ull),
+			       (long)(wi->peer_debt_ns % 1000000000ull) };
+	wi->peer_debt_ns = 0;
+	nanosleep(&ts, NULL);
 }
 
 /*
@@ -326,6 +356,8 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 			uint64_t r = op_apply(fenced_ptr(c, pte, va), size, op, a, b);
 			lane_fill(c, wi, pte, va);
 			pthread_mutex_unlock(&cu->lock);
+			if (pte & PTE_PEER)
+				peer_charge(wi);
 			return r;
 		}
 		pthread_mutex_unlock(&cu->lock);
@@ -382,6 +414,8 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 				else
 					memcpy(buf, d, n);
 				uhmm__sd_end(wi, s);
+				if (pte & PTE_PEER)
+					peer_charge(wi);
 				return;
 			}
 			void *d = fenced_ptr(c, pte, va);
@@ -390,6 +424,8 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 			else
 				memcpy(buf, d, n);
 			pthread_mutex_unlock(&cu->lock);
+			if (pte & PTE_PEER)
+				peer_charge(wi);
 			return;
 		}
 		pthread_mutex_unlock(&cu->lock);
@@ -783,6 +819,8 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(kernel_errors);
 	S(exclusive_pages);
 	S(throttle_ns);
+	S(peer_maps);
+	S(peer_access_ns);
 #undef S
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_lock(&c->cus[i].lock);

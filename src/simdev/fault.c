@@ -51,6 +51,8 @@
 
 #include <errno.h>
 #include <signal.h>
+
+#include <uhmm/topology.h>
 #include <string.h>
 #include <time.h>
 
@@ -168,6 +170,25 @@ int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 
 /* ---- mapping: range fault + install ------------------------------------- */
 
+/*
+ * A peer's page (UHMM_RE_PEER, asked for with UHMM_RF_PEER when peer access
+ * is on): a PEER entry at the address of the peer's frame.  Only another
+ * simdev's frames can be addressed.  Called under pt_lock after
+ * read_retry said the entry is current, so the peer is alive (its detach
+ * would have moved the page, invalidating the entry first).
+ */
+static uint64_t peer_pte(struct sd_compute *c, uint64_t e, uint64_t pte)
+{
+	struct simdev *peer = uhmm__simdev_of(uhmm_device_from_id(c->ctx,
+								  UHMM_RE_PEER_DEV(e)));
+	uint64_t frame = UHMM_RE_PEER_DPFN(e);
+
+	if (!peer || peer == c->sd || !uhmm__devmem_range_ok(&peer->mem, frame, 1))
+		return 0; /* (not addressable: the lane faults again) */
+	return pte | PTE_PEER | ((e & UHMM_RE_WRITE) ? PTE_A : 0) |
+	       (uint64_t)(uintptr_t)uhmm__devmem_ptr(&peer->mem, frame);
+}
+
 uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 {
 	uint64_t frame = e & UHMM_RE_DPFN_MASK;
@@ -192,6 +213,8 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 		}
 		return pte | PTE_DEV | (w ? PTE_A : 0) | frame << PTE_DPFN_SHIFT;
 	}
+	if (e & UHMM_RE_PEER)
+		return peer_pte(c, e, pte);
 	/* In place in our coherent memory: a SYS entry (the data is at the
 	 * page's address) at local cost, and atomics in place (coherent
 	 * memory is atomic with the CPU: no exclusive grab). */
@@ -213,7 +236,7 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 			  const uint64_t *entries, bool *flush)
 {
-	uint64_t remote = 0;
+	uint64_t remote = 0, peer = 0;
 	int err = 0;
 
 	for (size_t i = 0; i < np; i++) {
@@ -231,8 +254,11 @@ static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 			*flush = true;
 		if (!(pte & PTE_FENCED) && !(entries[i] & UHMM_RE_COHERENT))
 			remote++; /* (our coherent memory is local) */
+		if (pte & PTE_PEER)
+			peer++;
 	}
 	STAT_ADD(c, remote_maps, remote);
+	STAT_ADD(c, peer_maps, peer);
 	return err;
 }
 
@@ -248,9 +274,11 @@ int uhmm__fault_map_range(struct sd_compute *c, uintptr_t lo, uintptr_t hi,
 			.notifier = c->notifier,
 			.start = lo,
 			.end = hi,
-			.flags = acc == 0 ? UHMM_RF_SNAPSHOT
-			       : acc == SD_READ ? UHMM_RF_FAULT_READ
-						: UHMM_RF_FAULT_WRITE,
+			.flags = (acc == 0 ? UHMM_RF_SNAPSHOT
+				  : acc == SD_READ ? UHMM_RF_FAULT_READ
+						   : UHMM_RF_FAULT_WRITE) |
+				 (atomic_load_explicit(&c->sd->peer_access, memory_order_relaxed)
+					  ? UHMM_RF_PEER : 0),
 			.timeout_ms = 1000,
 			.device = c->dev,
 			.entries = c->entries,

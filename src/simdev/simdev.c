@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -202,6 +203,8 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	atomic_init(&sd->bytes_copied, 0);
 
 	sd->coherent = opts->coherent;
+	sd->numa_node = opts->numa_node;
+	atomic_init(&sd->peer_access, false);
 	err = uhmm__devmem_init(&sd->mem, opts->mem_bytes);
 	if (err)
 		goto fail_free;
@@ -583,6 +586,50 @@ static int simdev_coherent_mem(void *priv, void **base, size_t *len)
 	return 0;
 }
 
+/* The kinds of a link's two ends by its name (the presets'; "custom":
+ * other; "off": no link, memcpy). */
+static void link_kinds(const char *name, uint32_t *host, uint32_t *peer)
+{
+	if (!strncmp(name, "pcie", 4)) {
+		*host = *peer = UHMM_LINK_PCIE;
+	} else if (!strcmp(name, "nvlink")) {
+		*host = UHMM_LINK_PCIE;
+		*peer = UHMM_LINK_NVLINK;
+	} else if (!strcmp(name, "c2c")) {
+		*host = UHMM_LINK_C2C;
+		*peer = UHMM_LINK_NVLINK;
+	} else if (!strcmp(name, "off")) {
+		*host = *peer = UHMM_LINK_MEMCPY;
+	} else {
+		*host = *peer = UHMM_LINK_OTHER;
+	}
+}
+
+/* The topology query's description (device.h): the link preset's figures;
+ * every simdev of the process can reach every other's memory (peer
+ * access), so they share one peer domain. */
+static int simdev_describe(void *priv, struct uhmm_device_desc *out)
+{
+	struct simdev *sd = priv;
+
+	if (out->size < sizeof(*out))
+		return -EINVAL; /* (uhmm's own header: never) */
+	out->numa_node = sd->numa_node;
+	out->mem_bytes = sd->mem.bytes;
+	link_kinds(sd->link_name, &out->host.kind, &out->peer.kind);
+	/* (the nvlink preset's host link is PCIe 5.0) */
+	snprintf(out->host.name, sizeof(out->host.name), "%s",
+		 !strcmp(sd->link_name, "nvlink") ? "pcie5" : sd->link_name);
+	snprintf(out->peer.name, sizeof(out->peer.name), "%s",
+		 out->peer.kind == UHMM_LINK_NVLINK ? "nvlink" : sd->link_name);
+	out->host.bandwidth_gbps = sd->bandwidth_gbps;
+	out->host.latency_ns = sd->latency_ns;
+	out->peer.bandwidth_gbps = sd->peer_bandwidth_gbps;
+	out->peer.latency_ns = sd->peer_latency_ns;
+	out->peer_domain = &uhmm__simdev_ops;
+	return 0;
+}
+
 const struct uhmm_device_ops uhmm__simdev_ops = {
 	.alloc = simdev_alloc,
 	.free = simdev_free,
@@ -591,6 +638,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.fence = simdev_fence,
 	.destroy = simdev_destroy,
 	.coherent_mem = simdev_coherent_mem,
+	.describe = simdev_describe,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
@@ -617,7 +665,9 @@ int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
 	/* Where the page is in our memory: its frame. */
 	if (!(e & (UHMM_RE_DEVICE | UHMM_RE_COHERENT)) || (e & UHMM_RE_EXCLUSIVE))
 		return -EINVAL;
-	return uhmm_device_page_lost(dev, e & UHMM_RE_DPFN_MASK);
+	/* (That page only: it may move off the frame from here on, and the
+	 * frame go to another page.) */
+	return uhmm_device_page_lost_at(dev, e & UHMM_RE_DPFN_MASK, addr);
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -702,6 +752,16 @@ struct simdev *uhmm__simdev_of(uhmm_device *dev)
 	if (!dev || uhmm_device_ops_of(dev) != &uhmm__simdev_ops)
 		return NULL;
 	return uhmm_device_priv(dev);
+}
+
+int uhmm_simdev_peer_access(uhmm_device *dev, int on)
+{
+	struct simdev *sd = uhmm__simdev_of(dev);
+
+	if (!sd || (on != 0 && on != 1))
+		return -EINVAL;
+	atomic_store_explicit(&sd->peer_access, on == 1, memory_order_relaxed);
+	return 0;
 }
 
 int uhmm_simdev_link_info(uhmm_device *dev, struct uhmm_simdev_link *out)

@@ -252,6 +252,10 @@ struct simdev {
 	/* The pool is coherent memory (uhmm_simdev_opts.coherent): uhmm moves
 	 * its frames into place at the application's addresses. */
 	bool coherent;
+	int32_t numa_node;                 /* uhmm_simdev_opts.numa_node (-1) */
+	/* Range faults ask for peers' pages in place (UHMM_RF_PEER):
+	 * uhmm_simdev_peer_access. */
+	_Atomic bool peer_access;
 	/* The compute side: NULL for a simdev made by uhmm__simdev_new() alone
 	 * (unit tests); set up by uhmm_simdev_create() once attached. */
 	struct sd_compute *comp;
@@ -321,7 +325,13 @@ extern const struct uhmm_device_ops uhmm__simdev_ops;
 #define PTE_DEV (1ull << 2)
 #define PTE_EXCL (1ull << 3)
 #define PTE_A (1ull << 4)
-#define PTE_FENCED (PTE_DEV | PTE_EXCL)
+/* PEER: a page private to another simdev (a peer, uhmm_simdev_peer_access):
+ * the data is in the peer's frame, at the address pte & PTE_ADDR_MASK (its
+ * pool never faults, so a fenced kind, as EXCL); accesses through it pay
+ * the peer link (compute.c, peer_charge).  Removed by any invalidation of
+ * the page (the page moving away from the peer is a MIGRATE). */
+#define PTE_PEER (1ull << 5)
+#define PTE_FENCED (PTE_DEV | PTE_EXCL | PTE_PEER)
 #define PTE_DPFN_SHIFT 12
 #define PTE_ADDR_MASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
 
@@ -400,6 +410,7 @@ struct uhmm_simdev_item {
 	int err;                   /* why the current item ended early */
 	uint64_t items_done;       /* work items run in the current launch */
 	bool in_sys;               /* inside an access to system memory */
+	uint64_t peer_debt_ns;     /* peer link time owed (compute.c, peer_charge) */
 	/* A device fault in flight: queued in the fault buffer until done. */
 	uintptr_t fault_page;
 	unsigned fault_acc;        /* enum sd_access */
@@ -443,7 +454,8 @@ struct sd_cstats {
 	_Atomic uint64_t launches, work_items, faults, fault_batches,
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
 		remote_maps, range_fault_calls, range_fault_pages, invalidations,
-		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns;
+		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns,
+		peer_maps, peer_access_ns;
 };
 
 struct sd_compute {

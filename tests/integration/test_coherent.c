@@ -415,6 +415,54 @@ static void simdev_on_numa_node(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* Coherent pages in place in a mapping made read-only: they move away
+ * (home, to a private device) with their data, although UFFDIO_MOVE
+ * refuses read-only mappings (they are taken out by copy then); made
+ * writable again and discarded, they read zeros. */
+static void read_only_coherent_pages_move(void **state)
+{
+	(void)state;
+	SKIP_IF_NO_MOVE();
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *a = coherent_dev(ctx, 4 * MiB), *c;
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &c));
+	size_t len = 64 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 61);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, a, 0));
+	assert_int_equal(coherent_on(ctx, p, len, a), len / PG);
+	assert_int_equal(mprotect(p, len, PROT_READ), 0);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 61), (size_t)-1);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(a, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+	assert_int_equal(ds.coherent_pages, 0);
+	/* Writable, to the device, read-only, to a private device. */
+	assert_int_equal(mprotect(p, len, PROT_READ | PROT_WRITE), 0);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, a, 0));
+	assert_int_equal(coherent_on(ctx, p, len, a), len / PG);
+	ASSERT_OK(uhmm_mprotect(ctx, p, len, PROT_READ));
+	ASSERT_OK(uhmm_migrate(ctx, p, len, c, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, p, len, c), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 61), (size_t)-1);
+	/* In place again, read-only, then discarded: zeros. */
+	ASSERT_OK(uhmm_mprotect(ctx, p, len, PROT_READ | PROT_WRITE));
+	ASSERT_OK(uhmm_migrate(ctx, p, len, a, 0));
+	assert_int_equal(mprotect(p, len, PROT_READ), 0);
+	ASSERT_OK(uhmm_migrate(ctx, p, 8 * PG, NULL, 0));
+	assert_int_equal(mprotect(p, len, PROT_READ | PROT_WRITE), 0);
+	assert_int_equal(madvise(p, len, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			fail_msg("byte %zu is %d after a discard", i, p[i]);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(cpu_reads_and_writes_in_place),
 	cmocka_unit_test(system_coherent_coherent_private_system),
@@ -424,6 +472,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(fork_on_coherent),
 	cmocka_unit_test(discard_frees_the_frame),
 	cmocka_unit_test(simdev_on_numa_node),
+	cmocka_unit_test(read_only_coherent_pages_move),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -276,6 +276,165 @@ static void discard_clears_coherent(void **state)
 	discard_clears(true);
 }
 
+/* Wait for a child that exits 0. */
+static void child_ok(pid_t pid)
+{
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* Touch @a in the child; 0 if it got SIGBUS BUS_MCEERR_AR at its page. */
+static int touch_poisoned(char *a)
+{
+	expect_addr = (char *)((uintptr_t)a & ~(PG - 1));
+	code = 0;
+	at_ok = 0;
+	if (sigsetjmp(jb, 1) == 0) {
+		(void)*(volatile char *)a;
+		return 1; /* no signal */
+	}
+	if (code != BUS_MCEERR_AR) {
+		fprintf(stderr, "si_code %d at %p\n", (int)code, (void *)a);
+		return 2;
+	}
+	return at_ok ? 0 : 3;
+}
+
+/* More poisoned pages at once than the SIGBUS handler's first table
+ * holds (1024): each one's CPU access still gets BUS_MCEERR_AR (the
+ * table grows); the pages not lost keep their data; freeing clears. */
+#define MANY 1100u
+#define MANY_LOST 1050u
+static void many_poisoned_pages(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO };
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGBUS, &sa, NULL);
+		uhmm_ctx *ctx;
+		uhmm_device *dev;
+		char *p;
+		struct uhmm_simdev_opts o;
+		uhmm_simdev_opts_init(&o);
+		o.mem_bytes = 8u << 20;
+		if (uhmm_ctx_create(NULL, &ctx) || uhmm_simdev_create(ctx, &o, &dev) ||
+		    uhmm_alloc(ctx, MANY * PG, (void **)&p))
+			_exit(20);
+		uhmm_test_fill(p, MANY * PG, 17);
+		if (uhmm_migrate(ctx, p, MANY * PG, dev, 0))
+			_exit(21);
+		for (unsigned i = 0; i < MANY_LOST; i++)
+			if (uhmm_simdev_poison(dev, p + (size_t)i * PG))
+				_exit(22);
+		/* The last lost, the first, one past the first table. */
+		unsigned probe[] = { MANY_LOST - 1, 0, 1030, 1024 };
+		for (unsigned k = 0; k < 4; k++) {
+			int e = touch_poisoned(p + (size_t)probe[k] * PG + 8);
+			if (e)
+				_exit(30 + e);
+		}
+		/* The pages not lost: their data. */
+		char *ref = malloc(MANY * PG);
+		if (!ref)
+			_exit(23);
+		uhmm_test_fill(ref, MANY * PG, 17);
+		if (memcmp(p + MANY_LOST * PG, ref + MANY_LOST * PG, (MANY - MANY_LOST) * PG))
+			_exit(24);
+		struct uhmm_stats s;
+		if (uhmm_stats_get(ctx, &s) || s.poisoned_pages != MANY_LOST)
+			_exit(25);
+		/* Freed: nothing poisoned any more; the address reads zeros
+		 * once mapped again. */
+		if (uhmm_free(ctx, p) || uhmm_sync(ctx))
+			_exit(26);
+		if (uhmm_ctx_destroy(ctx))
+			_exit(27);
+		_exit(0);
+	}
+	child_ok(pid);
+}
+
+/* An mremap of a range with a poisoned page: the poison moves with it (a
+ * CPU access at the new address gets BUS_MCEERR_AR there; uhmm's page
+ * state says poisoned); the other pages moved with their data. */
+static void mremap_moves_poison(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO };
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGBUS, &sa, NULL);
+		struct fix f;
+		setup(&f, false);
+		/* A place for it, then the move. */
+		char *q = mmap(NULL, NP * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (q == MAP_FAILED)
+			_exit(20);
+		if (mremap(f.p, NP * PG, NP * PG, MREMAP_MAYMOVE | MREMAP_FIXED, q) != q)
+			_exit(21);
+		if (uhmm_sync(f.ctx))
+			_exit(22);
+		struct uhmm_page_info info;
+		if (uhmm_page_query(f.ctx, q + 5 * PG, &info) ||
+		    info.where != UHMM_WHERE_POISONED)
+			_exit(23);
+		int e = touch_poisoned(q + 5 * PG + 8);
+		if (e)
+			_exit(30 + e);
+		if (memcmp(q, f.ref, 5 * PG) ||
+		    memcmp(q + 6 * PG, f.ref + 6 * PG, (NP - 6) * PG))
+			_exit(24);
+		/* Discarded there: clear. */
+		if (madvise(q + 5 * PG, PG, MADV_DONTNEED) || uhmm_sync(f.ctx))
+			_exit(25);
+		if (*(volatile char *)(q + 5 * PG) != 0)
+			_exit(26);
+		_exit(0);
+	}
+	child_ok(pid);
+}
+
+/* uhmm_device_page_lost_at: only the page at the address, and only if it
+ * uses the frame (a frame reused by another page meanwhile: nothing). */
+static void page_lost_at_checks_the_page(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	ASSERT_OK(uhmm_simdev_create(ctx, NULL, &dev));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	uhmm_test_fill(p, 4 * PG, 71);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	struct uhmm_page_info a, b;
+	ASSERT_OK(uhmm_page_query(ctx, p, &a));
+	ASSERT_OK(uhmm_page_query(ctx, p + PG, &b));
+	/* Frame of page 0, address of page 1: not that page's frame. */
+	assert_int_equal(uhmm_device_page_lost_at(dev, a.dpfn, p + PG), -ENOENT);
+	assert_int_equal(uhmm_device_page_lost_at(dev, a.dpfn, NULL), -EINVAL);
+	struct uhmm_stats s;
+	ASSERT_OK(uhmm_stats_get(ctx, &s));
+	assert_int_equal(s.poisoned_pages, 0);
+	ASSERT_OK(uhmm_device_page_lost_at(dev, b.dpfn, p + PG + 7));
+	ASSERT_OK(uhmm_page_query(ctx, p + PG, &b));
+	assert_int_equal(b.where, UHMM_WHERE_POISONED);
+	ASSERT_OK(uhmm_page_query(ctx, p, &a));
+	assert_int_equal(a.where, UHMM_WHERE_DEVICE);
+	ASSERT_OK(uhmm_migrate(ctx, p, PG, NULL, 0));
+	assert_int_equal(uhmm_test_check(p, PG, 71), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(cpu_access_gets_sigbus_private),
 	cmocka_unit_test(cpu_access_gets_sigbus_coherent),
@@ -286,6 +445,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(migration_moves_the_rest_coherent),
 	cmocka_unit_test(discard_clears_private),
 	cmocka_unit_test(discard_clears_coherent),
+	cmocka_unit_test(many_poisoned_pages),
+	cmocka_unit_test(mremap_moves_poison),
+	cmocka_unit_test(page_lost_at_checks_the_page),
 };
 
 UHMM_TEST_MAIN(tests)

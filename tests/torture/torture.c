@@ -34,6 +34,13 @@
  *    memory back (uhmm_device_evict, uhmm_device_evict_frames) as random
  *    operations.  Eviction changes no byte, so they run under the read
  *    lock, and a migration may fail -ENOMEM only as may_enomem() says.
+ *  - --coherent: device 1's memory is coherent (issue 19: pages migrated
+ *    there are mapped in place, the CPU reads and writes them there).
+ *  - --poison: under the write lock, a page moved to a device is reported
+ *    lost there (uhmm_simdev_poison): it alone is excluded from the
+ *    comparison while it is poisoned (every other byte of the range is
+ *    compared, also after a migration over it, which must say -EHWPOISON),
+ *    then discarded (madvise: zeros in the shadow) before the lock goes.
  */
 #define _GNU_SOURCE
 #include <uhmm/device.h>
@@ -82,7 +89,7 @@ enum kind {
 	K_CPU_WRITE, K_CPU_READ, K_CPU_ATOMIC, K_DEV_WRITE, K_DEV_READ,
 	K_DEV_ATOMIC, K_MIGRATE, K_EXCLUSIVE, K_MADVISE_OWN, K_MADVISE,
 	K_MUNMAP, K_MREMAP, K_MPROTECT, K_FORK, K_VERIFY, K_TENANT, K_EVICT, K_ADVISE,
-	K_PREFETCH, K_COUNT
+	K_PREFETCH, K_POISON, K_COUNT
 };
 
 static const struct {
@@ -109,6 +116,7 @@ static const struct {
 	[K_EVICT] = { "evict", 3, false },
 	[K_ADVISE] = { "advise", 2, false },
 	[K_PREFETCH] = { "prefetch", 4, false },
+	[K_POISON] = { "poison", 1, true }, /* only with --poison */
 };
 
 /* Per kind: completed ops, and outcomes of the library calls. */
@@ -144,6 +152,9 @@ static struct {
 	bool disabled[K_COUNT];
 	bool verbose;
 	bool sigbus; /* --sigbus: UHMM_CTX_SIGBUS, faults served by the faulting threads */
+	bool coherent; /* --coherent: device 1's memory is coherent */
+	bool poison;   /* --poison: the poison operation runs */
+	atomic_ulong poisoned, poison_skipped;
 	uhmm_ctx *ctx;
 	uhmm_device *dev[NDEV];
 	pthread_mutex_t dev_lock[NDEV];
@@ -1537,6 +1548,70 @@ static void op_evict(struct tstate *t, unsigned si, uint64_t opid)
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
 
+/* A page lost on a device (issue 19), under the write lock: the page is
+ * moved to a device and poisoned there; every other byte of the range is
+ * compared (also after a migration over it, which must report
+ * -EHWPOISON); then it is discarded, which clears it (zeros).  Pages of a
+ * file slot are skipped (a discard there reads the file again). */
+static void op_poison(struct tstate *t, unsigned si, uint64_t opid, unsigned d)
+{
+	struct slot *s = &G.slots[si];
+	if (s->skind == SLOT_FILE || s->npages < 2) {
+		atomic_fetch_add(&G.poison_skipped, 1);
+		return;
+	}
+	size_t pg = 1 + rnd_below(t, s->npages - 1);
+	uint8_t *a = s->base + pg * PG;
+	hist_add(s, pg, opid, K_POISON, t->id);
+	int r = uhmm_migrate(G.ctx, a, PG, G.dev[d], 0);
+	if (r == 0)
+		r = uhmm_simdev_poison(G.dev[d], a);
+	/* Not there to lose (refused: a full or resizing device, a busy page;
+	 * or moved off meanwhile: evicted by another range's migration). */
+	if (r == -ENOMEM || r == -EBUSY || r == -EINVAL || r == -ENOENT || r == -EFAULT) {
+		atomic_fetch_add(&G.poison_skipped, 1);
+		atomic_fetch_add(&kst[K_POISON].ok, 1);
+		return;
+	}
+	if (!outcome(t, K_POISON, "uhmm_simdev_poison", r, false, false, false))
+		return;
+	atomic_fetch_add(&G.poisoned, 1);
+	struct uhmm_page_info pi;
+	r = uhmm_page_query(G.ctx, a, &pi);
+	if (r || pi.where != UHMM_WHERE_POISONED)
+		unexpected(t, K_POISON, "uhmm_page_query", r, "the lost page is not poisoned "
+			   "(where %d)", r ? -1 : (int)pi.where);
+	/* Every other byte, where it is, then after a migration over it. */
+	check_bytes(t, si, 0, pg * PG, "beside a poisoned page");
+	check_bytes(t, si, (pg + 1) * PG, s->len - (pg + 1) * PG, "beside a poisoned page");
+	unsigned d2 = (unsigned)rnd_below(t, NDEV + 1);
+	r = uhmm_migrate(G.ctx, s->base, s->len, d2 < NDEV ? G.dev[d2] : NULL, 0);
+	if (r != -EHWPOISON && r != -ENOMEM && r != -EBUSY)
+		unexpected(t, K_POISON, "uhmm_migrate", r, "over a poisoned page: not -EHWPOISON");
+	check_bytes(t, si, 0, pg * PG, "beside a poisoned page, after migration");
+	check_bytes(t, si, (pg + 1) * PG, s->len - (pg + 1) * PG,
+		    "beside a poisoned page, after migration");
+	/* Discarded: cleared, zeros. */
+	if (madvise(a, PG, MADV_DONTNEED)) {
+		unexpected(t, K_POISON, "madvise", -errno, "");
+		return;
+	}
+	r = uhmm_sync(G.ctx);
+	if (r)
+		unexpected(t, K_POISON, "uhmm_sync", r, "");
+	memset(s->shadow + pg * PG, 0, PG);
+	r = uhmm_page_query(G.ctx, a, &pi);
+	if (r || pi.where == UHMM_WHERE_POISONED) {
+		nap_ms(100);
+		struct uhmm_page_info pj;
+		int r2 = uhmm_page_query(G.ctx, a, &pj);
+		unexpected(t, K_POISON, "uhmm_page_query", r,
+			   "still poisoned after a discard (range %u page %zu, kind %d; "
+			   "100 ms later: %d where %d)", si, pg, (int)s->skind, r2, (int)pj.where);
+	}
+	check_bytes(t, si, pg * PG, PG, "a poisoned page discarded");
+}
+
 static enum kind pick_kind(struct tstate *t)
 {
 	unsigned x = (unsigned)rnd_below(t, G.total_weight);
@@ -1605,6 +1680,7 @@ static void *worker(void *arg)
 		case K_EVICT: op_evict(t, si, opid); break;
 		case K_ADVISE: op_advise(t, si, opid); break;
 		case K_PREFETCH: op_prefetch(t, si, opid); break;
+		case K_POISON: op_poison(t, si, opid, d); break;
 		default: break;
 		}
 		pthread_rwlock_unlock(&s->lock);
@@ -1772,7 +1848,7 @@ static void usage(FILE *f)
 		"usage: uhmm-torture [--seed N] [--seconds S | --ops N] [--threads T]\n"
 		"                    [--ranges R] [--dev-mib M] [--watchdog S] [--verbose]\n"
 		"                    [--serialize-events | --no-events] [--no-ro-migrate]\n"
-		"                    [--no-uhmm-free] [--sigbus]\n"
+		"                    [--no-uhmm-free] [--sigbus] [--coherent] [--poison]\n"
 		"                    [--no-KIND ...]\n"
 		"  --serialize-events: madvise, munmap and mremap run alone (works around\n"
 		"    the fault service's EAGAIN livelock, see tests/torture/repro/; it makes\n"
@@ -1784,6 +1860,8 @@ static void usage(FILE *f)
 		"    leaves stale device mappings, see tests/torture/repro/).\n"
 		"  --sigbus: the context is in SIGBUS mode (UHMM_CTX_SIGBUS): CPU faults\n"
 		"    are served by the faulting threads, not the service thread.\n"
+		"  --coherent: the second simdev's memory is coherent (CPU-addressable).\n"
+		"  --poison: the poison operation runs (a page lost on a device).\n"
 		"  --dev-mib M: each simdev's memory (default 8); 4 or less against ranges\n"
 		"    of up to 6 MiB keeps eviction running all the time.\n"
 		"  --seconds defaults to 30; UHMM_TORTURE_SECONDS in the environment overrides it.\n"
@@ -1843,6 +1921,10 @@ static void parse(int argc, char **argv)
 			G.no_uhmm_free = true;
 		else if (!strcmp(a, "--sigbus"))
 			G.sigbus = true;
+		else if (!strcmp(a, "--coherent"))
+			G.coherent = true;
+		else if (!strcmp(a, "--poison"))
+			G.poison = true;
 		else if (!strcmp(a, "--verbose"))
 			G.verbose = true;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -1865,6 +1947,8 @@ static void parse(int argc, char **argv)
 			exit(2);
 		}
 	}
+	if (!G.poison)
+		G.disabled[K_POISON] = true;
 	/* The environment wins, so that CI can shorten a registered run. */
 	const char *env = getenv("UHMM_TORTURE_SECONDS");
 	if (env && *env) {
@@ -1939,7 +2023,13 @@ int main(int argc, char **argv)
 		o.mem_bytes = (uint64_t)G.dev_mib * MiB;
 		o.compute_units = 2;
 		o.lanes_per_cu = 4;
+		o.coherent = G.coherent && d == 1;
 		r = uhmm_simdev_create(G.ctx, &o, &G.dev[d]);
+		if (r == -EOPNOTSUPP && o.coherent) {
+			fprintf(stderr, "uhmm-torture: no coherent memory here (%s)\n",
+				uhmm_strerror(r));
+			return 77;
+		}
 		if (r) {
 			fprintf(stderr, "uhmm_simdev_create: %s\n", uhmm_strerror(r));
 			return 2;
@@ -1962,6 +2052,10 @@ int main(int argc, char **argv)
 		printf("  allocated ranges are released with munmap(2) (--no-uhmm-free)\n");
 	if (G.sigbus)
 		printf("  faulting threads serve their own faults (--sigbus: UHMM_CTX_SIGBUS)\n");
+	if (G.coherent)
+		printf("  simdev 1's memory is coherent (--coherent)\n");
+	if (G.poison)
+		printf("  pages are lost on devices (--poison)\n");
 	struct uhmm_policy_info pol;
 	if (uhmm_policy_get(G.ctx, &pol) == 0 && strcmp(pol.name, "default"))
 		printf("  policy: %s (UHMM_POLICY)\n", pol.name);
@@ -2056,6 +2150,10 @@ int main(int argc, char **argv)
 	       atomic_load(&G.enomem_resizing));
 	printf("policy %s; %" PRIu64 " bytes prefetched; %" PRIu64 " thrashing regions pinned\n",
 	       pol.name, st.prefetched_bytes, st.thrash_pins);
+	if (G.poison)
+		printf("poison: %lu pages lost on a device and cleared, %lu tries skipped "
+		       "(the page not on the device)\n",
+		       atomic_load(&G.poisoned), atomic_load(&G.poison_skipped));
 	unsigned long mm = atomic_load(&G.mismatches), ue = atomic_load(&G.unexpected);
 	printf("mismatches %lu, unexpected results %lu (seed %" PRIu64 "): %s\n", mm, ue, G.seed,
 	       mm || ue ? "FAIL" : "PASS");
