@@ -24,7 +24,7 @@ for lib in libuhmm libuhmm-dmirror; do
 	soname=$(objdump -p "$so" | awk '/SONAME/ { print $2 }')
 	base="abi/$soname.abi"
 	new=$(mktemp)
-	abidw --headers-dir include/uhmm --out-file "$new" "$so"
+	abidw --headers-dir include/uhmm --drop-private-types --out-file "$new" "$so"
 	if [ $update = 1 ]; then
 		mv "$new" "$base"
 		echo "abi-check: wrote $base"
