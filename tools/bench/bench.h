@@ -97,6 +97,8 @@ int floor_uffd_thread(double *ns, size_t n, bool spin);
 int floor_sigbus_move(double *ns, size_t n);
 int floor_mprotect_sigsegv(double *ns, size_t n);
 int floor_kernel_fault(double *ns, size_t n);
+/* Scenario 1's floor: one raw UFFDIO_MOVE + memcpy per batch (GB/s). */
+int floor_move_copy_gbps(size_t len, size_t batch, int reps, double *out);
 
 /* Scenarios: each returns 0 or a negative errno. */
 int sc_migrate(struct bench_sc *sc);

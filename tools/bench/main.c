@@ -592,19 +592,21 @@ static int write_plots(const char *dir)
 	fprintf(gp, "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key top left\n");
 
 	struct series *tu = find_series("migrate_uhmm_gbps"), *tm = find_series("migrate_memcpy_gbps");
-	if (tu && tm && tu->n == tm->n) {
+	struct series *tk = find_series("migrate_batch_kib"), *tf = find_series("migrate_floor_gbps");
+	if (tu && tm && tk && tu->n == tm->n && tk->n == tu->n) {
 		snprintf(path, sizeof(path), "%s/throughput.dat", dir);
 		FILE *d = fopen(path, "w");
 		if (d) {
-			static const double kib[] = { 4, 64, 2048 };
-			fprintf(d, "# batch_KiB uhmm_GBps memcpy_GBps\n");
-			for (size_t i = 0; i < tu->n && i < 3; i++)
-				fprintf(d, "%g %g %g\n", kib[i], tu->v[i], tm->v[i]);
+			fprintf(d, "# batch_KiB uhmm_GBps memcpy_GBps floor_GBps (raw UFFDIO_MOVE + memcpy)\n");
+			for (size_t i = 0; i < tu->n; i++)
+				fprintf(d, "%g %g %g %g\n", tk->v[i], tu->v[i], tm->v[i],
+					tf && tf->n == tu->n ? tf->v[i] : NAN);
 			fclose(d);
 			fprintf(gp, "set output 'throughput.png'\nset title 'Migration to device: throughput vs batch size'\n"
 				    "set logscale x 2\nset xlabel 'batch size (KiB)'\nset ylabel 'GB/s'\n"
 				    "plot 'throughput.dat' using 1:2 with linespoints lw 2 title 'uhmm_migrate', "
-				    "'' using 1:3 with linespoints lw 2 title 'memcpy'\nunset logscale x\n");
+				    "'' using 1:3 with linespoints lw 2 title 'memcpy', "
+				    "'' using 1:4 with linespoints lw 2 title 'floor: UFFDIO_MOVE + memcpy'\nunset logscale x\n");
 			charts++;
 		}
 	} else {
