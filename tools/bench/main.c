@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +355,27 @@ int make_ctx_ra(struct bench_sc *sc, uint32_t flags, uint32_t fault_around, long
 		return bench_fail(sc, "uhmm_simdev_create", e);
 	}
 	return 0;
+}
+
+static cpu_set_t pin_saved;
+static bool pinned;
+
+void bench_pin_begin(void)
+{
+	int cpu = sched_getcpu();
+	if (pinned || cpu < 0 || sched_getaffinity(0, sizeof(pin_saved), &pin_saved))
+		return;
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	pinned = sched_setaffinity(0, sizeof(one), &one) == 0;
+}
+
+void bench_pin_end(void)
+{
+	if (pinned)
+		(void)sched_setaffinity(0, sizeof(pin_saved), &pin_saved);
+	pinned = false;
 }
 
 /* ------------------------------------------------------------------ output */
