@@ -320,6 +320,31 @@ long uhmm__uffd_move_out_map(int fd, int pagemap_fd, uintptr_t dst, uintptr_t sr
 	}
 	*exact = true;
 	/*
+	 * Most batches have no hole: move the whole run first without
+	 * ALLOW_SRC_HOLES (all of it moves, or the kernel stops at the first
+	 * hole with ENOENT, having moved what came before), and scan pagemap
+	 * only from where it stopped.  A batch of present pages then costs
+	 * its UFFDIO_MOVE alone, not a pagemap read besides (issue 18: ~0.3
+	 * us of a 4 KiB batch's few).  What follows is the same as if the
+	 * scan had started there.
+	 */
+	size_t off = 0, enoent_at = SIZE_MAX;
+	{
+		size_t d = 0;
+		long ret = move_out_run(fd, dst, src, len,
+					mode & ~(uint64_t)UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &d);
+		mark_moved(moved, 0, d);
+		if (ret >= 0) {
+			*done = len;
+			return (long)len;
+		}
+		if (ret != -ENOENT) {
+			*done = d;
+			return ret;
+		}
+		off = d;
+	}
+	/*
 	 * Holes are skipped here, not handed to the kernel.  Linux 6.18 was
 	 * seen (about once in 500 runs of a test that discards a range while
 	 * a device kernel migrates it, under load) to loop for ever inside
@@ -330,7 +355,6 @@ long uhmm__uffd_move_out_map(int fd, int pagemap_fd, uintptr_t dst, uintptr_t sr
 	 * with ENOENT: scanned again, it is a hole.  An address no longer
 	 * mapped is no hole: the kernel says what it says of it (ENOENT).
 	 */
-	size_t off = 0, enoent_at = SIZE_MAX;
 	while (off < len) {
 		size_t holes, run;
 		/* Holes, or no mapping at all (an munmap or mremap under us):
