@@ -422,7 +422,9 @@ int floor_kernel_fault(double *ns, size_t n)
  * reserve), and a memcpy of them into "device memory" (a plain warm
  * buffer).  Between repetitions the pages are moved back (untimed).
  * Median GB/s of @reps runs over @len bytes in @batch-sized batches, or a
- * negative errno (no UFFDIO_MOVE: -EOPNOTSUPP).
+ * negative errno (no UFFDIO_MOVE: -EOPNOTSUPP).  The memcpy runs on one
+ * thread: a bound for batches up to 256 KiB (uhmm's copy engine runs those
+ * in the caller), not above, where uhmm's copy uses two threads.
  */
 int floor_move_copy_gbps(size_t len, size_t batch, int reps, double *out)
 {
