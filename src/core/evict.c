@@ -209,17 +209,17 @@ struct cand {
 	uint64_t stamp;
 };
 
-/* Take the candidates (the whole list, or its UHMM_POL_MAX_CAND / 2 least
- * and most recently used entries), least recently used first. */
+/* Take the candidates (the whole list, or its cap / 2 least and most
+ * recently used entries), least recently used first; at most @cap. */
 static size_t snapshot(struct uhmm_ctx *ctx, unsigned dev, struct cand *c,
-		       struct uhmm_pol_block *pb, struct uhmm_victim *v)
+		       struct uhmm_pol_block *pb, struct uhmm_victim *v, size_t cap)
 {
 	size_t k = 0;
 	pthread_mutex_lock(&ctx->lru_lock);
 	struct uhmm_lru *l = &ctx->lru[dev];
-	size_t half = UHMM_POL_MAX_CAND / 2, i = 0;
-	for (struct uhmm_lru_node *n = l->head; n; n = n->next, i++) {
-		if (l->n > UHMM_POL_MAX_CAND && i == half) {
+	size_t half = cap / 2, i = 0;
+	for (struct uhmm_lru_node *n = l->head; n && k < cap; n = n->next, i++) {
+		if (half && l->n > cap && i == half) {
 			/* Skip to the most recent half. */
 			n = l->tail;
 			for (size_t j = 1; j < half; j++)
@@ -321,10 +321,24 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 	uint64_t t0 = uhmm__now_ns();
 	size_t start_moved = v->moved, start_busy = v->busy;
 	size_t blocks = 0;
-	struct cand *c = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*c));
-	struct uhmm_pol_block *pb = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*pb));
-	uint32_t *order = uhmm__umem_malloc(UHMM_POL_MAX_CAND * sizeof(*order));
-	size_t nc = c && pb && order ? snapshot(ctx, v->dev, c, pb, v) : 0;
+	/* Sized by the list as it is (a few blocks on a small device), not
+	 * for UHMM_POL_MAX_CAND: 68 KiB of arrays for every call was a
+	 * mapping and its page faults, per eviction, on the fault path.
+	 * Entries listed after this look wait for the next walk. */
+	pthread_mutex_lock(&ctx->lru_lock);
+	size_t cap = ctx->lru[v->dev].n;
+	pthread_mutex_unlock(&ctx->lru_lock);
+	if (cap > UHMM_POL_MAX_CAND)
+		cap = UHMM_POL_MAX_CAND;
+	struct cand *c = NULL;
+	struct uhmm_pol_block *pb = NULL;
+	uint32_t *order = NULL;
+	if (cap) {
+		c = uhmm__umem_malloc(cap * sizeof(*c));
+		pb = uhmm__umem_malloc(cap * sizeof(*pb));
+		order = uhmm__umem_malloc(cap * sizeof(*order));
+	}
+	size_t nc = c && pb && order ? snapshot(ctx, v->dev, c, pb, v, cap) : 0;
 	if (nc)
 		uhmm__pol_evict_order(ctx, v->dev, (uint64_t)want << PAGE_SHIFT, pb, nc, order);
 	size_t i = 0;

@@ -650,6 +650,14 @@ long uhmm__uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
  * asking the kernel (see uffd.c); they count as done. */
 long uhmm__uffd_move_out(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src, size_t len,
 			 uint64_t mode, size_t *done);
+/* The same, telling which pages it moved: moved[i] is set to 1 for each
+ * page i of [src, src + len) the kernel moved (holes skipped stay as they
+ * were).  *exact is cleared where it cannot tell (pagemap unreadable, or
+ * a range not all mapped: the kernel skipped the holes itself); the
+ * caller then asks mincore().  Saves that mincore per batch. */
+long uhmm__uffd_move_out_map(int fd, int pagemap_fd, uintptr_t dst, uintptr_t src,
+			     size_t len, uint64_t mode, size_t *done, uint8_t *moved,
+			     bool *exact);
 int uhmm__uffd_zeropage(int fd, uintptr_t dst, size_t len, size_t *done);
 int uhmm__uffd_wake(int fd, uintptr_t addr, size_t len);
 int uhmm__uffd_poison(int fd, uintptr_t addr, size_t len);

@@ -663,6 +663,10 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		for (size_t i = 0; i < b->n; i++)
 			if (b->kind[i] == K_FROM_CPU)
 				b->kind[i] = K_NOMOVE;
+	/* Which slots receive a page, as the moves tell (exact: no mincore
+	 * of the slots afterwards, a system call per batch). */
+	uint8_t got[BATCH_PAGES] = { 0 };
+	bool exact = true, ex;
 	for (size_t i = 0; i < b->n;) {
 		if (b->kind[i] != K_FROM_CPU) {
 			i++;
@@ -673,9 +677,12 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			j++;
 		uintptr_t src = b->r->start + ((b->idx + i) << PAGE_SHIFT);
 		size_t done = 0;
-		long ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd, (uintptr_t)slots + (i << PAGE_SHIFT),
-					   src, (j - i) << PAGE_SHIFT,
-					   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done);
+		long ret = uhmm__uffd_move_out_map(ctx->pool.ruffd, ctx->pagemap_fd,
+						   (uintptr_t)slots + (i << PAGE_SHIFT),
+						   src, (j - i) << PAGE_SHIFT,
+						   UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done,
+						   got + i, &ex);
+		exact &= ex;
 		size_t k = i + (done >> PAGE_SHIFT);
 		if (ret >= 0) {
 			i = j;
@@ -695,10 +702,12 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 			 * one page at a time for the rest of it. */
 			j = k + 1;
 			size_t one;
-			ret = uhmm__uffd_move_out(ctx->pool.ruffd, ctx->pagemap_fd,
-					      (uintptr_t)slots + (k << PAGE_SHIFT),
-					      b->r->start + ((b->idx + k) << PAGE_SHIFT),
-					      PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &one);
+			ret = uhmm__uffd_move_out_map(ctx->pool.ruffd, ctx->pagemap_fd,
+						      (uintptr_t)slots + (k << PAGE_SHIFT),
+						      b->r->start + ((b->idx + k) << PAGE_SHIFT),
+						      PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+						      &one, got + k, &ex);
+			exact &= ex;
 			if (ret >= 0) {
 				i = j;
 				continue;
@@ -726,7 +735,9 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 	 * the application discarded, whose zap may still be on its way, is
 	 * empty whatever we found (PG_DISCARD). */
 	unsigned char vec[BATCH_PAGES];
-	if (mincore(slots, b->n << PAGE_SHIFT, vec) == 0) {
+	if (exact)
+		memcpy(vec, got, b->n); /* EMPTY slots before: only these filled */
+	if (exact || mincore(slots, b->n << PAGE_SHIFT, vec) == 0) {
 		for (size_t i = 0; i < b->n; i++) {
 			uint32_t w = atomic_load_explicit(
 				&range_page(b->r, b->idx + i)->word, memory_order_relaxed);

@@ -29,7 +29,11 @@
  *   - a waiter whose batch is at the queue head claims chunks of it too,
  *     so the caller's core copies beside the workers' instead of idling.
  * With a transfer model set, only the copy_threads workers run copies, as
- * the model's DMA engines.
+ * the model's DMA engines; with more than one, a large copy is split into
+ * CLAIM_BYTES parts that the engines run side by side (a real GPU's copy
+ * engines split a transfer the same way), each part reserving its bytes
+ * on the link, so together they run at the link's bandwidth where one
+ * thread's memcpy is slower than it.
  *
  * Transfer model (include/uhmm/simdev.h, "Transfer model and link
  * presets").  Each direction of the link (to the device, from it, and peer
@@ -61,7 +65,8 @@
 #include <time.h>
 
 /* A runner claims about this much of a batch at once; a copy larger than
- * this is split into parts of this size (no transfer model only). */
+ * this is split into parts of this size (without a transfer model, or
+ * with several modelled engines). */
 #define CLAIM_BYTES (256u << 10)
 #define CLAIM_PAGES (CLAIM_BYTES / UHMM_PAGE_SIZE)
 /* Largest batch the submitter runs itself (no transfer model only). */
@@ -322,7 +327,11 @@ static void claim_locked(struct simdev *sd, struct copy_engine *eng,
 			 struct copy_batch *b, struct chunk *ch)
 {
 	struct uhmm_copy *c = &b->copies[b->claimed];
-	bool split = !engine_modelled(sd);
+	/* Split large copies where another runner can take the other parts:
+	 * always without a model (the waiter helps), and over several
+	 * modelled engines (one 2 MiB transfer over all of them; each part
+	 * reserves its share of the link). */
+	bool split = !engine_modelled(sd) || eng->nthreads > 1;
 
 	*ch = (struct chunk){ .first = b->claimed };
 	bool parts = split && b->part > 0; /* a copy already being split */
@@ -382,7 +391,16 @@ static int chunk_run(struct simdev *sd, struct copy_batch *b, const struct chunk
 {
 	*err_idx = SIZE_MAX;
 	if (ch->part) {
-		copy_move_data(sd, &b->copies[ch->first], ch->off, ch->np, ch->fail);
+		const struct uhmm_copy *c = &b->copies[ch->first];
+		/* Modelled: the part takes its bytes' share of the link. */
+		struct uhmm_copy pc = *c;
+		pc.npages = ch->np;
+		uint64_t deadline = engine_modelled(sd)
+					    ? link_charge(sd, &pc, peer_span(b, c), now_ns())
+					    : 0;
+		copy_move_data(sd, c, ch->off, ch->np, ch->fail);
+		if (deadline)
+			sleep_until(deadline);
 		if (ch->fail)
 			*err_idx = ch->first;
 		return ch->fail ? -EIO : 0;

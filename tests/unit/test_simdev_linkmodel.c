@@ -87,6 +87,44 @@ static void engines_share_a_direction(void **state)
 }
 
 /*
+ * Several modelled engines split one large transfer: a 2 MiB copy runs as
+ * eight 256 KiB parts the engines share, each reserving its bytes and
+ * paying the latency (they overlap in time); one engine takes it whole.
+ * The data arrives whole either way.
+ */
+static void engines_split_a_large_copy(void **state)
+{
+	(void)state;
+	const size_t np = 512;
+	char *buf = malloc(np * PG), *back = malloc(np * PG);
+	assert_non_null(buf);
+	assert_non_null(back);
+	for (size_t i = 0; i < np * PG; i++)
+		buf[i] = (char)(i * 7 + 3);
+	for (unsigned engines = 1; engines <= 2; engines++) {
+		struct simdev *sd = new_link_dev(engines, 1000.0, 100, 0);
+		uint64_t chunks0 = sd->eng.chunks;
+		struct uhmm_copy c = { buf, 0, (uint32_t)np, UHMM_COPY_TO_DEVICE, 1 };
+		ASSERT_OK(run(sd, &c, 1));
+		assert_int_equal(c.status, 0);
+		struct uhmm_simdev_meminfo m;
+		uhmm__simdev_meminfo(sd, &m);
+		uint64_t parts = engines == 1 ? 1 : 8;
+		assert_int_equal(sd->eng.chunks - chunks0, parts);
+		/* bytes / 1000 B/ns per part, + its latency */
+		assert_int_equal(m.link_model_ns,
+				 parts * ((uint64_t)(np / parts * PG) / 1000 + 100));
+		memset(back, 0, np * PG);
+		struct uhmm_copy r = { back, 0, (uint32_t)np, UHMM_COPY_FROM_DEVICE, 1 };
+		ASSERT_OK(run(sd, &r, 1));
+		assert_memory_equal(buf, back, np * PG);
+		ops->destroy(sd);
+	}
+	free(buf);
+	free(back);
+}
+
+/*
  * Peer hops: a TO_DEVICE batch reading what another simdev's FROM_DEVICE
  * batch just wrote, from the same thread, is a peer hop; what the same
  * simdev wrote is not, nor anything after an unrelated submission or
@@ -163,6 +201,7 @@ static void peer_hop_recognition(void **state)
 
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(engines_share_a_direction),
+	cmocka_unit_test(engines_split_a_large_copy),
 	cmocka_unit_test(peer_hop_recognition),
 };
 

@@ -97,6 +97,19 @@ int floor_uffd_thread(double *ns, size_t n, bool spin);
 int floor_sigbus_move(double *ns, size_t n);
 int floor_mprotect_sigsegv(double *ns, size_t n);
 int floor_kernel_fault(double *ns, size_t n);
+/*
+ * Paired comparisons of two contexts (trace, policy plug-in): a CPU fault's
+ * time depends 4x and more on whether the context's service thread runs on
+ * the faulting thread's CPU or on the other one (a cross-CPU wake-up on this
+ * VM), and the scheduler places each context's thread as it likes, so two
+ * identical contexts measured bimodal.  bench_pin_begin() pins the calling
+ * thread to the CPU it is on; contexts created until bench_pin_end() inherit
+ * that mask for all their threads, so both sides of a pair run alike.
+ */
+void bench_pin_begin(void);
+void bench_pin_end(void);
+/* Scenario 1's floor: one raw UFFDIO_MOVE + memcpy per batch (GB/s). */
+int floor_move_copy_gbps(size_t len, size_t batch, int reps, double *out);
 
 /* Scenarios: each returns 0 or a negative errno. */
 int sc_migrate(struct bench_sc *sc);

@@ -27,6 +27,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -410,4 +411,68 @@ int floor_kernel_fault(double *ns, size_t n)
 	}
 	munmap(region, len);
 	return 0;
+}
+
+/* ------------------------------------------ migration floor (scenario 1) */
+
+/*
+ * What a migration to a device has to do at least, with the raw kernel
+ * interface and nothing of uhmm: per batch, one UFFDIO_MOVE of the batch's
+ * pages out of the data mapping into a second registered mapping (uhmm's
+ * reserve), and a memcpy of them into "device memory" (a plain warm
+ * buffer).  Between repetitions the pages are moved back (untimed).
+ * Median GB/s of @reps runs over @len bytes in @batch-sized batches, or a
+ * negative errno (no UFFDIO_MOVE: -EOPNOTSUPP).  The memcpy runs on one
+ * thread: a bound for batches up to 256 KiB (uhmm's copy engine runs those
+ * in the caller), not above, where uhmm's copy uses two threads.
+ */
+int floor_move_copy_gbps(size_t len, size_t batch, int reps, double *out)
+{
+	int fd = open_uffd(0, UFFD_FEATURE_MOVE);
+	if (fd < 0)
+		return fd;
+	int err = 0;
+	char *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *s = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *d = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	double *v = calloc((size_t)reps, sizeof(double));
+	if (a == MAP_FAILED || s == MAP_FAILED || d == MAP_FAILED || !v) {
+		err = -ENOMEM;
+		goto out;
+	}
+	/* 4 KiB pages, as uhmm's reserve and ranges have without THP. */
+	madvise(a, len, MADV_NOHUGEPAGE);
+	madvise(s, len, MADV_NOHUGEPAGE);
+	memset(a, 0x5a, len); /* populated before registration: no faults */
+	memset(d, 0, len);
+	if ((err = uffd_register(fd, a, len)) < 0 || (err = uffd_register(fd, s, len)) < 0)
+		goto out;
+	for (int r = 0; r < reps && !err; r++) {
+		uint64_t t = now_ns();
+		for (size_t off = 0; off < len; off += batch) {
+			struct uffdio_move m = { .dst = (uintptr_t)s + off, .src = (uintptr_t)a + off,
+						 .len = batch };
+			if (ioctl(fd, UFFDIO_MOVE, &m) < 0) {
+				err = errno == EINVAL || errno == ENOTTY ? -EOPNOTSUPP : -errno;
+				break;
+			}
+			memcpy(d + off, s + off, batch);
+		}
+		v[r] = gbps(len, now_ns() - t);
+		struct uffdio_move back = { .dst = (uintptr_t)a, .src = (uintptr_t)s, .len = len };
+		if (!err && ioctl(fd, UFFDIO_MOVE, &back) < 0)
+			err = -errno;
+	}
+	if (!err)
+		*out = dist_of(v, (size_t)reps).median;
+out:
+	free(v);
+	if (a != MAP_FAILED)
+		munmap(a, len);
+	if (s != MAP_FAILED)
+		munmap(s, len);
+	if (d != MAP_FAILED)
+		munmap(d, len);
+	close(fd);
+	return err;
 }

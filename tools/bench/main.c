@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,27 @@ int make_ctx_ra(struct bench_sc *sc, uint32_t flags, uint32_t fault_around, long
 	return 0;
 }
 
+static cpu_set_t pin_saved;
+static bool pinned;
+
+void bench_pin_begin(void)
+{
+	int cpu = sched_getcpu();
+	if (pinned || cpu < 0 || sched_getaffinity(0, sizeof(pin_saved), &pin_saved))
+		return;
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	pinned = sched_setaffinity(0, sizeof(one), &one) == 0;
+}
+
+void bench_pin_end(void)
+{
+	if (pinned)
+		(void)sched_setaffinity(0, sizeof(pin_saved), &pin_saved);
+	pinned = false;
+}
+
 /* ------------------------------------------------------------------ output */
 
 static char load_start[64], load_end[64];
@@ -593,19 +615,21 @@ static int write_plots(const char *dir)
 	fprintf(gp, "set terminal pngcairo size 900,560 noenhanced\nset grid\nset key top left\n");
 
 	struct series *tu = find_series("migrate_uhmm_gbps"), *tm = find_series("migrate_memcpy_gbps");
-	if (tu && tm && tu->n == tm->n) {
+	struct series *tk = find_series("migrate_batch_kib"), *tf = find_series("migrate_floor_gbps");
+	if (tu && tm && tk && tu->n == tm->n && tk->n == tu->n) {
 		snprintf(path, sizeof(path), "%s/throughput.dat", dir);
 		FILE *d = fopen(path, "w");
 		if (d) {
-			static const double kib[] = { 4, 64, 2048 };
-			fprintf(d, "# batch_KiB uhmm_GBps memcpy_GBps\n");
-			for (size_t i = 0; i < tu->n && i < 3; i++)
-				fprintf(d, "%g %g %g\n", kib[i], tu->v[i], tm->v[i]);
+			fprintf(d, "# batch_KiB uhmm_GBps memcpy_GBps floor_GBps (raw UFFDIO_MOVE + memcpy)\n");
+			for (size_t i = 0; i < tu->n; i++)
+				fprintf(d, "%g %g %g %g\n", tk->v[i], tu->v[i], tm->v[i],
+					tf && tf->n == tu->n ? tf->v[i] : NAN);
 			fclose(d);
 			fprintf(gp, "set output 'throughput.png'\nset title 'Migration to device: throughput vs batch size'\n"
 				    "set logscale x 2\nset xlabel 'batch size (KiB)'\nset ylabel 'GB/s'\n"
 				    "plot 'throughput.dat' using 1:2 with linespoints lw 2 title 'uhmm_migrate', "
-				    "'' using 1:3 with linespoints lw 2 title 'memcpy'\nunset logscale x\n");
+				    "'' using 1:3 with linespoints lw 2 title 'memcpy', "
+				    "'' using 1:4 with linespoints lw 2 title 'floor: UFFDIO_MOVE + memcpy'\nunset logscale x\n");
 			charts++;
 		}
 	} else {

@@ -435,6 +435,8 @@ static int do_plugin(struct bench_sc *sc)
 	struct side s[2] = { { 0 }, { 0 } };
 	double *pr = calloc((size_t)rounds, sizeof(double));
 	int e = pr ? 0 : -ENOMEM;
+	/* Both contexts' threads on the faulting thread's CPU (bench.h). */
+	bench_pin_begin();
 	for (int k = 0; k < 2 && !e; k++) {
 		e = make_ctx_ra(sc, 0, 1, 0, 64u << 20, &s[k].ctx, &s[k].dev);
 		if (!e)
@@ -468,6 +470,7 @@ static int do_plugin(struct bench_sc *sc)
 	for (int k = 0; k < 2; k++)
 		if (s[k].ctx)
 			uhmm_ctx_destroy(s[k].ctx);
+	bench_pin_end();
 	if (e) {
 		free(pr);
 		return bench_fail(sc, "plugin rounds", e);

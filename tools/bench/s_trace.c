@@ -8,7 +8,9 @@
  * page home (where a record costs the most relative to the work), timed
  * over the whole loop.  Two contexts live side by side, one recording and
  * one not, and take turns round by round (which goes first alternates), so
- * the load of the machine weighs on both alike.  trace_overhead_ratio =
+ * the load of the machine weighs on both alike; all their threads and the
+ * faulting thread share one CPU (bench_pin_begin: the service thread's
+ * placement alone made one context's faults 4x slower than the other's).  trace_overhead_ratio =
  * the median over rounds of (time with tracing on / off), each pair run
  * back to back (target <= 1.10).  Tracing,
  * each fault writes two records (the fault, the migration it makes) and
@@ -69,6 +71,8 @@ int sc_trace(struct bench_sc *sc)
 	int e = -ENOMEM;
 	if (!t_off || !t_on)
 		goto out;
+	/* Both contexts' threads on the faulting thread's CPU (bench.h). */
+	bench_pin_begin();
 	if ((e = side_open(sc, &on, path, pages * PAGE)) < 0 ||
 	    (e = side_open(sc, &off, NULL, pages * PAGE)) < 0)
 		goto out;
@@ -110,6 +114,7 @@ out:
 		uhmm_ctx_destroy(off.ctx);
 	if (on.ctx)
 		uhmm_ctx_destroy(on.ctx);
+	bench_pin_end();
 	unlink(path);
 	free(t_off);
 	free(t_on);
