@@ -508,6 +508,8 @@ void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out)
 	out->peer_bytes = atomic_load_explicit(&sd->peer_bytes, memory_order_relaxed);
 	out->link_model_ns = atomic_load_explicit(&sd->link_model_ns, memory_order_relaxed);
 	out->peer_model_ns = atomic_load_explicit(&sd->peer_model_ns, memory_order_relaxed);
+	uhmm__devmem_huge_info(&sd->mem, &out->huge_pages, &out->huge_allocs,
+			       &out->huge_splits);
 }
 
 /* ---- ops table ---------------------------------------------------------- */
@@ -533,6 +535,16 @@ static void simdev_free(void *priv, unsigned order, size_t n, const uint64_t *dp
 {
 	struct simdev *sd = priv;
 	uhmm__devmem_free(&sd->mem, order, n, dpfn);
+}
+
+static void simdev_split(void *priv, unsigned order, uint64_t dpfn)
+{
+	struct simdev *sd = priv;
+	if (order != UHMM_HUGE_ORDER) {
+		simdev_bug("split of order %u", order);
+		return;
+	}
+	uhmm__devmem_split(&sd->mem, dpfn);
 }
 
 static int simdev_copy_submit(void *priv, struct uhmm_copy *copies, size_t n,
@@ -591,6 +603,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.fence = simdev_fence,
 	.destroy = simdev_destroy,
 	.coherent_mem = simdev_coherent_mem,
+	.split = simdev_split,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
