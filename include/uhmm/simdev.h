@@ -258,8 +258,12 @@ UHMM_API int uhmm_simdev_set_tenant(uhmm_device *dev, uint64_t bytes);
  *       anything moves: the batch's pages stay where they were (earlier
  *       batches of the call stay migrated).  A device kernel's fault falls
  *       back to mapping the system pages remotely; an atomic one to
- *       uhmm_make_exclusive.  uhmm allocates only 4 KiB pages today, so
- *       FAIL_ALLOC_2M is only met by callers of ops->alloc of their own.
+ *       uhmm_make_exclusive.  uhmm asks for a 2 MiB page when a
+ *       whole aligned block moves (device.h, ops->split) and takes 4 KiB
+ *       pages when none is given: FAIL_ALLOC_2M makes it do so.  A
+ *       plain FAIL_ALLOC counts a 2 MiB call that it lets through, and
+ *       fails one without counting it while failures are due: the batch's
+ *       4 KiB call then fails, counted (one count per batch).
  *   FAIL_COPY    one struct uhmm_copy of a batch: it writes the first half
  *       of its destination, then completes with -EIO; the batch's other
  *       copies run normally, so the failure lands in the middle of a batch.

@@ -254,9 +254,7 @@ static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 			if (old && ((old ^ pte) & (PTE_FENCED | PTE_ADDR_MASK)))
 				*flush = true;
 		}
-		if (uhmm__pt_set_huge_locked(c, lo, hpte) == 0)
-			return 0;
-		/* No memory for a node: the 4 KiB way below. */
+		return uhmm__pt_set_huge_locked(c, lo, hpte);
 	}
 
 	for (size_t i = 0; i < np; i++) {

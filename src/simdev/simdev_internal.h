@@ -288,6 +288,9 @@ struct simdev *uhmm__simdev_of(uhmm_device *dev);
 /* Consumes one operation at @fp; true when that operation must fail (and
  * then counts it in fp->injected). */
 bool uhmm__simdev_should_fail(struct simdev_fault *fp);
+/* Consumes one of @fp's operations let through, if any are left (false);
+ * else true when failures are due, consuming and counting none. */
+bool uhmm__simdev_due(struct simdev_fault *fp);
 /* uhmm_simdev_inject_set() on the backend itself. */
 int uhmm__simdev_inject_set(struct simdev *sd, enum uhmm_simdev_fault what,
 			    const struct uhmm_simdev_fault_spec *spec);
