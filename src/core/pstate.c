@@ -162,9 +162,24 @@ void uhmm__pagearr_put(struct uhmm_pagearr *a)
 
 /* ---- device huge units ---- */
 
+/* UHMM_DEV_HUGE=0: no device huge pages (every block in 4 KiB pages, as
+ * before issue 18: for comparisons).  Read once. */
+static int dev_huge_on = -1;
+
+static bool dev_huge_enabled(void)
+{
+	int v = __atomic_load_n(&dev_huge_on, __ATOMIC_RELAXED);
+	if (v < 0) {
+		const char *e = getenv("UHMM_DEV_HUGE");
+		v = !(e && e[0] == '0' && !e[1]);
+		__atomic_store_n(&dev_huge_on, v, __ATOMIC_RELAXED);
+	}
+	return v;
+}
+
 long uhmm__dev_get_huge(struct uhmm_device *d, uint64_t *base)
 {
-	if (!d->ops->split || d->coh_base)
+	if (!d->ops->split || d->coh_base || !dev_huge_enabled())
 		return 0;
 	long got = d->ops->alloc(d->priv, UHMM_HUGE_ORDER, 1, base);
 	if (got != 1)

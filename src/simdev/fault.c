@@ -263,8 +263,8 @@ static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 		if (!pte)
 			continue;
 		uint64_t old = uhmm__pt_lookup_locked(c, va);
-		if (old == pte)
-			continue;
+		if ((old & ~PTE_HUGE) == pte)
+			continue; /* (in a 2 MiB entry: left whole) */
 		err = uhmm__pt_set_locked(c, va, pte);
 		if (err)
 			break;
