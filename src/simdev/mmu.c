@@ -238,7 +238,11 @@ static uint64_t pt_clear(struct sd_compute *c, struct pt_node *n, unsigned level
 				ch = n->child[i];
 			} else {
 				/* All of it, or no memory to split: the
-				 * whole block goes (it refaults). */
+				 * whole block goes (it refaults), and the
+				 * shootdown covers the block (TLBs may hold
+				 * 4 KiB entries of it from before). */
+				if (start > lo || end < lo + span)
+					c->pt_widen = true;
 				n->child[i] = NULL;
 				n->used--;
 				c->pt_huge--;
@@ -637,7 +641,12 @@ void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *
 
 	bool own = ev->reason == UHMM_INV_MIGRATE && ev->device == c->dev;
 	pthread_mutex_lock(&c->pt_lock);
+	c->pt_widen = false;
 	uint64_t removed = pt_clear(c, c->pt_root, 0, 0, start, end, own);
+	if (c->pt_widen) {
+		start &= ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+		end = (end + UHMM_HUGE_SIZE - 1) & ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+	}
 	pthread_mutex_unlock(&c->pt_lock);
 	if (!removed)
 		return; /* TLB subset invariant: no TLB holds the range */

@@ -482,6 +482,8 @@ struct sd_compute {
 	pthread_mutex_t pt_lock;
 	struct pt_node *pt_root;   /* never NULL once started */
 	uint64_t pt_huge;          /* 2 MiB entries in the table (under pt_lock) */
+	bool pt_widen;             /* pt_clear dropped a 2 MiB entry it was to
+				    * split (under pt_lock) */
 	struct sd_cu *cus;
 	/* membarrier(2) PRIVATE_EXPEDITED refused: the lanes' TLBs stay
 	 * empty, every access takes the out-of-line path (mmu.c). */
