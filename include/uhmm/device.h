@@ -210,6 +210,33 @@ struct uhmm_device_ops {
 	 * the op is NULL).
 	 */
 	int (*describe)(void *priv, struct uhmm_device_desc *out);
+
+	/**
+	 * split - optional (may be NULL): turn the 2 MiB page at frame @dpfn
+	 * (a multiple of 512, obtained from alloc with UHMM_HUGE_ORDER) into
+	 * 512 pages of order 0, frames @dpfn + i, all still allocated: the
+	 * data does not move, and each is freed afterwards with free(order 0)
+	 * on its own.  @order is UHMM_HUGE_ORDER.  Never fails, does not
+	 * sleep beyond the backend's own lock.
+	 *
+	 * What uhmm does with it: only a backend that has split gets 2 MiB
+	 * pages asked of it.  When a whole 2 MiB-aligned block of a range
+	 * (512 pages, one block of page state) moves to a private device,
+	 * uhmm asks alloc for one page of UHMM_HUGE_ORDER, page i of the
+	 * block in frame @dpfn + i (and for 512 pages of order 0 when none
+	 * is free); uhmm_range_fault reports such pages UHMM_RE_HUGE
+	 * (mirror.h), so a mirror may map the block with one 2 MiB entry.
+	 * The first page of the block that leaves the device, or whose frame
+	 * is released for any reason (a 4 KiB migration, a CPU fault, an
+	 * exclusive grab, a discard, munmap, eviction, poison), splits the
+	 * unit first; the invalidation of that page reaches the mirrors
+	 * before, so a mirror splits its 2 MiB entry then.  A whole block
+	 * moving home is freed as 512 frames of order 0 after one split.
+	 * Added in the device-huge-page revision: a backend built against an
+	 * older header has no such field; it must zero the tail of its
+	 * table (a static or zero-initialised struct does).
+	 */
+	void (*split)(void *priv, unsigned order, uint64_t dpfn);
 };
 
 /* ------------------------------------------------------------------------ */

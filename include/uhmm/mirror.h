@@ -194,7 +194,13 @@ enum {
 #define UHMM_RE_ZERO (1ull << 61)    /**< the shared zero page (read-only) */
 #define UHMM_RE_DEVICE (1ull << 60)  /**< private to the requesting device */
 #define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
-#define UHMM_RE_HUGE (1ull << 58)    /**< mapped as part of a 2 MiB page */
+/** Mapped as part of a 2 MiB page: a system page in a huge page of the
+ * CPU page table; with UHMM_RE_DEVICE, a page of the 2 MiB-aligned block
+ * that is one 2 MiB page of the requesting device (device.h, ops->split):
+ * page i of the block in frame first + i, first a multiple of 512, so the
+ * device may map the block with one entry.  Any later change to part of
+ * the block comes with an invalidation of that part first. */
+#define UHMM_RE_HUGE (1ull << 58)
 #define UHMM_RE_ERROR (1ull << 57)   /**< snapshot: a hole or an unreadable area */
 /** Held exclusively by the requesting device (uhmm_make_exclusive): the
  * low 48 bits are the page number of the address where the device reaches

@@ -195,6 +195,13 @@ struct uhmm_simdev_meminfo {
 	 * measured: the same copies are charged the same. */
 	uint64_t link_model_ns;
 	uint64_t peer_model_ns;
+	/** 2 MiB device pages: allocated now (gauge; another tenant's
+	 * excepted), allocated so far, and split so far into 512 4 KiB
+	 * pages in place (device.h, ops->split: a partial operation on a
+	 * block uhmm moved to the device as one unit). */
+	uint64_t huge_pages;
+	uint64_t huge_allocs;
+	uint64_t huge_splits;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev (NULL, detached, another
@@ -251,8 +258,12 @@ UHMM_API int uhmm_simdev_set_tenant(uhmm_device *dev, uint64_t bytes);
  *       anything moves: the batch's pages stay where they were (earlier
  *       batches of the call stay migrated).  A device kernel's fault falls
  *       back to mapping the system pages remotely; an atomic one to
- *       uhmm_make_exclusive.  uhmm allocates only 4 KiB pages today, so
- *       FAIL_ALLOC_2M is only met by callers of ops->alloc of their own.
+ *       uhmm_make_exclusive.  uhmm asks for a 2 MiB page when a
+ *       whole aligned block moves (device.h, ops->split) and takes 4 KiB
+ *       pages when none is given: FAIL_ALLOC_2M makes it do so.  A
+ *       plain FAIL_ALLOC counts a 2 MiB call that it lets through, and
+ *       fails one without counting it while failures are due: the batch's
+ *       4 KiB call then fails, counted (one count per batch).
  *   FAIL_COPY    one struct uhmm_copy of a batch: it writes the first half
  *       of its destination, then completes with -EIO; the batch's other
  *       copies run normally, so the failure lands in the middle of a batch.
@@ -574,10 +585,15 @@ static inline double uhmm_simdev_atomic_addf64(uhmm_simdev_item *wi, double *p, 
 #define UHMM__SD_TV 1ull /* tag: valid */
 #define UHMM__SD_TW 2ull /* tag: writes allowed */
 #define UHMM__SD_TA 4ull /* tag: atomics allowed */
+#define UHMM__SD_TH 8ull /* tag: a 2 MiB entry (address of the block) */
 #define UHMM__SD_PGMASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
+#define UHMM__SD_HPGMASK (~(uint64_t)(UHMM_HUGE_SIZE - 1))
+/* The set of a 2 MiB entry is that of the key (va >> 21) | HKEY_BIT. */
+#define UHMM__SD_HKEY_BIT (1ull << 62)
 
-/* A lane TLB entry: tag = page address | rights (0: empty); the data of
- * address va of the page is at va + delta. */
+/* A lane TLB entry: tag = page address | rights (0: empty), or block
+ * address | UHMM__SD_TH | rights for a 2 MiB device page (every page of
+ * the block); the data of address va of the page is at va + delta. */
 struct uhmm__sd_tlbe {
 	uint64_t tag;
 	intptr_t delta;
@@ -628,8 +644,17 @@ uhmm__sd_begin(uhmm_simdev_item *wi, uintptr_t va, uint64_t need, uint64_t *seq)
 	uint64_t pg = (uint64_t)va & UHMM__SD_PGMASK;
 	uint64_t set = (((pg >> 12) * 0x9e3779b97f4a7c15ull) >> 32) & l->set_mask;
 	struct uhmm__sd_tlbe *e = l->tlb + set * UHMM__SD_WAYS;
-	uint64_t mask = UHMM__SD_PGMASK | UHMM__SD_TV | need;
+	uint64_t mask = UHMM__SD_PGMASK | UHMM__SD_TV | UHMM__SD_TH | need;
 	uint64_t want = pg | UHMM__SD_TV | need;
+	for (unsigned w = 0; w < UHMM__SD_WAYS; w++) {
+		if ((__atomic_load_n(&e[w].tag, __ATOMIC_RELAXED) & mask) == want)
+			return (void *)(va + (uintptr_t)e[w].delta);
+	}
+	/* The block's 2 MiB entry, if the page is in a device huge page. */
+	uint64_t hk = ((uint64_t)va >> 21) | UHMM__SD_HKEY_BIT;
+	e = l->tlb + (((hk * 0x9e3779b97f4a7c15ull) >> 32) & l->set_mask) * UHMM__SD_WAYS;
+	mask = UHMM__SD_HPGMASK | UHMM__SD_TV | UHMM__SD_TH | need;
+	want = ((uint64_t)va & UHMM__SD_HPGMASK) | UHMM__SD_TV | UHMM__SD_TH | need;
 	for (unsigned w = 0; w < UHMM__SD_WAYS; w++) {
 		if ((__atomic_load_n(&e[w].tag, __ATOMIC_RELAXED) & mask) == want)
 			return (void *)(va + (uintptr_t)e[w].delta);
@@ -921,6 +946,18 @@ struct uhmm_simdev_stats {
 	/** The peer link's modelled time charged to accesses through those
 	 * entries, ns (computed: see uhmm_simdev_peer_access) */
 	uint64_t peer_access_ns;
+	/** 2 MiB device pages in the device page table (docs/ARCHITECTURE.md
+	 * "Device huge pages"): entries now (gauge), entries installed so
+	 * far (a block mapped whole from a range fault that says
+	 * UHMM_RE_HUGE), and entries split into 512 4 KiB ones (a change to
+	 * part of the block: an invalidation, a 4 KiB entry set in it). */
+	uint64_t pt_huge_entries;
+	uint64_t pt_huge_maps;
+	uint64_t pt_huge_splits;
+	/** TLB entries filled as 2 MiB ones (a unit's or a lane's), and the
+	 * units' hits on them (lanes' inline hits are in tlb_lane_hits). */
+	uint64_t tlb_huge_fills;
+	uint64_t tlb_huge_hits;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

@@ -829,6 +829,13 @@ struct uhmm_stats {
 	uint64_t thrash_pins;
 	/** Pages lost on a device so far (uhmm_device_page_lost, device.h). */
 	uint64_t poisoned_pages;
+	/** 2 MiB device pages: whole aligned blocks that moved to a device
+	 * as one unit (one 2 MiB allocation of the backend, device.h
+	 * ops->split), and units split since into 4 KiB pages in place
+	 * because part of the block left the device (docs/ARCHITECTURE.md
+	 * "Device huge pages"). */
+	uint64_t dev_huge_units;
+	uint64_t dev_huge_splits;
 };
 
 /** Copy a context's counters into @out. */

@@ -172,6 +172,37 @@ extern const struct uhmm_page uhmm__page_none;
  * state aborts the process with a message (as the kernel OOMs). */
 struct uhmm_pblk *uhmm__pblk_create(struct uhmm_pagearr *a, size_t b);
 
+/*
+ * Device huge units (pstate.c).  A block of page state whose 512 pages all
+ * moved to a private device in one batch with one 2 MiB device page
+ * (device.h, ops->split) has its flag set to that device's id: page i of
+ * the block is in frame base + i (base a multiple of 512).  Invariant:
+ * while the flag names device d, every page of the block is LOC_DEV(d)
+ * in its frame of the unit, but for a page being published away (whose
+ * publication splits the unit before it releases a frame).
+ * HUGE_SPLITTING: a split in progress (the backend's split runs).
+ */
+#define HUGE_SPLITTING 0x8000u
+/* The flag of @p's block (any page of the block). */
+_Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p);
+/* Is @p's block one unit on device @dev? */
+static inline bool uhmm__huge_on(const struct uhmm_page *p, unsigned dev)
+{
+	return atomic_load_explicit(uhmm__pblk_huge(p), memory_order_acquire) == dev;
+}
+/* Before @frame of device @dev, a frame of (locked) page @p, is released
+ * or @p leaves the device: if @p's block is a unit on @dev, split it (the
+ * backend's ops->split of the unit holding @frame) and clear the flag.
+ * Waits (briefly: the split is a backend call that does not sleep) for a
+ * split another thread runs. */
+void uhmm__huge_split(struct uhmm_ctx *ctx, struct uhmm_page *p, unsigned dev,
+		      uint64_t frame);
+/* One 2 MiB page of @d (counted in frames_used as 512): 1 and *@base,
+ * or 0 (none free, or a backend without split). */
+long uhmm__dev_get_huge(struct uhmm_device *d, uint64_t *base);
+/* Give back a 2 MiB page that no page was published in. */
+void uhmm__dev_put_huge(struct uhmm_ctx *ctx, struct uhmm_device *d, uint64_t base);
+
 /* A managed range: [start, start + npages * 4K), pages arr->pages[first..]. */
 struct uhmm_range {
 	uintptr_t start;

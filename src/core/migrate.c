@@ -347,6 +347,9 @@ struct batch {
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
 	uintptr_t xlo, xhi;         /* the request: never evicted for it */
 	size_t ninflight;           /* frames counted in dst->frames_inflight */
+	/* The frames are one 2 MiB device page (page i in frame huge - 1 + i):
+	 * a whole aligned block moves (pstate.c, "device huge units"). */
+	uint64_t huge;
 	/* The no-move path (K_NOMOVE): the pages' data read into nbuf
 	 * (page i at nbuf + i * 4K); wpd[i]: write-protected by us; drop[i]:
 	 * the CPU copy is discarded at the end (MADV_DONTNEED). */
@@ -423,7 +426,20 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 	uint64_t got[BATCH_PAGES];
 	size_t have = 0;
 	uint32_t freed0 = atomic_load_explicit(&ctx->dev_freed, memory_order_acquire);
-	for (;;) {
+	/* A whole block of page state at a 2 MiB-aligned address, every page
+	 * moving: one 2 MiB device page, if the device has one free (else
+	 * 4 KiB pages, evicting as usual). */
+	uint64_t hbase;
+	if (need == BATCH_PAGES && b->n == BATCH_PAGES &&
+	    (b->r->first + b->idx) % BATCH_PAGES == 0 &&
+	    !((b->r->start + (b->idx << PAGE_SHIFT)) & (UHMM_HUGE_SIZE - 1)) &&
+	    uhmm__dev_get_huge(b->dst, &hbase) == 1) {
+		for (size_t k = 0; k < need; k++)
+			got[k] = hbase + k;
+		have = need;
+		b->huge = hbase + 1;
+	}
+	while (have < need) {
 		long n = uhmm__dev_get_frames(b->dst, need - have, got + have);
 		if (n < 0) {
 			uhmm__dev_put_frames(ctx, b->dst, got, have);
@@ -850,6 +866,38 @@ static int migrate_copy(struct uhmm_ctx *ctx, struct batch *b)
 	return err ? err : e;
 }
 
+/*
+ * A batch holding one 2 MiB device page: if every page of the block lands,
+ * the block becomes a unit on the destination (its flag set before any
+ * page is published, so that a page zapped meanwhile, whose publication
+ * releases its frame, splits it first); else the page is split now and its
+ * frames are released one by one as any batch's.
+ */
+static void huge_finalize(struct uhmm_ctx *ctx, struct batch *b)
+{
+	struct uhmm_page *p0 = range_page(b->r, b->idx);
+	bool all = true;
+	for (size_t i = 0; i < b->n && all; i++) {
+		uint8_t k = b->kind[i];
+		all = k == K_FROM_CPU || k == K_FROM_DEV || k == K_HOLE || k == K_FROM_EXCL ||
+		      k == K_NOMOVE;
+	}
+	if (!all) {
+		b->dst->ops->split(b->dst->priv, UHMM_HUGE_ORDER, b->huge - 1);
+		b->huge = 0;
+		return;
+	}
+	/* From a unit on another device (all our pages are locked, all were
+	 * there): that one is split first, so that their publication, which
+	 * releases their old frames, finds the flag naming the old device. */
+	uint16_t v = atomic_load_explicit(uhmm__pblk_huge(p0), memory_order_acquire);
+	if (v && v != b->dst->id)
+		uhmm__huge_split(ctx, p0, v, b->old[0]);
+	atomic_store_explicit(uhmm__pblk_huge(p0), (uint16_t)b->dst->id,
+			      memory_order_release);
+	STAT_INC(ctx, dev_huge_units);
+}
+
 static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 {
 	size_t moved = 0, bytes = 0, zeros = 0, nrestore = 0, nlend = 0;
@@ -859,6 +907,8 @@ static void migrate_finalize(struct uhmm_ctx *ctx, struct batch *b)
 	 * published; a page whose copy failed never left (and is no longer
 	 * protected once it is unlocked, below). */
 	nomove_drop(ctx, b);
+	if (b->huge)
+		huge_finalize(ctx, b);
 	for (size_t i = 0; i < b->n; i++) {
 		struct uhmm_page *p = range_page(b->r, b->idx + i);
 		uint8_t k = b->kind[i];
@@ -1020,7 +1070,9 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 					  memory_order_acq_rel);
 		if (b->nbuf)
 			uhmm__pool_bounce_put(&ctx->pool, b->nbuf);
-		for (size_t i = 0; i < n; i++)
+		if (b->huge)
+			uhmm__dev_put_huge(ctx, b->dst, b->huge - 1);
+		for (size_t i = 0; i < n && !b->huge; i++)
 			if (b->alloc[i])
 				uhmm__dev_put_frames(ctx, b->dst, &b->dpfn[i], 1);
 		for (size_t i = 0; i < n; i++)

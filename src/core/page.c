@@ -83,9 +83,14 @@ static void after_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		uhmm__service_kick(ctx);
 }
 
-/* Release a copy of a page that no location refers to any more. */
-static void drop_copy(struct uhmm_ctx *ctx, uint32_t loc, uint64_t dpfn)
+/* Release a copy of page @p that no location refers to any more. */
+static void drop_copy(struct uhmm_ctx *ctx, struct uhmm_page *p, uint32_t loc,
+		      uint64_t dpfn)
 {
+	/* A frame of a 2 MiB device unit: the unit becomes 512 pages first
+	 * (pstate.c, "device huge units"). */
+	if (pg_devpriv(loc) && !pg_coh(loc))
+		uhmm__huge_split(ctx, p, pg_devpriv(loc), dpfn);
 	if (loc & PG_EXCL) {
 		/* A reserve slot: FULL if it still holds the page (a copy
 		 * installed it, or the data was discarded), EMPTY if it was
@@ -141,7 +146,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	 */
 	if (unlikely(w & PG_ZAPPED)) {
 		if (loc != LOC_CPU && !same_copy)
-			drop_copy(ctx, loc, dpfn);
+			drop_copy(ctx, p, loc, dpfn);
 		loc = LOC_CPU;
 		dpfn = 0;
 		same_copy = false;
@@ -154,7 +159,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	 */
 	if (loc != prev || dpfn != prev_dpfn) {
 		if (prev != LOC_CPU && !same_copy)
-			drop_copy(ctx, prev, prev_dpfn);
+			drop_copy(ctx, p, prev, prev_dpfn);
 		atomic_store_explicit(&p->dpfn, dpfn, memory_order_relaxed);
 		atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 	}
@@ -187,7 +192,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		if (!(w & PG_ZAPPED))
 			continue; /* WAITERS or PARKED added: try again */
 		if (loc != LOC_CPU) {
-			drop_copy(ctx, loc, dpfn);
+			drop_copy(ctx, p, loc, dpfn);
 			atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);
 			atomic_fetch_add_explicit(&p->seq, 1, memory_order_relaxed);
 			loc = LOC_CPU;

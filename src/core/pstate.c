@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,28 @@ const struct uhmm_page uhmm__page_none;
 #define CHUNK_BYTES (2ul << 20)
 #define CHUNK_BLOCKS (CHUNK_BYTES / sizeof(struct uhmm_pblk))
 
+/*
+ * A chunk is 2 MiB-aligned; its first 8 KiB is its header, the other 255
+ * blocks are handed out.  The header holds the per-block flags that have
+ * no room in a block (512 pages x 16 bytes exactly): the block of a page
+ * is the page's address rounded down to 8 KiB, its header the address
+ * rounded down to 2 MiB.  So the flags cost 1/256 of page state, nothing
+ * per page, and are found from a page alone (uhmm__page_publish_unlock).
+ */
+struct chunk_hdr {
+	/* uhmm__pblk_huge(): per block of the chunk, block 0 unused */
+	_Atomic uint16_t huge[CHUNK_BLOCKS];
+};
+_Static_assert(sizeof(struct chunk_hdr) <= sizeof(struct uhmm_pblk),
+	       "a chunk's header fits in its first block");
+
+_Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	struct chunk_hdr *h = (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
+	return &h->huge[(a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk)];
+}
+
 static pthread_mutex_t blk_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Free blocks, linked through their first 8 bytes. */
 static void *blk_free;
@@ -36,13 +59,13 @@ static struct uhmm_pblk *blk_alloc(void)
 {
 	pthread_mutex_lock(&blk_lock);
 	if (!blk_free) {
-		char *c = uhmm__umem_map(CHUNK_BYTES, 0, 0);
+		char *c = uhmm__umem_map(CHUNK_BYTES, CHUNK_BYTES, 0);
 		if (!c) {
 			pthread_mutex_unlock(&blk_lock);
 			fprintf(stderr, "uhmm: out of memory for page state\n");
 			abort();
 		}
-		for (size_t i = CHUNK_BLOCKS; i-- > 0;) {
+		for (size_t i = CHUNK_BLOCKS; i-- > 1;) {
 			void **b = (void **)(c + i * sizeof(struct uhmm_pblk));
 			*b = blk_free;
 			blk_free = b;
@@ -52,6 +75,8 @@ static struct uhmm_pblk *blk_alloc(void)
 	blk_free = *b;
 	pthread_mutex_unlock(&blk_lock);
 	memset(b, 0, sizeof(struct uhmm_pblk));
+	atomic_store_explicit(uhmm__pblk_huge((struct uhmm_page *)(void *)b), 0,
+			      memory_order_relaxed);
 	return (struct uhmm_pblk *)b;
 }
 
@@ -133,4 +158,74 @@ void uhmm__pagearr_put(struct uhmm_pagearr *a)
 	__atomic_fetch_sub(&ctx->stats.metadata_dir_bytes, a->nblk * sizeof(struct uhmm_pdir),
 			   __ATOMIC_RELAXED);
 	uhmm__umem_unmap(a, a->bytes);
+}
+
+/* ---- device huge units ---- */
+
+/* UHMM_DEV_HUGE=0: no device huge pages (every block in 4 KiB pages, as
+ * before issue 18: for comparisons).  Read once. */
+static int dev_huge_on = -1;
+
+static bool dev_huge_enabled(void)
+{
+	int v = __atomic_load_n(&dev_huge_on, __ATOMIC_RELAXED);
+	if (v < 0) {
+		const char *e = getenv("UHMM_DEV_HUGE");
+		v = !(e && e[0] == '0' && !e[1]);
+		__atomic_store_n(&dev_huge_on, v, __ATOMIC_RELAXED);
+	}
+	return v;
+}
+
+long uhmm__dev_get_huge(struct uhmm_device *d, uint64_t *base)
+{
+	if (!d->ops->split || d->coh_base || !dev_huge_enabled())
+		return 0;
+	long got = d->ops->alloc(d->priv, UHMM_HUGE_ORDER, 1, base);
+	if (got != 1)
+		return 0;
+	if (*base % BATCH_PAGES) {
+		/* A backend breaking device.h's contract: take no risk. */
+		d->ops->free(d->priv, UHMM_HUGE_ORDER, 1, base);
+		return 0;
+	}
+	atomic_fetch_add_explicit(&d->frames_used, BATCH_PAGES, memory_order_relaxed);
+	return 1;
+}
+
+void uhmm__dev_put_huge(struct uhmm_ctx *ctx, struct uhmm_device *d, uint64_t base)
+{
+	atomic_fetch_sub_explicit(&d->frames_used, BATCH_PAGES, memory_order_relaxed);
+	d->ops->free(d->priv, UHMM_HUGE_ORDER, 1, &base);
+	uhmm__dev_freed(ctx);
+}
+
+void uhmm__huge_split(struct uhmm_ctx *ctx, struct uhmm_page *p, unsigned dev,
+		      uint64_t frame)
+{
+	_Atomic uint16_t *h = uhmm__pblk_huge(p);
+	uint16_t v = atomic_load_explicit(h, memory_order_acquire);
+	for (unsigned spin = 0;; spin++) {
+		if (v == HUGE_SPLITTING) {
+			/* Another page of the block is splitting it: a
+			 * backend call that does not sleep.  Its frames must
+			 * not be freed before (they are one page still). */
+			if (spin > 64)
+				sched_yield();
+			v = atomic_load_explicit(h, memory_order_acquire);
+			continue;
+		}
+		if (v != dev)
+			return;
+		if (atomic_compare_exchange_weak_explicit(h, &v, HUGE_SPLITTING,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			break;
+	}
+	uint64_t base = frame & ~(uint64_t)(BATCH_PAGES - 1);
+	struct uhmm_device *d = uhmm__dev_get(ctx, dev);
+	if (d)
+		d->ops->split(d->priv, UHMM_HUGE_ORDER, base);
+	STAT_INC(ctx, dev_huge_splits);
+	atomic_store_explicit(h, 0, memory_order_release);
 }

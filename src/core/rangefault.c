@@ -401,8 +401,9 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 				*ent = UHMM_RE_VALID | UHMM_RE_EXCLUSIVE | wr |
 				       (((uintptr_t)pool_slot(&ctx->pool, dpfn) >> PAGE_SHIFT) &
 					UHMM_RE_DPFN_MASK);
-			else
+			else /* HUGE: one 2 MiB device page holds its block */
 				*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | wr |
+				       (uhmm__huge_on(p, d) ? UHMM_RE_HUGE : 0) |
 				       (dpfn & UHMM_RE_DPFN_MASK);
 		}
 		uhmm__range_put(r);

@@ -91,6 +91,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(thrash_detections, "thrashing regions throttled");
 	P(thrash_pins, "thrashing regions pinned to system memory");
 	P(poisoned_pages, "pages lost on a device (poisoned)");
+	P(dev_huge_units, "2 MiB blocks moved to a device as one unit");
+	P(dev_huge_splits, "2 MiB device units split into 4 KiB pages");
 #undef P
 }
 

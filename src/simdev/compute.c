@@ -821,9 +821,16 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(throttle_ns);
 	S(peer_maps);
 	S(peer_access_ns);
+	S(pt_huge_maps);
+	S(pt_huge_splits);
+	S(tlb_huge_fills);
 #undef S
+	pthread_mutex_lock(&c->pt_lock);
+	o->pt_huge_entries = c->pt_huge;
+	pthread_mutex_unlock(&c->pt_lock);
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_lock(&c->cus[i].lock);
+		o->tlb_huge_hits += c->cus[i].huge_hits;
 		o->tlb_hits += c->cus[i].hits;
 		o->tlb_misses += c->cus[i].misses;
 		pthread_mutex_unlock(&c->cus[i].lock);

@@ -235,7 +235,47 @@ static void free_huge_locked(struct devmem *dm, uint64_t dpfn)
 	dm->free_pages += SIMDEV_CHUNK_PAGES;
 }
 
+/*
+ * A 2 MiB page becomes 512 allocated 4 KiB pages in place (the core's
+ * split of a device huge page: no data moves).  The chunk is full, so it
+ * joins the partial list at its first free (free_small_locked), and
+ * becomes FREE again at its last.
+ */
+static void split_huge_locked(struct devmem *dm, uint64_t dpfn)
+{
+	uint32_t ci = (uint32_t)(dpfn / SIMDEV_CHUNK_PAGES);
+
+	if (dpfn % SIMDEV_CHUNK_PAGES != 0 || dpfn >= dm->bytes / UHMM_PAGE_SIZE ||
+	    dm->chunks[ci].state != CHUNK_HUGE) {
+		simdev_bug("split of 2 MiB page at frame %llu that is not allocated",
+			   (unsigned long long)dpfn);
+		return;
+	}
+	struct devmem_chunk *c = &dm->chunks[ci];
+	c->state = CHUNK_SPLIT;
+	memset(c->map, 0xff, sizeof(c->map));
+	c->used = SIMDEV_CHUNK_PAGES;
+	dm->splits++;
+}
+
 /* ---- entry points ------------------------------------------------------- */
+
+void uhmm__devmem_split(struct devmem *dm, uint64_t dpfn)
+{
+	pthread_mutex_lock(&dm->lock);
+	split_huge_locked(dm, dpfn);
+	pthread_mutex_unlock(&dm->lock);
+}
+
+bool uhmm__devmem_is_huge(struct devmem *dm, uint64_t dpfn)
+{
+	bool huge = false;
+	pthread_mutex_lock(&dm->lock);
+	if (dpfn < dm->bytes / UHMM_PAGE_SIZE)
+		huge = dm->chunks[dpfn / SIMDEV_CHUNK_PAGES].state == CHUNK_HUGE;
+	pthread_mutex_unlock(&dm->lock);
+	return huge;
+}
 
 long uhmm__devmem_alloc(struct devmem *dm, unsigned order, size_t n, uint64_t *dpfn)
 {
@@ -251,6 +291,8 @@ long uhmm__devmem_alloc(struct devmem *dm, unsigned order, size_t n, uint64_t *d
 	pthread_mutex_lock(&dm->lock);
 	size_t got = order == 0 ? alloc_small_locked(dm, n, dpfn)
 				: alloc_huge_locked(dm, n, dpfn);
+	if (order)
+		dm->huge_allocs += got;
 	pthread_mutex_unlock(&dm->lock);
 	return (long)got;
 }
@@ -282,6 +324,19 @@ void uhmm__devmem_info(struct devmem *dm, uint64_t *total, uint64_t *free_pages,
 	*total = dm->bytes / UHMM_PAGE_SIZE;
 	*free_pages = dm->free_pages;
 	*huge_free = dm->nfree;
+	pthread_mutex_unlock(&dm->lock);
+}
+
+void uhmm__devmem_huge_info(struct devmem *dm, uint64_t *in_use, uint64_t *allocs,
+			    uint64_t *splits)
+{
+	uint64_t n = 0;
+	pthread_mutex_lock(&dm->lock);
+	for (uint32_t i = 0; i < dm->nchunks; i++)
+		n += dm->chunks[i].state == CHUNK_HUGE;
+	*in_use = n - dm->ntenant;
+	*allocs = dm->huge_allocs;
+	*splits = dm->splits;
 	pthread_mutex_unlock(&dm->lock);
 }
 

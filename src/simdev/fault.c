@@ -233,11 +233,52 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
  * dropping pt_lock.  (Upgrades of rights need no shootdown: a TLB entry
  * without the rights misses.)  Errors: -ENOMEM.
  */
+/*
+ * If entries[0, np) of [lo, ...) are one 2 MiB device page of ours (an
+ * aligned block, every page UHMM_RE_DEVICE | UHMM_RE_HUGE in frame first +
+ * i, first a multiple of 512, one set of rights), the block's 2 MiB PTE;
+ * else 0.
+ */
+static uint64_t huge_pte_of(struct sd_compute *c, uintptr_t lo, size_t np,
+			    const uint64_t *entries)
+{
+	const uint64_t kind = UHMM_RE_VALID | UHMM_RE_DEVICE | UHMM_RE_HUGE;
+	if ((lo & (UHMM_HUGE_SIZE - 1)) || np != UHMM_HUGE_SIZE / PAGE)
+		return 0;
+	uint64_t first = entries[0] & UHMM_RE_DPFN_MASK;
+	uint64_t wr = entries[0] & UHMM_RE_WRITE;
+	if ((entries[0] & kind) != kind || first % np ||
+	    !uhmm__devmem_range_ok(&c->sd->mem, first, np))
+		return 0;
+	for (size_t i = 1; i < np; i++)
+		if ((entries[i] & (kind | UHMM_RE_WRITE)) != (kind | wr) ||
+		    (entries[i] & UHMM_RE_DPFN_MASK) != first + i)
+			return 0;
+	return uhmm__pte_of_entry(c, entries[0]) | PTE_HUGE;
+}
+
 static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 			  const uint64_t *entries, bool *flush)
 {
 	uint64_t remote = 0, peer = 0;
 	int err = 0;
+
+	/* A block on the device as one 2 MiB page: one entry covers it. */
+	uint64_t hpte = huge_pte_of(c, lo, np, entries);
+	if (hpte) {
+		if (uhmm__pt_lookup_locked(c, lo) == hpte)
+			return 0; /* mapped so already */
+		/* Entries of another kind or place (none should be: a page
+		 * that comes to the device is invalidated first) may be in
+		 * TLBs: shoot them down, as below. */
+		for (size_t i = 0; i < np && !*flush; i++) {
+			uint64_t old = uhmm__pt_lookup_locked(c, lo + i * PAGE);
+			uint64_t pte = (hpte & ~PTE_HUGE) + ((uint64_t)i << PTE_DPFN_SHIFT);
+			if (old && ((old ^ pte) & (PTE_FENCED | PTE_ADDR_MASK)))
+				*flush = true;
+		}
+		return uhmm__pt_set_huge_locked(c, lo, hpte);
+	}
 
 	for (size_t i = 0; i < np; i++) {
 		uintptr_t va = lo + i * PAGE;
@@ -245,8 +286,8 @@ static int install_locked(struct sd_compute *c, uintptr_t lo, size_t np,
 		if (!pte)
 			continue;
 		uint64_t old = uhmm__pt_lookup_locked(c, va);
-		if (old == pte)
-			continue;
+		if ((old & ~PTE_HUGE) == pte)
+			continue; /* (in a 2 MiB entry: left whole) */
 		err = uhmm__pt_set_locked(c, va, pte);
 		if (err)
 			break;

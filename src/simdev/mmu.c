@@ -62,6 +62,52 @@ static unsigned slot_of(uintptr_t va, unsigned level)
 	return (unsigned)(va >> level_shift(level)) & (PT_FANOUT - 1);
 }
 
+/*
+ * 2 MiB entries.  A node of level PT_HUGE_LEVEL (its slots span 2 MiB)
+ * holds in a slot either a leaf or, tagged, a huge PTE: the PTE itself
+ * (PTE_R, bit 0, is set in every PTE; node pointers are aligned), a DEV
+ * entry of the block's first frame with PTE_HUGE.  A lookup gives the
+ * page's own frame (first + index).  A partial change (a 4 KiB entry set
+ * in the block, a clear of part of it) splits the entry into a leaf of
+ * 512 entries first, and the TLBs' 2 MiB entry of the block is flushed
+ * with the range (uhmm__tlb_shootdown flushes what overlaps).
+ */
+#define PT_HUGE_LEVEL (PT_LEVELS - 2)
+#define HUGE_PAGES (1u << PT_BITS)
+
+static bool pt_is_huge(const struct pt_node *ch)
+{
+	return (uintptr_t)ch & PTE_R;
+}
+
+static uint64_t pt_huge_pte(const struct pt_node *ch)
+{
+	return (uint64_t)(uintptr_t)ch;
+}
+
+/* The 4 KiB PTE of page @i of a 2 MiB entry @hpte. */
+static uint64_t huge_page_pte(uint64_t hpte, unsigned i)
+{
+	return hpte + ((uint64_t)i << PTE_DPFN_SHIFT);
+}
+
+/* Replaces the 2 MiB entry in @slot (of a level PT_HUGE_LEVEL node) by a
+ * leaf of its 512 pages (4 KiB entries).  -ENOMEM: nothing changed. */
+static int pt_split_locked(struct sd_compute *c, struct pt_node **slot)
+{
+	uint64_t hpte = pt_huge_pte(*slot) & ~PTE_HUGE;
+	struct pt_node *leaf = uhmm__umem_calloc(1, sizeof(*leaf));
+	if (!leaf)
+		return -ENOMEM;
+	for (unsigned i = 0; i < HUGE_PAGES; i++)
+		leaf->pte[i] = huge_page_pte(hpte, i);
+	leaf->used = HUGE_PAGES;
+	*slot = leaf;
+	c->pt_huge--;
+	atomic_fetch_add_explicit(&c->st.pt_huge_splits, 1, memory_order_relaxed);
+	return 0;
+}
+
 /* ---- page table --------------------------------------------------------- */
 
 uint64_t uhmm__pt_lookup_locked(struct sd_compute *c, uintptr_t va)
@@ -74,8 +120,47 @@ uint64_t uhmm__pt_lookup_locked(struct sd_compute *c, uintptr_t va)
 		n = n->child[slot_of(va, l)];
 		if (!n)
 			return 0;
+		if (l == PT_HUGE_LEVEL && pt_is_huge(n))
+			return huge_page_pte(pt_huge_pte(n), slot_of(va, PT_LEVELS - 1));
 	}
 	return n->pte[slot_of(va, PT_LEVELS - 1)];
+}
+
+int uhmm__pt_set_huge_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
+{
+	struct pt_node *n = c->pt_root;
+
+	if (va < SD_VA_START || va + UHMM_HUGE_SIZE > SD_VA_END ||
+	    (va & (UHMM_HUGE_SIZE - 1)) || !(pte & PTE_R) || !(pte & PTE_DEV) ||
+	    !(pte & PTE_HUGE) || ((pte >> PTE_DPFN_SHIFT) % HUGE_PAGES))
+		return -EINVAL;
+	if (SD_FI(c->sd, UHMM_SIMDEV_FAIL_PT))
+		return -ENOMEM;
+	for (unsigned l = 0; l < PT_HUGE_LEVEL; l++) {
+		struct pt_node **slot = &n->child[slot_of(va, l)];
+		if (!*slot) {
+			*slot = uhmm__umem_calloc(1, sizeof(**slot));
+			if (!*slot)
+				return -ENOMEM;
+			n->used++;
+		}
+		n = *slot;
+	}
+	struct pt_node **slot = &n->child[slot_of(va, PT_HUGE_LEVEL)];
+	if (!*slot)
+		n->used++;
+	else if (pt_is_huge(*slot))
+		c->pt_huge--;
+	else
+		/* The block's 4 KiB entries: the same frames (a page keeps
+		 * its frame while it stays on the device; a change of frame
+		 * comes with an invalidation, which removed the entry), so
+		 * what TLBs cache of them stays true. */
+		uhmm__umem_free(*slot);
+	*slot = (struct pt_node *)(uintptr_t)pte;
+	c->pt_huge++;
+	atomic_fetch_add_explicit(&c->st.pt_huge_maps, 1, memory_order_relaxed);
+	return 0;
 }
 
 int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
@@ -98,6 +183,11 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
 			if (!*slot)
 				return -ENOMEM;
 			n->used++;
+		} else if (l == PT_HUGE_LEVEL && pt_is_huge(*slot)) {
+			/* One page of a 2 MiB entry changes: 512 entries. */
+			int err = pt_split_locked(c, slot);
+			if (err)
+				return err;
 		}
 		n = *slot;
 	}
@@ -114,8 +204,8 @@ int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte)
  * PTEs removed.  Empty subtrees are skipped, so clearing the whole address
  * space costs what is mapped, not what is covered.
  */
-static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
-			 uintptr_t start, uintptr_t end, bool keep_dev)
+static uint64_t pt_clear(struct sd_compute *c, struct pt_node *n, unsigned level,
+			 uintptr_t base, uintptr_t start, uintptr_t end, bool keep_dev)
 {
 	unsigned shift = level_shift(level);
 	uintptr_t span = (uintptr_t)1 << shift;
@@ -138,7 +228,29 @@ static uint64_t pt_clear(struct pt_node *n, unsigned level, uintptr_t base,
 		struct pt_node *ch = n->child[i];
 		if (!ch)
 			continue;
-		removed += pt_clear(ch, level + 1, lo, start, end, keep_dev);
+		if (pt_is_huge(ch)) {
+			/* A 2 MiB entry (DEV: kept by our own migrations). */
+			if (keep_dev)
+				continue;
+			if ((start > lo || end < lo + span) &&
+			    pt_split_locked(c, &n->child[i]) == 0) {
+				/* Part of it: the rest stays mapped. */
+				ch = n->child[i];
+			} else {
+				/* All of it, or no memory to split: the
+				 * whole block goes (it refaults), and the
+				 * shootdown covers the block (TLBs may hold
+				 * 4 KiB entries of it from before). */
+				if (start > lo || end < lo + span)
+					c->pt_widen = true;
+				n->child[i] = NULL;
+				n->used--;
+				c->pt_huge--;
+				removed += HUGE_PAGES;
+				continue;
+			}
+		}
+		removed += pt_clear(c, ch, level + 1, lo, start, end, keep_dev);
 		if (ch->used == 0) {
 			uhmm__umem_free(ch);
 			n->child[i] = NULL;
@@ -152,7 +264,7 @@ static void pt_free(struct pt_node *n, unsigned level)
 {
 	if (level < PT_LEVELS - 1)
 		for (unsigned i = 0; i < PT_FANOUT; i++)
-			if (n->child[i])
+			if (n->child[i] && !pt_is_huge(n->child[i]))
 				pt_free(n->child[i], level + 1);
 	uhmm__umem_free(n);
 }
@@ -173,6 +285,13 @@ static void pt_free(struct pt_node *n, unsigned level)
  * shootdown clears the lane entries of its range under the same lock.
  */
 
+/*
+ * 2 MiB entries live in the same sets as 4 KiB ones, under a key of their
+ * own (SD_HKEY: the block number with bit 62 set, never a page number of a
+ * 47-bit address), hashed like a page number; the inline path of simdev.h
+ * computes the same set.  A lookup tries the page's entry, then its
+ * block's.
+ */
 static struct sd_tlb_entry *unit_set(struct sd_cu *cu, uint64_t vpn)
 {
 	return &cu->tlb[sd_tlb_set(vpn, cu->set_mask) * SD_TLB_WAYS];
@@ -184,11 +303,21 @@ static uint64_t tlb_lookup_locked(struct sd_cu *cu, uint64_t vpn)
 	for (unsigned w = 0; w < cu->ways; w++)
 		if (e[w].vpn1 == vpn + 1)
 			return e[w].pte;
+	uint64_t hk = SD_HKEY(vpn);
+	e = unit_set(cu, hk);
+	for (unsigned w = 0; w < cu->ways; w++)
+		if (e[w].vpn1 == hk + 1)
+			return huge_page_pte(e[w].pte, (unsigned)(vpn % HUGE_PAGES));
 	return 0;
 }
 
 static void tlb_fill_locked(struct sd_cu *cu, uint64_t vpn, uint64_t pte)
 {
+	if (pte & PTE_HUGE) {
+		/* One entry for the block: its first page's PTE. */
+		pte -= (vpn % HUGE_PAGES) << PTE_DPFN_SHIFT;
+		vpn = SD_HKEY(vpn);
+	}
 	struct sd_tlb_entry *e = unit_set(cu, vpn);
 	unsigned w, empty = SD_TLB_WAYS;
 
@@ -204,7 +333,18 @@ static void tlb_fill_locked(struct sd_cu *cu, uint64_t vpn, uint64_t pte)
 	e[w].pte = pte;
 }
 
-/* Drops the entries of pages [first, last] from @cu's TLB. */
+/* Does the entry of key @k (a page number, or SD_HKEY of a block) cover
+ * part of pages [first, last]? */
+static bool key_overlaps(uint64_t k, uint64_t first, uint64_t last)
+{
+	if (!(k & SD_HKEY_BIT))
+		return k >= first && k <= last;
+	uint64_t lo = (k & ~SD_HKEY_BIT) * HUGE_PAGES;
+	return lo <= last && lo + HUGE_PAGES - 1 >= first;
+}
+
+/* Drops the entries of pages [first, last] from @cu's TLB, and the 2 MiB
+ * entries of the blocks they are in. */
 static void tlb_flush_locked(struct sd_cu *cu, uint64_t first, uint64_t last)
 {
 	uint64_t n = (cu->set_mask + 1) * SD_TLB_WAYS;
@@ -216,11 +356,17 @@ static void tlb_flush_locked(struct sd_cu *cu, uint64_t first, uint64_t last)
 				if (e[w].vpn1 == vpn + 1)
 					e[w].vpn1 = 0;
 		}
+		for (uint64_t hk = SD_HKEY(first); hk <= SD_HKEY(last); hk++) {
+			struct sd_tlb_entry *e = unit_set(cu, hk);
+			for (unsigned w = 0; w < cu->ways; w++)
+				if (e[w].vpn1 == hk + 1)
+					e[w].vpn1 = 0;
+		}
 		return;
 	}
 	for (uint64_t i = 0; i < n; i++) {
 		struct sd_tlb_entry *e = &cu->tlb[i];
-		if (e->vpn1 && e->vpn1 - 1 >= first && e->vpn1 - 1 <= last)
+		if (e->vpn1 && key_overlaps(e->vpn1 - 1, first, last))
 			e->vpn1 = 0;
 	}
 }
@@ -233,6 +379,9 @@ static struct uhmm__sd_tlbe *lane_set(struct uhmm_simdev_item *wi, uint64_t vpn)
 static uint64_t lane_tag_of(uint64_t vpn, uint64_t pte)
 {
 	uint64_t t = (vpn << PAGE_SHIFT) | UHMM__SD_TV;
+	if (pte & PTE_HUGE) /* the block's address: one entry for 2 MiB */
+		t = ((vpn & ~(uint64_t)(HUGE_PAGES - 1)) << PAGE_SHIFT) | UHMM__SD_TV |
+		    UHMM__SD_TH;
 	if (pte & PTE_W)
 		t |= UHMM__SD_TW;
 	if (pte & PTE_A)
@@ -243,16 +392,23 @@ static uint64_t lane_tag_of(uint64_t vpn, uint64_t pte)
 void uhmm__lane_tlb_fill_locked(struct uhmm_simdev_item *wi, uint64_t vpn,
 				uint64_t pte, void *host)
 {
-	struct uhmm__sd_tlbe *e = lane_set(wi, vpn);
+	bool huge = pte & PTE_HUGE;
+	/* A 2 MiB entry: the block's frames are contiguous, so are their
+	 * addresses in the pool: one delta for the block. */
+	struct uhmm__sd_tlbe *e = lane_set(wi, huge ? SD_HKEY(vpn) : vpn);
 	uint64_t pg = vpn << PAGE_SHIFT;
+	uint64_t tag = lane_tag_of(vpn, pte);
+	uint64_t key = tag & (UHMM__SD_PGMASK | UHMM__SD_TH);
 	unsigned w, empty = SD_TLB_WAYS;
 
 	if (wi->c->lane_fence)
 		return; /* no membarrier: no inline path (uhmm__tlb_shootdown) */
+	if (huge)
+		atomic_fetch_add_explicit(&wi->c->st.tlb_huge_fills, 1, memory_order_relaxed);
 	for (w = 0; w < wi->tlb_ways; w++) {
 		uint64_t t = atomic_load_explicit((_Atomic uint64_t *)&e[w].tag,
 						  memory_order_relaxed);
-		if ((t & UHMM__SD_PGMASK) == pg && t)
+		if ((t & (UHMM__SD_PGMASK | UHMM__SD_TH)) == key && t)
 			break;
 		if (!t && empty == SD_TLB_WAYS)
 			empty = w;
@@ -263,11 +419,17 @@ void uhmm__lane_tlb_fill_locked(struct uhmm_simdev_item *wi, uint64_t vpn,
 	 * order of the two stores does not matter to it; a shootdown only
 	 * ever clears tags, under the lock we hold. */
 	e[w].delta = (intptr_t)((uintptr_t)host - (uintptr_t)pg);
-	atomic_store_explicit((_Atomic uint64_t *)&e[w].tag, lane_tag_of(vpn, pte),
-			      memory_order_relaxed);
+	atomic_store_explicit((_Atomic uint64_t *)&e[w].tag, tag, memory_order_relaxed);
 }
 
-/* Drops pages [first, last] from lane @wi's TLB; true if it held any. */
+/* The key of a lane tag (a page number, or SD_HKEY of a block). */
+static uint64_t lane_key(uint64_t tag)
+{
+	return (tag & UHMM__SD_TH) ? SD_HKEY(tag >> PAGE_SHIFT) : tag >> PAGE_SHIFT;
+}
+
+/* Drops pages [first, last] (and the 2 MiB entries of their blocks) from
+ * lane @wi's TLB; true if it held any. */
 static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
 			      uint64_t last)
 {
@@ -280,7 +442,18 @@ static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
 			for (unsigned w = 0; w < wi->tlb_ways; w++) {
 				_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
 				uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
-				if (v && (v >> PAGE_SHIFT) == vpn) {
+				if (v && lane_key(v) == vpn) {
+					atomic_store_explicit(t, 0, memory_order_relaxed);
+					any = true;
+				}
+			}
+		}
+		for (uint64_t hk = SD_HKEY(first); hk <= SD_HKEY(last); hk++) {
+			struct uhmm__sd_tlbe *e = lane_set(wi, hk);
+			for (unsigned w = 0; w < wi->tlb_ways; w++) {
+				_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
+				uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
+				if (v && lane_key(v) == hk) {
 					atomic_store_explicit(t, 0, memory_order_relaxed);
 					any = true;
 				}
@@ -291,7 +464,7 @@ static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
 	for (uint64_t i = 0; i < n; i++) {
 		_Atomic uint64_t *t = (_Atomic uint64_t *)&wi->fast.tlb[i].tag;
 		uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
-		if (v && (v >> PAGE_SHIFT) >= first && (v >> PAGE_SHIFT) <= last) {
+		if (v && key_overlaps(lane_key(v), first, last)) {
 			atomic_store_explicit(t, 0, memory_order_relaxed);
 			any = true;
 		}
@@ -306,6 +479,7 @@ uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 
 	if (pte_allows(pte, acc)) {
 		cu->hits++;
+		cu->huge_hits += (pte & PTE_HUGE) != 0;
 		return pte;
 	}
 	/* A miss, or a hit without the rights (the table may have been
@@ -316,6 +490,8 @@ uint64_t uhmm__translate_locked(struct sd_compute *c, struct sd_cu *cu,
 	pthread_mutex_unlock(&c->pt_lock);
 	if (!pte)
 		return 0;
+	if (pte & PTE_HUGE)
+		atomic_fetch_add_explicit(&c->st.tlb_huge_fills, 1, memory_order_relaxed);
 	tlb_fill_locked(cu, vpn, pte);
 	return pte_allows(pte, acc) ? pte : 0;
 }
@@ -465,7 +641,12 @@ void uhmm__mmu_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *
 
 	bool own = ev->reason == UHMM_INV_MIGRATE && ev->device == c->dev;
 	pthread_mutex_lock(&c->pt_lock);
-	uint64_t removed = pt_clear(c->pt_root, 0, 0, start, end, own);
+	c->pt_widen = false;
+	uint64_t removed = pt_clear(c, c->pt_root, 0, 0, start, end, own);
+	if (c->pt_widen) {
+		start &= ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+		end = (end + UHMM_HUGE_SIZE - 1) & ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+	}
 	pthread_mutex_unlock(&c->pt_lock);
 	if (!removed)
 		return; /* TLB subset invariant: no TLB holds the range */

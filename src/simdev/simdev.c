@@ -275,6 +275,21 @@ bool uhmm__simdev_should_fail(struct simdev_fault *fp)
 	return false;
 }
 
+bool uhmm__simdev_due(struct simdev_fault *fp)
+{
+	uint64_t ok = atomic_load_explicit(&fp->ok, memory_order_relaxed);
+	while (ok > 0)
+		if (atomic_compare_exchange_weak_explicit(&fp->ok, &ok, ok - 1,
+							  memory_order_relaxed,
+							  memory_order_relaxed))
+			return false;
+#ifdef UHMM_FAULT_INJECT
+	if (atomic_load_explicit(&fp->rate, memory_order_relaxed))
+		return false; /* rate mode: the draws are the counted calls' */
+#endif
+	return atomic_load_explicit(&fp->fail, memory_order_relaxed) != 0;
+}
+
 /* The points that exist in this build. */
 static bool point_ok(enum uhmm_simdev_fault what)
 {
@@ -511,6 +526,8 @@ void uhmm__simdev_meminfo(struct simdev *sd, struct uhmm_simdev_meminfo *out)
 	out->peer_bytes = atomic_load_explicit(&sd->peer_bytes, memory_order_relaxed);
 	out->link_model_ns = atomic_load_explicit(&sd->link_model_ns, memory_order_relaxed);
 	out->peer_model_ns = atomic_load_explicit(&sd->peer_model_ns, memory_order_relaxed);
+	uhmm__devmem_huge_info(&sd->mem, &out->huge_pages, &out->huge_allocs,
+			       &out->huge_splits);
 }
 
 /* ---- ops table ---------------------------------------------------------- */
@@ -520,8 +537,13 @@ static long simdev_alloc(void *priv, unsigned order, size_t n, uint64_t *dpfn)
 	struct simdev *sd = priv;
 
 	if ((order == 0 || order == UHMM_HUGE_ORDER) && n > 0 && dpfn) {
-		/* Each armed point counts the call (no short-circuit). */
-		bool fail = uhmm__simdev_should_fail(&sd->fi[UHMM_SIMDEV_FAIL_ALLOC]);
+		/* Each armed point counts the call (no short-circuit).  The
+		 * plain point fails a 2 MiB call without counting it (a
+		 * batch of uhmm that gets none falls back to 4 KiB pages,
+		 * whose call is counted): one count per batch either way. */
+		struct simdev_fault *fa = &sd->fi[UHMM_SIMDEV_FAIL_ALLOC];
+		bool fail = order == 0 ? uhmm__simdev_should_fail(fa)
+				       : uhmm__simdev_due(fa);
 		if (order == 0)
 			fail |= SD_FI(sd, UHMM_SIMDEV_FAIL_ALLOC_4K);
 		else
@@ -536,6 +558,16 @@ static void simdev_free(void *priv, unsigned order, size_t n, const uint64_t *dp
 {
 	struct simdev *sd = priv;
 	uhmm__devmem_free(&sd->mem, order, n, dpfn);
+}
+
+static void simdev_split(void *priv, unsigned order, uint64_t dpfn)
+{
+	struct simdev *sd = priv;
+	if (order != UHMM_HUGE_ORDER) {
+		simdev_bug("split of order %u", order);
+		return;
+	}
+	uhmm__devmem_split(&sd->mem, dpfn);
 }
 
 static int simdev_copy_submit(void *priv, struct uhmm_copy *copies, size_t n,
@@ -639,6 +671,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.destroy = simdev_destroy,
 	.coherent_mem = simdev_coherent_mem,
 	.describe = simdev_describe,
+	.split = simdev_split,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)

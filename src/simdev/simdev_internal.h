@@ -102,6 +102,8 @@ struct devmem {
 	 * state; tenant[] lists them. */
 	uint32_t *tenant;
 	uint32_t ntenant;
+	uint64_t huge_allocs;      /* 2 MiB pages handed out */
+	uint64_t splits;           /* 2 MiB pages split in place */
 };
 
 /* Maps the pool.  Errors: -EINVAL, -ENOMEM. */
@@ -112,6 +114,13 @@ void uhmm__devmem_fini(struct devmem *dm);
 long uhmm__devmem_alloc(struct devmem *dm, unsigned order, size_t n, uint64_t *dpfn);
 void uhmm__devmem_free(struct devmem *dm, unsigned order, size_t n,
 		       const uint64_t *dpfn);
+/* ops->split: the 2 MiB page at @dpfn becomes 512 allocated 4 KiB pages. */
+void uhmm__devmem_split(struct devmem *dm, uint64_t dpfn);
+/* Is frame @dpfn in a chunk that is one 2 MiB page? */
+bool uhmm__devmem_is_huge(struct devmem *dm, uint64_t dpfn);
+/* 2 MiB pages allocated now (the tenant's excepted), ever, and split. */
+void uhmm__devmem_huge_info(struct devmem *dm, uint64_t *in_use, uint64_t *allocs,
+			    uint64_t *splits);
 /* Another tenant takes chunk ci if it is free (true), or gives back the
  * last chunk it took (false if it holds none). */
 bool uhmm__devmem_tenant_take(struct devmem *dm, uint32_t ci);
@@ -283,6 +292,9 @@ struct simdev *uhmm__simdev_of(uhmm_device *dev);
 /* Consumes one operation at @fp; true when that operation must fail (and
  * then counts it in fp->injected). */
 bool uhmm__simdev_should_fail(struct simdev_fault *fp);
+/* Consumes one of @fp's operations let through, if any are left (false);
+ * else true when failures are due, consuming and counting none. */
+bool uhmm__simdev_due(struct simdev_fault *fp);
 /* uhmm_simdev_inject_set() on the backend itself. */
 int uhmm__simdev_inject_set(struct simdev *sd, enum uhmm_simdev_fault what,
 			    const struct uhmm_simdev_fault_spec *spec);
@@ -332,6 +344,12 @@ extern const struct uhmm_device_ops uhmm__simdev_ops;
  * the page (the page moving away from the peer is a MIGRATE). */
 #define PTE_PEER (1ull << 5)
 #define PTE_FENCED (PTE_DEV | PTE_EXCL | PTE_PEER)
+/* A DEV entry of a 2 MiB device page (uhmm_range_fault's UHMM_RE_HUGE):
+ * the table holds one entry for the aligned block, at the level above the
+ * leaves, naming the block's first frame; a lookup returns the page's own
+ * frame with PTE_HUGE set, and a TLB caches one entry for the block
+ * (mmu.c). */
+#define PTE_HUGE (1ull << 6)
 #define PTE_DPFN_SHIFT 12
 #define PTE_ADDR_MASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
 
@@ -372,6 +390,10 @@ struct sd_tlb_entry {
  * evict each other on every access.
  */
 #define SD_TLB_WAYS UHMM__SD_WAYS
+/* The TLB key of a 2 MiB entry: the block number of page @vpn, with a bit
+ * no page number of a 47-bit address has (simdev.h: UHMM__SD_HKEY). */
+#define SD_HKEY_BIT UHMM__SD_HKEY_BIT
+#define SD_HKEY(vpn) (((vpn) >> 9) | SD_HKEY_BIT)
 static inline uint64_t sd_tlb_set(uint64_t vpn, uint64_t set_mask)
 {
 	return ((vpn * 0x9e3779b97f4a7c15ull) >> 32) & set_mask;
@@ -386,6 +408,7 @@ struct sd_cu {
 	unsigned ways;             /* ways in use, 1..4 */
 	unsigned victim;           /* round-robin replacement */
 	uint64_t hits, misses;
+	uint64_t huge_hits;        /* hits on 2 MiB entries */
 	struct uhmm_simdev_item *lanes; /* the unit's lanes: lanes[0, nlanes) */
 	unsigned nlanes;
 };
@@ -455,7 +478,8 @@ struct sd_cstats {
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
 		remote_maps, range_fault_calls, range_fault_pages, invalidations,
 		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns,
-		peer_maps, peer_access_ns;
+		peer_maps, peer_access_ns,
+		pt_huge_maps, pt_huge_splits, tlb_huge_fills;
 };
 
 struct sd_compute {
@@ -469,6 +493,9 @@ struct sd_compute {
 	/* mmu.c */
 	pthread_mutex_t pt_lock;
 	struct pt_node *pt_root;   /* never NULL once started */
+	uint64_t pt_huge;          /* 2 MiB entries in the table (under pt_lock) */
+	bool pt_widen;             /* pt_clear dropped a 2 MiB entry it was to
+				    * split (under pt_lock) */
 	struct sd_cu *cus;
 	/* membarrier(2) PRIVATE_EXPEDITED refused: the lanes' TLBs stay
 	 * empty, every access takes the out-of-line path (mmu.c). */
@@ -532,6 +559,11 @@ uint64_t uhmm__pt_lookup_locked(struct sd_compute *c, uintptr_t va);
 /* Sets the PTE of the page at @va (pte != 0).  Caller holds pt_lock.
  * Errors: -ENOMEM (a table node could not be allocated; nothing changed). */
 int uhmm__pt_set_locked(struct sd_compute *c, uintptr_t va, uint64_t pte);
+/* Maps the 2 MiB block at @va (aligned) with one entry: @pte is a DEV
+ * entry of the block's first frame (a multiple of 512) with PTE_HUGE.
+ * Replaces what the table held for the block.  Caller holds pt_lock.
+ * Errors: -EINVAL, -ENOMEM (nothing changed). */
+int uhmm__pt_set_huge_locked(struct sd_compute *c, uintptr_t va, uint64_t pte);
 /* Translation of the page @vpn for access @acc through @cu's TLB, filling
  * it from the page table on a miss; 0 when there is none with the rights.
  * Caller holds cu->lock (takes pt_lock inside). */

@@ -659,9 +659,10 @@ static void pt_failure_ends_kernel_cleanly(void **state)
 	struct fixture f;
 	setup(&f, 64 * MiB, 4 * MiB, 16);
 	size_t np = f.len / PG;
-	/* The 100th entry installed fails. */
+	/* The second entry installed fails (a block migrated whole is one
+	 * 2 MiB device page, mapped by one entry). */
 	arm(f.dev, UHMM_SIMDEV_FAIL_PT,
-	    (struct uhmm_simdev_fault_spec){ .after = 99, .count = 1 });
+	    (struct uhmm_simdev_fault_spec){ .after = 1, .count = 1 });
 	struct store s = page_words(&f, 0, 40);
 	assert_int_equal(uhmm_simdev_launch(f.dev, k_store_pages, np, &s), -ENOMEM);
 	assert_int_equal(dstats(f.dev).injected_pt, 1);
@@ -751,11 +752,13 @@ static void alloc_points_by_order(void **state)
 	arm(f.dev, UHMM_SIMDEV_FAIL_ALLOC_4K, (struct uhmm_simdev_fault_spec){ .count = 1 });
 	assert_int_equal(ops->alloc(priv, UHMM_HUGE_ORDER, 1, h), 1);
 	ops->free(priv, UHMM_HUGE_ORDER, 1, h);
-	/* uhmm's migration allocates 4 KiB pages: it meets the 4K point. */
+	/* uhmm's migration of a whole block asks for a 2 MiB page first,
+	 * then, given none, for 4 KiB pages: it meets both points. */
+	arm(f.dev, UHMM_SIMDEV_FAIL_ALLOC_2M, (struct uhmm_simdev_fault_spec){ .count = 1 });
 	assert_int_equal(uhmm_migrate(f.ctx, f.p, f.len, f.dev, 0), -ENOMEM);
 	assert_int_equal(where_are(&f, f.p, f.len).cpu, f.len / PG);
 	ASSERT_OK(uhmm_migrate(f.ctx, f.p, f.len, f.dev, 0));
-	assert_int_equal(dstats(f.dev).injected_alloc, 2);
+	assert_int_equal(dstats(f.dev).injected_alloc, 3);
 	check_all_home(&f);
 	teardown(&f);
 }

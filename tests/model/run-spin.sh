@@ -14,6 +14,8 @@
 #                                       (below; ctest model.spin.evict)
 #   tests/model/run-spin.sh --evict-full  its larger configurations (about
 #                                       3 minutes: not in ctest)
+#   tests/model/run-spin.sh --huge      the device huge page's split, huge.pml
+#                                       (below; ctest model.spin.huge)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
@@ -90,6 +92,18 @@
 #                    assertion: a page held on its way onto the device is no
 #                    victim and not busy either (as at aabe1cb); the walk
 #                    finds nothing, -ENOMEM while the other request copies
+# --huge (huge.pml: a 2 MiB device unit of two pages; a 4 KiB migration
+# home of one page races a CPU fault on the other half while the device's
+# lane and fault thread use and remap the block; docs/ARCHITECTURE.md,
+# "Device huge pages"):
+#   huge        safety: must pass
+#   mutations, must FAIL:
+#     no-split-wait  (-DNO_SPLIT_WAIT) an assertion: a page that finds the
+#                    other half's split in progress frees its frame at
+#                    once, a 4 KiB free of a frame of a chunk still HUGE
+#     no-pt-split    (-DNO_PT_SPLIT) an assertion: the invalidation of one
+#                    page leaves the 2 MiB entry; the device keeps an entry
+#                    to frames released
 # --evict-full (not in ctest):
 #   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
 #   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
@@ -108,16 +122,17 @@ SPIN_MEMLIM=${SPIN_MEMLIM:-4096}
 DEPTH=${SPIN_DEPTH:-10000}   # the searches reach depth < 300
 HASH=25         # 2^25 slots: no rehashing on the way
 
-only_bug=0 discard=0 evict=0 keep=0 workdir=
+only_bug=0 discard=0 evict=0 huge=0 keep=0 workdir=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--bug) only_bug=1 ;;
 	--discard) discard=1 ;;
 	--evict) evict=1 ;;
 	--evict-full) evict=2 ;;
+	--huge) huge=1 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -246,6 +261,12 @@ discard_checks() {
 if [ $only_bug = 1 ]; then
 	print_trail=1
 	check stale-install safety 'assertion violated' -DSTALE_INSTALL
+elif [ $huge = 1 ]; then
+	model=$here/huge.pml
+	check huge safety pass
+	check huge-3ops safety pass -DDEV_OPS=3
+	check no-split-wait safety 'assertion violated' -DNO_SPLIT_WAIT
+	check no-pt-split safety 'assertion violated' -DNO_PT_SPLIT
 elif [ $evict = 1 ]; then
 	model=$here/evict.pml
 	check evict safety pass

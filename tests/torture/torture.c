@@ -72,6 +72,7 @@ void uhmm__debug_device_census(uhmm_ctx *ctx, unsigned dev, uint64_t *pages,
 			       uint64_t *listed, uint64_t *frames);
 
 #define PG ((size_t)UHMM_PAGE_SIZE)
+#define HUGE_PG ((size_t)UHMM_HUGE_SIZE)
 #define MiB ((size_t)1 << 20)
 #define CHUNK 4u          /* pages per ownership chunk */
 #define NCTR 64u          /* counter words on page 0 */
@@ -186,6 +187,9 @@ static struct {
 	 * munmap(2), never uhmm_free(), which leaves stale device mappings
 	 * (tests/torture/repro/repro_free_stale_mirror.c). */
 	bool no_uhmm_free;
+	/* --thp: half of the registered ranges are THP-backed (2 MiB-aligned,
+	 * MADV_HUGEPAGE, populated). */
+	bool thp;
 	/* Per device: the other tenant's share (uhmm_simdev_set_tenant),
 	 * which decides what a migration may fail to fit in.  gen is odd
 	 * while a set_tenant call runs (one at a time per device, under
@@ -627,11 +631,30 @@ static int slot_map(struct tstate *t, struct slot *s, size_t npages)
 		}
 		s->base = p;
 	} else {
-		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			       -1, 0);
+		/* Half of them THP-backed: whole 2 MiB blocks at aligned
+		 * addresses, MADV_HUGEPAGE, populated with zeros (what the
+		 * shadow says) before they are registered. */
+		bool thp = G.thp && rnd_below(t, 2) == 0;
+		if (thp) {
+			npages = (npages + HUGE_PG / PG - 1) & ~(HUGE_PG / PG - 1);
+			len = npages * PG;
+		}
+		void *p = mmap(NULL, len + (thp ? HUGE_PG : 0), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED) {
 			unexpected(t, K_MUNMAP, "mmap", -errno, "len %zu", len);
 			return -ENOMEM;
+		}
+		if (thp) {
+			uintptr_t a = ((uintptr_t)p + HUGE_PG - 1) & ~(uintptr_t)(HUGE_PG - 1);
+			if (a > (uintptr_t)p)
+				munmap(p, a - (uintptr_t)p);
+			if ((uintptr_t)p + HUGE_PG > a)
+				munmap((void *)(a + len), (uintptr_t)p + HUGE_PG - a);
+			p = (void *)a;
+			(void)madvise(p, len, MADV_HUGEPAGE); /* advisory */
+			for (size_t i = 0; i < len; i += HUGE_PG)
+				((volatile uint8_t *)p)[i] = 0;
 		}
 		r = uhmm_register(G.ctx, p, len);
 		if (r) {
@@ -1033,6 +1056,17 @@ static void op_dev_atomic(struct tstate *t, unsigned si, uint64_t opid, unsigned
 /* A random page-aligned subrange: whole range half of the time. */
 static void pick_sub(struct tstate *t, const struct slot *s, size_t *off, size_t *len)
 {
+	/* Sometimes one whole 2 MiB-aligned block of the range: moved to a
+	 * device, it becomes one 2 MiB device page (a unit, issue 18), which
+	 * the other operations (on part of it) then split. */
+	uintptr_t b0 = ((uintptr_t)s->base + HUGE_PG - 1) & ~(uintptr_t)(HUGE_PG - 1);
+	uintptr_t end = (uintptr_t)s->base + s->len;
+	if (b0 + HUGE_PG <= end && rnd_below(t, 4) == 0) {
+		size_t nb = (end - b0) / HUGE_PG;
+		*off = b0 - (uintptr_t)s->base + rnd_below(t, nb) * HUGE_PG;
+		*len = HUGE_PG;
+		return;
+	}
 	if (rnd_below(t, 2)) {
 		*off = 0;
 		*len = s->len;
@@ -1848,7 +1882,7 @@ static void usage(FILE *f)
 		"usage: uhmm-torture [--seed N] [--seconds S | --ops N] [--threads T]\n"
 		"                    [--ranges R] [--dev-mib M] [--watchdog S] [--verbose]\n"
 		"                    [--serialize-events | --no-events] [--no-ro-migrate]\n"
-		"                    [--no-uhmm-free] [--sigbus] [--coherent] [--poison]\n"
+		"                    [--no-uhmm-free] [--sigbus] [--coherent] [--poison] [--thp]\n"
 		"                    [--no-KIND ...]\n"
 		"  --serialize-events: madvise, munmap and mremap run alone (works around\n"
 		"    the fault service's EAGAIN livelock, see tests/torture/repro/; it makes\n"
@@ -1858,6 +1892,8 @@ static void usage(FILE *f)
 		"    -EFAULT there, see tests/torture/repro/).\n"
 		"  --no-uhmm-free: release allocated ranges with munmap(2) only (uhmm_free\n"
 		"    leaves stale device mappings, see tests/torture/repro/).\n"
+		"  --thp: half of the registered ranges are THP-backed (2 MiB-aligned,\n"
+		"    MADV_HUGEPAGE, populated before registration).\n"
 		"  --sigbus: the context is in SIGBUS mode (UHMM_CTX_SIGBUS): CPU faults\n"
 		"    are served by the faulting threads, not the service thread.\n"
 		"  --coherent: the second simdev's memory is coherent (CPU-addressable).\n"
@@ -1925,6 +1961,8 @@ static void parse(int argc, char **argv)
 			G.coherent = true;
 		else if (!strcmp(a, "--poison"))
 			G.poison = true;
+		else if (!strcmp(a, "--thp"))
+			G.thp = true;
 		else if (!strcmp(a, "--verbose"))
 			G.verbose = true;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -2056,6 +2094,8 @@ int main(int argc, char **argv)
 		printf("  simdev 1's memory is coherent (--coherent)\n");
 	if (G.poison)
 		printf("  pages are lost on devices (--poison)\n");
+	if (G.thp)
+		printf("  half of the registered ranges are THP-backed (--thp)\n");
 	struct uhmm_policy_info pol;
 	if (uhmm_policy_get(G.ctx, &pol) == 0 && strcmp(pol.name, "default"))
 		printf("  policy: %s (UHMM_POLICY)\n", pol.name);
@@ -2144,6 +2184,9 @@ int main(int argc, char **argv)
 	       "uhmm_device_evict moved %lu bytes\n",
 	       st.evicted_pages, st.evicted_blocks, st.evict_ns / 1000000, st.evict_busy,
 	       st.evict_backoffs, atomic_load(&G.evicted_by_call));
+	printf("device huge pages: %" PRIu64 " 2 MiB blocks moved as one unit, %" PRIu64
+	       " units split by partial operations\n",
+	       st.dev_huge_units, st.dev_huge_splits);
 	printf("migrations toward a device refused -ENOMEM: %lu larger than the device, "
 	       "%lu fitting but not their 2 MiB blocks, %lu while the tenant changed\n",
 	       atomic_load(&G.enomem_over), atomic_load(&G.enomem_blocks),
