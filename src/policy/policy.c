@@ -193,6 +193,28 @@ static void builtin_dev_faults(struct uhmm_polctx *p, uhmm_loc dev,
 	uint64_t now = mono_ns();
 	uint64_t bm[BLK / PG / 64], bm_blk = UINT64_MAX;
 	for (size_t i = 0; i < n; i++) {
+		if (f[i].flags & UHMM_POL_F_ATOMIC_FAR) {
+			/* An atomic the device cannot make where the page is:
+			 * take the page exclusively when advised so, or, with
+			 * no advice, when the CPU has it in its page table
+			 * (it is using it: a migration would only come back);
+			 * else migrate it (with its span, as any fault of
+			 * the block, unless the backend maps the span
+			 * remotely: the page alone). */
+			bool excl = (f[i].flags & UHMM_POL_F_ATOMIC_EXCLUSIVE) ||
+				    (!(f[i].flags & UHMM_POL_F_ATOMIC_MIGRATE) &&
+				     (f[i].flags & UHMM_POL_F_CPU_PRESENT));
+			uint64_t page = f[i].addr & ~(PG - 1);
+			if (excl)
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_EXCLUSIVE };
+			else if (f[i].hint == UHMM_POL_HINT_MAP_REMOTE)
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
+								  .lo = page, .hi = page + PG };
+			else
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
+								  .lo = f[i].lo, .hi = f[i].hi };
+			continue;
+		}
 		/* A preferred location elsewhere: pages in system memory are
 		 * mapped where they are (a device's private memory cannot be
 		 * mapped by another: those migrate).  Thrashing: throttled,
@@ -327,7 +349,9 @@ static bool dev_act_valid(const struct uhmm_pol_dev_fault *f, const struct uhmm_
 	if (a->delay_ns > UHMM_POL_MAX_DELAY_NS)
 		return false;
 	if (a->action == UHMM_POL_MAP_REMOTE)
-		return true;
+		return !(f->flags & UHMM_POL_F_ATOMIC_FAR);
+	if (a->action == UHMM_POL_EXCLUSIVE)
+		return f->flags & UHMM_POL_F_ATOMIC_FAR;
 	if (a->action != UHMM_POL_MIGRATE)
 		return false;
 	return !((a->lo | a->hi) & (PG - 1)) && a->lo <= f->addr && f->addr < a->hi &&

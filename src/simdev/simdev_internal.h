@@ -436,6 +436,7 @@ struct sd_fpage {
 	int err;        /* the answer, once done */
 	bool done;
 	unsigned char how; /* atomic.c: how a pending atomic is resolved */
+	uint32_t pol;      /* atomic.c: its decision, c->pol_a[pol] */
 };
 
 /* Counters of uhmm_simdev_stats (TLB ones live in the units and lanes). */

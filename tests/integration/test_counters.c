@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_counters.c - issue 17's atomics policy, accessed-by advice and
+ * access counters: the policy (uhmm/policy.h) chooses what a device atomic
+ * does; a device advised to access a range keeps a mapping of it wherever
+ * the pages move; simdev counts remote accesses and the policy migrates hot
+ * regions.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uhmm/device.h>
+#include <uhmm/policy.h>
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "testlib.h"
+
+#define PG 4096ul
+#define BLK (2ul << 20)
+
+static uhmm_ctx *mkctx(uint64_t dev_bytes, uhmm_device **dev)
+{
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = dev_bytes;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, dev));
+	return ctx;
+}
+
+static uint64_t ejections(uhmm_ctx *ctx)
+{
+	struct uhmm_stats st;
+	ASSERT_OK(uhmm_stats_get(ctx, &st));
+	return st.policy_ejections;
+}
+
+static struct uhmm_simdev_stats sdstats(uhmm_device *dev)
+{
+	struct uhmm_simdev_stats s;
+	ASSERT_OK(uhmm_simdev_stats(dev, &s));
+	return s;
+}
+
+static struct uhmm_policy_ops ops_of(const char *name)
+{
+	struct uhmm_policy_ops o;
+	memset(&o, 0, sizeof(o));
+	o.version = UHMM_POLICY_VERSION;
+	o.size = sizeof(o);
+	o.name = name;
+	return o;
+}
+
+/* ---- the atomics policy ------------------------------------------------- */
+
+static _Atomic unsigned far_seen;
+
+/* Atomics far from the device: migrate the page (the built-in policy takes
+ * pages the CPU has exclusively). */
+static int atomics_migrate(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f,
+			   size_t n, struct uhmm_pol_dev_act *a)
+{
+	(void)st;
+	(void)dev;
+	for (size_t i = 0; i < n; i++) {
+		if (!(f[i].flags & UHMM_POL_F_ATOMIC_FAR))
+			continue;
+		atomic_fetch_add(&far_seen, 1);
+		if (f[i].access != UHMM_POL_ATOMIC || a[i].action != UHMM_POL_EXCLUSIVE ||
+		    !(f[i].flags & UHMM_POL_F_CPU_PRESENT))
+			return -1; /* (the built-in answer is exclusive: pages present) */
+		a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE, .lo = f[i].addr,
+						  .hi = f[i].addr + PG };
+	}
+	return 0;
+}
+
+/* Invalid: an atomic far from the device cannot be mapped remotely. */
+static int atomics_remote(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f,
+			  size_t n, struct uhmm_pol_dev_act *a)
+{
+	(void)st;
+	(void)dev;
+	(void)f;
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MAP_REMOTE };
+	return 0;
+}
+
+/* Invalid: exclusive for a fault that is no far atomic. */
+static int all_exclusive(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f,
+			 size_t n, struct uhmm_pol_dev_act *a)
+{
+	(void)st;
+	(void)dev;
+	(void)f;
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_EXCLUSIVE };
+	return 0;
+}
+
+static void k_atomic(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	uint64_t *p = arg;
+	uhmm_simdev_atomic_add64(wi, &p[idx * (PG / 8)], 1);
+}
+
+static void k_load(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	uint64_t *p = arg;
+	(void)uhmm_simdev_ld64(wi, &p[idx * (PG / 8)]);
+}
+
+/* 16 pages the CPU wrote get one device atomic each; returns the pages
+ * taken exclusively and sets *@on to the pages on the device after. */
+static uint64_t atomics_run(const struct uhmm_policy_ops *o, uint64_t ej, size_t *on)
+{
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	if (o)
+		ASSERT_OK(uhmm_policy_set(ctx, o, NULL));
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
+	for (size_t i = 0; i < 16; i++)
+		p[i * (PG / 8)] = i;
+	ASSERT_OK(uhmm_simdev_launch(dev, k_atomic, 16, p));
+	uint64_t excl = sdstats(dev).exclusive_pages;
+	*on = uhmm_test_pages_on(ctx, p, 16 * PG, dev);
+	for (size_t i = 0; i < 16; i++)
+		assert_int_equal(p[i * (PG / 8)], i + 1);
+	assert_int_equal(ejections(ctx), ej);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	return excl;
+}
+
+/* What a device atomic on system memory does is the policy's decision:
+ * the built-in one takes pages the CPU has exclusively; a plug-in may
+ * migrate them instead; an impossible answer ejects it and the built-in
+ * one stands, with the right data either way. */
+static void atomics_policy_is_the_policys(void **state)
+{
+	(void)state;
+	size_t on;
+	assert_int_equal(atomics_run(NULL, 0, &on), 16);
+	assert_int_equal(on, 0);
+
+	struct uhmm_policy_ops o = ops_of("atomics-migrate");
+	o.dev_faults = atomics_migrate;
+	atomic_store(&far_seen, 0);
+	assert_int_equal(atomics_run(&o, 0, &on), 0);
+	assert_int_equal(on, 16);
+	assert_true(atomic_load(&far_seen) >= 1);
+
+	o = ops_of("atomics-remote");
+	o.dev_faults = atomics_remote;
+	assert_true(atomics_run(&o, 1, &on) >= 1); /* ejected: exclusive after all */
+
+	/* Exclusive is for far atomics only: a read fault answered so ejects. */
+	o = ops_of("all-exclusive");
+	o.dev_faults = all_exclusive;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	ASSERT_OK(uhmm_policy_set(ctx, &o, NULL));
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
+	memset(p, 1, 16 * PG);
+	ASSERT_OK(uhmm_simdev_launch(dev, k_load, 16, p));
+	assert_int_equal(ejections(ctx), 1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(atomics_policy_is_the_policys),
+};
+
+UHMM_TEST_MAIN(tests)
