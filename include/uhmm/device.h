@@ -141,6 +141,22 @@ struct uhmm_device_ops {
 	 * with UHMM_RE_COHERENT (mirror.h).
 	 */
 	int (*coherent_mem)(void *priv, void **base, size_t *len);
+
+	/**
+	 * map_range - optional (may be NULL): map [@start, @end)
+	 * (page-aligned) in the device's page table where its pages are now,
+	 * as far as the device can reach them, with no fault (accessed-by
+	 * advice, uhmm.h UHMM_ADVISE_ACCESSED_BY: the policy asks this after
+	 * the advice and after every migration of pages of an advised range).
+	 * A request, not a command: the backend queues it and returns
+	 * (uhmm calls it from any thread, possibly with page locks held, so
+	 * it must neither block nor call uhmm here); its own thread later
+	 * range-faults the span as a snapshot (mirror.h, UHMM_RF_SNAPSHOT:
+	 * nothing is faulted in) and installs what is VALID under the
+	 * notifier's read_retry discipline.  Dropping a request (a full
+	 * queue) is allowed: the device then faults, as without the advice.
+	 */
+	void (*map_range)(void *priv, uint64_t start, uint64_t end);
 };
 
 /* ------------------------------------------------------------------------ */

@@ -915,6 +915,18 @@ struct uhmm_simdev_stats {
 	 * device page table: lane or unit TLB; tlb_misses those that went to
 	 * the page table). */
 	uint64_t tlb_lane_hits;
+	/* Issue 17. */
+	/** Requests to map a span where it is (accessed-by advice, uhmm.h
+	 * UHMM_ADVISE_ACCESSED_BY), queued for the fault-service thread
+	 * (merged with a pending one they touch included), and requests
+	 * dropped because 256 were pending (the device faults instead). */
+	uint64_t map_requests;
+	uint64_t map_requests_dropped;
+	/** Access-counter notifications raised (a region's remote accesses
+	 * reached the threshold: uhmm_simdev_opts.counter_threshold), and
+	 * those the policy answered by migrating the region to the device. */
+	uint64_t counter_notifications;
+	uint64_t counter_migrations;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

@@ -418,12 +418,35 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 	pol_leave(p, ph);
 }
 
+/*
+ * Accessed-by: the devices advised to access [addr, addr + len) are asked
+ * to map it where it is (a backend verb that only queues: this runs under
+ * page locks, after a migration installed its pages).
+ */
+void uhmm__pol_map_accessors(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len)
+{
+	uint64_t bm[4];
+	if (!uhmm__advice_accessed_by(ctx, addr, addr + len, bm))
+		return;
+	for (unsigned id = 1; id < MAX_DEVICES && id < 256; id++) {
+		if (!(bm[id / 64] & (1ull << (id % 64))))
+			continue;
+		struct uhmm_device *d = uhmm__dev_get(ctx, id);
+		if (!d || uhmm__dev_hold(ctx, d))
+			continue;
+		if (d->ops->map_range)
+			d->ops->map_range(d->priv, addr, addr + len);
+		uhmm__dev_release(d);
+	}
+}
+
 void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_loc from,
 			uhmm_loc to)
 {
 	struct uhmm_polctx *p = &ctx->pol;
 	uint64_t now = mono_ns();
 	uhmm__thrash_moved(ctx, addr, len, to, now);
+	uhmm__pol_map_accessors(ctx, addr, len);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->migrated) {

@@ -718,6 +718,10 @@ static int launch(uhmm_device *dev, struct sd_run *r)
 	(void)uhmm_sync(ctx);
 	struct simdev *sd = uhmm__simdev_of(dev);
 	struct sd_compute *c = sd ? sd->comp : NULL;
+	/* Mappings asked for before the launch (accessed-by advice, device.h
+	 * map_range) are in place before its first access. */
+	if (c)
+		uhmm__fault_map_drain(c);
 	err = c ? launch_run(c, r) : -EINVAL;
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
@@ -783,6 +787,10 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(kernel_errors);
 	S(exclusive_pages);
 	S(throttle_ns);
+	S(map_requests);
+	S(map_requests_dropped);
+	S(counter_notifications);
+	S(counter_migrations);
 #undef S
 	for (unsigned i = 0; i < c->ncu; i++) {
 		pthread_mutex_lock(&c->cus[i].lock);

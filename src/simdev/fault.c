@@ -612,6 +612,61 @@ static void service_pass(struct sd_compute *c, unsigned k)
 	STAT_ADD(c, fault_service_ns, now_ns() - t0);
 }
 
+/* ---- map requests (accessed-by advice) ---------------------------------- */
+
+void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
+{
+	if (lo < SD_VA_START)
+		lo = SD_VA_START;
+	if (hi > SD_VA_END)
+		hi = SD_VA_END;
+	if (lo >= hi)
+		return;
+	pthread_mutex_lock(&c->fb_lock);
+	if (c->fb_stop) {
+		pthread_mutex_unlock(&c->fb_lock);
+		return;
+	}
+	struct sd_mapjob *last = c->mj_n ? &c->mj[c->mj_n - 1] : NULL;
+	if (last && lo <= last->hi && hi >= last->lo) {
+		/* Touches the last one still pending: one request. */
+		last->lo = lo < last->lo ? lo : last->lo;
+		last->hi = hi > last->hi ? hi : last->hi;
+	} else if (c->mj_n < SD_MAPJOBS) {
+		c->mj[c->mj_n++] = (struct sd_mapjob){ lo, hi };
+		c->mj_queued++;
+	} else {
+		STAT_ADD(c, map_requests_dropped, 1);
+		pthread_mutex_unlock(&c->fb_lock);
+		return;
+	}
+	STAT_ADD(c, map_requests, 1);
+	pthread_cond_signal(&c->fb_cond);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+void uhmm__fault_map_drain(struct sd_compute *c)
+{
+	pthread_mutex_lock(&c->fb_lock);
+	uint64_t want = c->mj_queued;
+	/* (Bounded: the service thread serves them, each a few snapshots.) */
+	while (c->mj_done < want && !c->fb_stop)
+		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+/* Maps [lo, hi) where it is: a snapshot per block, what is VALID goes in. */
+static void serve_map_job(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
+{
+	for (uintptr_t a = lo; a < hi;) {
+		uintptr_t b = (a & ~(BLOCK - 1)) + BLOCK;
+		if (b > hi)
+			b = hi;
+		(void)uhmm__fault_map_range(c, a, b, 0); /* (errors: it faults later) */
+		a = b;
+	}
+}
+
 static void *fault_main(void *arg)
 {
 	struct sd_compute *c = arg;
@@ -619,10 +674,22 @@ static void *fault_main(void *arg)
 	uhmm__trace_thread_cause(UHMM_TR_CAUSE_DEV_FAULT);
 	pthread_mutex_lock(&c->fb_lock);
 	for (;;) {
-		while (!c->fb_stop && c->fb_n == 0)
+		while (!c->fb_stop && c->fb_n == 0 && c->mj_n == 0)
 			pthread_cond_wait(&c->fb_cond, &c->fb_lock);
 		if (c->fb_stop)
 			break;
+		if (c->fb_n == 0) {
+			/* No fault waiting: a map request. */
+			struct sd_mapjob j = c->mj[0];
+			memmove(c->mj, c->mj + 1, (c->mj_n - 1) * sizeof(*c->mj));
+			c->mj_n--;
+			pthread_mutex_unlock(&c->fb_lock);
+			serve_map_job(c, j.lo, j.hi);
+			pthread_mutex_lock(&c->fb_lock);
+			c->mj_done++;
+			pthread_cond_broadcast(&c->mj_cond);
+			continue;
+		}
 		unsigned k = c->fb_n < c->fault_batch ? c->fb_n : c->fault_batch;
 		memcpy(c->batch, c->fb, k * sizeof(*c->fb));
 		memmove(c->fb, c->fb + k, (c->fb_n - k) * sizeof(*c->fb));
@@ -638,6 +705,8 @@ static void *fault_main(void *arg)
 		pthread_cond_signal(&c->fb[i]->fault_cond);
 	}
 	c->fb_n = 0;
+	c->mj_n = 0;
+	pthread_cond_broadcast(&c->mj_cond);
 	pthread_mutex_unlock(&c->fb_lock);
 	return NULL;
 }
@@ -669,8 +738,10 @@ int uhmm__fault_init(struct sd_compute *c)
 {
 	pthread_mutex_init(&c->fb_lock, NULL);
 	pthread_cond_init(&c->fb_cond, NULL);
+	pthread_cond_init(&c->mj_cond, NULL);
 	pthread_mutex_init(&c->adv_lock, NULL);
 	c->fault_inited = true;
+	c->mj = uhmm__umem_calloc(SD_MAPJOBS, sizeof(*c->mj));
 	c->fb = uhmm__umem_calloc(c->nlanes, sizeof(*c->fb));
 	c->batch = uhmm__umem_calloc(c->fault_batch, sizeof(*c->batch));
 	c->fpages = uhmm__umem_calloc(c->fault_batch, sizeof(*c->fpages));
@@ -681,7 +752,7 @@ int uhmm__fault_init(struct sd_compute *c)
 	c->pol_a = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_a));
 	c->pol_i = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_i));
 	if (!c->fb || !c->batch || !c->fpages || !c->entries || !c->snap ||
-	    !c->xptrs || !c->pol_f || !c->pol_a || !c->pol_i)
+	    !c->xptrs || !c->pol_f || !c->pol_a || !c->pol_i || !c->mj)
 		return -ENOMEM;
 	return 0;
 }
@@ -724,6 +795,8 @@ void uhmm__fault_fini(struct sd_compute *c)
 	uhmm__umem_free(c->pol_f);
 	uhmm__umem_free(c->pol_a);
 	uhmm__umem_free(c->pol_i);
+	uhmm__umem_free(c->mj);
+	c->mj = NULL;
 	c->pol_f = NULL;
 	c->pol_a = NULL;
 	c->pol_i = NULL;
@@ -743,5 +816,6 @@ void uhmm__fault_fini(struct sd_compute *c)
 	c->fault_inited = false;
 	pthread_mutex_destroy(&c->fb_lock);
 	pthread_cond_destroy(&c->fb_cond);
+	pthread_cond_destroy(&c->mj_cond);
 	pthread_mutex_destroy(&c->adv_lock);
 }

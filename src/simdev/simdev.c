@@ -583,6 +583,15 @@ static int simdev_coherent_mem(void *priv, void **base, size_t *len)
 	return 0;
 }
 
+/* Accessed-by advice (device.h): queued for the fault-service thread. */
+static void simdev_map_range(void *priv, uint64_t start, uint64_t end)
+{
+	struct simdev *sd = priv;
+
+	if (sd && sd->comp)
+		uhmm__fault_map_request(sd->comp, (uintptr_t)start, (uintptr_t)end);
+}
+
 const struct uhmm_device_ops uhmm__simdev_ops = {
 	.alloc = simdev_alloc,
 	.free = simdev_free,
@@ -591,6 +600,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.fence = simdev_fence,
 	.destroy = simdev_destroy,
 	.coherent_mem = simdev_coherent_mem,
+	.map_range = simdev_map_range,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)

@@ -445,7 +445,17 @@ struct sd_cstats {
 		fault_duplicates, fault_resolutions, fault_service_ns, migrations,
 		remote_maps, range_fault_calls, range_fault_pages, invalidations,
 		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns;
+	/* issue 17: accessed-by map requests, access counters */
+	_Atomic uint64_t map_requests, map_requests_dropped, counter_notifications,
+		counter_migrations;
 };
+
+/* A request to map a span where it is (ops->map_range; fault.c). */
+struct sd_mapjob {
+	uintptr_t lo, hi;
+};
+/* Map requests queued at most (more are dropped: the device faults). */
+#define SD_MAPJOBS 256u
 
 struct sd_compute {
 	struct simdev *sd;
@@ -504,6 +514,14 @@ struct sd_compute {
 	struct uhmm_pol_dev_fault *pol_f;
 	struct uhmm_pol_dev_act *pol_a;
 	uint32_t *pol_i;
+
+	/* fault.c: map requests (accessed-by), under fb_lock, served by the
+	 * fault-service thread; mj_done reaching mj_queued (mj_cond) is what
+	 * a launch waits for first. */
+	struct sd_mapjob *mj;         /* SD_MAPJOBS, mj_n pending, FIFO */
+	unsigned mj_n;
+	uint64_t mj_queued, mj_done;
+	pthread_cond_t mj_cond;
 
 	/* fault.c: advice, under adv_lock. */
 	pthread_mutex_t adv_lock;
@@ -564,6 +582,11 @@ void uhmm__fault_fini(struct sd_compute *c);
  * holds no simdev lock. */
 int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
 		      uintptr_t page, unsigned acc);
+/* ops->map_range: queue a request to map [lo, hi) where it is (never
+ * blocks beyond fb_lock).  drain: wait until the requests queued before
+ * the call are served (a launch, before it runs). */
+void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
+void uhmm__fault_map_drain(struct sd_compute *c);
 /* Sets the advice of list @kind over [start, end).  Errors: -ENOMEM. */
 int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 		 uintptr_t end, unsigned advice);

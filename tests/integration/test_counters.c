@@ -22,10 +22,13 @@
 #define PG 4096ul
 #define BLK (2ul << 20)
 
+static uint32_t ctx_flags; /* UHMM_CTX_SIGBUS for the runs in that mode */
+
 static uhmm_ctx *mkctx(uint64_t dev_bytes, uhmm_device **dev)
 {
 	struct uhmm_ctx_opts o;
 	uhmm_ctx_opts_init(&o);
+	o.flags = ctx_flags;
 	uhmm_ctx *ctx;
 	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
 	struct uhmm_simdev_opts so;
@@ -179,8 +182,123 @@ static void atomics_policy_is_the_policys(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- accessed-by advice ------------------------------------------------ */
+
+struct sum {
+	uint64_t *p;
+	_Atomic uint64_t s;
+};
+
+static void k_sum(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct sum *r = arg;
+	atomic_fetch_add(&r->s, uhmm_simdev_ld64(wi, &r->p[idx * (PG / 8)]));
+}
+
+/* Device faults of a kernel summing one word of each of @n pages; checks
+ * the sum. */
+static uint64_t faults_of_sum(uhmm_device *dev, uint64_t *p, size_t n, uint64_t want)
+{
+	uint64_t f0 = sdstats(dev).faults;
+	struct sum r = { .p = p };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_sum, n, &r));
+	assert_int_equal(atomic_load(&r.s), want);
+	return sdstats(dev).faults - f0;
+}
+
+/* The CPU rewrites each page (bringing it home): word k becomes k + @add. */
+static uint64_t cpu_rewrite(uint64_t *p, size_t n, uint64_t add)
+{
+	uint64_t want = 0;
+	for (size_t k = 0; k < n; k++) {
+		p[k * (PG / 8)] = k + add;
+		want += k + add;
+	}
+	return want;
+}
+
+/* A device advised to access a range maps it at once and again wherever
+ * its pages go, so it does not fault: after the advice, after a migration
+ * to it, after the CPU took the pages back; without the advice (or after
+ * its unset) the same sequence faults. */
+static void accessed_by_run(void)
+{
+	const size_t n = 16;
+	for (int advised = 0; advised < 2; advised++) {
+		uhmm_device *dev;
+		uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+		uint64_t *p;
+		ASSERT_OK(uhmm_alloc(ctx, n * PG, (void **)&p));
+		uint64_t want = cpu_rewrite(p, n, 1);
+		if (advised)
+			ASSERT_OK(uhmm_advise(ctx, p, n * PG, UHMM_ADVISE_ACCESSED_BY, dev));
+		uint64_t f = faults_of_sum(dev, p, n, want);
+		assert_int_equal(uhmm_test_pages_on(ctx, p, n * PG, dev), advised ? 0 : n);
+		if (advised) {
+			assert_int_equal(f, 0); /* mapped remotely */
+			ASSERT_OK(uhmm_migrate(ctx, p, n * PG, dev, 0));
+			assert_int_equal(faults_of_sum(dev, p, n, want), 0);
+		}
+		/* The CPU takes them back (CPU faults, their fault-around). */
+		want = cpu_rewrite(p, n, 100);
+		f = faults_of_sum(dev, p, n, want);
+		if (advised)
+			assert_int_equal(f, 0);
+		else
+			assert_true(f > 0);
+		struct uhmm_range_attrs at;
+		ASSERT_OK(uhmm_range_attrs(ctx, p, n * PG, &at));
+		unsigned id = uhmm_device_id(dev);
+		assert_int_equal(!!(at.accessed_by[id / 64] & (1ull << (id % 64))), advised);
+		if (advised) {
+			/* Unset: the next move is not followed. */
+			ASSERT_OK(uhmm_advise(ctx, p, n * PG, UHMM_ADVISE_UNSET_ACCESSED_BY, dev));
+			ASSERT_OK(uhmm_range_attrs(ctx, p, n * PG, &at));
+			assert_int_equal(at.accessed_by[id / 64], 0);
+			ASSERT_OK(uhmm_migrate(ctx, p, n * PG, dev, 0));
+			want = cpu_rewrite(p, n, 7);
+			assert_true(faults_of_sum(dev, p, n, want) > 0);
+			struct uhmm_simdev_stats ds = sdstats(dev);
+			assert_true(ds.map_requests >= 3);
+		}
+		/* Arguments. */
+		assert_int_equal(uhmm_advise(ctx, p, n * PG, UHMM_ADVISE_ACCESSED_BY, NULL),
+				 -EINVAL);
+		assert_int_equal(uhmm_advise(ctx, p, n * PG, UHMM_ADVISE_UNSET_ACCESSED_BY, NULL),
+				 -EINVAL);
+		ASSERT_OK(uhmm_free(ctx, p));
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+	}
+}
+
+static void accessed_by_device_does_not_fault(void **state)
+{
+	(void)state;
+	accessed_by_run();
+}
+
+/* The same where faulting threads serve their own faults. */
+static void accessed_by_in_sigbus_mode(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = UHMM_CTX_SIGBUS;
+	int err = uhmm_ctx_create(&o, &ctx);
+	if (err == -EOPNOTSUPP)
+		TEST_SKIP("the kernel has no UFFD_FEATURE_SIGBUS");
+	ASSERT_OK(err);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	ctx_flags = UHMM_CTX_SIGBUS;
+	accessed_by_run();
+	ctx_flags = 0;
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(atomics_policy_is_the_policys),
+	cmocka_unit_test(accessed_by_device_does_not_fault),
+	cmocka_unit_test(accessed_by_in_sigbus_mode),
 };
 
 UHMM_TEST_MAIN(tests)
