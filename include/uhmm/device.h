@@ -220,6 +220,30 @@ struct uhmm_pol_dev_act;
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,
 				      size_t n, struct uhmm_pol_dev_act *act);
 
+struct uhmm_pol_counter;
+struct uhmm_pol_counter_act;
+
+/**
+ * uhmm_device_access_counter - ask the context's policy what to do with an
+ * access-counter notification of @dev (uhmm/policy.h, access_counter):
+ * the device's accesses to memory it maps remotely reached its threshold
+ * in a region (the backend fills n->addr: an address it accessed in the
+ * region, n->len: the region's size, a power of two from 4 KiB, the region
+ * being [n->addr & ~(n->len - 1), + n->len); count; hint).  uhmm clips the
+ * region to the managed range holding n->addr and adds the advice (flags,
+ * preferred); the answer
+ * in @act is always valid (UHMM_POL_CTR_IGNORE, or UHMM_POL_CTR_MIGRATE
+ * with a span inside the clipped region), and the backend acts on it
+ * (simdev: uhmm_migrate() of the span to itself, then maps it).  Does not
+ * block beyond the policy's own callback.
+ * Returns 0; -EINVAL (@n or @act NULL, n->len not a power of two from
+ * 4 KiB to 1 TiB); -EFAULT n->addr is
+ * not managed (nothing to migrate: @act says ignore); -ENOMEM; -EBADF
+ * @dev is not a live device; -ECHILD.
+ */
+UHMM_API int uhmm_device_access_counter(uhmm_device *dev, const struct uhmm_pol_counter *n,
+					struct uhmm_pol_counter_act *act);
+
 /**
  * uhmm_device_page_lost - the backend lost device frame @dpfn (an
  * uncorrectable memory error: the kernel's memory_failure() for device

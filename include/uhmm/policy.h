@@ -179,6 +179,40 @@ struct uhmm_pol_dev_act {
 /** Longest throttle a device-fault decision may ask for: 10 ms. */
 #define UHMM_POL_MAX_DELAY_NS 10000000ull
 
+/* ---- access counters (issue 17) ----------------------------------------- */
+
+/** An access-counter notification: device @dev (the callback's argument)
+ * made @count accesses to memory it maps remotely (system memory, reached
+ * over its link) within one region since the region's last notification.
+ * simdev counts per 64 KiB region and notifies at 256 accesses
+ * (uhmm_simdev_opts.counter_region, .counter_threshold). */
+struct uhmm_pol_counter {
+	uint64_t addr, len;   /**< the region, clipped to the managed range
+			       * that holds its accessed page */
+	uint64_t count;       /**< accesses counted (the threshold) */
+	uint64_t time_ns;     /**< CLOCK_MONOTONIC */
+	uint32_t hint;        /**< the backend's advice of the region's first
+			       * page (enum uhmm_pol_hint) */
+	uint32_t flags;       /**< UHMM_POL_F_PREFERRED */
+	uhmm_loc preferred;   /**< UHMM_POL_F_PREFERRED: the advised location
+			       * of the region's first page (uhmm_advise()) */
+	uint32_t _pad;
+};
+
+/** Decision for an access-counter notification. */
+enum uhmm_pol_counter_action {
+	UHMM_POL_CTR_IGNORE = 0,  /**< leave the region where it is */
+	UHMM_POL_CTR_MIGRATE = 1, /**< migrate [lo, hi) to the device */
+};
+
+struct uhmm_pol_counter_act {
+	uint32_t action;      /**< enum uhmm_pol_counter_action */
+	uint32_t _pad;
+	/** UHMM_POL_CTR_MIGRATE: the span.  Valid: page-aligned, non-empty,
+	 * within the notification's [addr, addr + len). */
+	uint64_t lo, hi;
+};
+
 /* ---- the policy --------------------------------------------------------- */
 
 struct uhmm_policy_ops {
@@ -238,6 +272,21 @@ struct uhmm_policy_ops {
 	 * be NULL. */
 	void (*migrated)(void *st, uint64_t addr, uint64_t len, uhmm_loc from,
 			 uhmm_loc to, uint64_t time_ns);
+
+	/* Callbacks after `migrated` are read only if @size covers them (a
+	 * policy built against an older header has a smaller struct). */
+
+	/**
+	 * An access-counter notification of device @dev (struct
+	 * uhmm_pol_counter): migrate the region to it, or not.  @act holds
+	 * the built-in decision on entry: ignore a region whose first page
+	 * the backend advised to map remotely, that prefers another location
+	 * (uhmm_advise()), or that the thrashing control pinned to system
+	 * memory; migrate the whole (clipped) region otherwise -- UVM's
+	 * access-counter migrations.  Optional.
+	 */
+	int (*access_counter)(void *st, uhmm_loc dev, const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act);
 };
 
 /** Opaque handle of a context (uhmm/uhmm.h). */

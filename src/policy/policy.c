@@ -255,6 +255,23 @@ static void builtin_evict_order(const struct uhmm_pol_block *c, size_t n, uint32
 			order[k++] = (uint32_t)i;
 }
 
+/* Access counters: migrate a hot remotely mapped region to the device that
+ * accesses it, unless the backend maps it remotely on purpose, it prefers
+ * another location, or the thrashing control pinned it to system memory. */
+static void builtin_access_counter(struct uhmm_polctx *p, uhmm_loc dev,
+				   const struct uhmm_pol_counter *n,
+				   struct uhmm_pol_counter_act *a)
+{
+	bool stay = n->hint == UHMM_POL_HINT_MAP_REMOTE ||
+		    ((n->flags & UHMM_POL_F_PREFERRED) && n->preferred != dev) ||
+		    uhmm__thrash_state(p, n->addr, mono_ns()) == UINT64_MAX;
+	if (stay)
+		*a = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_IGNORE };
+	else
+		*a = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_MIGRATE,
+						    .lo = n->addr, .hi = n->addr + n->len };
+}
+
 /* ---- plug-in calls ------------------------------------------------------ */
 
 static struct uhmm_polrt *pol_enter(struct uhmm_polctx *p, unsigned *ph)
@@ -413,6 +430,39 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 				memcpy(order, mine, n * sizeof(*mine));
 			else
 				eject(ctx, rt, "evict_order", "returned no permutation of the candidates");
+		}
+	}
+	pol_leave(p, ph);
+}
+
+static bool counter_act_valid(const struct uhmm_pol_counter *n,
+			      const struct uhmm_pol_counter_act *a)
+{
+	if (a->action == UHMM_POL_CTR_IGNORE)
+		return true;
+	return a->action == UHMM_POL_CTR_MIGRATE && !((a->lo | a->hi) & (PG - 1)) &&
+	       a->lo < a->hi && a->lo >= n->addr && a->hi <= n->addr + n->len;
+}
+
+void uhmm__pol_access_counter(struct uhmm_ctx *ctx, uhmm_loc dev,
+			      const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act)
+{
+	struct uhmm_polctx *p = &ctx->pol;
+	builtin_access_counter(p, dev, n, act);
+	unsigned ph;
+	struct uhmm_polrt *rt = pol_enter(p, &ph);
+	if (rt && rt->ops->size >= offsetof(struct uhmm_policy_ops, access_counter) +
+					   sizeof(rt->ops->access_counter) &&
+	    rt->ops->access_counter) {
+		struct uhmm_pol_counter_act mine = *act;
+		uint64_t t0 = mono_ns();
+		int ret = rt->ops->access_counter(rt->st, dev, n, &mine);
+		if (!call_failed(ctx, rt, "access_counter", ret, t0)) {
+			if (counter_act_valid(n, &mine))
+				*act = mine;
+			else
+				eject(ctx, rt, "access_counter", "returned an invalid decision");
 		}
 	}
 	pol_leave(p, ph);
@@ -681,6 +731,43 @@ void uhmm__pol_fini(struct uhmm_ctx *ctx)
 	pthread_mutex_destroy(&p->set_lock);
 	pthread_mutex_destroy(&p->zlock);
 	pthread_mutex_destroy(&p->scan_lock);
+}
+
+UHMM_API int uhmm_device_access_counter(uhmm_device *dev, const struct uhmm_pol_counter *n,
+					struct uhmm_pol_counter_act *act)
+{
+	if (!n || !act || n->len < PG || (n->len & (n->len - 1)) || n->len > (1ull << 40))
+		return -EINVAL;
+	*act = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_IGNORE };
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err;
+	struct uhmm_pol_counter g = *n;
+	g.addr &= ~(n->len - 1);
+	g.flags = 0;
+	g.preferred = 0;
+	g.time_ns = mono_ns();
+	/* Clipped to the managed range holding the accessed page. */
+	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)n->addr);
+	if (!r) {
+		uhmm__ctx_exit(ctx);
+		return -EFAULT;
+	}
+	uint64_t lo = g.addr > r->start ? g.addr : r->start;
+	uint64_t hi = g.addr + g.len < range_end(r) ? g.addr + g.len : range_end(r);
+	uhmm__range_put(r);
+	uintptr_t plo = lo, phi = hi;
+	unsigned pref = uhmm__advice_preferred(ctx, lo, &plo, &phi);
+	if (pref) {
+		g.flags |= UHMM_POL_F_PREFERRED;
+		g.preferred = pref - 1;
+	}
+	g.addr = lo;
+	g.len = hi - lo;
+	uhmm__pol_access_counter(ctx, dev->id, &g, act);
+	uhmm__ctx_exit(ctx);
+	return 0;
 }
 
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,

@@ -107,6 +107,11 @@ bool uhmm__advice_accessed_by(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
  * where it is now (ops->map_range).  Never blocks; any thread, any lock. */
 void uhmm__pol_map_accessors(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len);
 
+/* An access-counter notification (uhmm_device_access_counter). */
+void uhmm__pol_access_counter(struct uhmm_ctx *ctx, uhmm_loc dev,
+			      const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act);
+
 /* thrash.c */
 void uhmm__thrash_init(struct uhmm_polctx *p);
 void uhmm__thrash_fini(struct uhmm_polctx *p);

@@ -331,10 +331,13 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 		pthread_mutex_unlock(&cu->lock);
 		if (pte) {
 			/* System memory, through the CPU's MMU, no lock held.
-			 * Never an atomic: SYS entries lack PTE_A. */
+			 * Never an atomic: SYS entries lack PTE_A (but our
+			 * coherent memory's, in place: local). */
 			sys_begin(wi);
 			uint64_t r = op_apply((void *)va, size, op, a, b);
 			sys_end(wi);
+			if (!(pte & PTE_LOCAL))
+				uhmm__counter_hit(c, va);
 			return r;
 		}
 		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
@@ -400,6 +403,8 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 			else
 				memcpy(buf, (const void *)va, n);
 			sys_end(wi);
+			if (!(pte & PTE_LOCAL))
+				uhmm__counter_hit(c, va);
 			return;
 		}
 		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
@@ -723,6 +728,10 @@ static int launch(uhmm_device *dev, struct sd_run *r)
 	if (c)
 		uhmm__fault_map_drain(c);
 	err = c ? launch_run(c, r) : -EINVAL;
+	/* ... and the access counters' notifications it raised are served
+	 * before it returns. */
+	if (c)
+		uhmm__fault_map_drain(c);
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
 	return err;

@@ -196,7 +196,7 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 	 * page's address) at local cost, and atomics in place (coherent
 	 * memory is atomic with the CPU: no exclusive grab). */
 	if (e & UHMM_RE_COHERENT)
-		return pte | (w ? PTE_A : 0);
+		return pte | PTE_LOCAL | (w ? PTE_A : 0);
 	return pte; /* SYS: never PTE_A (but coherent, above) */
 }
 
@@ -628,12 +628,12 @@ void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
 		return;
 	}
 	struct sd_mapjob *last = c->mj_n ? &c->mj[c->mj_n - 1] : NULL;
-	if (last && lo <= last->hi && hi >= last->lo) {
+	if (last && !last->count && lo <= last->hi && hi >= last->lo) {
 		/* Touches the last one still pending: one request. */
 		last->lo = lo < last->lo ? lo : last->lo;
 		last->hi = hi > last->hi ? hi : last->hi;
 	} else if (c->mj_n < SD_MAPJOBS) {
-		c->mj[c->mj_n++] = (struct sd_mapjob){ lo, hi };
+		c->mj[c->mj_n++] = (struct sd_mapjob){ lo, hi, 0 };
 		c->mj_queued++;
 	} else {
 		STAT_ADD(c, map_requests_dropped, 1);
@@ -653,6 +653,61 @@ void uhmm__fault_map_drain(struct sd_compute *c)
 	while (c->mj_done < want && !c->fb_stop)
 		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
 	pthread_mutex_unlock(&c->fb_lock);
+}
+
+/* ---- access counters ---------------------------------------------------- */
+
+void uhmm__counter_hit(struct sd_compute *c, uintptr_t va)
+{
+	if (!c->ctr)
+		return;
+	uint64_t reg = (uint64_t)va >> c->sd->counter_shift;
+	struct sd_ctr *e = &c->ctr[((reg * 0x9e3779b97f4a7c15ull) >> 40) & (SD_CTR_SLOTS - 1)];
+	if (atomic_load_explicit(&e->key, memory_order_relaxed) != reg + 1) {
+		/* Another region's slot: take it over (its count is lost). */
+		atomic_store_explicit(&e->key, reg + 1, memory_order_relaxed);
+		atomic_store_explicit(&e->n, 0, memory_order_relaxed);
+	}
+	uint32_t n = atomic_fetch_add_explicit(&e->n, 1, memory_order_relaxed) + 1;
+	if (n != c->sd->counter_threshold)
+		return;
+	atomic_store_explicit(&e->n, 0, memory_order_relaxed);
+	STAT_ADD(c, counter_notifications, 1);
+	/* lo: the accessed page; hi - lo: the region's size. */
+	uintptr_t pg = va & ~(PAGE - 1);
+	struct sd_mapjob j = { pg, pg + ((uintptr_t)1 << c->sd->counter_shift), n };
+	pthread_mutex_lock(&c->fb_lock);
+	bool dup = false;
+	for (unsigned i = 0; i < c->mj_n && !dup; i++)
+		dup = c->mj[i].count && (c->mj[i].lo >> c->sd->counter_shift) == reg;
+	if (!c->fb_stop && !dup && c->mj_n < SD_MAPJOBS) {
+		c->mj[c->mj_n++] = j;
+		c->mj_queued++;
+		pthread_cond_signal(&c->fb_cond);
+	}
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+static void serve_map_job(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
+
+/* A notification: the policy says; migrate the region, and map it. */
+static void serve_counter(struct sd_compute *c, uintptr_t va, uint64_t len, uint64_t count)
+{
+	uintptr_t blk = va & ~(BLOCK - 1), a, b;
+	unsigned place = uhmm__advice_at(c, SD_ADV_PLACE, va, blk, blk + BLOCK, &a, &b);
+	struct uhmm_pol_counter n = {
+		.addr = va, .len = len, .count = count,
+		.hint = place == UHMM_SIMDEV_MAP_REMOTE ? UHMM_POL_HINT_MAP_REMOTE
+							: UHMM_POL_HINT_NONE,
+	};
+	struct uhmm_pol_counter_act act;
+	if (uhmm_device_access_counter(c->dev, &n, &act) || act.action != UHMM_POL_CTR_MIGRATE)
+		return;
+	int err = uhmm_migrate(c->ctx, (void *)(uintptr_t)act.lo, act.hi - act.lo, c->dev, 0);
+	if (err && err != -EHWPOISON)
+		return; /* (refused: it stays remote; the count starts again) */
+	STAT_ADD(c, counter_migrations, 1);
+	serve_map_job(c, act.lo, act.hi);
 }
 
 /* Maps [lo, hi) where it is: a snapshot per block, what is VALID goes in. */
@@ -684,7 +739,10 @@ static void *fault_main(void *arg)
 			memmove(c->mj, c->mj + 1, (c->mj_n - 1) * sizeof(*c->mj));
 			c->mj_n--;
 			pthread_mutex_unlock(&c->fb_lock);
-			serve_map_job(c, j.lo, j.hi);
+			if (j.count)
+				serve_counter(c, j.lo, j.hi - j.lo, j.count);
+			else
+				serve_map_job(c, j.lo, j.hi);
 			pthread_mutex_lock(&c->fb_lock);
 			c->mj_done++;
 			pthread_cond_broadcast(&c->mj_cond);
@@ -742,6 +800,11 @@ int uhmm__fault_init(struct sd_compute *c)
 	pthread_mutex_init(&c->adv_lock, NULL);
 	c->fault_inited = true;
 	c->mj = uhmm__umem_calloc(SD_MAPJOBS, sizeof(*c->mj));
+	if (c->sd->counters) {
+		c->ctr = uhmm__umem_calloc(SD_CTR_SLOTS, sizeof(*c->ctr));
+		if (!c->ctr)
+			return -ENOMEM;
+	}
 	c->fb = uhmm__umem_calloc(c->nlanes, sizeof(*c->fb));
 	c->batch = uhmm__umem_calloc(c->fault_batch, sizeof(*c->batch));
 	c->fpages = uhmm__umem_calloc(c->fault_batch, sizeof(*c->fpages));
@@ -797,6 +860,8 @@ void uhmm__fault_fini(struct sd_compute *c)
 	uhmm__umem_free(c->pol_i);
 	uhmm__umem_free(c->mj);
 	c->mj = NULL;
+	uhmm__umem_free(c->ctr);
+	c->ctr = NULL;
 	c->pol_f = NULL;
 	c->pol_a = NULL;
 	c->pol_i = NULL;

@@ -249,6 +249,9 @@ struct simdev {
 	_Atomic uint64_t bytes_copied;     /* bytes they moved (ZERO: filled) */
 	/* Compute options, checked at creation (uhmm_simdev_opts). */
 	uint32_t compute_units, lanes_per_cu, fault_batch, tlb_entries;
+	/* Access counters (uhmm_simdev_opts.counters; fault.c). */
+	uint32_t counters, counter_threshold;
+	unsigned counter_shift;       /* log2 of the region */
 	/* The pool is coherent memory (uhmm_simdev_opts.coherent): uhmm moves
 	 * its frames into place at the application's addresses. */
 	bool coherent;
@@ -322,6 +325,9 @@ extern const struct uhmm_device_ops uhmm__simdev_ops;
 #define PTE_EXCL (1ull << 3)
 #define PTE_A (1ull << 4)
 #define PTE_FENCED (PTE_DEV | PTE_EXCL)
+/* A SYS entry for a page in place in this device's coherent memory: local,
+ * so its accesses are not counted as remote (access counters). */
+#define PTE_LOCAL (1ull << 5)
 #define PTE_DPFN_SHIFT 12
 #define PTE_ADDR_MASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
 
@@ -450,10 +456,19 @@ struct sd_cstats {
 		counter_migrations;
 };
 
-/* A request to map a span where it is (ops->map_range; fault.c). */
+/* A request to map a span where it is (ops->map_range), or an access
+ * counter's notification (count != 0: the region holding lo, of
+ * hi - lo bytes); fault.c. */
 struct sd_mapjob {
 	uintptr_t lo, hi;
+	uint64_t count;
 };
+/* An access counter: the region (its index + 1; 0: empty) and its count. */
+struct sd_ctr {
+	_Atomic uint64_t key;
+	_Atomic uint32_t n;
+};
+#define SD_CTR_SLOTS 4096u
 /* Map requests queued at most (more are dropped: the device faults). */
 #define SD_MAPJOBS 256u
 
@@ -522,6 +537,8 @@ struct sd_compute {
 	unsigned mj_n;
 	uint64_t mj_queued, mj_done;
 	pthread_cond_t mj_cond;
+	/* fault.c: the access counters (NULL: off), SD_CTR_SLOTS. */
+	struct sd_ctr *ctr;
 
 	/* fault.c: advice, under adv_lock. */
 	pthread_mutex_t adv_lock;
@@ -587,6 +604,10 @@ int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
  * the call are served (a launch, before it runs). */
 void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
 void uhmm__fault_map_drain(struct sd_compute *c);
+/* A remote access of a lane to the page of @va: counts it, and notifies
+ * when its region reaches the threshold (queued for the service thread).
+ * No simdev lock held. */
+void uhmm__counter_hit(struct sd_compute *c, uintptr_t va);
 /* Sets the advice of list @kind over [start, end).  Errors: -ENOMEM. */
 int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 		 uintptr_t end, unsigned advice);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,10 +296,188 @@ static void accessed_by_in_sigbus_mode(void **state)
 	ctx_flags = 0;
 }
 
+/* ---- access counters ---------------------------------------------------- */
+
+static void k_one(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	(void)idx;
+	(void)uhmm_simdev_ld64(wi, (uint64_t *)arg);
+}
+
+static _Atomic uint64_t ctr_count, ctr_len;
+
+static int ctr_ignore(void *st, uhmm_loc dev, const struct uhmm_pol_counter *n,
+		      struct uhmm_pol_counter_act *a)
+{
+	(void)st;
+	(void)dev;
+	atomic_store(&ctr_count, n->count);
+	atomic_store(&ctr_len, n->len);
+	if (a->action != UHMM_POL_CTR_MIGRATE || a->lo != n->addr || a->hi != n->addr + n->len)
+		return -1; /* (the built-in answer: migrate the region) */
+	a->action = UHMM_POL_CTR_IGNORE;
+	return 0;
+}
+
+static int ctr_outside(void *st, uhmm_loc dev, const struct uhmm_pol_counter *n,
+		       struct uhmm_pol_counter_act *a)
+{
+	(void)st;
+	(void)dev;
+	a->lo = n->addr + n->len;
+	a->hi = a->lo + PG;
+	return 0;
+}
+
+/*
+ * A device mapping a page remotely (accessed-by advice) reads it @before
+ * times, then @after more; returns the notifications raised by the second
+ * part (the first must raise none) and sets *@on to the pages on the
+ * device after it.  @counters, @threshold: simdev's options; @o a policy.
+ */
+static uint64_t remote_reads(uint32_t counters, uint32_t threshold, uint64_t before,
+			     uint64_t after, const struct uhmm_policy_ops *o, uint64_t ej,
+			     size_t *on, uint64_t *migrations)
+{
+	struct uhmm_ctx_opts co;
+	uhmm_ctx_opts_init(&co);
+	co.flags = ctx_flags;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&co, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	assert_int_equal(so.counters, 1);
+	assert_int_equal(so.counter_threshold, 256);
+	assert_int_equal(so.counter_region, 64 << 10);
+	so.mem_bytes = 16ul << 20;
+	so.counters = counters;
+	so.counter_threshold = threshold;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, &dev));
+	if (o)
+		ASSERT_OK(uhmm_policy_set(ctx, o, NULL));
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&p));
+	memset(p, 7, 16 * PG);
+	ASSERT_OK(uhmm_advise(ctx, p, 16 * PG, UHMM_ADVISE_ACCESSED_BY, dev));
+	ASSERT_OK(uhmm_simdev_launch(dev, k_one, before, p));
+	struct uhmm_simdev_stats s = sdstats(dev);
+	assert_int_equal(s.faults, 0); /* all remote */
+	assert_int_equal(s.counter_notifications, 0);
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 16 * PG, dev), 0);
+	ASSERT_OK(uhmm_simdev_launch(dev, k_one, after, p));
+	s = sdstats(dev);
+	*on = uhmm_test_pages_on(ctx, p, 16 * PG, dev);
+	*migrations = s.counter_migrations;
+	assert_int_equal(ejections(ctx), ej);
+	assert_int_equal(p[0], 0x0707070707070707ull);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	return s.counter_notifications;
+}
+
+/* 256 remote accesses to a region notify, and the built-in policy migrates
+ * the region to the device; 255 do not; counters off, none; a plug-in may
+ * decline, and an invalid answer ejects it. */
+static void access_counters_migrate_hot_regions(void **state)
+{
+	(void)state;
+	size_t on;
+	uint64_t mig;
+	assert_int_equal(remote_reads(1, 256, 255, 1, NULL, 0, &on, &mig), 1);
+	assert_true(on >= 1);
+	assert_int_equal(mig, 1);
+	/* 255 alone: nothing. */
+	assert_int_equal(remote_reads(1, 256, 100, 155, NULL, 0, &on, &mig), 0);
+	assert_int_equal(on, 0);
+	assert_int_equal(mig, 0);
+	/* Off. */
+	assert_int_equal(remote_reads(0, 256, 255, 600, NULL, 0, &on, &mig), 0);
+	assert_int_equal(on, 0);
+	/* Another threshold. */
+	assert_int_equal(remote_reads(1, 8, 7, 1, NULL, 0, &on, &mig), 1);
+	assert_true(on >= 1);
+	/* A plug-in declines. */
+	struct uhmm_policy_ops o = ops_of("ctr-ignore");
+	o.access_counter = ctr_ignore;
+	assert_int_equal(remote_reads(1, 256, 255, 1, &o, 0, &on, &mig), 1);
+	assert_int_equal(on, 0);
+	assert_int_equal(mig, 0);
+	assert_int_equal(atomic_load(&ctr_count), 256);
+	assert_true(atomic_load(&ctr_len) >= PG && atomic_load(&ctr_len) <= (64 << 10));
+	/* Invalid: ejected, the built-in decision stands. */
+	o = ops_of("ctr-outside");
+	o.access_counter = ctr_outside;
+	assert_int_equal(remote_reads(1, 256, 255, 1, &o, 1, &on, &mig), 1);
+	assert_true(on >= 1);
+	/* A policy built against the older struct is not read past its size. */
+	o = ops_of("ctr-short");
+	o.access_counter = ctr_outside;
+	o.size = offsetof(struct uhmm_policy_ops, access_counter);
+	assert_int_equal(remote_reads(1, 256, 255, 1, &o, 0, &on, &mig), 1);
+	assert_true(on >= 1);
+}
+
+/* Bad options and variables are refused. */
+static void access_counter_options_are_checked(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_device *dev;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 2ul << 20;
+	so.counters = 2;
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 2ul << 20;
+	so.counter_threshold = 0;
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 2ul << 20;
+	so.counter_region = 3 << 12;
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	so.counter_region = 4 << 20;
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 2ul << 20;
+	setenv("UHMM_SIMDEV_COUNTER_REGION", "12345", 1);
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	setenv("UHMM_SIMDEV_COUNTER_REGION", "x", 1);
+	assert_int_equal(uhmm_simdev_create(ctx, &so, &dev), -EINVAL);
+	unsetenv("UHMM_SIMDEV_COUNTER_REGION");
+	struct uhmm_pol_counter n = { .addr = 4096, .len = 3 * PG };
+	struct uhmm_pol_counter_act a;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, &dev));
+	assert_int_equal(uhmm_device_access_counter(dev, &n, &a), -EINVAL);
+	assert_int_equal(uhmm_device_access_counter(dev, NULL, &a), -EINVAL);
+	n.len = 64 << 10;
+	assert_int_equal(uhmm_device_access_counter(dev, &n, &a), -EFAULT);
+	assert_int_equal(a.action, UHMM_POL_CTR_IGNORE);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* UHMM_SIMDEV_COUNTERS=0 turns them off whatever the options say. */
+static void access_counters_off_by_environment(void **state)
+{
+	(void)state;
+	size_t on;
+	uint64_t mig;
+	setenv("UHMM_SIMDEV_COUNTERS", "0", 1);
+	uint64_t n = remote_reads(1, 256, 255, 300, NULL, 0, &on, &mig);
+	unsetenv("UHMM_SIMDEV_COUNTERS");
+	assert_int_equal(n, 0);
+	assert_int_equal(on, 0);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(atomics_policy_is_the_policys),
 	cmocka_unit_test(accessed_by_device_does_not_fault),
 	cmocka_unit_test(accessed_by_in_sigbus_mode),
+	cmocka_unit_test(access_counters_migrate_hot_regions),
+	cmocka_unit_test(access_counter_options_are_checked),
+	cmocka_unit_test(access_counters_off_by_environment),
 };
 
 UHMM_TEST_MAIN(tests)
