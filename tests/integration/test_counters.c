@@ -418,6 +418,30 @@ static void access_counters_migrate_hot_regions(void **state)
 	assert_true(on >= 1);
 }
 
+/* The same where faulting threads serve their own faults. */
+static void access_counters_in_sigbus_mode(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = UHMM_CTX_SIGBUS;
+	int err = uhmm_ctx_create(&o, &ctx);
+	if (err == -EOPNOTSUPP)
+		TEST_SKIP("the kernel has no UFFD_FEATURE_SIGBUS");
+	ASSERT_OK(err);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	ctx_flags = UHMM_CTX_SIGBUS;
+	size_t on;
+	uint64_t mig;
+	assert_int_equal(remote_reads(1, 256, 255, 1, NULL, 0, &on, &mig), 1);
+	assert_true(on >= 1);
+	assert_int_equal(mig, 1);
+	assert_int_equal(remote_reads(1, 256, 255, 0, NULL, 0, &on, &mig), 0);
+	assert_int_equal(on, 0);
+	ctx_flags = 0;
+}
+
 /* Bad options and variables are refused. */
 static void access_counter_options_are_checked(void **state)
 {
@@ -476,6 +500,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(accessed_by_device_does_not_fault),
 	cmocka_unit_test(accessed_by_in_sigbus_mode),
 	cmocka_unit_test(access_counters_migrate_hot_regions),
+	cmocka_unit_test(access_counters_in_sigbus_mode),
 	cmocka_unit_test(access_counter_options_are_checked),
 	cmocka_unit_test(access_counters_off_by_environment),
 };
