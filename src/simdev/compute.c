@@ -935,6 +935,9 @@ void uhmm__compute_stop(struct simdev *sd)
 
 	if (!c)
 		return;
+	/* Map requests and counter notifications use the notifier: none
+	 * runs once it goes. */
+	uhmm__fault_map_off(c);
 	if (c->notifier)
 		(void)uhmm_notifier_remove(c->notifier);
 	c->notifier = NULL;

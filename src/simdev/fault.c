@@ -623,7 +623,7 @@ void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
 	if (lo >= hi)
 		return;
 	pthread_mutex_lock(&c->fb_lock);
-	if (c->fb_stop) {
+	if (c->fb_stop || c->mj_off) {
 		pthread_mutex_unlock(&c->fb_lock);
 		return;
 	}
@@ -650,7 +650,22 @@ void uhmm__fault_map_drain(struct sd_compute *c)
 	pthread_mutex_lock(&c->fb_lock);
 	uint64_t want = c->mj_queued;
 	/* (Bounded: the service thread serves them, each a few snapshots.) */
-	while (c->mj_done < want && !c->fb_stop)
+	while (c->mj_done < want && !c->fb_stop && !c->mj_off)
+		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+void uhmm__fault_map_off(struct sd_compute *c)
+{
+	if (!c->fault_inited)
+		return;
+	pthread_mutex_lock(&c->fb_lock);
+	c->mj_off = true;
+	c->mj_n = 0;
+	pthread_cond_broadcast(&c->mj_cond);
+	/* (Bounded: a request is a few snapshots, a notification a
+	 * migration; neither waits for this thread.) */
+	while (c->mj_busy)
 		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
 	pthread_mutex_unlock(&c->fb_lock);
 }
@@ -680,7 +695,7 @@ void uhmm__counter_hit(struct sd_compute *c, uintptr_t va)
 	bool dup = false;
 	for (unsigned i = 0; i < c->mj_n && !dup; i++)
 		dup = c->mj[i].count && (c->mj[i].lo >> c->sd->counter_shift) == reg;
-	if (!c->fb_stop && !dup && c->mj_n < SD_MAPJOBS) {
+	if (!c->fb_stop && !c->mj_off && !dup && c->mj_n < SD_MAPJOBS) {
 		c->mj[c->mj_n++] = j;
 		c->mj_queued++;
 		pthread_cond_signal(&c->fb_cond);
@@ -738,6 +753,7 @@ static void *fault_main(void *arg)
 			struct sd_mapjob j = c->mj[0];
 			memmove(c->mj, c->mj + 1, (c->mj_n - 1) * sizeof(*c->mj));
 			c->mj_n--;
+			c->mj_busy = true;
 			pthread_mutex_unlock(&c->fb_lock);
 			if (j.count)
 				serve_counter(c, j.lo, j.hi - j.lo, j.count);
@@ -745,6 +761,7 @@ static void *fault_main(void *arg)
 				serve_map_job(c, j.lo, j.hi);
 			pthread_mutex_lock(&c->fb_lock);
 			c->mj_done++;
+			c->mj_busy = false;
 			pthread_cond_broadcast(&c->mj_cond);
 			continue;
 		}

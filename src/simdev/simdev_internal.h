@@ -537,6 +537,8 @@ struct sd_compute {
 	unsigned mj_n;
 	uint64_t mj_queued, mj_done;
 	pthread_cond_t mj_cond;
+	bool mj_busy;                 /* the service thread is serving one */
+	bool mj_off;                  /* stopping: none taken or served */
 	/* fault.c: the access counters (NULL: off), SD_CTR_SLOTS. */
 	struct sd_ctr *ctr;
 
@@ -604,6 +606,9 @@ int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
  * the call are served (a launch, before it runs). */
 void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
 void uhmm__fault_map_drain(struct sd_compute *c);
+/* Stopping: drop pending requests and notifications, take no more, and
+ * wait for the one being served (before the notifier goes). */
+void uhmm__fault_map_off(struct sd_compute *c);
 /* A remote access of a lane to the page of @va: counts it, and notifies
  * when its region reaches the threshold (queued for the service thread).
  * No simdev lock held. */
