@@ -83,7 +83,8 @@ struct uhmm_simdev_opts {
 	 * The environment variable UHMM_SIMDEV_COUNTERS (0 or 1) overrides it.
 	 */
 	uint32_t counters;
-	/** Remote accesses to a region that raise a notification, 1..2^30;
+	/** Remote accesses to a region that raise a notification,
+	 * 1..2^28 - 1;
 	 * default 256 (UVM's).  UHMM_SIMDEV_COUNTER_THRESHOLD overrides it. */
 	uint32_t counter_threshold;
 	/** The counting region, bytes: a power of two, 4 KiB..2 MiB; default

@@ -677,16 +677,19 @@ void uhmm__counter_hit(struct sd_compute *c, uintptr_t va)
 	if (!c->ctr)
 		return;
 	uint64_t reg = (uint64_t)va >> c->sd->counter_shift;
+	uint64_t key = (reg + 1) << SD_CTR_BITS; /* (user VAs: < 2^48) */
+	uint64_t thr = c->sd->counter_threshold;
 	struct sd_ctr *e = &c->ctr[((reg * 0x9e3779b97f4a7c15ull) >> 40) & (SD_CTR_SLOTS - 1)];
-	if (atomic_load_explicit(&e->key, memory_order_relaxed) != reg + 1) {
-		/* Another region's slot: take it over (its count is lost). */
-		atomic_store_explicit(&e->key, reg + 1, memory_order_relaxed);
-		atomic_store_explicit(&e->n, 0, memory_order_relaxed);
-	}
-	uint32_t n = atomic_fetch_add_explicit(&e->n, 1, memory_order_relaxed) + 1;
-	if (n != c->sd->counter_threshold)
+	uint64_t old = atomic_load_explicit(&e->w, memory_order_relaxed), nw, n;
+	do {
+		/* Another region's slot is taken over (its count is lost);
+		 * the access that reaches the threshold restarts the count. */
+		n = ((old & ~(uint64_t)SD_CTR_MAX) == key ? old & SD_CTR_MAX : 0) + 1;
+		nw = key | (n == thr ? 0 : n);
+	} while (!atomic_compare_exchange_weak_explicit(&e->w, &old, nw, memory_order_relaxed,
+							memory_order_relaxed));
+	if (n != thr)
 		return;
-	atomic_store_explicit(&e->n, 0, memory_order_relaxed);
 	STAT_ADD(c, counter_notifications, 1);
 	/* lo: the accessed page; hi - lo: the region's size. */
 	uintptr_t pg = va & ~(PAGE - 1);

@@ -126,7 +126,7 @@ static int opts_check(const struct uhmm_simdev_opts *o)
 		return -EINVAL;
 	if (o->coherent > 1 || o->numa_node < -1 || o->numa_node >= SD_MAX_NODES)
 		return -EINVAL;
-	if (o->counters > 1 || o->counter_threshold < 1 || o->counter_threshold > (1u << 30) ||
+	if (o->counters > 1 || o->counter_threshold < 1 || o->counter_threshold > SD_CTR_MAX ||
 	    o->counter_region < UHMM_PAGE_SIZE || o->counter_region > UHMM_HUGE_SIZE ||
 	    (o->counter_region & (o->counter_region - 1)))
 		return -EINVAL;

@@ -463,11 +463,14 @@ struct sd_mapjob {
 	uintptr_t lo, hi;
 	uint64_t count;
 };
-/* An access counter: the region (its index + 1; 0: empty) and its count. */
+/* An access counter: one word, the region (its index + 1; 0: empty) in
+ * the bits above SD_CTR_BITS and its count below, updated by CAS so that a
+ * takeover and the count that reaches the threshold are exact. */
 struct sd_ctr {
-	_Atomic uint64_t key;
-	_Atomic uint32_t n;
+	_Atomic uint64_t w;
 };
+#define SD_CTR_BITS 28
+#define SD_CTR_MAX ((1u << SD_CTR_BITS) - 1) /* the highest threshold */
 #define SD_CTR_SLOTS 4096u
 /* Map requests queued at most (more are dropped: the device faults). */
 #define SD_MAPJOBS 256u
