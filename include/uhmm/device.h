@@ -237,6 +237,22 @@ struct uhmm_device_ops {
 	 * table (a static or zero-initialised struct does).
 	 */
 	void (*split)(void *priv, unsigned order, uint64_t dpfn);
+
+	/**
+	 * map_range - optional (may be NULL): map [@start, @end)
+	 * (page-aligned) in the device's page table where its pages are now,
+	 * as far as the device can reach them, with no fault (accessed-by
+	 * advice, uhmm.h UHMM_ADVISE_ACCESSED_BY: the policy asks this after
+	 * the advice and after every migration of pages of an advised range).
+	 * A request, not a command: the backend queues it and returns
+	 * (uhmm calls it from any thread, possibly with page locks held, so
+	 * it must neither block nor call uhmm here); its own thread later
+	 * range-faults the span as a snapshot (mirror.h, UHMM_RF_SNAPSHOT:
+	 * nothing is faulted in) and installs what is VALID under the
+	 * notifier's read_retry discipline.  Dropping a request (a full
+	 * queue) is allowed: the device then faults, as without the advice.
+	 */
+	void (*map_range)(void *priv, uint64_t start, uint64_t end);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -299,6 +315,30 @@ struct uhmm_pol_dev_act;
  */
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,
 				      size_t n, struct uhmm_pol_dev_act *act);
+
+struct uhmm_pol_counter;
+struct uhmm_pol_counter_act;
+
+/**
+ * uhmm_device_access_counter - ask the context's policy what to do with an
+ * access-counter notification of @dev (uhmm/policy.h, access_counter):
+ * the device's accesses to memory it maps remotely reached its threshold
+ * in a region (the backend fills n->addr: an address it accessed in the
+ * region, n->len: the region's size, a power of two from 4 KiB, the region
+ * being [n->addr & ~(n->len - 1), + n->len); count; hint).  uhmm clips the
+ * region to the managed range holding n->addr and adds the advice (flags,
+ * preferred); the answer
+ * in @act is always valid (UHMM_POL_CTR_IGNORE, or UHMM_POL_CTR_MIGRATE
+ * with a span inside the clipped region), and the backend acts on it
+ * (simdev: uhmm_migrate() of the span to itself, then maps it).  Does not
+ * block beyond the policy's own callback.
+ * Returns 0; -EINVAL (@n or @act NULL, n->len not a power of two from
+ * 4 KiB to 1 TiB); -EFAULT n->addr is
+ * not managed (nothing to migrate: @act says ignore); -ENOMEM; -EBADF
+ * @dev is not a live device; -ECHILD.
+ */
+UHMM_API int uhmm_device_access_counter(uhmm_device *dev, const struct uhmm_pol_counter *n,
+					struct uhmm_pol_counter_act *act);
 
 /**
  * uhmm_device_page_lost - the backend lost device frame @dpfn (an

@@ -136,17 +136,40 @@ struct uhmm_pol_dev_fault {
 /** The page has a preferred location (uhmm_pol_dev_fault.preferred). */
 #define UHMM_POL_F_PREFERRED 1u
 
+/* Device atomics (the atomics policy is the policy's: the backend says what
+ * it knows of an atomic fault, the policy chooses the verb). */
+/** An atomic fault on a page the device cannot make atomics on where it is
+ * (system memory reached over a bus: not atomic with respect to the CPU).
+ * The answer must be UHMM_POL_MIGRATE or UHMM_POL_EXCLUSIVE; MAP_REMOTE is
+ * invalid.  (An atomic on a page in the device's own memory, or in its
+ * coherent memory in place, has no such flag: it is placed as any fault.) */
+#define UHMM_POL_F_ATOMIC_FAR (1u << 8)
+/** The page is present in the CPU's page table (the CPU used it lately). */
+#define UHMM_POL_F_CPU_PRESENT (1u << 9)
+/** The backend's own atomics advice for the page (simdev:
+ * uhmm_simdev_advise_atomics()): take it exclusively, or migrate it.
+ * Neither: no advice (the built-in rule: exclusive if UHMM_POL_F_CPU_PRESENT,
+ * else migrate). */
+#define UHMM_POL_F_ATOMIC_EXCLUSIVE (1u << 10)
+#define UHMM_POL_F_ATOMIC_MIGRATE (1u << 11)
+
 /** Decision for a faulting page. */
 enum uhmm_pol_dev_action {
 	UHMM_POL_MIGRATE = 1,    /**< migrate [lo, hi) to the faulting device */
 	UHMM_POL_MAP_REMOTE = 2, /**< map the page where it is, no migration */
+	/** Take the page exclusively for the device (uhmm_make_exclusive(),
+	 * mirror.h): it stays in system memory, out of the CPU's page table
+	 * until the CPU touches it again.  Valid only for a fault with
+	 * UHMM_POL_F_ATOMIC_FAR. */
+	UHMM_POL_EXCLUSIVE = 3,
 };
 
 struct uhmm_pol_dev_act {
 	uint32_t action;      /**< enum uhmm_pol_dev_action */
 	uint32_t _pad;
 	/** UHMM_POL_MIGRATE: the span to migrate.  Valid: page-aligned,
-	 * contains the page, within the fault's [lo, hi). */
+	 * contains the page, within the fault's [lo, hi).  (Unused by the
+	 * other actions.) */
 	uint64_t lo, hi;
 	/** Throttle: act no earlier than this long after the decision (the
 	 * backend waits before serving the fault's block; thrashing
@@ -155,6 +178,40 @@ struct uhmm_pol_dev_act {
 };
 /** Longest throttle a device-fault decision may ask for: 10 ms. */
 #define UHMM_POL_MAX_DELAY_NS 10000000ull
+
+/* ---- access counters (issue 17) ----------------------------------------- */
+
+/** An access-counter notification: device @dev (the callback's argument)
+ * made @count accesses to memory it maps remotely (system memory, reached
+ * over its link) within one region since the region's last notification.
+ * simdev counts per 64 KiB region and notifies at 256 accesses
+ * (uhmm_simdev_opts.counter_region, .counter_threshold). */
+struct uhmm_pol_counter {
+	uint64_t addr, len;   /**< the region, clipped to the managed range
+			       * that holds its accessed page */
+	uint64_t count;       /**< accesses counted (the threshold) */
+	uint64_t time_ns;     /**< CLOCK_MONOTONIC */
+	uint32_t hint;        /**< the backend's advice of the region's first
+			       * page (enum uhmm_pol_hint) */
+	uint32_t flags;       /**< UHMM_POL_F_PREFERRED */
+	uhmm_loc preferred;   /**< UHMM_POL_F_PREFERRED: the advised location
+			       * of the region's first page (uhmm_advise()) */
+	uint32_t _pad;
+};
+
+/** Decision for an access-counter notification. */
+enum uhmm_pol_counter_action {
+	UHMM_POL_CTR_IGNORE = 0,  /**< leave the region where it is */
+	UHMM_POL_CTR_MIGRATE = 1, /**< migrate [lo, hi) to the device */
+};
+
+struct uhmm_pol_counter_act {
+	uint32_t action;      /**< enum uhmm_pol_counter_action */
+	uint32_t _pad;
+	/** UHMM_POL_CTR_MIGRATE: the span.  Valid: page-aligned, non-empty,
+	 * within the notification's [addr, addr + len). */
+	uint64_t lo, hi;
+};
 
 /* ---- the policy --------------------------------------------------------- */
 
@@ -182,7 +239,16 @@ struct uhmm_policy_ops {
 
 	/** A batch of @n faults of device @dev, sorted by address, one per
 	 * page: write one decision per fault to act[i] (which holds the
-	 * built-in decisions on entry). */
+	 * built-in decisions on entry).  The atomics policy too: atomic
+	 * faults on pages the device cannot make atomics on where they are
+	 * (UHMM_POL_F_ATOMIC_FAR) are asked in a batch of their own, before
+	 * the block's other faults, and answered MIGRATE or EXCLUSIVE (the
+	 * built-in answer: EXCLUSIVE under the backend's advice
+	 * UHMM_POL_F_ATOMIC_EXCLUSIVE, or with no advice for a page
+	 * UHMM_POL_F_CPU_PRESENT; MIGRATE of the fault's span otherwise, the
+	 * page alone where the backend's hint is MAP_REMOTE).  When the verb
+	 * chosen is refused (the page busy, the device full), the backend
+	 * tries the other before it gives up. */
 	int (*dev_faults)(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f,
 			  size_t n, struct uhmm_pol_dev_act *act);
 
@@ -206,6 +272,21 @@ struct uhmm_policy_ops {
 	 * be NULL. */
 	void (*migrated)(void *st, uint64_t addr, uint64_t len, uhmm_loc from,
 			 uhmm_loc to, uint64_t time_ns);
+
+	/* Callbacks after `migrated` are read only if @size covers them (a
+	 * policy built against an older header has a smaller struct). */
+
+	/**
+	 * An access-counter notification of device @dev (struct
+	 * uhmm_pol_counter): migrate the region to it, or not.  @act holds
+	 * the built-in decision on entry: ignore a region whose first page
+	 * the backend advised to map remotely, that prefers another location
+	 * (uhmm_advise()), or that the thrashing control pinned to system
+	 * memory; migrate the whole (clipped) region otherwise -- UVM's
+	 * access-counter migrations.  Optional.
+	 */
+	int (*access_counter)(void *st, uhmm_loc dev, const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act);
 };
 
 /** Opaque handle of a context (uhmm/uhmm.h). */

@@ -64,6 +64,32 @@ struct uhmm_simdev_opts {
 	double peer_bandwidth_gbps;
 	/** Peer link: fixed latency per device-to-device copy, ns; default 0. */
 	uint64_t peer_latency_ns;
+	/* Access counters (issue 17). */
+	/**
+	 * 1 (default): count the device's accesses to memory it maps
+	 * remotely (system pages reached over the link; not its own memory,
+	 * not its coherent memory in place, not pages held exclusively), per
+	 * region of counter_region bytes, and when a region's count reaches
+	 * counter_threshold, notify (uhmm_device_access_counter, device.h):
+	 * the context's policy decides whether the region migrates to the
+	 * device (the built-in policy does unless the region is advised to
+	 * be mapped remotely or to prefer another location, or pinned by the
+	 * thrashing control; uhmm/policy.h).  The notification is served by
+	 * the device's fault-service thread; a launch returns after the
+	 * notifications its accesses raised were served.  The count restarts
+	 * at each notification.  Counters live in a table of 4096 slots,
+	 * direct-mapped by region: regions that share a slot restart each
+	 * other's count (hardware counters are as approximate).  0: off.
+	 * The environment variable UHMM_SIMDEV_COUNTERS (0 or 1) overrides it.
+	 */
+	uint32_t counters;
+	/** Remote accesses to a region that raise a notification,
+	 * 1..2^28 - 1;
+	 * default 256 (UVM's).  UHMM_SIMDEV_COUNTER_THRESHOLD overrides it. */
+	uint32_t counter_threshold;
+	/** The counting region, bytes: a power of two, 4 KiB..2 MiB; default
+	 * 64 KiB.  UHMM_SIMDEV_COUNTER_REGION overrides it. */
+	uint64_t counter_region;
 };
 
 /** Fill @opts with the defaults. */
@@ -76,9 +102,11 @@ UHMM_API void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts);
  * Errors: -EBADF @ctx is not a live context; -EINVAL @out is NULL, or bad
  * options (opts->size too small, mem_bytes 0 or not a multiple of 2 MiB,
  * copy_threads out of range, negative or NaN bandwidth or peer bandwidth,
- * opts->link not a preset name), or the environment variable
+ * opts->link not a preset name, counters not 0 or 1, counter_threshold or
+ * counter_region out of range), or the environment variable
  * UHMM_SIMDEV_LINK, when it applies, names no preset (the bad name is
- * printed on stderr); -ENOMEM; -EAGAIN thread creation failed; errors of
+ * printed on stderr), or UHMM_SIMDEV_COUNTERS, _COUNTER_THRESHOLD or
+ * _COUNTER_REGION is set to a value out of range; -ENOMEM; -EAGAIN thread creation failed; errors of
  * uhmm_device_attach().
  */
 UHMM_API int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
@@ -958,6 +986,18 @@ struct uhmm_simdev_stats {
 	 * units' hits on them (lanes' inline hits are in tlb_lane_hits). */
 	uint64_t tlb_huge_fills;
 	uint64_t tlb_huge_hits;
+	/* Issue 17. */
+	/** Requests to map a span where it is (accessed-by advice, uhmm.h
+	 * UHMM_ADVISE_ACCESSED_BY), queued for the fault-service thread
+	 * (merged with a pending one they touch included), and requests
+	 * dropped because 256 were pending (the device faults instead). */
+	uint64_t map_requests;
+	uint64_t map_requests_dropped;
+	/** Access-counter notifications raised (a region's remote accesses
+	 * reached the threshold: uhmm_simdev_opts.counter_threshold), and
+	 * those the policy answered by migrating the region to the device. */
+	uint64_t counter_notifications;
+	uint64_t counter_migrations;
 };
 
 /** Errors: -EINVAL @dev is not a live simdev, or @out is NULL. */

@@ -596,6 +596,26 @@ enum uhmm_advice {
 	UHMM_ADVISE_PREFERRED_LOCATION = 1,
 	/** Forget the preferred location of the range. */
 	UHMM_ADVISE_UNSET_PREFERRED_LOCATION = 2,
+
+	/* Accessed-by (issue 17). */
+	/** @dev (not NULL) keeps a mapping of the range's data wherever it
+	 * lives, so that its accesses do not fault: at once for the pages
+	 * where they are now, and again whenever pages of the range migrate
+	 * (to system memory by a CPU fault, an eviction or uhmm_migrate(), or
+	 * to a device), the built-in policy asks @dev's backend to map them at
+	 * their new location (device.h, ops->map_range).  What the device can
+	 * map is its backend's: simdev maps system memory (and coherent
+	 * memory in place) remotely and its own memory locally, but not
+	 * another device's private memory (those pages it faults on, as
+	 * without the advice).  The mapping is made asynchronously; simdev
+	 * completes what was asked before its next launch starts
+	 * (uhmm_simdev_launch()).  It does not move pages: combine it with
+	 * UHMM_ADVISE_PREFERRED_LOCATION to keep them somewhere.  Several
+	 * devices may access one range; each is added or removed alone. */
+	UHMM_ADVISE_ACCESSED_BY = 16,
+	/** @dev (not NULL) no longer follows the range's pages (its current
+	 * mappings stay until the pages move or are invalidated). */
+	UHMM_ADVISE_UNSET_ACCESSED_BY = 17,
 };
 
 /**
@@ -604,7 +624,8 @@ enum uhmm_advice {
  * the addresses: it stays when pages move, replaces earlier advice of the
  * same kind over the range, and is not cleared by munmap (as madvise's).
  * A plug-in policy sees it in its callbacks' arguments (uhmm/policy.h).
- * Returns 0.  Errors: -EINVAL bad range or advice; -EFAULT part of the
+ * Returns 0.  Errors: -EINVAL bad range or advice (also: @dev NULL for
+ * UHMM_ADVISE_ACCESSED_BY or _UNSET_ACCESSED_BY); -EFAULT part of the
  * range is not managed; -EBADF @ctx not live, or @dev not a live device of
  * it; -ENOMEM (nothing changed); -ECHILD.  Thread-safe.
  */
@@ -629,6 +650,10 @@ struct uhmm_range_attrs {
 	 * by a device (uhmm_make_exclusive), and on each device (by id). */
 	uint64_t bytes_cpu, bytes_exclusive;
 	uint64_t bytes_on[UHMM_MAX_LOCATIONS];
+	/** The devices advised to access the whole range
+	 * (UHMM_ADVISE_ACCESSED_BY): the device of id n is bit n % 64 of
+	 * accessed_by[n / 64]. */
+	uint64_t accessed_by[UHMM_MAX_LOCATIONS / 64];
 };
 
 /**

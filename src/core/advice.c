@@ -18,12 +18,21 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "policy/policy.h"
 
 struct uhmm_adv {
 	uintptr_t start, end;
 	uint32_t preferred;     /* location + 1; 0: no advice */
 	uint32_t last_prefetch; /* location + 1; 0: never prefetched */
+	/* Accessed-by devices (UHMM_ADVISE_ACCESSED_BY): bit id % 64 of
+	 * word id / 64 for the device of that id. */
+	uint64_t acc_by[4];
 };
+
+static bool acc_any(const struct uhmm_adv *e)
+{
+	return e->acc_by[0] | e->acc_by[1] | e->acc_by[2] | e->acc_by[3];
+}
 
 void uhmm__advice_init(struct uhmm_ctx *ctx)
 {
@@ -71,11 +80,11 @@ static int update(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
 	uintptr_t cur = a; /* inside [a, b): covered up to here */
 	for (size_t i = 0; i <= ctx->nadv; i++) {
 		struct uhmm_adv e = i < ctx->nadv ? ctx->adv[i]
-						  : (struct uhmm_adv){ UINTPTR_MAX, UINTPTR_MAX, 0, 0 };
+						  : (struct uhmm_adv){ .start = UINTPTR_MAX, .end = UINTPTR_MAX };
 		/* A gap of [a, b) before e. */
 		if (cur < b && e.start > cur) {
 			uintptr_t ge = e.start < b ? e.start : b;
-			struct uhmm_adv g = { cur, ge, 0, 0 };
+			struct uhmm_adv g = { .start = cur, .end = ge };
 			set(&g, v);
 			out[n++] = g;
 			cur = ge;
@@ -106,11 +115,12 @@ static int update(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
 	/* Drop empty entries, merge equal neighbours. */
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!out[i].preferred && !out[i].last_prefetch)
+		if (!out[i].preferred && !out[i].last_prefetch && !acc_any(&out[i]))
 			continue;
 		if (k && out[k - 1].end == out[i].start &&
 		    out[k - 1].preferred == out[i].preferred &&
-		    out[k - 1].last_prefetch == out[i].last_prefetch) {
+		    out[k - 1].last_prefetch == out[i].last_prefetch &&
+		    !memcmp(out[k - 1].acc_by, out[i].acc_by, sizeof(out[i].acc_by))) {
 			out[k - 1].end = out[i].end;
 			continue;
 		}
@@ -131,6 +141,34 @@ static void set_preferred(struct uhmm_adv *e, uint32_t v)
 static void set_prefetch(struct uhmm_adv *e, uint32_t v)
 {
 	e->last_prefetch = v;
+}
+
+/* v: the device id, | 0x100 to set its accessed-by bit (else cleared). */
+static void set_accessed_by(struct uhmm_adv *e, uint32_t v)
+{
+	unsigned id = v & 0xff;
+	if (v & 0x100)
+		e->acc_by[id / 64] |= 1ull << (id % 64);
+	else
+		e->acc_by[id / 64] &= ~(1ull << (id % 64));
+}
+
+/*
+ * The devices advised to access some page of [a, b) (a bitmap by id, as
+ * uhmm_adv.acc_by).  False, *out zero, when there are none.
+ */
+bool uhmm__advice_accessed_by(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
+			      uint64_t out[4])
+{
+	memset(out, 0, 4 * sizeof(*out));
+	if (!atomic_load_explicit(&ctx->adv_any, memory_order_acquire))
+		return false;
+	pthread_rwlock_rdlock(&ctx->adv_lock);
+	for (size_t i = find_locked(ctx, a); i < ctx->nadv && ctx->adv[i].start < b; i++)
+		for (unsigned w = 0; w < 4; w++)
+			out[w] |= ctx->adv[i].acc_by[w];
+	pthread_rwlock_unlock(&ctx->adv_lock);
+	return out[0] | out[1] | out[2] | out[3];
 }
 
 int uhmm__advice_prefetched(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, unsigned loc)
@@ -204,14 +242,17 @@ UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm
 	uintptr_t a = (uintptr_t)addr;
 	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a)
 		return -EINVAL;
+	bool acc = advice == UHMM_ADVISE_ACCESSED_BY || advice == UHMM_ADVISE_UNSET_ACCESSED_BY;
 	if (advice != UHMM_ADVISE_PREFERRED_LOCATION &&
-	    advice != UHMM_ADVISE_UNSET_PREFERRED_LOCATION)
+	    advice != UHMM_ADVISE_UNSET_PREFERRED_LOCATION && !acc)
 		return -EINVAL;
+	if (acc && !dev)
+		return -EINVAL; /* (the CPU maps whatever is in system memory) */
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
 	unsigned loc = 0;
-	if (dev && advice == UHMM_ADVISE_PREFERRED_LOCATION) {
+	if (dev && (advice == UHMM_ADVISE_PREFERRED_LOCATION || acc)) {
 		err = uhmm__dev_hold(ctx, dev);
 		if (err)
 			goto out;
@@ -221,11 +262,19 @@ UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
 		goto out;
-	err = update(ctx, a, a + len, set_preferred,
-		     advice == UHMM_ADVISE_PREFERRED_LOCATION ? loc + 1 : 0);
+	if (acc)
+		err = update(ctx, a, a + len, set_accessed_by,
+			     loc | (advice == UHMM_ADVISE_ACCESSED_BY ? 0x100 : 0));
+	else
+		err = update(ctx, a, a + len, set_preferred,
+			     advice == UHMM_ADVISE_PREFERRED_LOCATION ? loc + 1 : 0);
 	if (!err) {
 		atomic_store_explicit(&ctx->adv_any, true, memory_order_release);
 		uhmm__trace_advice(ctx, a, len, (unsigned)advice, loc);
+		/* The device maps the range where it is now (the policy's
+		 * part: the same as after a migration). */
+		if (advice == UHMM_ADVISE_ACCESSED_BY)
+			uhmm__pol_map_accessors(ctx, a, len);
 	}
 out:
 	uhmm__ctx_exit(ctx);
@@ -250,6 +299,7 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 	/* Advice: one value over the whole range, or none / mixed. */
 	pthread_rwlock_rdlock(&ctx->adv_lock);
 	int64_t pref = INT64_MIN, pf = INT64_MIN; /* not seen yet */
+	uint64_t accby[4] = { ~0ull, ~0ull, ~0ull, ~0ull }; /* over every piece */
 	uintptr_t cur = a, end = a + len;
 	size_t i = find_locked(ctx, a);
 	while (cur < end) {
@@ -258,9 +308,12 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 		if (i < ctx->nadv && ctx->adv[i].start <= cur) {
 			p = ctx->adv[i].preferred;
 			q = ctx->adv[i].last_prefetch;
+			for (unsigned w = 0; w < 4; w++)
+				accby[w] &= ctx->adv[i].acc_by[w];
 			next = ctx->adv[i].end < end ? ctx->adv[i].end : end;
 			i++;
 		} else {
+			memset(accby, 0, sizeof(accby));
 			next = i < ctx->nadv && ctx->adv[i].start < end ? ctx->adv[i].start : end;
 		}
 		int64_t vp = (int64_t)p - 1, vq = (int64_t)q - 1;
@@ -271,6 +324,7 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 	pthread_rwlock_unlock(&ctx->adv_lock);
 	out->preferred = (int32_t)pref;
 	out->last_prefetch = (int32_t)pf;
+	memcpy(out->accessed_by, accby, sizeof(accby));
 	/* Residency, page by page (blocks of page state never created: in
 	 * system memory). */
 	for (uintptr_t x = a; x < a + len;) {

@@ -646,6 +646,11 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 			(unsigned long)fault_addr, strerror(-err));
 		uhmm__uffd_poison(ctx->uffd, r->start + (fault_idx << PAGE_SHIFT), PAGE_SIZE);
 	}
+	/* Accessed-by devices are asked to map the pages where they go now,
+	 * while the invalidation is open: their snapshot (read_begin) waits
+	 * for its end, after the install, and the request is queued before
+	 * the install wakes the faulting thread (which may launch next). */
+	uhmm__pol_map_accessors(ctx, va, vend - va);
 	install(ctx, &req, self);
 	size_t back = 0;
 	uint8_t full[BATCH_PAGES];

@@ -195,6 +195,28 @@ static void builtin_dev_faults(struct uhmm_polctx *p, uhmm_loc dev,
 	uint64_t now = mono_ns();
 	uint64_t bm[BLK / PG / 64], bm_blk = UINT64_MAX;
 	for (size_t i = 0; i < n; i++) {
+		if (f[i].flags & UHMM_POL_F_ATOMIC_FAR) {
+			/* An atomic the device cannot make where the page is:
+			 * take the page exclusively when advised so, or, with
+			 * no advice, when the CPU has it in its page table
+			 * (it is using it: a migration would only come back);
+			 * else migrate it (with its span, as any fault of
+			 * the block, unless the backend maps the span
+			 * remotely: the page alone). */
+			bool excl = (f[i].flags & UHMM_POL_F_ATOMIC_EXCLUSIVE) ||
+				    (!(f[i].flags & UHMM_POL_F_ATOMIC_MIGRATE) &&
+				     (f[i].flags & UHMM_POL_F_CPU_PRESENT));
+			uint64_t page = f[i].addr & ~(PG - 1);
+			if (excl)
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_EXCLUSIVE };
+			else if (f[i].hint == UHMM_POL_HINT_MAP_REMOTE)
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
+								  .lo = page, .hi = page + PG };
+			else
+				a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
+								  .lo = f[i].lo, .hi = f[i].hi };
+			continue;
+		}
 		/* A preferred location elsewhere: pages in system memory are
 		 * mapped where they are (a device's private memory cannot be
 		 * mapped by another: those migrate).  Thrashing: throttled,
@@ -233,6 +255,23 @@ static void builtin_evict_order(const struct uhmm_pol_block *c, size_t n, uint32
 	for (size_t i = 0; i < n; i++)
 		if (c[i].flags & UHMM_POL_BLK_PREFERRED)
 			order[k++] = (uint32_t)i;
+}
+
+/* Access counters: migrate a hot remotely mapped region to the device that
+ * accesses it, unless the backend maps it remotely on purpose, it prefers
+ * another location, or the thrashing control pinned it to system memory. */
+static void builtin_access_counter(struct uhmm_polctx *p, uhmm_loc dev,
+				   const struct uhmm_pol_counter *n,
+				   struct uhmm_pol_counter_act *a)
+{
+	bool stay = n->hint == UHMM_POL_HINT_MAP_REMOTE ||
+		    ((n->flags & UHMM_POL_F_PREFERRED) && n->preferred != dev) ||
+		    uhmm__thrash_state(p, n->addr, mono_ns()) == UINT64_MAX;
+	if (stay)
+		*a = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_IGNORE };
+	else
+		*a = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_MIGRATE,
+						    .lo = n->addr, .hi = n->addr + n->len };
 }
 
 /* ---- plug-in calls ------------------------------------------------------ */
@@ -332,7 +371,9 @@ static bool dev_act_valid(const struct uhmm_pol_dev_fault *f, const struct uhmm_
 	if (a->delay_ns > UHMM_POL_MAX_DELAY_NS)
 		return false;
 	if (a->action == UHMM_POL_MAP_REMOTE)
-		return true;
+		return !(f->flags & UHMM_POL_F_ATOMIC_FAR);
+	if (a->action == UHMM_POL_EXCLUSIVE)
+		return f->flags & UHMM_POL_F_ATOMIC_FAR;
 	if (a->action != UHMM_POL_MIGRATE)
 		return false;
 	return !((a->lo | a->hi) & (PG - 1)) && a->lo <= f->addr && f->addr < a->hi &&
@@ -399,12 +440,68 @@ void uhmm__pol_evict_order(struct uhmm_ctx *ctx, uhmm_loc dev, uint64_t need_byt
 	pol_leave(p, ph);
 }
 
+static bool counter_act_valid(const struct uhmm_pol_counter *n,
+			      const struct uhmm_pol_counter_act *a)
+{
+	if (a->action == UHMM_POL_CTR_IGNORE)
+		return true;
+	return a->action == UHMM_POL_CTR_MIGRATE && !((a->lo | a->hi) & (PG - 1)) &&
+	       a->lo < a->hi && a->lo >= n->addr && a->hi <= n->addr + n->len;
+}
+
+void uhmm__pol_access_counter(struct uhmm_ctx *ctx, uhmm_loc dev,
+			      const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act)
+{
+	struct uhmm_polctx *p = &ctx->pol;
+	builtin_access_counter(p, dev, n, act);
+	unsigned ph;
+	struct uhmm_polrt *rt = pol_enter(p, &ph);
+	if (rt && rt->ops->size >= offsetof(struct uhmm_policy_ops, access_counter) +
+					   sizeof(rt->ops->access_counter) &&
+	    rt->ops->access_counter) {
+		struct uhmm_pol_counter_act mine = *act;
+		uint64_t t0 = mono_ns();
+		int ret = rt->ops->access_counter(rt->st, dev, n, &mine);
+		if (!call_failed(ctx, rt, "access_counter", ret, t0)) {
+			if (counter_act_valid(n, &mine))
+				*act = mine;
+			else
+				eject(ctx, rt, "access_counter", "returned an invalid decision");
+		}
+	}
+	pol_leave(p, ph);
+}
+
+/*
+ * Accessed-by: the devices advised to access [addr, addr + len) are asked
+ * to map it where it is (a backend verb that only queues: this runs under
+ * page locks, after a migration installed its pages).
+ */
+void uhmm__pol_map_accessors(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len)
+{
+	uint64_t bm[4];
+	if (!uhmm__advice_accessed_by(ctx, addr, addr + len, bm))
+		return;
+	for (unsigned id = 1; id < MAX_DEVICES && id < 256; id++) {
+		if (!(bm[id / 64] & (1ull << (id % 64))))
+			continue;
+		struct uhmm_device *d = uhmm__dev_get(ctx, id);
+		if (!d || uhmm__dev_hold(ctx, d))
+			continue;
+		if (d->ops->map_range)
+			d->ops->map_range(d->priv, addr, addr + len);
+		uhmm__dev_release(d);
+	}
+}
+
 void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len, uhmm_loc from,
 			uhmm_loc to)
 {
 	struct uhmm_polctx *p = &ctx->pol;
 	uint64_t now = mono_ns();
 	uhmm__thrash_moved(ctx, addr, len, to, now);
+	uhmm__pol_map_accessors(ctx, addr, len);
 	unsigned ph;
 	struct uhmm_polrt *rt = pol_enter(p, &ph);
 	if (rt && rt->ops->migrated) {
@@ -641,6 +738,43 @@ void uhmm__pol_fini(struct uhmm_ctx *ctx)
 	pthread_mutex_destroy(&p->set_lock);
 	pthread_mutex_destroy(&p->zlock);
 	pthread_mutex_destroy(&p->scan_lock);
+}
+
+UHMM_API int uhmm_device_access_counter(uhmm_device *dev, const struct uhmm_pol_counter *n,
+					struct uhmm_pol_counter_act *act)
+{
+	if (!n || !act || n->len < PG || (n->len & (n->len - 1)) || n->len > (1ull << 40))
+		return -EINVAL;
+	*act = (struct uhmm_pol_counter_act){ .action = UHMM_POL_CTR_IGNORE };
+	struct uhmm_ctx *ctx;
+	int err = uhmm__dev_enter(dev, &ctx);
+	if (err)
+		return err;
+	struct uhmm_pol_counter g = *n;
+	g.addr &= ~(n->len - 1);
+	g.flags = 0;
+	g.preferred = 0;
+	g.time_ns = mono_ns();
+	/* Clipped to the managed range holding the accessed page. */
+	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)n->addr);
+	if (!r) {
+		uhmm__ctx_exit(ctx);
+		return -EFAULT;
+	}
+	uint64_t lo = g.addr > r->start ? g.addr : r->start;
+	uint64_t hi = g.addr + g.len < range_end(r) ? g.addr + g.len : range_end(r);
+	uhmm__range_put(r);
+	uintptr_t plo = lo, phi = hi;
+	unsigned pref = uhmm__advice_preferred(ctx, lo, &plo, &phi);
+	if (pref) {
+		g.flags |= UHMM_POL_F_PREFERRED;
+		g.preferred = pref - 1;
+	}
+	g.addr = lo;
+	g.len = hi - lo;
+	uhmm__pol_access_counter(ctx, dev->id, &g, act);
+	uhmm__ctx_exit(ctx);
+	return 0;
 }
 
 UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_dev_fault *f,

@@ -99,6 +99,19 @@ void uhmm__pol_migrated(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len,
 void uhmm__pol_migrated_runs(struct uhmm_ctx *ctx, uint64_t va, const uint8_t *st,
 			     size_t n, uhmm_loc from, uhmm_loc to);
 
+/* Accessed-by advice (issue 17).  advice.c: the devices (bitmap by id)
+ * advised to access some page of [a, b); false when none. */
+bool uhmm__advice_accessed_by(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
+			      uint64_t out[4]);
+/* policy.c: ask each device advised to access [addr, addr + len) to map it
+ * where it is now (ops->map_range).  Never blocks; any thread, any lock. */
+void uhmm__pol_map_accessors(struct uhmm_ctx *ctx, uint64_t addr, uint64_t len);
+
+/* An access-counter notification (uhmm_device_access_counter). */
+void uhmm__pol_access_counter(struct uhmm_ctx *ctx, uhmm_loc dev,
+			      const struct uhmm_pol_counter *n,
+			      struct uhmm_pol_counter_act *act);
+
 /* thrash.c */
 void uhmm__thrash_init(struct uhmm_polctx *p);
 void uhmm__thrash_fini(struct uhmm_polctx *p);

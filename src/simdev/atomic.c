@@ -18,14 +18,21 @@
  *              memory (a DEV entry).  Under MIGRATE_ON_TOUCH placement the
  *              whole placement run of the block moves, as for other faults.
  *
- * Which one: the page's atomic policy (later advice over a range replaces
- * earlier).  EXCLUSIVE and MIGRATE say it; AUTO (the default) takes pages
- * the CPU has in its page table (a snapshot range fault says VALID, neither
- * DEVICE nor REMOTE) exclusively and migrates the others.  Fallbacks:
- * make_exclusive -EPERM/-EFAULT is the lanes' answer (the kernel ends);
- * other refusals (-EBUSY: the kernel would not let the page go) migrate;
- * a refused migration (not -EFAULT) tries exclusive; when both were refused
- * the lanes get the error of the second attempt.  A page uhmm cannot take
+ * Which one is the context's policy's (src/policy, uhmm/policy.h): each
+ * such fault is asked of uhmm_device_fault_policy() with
+ * UHMM_POL_F_ATOMIC_FAR, what the CPU page table says
+ * (UHMM_POL_F_CPU_PRESENT: a snapshot range fault says VALID, neither
+ * DEVICE nor REMOTE) and the page's atomics advice (later advice over a
+ * range replaces earlier: UHMM_POL_F_ATOMIC_EXCLUSIVE / _MIGRATE), and the
+ * answer is UHMM_POL_EXCLUSIVE or UHMM_POL_MIGRATE with a span.  The
+ * built-in rule: EXCLUSIVE and MIGRATE advice say it; AUTO (the default)
+ * takes pages the CPU has in its page table exclusively and migrates the
+ * others.  This file executes the verb.  Fallbacks (mechanism, not
+ * choice): make_exclusive -EPERM/-EFAULT is the lanes' answer (the kernel
+ * ends); other refusals (-EBUSY: the kernel would not let the page go)
+ * migrate; a refused migration (not -EFAULT) tries exclusive; when both
+ * were refused the lanes get the error of the second attempt.  A page uhmm
+ * cannot take
  * either way (unmanaged memory) gets -EFAULT: there is no way to make an
  * atomic on it atomic.  So a pass never answers an atomic fault with a SYS
  * mapping and a replay that would only fault again.
@@ -50,6 +57,7 @@
 #include "simdev/simdev_internal.h"
 
 #include <errno.h>
+#include <time.h>
 
 #define PAGE ((uintptr_t)UHMM_PAGE_SIZE)
 #define BLOCK ((uintptr_t)UHMM_HUGE_SIZE)
@@ -78,7 +86,7 @@ static void settle_page(struct sd_compute *c, struct sd_fpage *f, int err)
 }
 
 static void atomic_migrate(struct sd_compute *c, struct sd_fpage *fp, size_t n,
-			   bool wide, int tried);
+			   uintptr_t mlo, uintptr_t mhi, int tried);
 
 /*
  * Installs EXCL entries for [lo, lo + np pages) from c->xptrs, which
@@ -160,29 +168,23 @@ static void atomic_exclusive(struct sd_compute *c, struct sd_fpage *fp, size_t n
 		settle_page(c, fp, tried);
 		return;
 	}
-	atomic_migrate(c, fp, 1, false, err);
+	atomic_migrate(c, fp, 1, fp->va, fp->va + PAGE, err);
 }
 
 /*
  * Migrates the run fp[0, n) (consecutive pages, pending atomics) to this
- * device and maps it.  @wide: migrate the whole placement run around it if
- * that is MIGRATE_ON_TOUCH (what a non-atomic fault there would do).
- * @tried: as for atomic_exclusive().
+ * device and maps it: [mlo, mhi), which holds the run (the policy's span:
+ * the whole placement run around it, what a non-atomic fault there would
+ * move, or the run alone).  @tried: as for atomic_exclusive().
  */
 static void atomic_migrate(struct sd_compute *c, struct sd_fpage *fp, size_t n,
-			   bool wide, int tried)
+			   uintptr_t mlo, uintptr_t mhi, int tried)
 {
 	uintptr_t lo = fp[0].va, hi = fp[n - 1].va + PAGE;
-	uintptr_t mlo = lo, mhi = hi;
 
-	if (wide) {
-		uintptr_t blk = lo & ~(BLOCK - 1), a, b;
-		unsigned pol = uhmm__advice_at(c, SD_ADV_PLACE, lo, blk, blk + BLOCK,
-					       &a, &b);
-		if (pol == UHMM_SIMDEV_MIGRATE_ON_TOUCH && b >= hi) {
-			mlo = a;
-			mhi = b;
-		}
+	if (mlo > lo || mhi < hi) {
+		mlo = lo;
+		mhi = hi;
 	}
 	int err = uhmm_migrate(c->ctx, (void *)mlo, mhi - mlo, c->dev, 0);
 	if (!err) {
@@ -196,7 +198,7 @@ static void atomic_migrate(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 		/* Part of the range may be unmanaged, or one page refused:
 		 * each faulting page alone. */
 		for (size_t i = 0; i < n; i++)
-			atomic_migrate(c, &fp[i], 1, false, tried);
+			atomic_migrate(c, &fp[i], 1, fp[i].va, fp[i].va + PAGE, tried);
 		return;
 	}
 	if (err != -EFAULT && !tried) {
@@ -206,12 +208,21 @@ static void atomic_migrate(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 	settle_page(c, fp, err);
 }
 
-/* Decides how each pending atomic of fp[first, last] is resolved, from the
- * snapshot c->snap of [fp[first].va, ...). */
-static void classify(struct sd_compute *c, struct sd_fpage *fp, size_t first,
-		     size_t last)
+/*
+ * Decides how each pending atomic of fp[first, last] is resolved, from the
+ * snapshot c->snap of [fp[first].va, ...): in place (our memory), from the
+ * snapshot (held already), or as the context's policy says for the others
+ * (uhmm_device_fault_policy with UHMM_POL_F_ATOMIC_FAR: exclusive or
+ * migrate, and the span to migrate, kept in c->pol_a by fpage index in
+ * c->pol_i).  Returns the policy's throttle (ns).
+ */
+static uint64_t classify(struct sd_compute *c, struct sd_fpage *fp, size_t first,
+			 size_t last)
 {
 	uintptr_t lo = fp[first].va;
+	struct uhmm_pol_dev_fault *q = c->pol_f;
+	struct uhmm_pol_dev_act *a = c->pol_a;
+	size_t m = 0;
 
 	for (size_t i = first; i <= last; i++) {
 		struct sd_fpage *f = &fp[i];
@@ -227,15 +238,48 @@ static void classify(struct sd_compute *c, struct sd_fpage *fp, size_t first,
 			f->how = AT_HELD;
 			continue;
 		}
-		uintptr_t a, b;
+		uintptr_t blk = f->va & ~(BLOCK - 1), plo, phi, x, y;
+		unsigned place = uhmm__advice_at(c, SD_ADV_PLACE, f->va, blk, blk + BLOCK,
+						 &plo, &phi);
 		unsigned pol = uhmm__advice_at(c, SD_ADV_ATOMIC, f->va, f->va,
-					       f->va + PAGE, &a, &b);
+					       f->va + PAGE, &x, &y);
 		bool present = (e & UHMM_RE_VALID) && !(e & UHMM_RE_REMOTE);
-		f->how = pol == UHMM_SIMDEV_ATOMIC_EXCLUSIVE ||
-				 (pol == UHMM_SIMDEV_ATOMIC_AUTO && present)
-			 ? AT_EXCL
-			 : AT_MIGRATE;
+		struct uhmm_page_info pi;
+		uhmm_loc where = 0;
+		if (!uhmm_page_query(c->ctx, (void *)f->va, &pi) &&
+		    pi.where == UHMM_WHERE_DEVICE && pi.device)
+			where = uhmm_device_id(pi.device);
+		q[m] = (struct uhmm_pol_dev_fault){
+			.addr = f->va, .lo = plo, .hi = phi,
+			.access = UHMM_POL_ATOMIC,
+			.hint = place == UHMM_SIMDEV_MAP_REMOTE ? UHMM_POL_HINT_MAP_REMOTE
+								: UHMM_POL_HINT_NONE,
+			.where = where,
+			.flags = UHMM_POL_F_ATOMIC_FAR |
+				 (present ? UHMM_POL_F_CPU_PRESENT : 0) |
+				 (pol == UHMM_SIMDEV_ATOMIC_EXCLUSIVE ? UHMM_POL_F_ATOMIC_EXCLUSIVE : 0) |
+				 (pol == UHMM_SIMDEV_ATOMIC_MIGRATE ? UHMM_POL_F_ATOMIC_MIGRATE : 0),
+		};
+		c->pol_i[m++] = (uint32_t)i;
 	}
+	if (!m)
+		return 0;
+	if (uhmm_device_fault_policy(c->dev, q, m, a) < 0) {
+		/* (Only if the device is going away: try a migration, which
+		 * fails with what is wrong.) */
+		for (size_t k = 0; k < m; k++)
+			a[k] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_MIGRATE,
+							  .lo = q[k].addr, .hi = q[k].addr + PAGE };
+	}
+	uint64_t nap = 0;
+	for (size_t k = 0; k < m; k++) {
+		struct sd_fpage *f = &fp[c->pol_i[k]];
+		f->how = a[k].action == UHMM_POL_EXCLUSIVE ? AT_EXCL : AT_MIGRATE;
+		f->pol = (uint32_t)k;
+		if (a[k].delay_ns > nap)
+			nap = a[k].delay_ns;
+	}
+	return nap;
 }
 
 /*
@@ -314,8 +358,14 @@ void uhmm__atomic_resolve(struct sd_compute *c, struct sd_fpage *fp, size_t n)
 				settle_page(c, &fp[i], err);
 		return;
 	}
-	classify(c, fp, first, last);
+	uint64_t nap = classify(c, fp, first, last);
 	install_held(c, fp, first, last, req.notifier_seq);
+	if (nap) {
+		/* Throttled by the policy (as fault.c's resolve_block). */
+		struct timespec ts = { (time_t)(nap / 1000000000ull), (long)(nap % 1000000000ull) };
+		nanosleep(&ts, NULL);
+		STAT_ADD(c, throttle_ns, nap);
+	}
 
 	/* Runs of consecutive pages resolved the same way: one call each. */
 	for (size_t i = first; i <= last;) {
@@ -324,14 +374,18 @@ void uhmm__atomic_resolve(struct sd_compute *c, struct sd_fpage *fp, size_t n)
 			i++;
 			continue;
 		}
+		/* (A run to migrate has one span: the policy's.) */
+		const struct uhmm_pol_dev_act *ai = &c->pol_a[fp[i].pol];
 		size_t j = i + 1;
 		while (j <= last && pending_atomic(&fp[j]) && fp[j].how == how &&
-		       fp[j].va == fp[j - 1].va + PAGE)
+		       fp[j].va == fp[j - 1].va + PAGE &&
+		       (how == AT_EXCL || (c->pol_a[fp[j].pol].lo == ai->lo &&
+					   c->pol_a[fp[j].pol].hi == ai->hi)))
 			j++;
 		if (how == AT_EXCL)
 			atomic_exclusive(c, fp + i, j - i, 0);
 		else
-			atomic_migrate(c, fp + i, j - i, true, 0);
+			atomic_migrate(c, fp + i, j - i, ai->lo, ai->hi, 0);
 		i = j;
 	}
 }

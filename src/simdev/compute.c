@@ -363,10 +363,13 @@ static uint64_t access_word(struct uhmm_simdev_item *wi, uintptr_t va,
 		pthread_mutex_unlock(&cu->lock);
 		if (pte) {
 			/* System memory, through the CPU's MMU, no lock held.
-			 * Never an atomic: SYS entries lack PTE_A. */
+			 * Never an atomic: SYS entries lack PTE_A (but our
+			 * coherent memory's, in place: local). */
 			sys_begin(wi);
 			uint64_t r = op_apply((void *)va, size, op, a, b);
 			sys_end(wi);
+			if (!(pte & PTE_LOCAL))
+				uhmm__counter_hit(c, va);
 			return r;
 		}
 		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
@@ -436,6 +439,8 @@ static void access_bytes(struct uhmm_simdev_item *wi, uintptr_t va, void *buf,
 			else
 				memcpy(buf, (const void *)va, n);
 			sys_end(wi);
+			if (!(pte & PTE_LOCAL))
+				uhmm__counter_hit(c, va);
 			return;
 		}
 		int err = uhmm__fault_raise(c, wi, va & ~(uintptr_t)(UHMM_PAGE_SIZE - 1),
@@ -754,7 +759,15 @@ static int launch(uhmm_device *dev, struct sd_run *r)
 	(void)uhmm_sync(ctx);
 	struct simdev *sd = uhmm__simdev_of(dev);
 	struct sd_compute *c = sd ? sd->comp : NULL;
+	/* Mappings asked for before the launch (accessed-by advice, device.h
+	 * map_range) are in place before its first access. */
+	if (c)
+		uhmm__fault_map_drain(c);
 	err = c ? launch_run(c, r) : -EINVAL;
+	/* ... and the access counters' notifications it raised are served
+	 * before it returns. */
+	if (c)
+		uhmm__fault_map_drain(c);
 	uhmm__dev_release(dev);
 	uhmm__ctx_exit(ctx);
 	return err;
@@ -824,6 +837,10 @@ void uhmm__compute_stats(struct sd_compute *c, struct uhmm_simdev_stats *o)
 	S(pt_huge_maps);
 	S(pt_huge_splits);
 	S(tlb_huge_fills);
+	S(map_requests);
+	S(map_requests_dropped);
+	S(counter_notifications);
+	S(counter_migrations);
 #undef S
 	pthread_mutex_lock(&c->pt_lock);
 	o->pt_huge_entries = c->pt_huge;
@@ -963,6 +980,9 @@ void uhmm__compute_stop(struct simdev *sd)
 
 	if (!c)
 		return;
+	/* Map requests and counter notifications use the notifier: none
+	 * runs once it goes. */
+	uhmm__fault_map_off(c);
 	if (c->notifier)
 		(void)uhmm_notifier_remove(c->notifier);
 	c->notifier = NULL;

@@ -219,7 +219,7 @@ uint64_t uhmm__pte_of_entry(struct sd_compute *c, uint64_t e)
 	 * page's address) at local cost, and atomics in place (coherent
 	 * memory is atomic with the CPU: no exclusive grab). */
 	if (e & UHMM_RE_COHERENT)
-		return pte | (w ? PTE_A : 0);
+		return pte | PTE_LOCAL | (w ? PTE_A : 0);
 	return pte; /* SYS: never PTE_A (but coherent, above) */
 }
 
@@ -686,6 +686,134 @@ static void service_pass(struct sd_compute *c, unsigned k)
 	STAT_ADD(c, fault_service_ns, now_ns() - t0);
 }
 
+/* ---- map requests (accessed-by advice) ---------------------------------- */
+
+void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
+{
+	if (lo < SD_VA_START)
+		lo = SD_VA_START;
+	if (hi > SD_VA_END)
+		hi = SD_VA_END;
+	if (lo >= hi)
+		return;
+	pthread_mutex_lock(&c->fb_lock);
+	if (c->fb_stop || c->mj_off) {
+		pthread_mutex_unlock(&c->fb_lock);
+		return;
+	}
+	struct sd_mapjob *last = c->mj_n ? &c->mj[c->mj_n - 1] : NULL;
+	if (last && !last->count && lo <= last->hi && hi >= last->lo) {
+		/* Touches the last one still pending: one request. */
+		last->lo = lo < last->lo ? lo : last->lo;
+		last->hi = hi > last->hi ? hi : last->hi;
+	} else if (c->mj_n < SD_MAPJOBS) {
+		c->mj[c->mj_n++] = (struct sd_mapjob){ lo, hi, 0 };
+		c->mj_queued++;
+	} else {
+		STAT_ADD(c, map_requests_dropped, 1);
+		pthread_mutex_unlock(&c->fb_lock);
+		return;
+	}
+	STAT_ADD(c, map_requests, 1);
+	pthread_cond_signal(&c->fb_cond);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+void uhmm__fault_map_drain(struct sd_compute *c)
+{
+	pthread_mutex_lock(&c->fb_lock);
+	uint64_t want = c->mj_queued;
+	/* (Bounded: the service thread serves them, each a few snapshots.) */
+	while (c->mj_done < want && !c->fb_stop && !c->mj_off)
+		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+void uhmm__fault_map_off(struct sd_compute *c)
+{
+	if (!c->fault_inited)
+		return;
+	pthread_mutex_lock(&c->fb_lock);
+	c->mj_off = true;
+	c->mj_n = 0;
+	pthread_cond_broadcast(&c->mj_cond);
+	/* (Bounded: a request is a few snapshots, a notification a
+	 * migration; neither waits for this thread.) */
+	while (c->mj_busy)
+		pthread_cond_wait(&c->mj_cond, &c->fb_lock);
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+/* ---- access counters ---------------------------------------------------- */
+
+void uhmm__counter_hit(struct sd_compute *c, uintptr_t va)
+{
+	if (!c->ctr)
+		return;
+	uint64_t reg = (uint64_t)va >> c->sd->counter_shift;
+	uint64_t key = (reg + 1) << SD_CTR_BITS; /* (user VAs: < 2^48) */
+	uint64_t thr = c->sd->counter_threshold;
+	struct sd_ctr *e = &c->ctr[((reg * 0x9e3779b97f4a7c15ull) >> 40) & (SD_CTR_SLOTS - 1)];
+	uint64_t old = atomic_load_explicit(&e->w, memory_order_relaxed), nw, n;
+	do {
+		/* Another region's slot is taken over (its count is lost);
+		 * the access that reaches the threshold restarts the count. */
+		n = ((old & ~(uint64_t)SD_CTR_MAX) == key ? old & SD_CTR_MAX : 0) + 1;
+		nw = key | (n == thr ? 0 : n);
+	} while (!atomic_compare_exchange_weak_explicit(&e->w, &old, nw, memory_order_relaxed,
+							memory_order_relaxed));
+	if (n != thr)
+		return;
+	STAT_ADD(c, counter_notifications, 1);
+	/* lo: the accessed page; hi - lo: the region's size. */
+	uintptr_t pg = va & ~(PAGE - 1);
+	struct sd_mapjob j = { pg, pg + ((uintptr_t)1 << c->sd->counter_shift), n };
+	pthread_mutex_lock(&c->fb_lock);
+	bool dup = false;
+	for (unsigned i = 0; i < c->mj_n && !dup; i++)
+		dup = c->mj[i].count && (c->mj[i].lo >> c->sd->counter_shift) == reg;
+	if (!c->fb_stop && !c->mj_off && !dup && c->mj_n < SD_MAPJOBS) {
+		c->mj[c->mj_n++] = j;
+		c->mj_queued++;
+		pthread_cond_signal(&c->fb_cond);
+	}
+	pthread_mutex_unlock(&c->fb_lock);
+}
+
+static void serve_map_job(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
+
+/* A notification: the policy says; migrate the region, and map it. */
+static void serve_counter(struct sd_compute *c, uintptr_t va, uint64_t len, uint64_t count)
+{
+	uintptr_t blk = va & ~(BLOCK - 1), a, b;
+	unsigned place = uhmm__advice_at(c, SD_ADV_PLACE, va, blk, blk + BLOCK, &a, &b);
+	struct uhmm_pol_counter n = {
+		.addr = va, .len = len, .count = count,
+		.hint = place == UHMM_SIMDEV_MAP_REMOTE ? UHMM_POL_HINT_MAP_REMOTE
+							: UHMM_POL_HINT_NONE,
+	};
+	struct uhmm_pol_counter_act act;
+	if (uhmm_device_access_counter(c->dev, &n, &act) || act.action != UHMM_POL_CTR_MIGRATE)
+		return;
+	int err = uhmm_migrate(c->ctx, (void *)(uintptr_t)act.lo, act.hi - act.lo, c->dev, 0);
+	if (err && err != -EHWPOISON)
+		return; /* (refused: it stays remote; the count starts again) */
+	STAT_ADD(c, counter_migrations, 1);
+	serve_map_job(c, act.lo, act.hi);
+}
+
+/* Maps [lo, hi) where it is: a snapshot per block, what is VALID goes in. */
+static void serve_map_job(struct sd_compute *c, uintptr_t lo, uintptr_t hi)
+{
+	for (uintptr_t a = lo; a < hi;) {
+		uintptr_t b = (a & ~(BLOCK - 1)) + BLOCK;
+		if (b > hi)
+			b = hi;
+		(void)uhmm__fault_map_range(c, a, b, 0); /* (errors: it faults later) */
+		a = b;
+	}
+}
+
 static void *fault_main(void *arg)
 {
 	struct sd_compute *c = arg;
@@ -693,10 +821,27 @@ static void *fault_main(void *arg)
 	uhmm__trace_thread_cause(UHMM_TR_CAUSE_DEV_FAULT);
 	pthread_mutex_lock(&c->fb_lock);
 	for (;;) {
-		while (!c->fb_stop && c->fb_n == 0)
+		while (!c->fb_stop && c->fb_n == 0 && c->mj_n == 0)
 			pthread_cond_wait(&c->fb_cond, &c->fb_lock);
 		if (c->fb_stop)
 			break;
+		if (c->fb_n == 0) {
+			/* No fault waiting: a map request. */
+			struct sd_mapjob j = c->mj[0];
+			memmove(c->mj, c->mj + 1, (c->mj_n - 1) * sizeof(*c->mj));
+			c->mj_n--;
+			c->mj_busy = true;
+			pthread_mutex_unlock(&c->fb_lock);
+			if (j.count)
+				serve_counter(c, j.lo, j.hi - j.lo, j.count);
+			else
+				serve_map_job(c, j.lo, j.hi);
+			pthread_mutex_lock(&c->fb_lock);
+			c->mj_done++;
+			c->mj_busy = false;
+			pthread_cond_broadcast(&c->mj_cond);
+			continue;
+		}
 		unsigned k = c->fb_n < c->fault_batch ? c->fb_n : c->fault_batch;
 		memcpy(c->batch, c->fb, k * sizeof(*c->fb));
 		memmove(c->fb, c->fb + k, (c->fb_n - k) * sizeof(*c->fb));
@@ -712,6 +857,8 @@ static void *fault_main(void *arg)
 		pthread_cond_signal(&c->fb[i]->fault_cond);
 	}
 	c->fb_n = 0;
+	c->mj_n = 0;
+	pthread_cond_broadcast(&c->mj_cond);
 	pthread_mutex_unlock(&c->fb_lock);
 	return NULL;
 }
@@ -743,8 +890,15 @@ int uhmm__fault_init(struct sd_compute *c)
 {
 	pthread_mutex_init(&c->fb_lock, NULL);
 	pthread_cond_init(&c->fb_cond, NULL);
+	pthread_cond_init(&c->mj_cond, NULL);
 	pthread_mutex_init(&c->adv_lock, NULL);
 	c->fault_inited = true;
+	c->mj = uhmm__umem_calloc(SD_MAPJOBS, sizeof(*c->mj));
+	if (c->sd->counters) {
+		c->ctr = uhmm__umem_calloc(SD_CTR_SLOTS, sizeof(*c->ctr));
+		if (!c->ctr)
+			return -ENOMEM;
+	}
 	c->fb = uhmm__umem_calloc(c->nlanes, sizeof(*c->fb));
 	c->batch = uhmm__umem_calloc(c->fault_batch, sizeof(*c->batch));
 	c->fpages = uhmm__umem_calloc(c->fault_batch, sizeof(*c->fpages));
@@ -755,7 +909,7 @@ int uhmm__fault_init(struct sd_compute *c)
 	c->pol_a = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_a));
 	c->pol_i = uhmm__umem_calloc(c->fault_batch, sizeof(*c->pol_i));
 	if (!c->fb || !c->batch || !c->fpages || !c->entries || !c->snap ||
-	    !c->xptrs || !c->pol_f || !c->pol_a || !c->pol_i)
+	    !c->xptrs || !c->pol_f || !c->pol_a || !c->pol_i || !c->mj)
 		return -ENOMEM;
 	return 0;
 }
@@ -798,6 +952,10 @@ void uhmm__fault_fini(struct sd_compute *c)
 	uhmm__umem_free(c->pol_f);
 	uhmm__umem_free(c->pol_a);
 	uhmm__umem_free(c->pol_i);
+	uhmm__umem_free(c->mj);
+	c->mj = NULL;
+	uhmm__umem_free(c->ctr);
+	c->ctr = NULL;
 	c->pol_f = NULL;
 	c->pol_a = NULL;
 	c->pol_i = NULL;
@@ -817,5 +975,6 @@ void uhmm__fault_fini(struct sd_compute *c)
 	c->fault_inited = false;
 	pthread_mutex_destroy(&c->fb_lock);
 	pthread_cond_destroy(&c->fb_cond);
+	pthread_cond_destroy(&c->mj_cond);
 	pthread_mutex_destroy(&c->adv_lock);
 }

@@ -96,6 +96,9 @@ void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 		.link = NULL,
 		.peer_bandwidth_gbps = 0,
 		.peer_latency_ns = 0,
+		.counters = 1,
+		.counter_threshold = 256,
+		.counter_region = 64 << 10,
 	};
 }
 
@@ -123,6 +126,10 @@ static int opts_check(const struct uhmm_simdev_opts *o)
 	    (o->tlb_entries & (o->tlb_entries - 1)))
 		return -EINVAL;
 	if (o->coherent > 1 || o->numa_node < -1 || o->numa_node >= SD_MAX_NODES)
+		return -EINVAL;
+	if (o->counters > 1 || o->counter_threshold < 1 || o->counter_threshold > SD_CTR_MAX ||
+	    o->counter_region < UHMM_PAGE_SIZE || o->counter_region > UHMM_HUGE_SIZE ||
+	    (o->counter_region & (o->counter_region - 1)))
 		return -EINVAL;
 	return 0;
 }
@@ -189,6 +196,9 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	sd->lanes_per_cu = opts->lanes_per_cu;
 	sd->fault_batch = opts->fault_batch;
 	sd->tlb_entries = opts->tlb_entries;
+	sd->counters = opts->counters;
+	sd->counter_threshold = opts->counter_threshold;
+	sd->counter_shift = (unsigned)__builtin_ctzll(opts->counter_region);
 	for (unsigned i = 0; i <= SD_FI_MAX; i++) {
 		atomic_init(&sd->fi[i].ok, 0);
 		atomic_init(&sd->fi[i].fail, 0);
@@ -662,6 +672,15 @@ static int simdev_describe(void *priv, struct uhmm_device_desc *out)
 	return 0;
 }
 
+/* Accessed-by advice (device.h): queued for the fault-service thread. */
+static void simdev_map_range(void *priv, uint64_t start, uint64_t end)
+{
+	struct simdev *sd = priv;
+
+	if (sd && sd->comp)
+		uhmm__fault_map_request(sd->comp, (uintptr_t)start, (uintptr_t)end);
+}
+
 const struct uhmm_device_ops uhmm__simdev_ops = {
 	.alloc = simdev_alloc,
 	.free = simdev_free,
@@ -672,6 +691,7 @@ const struct uhmm_device_ops uhmm__simdev_ops = {
 	.coherent_mem = simdev_coherent_mem,
 	.describe = simdev_describe,
 	.split = simdev_split,
+	.map_range = simdev_map_range,
 };
 
 int uhmm_simdev_poison(uhmm_device *dev, const void *addr)
@@ -742,6 +762,31 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 			return -EINVAL;
 		}
 		o.link = link_env;
+	}
+	/* The access counters' variables win over the options. */
+	static const struct {
+		const char *env;
+		int which;
+	} cenv[] = { { "UHMM_SIMDEV_COUNTERS", 0 },
+		     { "UHMM_SIMDEV_COUNTER_THRESHOLD", 1 },
+		     { "UHMM_SIMDEV_COUNTER_REGION", 2 } };
+	for (unsigned i = 0; i < 3; i++) {
+		const char *v = getenv(cenv[i].env);
+		if (!v || !*v)
+			continue;
+		char *end;
+		errno = 0;
+		unsigned long long x = strtoull(v, &end, 0);
+		if (*end || errno || x > UINT32_MAX) {
+			fprintf(stderr, "uhmm simdev: %s: bad value '%s'\n", cenv[i].env, v);
+			return -EINVAL;
+		}
+		if (cenv[i].which == 0)
+			o.counters = (uint32_t)x;
+		else if (cenv[i].which == 1)
+			o.counter_threshold = (uint32_t)x;
+		else
+			o.counter_region = x;
 	}
 	int err = uhmm__simdev_new(&o, &sd);
 	if (err)

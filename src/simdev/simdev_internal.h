@@ -258,6 +258,9 @@ struct simdev {
 	_Atomic uint64_t bytes_copied;     /* bytes they moved (ZERO: filled) */
 	/* Compute options, checked at creation (uhmm_simdev_opts). */
 	uint32_t compute_units, lanes_per_cu, fault_batch, tlb_entries;
+	/* Access counters (uhmm_simdev_opts.counters; fault.c). */
+	uint32_t counters, counter_threshold;
+	unsigned counter_shift;       /* log2 of the region */
 	/* The pool is coherent memory (uhmm_simdev_opts.coherent): uhmm moves
 	 * its frames into place at the application's addresses. */
 	bool coherent;
@@ -350,6 +353,9 @@ extern const struct uhmm_device_ops uhmm__simdev_ops;
  * frame with PTE_HUGE set, and a TLB caches one entry for the block
  * (mmu.c). */
 #define PTE_HUGE (1ull << 6)
+/* A SYS entry for a page in place in this device's coherent memory: local,
+ * so its accesses are not counted as remote (access counters). */
+#define PTE_LOCAL (1ull << 7)
 #define PTE_DPFN_SHIFT 12
 #define PTE_ADDR_MASK (~(uint64_t)(UHMM_PAGE_SIZE - 1))
 
@@ -470,6 +476,7 @@ struct sd_fpage {
 	int err;        /* the answer, once done */
 	bool done;
 	unsigned char how; /* atomic.c: how a pending atomic is resolved */
+	uint32_t pol;      /* atomic.c: its decision, c->pol_a[pol] */
 };
 
 /* Counters of uhmm_simdev_stats (TLB ones live in the units and lanes). */
@@ -480,7 +487,29 @@ struct sd_cstats {
 		shootdown_pages, kernel_errors, exclusive_pages, throttle_ns,
 		peer_maps, peer_access_ns,
 		pt_huge_maps, pt_huge_splits, tlb_huge_fills;
+	/* issue 17: accessed-by map requests, access counters */
+	_Atomic uint64_t map_requests, map_requests_dropped, counter_notifications,
+		counter_migrations;
 };
+
+/* A request to map a span where it is (ops->map_range), or an access
+ * counter's notification (count != 0: the region holding lo, of
+ * hi - lo bytes); fault.c. */
+struct sd_mapjob {
+	uintptr_t lo, hi;
+	uint64_t count;
+};
+/* An access counter: one word, the region (its index + 1; 0: empty) in
+ * the bits above SD_CTR_BITS and its count below, updated by CAS so that a
+ * takeover and the count that reaches the threshold are exact. */
+struct sd_ctr {
+	_Atomic uint64_t w;
+};
+#define SD_CTR_BITS 28
+#define SD_CTR_MAX ((1u << SD_CTR_BITS) - 1) /* the highest threshold */
+#define SD_CTR_SLOTS 4096u
+/* Map requests queued at most (more are dropped: the device faults). */
+#define SD_MAPJOBS 256u
 
 struct sd_compute {
 	struct simdev *sd;
@@ -542,6 +571,18 @@ struct sd_compute {
 	struct uhmm_pol_dev_fault *pol_f;
 	struct uhmm_pol_dev_act *pol_a;
 	uint32_t *pol_i;
+
+	/* fault.c: map requests (accessed-by), under fb_lock, served by the
+	 * fault-service thread; mj_done reaching mj_queued (mj_cond) is what
+	 * a launch waits for first. */
+	struct sd_mapjob *mj;         /* SD_MAPJOBS, mj_n pending, FIFO */
+	unsigned mj_n;
+	uint64_t mj_queued, mj_done;
+	pthread_cond_t mj_cond;
+	bool mj_busy;                 /* the service thread is serving one */
+	bool mj_off;                  /* stopping: none taken or served */
+	/* fault.c: the access counters (NULL: off), SD_CTR_SLOTS. */
+	struct sd_ctr *ctr;
 
 	/* fault.c: advice, under adv_lock. */
 	pthread_mutex_t adv_lock;
@@ -607,6 +648,18 @@ void uhmm__fault_fini(struct sd_compute *c);
  * holds no simdev lock. */
 int uhmm__fault_raise(struct sd_compute *c, struct uhmm_simdev_item *wi,
 		      uintptr_t page, unsigned acc);
+/* ops->map_range: queue a request to map [lo, hi) where it is (never
+ * blocks beyond fb_lock).  drain: wait until the requests queued before
+ * the call are served (a launch, before it runs). */
+void uhmm__fault_map_request(struct sd_compute *c, uintptr_t lo, uintptr_t hi);
+void uhmm__fault_map_drain(struct sd_compute *c);
+/* Stopping: drop pending requests and notifications, take no more, and
+ * wait for the one being served (before the notifier goes). */
+void uhmm__fault_map_off(struct sd_compute *c);
+/* A remote access of a lane to the page of @va: counts it, and notifies
+ * when its region reaches the threshold (queued for the service thread).
+ * No simdev lock held. */
+void uhmm__counter_hit(struct sd_compute *c, uintptr_t va);
 /* Sets the advice of list @kind over [start, end).  Errors: -ENOMEM. */
 int uhmm__advise(struct sd_compute *c, enum sd_adv_kind kind, uintptr_t start,
 		 uintptr_t end, unsigned advice);

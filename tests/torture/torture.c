@@ -1119,8 +1119,9 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 		check_own_in(t, si, off, len, r ? "after failed migration" : "after migration");
 }
 
-/* Advice (preferred location) over a sub-range, then the attribute query:
- * every byte of it accounted for somewhere.  Changes no byte. */
+/* Advice (preferred location, or a device's accessed-by: it maps the
+ * sub-range wherever its pages move) over a sub-range, then the attribute
+ * query: every byte of it accounted for somewhere.  Changes no byte. */
 static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 {
 	struct slot *s = &G.slots[si];
@@ -1129,7 +1130,10 @@ static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 	unsigned d = (unsigned)rnd_below(t, NDEV + 2);
 	int adv = d == NDEV + 1 ? UHMM_ADVISE_UNSET_PREFERRED_LOCATION
 				: UHMM_ADVISE_PREFERRED_LOCATION;
-	int r = uhmm_advise(G.ctx, s->base + off, len, adv, d < NDEV ? G.dev[d] : NULL);
+	uhmm_device *dev = d < NDEV ? G.dev[d] : NULL;
+	if (dev && rnd_below(t, 2) == 0)
+		adv = rnd_below(t, 3) ? UHMM_ADVISE_ACCESSED_BY : UHMM_ADVISE_UNSET_ACCESSED_BY;
+	int r = uhmm_advise(G.ctx, s->base + off, len, adv, dev);
 	outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
 	struct uhmm_range_attrs at;
 	r = uhmm_range_attrs(G.ctx, s->base + off, len, &at);
