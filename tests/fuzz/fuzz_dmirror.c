@@ -137,6 +137,7 @@ static struct area *area_of(uintptr_t a, size_t *pg)
 
 struct summary {
 	bool hole, none, ro, notpriv, excl_any;
+	bool shared; /* (notpriv, and not a private mapping of the device) */
 };
 
 static struct summary summarise(uintptr_t a, size_t n, int devnum)
@@ -155,6 +156,8 @@ static struct summary summarise(uintptr_t a, size_t n, int devnum)
 			s.ro = true;
 		if (r->type != T_PRIV)
 			s.notpriv = true;
+		if (r->type != T_PRIV && r->type != T_DEVPRIV)
+			s.shared = true;
 		if (r->excl[pg] & (1u << devnum))
 			s.excl_any = true;
 	}
@@ -483,8 +486,11 @@ static void op_ioctl(void)
 			pe = ptr_w ? 0 : A_EFAULT;
 			if (s.hole || s.none)
 				allowed = A_EINVAL;
-			else if (s.notpriv)
+			else if (s.shared)
 				allowed = A_ENOENT | A_ENOMEM | pe;
+			else if (s.notpriv) /* a private file mapping: adopted,
+					     * its copied-on-write pages migrate */
+				allowed = A_ENOENT | A_ENOMEM | (pe ? pe : A_OK), data_check = ptr_w;
 			else if (s.ro) /* not migrated, unless there already */
 				allowed = A_ENOENT | A_ENOMEM | (pe ? pe : A_OK), data_check = ptr_w;
 			else /* -ENOENT: pages on the other device are not
@@ -503,7 +509,11 @@ static void op_ioctl(void)
 		case 5: /* EXCLUSIVE */
 			pe = ptr_w ? 0 : A_EFAULT;
 			if (s.hole || s.notpriv)
-				allowed = A_EFAULT | A_EOPNOTSUPP | (s.ro || s.none ? A_EPERM : 0);
+				allowed = A_EFAULT | A_EOPNOTSUPP | (s.ro || s.none ? A_EPERM : 0) |
+					  /* a private file mapping is adopted */
+					  (!s.hole && !s.shared && !s.none && !s.ro
+						   ? (pe ? pe : A_OK) | A_EBUSY | A_ENOMEM
+						   : 0);
 			else if (s.none)
 				allowed = A_EPERM | A_EFAULT;
 			else if (s.ro) /* -EFAULT: read-only memory is never registered */
