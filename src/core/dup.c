@@ -316,6 +316,52 @@ void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
 	}
 }
 
+/*
+ * Take up to @want of device @dev's duplicates whose pages lie outside
+ * [xlo, xhi), in frames [flo, fhi), out of the table, their mirrors invalidated, and free their
+ * frames (device memory is needed: duplicates are the cheapest victims,
+ * the CPU copy being current).  Without the page lock: PG_DUP stays, and
+ * the next CPU fault on the page finds nothing to drop but the
+ * protection.  Returns how many were freed.
+ */
+size_t uhmm__dup_reclaim(struct uhmm_ctx *ctx, unsigned dev, size_t want, uintptr_t xlo,
+			 uintptr_t xhi, uint64_t flo, uint64_t fhi)
+{
+	size_t freed = 0;
+	if (!atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
+		return 0;
+	while (freed < want) {
+		uintptr_t va = 0;
+		uint64_t dpfn = 0;
+		bool found = false;
+		pthread_mutex_lock(&ctx->dup_lock);
+		for (size_t i = 0; i < ctx->dup_cap && !found; i++) {
+			struct uhmm_dup *e = &ctx->dup[i];
+			if (!e->p || (e->va >= xlo && e->va < xhi))
+				continue;
+			for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
+				if (e->dev[k] != dev || e->dpfn[k] < flo || e->dpfn[k] >= fhi)
+					continue;
+				va = e->va;
+				dpfn = e->dpfn[k];
+				e->dev[k] = 0;
+				if (entry_empty(e))
+					erase_locked(ctx, e);
+				found = true;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&ctx->dup_lock);
+		if (!found)
+			break;
+		uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
+		uhmm__dev_free_pages(ctx, dev, &dpfn, 1);
+		STAT_INC(ctx, dup_dropped);
+		freed++;
+	}
+	return freed;
+}
+
 void uhmm__dup_drop_dev(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
 	for (;;) {
@@ -506,10 +552,20 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 	long got = k ? uhmm__dev_get_frames(d, k, dpfn) : 0;
 	if (got < 0)
 		got = 0;
+	if ((size_t)got < k && uhmm__dup_reclaim(ctx, d->id, k - (size_t)got, va,
+						 va + (n << PAGE_SHIFT), 0, UINT64_MAX)) {
+		long more = uhmm__dev_get_frames(d, k - (size_t)got, dpfn + got);
+		if (more > 0)
+			got += more;
+	}
+	uint8_t nofit[BATCH_PAGES] = { 0 };
 	if ((size_t)got < k) {
-		err = -ENOMEM;
-		for (size_t m = (size_t)got; m < k; m++)
+		/* The device is full (of pages, not duplicates): these move
+		 * instead, below, with eviction. */
+		for (size_t m = (size_t)got; m < k; m++) {
 			want[map[m]] = 0;
+			nofit[map[m]] = 1;
+		}
 		k = (size_t)got;
 	}
 	for (size_t m = 0; m < k; m++)
@@ -561,6 +617,22 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 						      false);
 		uhmm__page_unlock(ctx, p);
 	}
+	pthread_rwlock_unlock(&ctx->fork_lock);
+	for (size_t i = 0; i < n;) {
+		if (!nofit[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && nofit[j])
+			j++;
+		int e = uhmm_migrate(ctx, (void *)(va + (i << PAGE_SHIFT)), (j - i) << PAGE_SHIFT,
+				     d, UHMM_MIGRATE_MOVE);
+		if (e && !err)
+			err = e;
+		i = j;
+	}
+	return err;
 out:
 	pthread_rwlock_unlock(&ctx->fork_lock);
 	return err;
@@ -581,8 +653,17 @@ static int dup_run(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, struct uhmm_d
 			n = room;
 		if (n > r->npages - idx)
 			n = r->npages - idx;
-		int e = dup_batch(ctx, r, idx, n, d);
-		if (e && (!err || err == -EAGAIN))
+		/* -EAGAIN: an event is pending (the protection is refused
+		 * while the kernel's mmap_changing is set); once it is read,
+		 * the batch is tried again, a few times, then -EBUSY. */
+		int e;
+		for (int k = 0; (e = dup_batch(ctx, r, idx, n, d)) == -EAGAIN && k < 8; k++) {
+			uhmm__events_wait(ctx);
+			sched_yield();
+		}
+		if (e == -EAGAIN)
+			e = -EBUSY;
+		if (e && !err)
 			err = e;
 		uhmm__range_put(r);
 		x += n << PAGE_SHIFT;

@@ -599,6 +599,11 @@ unsigned uhmm__dup_count(struct uhmm_ctx *ctx, const struct uhmm_page *p);
 /* Add p's duplicates to a uhmm_range_attrs' counts. */
 void uhmm__dup_attrs(struct uhmm_ctx *ctx, const struct uhmm_page *p, uint64_t *dup_bytes,
 		     uint64_t *dup_on);
+/* Free up to want of device dev's duplicates of pages outside [xlo, xhi),
+ * in frames [flo, fhi) (eviction: device memory is needed).  Returns how
+ * many. */
+size_t uhmm__dup_reclaim(struct uhmm_ctx *ctx, unsigned dev, size_t want, uintptr_t xlo,
+			 uintptr_t xhi, uint64_t flo, uint64_t fhi);
 /* Drop device d's duplicates (detach). */
 void uhmm__dup_drop_dev(struct uhmm_ctx *ctx, struct uhmm_device *d);
 

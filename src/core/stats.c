@@ -91,6 +91,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(thrash_detections, "thrashing regions throttled");
 	P(thrash_pins, "thrashing regions pinned to system memory");
 	P(poisoned_pages, "pages lost on a device (poisoned)");
+	P(dup_made, "read-mostly duplicates made on devices");
+	P(dup_dropped, "read-mostly duplicates dropped (collapse)");
 #undef P
 }
 

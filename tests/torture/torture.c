@@ -1035,18 +1035,23 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 		check_own_in(t, si, off, len, r ? "after failed migration" : "after migration");
 }
 
-/* Advice (preferred location) over a sub-range, then the attribute query:
+/* Advice (preferred location, read-mostly) over a sub-range, then the
+ * attribute query:
  * every byte of it accounted for somewhere.  Changes no byte. */
 static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 {
 	struct slot *s = &G.slots[si];
 	size_t off, len;
 	pick_sub(t, s, &off, &len);
-	unsigned d = (unsigned)rnd_below(t, NDEV + 2);
+	/* Devices, then the CPU, unset, read-mostly and its unset. */
+	unsigned d = (unsigned)rnd_below(t, NDEV + 4);
 	int adv = d == NDEV + 1 ? UHMM_ADVISE_UNSET_PREFERRED_LOCATION
+		: d == NDEV + 2 ? UHMM_ADVISE_READ_MOSTLY
+		: d == NDEV + 3 ? UHMM_ADVISE_UNSET_READ_MOSTLY
 				: UHMM_ADVISE_PREFERRED_LOCATION;
 	int r = uhmm_advise(G.ctx, s->base + off, len, adv, d < NDEV ? G.dev[d] : NULL);
-	outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
+	if (r != -EOPNOTSUPP || adv != UHMM_ADVISE_READ_MOSTLY)
+		outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
 	struct uhmm_range_attrs at;
 	r = uhmm_range_attrs(G.ctx, s->base + off, len, &at);
 	if (outcome(t, K_ADVISE, "uhmm_range_attrs", r, false, false, false)) {
@@ -1056,6 +1061,11 @@ static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 		if (sum != len)
 			unexpected(t, K_ADVISE, "uhmm_range_attrs", 0,
 				   "%" PRIu64 " bytes accounted for of %zu", sum, len);
+		/* Duplicates are of pages at home. */
+		if (at.bytes_duplicated > at.bytes_cpu)
+			unexpected(t, K_ADVISE, "uhmm_range_attrs", 0,
+				   "%" PRIu64 " bytes duplicated of %" PRIu64 " at home",
+				   at.bytes_duplicated, at.bytes_cpu);
 	}
 	hist_range(s, off, len, opid, K_ADVISE, t->id);
 	if (rnd_below(t, 4) == 0)
