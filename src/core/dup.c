@@ -568,17 +568,29 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 		}
 		k = (size_t)got;
 	}
-	for (size_t m = 0; m < k; m++)
-		c[m] = (struct uhmm_copy){ .sys = buf + (map[m] << PAGE_SHIFT), .dpfn = dpfn[m],
-					   .npages = 1, .dir = UHMM_COPY_TO_DEVICE };
-	if (k && uhmm__copy_run(ctx, d, c, k)) {
-		for (size_t m = 0; m < k; m++)
-			if (c[m].status) {
+	/* One copy a run of pages consecutive in the buffer and in frames
+	 * (each copy costs the link's latency). */
+	size_t nc = 0, cfirst[BATCH_PAGES];
+	for (size_t m = 0; m < k; m++) {
+		if (nc && map[m] == map[m - 1] + 1 && dpfn[m] == dpfn[m - 1] + 1) {
+			c[nc - 1].npages++;
+			continue;
+		}
+		cfirst[nc] = m;
+		c[nc++] = (struct uhmm_copy){ .sys = buf + (map[m] << PAGE_SHIFT), .dpfn = dpfn[m],
+					      .npages = 1, .dir = UHMM_COPY_TO_DEVICE };
+	}
+	if (nc && uhmm__copy_run(ctx, d, c, nc)) {
+		for (size_t x = 0; x < nc; x++) {
+			if (!c[x].status)
+				continue;
+			for (size_t m = cfirst[x]; m < cfirst[x] + c[x].npages; m++) {
 				want[map[m]] = 0;
 				uhmm__dev_put_frames(ctx, d, &dpfn[m], 1);
 				dpfn[m] = UINT64_MAX;
-				err = -EIO;
 			}
+			err = -EIO;
+		}
 	}
 	uhmm__pool_bounce_put(&ctx->pool, buf);
 	/* Record them.  Out of memory for the table: not duplicated. */
