@@ -535,7 +535,7 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *ds
 		 unsigned flags);
 /** uhmm_migrate() flag: move read-mostly pages instead of duplicating
  * them (a device's write fault asks for this). */
-#define UHMM_MIGRATE_MOVE 1u
+#define UHMM_MIGRATE_MOVE (1u << 1)
 
 /**
  * uhmm_prefetch - migrate [@addr, @addr + @len) to @dst (NULL: system

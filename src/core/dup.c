@@ -228,8 +228,10 @@ static void collapse_held(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx
 		if (!dup[i])
 			continue;
 		struct uhmm_page *p = range_page(r, idx + i);
-		uhmm__dup_free_page(ctx, p);
-		atomic_fetch_and_explicit(&p->word, ~PG_DUP, memory_order_relaxed);
+		if (atomic_load_explicit(&p->word, memory_order_relaxed) & PG_DUP) {
+			uhmm__dup_free_page(ctx, p);
+			atomic_fetch_and_explicit(&p->word, ~PG_DUP, memory_order_relaxed);
+		}
 	}
 	/* The protection goes last: a CPU write waiting on it goes on now,
 	 * when no device can read a stale duplicate any more.  (Gone or
@@ -257,15 +259,29 @@ void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_
 	collapse_held(ctx, r, idx, 1, &one);
 }
 
-/* Collapse what of [idx, idx + n) of r (n <= BATCH_PAGES) is duplicated. */
-static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n)
+#define PM_UFFD_WP (1ull << 57)
+
+/*
+ * Collapse what of [idx, idx + n) of r (n <= BATCH_PAGES) is duplicated.
+ * @stray: also unprotect pages at home that are write-protected without
+ * duplicates (PG_DUP cleared or never set: a page that left and came back
+ * with its protection, found by the pagemap), which a write range fault
+ * could not populate in SIGBUS or user-mode-only mode.
+ */
+static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n,
+			   bool stray)
 {
 	uint8_t dup[BATCH_PAGES];
+	uint64_t pm[BATCH_PAGES];
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	bool pm_ok = stray && ctx->pagemap_fd >= 0 &&
+		     pread(ctx->pagemap_fd, pm, n * sizeof(pm[0]),
+			   (off_t)((va >> PAGE_SHIFT) * sizeof(pm[0]))) == (ssize_t)(n * sizeof(pm[0]));
 	bool any = false;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t w = atomic_load_explicit(&range_page_peek(r, idx + i)->word,
 						  memory_order_acquire);
-		dup[i] = (w & PG_DUP) != 0;
+		dup[i] = (w & PG_DUP) || (pm_ok && (pm[i] & PM_UFFD_WP) && pg_loc(w) == LOC_CPU);
 		any |= dup[i];
 	}
 	if (!any)
@@ -276,7 +292,8 @@ static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t id
 			continue;
 		struct uhmm_page *p = range_page(r, idx + i);
 		uhmm__page_lock(p);
-		if (!(atomic_load_explicit(&p->word, memory_order_relaxed) & PG_DUP)) {
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		if (!(w & PG_DUP) && !(pm_ok && pg_loc(w) == LOC_CPU)) {
 			uhmm__page_unlock(ctx, p);
 			dup[i] = 0;
 		}
@@ -287,7 +304,19 @@ static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t id
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 }
 
+static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray);
+
 void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
+{
+	collapse_range(ctx, a, b, false);
+}
+
+void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
+{
+	collapse_range(ctx, a, b, true);
+}
+
+static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray)
 {
 	if (!atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
 		return;
@@ -308,7 +337,7 @@ void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
 			size_t n = range_blk_left(r, idx);
 			if (n > e - idx)
 				n = e - idx;
-			collapse_batch(ctx, r, idx, n);
+			collapse_batch(ctx, r, idx, n, stray);
 			idx += n;
 		}
 		x = r->start + (e << PAGE_SHIFT);

@@ -588,6 +588,9 @@ int uhmm__dup_migrate(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
 /* Collapse every duplicate of [a, b) to the CPU copy (mirrors
  * invalidated, frames freed, protection removed).  No page lock held. */
 void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
+/* The same, and remove a write protection left on pages at home without
+ * duplicates (before a write range fault populates them). */
+void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 /* The same for page idx of r, which the caller holds (a CPU fault). */
 void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
 /* Free page p's duplicates (its mirrors were invalidated).  Any lock. */

@@ -230,7 +230,7 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 	/* Read-mostly duplicates of pages to write collapse first (dup.c):
 	 * the population below would wait on their write protection. */
 	if (write)
-		uhmm__dup_collapse_range(ctx, start, end);
+		uhmm__dup_collapse_write(ctx, start, end);
 	for (uintptr_t a = start; a < end && !err;) {
 		struct uhmm_range *r = uhmm__range_get(ctx, a);
 		if (!r) {

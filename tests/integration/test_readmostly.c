@@ -314,7 +314,7 @@ static void unset_and_migrate(void **state)
 	assert_int_equal(at->bytes_duplicated, 0);
 	assert_int_equal(at->bytes_on[id], LEN);
 	assert_int_equal(cpu_sum(p), want);
-	assert_int_equal(uhmm_migrate(ctx, p, LEN, dev, 2), -EINVAL);
+	assert_int_equal(uhmm_migrate(ctx, p, LEN, dev, 1), -EINVAL);
 	ASSERT_OK(uhmm_free(ctx, p));
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
