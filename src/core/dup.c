@@ -134,12 +134,16 @@ static bool entry_empty(const struct uhmm_dup *e)
 
 /* ---- queries ------------------------------------------------------------ */
 
-uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsigned dev)
+uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsigned dev,
+			 uintptr_t va)
 {
 	uint64_t f = UINT64_MAX;
 	pthread_mutex_lock(&ctx->dup_lock);
 	struct uhmm_dup *e = find_locked(ctx, p);
-	for (unsigned k = 0; e && k < UHMM_MAX_DUPLICATES; k++)
+	/* Only at the address it was made for (an mremap moved the page
+	 * since: the device reads the CPU copy): reclaim and detach
+	 * invalidate that address before the frame goes. */
+	for (unsigned k = 0; e && (!va || e->va == va) && k < UHMM_MAX_DUPLICATES; k++)
 		if (e->dev[k] == dev)
 			f = e->dpfn[k];
 	pthread_mutex_unlock(&ctx->dup_lock);
@@ -505,7 +509,7 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
 		want[i] = pg_loc(w) == LOC_CPU && !(w & (PG_DISCARD | PG_ZAPPED));
 		if (want[i] && (w & PG_DUP) &&
-		    (uhmm__dup_frame(ctx, p, d->id) != UINT64_MAX ||
+		    (uhmm__dup_frame(ctx, p, d->id, 0) != UINT64_MAX ||
 		     uhmm__dup_count(ctx, p) >= UHMM_MAX_DUPLICATES))
 			want[i] = 0;
 		if (!want[i])

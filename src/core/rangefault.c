@@ -365,7 +365,7 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 				/* Duplicated (read-mostly, dup.c): the requester's
 				 * own read-only copy, or the CPU's, read-only too
 				 * (a write must collapse it first). */
-				uint64_t f = self ? uhmm__dup_frame(ctx, p, self) : UINT64_MAX;
+				uint64_t f = self ? uhmm__dup_frame(ctx, p, self, a) : UINT64_MAX;
 				if (f != UINT64_MAX)
 					*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | (f & UHMM_RE_DPFN_MASK);
 				else
