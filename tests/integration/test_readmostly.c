@@ -381,6 +381,35 @@ static void munmap_frees_duplicates(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* uhmm_free and uhmm_unregister of duplicated ranges free the
+ * duplicates' device memory (their page state goes). */
+static void free_drops_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 70);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, p), want);
+	assert_int_equal(dev_bytes(dev), LEN);
+	ASSERT_OK(uhmm_free(ctx, p));
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	uint64_t *q = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(q != MAP_FAILED);
+	want = fill(q, 75);
+	ASSERT_OK(uhmm_register(ctx, q, LEN));
+	ASSERT_OK(uhmm_advise(ctx, q, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, q), want);
+	ASSERT_OK(uhmm_unregister(ctx, q, LEN));
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	assert_int_equal(cpu_sum(q), want);
+	q[0] = 1; /* plain memory again, writable */
+	munmap(q, LEN);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* A device detached with duplicates: they go, the CPU keeps the data. */
 static void detach_drops_duplicates(void **state)
 {
@@ -414,6 +443,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(fork_with_duplicates),
 	cmocka_unit_test(munmap_frees_duplicates),
 	cmocka_unit_test(detach_drops_duplicates),
+	cmocka_unit_test(free_drops_duplicates),
 };
 
 UHMM_TEST_MAIN(tests)
