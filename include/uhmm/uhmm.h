@@ -471,7 +471,13 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  * @addr, @len: page-aligned range, len > 0, inside managed ranges (it may
  *   span several adjacent ones).
  * @dst: the destination device, or NULL for system memory.
- * @flags: 0 (reserved).
+ * @flags: 0, or UHMM_MIGRATE_MOVE: move pages advised read-mostly too
+ *   (their duplicates collapse first) instead of duplicating them.
+ *
+ * Read-mostly advice (UHMM_ADVISE_READ_MOSTLY): toward a device, without
+ * UHMM_MIGRATE_MOVE, the pages of the range so advised get read-only
+ * duplicates on @dst instead of moving (the CPU keeps its copy); with it,
+ * or toward a coherent device, their duplicates collapse and they move.
  *
  * Works in batches of at most 2 MiB.  For each batch: the pages are locked
  * (in address order; CPU faults on them wait), removed from the CPU page
@@ -537,6 +543,9 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  */
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *dst,
 		 unsigned flags);
+/** uhmm_migrate() flag: move read-mostly pages instead of duplicating
+ * them (a device's write fault asks for this). */
+#define UHMM_MIGRATE_MOVE (1u << 1)
 
 /**
  * uhmm_prefetch - migrate [@addr, @addr + @len) to @dst (NULL: system
@@ -596,6 +605,32 @@ enum uhmm_advice {
 	UHMM_ADVISE_PREFERRED_LOCATION = 1,
 	/** Forget the preferred location of the range. */
 	UHMM_ADVISE_UNSET_PREFERRED_LOCATION = 2,
+	/** The range is mostly read (@dev is ignored).  A device's read
+	 * fault on a page of it, and a uhmm_migrate() or uhmm_prefetch() of
+	 * it to a device (without UHMM_MIGRATE_MOVE), give the device a
+	 * read-only duplicate of the page in its memory while the CPU keeps
+	 * its copy, mapped (reads go on without a fault) and write-protected
+	 * (UFFDIO_WRITEPROTECT; the range is registered for it when the
+	 * advice is given).  Several devices may hold duplicates of a page
+	 * at once (up to UHMM_MAX_DUPLICATES).  A write from either side
+	 * collapses the duplicates to the writer: a CPU write faults (served
+	 * by the fault-service thread, or by the SIGBUS handler in that
+	 * mode): every duplicate is invalidated (the mirrors are told and
+	 * fence) and freed, the protection is removed and the write goes on;
+	 * a device's write faults on its read-only mapping, and the page
+	 * migrates to the writer (uhmm_migrate(..., UHMM_MIGRATE_MOVE)),
+	 * every duplicate invalidated and freed first.  Pages on another
+	 * device come home first; pages never touched (not present) and
+	 * pages held exclusively or in coherent memory are not duplicated
+	 * (the device maps them as without the advice).  Duplicates are not
+	 * evicted: a device full of them refuses new ones (-ENOMEM from
+	 * uhmm_migrate; a device fault then maps the page remotely).  Needs
+	 * userfaultfd write-protection (Linux 5.7): uhmm_advise fails with
+	 * -EOPNOTSUPP without it. */
+	UHMM_ADVISE_READ_MOSTLY = 3,
+	/** Forget the read-mostly advice of the range: its duplicates
+	 * collapse to the CPU copy (which is current). */
+	UHMM_ADVISE_UNSET_READ_MOSTLY = 4,
 
 	/* Accessed-by (issue 17). */
 	/** @dev (not NULL) keeps a mapping of the range's data wherever it
@@ -617,6 +652,8 @@ enum uhmm_advice {
 	 * mappings stay until the pages move or are invalidated). */
 	UHMM_ADVISE_UNSET_ACCESSED_BY = 17,
 };
+/** Devices that may hold a duplicate of one page at once (read-mostly). */
+#define UHMM_MAX_DUPLICATES 4
 
 /**
  * uhmm_advise - say something of [@addr, @addr + @len) (page-aligned,
@@ -627,7 +664,10 @@ enum uhmm_advice {
  * Returns 0.  Errors: -EINVAL bad range or advice (also: @dev NULL for
  * UHMM_ADVISE_ACCESSED_BY or _UNSET_ACCESSED_BY); -EFAULT part of the
  * range is not managed; -EBADF @ctx not live, or @dev not a live device of
- * it; -ENOMEM (nothing changed); -ECHILD.  Thread-safe.
+ * it; -ENOMEM (nothing changed); -EOPNOTSUPP read-mostly advice without
+ * userfaultfd write-protection; -ECHILD.  Thread-safe.  Unsetting
+ * read-mostly advice waits for the page locks of the range's duplicated
+ * pages (bounded: their holders make progress).
  */
 UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm_device *dev);
 
@@ -654,6 +694,15 @@ struct uhmm_range_attrs {
 	 * (UHMM_ADVISE_ACCESSED_BY): the device of id n is bit n % 64 of
 	 * accessed_by[n / 64]. */
 	uint64_t accessed_by[UHMM_MAX_LOCATIONS / 64];
+	/** 1 if the whole range is advised read-mostly, UHMM_ATTR_NONE if
+	 * none of it, UHMM_ATTR_MIXED otherwise. */
+	int32_t read_mostly;
+	uint32_t _pad;
+	/** Bytes of the range (in system memory, counted in bytes_cpu too)
+	 * of which at least one device holds a read-only duplicate, and the
+	 * bytes of duplicates each device holds (by id). */
+	uint64_t bytes_duplicated;
+	uint64_t bytes_dup_on[UHMM_MAX_LOCATIONS];
 };
 
 /**
@@ -861,6 +910,12 @@ struct uhmm_stats {
 	 * "Device huge pages"). */
 	uint64_t dev_huge_units;
 	uint64_t dev_huge_splits;
+	/** Read-mostly (UHMM_ADVISE_READ_MOSTLY): read-only duplicates made
+	 * on devices (one per page and device), and duplicates dropped by a
+	 * collapse (a write of the CPU or a device, an unset of the advice, a
+	 * discard, a detach). */
+	uint64_t dup_made;
+	uint64_t dup_dropped;
 };
 
 /** Copy a context's counters into @out. */

@@ -27,6 +27,7 @@ struct uhmm_adv {
 	/* Accessed-by devices (UHMM_ADVISE_ACCESSED_BY): bit id % 64 of
 	 * word id / 64 for the device of that id. */
 	uint64_t acc_by[4];
+	uint32_t read_mostly;   /* 1: advised read-mostly */
 };
 
 static bool acc_any(const struct uhmm_adv *e)
@@ -115,12 +116,14 @@ static int update(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
 	/* Drop empty entries, merge equal neighbours. */
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!out[i].preferred && !out[i].last_prefetch && !acc_any(&out[i]))
+		if (!out[i].preferred && !out[i].last_prefetch && !acc_any(&out[i]) &&
+		    !out[i].read_mostly)
 			continue;
 		if (k && out[k - 1].end == out[i].start &&
 		    out[k - 1].preferred == out[i].preferred &&
 		    out[k - 1].last_prefetch == out[i].last_prefetch &&
-		    !memcmp(out[k - 1].acc_by, out[i].acc_by, sizeof(out[i].acc_by))) {
+		    !memcmp(out[k - 1].acc_by, out[i].acc_by, sizeof(out[i].acc_by)) &&
+		    out[k - 1].read_mostly == out[i].read_mostly) {
 			out[k - 1].end = out[i].end;
 			continue;
 		}
@@ -169,6 +172,50 @@ bool uhmm__advice_accessed_by(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
 			out[w] |= ctx->adv[i].acc_by[w];
 	pthread_rwlock_unlock(&ctx->adv_lock);
 	return out[0] | out[1] | out[2] | out[3];
+}
+
+static void set_read_mostly(struct uhmm_adv *e, uint32_t v)
+{
+	e->read_mostly = v;
+}
+
+bool uhmm__advice_read_mostly(struct uhmm_ctx *ctx, uintptr_t va, uintptr_t *lo,
+			      uintptr_t *hi)
+{
+	if (!atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
+		return false;
+	pthread_rwlock_rdlock(&ctx->adv_lock);
+	size_t i = find_locked(ctx, va);
+	bool rm = i < ctx->nadv && ctx->adv[i].start <= va && ctx->adv[i].read_mostly;
+	if (rm) {
+		size_t s = i, e = i;
+		while (s > 0 && ctx->adv[s - 1].end == ctx->adv[s].start &&
+		       ctx->adv[s - 1].read_mostly)
+			s--;
+		while (e + 1 < ctx->nadv && ctx->adv[e + 1].start == ctx->adv[e].end &&
+		       ctx->adv[e + 1].read_mostly)
+			e++;
+		if (ctx->adv[s].start > *lo)
+			*lo = ctx->adv[s].start;
+		if (ctx->adv[e].end < *hi)
+			*hi = ctx->adv[e].end;
+	} else {
+		/* Not read-mostly up to the next entry that is. */
+		for (size_t k = i; k-- > 0;)
+			if (ctx->adv[k].read_mostly) {
+				if (ctx->adv[k].end > *lo)
+					*lo = ctx->adv[k].end;
+				break;
+			}
+		for (size_t k = i; k < ctx->nadv; k++)
+			if (ctx->adv[k].read_mostly && ctx->adv[k].start > va) {
+				if (ctx->adv[k].start < *hi)
+					*hi = ctx->adv[k].start;
+				break;
+			}
+	}
+	pthread_rwlock_unlock(&ctx->adv_lock);
+	return rm;
 }
 
 int uhmm__advice_prefetched(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, unsigned loc)
@@ -237,6 +284,42 @@ unsigned uhmm__advice_preferred(struct uhmm_ctx *ctx, uintptr_t va, uintptr_t *l
 	return pref;
 }
 
+/*
+ * Read-mostly advice over [a, b): the ranges are registered for write-
+ * protection (a CPU write to a duplicated page must fault); the unset
+ * collapses the duplicates.
+ */
+static int advise_read_mostly(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool on)
+{
+	int err = uhmm__ranges_cover(ctx, a, b);
+	if (err)
+		return err;
+	if (on) {
+		if (!(ctx->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP))
+			return -EOPNOTSUPP;
+		for (uintptr_t x = a; x < b;) {
+			struct uhmm_range *r = uhmm__range_get(ctx, x);
+			if (!r)
+				return -EFAULT;
+			err = uhmm__uffd_register_wp(ctx->uffd, r->start, r->npages << PAGE_SHIFT,
+						     true);
+			x = range_end(r);
+			uhmm__range_put(r);
+			if (err)
+				return err == -ENOMEM ? -ENOMEM : -EFAULT;
+		}
+		/* Before the advice: whoever sees it sees rm_any. */
+		atomic_store_explicit(&ctx->rm_any, true, memory_order_release);
+	}
+	err = update(ctx, a, b, set_read_mostly, on);
+	if (err)
+		return err;
+	atomic_store_explicit(&ctx->adv_any, true, memory_order_release);
+	if (!on)
+		uhmm__dup_collapse_range(ctx, a, b);
+	return 0;
+}
+
 UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm_device *dev)
 {
 	uintptr_t a = (uintptr_t)addr;
@@ -244,13 +327,20 @@ UHMM_API int uhmm_advise(uhmm_ctx *ctx, void *addr, size_t len, int advice, uhmm
 		return -EINVAL;
 	bool acc = advice == UHMM_ADVISE_ACCESSED_BY || advice == UHMM_ADVISE_UNSET_ACCESSED_BY;
 	if (advice != UHMM_ADVISE_PREFERRED_LOCATION &&
-	    advice != UHMM_ADVISE_UNSET_PREFERRED_LOCATION && !acc)
+	    advice != UHMM_ADVISE_UNSET_PREFERRED_LOCATION && !acc &&
+	    advice != UHMM_ADVISE_READ_MOSTLY && advice != UHMM_ADVISE_UNSET_READ_MOSTLY)
 		return -EINVAL;
 	if (acc && !dev)
 		return -EINVAL; /* (the CPU maps whatever is in system memory) */
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
 		return err;
+	if (advice == UHMM_ADVISE_READ_MOSTLY || advice == UHMM_ADVISE_UNSET_READ_MOSTLY) {
+		err = advise_read_mostly(ctx, a, a + len, advice == UHMM_ADVISE_READ_MOSTLY);
+		if (!err)
+			uhmm__trace_advice(ctx, a, len, (unsigned)advice, 0);
+		goto out;
+	}
 	unsigned loc = 0;
 	if (dev && (advice == UHMM_ADVISE_PREFERRED_LOCATION || acc)) {
 		err = uhmm__dev_hold(ctx, dev);
@@ -298,18 +388,19 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 	memset(out, 0, sizeof(*out));
 	/* Advice: one value over the whole range, or none / mixed. */
 	pthread_rwlock_rdlock(&ctx->adv_lock);
-	int64_t pref = INT64_MIN, pf = INT64_MIN; /* not seen yet */
+	int64_t pref = INT64_MIN, pf = INT64_MIN, rm = INT64_MIN; /* not seen yet */
 	uint64_t accby[4] = { ~0ull, ~0ull, ~0ull, ~0ull }; /* over every piece */
 	uintptr_t cur = a, end = a + len;
 	size_t i = find_locked(ctx, a);
 	while (cur < end) {
-		uint32_t p = 0, q = 0;
+		uint32_t p = 0, q = 0, m = 0;
 		uintptr_t next;
 		if (i < ctx->nadv && ctx->adv[i].start <= cur) {
 			p = ctx->adv[i].preferred;
 			q = ctx->adv[i].last_prefetch;
 			for (unsigned w = 0; w < 4; w++)
 				accby[w] &= ctx->adv[i].acc_by[w];
+			m = ctx->adv[i].read_mostly;
 			next = ctx->adv[i].end < end ? ctx->adv[i].end : end;
 			i++;
 		} else {
@@ -319,12 +410,15 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 		int64_t vp = (int64_t)p - 1, vq = (int64_t)q - 1;
 		pref = pref == INT64_MIN ? vp : pref == vp ? pref : UHMM_ATTR_MIXED;
 		pf = pf == INT64_MIN ? vq : pf == vq ? pf : UHMM_ATTR_MIXED;
+		int64_t vm = m ? 1 : UHMM_ATTR_NONE;
+		rm = rm == INT64_MIN ? vm : rm == vm ? rm : UHMM_ATTR_MIXED;
 		cur = next;
 	}
 	pthread_rwlock_unlock(&ctx->adv_lock);
 	out->preferred = (int32_t)pref;
 	out->last_prefetch = (int32_t)pf;
 	memcpy(out->accessed_by, accby, sizeof(accby));
+	out->read_mostly = (int32_t)rm;
 	/* Residency, page by page (blocks of page state never created: in
 	 * system memory). */
 	for (uintptr_t x = a; x < a + len;) {
@@ -348,8 +442,12 @@ UHMM_API int uhmm_range_attrs(uhmm_ctx *ctx, const void *addr, size_t len,
 							  memory_order_relaxed);
 			if (pg_excl(w))
 				out->bytes_exclusive += PAGE_SIZE;
-			else if (pg_loc(w) == LOC_CPU)
+			else if (pg_loc(w) == LOC_CPU) {
 				out->bytes_cpu += PAGE_SIZE;
+				if (w & PG_DUP)
+					uhmm__dup_attrs(ctx, range_page_peek(r, pi),
+							&out->bytes_duplicated, out->bytes_dup_on);
+			}
 			else
 				out->bytes_on[pg_dev(w)] += PAGE_SIZE;
 			pi++;

@@ -341,6 +341,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 	uhmm__pol_init(ctx);
 	uhmm__prefetch_init(ctx);
 	uhmm__advice_init(ctx);
+	uhmm__dup_init(ctx);
 
 	err = uhmm__uffd_open(ctx);
 	if (err)
@@ -461,6 +462,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	/* Mirrors drop everything; devices may remove their notifiers as
 	 * they are destroyed; the rest are freed here. */
 	uhmm__invalidate(ctx, 0, UINTPTR_MAX, UHMM_INV_RELEASE, NULL, 0);
+	uhmm__dup_fini(ctx); /* read-mostly duplicates' frames, before the devices go */
 	for (unsigned id = 1; id < MAX_DEVICES; id++) {
 		struct uhmm_device *d = atomic_load(&ctx->devs[id]);
 		if (d)
@@ -610,6 +612,7 @@ static void device_release(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
 	uhmm__handle_del(d);
 	uhmm__lru_drop_dev(ctx, d->id);
+	uhmm__dup_drop_dev(ctx, d);
 	pthread_mutex_lock(&ctx->dev_lock);
 	atomic_store(&ctx->devs[d->id], NULL);
 	pthread_mutex_unlock(&ctx->dev_lock);

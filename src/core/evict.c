@@ -319,6 +319,17 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		   uintptr_t xlo, uintptr_t xhi)
 {
 	uint64_t t0 = uhmm__now_ns();
+	/* Read-mostly duplicates first (dup.c): dropping one costs no copy.
+	 * Counted as progress (allocate again), not as evicted pages.  Those
+	 * of the request's own pages too: it collapsed its own already (a
+	 * migration that moves them), or they are other pages of its
+	 * blocks. */
+	size_t dropped = v->poison ? 0 : uhmm__dup_reclaim(ctx, v->dev, want, 0, 0,
+							  v->lo, v->hi);
+	v->moved += dropped;
+	if (dropped >= want)
+		return v->moved;
+	want -= dropped;
 	size_t start_moved = v->moved, start_busy = v->busy;
 	size_t blocks = 0;
 	/* Sized by the list as it is (a few blocks on a small device), not

@@ -84,6 +84,14 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
  * service thread or by the unlock.  (Above the device id: the bits below
  * it are all taken.) */
 #define PG_OWNDISC 0x10000u
+/* DUP: the page is in system memory, present and write-protected in the
+ * CPU page table (UFFDIO_WRITEPROTECT), and devices may hold read-only
+ * duplicates of it (read-mostly advice; dup.c keeps the frames, by page).
+ * Set and cleared by the lock owner; the unlock keeps it while the page
+ * stays in system memory and is not discarded, and drops the duplicates
+ * otherwise (their mirrors were invalidated by whoever moved or zapped
+ * the page).  A CPU fault on the page collapses them first. */
+#define PG_DUP 0x20000u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
 #define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL | PG_COH | PG_POISON)
@@ -570,6 +578,13 @@ struct uhmm_ctx {
 	struct uhmm_adv *adv;
 	size_t nadv;
 	atomic_bool adv_any;      /* some advice was ever given */
+	/* Read-mostly duplicates (dup.c): rm_any once read-mostly advice
+	 * was given (write-protect faults on pages at home are then ours to
+	 * clear); the duplicates' frames by page, under dup_lock (a leaf). */
+	atomic_bool rm_any;
+	pthread_mutex_t dup_lock;
+	struct uhmm_dup *dup;
+	size_t dup_cap, dup_n;
 
 	/* The policy layer's side (src/policy). */
 	struct uhmm_polctx pol;
@@ -589,6 +604,46 @@ struct uhmm_ctx {
 #define STAT_INC(ctx, field) STAT_ADD(ctx, field, 1)
 
 /* advice.c */
+/* Whether va is advised read-mostly; [*lo, *hi) is clipped to the run
+ * around it with the same answer. */
+bool uhmm__advice_read_mostly(struct uhmm_ctx *ctx, uintptr_t va, uintptr_t *lo,
+			      uintptr_t *hi);
+
+/* dup.c: read-mostly duplicates. */
+void uhmm__dup_init(struct uhmm_ctx *ctx);
+/* Frees every duplicate (the context is going: mirrors were released). */
+void uhmm__dup_fini(struct uhmm_ctx *ctx);
+/* uhmm_migrate toward dst over [a, b) with read-mostly advice somewhere
+ * in it: duplicates the read-mostly runs, moves the rest.  Entered. */
+int uhmm__dup_migrate(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
+		      struct uhmm_device *dst);
+/* Collapse every duplicate of [a, b) to the CPU copy (mirrors
+ * invalidated, frames freed, protection removed).  No page lock held. */
+void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
+/* The same, and remove a write protection left on pages at home without
+ * duplicates (before a write range fault populates them). */
+void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
+/* The same for page idx of r, which the caller holds (a CPU fault). */
+void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
+/* Free page p's duplicates (its mirrors were invalidated).  Any lock. */
+void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p);
+/* The frame of device dev's duplicate of p, or UINT64_MAX; with va != 0,
+ * only if it was made for that address. */
+uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsigned dev,
+			 uintptr_t va);
+/* Devices holding a duplicate of p (0 if none). */
+unsigned uhmm__dup_count(struct uhmm_ctx *ctx, const struct uhmm_page *p);
+/* Add p's duplicates to a uhmm_range_attrs' counts. */
+void uhmm__dup_attrs(struct uhmm_ctx *ctx, const struct uhmm_page *p, uint64_t *dup_bytes,
+		     uint64_t *dup_on);
+/* Free up to want of device dev's duplicates of pages outside [xlo, xhi),
+ * in frames [flo, fhi) (eviction: device memory is needed).  Returns how
+ * many. */
+size_t uhmm__dup_reclaim(struct uhmm_ctx *ctx, unsigned dev, size_t want, uintptr_t xlo,
+			 uintptr_t xhi, uint64_t flo, uint64_t fhi);
+/* Drop device d's duplicates (detach). */
+void uhmm__dup_drop_dev(struct uhmm_ctx *ctx, struct uhmm_device *d);
+
 void uhmm__advice_init(struct uhmm_ctx *ctx);
 void uhmm__advice_fini(struct uhmm_ctx *ctx);
 /* The preferred location (+1; 0 none) at va, and clip [*lo, *hi) to the

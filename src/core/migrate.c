@@ -1201,7 +1201,8 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 			  uhmm_device *dst, unsigned flags)
 {
 	uintptr_t a = (uintptr_t)addr;
-	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a || flags)
+	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a ||
+	    (flags & ~UHMM_MIGRATE_MOVE))
 		return -EINVAL;
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
@@ -1217,6 +1218,17 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
 		goto out;
+	/* Read-mostly advice (dup.c): duplicate instead, or collapse the
+	 * duplicates of what moves. */
+	if (dst && atomic_load_explicit(&ctx->rm_any, memory_order_acquire)) {
+		uintptr_t lo = a, hi = a + len;
+		if (!(flags & UHMM_MIGRATE_MOVE) &&
+		    (uhmm__advice_read_mostly(ctx, a, &lo, &hi) || hi < a + len)) {
+			err = uhmm__dup_migrate(ctx, a, a + len, dst);
+			goto out;
+		}
+		uhmm__dup_collapse_range(ctx, a, a + len);
+	}
 	if (dst && !ctx->move_out && !ctx->wp) {
 		/* Neither UFFDIO_MOVE nor write-protection: nothing keeps a
 		 * CPU write from landing after the copy. */

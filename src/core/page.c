@@ -175,6 +175,15 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	uint32_t nw = loc;
 	if (loc == prev && dpfn == prev_dpfn)
 		nw |= w & PG_DISCARD;
+	/* Read-mostly duplicates (dup.c) stay while the page stays at home
+	 * and is not discarded; else they go (whoever moved or discarded the
+	 * page invalidated the mirrors first). */
+	if (unlikely(w & PG_DUP)) {
+		if (loc == LOC_CPU && !(w & PG_ZAPPED) && !(nw & PG_DISCARD))
+			nw |= PG_DUP;
+		else
+			uhmm__dup_free_page(ctx, p);
+	}
 	/* Zapped: the kernel's zap of the page may still be on its way (the
 	 * REMOVE is handled after it is read, the zap follows the read), so
 	 * what is present now is stale until then: DISCARD, as uhmm__page_zap
@@ -191,6 +200,8 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 						      memory_order_relaxed)) {
 		if (!(w & PG_ZAPPED))
 			continue; /* WAITERS or PARKED added: try again */
+		if (nw & PG_DUP)
+			uhmm__dup_free_page(ctx, p);
 		if (loc != LOC_CPU) {
 			drop_copy(ctx, p, loc, dpfn);
 			atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);

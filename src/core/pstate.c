@@ -149,6 +149,15 @@ void uhmm__pagearr_put(struct uhmm_pagearr *a)
 	for (size_t i = 0; i < a->nblk; i++) {
 		struct uhmm_pblk *b = atomic_load_explicit(&a->dir[i].blk, memory_order_relaxed);
 		if (b) {
+			/* Read-mostly duplicates of its pages (dup.c) go with
+			 * it: the range was unmapped or unregistered, its
+			 * mirrors invalidated; the block may serve another
+			 * array next. */
+			if (atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
+				for (size_t k = 0; k < BATCH_PAGES; k++)
+					if (atomic_load_explicit(&b->pages[k].word,
+								 memory_order_relaxed) & PG_DUP)
+						uhmm__dup_free_page(ctx, &b->pages[k]);
 			blk_release(b);
 			nb++;
 		}

@@ -227,6 +227,10 @@ static int rf_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 {
 	int err = 0;
 	uintptr_t run = start; /* start of the current run to populate */
+	/* Read-mostly duplicates of pages to write collapse first (dup.c):
+	 * the population below would wait on their write protection. */
+	if (write)
+		uhmm__dup_collapse_write(ctx, start, end);
 	for (uintptr_t a = start; a < end && !err;) {
 		struct uhmm_range *r = uhmm__range_get(ctx, a);
 		if (!r) {
@@ -359,6 +363,17 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			uint64_t *ent = &req->entries[i];
 			if (pg_loc(w) == LOC_POISON && (rights[i] & RIGHT_R)) {
 				*ent = UHMM_RE_POISON;
+				continue;
+			}
+			if (unlikely(w & PG_DUP) && (rights[i] & RIGHT_R)) {
+				/* Duplicated (read-mostly, dup.c): the requester's
+				 * own read-only copy, or the CPU's, read-only too
+				 * (a write must collapse it first). */
+				uint64_t f = self ? uhmm__dup_frame(ctx, p, self, a) : UINT64_MAX;
+				if (f != UINT64_MAX)
+					*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | (f & UHMM_RE_DPFN_MASK);
+				else
+					*ent &= ~UHMM_RE_WRITE;
 				continue;
 			}
 			if (!d)

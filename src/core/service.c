@@ -467,6 +467,7 @@ struct how {
 	bool handoff; /* self: not served (no warm page to copy into): the
 		       * service thread must serve it */
 	uint32_t tid; /* the faulting thread, for the trace (0: unknown) */
+	bool wp;      /* a write-protect fault (message flag; self: unknown) */
 };
 
 /*
@@ -951,8 +952,22 @@ static void serve_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	 * fill below finds it there (EEXIST) and wakes the thread, which
 	 * writes.  A SIGBUS handler cannot tell the two faults apart: a
 	 * write to a page at home clears the protection either way. */
-	if (ctx->wp && write && pg_loc(w) == LOC_CPU)
+	/* Read-mostly duplicates (dup.c): any CPU fault on the page collapses
+	 * them (a write-protect fault, or one a SIGBUS handler cannot tell
+	 * from it); the protection goes with them.  A write-protect fault on
+	 * a page at home without them (a protection carried by a page that
+	 * went and came back) is only unprotected. */
+	if (unlikely(w & PG_DUP)) {
+		uhmm__dup_collapse_locked(ctx, r, idx);
+		w &= ~PG_DUP;
+	} else if (ctx->wp && write && pg_loc(w) == LOC_CPU) {
+		/* (First the duplicates above: this wakes the writer.) */
 		(void)uhmm__uffd_writeprotect(ctx->uffd, va, PAGE_SIZE, false);
+	} else if (unlikely(write && (how->wp || how->self) && !ctx->wp &&
+			    pg_loc(w) == LOC_CPU &&
+			    atomic_load_explicit(&ctx->rm_any, memory_order_relaxed))) {
+		(void)uhmm__uffd_writeprotect(ctx->uffd, va, PAGE_SIZE, false);
+	}
 	if (pg_loc(w) == LOC_CPU) {
 		serve_zero(ctx, r, idx, write, how);
 	} else if (pg_loc(w) == LOC_POISON) {
@@ -1014,6 +1029,7 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	} else {
 		struct how how = { .self = false, .epoch = f->epoch };
 		how.tid = f->tid;
+		how.wp = (f->flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
 		serve_locked(ctx, r, idx, f->flags & UFFD_PAGEFAULT_FLAG_WRITE, f->addr, &how);
 	}
 	if (!hint)

@@ -93,6 +93,8 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(poisoned_pages, "pages lost on a device (poisoned)");
 	P(dev_huge_units, "2 MiB blocks moved to a device as one unit");
 	P(dev_huge_splits, "2 MiB device units split into 4 KiB pages");
+	P(dup_made, "read-mostly duplicates made on devices");
+	P(dup_dropped, "read-mostly duplicates dropped (collapse)");
 #undef P
 }
 

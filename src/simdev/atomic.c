@@ -186,7 +186,8 @@ static void atomic_migrate(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 		mlo = lo;
 		mhi = hi;
 	}
-	int err = uhmm_migrate(c->ctx, (void *)mlo, mhi - mlo, c->dev, 0);
+	/* (MOVE: read-mostly pages move too, their duplicates collapse.) */
+	int err = uhmm_migrate(c->ctx, (void *)mlo, mhi - mlo, c->dev, UHMM_MIGRATE_MOVE);
 	if (!err) {
 		STAT_ADD(c, migrations, 1);
 		/* If a CPU touch takes a page back before this maps it, the

@@ -503,7 +503,13 @@ static void managed_extent(struct sd_compute *c, uintptr_t va, uintptr_t lo,
 static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			    uintptr_t lo, uintptr_t hi, bool clipped)
 {
-	int err = uhmm_migrate(c->ctx, (void *)lo, hi - lo, c->dev, 0);
+	/* A write moves read-mostly pages (their duplicates collapse to this
+	 * device); a read duplicates them (uhmm_migrate). */
+	unsigned flags = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!fp[i].done && fp[i].acc != SD_READ)
+			flags = UHMM_MIGRATE_MOVE;
+	int err = uhmm_migrate(c->ctx, (void *)lo, hi - lo, c->dev, flags);
 
 	/* -EHWPOISON: everything moved but pages lost on a device, which
 	 * the mapping below fails alone (uhmm__fault_map_run). */

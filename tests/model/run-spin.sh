@@ -16,6 +16,9 @@
 #                                       3 minutes: not in ctest)
 #   tests/model/run-spin.sh --huge      the device huge page's split, huge.pml
 #                                       (below; ctest model.spin.huge)
+#   tests/model/run-spin.sh --readmostly  the read-mostly model,
+#                                       readmostly.pml (below; ctest
+#                                       model.spin.readmostly)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
@@ -104,6 +107,19 @@
 #     no-pt-split    (-DNO_PT_SPLIT) an assertion: the invalidation of one
 #                    page leaves the 2 MiB entry; the device keeps an entry
 #                    to frames released
+# --readmostly (readmostly.pml: duplication of one page on two devices and
+# its collapse by CPU stores and a device write; docs/ARCHITECTURE.md,
+# "Read-mostly duplicates"):
+#   readmostly  safety: must pass (a device access through its entry reads
+#               the CPU page's current data; every store kept)
+#   readmostly-dev-write  safety with -DDEV_WRITE: must pass
+#   mutations, must FAIL:
+#     late-protect   (-DLATE_PROTECT) an assertion: the duplication copies
+#                    the page before write-protecting it; a CPU store during
+#                    the duplication is lost to the device
+#     early-unprotect (-DEARLY_UNPROTECT) an assertion: the collapse
+#                    removes the protection before the invalidation; the
+#                    store lands while a device reads its stale duplicate
 # --evict-full (not in ctest):
 #   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
 #   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
@@ -130,9 +146,10 @@ while [ $# -gt 0 ]; do
 	--evict) evict=1 ;;
 	--evict-full) evict=2 ;;
 	--huge) huge=1 ;;
+	--readmostly) evict=3 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --readmostly] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -284,6 +301,12 @@ elif [ $evict = 1 ]; then
 	check nothing-enomem safety 'assertion violated' -DNOTHING_ENOMEM
 	check locked-not-busy safety 'assertion violated' -DTWO_REQ -DNO_HOMER \
 		-DLOCKED_NOT_BUSY
+elif [ $evict = 3 ]; then
+	model=$here/readmostly.pml
+	check readmostly safety pass
+	check readmostly-dev-write safety pass -DDEV_WRITE
+	check late-protect safety 'assertion violated' -DLATE_PROTECT
+	check early-unprotect safety 'assertion violated' -DEARLY_UNPROTECT
 elif [ $evict = 2 ]; then
 	model=$here/evict.pml
 	check evict-two-homer safety pass -DTWO_REQ

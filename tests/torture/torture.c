@@ -156,6 +156,7 @@ static struct {
 	bool coherent; /* --coherent: device 1's memory is coherent */
 	bool poison;   /* --poison: the poison operation runs */
 	atomic_ulong poisoned, poison_skipped;
+	bool readmostly; /* --readmostly: the advise op sets and unsets read-mostly too */
 	uhmm_ctx *ctx;
 	uhmm_device *dev[NDEV];
 	pthread_mutex_t dev_lock[NDEV];
@@ -1119,22 +1120,30 @@ static void op_migrate(struct tstate *t, unsigned si, uint64_t opid)
 		check_own_in(t, si, off, len, r ? "after failed migration" : "after migration");
 }
 
-/* Advice (preferred location, or a device's accessed-by: it maps the
- * sub-range wherever its pages move) over a sub-range, then the attribute
- * query: every byte of it accounted for somewhere.  Changes no byte. */
+/* Advice (preferred location, read-mostly, or a device's accessed-by: it
+ * maps the sub-range wherever its pages move) over a sub-range, then the
+ * attribute query: every byte of it accounted for somewhere.  Changes no
+ * byte. */
 static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 {
 	struct slot *s = &G.slots[si];
 	size_t off, len;
 	pick_sub(t, s, &off, &len);
-	unsigned d = (unsigned)rnd_below(t, NDEV + 2);
+	/* Devices, then the CPU, unset, read-mostly and its unset
+	 * (--readmostly: not by default yet, see docs/ARCHITECTURE.md
+	 * "Read-mostly duplicates": a migration that fits may still fail
+	 * -ENOMEM with duplicates on the device, under eviction). */
+	unsigned d = (unsigned)rnd_below(t, NDEV + (G.readmostly ? 4 : 2));
 	int adv = d == NDEV + 1 ? UHMM_ADVISE_UNSET_PREFERRED_LOCATION
+		: d == NDEV + 2 ? UHMM_ADVISE_READ_MOSTLY
+		: d == NDEV + 3 ? UHMM_ADVISE_UNSET_READ_MOSTLY
 				: UHMM_ADVISE_PREFERRED_LOCATION;
 	uhmm_device *dev = d < NDEV ? G.dev[d] : NULL;
 	if (dev && rnd_below(t, 2) == 0)
 		adv = rnd_below(t, 3) ? UHMM_ADVISE_ACCESSED_BY : UHMM_ADVISE_UNSET_ACCESSED_BY;
 	int r = uhmm_advise(G.ctx, s->base + off, len, adv, dev);
-	outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
+	if (r != -EOPNOTSUPP || adv != UHMM_ADVISE_READ_MOSTLY)
+		outcome(t, K_ADVISE, "uhmm_advise", r, false, false, false);
 	struct uhmm_range_attrs at;
 	r = uhmm_range_attrs(G.ctx, s->base + off, len, &at);
 	if (outcome(t, K_ADVISE, "uhmm_range_attrs", r, false, false, false)) {
@@ -1144,6 +1153,11 @@ static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 		if (sum != len)
 			unexpected(t, K_ADVISE, "uhmm_range_attrs", 0,
 				   "%" PRIu64 " bytes accounted for of %zu", sum, len);
+		/* Duplicates are of pages at home. */
+		if (at.bytes_duplicated > at.bytes_cpu)
+			unexpected(t, K_ADVISE, "uhmm_range_attrs", 0,
+				   "%" PRIu64 " bytes duplicated of %" PRIu64 " at home",
+				   at.bytes_duplicated, at.bytes_cpu);
 	}
 	hist_range(s, off, len, opid, K_ADVISE, t->id);
 	if (rnd_below(t, 4) == 0)
@@ -1885,6 +1899,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: uhmm-torture [--seed N] [--seconds S | --ops N] [--threads T]\n"
 		"                    [--ranges R] [--dev-mib M] [--watchdog S] [--verbose]\n"
+		"                    [--readmostly]\n"
 		"                    [--serialize-events | --no-events] [--no-ro-migrate]\n"
 		"                    [--no-uhmm-free] [--sigbus] [--coherent] [--poison] [--thp]\n"
 		"                    [--no-KIND ...]\n"
@@ -1967,6 +1982,8 @@ static void parse(int argc, char **argv)
 			G.poison = true;
 		else if (!strcmp(a, "--thp"))
 			G.thp = true;
+		else if (!strcmp(a, "--readmostly"))
+			G.readmostly = true;
 		else if (!strcmp(a, "--verbose"))
 			G.verbose = true;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

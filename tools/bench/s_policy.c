@@ -26,7 +26,13 @@
  *             built-in policy: median of paired rounds.
  *             policy_plugin_overhead_ratio (target <= 1.05).
  *
- * Read-mostly duplication (policy_readmostly_ratio) is not built yet.
+ *   readmostly  A table (16 MiB) read by the device (a kernel reading a
+ *             word of every page) and by the CPU (every page) in turn,
+ *             ROUNDS times, on a simdev with the "pcie4" link preset: with
+ *             UHMM_ADVISE_READ_MOSTLY (the device reads its duplicate, the
+ *             CPU its copy: nothing moves after the first round) / without
+ *             advice (the table migrates both ways every round): time.
+ *             policy_readmostly_ratio (target <= 0.2).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -483,12 +489,109 @@ static int do_plugin(struct bench_sc *sc)
 	return 0;
 }
 
+/* ---- readmostly --------------------------------------------------------- */
+
+#define RM_PAGES 4096u /* 16 MiB */
+#define RM_ITEMS 512u  /* work items: each reads a word of RM_PAGES / RM_ITEMS pages */
+
+struct rdsum {
+	const uint64_t *buf;
+	_Atomic uint64_t sum;
+};
+
+static void k_rdsum(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct rdsum *r = arg;
+	uint64_t s = 0;
+	for (uint64_t i = idx * (RM_PAGES / RM_ITEMS); i < (idx + 1) * (RM_PAGES / RM_ITEMS); i++)
+		s += uhmm_simdev_ld64(wi, &r->buf[i * (PAGE / 8)]);
+	atomic_fetch_add_explicit(&r->sum, s, memory_order_relaxed);
+}
+
+static int table_turns(struct bench_sc *sc, bool advised, int rounds, uint64_t *ns,
+		       uint64_t *migrations)
+{
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.spin_us = cfg.spin_us;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	int e = uhmm_ctx_create(&o, &ctx);
+	if (e < 0)
+		return bench_fail(sc, "uhmm_ctx_create", e);
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 64u << 20;
+	so.link = "pcie4";
+	if ((e = uhmm_simdev_create(ctx, &so, &dev)) < 0) {
+		uhmm_ctx_destroy(ctx);
+		return bench_fail(sc, "uhmm_simdev_create", e);
+	}
+	uint64_t *p;
+	if ((e = uhmm_alloc(ctx, RM_PAGES * PAGE, (void **)&p)) < 0) {
+		uhmm_ctx_destroy(ctx);
+		return bench_fail(sc, "uhmm_alloc", e);
+	}
+	uint64_t want = 0;
+	for (size_t i = 0; i < RM_PAGES * (PAGE / 8); i++)
+		p[i] = i;
+	for (size_t i = 0; i < RM_PAGES; i++)
+		want += i * (PAGE / 8);
+	if (advised && (e = uhmm_advise(ctx, p, RM_PAGES * PAGE, UHMM_ADVISE_READ_MOSTLY, NULL)) < 0) {
+		uhmm_ctx_destroy(ctx);
+		return bench_fail(sc, "uhmm_advise", e);
+	}
+	uint64_t t0 = now_ns();
+	for (int r = 0; r < rounds && !e; r++) {
+		struct rdsum k = { .buf = p };
+		e = uhmm_simdev_launch(dev, k_rdsum, RM_ITEMS, &k);
+		if (!e && atomic_load(&k.sum) != want)
+			e = -EIO;
+		uint64_t cs = 0;
+		for (size_t i = 0; i < RM_PAGES * (PAGE / 8); i += 8)
+			cs += ((const volatile uint64_t *)p)[i];
+		if (!e && cs == 0)
+			e = -EIO;
+	}
+	*ns = now_ns() - t0;
+	struct uhmm_stats st;
+	uhmm_stats_get(ctx, &st);
+	*migrations = st.migrated_to_device_pages + st.migrated_to_system_pages;
+	struct uhmm_simdev_stats ss;
+	uhmm_simdev_stats(dev, &ss);
+	bench_progress("  readmostly %d: %llu device faults, %llu cpu faults, %llu ms\n", advised,
+		       (unsigned long long)ss.faults, (unsigned long long)st.cpu_faults,
+		       (unsigned long long)(*ns / 1000000));
+	uhmm_ctx_destroy(ctx);
+	return e < 0 ? bench_fail(sc, e == -EIO ? "read-mostly table data" : "launch", e) : 0;
+}
+
+static int do_readmostly(struct bench_sc *sc)
+{
+	int rounds = cfg.quick ? 20 : 100;
+	uint64_t t_rm, t_no, m_rm, m_no;
+	int e;
+	if ((e = table_turns(sc, true, rounds, &t_rm, &m_rm)) < 0 ||
+	    (e = table_turns(sc, false, rounds, &t_no, &m_no)) < 0)
+		return e;
+	bench_base(sc, "readmostly_none_ms", (double)t_no / 1e6, "ms",
+		   "table read by device and CPU in turn, no advice");
+	bench_fig(sc, "readmostly_advised_ms", (double)t_rm / 1e6, "ms",
+		  "table read by device and CPU in turn, read-mostly");
+	bench_ratio(sc, "policy_readmostly", (double)t_rm / (double)t_no,
+		    "device/CPU table reads, read-mostly / no advice: time");
+	bench_goal(sc, '<', 0.2);
+	bench_note(sc, "readmostly: %d rounds over %u pages, link pcie4; pages moved %llu "
+		   "(read-mostly) / %llu (none)", rounds, RM_PAGES, (unsigned long long)m_rm,
+		   (unsigned long long)m_no);
+	return 0;
+}
+
 int sc_policy(struct bench_sc *sc)
 {
 	int e;
 	if ((e = do_thrash(sc)) < 0 || (e = do_prefetch(sc)) < 0 || (e = do_evict(sc)) < 0 ||
-	    (e = do_plugin(sc)) < 0)
+	    (e = do_plugin(sc)) < 0 || (e = do_readmostly(sc)) < 0)
 		return e;
-	bench_note(sc, "policy_readmostly_ratio: read-mostly duplication is not built yet");
 	return 0;
 }

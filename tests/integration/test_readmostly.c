@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_readmostly.c - read-mostly advice (UHMM_ADVISE_READ_MOSTLY): a
+ * device read duplicates pages while the CPU keeps its copy; a write from
+ * either side collapses the duplicates with the right data; two devices;
+ * unset; each fault mode (full, user-mode-only, SIGBUS); fork and munmap
+ * of a duplicated range; the attribute query.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uhmm/device.h>
+#include <uhmm/simdev.h>
+#include <uhmm/uhmm.h>
+
+#include "testlib.h"
+
+#define PG 4096ul
+#define NPG 64ul
+#define LEN (NPG * PG)
+
+static uhmm_ctx *mkctx(uint32_t flags, uhmm_device **dev, uhmm_device **dev2)
+{
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.flags = flags;
+	uhmm_ctx *ctx;
+	int err = uhmm_ctx_create(&o, &ctx);
+	if (err == -EOPNOTSUPP || err == -EPERM)
+		TEST_SKIP("this fault mode is not available here");
+	ASSERT_OK(err);
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 16ul << 20;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, dev));
+	if (dev2)
+		ASSERT_OK(uhmm_simdev_create(ctx, &so, dev2));
+	return ctx;
+}
+
+struct karg {
+	uint64_t *buf;
+	uint64_t add; /* write kernel: buf[page] = page + add */
+	_Atomic uint64_t sum;
+};
+
+static void k_read(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct karg *k = arg;
+	atomic_fetch_add_explicit(&k->sum, uhmm_simdev_ld64(wi, &k->buf[idx * (PG / 8)]),
+				  memory_order_relaxed);
+}
+
+static void k_write(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct karg *k = arg;
+	uhmm_simdev_st64(wi, &k->buf[idx * (PG / 8)], idx + k->add);
+}
+
+/* The device reads the first word of every page; returns the sum. */
+static uint64_t dev_read(uhmm_device *dev, uint64_t *p)
+{
+	struct karg k = { .buf = p };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_read, NPG, &k));
+	return atomic_load(&k.sum);
+}
+
+static void dev_write(uhmm_device *dev, uint64_t *p, uint64_t add)
+{
+	struct karg k = { .buf = p, .add = add };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_write, NPG, &k));
+}
+
+static uint64_t fill(uint64_t *p, uint64_t base)
+{
+	uint64_t want = 0;
+	for (size_t i = 0; i < NPG; i++) {
+		p[i * (PG / 8)] = base + i;
+		p[i * (PG / 8) + 1] = ~(base + i);
+		want += base + i;
+	}
+	return want;
+}
+
+static uint64_t cpu_sum(const uint64_t *p)
+{
+	uint64_t s = 0;
+	for (size_t i = 0; i < NPG; i++)
+		s += *(volatile const uint64_t *)&p[i * (PG / 8)];
+	return s;
+}
+
+static struct uhmm_range_attrs *attrs(uhmm_ctx *ctx, void *p, size_t len)
+{
+	static struct uhmm_range_attrs at;
+	ASSERT_OK(uhmm_range_attrs(ctx, p, len, &at));
+	return &at;
+}
+
+static uint64_t cpu_faults(uhmm_ctx *ctx)
+{
+	struct uhmm_stats st;
+	ASSERT_OK(uhmm_stats_get(ctx, &st));
+	return st.cpu_faults;
+}
+
+static uint64_t dev_bytes(uhmm_device *dev)
+{
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	return ds.bytes_in_use;
+}
+
+/* Device memory in use once it settles at @want (an event's frees may
+ * land just after uhmm_sync; waits up to 2 s for them, returns what is
+ * there then). */
+static uint64_t dev_bytes_settled(uhmm_device *dev, uint64_t want)
+{
+	uint64_t b = dev_bytes(dev);
+	for (int i = 0; i < 2000 && b != want; i++) {
+		usleep(1000);
+		b = dev_bytes(dev);
+	}
+	return b;
+}
+
+/*
+ * Duplication on a device read, then collapse by a CPU write, then by a
+ * device write, in fault mode @flags.
+ */
+static void dup_and_collapse(uint32_t flags)
+{
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(flags, &dev, NULL);
+	uint32_t id = uhmm_device_id(dev);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 100);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(attrs(ctx, p, LEN)->read_mostly, 1);
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, 0);
+
+	/* A device read: duplicates, the CPU keeps its pages. */
+	assert_int_equal(dev_read(dev, p), want);
+	struct uhmm_range_attrs *at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_cpu, LEN);
+	assert_int_equal(at->bytes_on[id], 0);
+	assert_int_equal(at->bytes_duplicated, LEN);
+	assert_int_equal(at->bytes_dup_on[id], LEN);
+	assert_int_equal(dev_bytes(dev), LEN);
+	/* The CPU reads without a fault; the device again, from its copy. */
+	uint64_t f0 = cpu_faults(ctx);
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(cpu_faults(ctx), f0);
+	assert_int_equal(dev_read(dev, p), want);
+	struct uhmm_stats st;
+	ASSERT_OK(uhmm_stats_get(ctx, &st));
+	assert_int_equal(st.dup_made, NPG);
+
+	/* A CPU write collapses the page it writes; the device sees it. */
+	p[5 * (PG / 8)] = 7777;
+	want += 7777 - (100 + 5);
+	at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, LEN - PG);
+	assert_int_equal(dev_bytes(dev), LEN - PG);
+	assert_int_equal(p[5 * (PG / 8)], 7777);
+	assert_int_equal(dev_read(dev, p), want); /* duplicated again */
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, LEN);
+
+	/* A device write: the duplicates collapse, the pages move to it. */
+	dev_write(dev, p, 5000);
+	at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, 0);
+	assert_int_equal(at->bytes_on[id], LEN);
+	assert_int_equal(dev_bytes(dev), LEN);
+	for (size_t i = 0; i < NPG; i++) {
+		assert_int_equal(p[i * (PG / 8)], i + 5000);
+		assert_int_equal(p[i * (PG / 8) + 1], ~(100 + i));
+	}
+	ASSERT_OK(uhmm_free(ctx, p));
+	assert_int_equal(dev_bytes(dev), 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+static void duplicate_and_collapse_full(void **state)
+{
+	(void)state;
+	dup_and_collapse(0);
+}
+
+static void duplicate_and_collapse_user_mode_only(void **state)
+{
+	(void)state;
+	dup_and_collapse(UHMM_CTX_USER_MODE_ONLY);
+}
+
+static void duplicate_and_collapse_sigbus(void **state)
+{
+	(void)state;
+	dup_and_collapse(UHMM_CTX_SIGBUS);
+}
+
+/* Several CPU writes to one duplicated page, while the device reads it
+ * again between them: no write lost. */
+static void cpu_writes_are_never_lost(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 1);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	for (int round = 0; round < 8; round++) {
+		assert_int_equal(dev_read(dev, p), want);
+		for (size_t i = round; i < NPG; i += 8) {
+			p[i * (PG / 8)] += 3;
+			want += 3;
+		}
+	}
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(dev_read(dev, p), want);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* Two devices hold duplicates at once; a CPU write drops both; a write by
+ * one device moves the page to it and drops the other's. */
+static void two_devices_duplicate(void **state)
+{
+	(void)state;
+	uhmm_device *a, *b;
+	uhmm_ctx *ctx = mkctx(0, &a, &b);
+	uint32_t ia = uhmm_device_id(a), ib = uhmm_device_id(b);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 40);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(a, p), want);
+	assert_int_equal(dev_read(b, p), want);
+	struct uhmm_range_attrs *at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, LEN);
+	assert_int_equal(at->bytes_dup_on[ia], LEN);
+	assert_int_equal(at->bytes_dup_on[ib], LEN);
+	assert_int_equal(at->bytes_cpu, LEN);
+	/* CPU write of every page. */
+	for (size_t i = 0; i < NPG; i++)
+		p[i * (PG / 8)] += 1;
+	want += NPG;
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, 0);
+	assert_int_equal(dev_bytes(a), 0);
+	assert_int_equal(dev_bytes(b), 0);
+	assert_int_equal(dev_read(a, p), want);
+	assert_int_equal(dev_read(b, p), want);
+	/* Device a writes: on a, b's duplicates gone; b reads a's data. */
+	dev_write(a, p, 900);
+	at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_on[ia], LEN);
+	assert_int_equal(at->bytes_duplicated, 0);
+	assert_int_equal(dev_bytes(b), 0);
+	want = 0;
+	for (size_t i = 0; i < NPG; i++)
+		want += i + 900;
+	assert_int_equal(dev_read(b, p), want);
+	assert_int_equal(cpu_sum(p), want);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* Unset: the duplicates collapse, later reads migrate as without advice.
+ * uhmm_migrate toward the device duplicates too; with UHMM_MIGRATE_MOVE
+ * it moves. */
+static void unset_and_migrate(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint32_t id = uhmm_device_id(dev);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * LEN, (void **)&p));
+	uint64_t want = fill(p, 3);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(attrs(ctx, p, 2 * LEN)->read_mostly, UHMM_ATTR_MIXED);
+	assert_int_equal(attrs(ctx, (char *)p + LEN, LEN)->read_mostly, UHMM_ATTR_NONE);
+	/* Half advised: that half duplicates, the other half moves. */
+	ASSERT_OK(uhmm_migrate(ctx, p, 2 * LEN, dev, 0));
+	struct uhmm_range_attrs *at = attrs(ctx, p, 2 * LEN);
+	assert_int_equal(at->bytes_duplicated, LEN);
+	assert_int_equal(at->bytes_on[id], LEN);
+	assert_int_equal(at->bytes_cpu, LEN);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_UNSET_READ_MOSTLY, NULL));
+	at = attrs(ctx, p, 2 * LEN);
+	assert_int_equal(at->read_mostly, UHMM_ATTR_NONE);
+	assert_int_equal(at->bytes_duplicated, 0);
+	assert_int_equal(dev_bytes(dev), LEN);
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(dev_read(dev, p), want);
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_on[id], LEN); /* migrated */
+	/* Advised again, at home: MOVE moves rather than duplicates. */
+	ASSERT_OK(uhmm_migrate(ctx, p, LEN, NULL, 0));
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	ASSERT_OK(uhmm_migrate(ctx, p, LEN, dev, 0));
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, LEN);
+	ASSERT_OK(uhmm_migrate(ctx, p, LEN, dev, UHMM_MIGRATE_MOVE));
+	at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, 0);
+	assert_int_equal(at->bytes_on[id], LEN);
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(uhmm_migrate(ctx, p, LEN, dev, 1), -EINVAL);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* fork with a duplicated range: the child has the data and writes its own
+ * copy; the parent's duplicates and data are untouched until it writes. */
+static void fork_with_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 60);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, p), want);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = cpu_sum(p) != want;
+		for (size_t i = 0; i < NPG; i++)
+			p[i * (PG / 8)] = 0;
+		bad |= cpu_sum(p) != 0;
+		_exit(bad);
+	}
+	int ws;
+	assert_int_equal(waitpid(pid, &ws, 0), pid);
+	assert_true(WIFEXITED(ws));
+	assert_int_equal(WEXITSTATUS(ws), 0);
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, LEN);
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(dev_read(dev, p), want);
+	p[0] += 1;
+	assert_int_equal(dev_read(dev, p), want + 1);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* munmap of a duplicated range (part, then the rest) frees the
+ * duplicates' device memory. */
+static void munmap_frees_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint64_t *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	uint64_t want = fill(p, 80);
+	ASSERT_OK(uhmm_register(ctx, p, LEN));
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, p), want);
+	assert_int_equal(dev_bytes(dev), LEN);
+	assert_int_equal(munmap(p, LEN / 2), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	assert_int_equal(dev_bytes_settled(dev, LEN / 2), LEN / 2);
+	/* A discard drops them too (the data is zeros after it). */
+	assert_int_equal(madvise((char *)p + LEN / 2, PG, MADV_DONTNEED), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	assert_int_equal(dev_bytes_settled(dev, LEN / 2 - PG), LEN / 2 - PG);
+	assert_int_equal(p[LEN / 2 / 8], 0);
+	assert_int_equal(munmap((char *)p + LEN / 2, LEN / 2), 0);
+	ASSERT_OK(uhmm_sync(ctx));
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* uhmm_free and uhmm_unregister of duplicated ranges free the
+ * duplicates' device memory (their page state goes). */
+static void free_drops_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 70);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, p), want);
+	assert_int_equal(dev_bytes(dev), LEN);
+	ASSERT_OK(uhmm_free(ctx, p));
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	uint64_t *q = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(q != MAP_FAILED);
+	want = fill(q, 75);
+	ASSERT_OK(uhmm_register(ctx, q, LEN));
+	ASSERT_OK(uhmm_advise(ctx, q, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, q), want);
+	ASSERT_OK(uhmm_unregister(ctx, q, LEN));
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	assert_int_equal(cpu_sum(q), want);
+	q[0] = 1; /* plain memory again, writable */
+	munmap(q, LEN);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* A device detached with duplicates: they go, the CPU keeps the data. */
+static void detach_drops_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev, *dev2;
+	uhmm_ctx *ctx = mkctx(0, &dev, &dev2);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 90);
+	ASSERT_OK(uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL));
+	assert_int_equal(dev_read(dev, p), want);
+	assert_int_equal(dev_read(dev2, p), want);
+	ASSERT_OK(uhmm_device_detach(dev));
+	struct uhmm_range_attrs *at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, LEN);
+	assert_int_equal(at->bytes_dup_on[uhmm_device_id(dev2)], LEN);
+	p[3 * (PG / 8)] += 10;
+	assert_int_equal(cpu_sum(p), want + 10);
+	assert_int_equal(dev_read(dev2, p), want + 10);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+static const struct CMUnitTest tests[] = {
+	cmocka_unit_test(duplicate_and_collapse_full),
+	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
+	cmocka_unit_test(duplicate_and_collapse_sigbus),
+	cmocka_unit_test(cpu_writes_are_never_lost),
+	cmocka_unit_test(two_devices_duplicate),
+	cmocka_unit_test(unset_and_migrate),
+	cmocka_unit_test(fork_with_duplicates),
+	cmocka_unit_test(munmap_frees_duplicates),
+	cmocka_unit_test(detach_drops_duplicates),
+	cmocka_unit_test(free_drops_duplicates),
+};
+
+UHMM_TEST_MAIN(tests)
