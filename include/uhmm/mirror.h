@@ -183,7 +183,9 @@ enum {
 #define UHMM_RE_ZERO (1ull << 61)    /**< the shared zero page (read-only) */
 #define UHMM_RE_DEVICE (1ull << 60)  /**< private to the requesting device */
 #define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
-#define UHMM_RE_HUGE (1ull << 58)    /**< mapped as part of a 2 MiB page */
+/** Mapped as part of a 2 MiB page (a PMD-mapped transparent huge page):
+ * the entry's order (UHMM_RE_ORDER) is 9 then. */
+#define UHMM_RE_HUGE (1ull << 58)
 #define UHMM_RE_ERROR (1ull << 57)   /**< snapshot: a hole or an unreadable area */
 /** Held exclusively by the requesting device (uhmm_make_exclusive): the
  * low 48 bits are the page number of the address where the device reaches
@@ -203,6 +205,14 @@ enum {
  * VALID.  A fault request over it fails with -EHWPOISON. */
 #define UHMM_RE_POISON (1ull << 53)
 #define UHMM_RE_DPFN_MASK ((1ull << 48) - 1)
+/** The order of the CPU mapping the page is part of, as the kernel's
+ * hmm_pfn_to_map_order(): 0 for a 4 KiB page, 9 for a page of a 2 MiB
+ * transparent huge page mapped by one PMD (with UHMM_RE_HUGE).  A device
+ * may map the whole aligned 2 MiB with one entry when every page of it
+ * says order 9 (one snapshot covers them all).  Bits 48-52. */
+#define UHMM_RE_ORDER_SHIFT 48
+#define UHMM_RE_ORDER_MASK (0x1full << UHMM_RE_ORDER_SHIFT)
+#define UHMM_RE_ORDER(e) ((unsigned)(((e) & UHMM_RE_ORDER_MASK) >> UHMM_RE_ORDER_SHIFT))
 
 /** A range fault request. */
 struct uhmm_range_req {

@@ -323,6 +323,14 @@ struct uhmm_pool {
 	 * migrations home that find no FULL run. */
 	void *bounce[4];
 	unsigned nbounce;
+	/* Transparent huge pages (docs/ARCHITECTURE.md "2 MiB on the CPU
+	 * side"): thp[] has a bit per block of the reservation, set while the
+	 * block is FULL, free and holds one PMD-mapped THP (a warm huge page
+	 * to move in whole); cleared when a slot of it is taken.  thp_ok: the
+	 * process can get THPs (probed once, uhmm__thp_probe). */
+	uint64_t *thp;
+	bool thp_ok;
+	int pagemap_fd;     /* the context's, for uhmm__thp_mapped */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 };
@@ -365,6 +373,24 @@ int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
 /* True (once) if the pool went above its idle target while the service
  * thread was not watching: the caller kicks it. */
 bool uhmm__pool_arm_idle(struct uhmm_pool *pool);
+/* Whole 2 MiB blocks of the reserve as one transparent huge page.
+ * uhmm__pool_get_huge: a free FULL block holding a THP (taken BUSY, slot
+ * index returned), else, where THPs are available, an EMPTY block into
+ * which a freshly allocated (zeroed) THP was moved; -1 if neither.
+ * uhmm__pool_put_huge: give a block back FULL, as a warm THP if its
+ * slots are PMD-mapped now.  uhmm__pool_clear_pmd: before a THP is moved
+ * whole into EMPTY block s, free the page table 4 KiB moves left there
+ * (UFFDIO_MOVE moves a PMD only into an empty PMD). */
+long uhmm__pool_get_huge(struct uhmm_pool *pool);
+void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
+void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
+/* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;
+ * false where it cannot tell.) */
+bool uhmm__thp_mapped(int pagemap_fd, uintptr_t a);
+/* Probe THP availability once per process: sysfs enabled/defrag,
+ * prctl(PR_GET_THP_DISABLE).  Returns true if MADV_HUGEPAGE memory can
+ * get THPs. */
+bool uhmm__thp_probe(void);
 static inline char *pool_slot(struct uhmm_pool *pool, size_t s)
 {
 	return pool->base + (s << PAGE_SHIFT);

@@ -620,7 +620,13 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	 * A faulting thread (self) has no bounce buffer of its own: it
 	 * brings a run of FULL slots (@slot), copies into them and moves
 	 * them in, or copies from them with NO_MOVE (they stay FULL). */
-	if (!self)
+	/* A whole aligned 2 MiB block (the policy brings the block): into a
+	 * warm THP, moved in as one PMD, so the range is THP-backed again
+	 * (docs/ARCHITECTURE.md "2 MiB on the CPU side"). */
+	bool whole = !self && ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1));
+	if (whole)
+		slot = uhmm__pool_get_huge(&ctx->pool);
+	if (!self && slot < 0)
 		slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	bool moving = slot >= 0 && ctx->move_in && n > 1;
 	if (slot >= 0) {
@@ -648,6 +654,13 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	install(ctx, &req, self);
 	size_t back = 0;
 	uint8_t full[BATCH_PAGES];
+	if (whole && moving) {
+		bool all = true;
+		for (size_t i = 0; i < n && all; i++)
+			all = want[i] == 2;
+		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va))
+			STAT_INC(ctx, thp_moves_in);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (want[i] == 2 || want[i] == 6)
 			back++;

@@ -91,6 +91,9 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(thrash_detections, "thrashing regions throttled");
 	P(thrash_pins, "thrashing regions pinned to system memory");
 	P(poisoned_pages, "pages lost on a device (poisoned)");
+	P(thp_available, "transparent huge pages available (0: 4 KiB only)");
+	P(thp_moves_out, "2 MiB blocks moved out as one THP");
+	P(thp_moves_in, "2 MiB blocks installed as one THP");
 #undef P
 }
 
