@@ -376,12 +376,13 @@ bool uhmm__pool_arm_idle(struct uhmm_pool *pool);
 /* Whole 2 MiB blocks of the reserve as one transparent huge page.
  * uhmm__pool_get_huge: a free FULL block holding a THP (taken BUSY, slot
  * index returned), else, where THPs are available, an EMPTY block into
- * which a freshly allocated (zeroed) THP was moved; -1 if neither.
+ * which a freshly allocated THP was moved (*fresh true: it reads as
+ * zeros; fresh may be NULL); -1 if neither.
  * uhmm__pool_put_huge: give a block back FULL, as a warm THP if its
  * slots are PMD-mapped now.  uhmm__pool_clear_pmd: before a THP is moved
  * whole into EMPTY block s, free the page table 4 KiB moves left there
  * (UFFDIO_MOVE moves a PMD only into an empty PMD). */
-long uhmm__pool_get_huge(struct uhmm_pool *pool);
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh);
 void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
 void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
 /* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;

@@ -641,9 +641,13 @@ static bool fill_huge(struct uhmm_pool *pool, size_t s)
 	return ok;
 }
 
-long uhmm__pool_get_huge(struct uhmm_pool *pool)
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh)
 {
-	if (!pool->base || !pool->thp_ok)
+	if (fresh)
+		*fresh = false;
+	/* pool_pages 0: no warm pool, installs copy from a bounce buffer
+	 * (UFFDIO_COPY), huge or not. */
+	if (!pool->base || !pool->thp_ok || pool->max_full == 0)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
 	size_t nblocks = pool->nslots / BATCH_PAGES;
@@ -667,6 +671,8 @@ long uhmm__pool_get_huge(struct uhmm_pool *pool)
 		uhmm__pool_put_run(pool, (size_t)s, BATCH_PAGES, none);
 		return -1;
 	}
+	if (fresh)
+		*fresh = true; /* zeroed by the kernel */
 	return s;
 }
 

@@ -151,6 +151,49 @@ static void thp_round_trip_by_migrate_stays_huge(void **state)
 }
 
 /*
+ * Reserve blocks used at 4 KiB keep a page table after their pages left;
+ * a THP moved into one would be split.  The block's PMD is emptied first:
+ * with a page table left in every EMPTY block of the reserve, THPs still
+ * go out whole.
+ */
+static void thp_moves_out_whole_after_4k_traffic(void **state)
+{
+	(void)state;
+	SKIP_IF_NO_MOVE();
+	struct fixture f;
+	setup(&f, 0);
+	size_t len = 4 * TM;
+	THP_OR_SKIP(p, len, 20);
+	/* A page in and out of each EMPTY block: its PTE table stays. */
+	struct uhmm_pool *pool = &f.ctx->pool;
+	/* (The lowest EMPTY blocks, which the migration's runs take.) */
+	long blk[8];
+	size_t nb = 0;
+	for (; nb < 8; nb++) {
+		blk[nb] = uhmm__pool_get(pool, BATCH_PAGES, false);
+		assert_true(blk[nb] >= 0);
+	}
+	for (size_t k = 0; k < nb; k++) {
+		char *slot = pool_slot(pool, (size_t)blk[k]);
+		size_t done;
+		ASSERT_OK(uhmm__uffd_copy(pool->ruffd, (uintptr_t)slot + 100 * PG, f.ctx->zeros,
+					  PG, 0, true, &done));
+		assert_int_equal(madvise(slot + 100 * PG, PG, MADV_DONTNEED), 0);
+		uint8_t none[BATCH_PAGES] = { 0 };
+		uhmm__pool_put_run(pool, (size_t)blk[k], BATCH_PAGES, none);
+	}
+	ASSERT_OK(uhmm_register(f.ctx, p, len));
+	struct uhmm_stats s0 = stats(f.ctx);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(stats(f.ctx).thp_moves_out - s0.thp_moves_out, len / TM);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	assert_int_equal(anon_huge(p, len), len);
+	assert_int_equal(uhmm_test_check(p, len, 20), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+	munmap(p, len);
+}
+
+/*
  * Back by CPU faults, the policy bringing whole blocks (fault_around 512):
  * one touch per block, the range THP-backed again.  In each fault mode:
  * served by the service thread, and by the faulting threads themselves
@@ -205,7 +248,7 @@ static void fresh_huge_page_serves_a_block_home(void **state)
 	/* Take the warm huge page the move out left, so the way home has
 	 * none. */
 	struct uhmm_pool *pool = &f.ctx->pool;
-	long s = uhmm__pool_get_huge(pool);
+	long s = uhmm__pool_get_huge(pool, NULL);
 	assert_true(s >= 0);
 	assert_true(uhmm__thp_mapped(f.ctx->pagemap_fd, (uintptr_t)pool_slot(pool, (size_t)s)));
 	for (size_t b = 0; b < pool->nslots / BATCH_PAGES; b++)
@@ -218,6 +261,49 @@ static void fresh_huge_page_serves_a_block_home(void **state)
 	uhmm__pool_put_huge(pool, (size_t)s);
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
 	munmap(p, len);
+}
+
+/*
+ * uhmm_alloc memory asks for THPs: a first touch of an untouched block
+ * maps one zeroed THP (as the kernel's fault in a MADV_HUGEPAGE mapping
+ * would), and the block then goes to the device and back whole.
+ */
+static void alloc_memory_is_thp_backed(void **state)
+{
+	(void)state;
+	SKIP_IF_NO_MOVE();
+	struct fixture f;
+	setup(&f, 0);
+	if (!stats(f.ctx).thp_available)
+		TEST_SKIP("no transparent huge pages on this machine");
+	size_t len = 4 * TM;
+	char *t = thp_map(TM, 1); /* can a THP be had now? */
+	if (!t)
+		TEST_SKIP("the kernel gives no THP now");
+	munmap(t, TM);
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
+	uhmm_test_assert_zero(p + TM + 3 * PG, PG); /* a read: the zero page */
+	p[3 * TM + 77] = 1;                          /* a write: a THP */
+	p[77] = 1;
+	assert_int_equal(anon_huge(p, len), 2 * TM);
+	uhmm_test_assert_zero(p + TM, TM);
+	uhmm_test_assert_zero(p + 3 * TM, 77);
+	uhmm_test_assert_zero(p + 3 * TM + 78, TM - 78);
+	/* Block 1 has the zero page at 4 KiB (as the kernel's huge zero
+	 * page, written, is split): it stays at 4 KiB; the others are THPs. */
+	uhmm_test_fill(p, len, 19);
+	assert_int_equal(anon_huge(p, len), len - TM);
+	struct uhmm_stats s0 = stats(f.ctx);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	struct uhmm_stats s1 = stats(f.ctx);
+	assert_int_equal(s1.thp_moves_out - s0.thp_moves_out, len / TM - 1);
+	assert_int_equal(s1.thp_moves_in - s0.thp_moves_in, len / TM - 1);
+	assert_int_equal(anon_huge(p, len), len - TM);
+	assert_int_equal(uhmm_test_check(p, len, 19), (size_t)-1);
+	ASSERT_OK(uhmm_free(f.ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
 }
 
 /*
@@ -382,9 +468,11 @@ static void thp_disabled_process_works_at_4k(void **state)
 
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(thp_round_trip_by_migrate_stays_huge),
+	cmocka_unit_test(thp_moves_out_whole_after_4k_traffic),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge_sigbus),
 	cmocka_unit_test(fresh_huge_page_serves_a_block_home),
+	cmocka_unit_test(alloc_memory_is_thp_backed),
 	cmocka_unit_test(partial_operations_split_a_huge_block),
 	cmocka_unit_test(exclusive_access_to_one_page_of_a_thp),
 	cmocka_unit_test(range_fault_reports_the_order_of_a_thp),
