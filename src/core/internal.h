@@ -162,6 +162,11 @@ struct uhmm_pagearr {
 	 * decided before a bump moves nothing home after it (service.c
 	 * "uhmm_migrate's promise"). */
 	_Atomic uint32_t dev_epoch;
+	/* A THP of these pages moved out whole (migrate.c): whole blocks of
+	 * them come home as THPs (as do uhmm_alloc's, range->owned); else
+	 * at 4 KiB (a fresh THP for memory that never had one would be
+	 * zeroed for nothing).  docs/ARCHITECTURE.md "2 MiB on the CPU side". */
+	atomic_bool thp;
 	struct uhmm_pdir dir[];
 };
 
@@ -387,6 +392,10 @@ void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
 void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
 /* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;
  * false where it cannot tell.) */
+static inline bool range_wants_thp(const struct uhmm_range *r)
+{
+	return r->owned || atomic_load_explicit(&r->arr->thp, memory_order_relaxed);
+}
 bool uhmm__thp_mapped(int pagemap_fd, uintptr_t a);
 /* Probe THP availability once per process: sysfs enabled/defrag,
  * prctl(PR_GET_THP_DISABLE).  Returns true if MADV_HUGEPAGE memory can

@@ -249,7 +249,8 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	/* A whole aligned 2 MiB block, all of it coming home: into a warm
 	 * THP, moved in as one PMD (docs/ARCHITECTURE.md "2 MiB on the CPU
 	 * side"). */
-	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1));
+	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
+		     range_wants_thp(r);
 	for (size_t i = 0; i < n && whole; i++)
 		whole = want[i] == 1;
 	slot = whole ? uhmm__pool_get_huge(&ctx->pool, NULL) : -1;
@@ -761,8 +762,11 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 	}
 	if (b->huge) {
 		b->huge = uhmm__thp_mapped(ctx->pagemap_fd, (uintptr_t)slots);
-		if (b->huge)
+		if (b->huge) {
 			STAT_INC(ctx, thp_moves_out);
+			if (!atomic_load_explicit(&b->r->arr->thp, memory_order_relaxed))
+				atomic_store_explicit(&b->r->arr->thp, true, memory_order_relaxed);
+		}
 	}
 	bool nomove = false;
 	for (size_t i = 0; i < b->n && !nomove; i++)
