@@ -380,14 +380,16 @@ int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
 bool uhmm__pool_arm_idle(struct uhmm_pool *pool);
 /* Whole 2 MiB blocks of the reserve as one transparent huge page.
  * uhmm__pool_get_huge: a free FULL block holding a THP (taken BUSY, slot
- * index returned), else, where THPs are available, an EMPTY block into
- * which a freshly allocated THP was moved (*fresh true: it reads as
- * zeros; fresh may be NULL); -1 if neither.
+ * index returned), else, if @make and THPs are available, an EMPTY block
+ * into which a freshly allocated THP was moved (*fresh true: it reads as
+ * zeros; fresh may be NULL); -1 if neither.  (Homes take warm ones only:
+ * a fresh THP costs its allocation and clearing, as much as the copy;
+ * uhmm-bench's 1 GiB migration home past the pool's ceiling took 3x.)
  * uhmm__pool_put_huge: give a block back FULL, as a warm THP if its
  * slots are PMD-mapped now.  uhmm__pool_clear_pmd: before a THP is moved
  * whole into EMPTY block s, free the page table 4 KiB moves left there
  * (UFFDIO_MOVE moves a PMD only into an empty PMD). */
-long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh);
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh, bool make);
 void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
 void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
 /* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;

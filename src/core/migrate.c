@@ -253,7 +253,7 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		     range_wants_thp(r);
 	for (size_t i = 0; i < n && whole; i++)
 		whole = want[i] == 1;
-	slot = whole ? uhmm__pool_get_huge(&ctx->pool, NULL) : -1;
+	slot = whole ? uhmm__pool_get_huge(&ctx->pool, NULL, false) : -1;
 	if (slot < 0)
 		slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {

@@ -641,7 +641,7 @@ static bool fill_huge(struct uhmm_pool *pool, size_t s)
 	return ok;
 }
 
-long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh)
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh, bool make)
 {
 	if (fresh)
 		*fresh = false;
@@ -662,6 +662,8 @@ long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh)
 		return (long)(b * BATCH_PAGES);
 	}
 	pthread_mutex_unlock(&pool->lock);
+	if (!make)
+		return -1;
 	/* No warm one: a fresh THP into an EMPTY block. */
 	long s = uhmm__pool_get(pool, BATCH_PAGES, false);
 	if (s < 0)

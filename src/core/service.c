@@ -565,7 +565,7 @@ static bool serve_zero_huge(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 		ok = false;
 	}
 	bool fresh = false;
-	long s = ok ? uhmm__pool_get_huge(&ctx->pool, &fresh) : -1;
+	long s = ok ? uhmm__pool_get_huge(&ctx->pool, &fresh, true) : -1;
 	size_t done = 0;
 	if (s >= 0) {
 		char *src = pool_slot(&ctx->pool, (size_t)s);
@@ -714,7 +714,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
 		     range_wants_thp(r);
 	if (whole && !self)
-		slot = uhmm__pool_get_huge(&ctx->pool, NULL);
+		slot = uhmm__pool_get_huge(&ctx->pool, NULL, false);
 	if (!self && slot < 0)
 		slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	bool moving = slot >= 0 && ctx->move_in && n > 1;
@@ -937,7 +937,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		uintptr_t lva = r->start + (lo << PAGE_SHIFT);
 		if (ctx->move_in && hi - lo == BATCH_PAGES && !(lva & (UHMM_HUGE_SIZE - 1)) &&
 		    range_wants_thp(r))
-			slot = uhmm__pool_get_huge(&ctx->pool, NULL); /* a whole block: a THP */
+			slot = uhmm__pool_get_huge(&ctx->pool, NULL, false); /* a whole block: a THP */
 		if (slot < 0)
 			slot = uhmm__pool_get(&ctx->pool, hi - lo, true);
 		if (slot < 0 && hi - lo > 1) {

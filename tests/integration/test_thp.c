@@ -233,9 +233,10 @@ static void thp_round_trip_by_fault_stays_huge_sigbus(void **state)
 
 /*
  * With no warm THP in the pool (the one the move out left is taken away
- * here), the home path makes a fresh THP and moves it in.
+ * here), a block comes home at 4 KiB (a fresh THP would cost as much as
+ * the copy), with its data.
  */
-static void fresh_huge_page_serves_a_block_home(void **state)
+static void no_warm_thp_block_comes_home_at_4k(void **state)
 {
 	(void)state;
 	SKIP_IF_NO_MOVE();
@@ -248,16 +249,16 @@ static void fresh_huge_page_serves_a_block_home(void **state)
 	/* Take the warm huge page the move out left, so the way home has
 	 * none. */
 	struct uhmm_pool *pool = &f.ctx->pool;
-	long s = uhmm__pool_get_huge(pool, NULL);
+	long s = uhmm__pool_get_huge(pool, NULL, false);
 	assert_true(s >= 0);
 	assert_true(uhmm__thp_mapped(f.ctx->pagemap_fd, (uintptr_t)pool_slot(pool, (size_t)s)));
 	for (size_t b = 0; b < pool->nslots / BATCH_PAGES; b++)
 		assert_false((pool->thp[b / 64] >> (b % 64)) & 1); /* no warm THP left */
 	struct uhmm_stats s1 = stats(f.ctx);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
-	assert_int_equal(anon_huge(p, len), len);
+	assert_int_equal(anon_huge(p, len), 0);
 	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);
-	assert_int_equal(stats(f.ctx).thp_moves_in - s1.thp_moves_in, 1);
+	assert_int_equal(stats(f.ctx).thp_moves_in - s1.thp_moves_in, 0);
 	uhmm__pool_put_huge(pool, (size_t)s);
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
 	munmap(p, len);
@@ -299,8 +300,12 @@ static void alloc_memory_is_thp_backed(void **state)
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
 	struct uhmm_stats s1 = stats(f.ctx);
 	assert_int_equal(s1.thp_moves_out - s0.thp_moves_out, len / TM - 1);
-	assert_int_equal(s1.thp_moves_in - s0.thp_moves_in, len / TM - 1);
-	assert_int_equal(anon_huge(p, len), len - TM);
+	/* Home, block 1 (out at 4 KiB: its page table is still in the
+	 * range) takes one of the 3 warm THPs too, which the move splits:
+	 * nothing records that it went out at 4 KiB (the per-block unit of
+	 * the device side will).  So one THP block may come back at 4 KiB. */
+	assert_true(s1.thp_moves_in - s0.thp_moves_in >= len / TM - 2);
+	assert_true(anon_huge(p, len) >= len - 2 * TM);
 	assert_int_equal(uhmm_test_check(p, len, 19), (size_t)-1);
 	ASSERT_OK(uhmm_free(f.ctx, p));
 	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
@@ -471,7 +476,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(thp_moves_out_whole_after_4k_traffic),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge_sigbus),
-	cmocka_unit_test(fresh_huge_page_serves_a_block_home),
+	cmocka_unit_test(no_warm_thp_block_comes_home_at_4k),
 	cmocka_unit_test(alloc_memory_is_thp_backed),
 	cmocka_unit_test(partial_operations_split_a_huge_block),
 	cmocka_unit_test(exclusive_access_to_one_page_of_a_thp),
