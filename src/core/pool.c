@@ -522,9 +522,12 @@ void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 		 * release them outside the lock, give them back EMPTY. */
 		size_t take[BATCH_PAGES], nt = 0;
 		pthread_mutex_lock(&pool->lock);
+		/* Warm THP blocks last: they bring a whole block home as one
+		 * PMD ("2 MiB on the CPU side"). */
+		for (int pass = 0; pass < 2; pass++)
 		for (size_t b = pool->nslots / BATCH_PAGES; b-- > 0 && nt < BATCH_PAGES &&
 							   pool->nfull_free > keep;) {
-			if (!pool->nfree[1][b])
+			if (!pool->nfree[1][b] || bit(pool->thp, b) != (pass == 1))
 				continue;
 			for (size_t i = (b + 1) * BATCH_PAGES; i-- > b * BATCH_PAGES &&
 							       nt < BATCH_PAGES &&
