@@ -195,11 +195,13 @@ enum {
 #define UHMM_RE_DEVICE (1ull << 60)  /**< private to the requesting device */
 #define UHMM_RE_REMOTE (1ull << 59)  /**< private to another device (not VALID) */
 /** Mapped as part of a 2 MiB page: a system page in a huge page of the
- * CPU page table; with UHMM_RE_DEVICE, a page of the 2 MiB-aligned block
- * that is one 2 MiB page of the requesting device (device.h, ops->split):
- * page i of the block in frame first + i, first a multiple of 512, so the
- * device may map the block with one entry.  Any later change to part of
- * the block comes with an invalidation of that part first. */
+ * CPU page table (a PMD-mapped transparent huge page: the entry's order,
+ * UHMM_RE_ORDER, is 9 then); with UHMM_RE_DEVICE, a page of the 2 MiB-
+ * aligned block that is one 2 MiB page of the requesting device
+ * (device.h, ops->split): page i of the block in frame first + i, first a
+ * multiple of 512, so the device may map the block with one entry.  Any
+ * later change to part of the block comes with an invalidation of that
+ * part first. */
 #define UHMM_RE_HUGE (1ull << 58)
 #define UHMM_RE_ERROR (1ull << 57)   /**< snapshot: a hole or an unreadable area */
 /** Held exclusively by the requesting device (uhmm_make_exclusive): the
@@ -232,6 +234,15 @@ enum {
 #define UHMM_RE_PEER (1ull << 52)
 #define UHMM_RE_PEER_DPFN(e) ((e) & ((1ull << 40) - 1))
 #define UHMM_RE_PEER_DEV(e) ((uint32_t)(((e) >> 40) & 0xff))
+/** The order of the CPU mapping the page is part of, as the kernel's
+ * hmm_pfn_to_map_order(): 0 for a 4 KiB page, 9 for a page of a 2 MiB
+ * transparent huge page mapped by one PMD (with UHMM_RE_HUGE).  A device
+ * may map the whole aligned 2 MiB with one entry when every page of it
+ * says order 9 (one snapshot covers them all).  Bits 48-51 (not with
+ * UHMM_RE_PEER, whose entries use them for the owner). */
+#define UHMM_RE_ORDER_SHIFT 48
+#define UHMM_RE_ORDER_MASK (0xfull << UHMM_RE_ORDER_SHIFT)
+#define UHMM_RE_ORDER(e) ((unsigned)(((e) & UHMM_RE_ORDER_MASK) >> UHMM_RE_ORDER_SHIFT))
 
 /** A range fault request. */
 struct uhmm_range_req {

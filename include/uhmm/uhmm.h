@@ -916,6 +916,17 @@ struct uhmm_stats {
 	 * discard, a detach). */
 	uint64_t dup_made;
 	uint64_t dup_dropped;
+	/** Gauge: 1 if the process can get transparent huge pages (probed
+	 * once at uhmm_ctx_create: /sys/kernel/mm/transparent_hugepage/enabled
+	 * "always" or "madvise", and no prctl(PR_SET_THP_DISABLE)); 0: uhmm
+	 * works at 4 KiB on the CPU side (a THP the process already has is
+	 * still moved whole). */
+	uint64_t thp_available;
+	/** 2 MiB blocks moved to a device as one transparent huge page (one
+	 * UFFDIO_MOVE of the PMD), and brought home as one (the range is
+	 * THP-backed again).  docs/ARCHITECTURE.md "2 MiB on the CPU side". */
+	uint64_t thp_moves_out;
+	uint64_t thp_moves_in;
 };
 
 /** Copy a context's counters into @out. */

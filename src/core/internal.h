@@ -170,6 +170,11 @@ struct uhmm_pagearr {
 	 * decided before a bump moves nothing home after it (service.c
 	 * "uhmm_migrate's promise"). */
 	_Atomic uint32_t dev_epoch;
+	/* A THP of these pages moved out whole (migrate.c): whole blocks of
+	 * them come home as THPs (as do uhmm_alloc's, range->owned); else
+	 * at 4 KiB (a fresh THP for memory that never had one would be
+	 * zeroed for nothing).  docs/ARCHITECTURE.md "2 MiB on the CPU side". */
+	atomic_bool thp;
 	struct uhmm_pdir dir[];
 };
 
@@ -363,6 +368,14 @@ struct uhmm_pool {
 	 * migrations home that find no FULL run. */
 	void *bounce[4];
 	unsigned nbounce;
+	/* Transparent huge pages (docs/ARCHITECTURE.md "2 MiB on the CPU
+	 * side"): thp[] has a bit per block of the reservation, set while the
+	 * block is FULL, free and holds one PMD-mapped THP (a warm huge page
+	 * to move in whole); cleared when a slot of it is taken.  thp_ok: the
+	 * process can get THPs (probed once, uhmm__thp_probe). */
+	uint64_t *thp;
+	bool thp_ok;
+	int pagemap_fd;     /* the context's, for uhmm__thp_mapped */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 };
@@ -405,6 +418,31 @@ int uhmm__pool_idle_wait_ms(struct uhmm_pool *pool, uint64_t idle_ns);
 /* True (once) if the pool went above its idle target while the service
  * thread was not watching: the caller kicks it. */
 bool uhmm__pool_arm_idle(struct uhmm_pool *pool);
+/* Whole 2 MiB blocks of the reserve as one transparent huge page.
+ * uhmm__pool_get_huge: a free FULL block holding a THP (taken BUSY, slot
+ * index returned), else, if @make and THPs are available, an EMPTY block
+ * into which a freshly allocated THP was moved (*fresh true: it reads as
+ * zeros; fresh may be NULL); -1 if neither.  (Homes take warm ones only:
+ * a fresh THP costs its allocation and clearing, as much as the copy;
+ * uhmm-bench's 1 GiB migration home past the pool's ceiling took 3x.)
+ * uhmm__pool_put_huge: give a block back FULL, as a warm THP if its
+ * slots are PMD-mapped now.  uhmm__pool_clear_pmd: before a THP is moved
+ * whole into EMPTY block s, free the page table 4 KiB moves left there
+ * (UFFDIO_MOVE moves a PMD only into an empty PMD). */
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh, bool make);
+void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
+void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
+/* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;
+ * false where it cannot tell.) */
+static inline bool range_wants_thp(const struct uhmm_range *r)
+{
+	return r->owned || atomic_load_explicit(&r->arr->thp, memory_order_relaxed);
+}
+bool uhmm__thp_mapped(int pagemap_fd, uintptr_t a);
+/* Probe THP availability once per process: sysfs enabled/defrag,
+ * prctl(PR_GET_THP_DISABLE).  Returns true if MADV_HUGEPAGE memory can
+ * get THPs. */
+bool uhmm__thp_probe(void);
 static inline char *pool_slot(struct uhmm_pool *pool, size_t s)
 {
 	return pool->base + (s << PAGE_SHIFT);

@@ -249,7 +249,16 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	req.t0 = uhmm__trace_t0(ctx);
 	UHMM_PROBE(migrate_start, r->start + (idx << PAGE_SHIFT), n << PAGE_SHIFT,
 		   f ? f->dev : 0, 0, req.cause);
-	slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
+	/* A whole aligned 2 MiB block, all of it coming home: into a warm
+	 * THP, moved in as one PMD (docs/ARCHITECTURE.md "2 MiB on the CPU
+	 * side"). */
+	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
+		     range_wants_thp(r);
+	for (size_t i = 0; i < n && whole; i++)
+		whole = want[i] == 1;
+	slot = whole ? uhmm__pool_get_huge(&ctx->pool, NULL, false) : -1;
+	if (slot < 0)
+		slot = ctx->move_in ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	if (slot >= 0) {
 		req.src = pool_slot(&ctx->pool, (size_t)slot);
 		req.src_is_slots = true;
@@ -271,6 +280,13 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	if (ferr || !err)
 		err = ferr;
 	uhmm__install_request(ctx, &req);
+	if (whole && slot >= 0) {
+		bool all = true;
+		for (size_t i = 0; i < n && all; i++)
+			all = want[i] == 2;
+		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va))
+			STAT_INC(ctx, thp_moves_in);
+	}
 	if (slot >= 0) {
 		uint8_t full[BATCH_PAGES];
 		for (size_t i = 0; i < n; i++)
@@ -342,6 +358,7 @@ struct batch {
 	uint64_t old[BATCH_PAGES];  /* old device page (device to device) */
 	unsigned olddev[BATCH_PAGES];
 	long slot;                  /* EMPTY reserve run for the batch */
+	bool thp;                   /* a THP moved out whole: the slots hold it */
 	size_t nbusy;
 	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
@@ -683,6 +700,19 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 	 * of the slots afterwards, a system call per batch). */
 	uint8_t got[BATCH_PAGES] = { 0 };
 	bool exact = true, ex;
+	/* A whole aligned 2 MiB block that is one THP on the CPU side moves
+	 * with one UFFDIO_MOVE of its PMD, into a slot block whose PMD is
+	 * empty (the run below is the block: a run of BATCH_PAGES slots is a
+	 * whole aligned block of the reserve).  docs/ARCHITECTURE.md "2 MiB
+	 * on the CPU side". */
+	uintptr_t va0 = b->r->start + (b->idx << PAGE_SHIFT);
+	bool whole = ctx->move_out && b->n == BATCH_PAGES && !(va0 & (UHMM_HUGE_SIZE - 1));
+	for (size_t i = 0; i < b->n && whole; i++)
+		whole = b->kind[i] == K_FROM_CPU;
+	if (whole && uhmm__thp_mapped(ctx->pagemap_fd, va0)) {
+		uhmm__pool_clear_pmd(&ctx->pool, (size_t)b->slot);
+		b->thp = true;
+	}
 	for (size_t i = 0; i < b->n;) {
 		if (b->kind[i] != K_FROM_CPU) {
 			i++;
@@ -764,6 +794,14 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		/* Nothing else moves pages into or out of these slots (they
 		 * are BUSY) until release_slots, but a restore. */
 		b->sknown = true;
+	}
+	if (b->thp) {
+		b->thp = uhmm__thp_mapped(ctx->pagemap_fd, (uintptr_t)slots);
+		if (b->thp) {
+			STAT_INC(ctx, thp_moves_out);
+			if (!atomic_load_explicit(&b->r->arr->thp, memory_order_relaxed))
+				atomic_store_explicit(&b->r->arr->thp, true, memory_order_relaxed);
+		}
 	}
 	bool nomove = false;
 	for (size_t i = 0; i < b->n && !nomove; i++)
@@ -1007,7 +1045,13 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 		for (size_t i = 0; i < b->n; i++)
 			b->sfull[i] &= 1;
 	}
-	uhmm__pool_put_run(&ctx->pool, (size_t)b->slot, b->n, b->sfull);
+	bool allfull = b->thp && b->n == BATCH_PAGES;
+	for (size_t i = 0; i < b->n && allfull; i++)
+		allfull = b->sfull[i];
+	if (allfull)
+		uhmm__pool_put_huge(&ctx->pool, (size_t)b->slot); /* a warm THP */
+	else
+		uhmm__pool_put_run(&ctx->pool, (size_t)b->slot, b->n, b->sfull);
 	/* The pages moved out linger in the pool up to its ceiling: the data
 	 * coming back is moved into them (include/uhmm/uhmm.h,
 	 * pool_max_pages); an idle context releases them (service.c), and

@@ -31,7 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,6 +78,8 @@ static void slot_set(struct uhmm_pool *pool, size_t i, bool busy, bool full)
 	pool->nused -= ob || of;
 	set_bit(pool->busy, i, busy);
 	set_bit(pool->full, i, full);
+	if (busy)
+		set_bit(pool->thp, blk, false); /* uhmm__pool_put_huge sets it again */
 	pool->nused += busy || full;
 	if (!busy) {
 		pool->nfree[full][blk]++;
@@ -177,8 +182,9 @@ int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 	/* Metadata: two bitmaps and two counts per block, for the whole
 	 * reservation, touched only as the extent grows. */
 	size_t bm = pool->max_slots / 8;
-	pool->meta_len = (2 * bm + 2 * nblocks * sizeof(uint16_t) + PAGE_SIZE - 1) &
-			 ~(size_t)(PAGE_SIZE - 1);
+	size_t cnt = (2 * nblocks * sizeof(uint16_t) + 7) & ~(size_t)7;
+	size_t thpbm = (nblocks + 63) / 64 * 8;
+	pool->meta_len = (2 * bm + cnt + thpbm + PAGE_SIZE - 1) & ~(size_t)(PAGE_SIZE - 1);
 	pool->meta = uhmm__umem_map(pool->meta_len, 0, UMEM_NORESERVE);
 	if (!pool->meta)
 		goto nomem;
@@ -186,6 +192,10 @@ int uhmm__pool_init(struct uhmm_ctx *ctx, size_t warm_pages, size_t max_pages)
 	pool->busy = (uint64_t *)((char *)pool->meta + bm);
 	pool->nfree[0] = (uint16_t *)((char *)pool->meta + 2 * bm);
 	pool->nfree[1] = pool->nfree[0] + nblocks;
+	pool->thp = (uint64_t *)((char *)pool->meta + 2 * bm + cnt);
+	pool->pagemap_fd = ctx->pagemap_fd;
+	pool->thp_ok = uhmm__thp_probe();
+	__atomic_store_n(&ctx->stats.thp_available, (uint64_t)pool->thp_ok, __ATOMIC_RELAXED);
 	for (size_t b = 0; b < min_blocks; b++)
 		grow_locked(pool);
 	pool->min_slots = pool->nslots;
@@ -247,7 +257,8 @@ void uhmm__pool_fini(struct uhmm_pool *pool)
  * Blocks whose count of free slots of the kind is below n are skipped
  * whole: the search costs a look per block, not per slot.  Caller holds
  * pool->lock. */
-static long find_run_locked(struct uhmm_pool *pool, size_t n, bool want_full)
+static long find_run_locked(struct uhmm_pool *pool, size_t n, bool want_full,
+			    bool avoid_thp)
 {
 	uint16_t *nf = pool->nfree[want_full];
 	size_t nblocks = pool->nslots / BATCH_PAGES;
@@ -256,7 +267,7 @@ static long find_run_locked(struct uhmm_pool *pool, size_t n, bool want_full)
 			pool->hint[want_full] = b + 1; /* nothing of the kind below */
 			continue;
 		}
-		if (nf[b] < n)
+		if (nf[b] < n || (avoid_thp && bit(pool->thp, b)))
 			continue;
 		size_t run = 0;
 		for (size_t i = b * BATCH_PAGES; i < (b + 1) * BATCH_PAGES; i++) {
@@ -296,9 +307,13 @@ long uhmm__pool_get(struct uhmm_pool *pool, size_t n, bool want_full)
 	if (!pool->base || n == 0 || n > BATCH_PAGES)
 		return -1;
 	pthread_mutex_lock(&pool->lock);
-	long s = find_run_locked(pool, n, want_full);
+	/* A part of a warm THP block only if nothing else fits: a 4 KiB move
+	 * out of it splits the huge page. */
+	long s = find_run_locked(pool, n, want_full, want_full);
+	if (s < 0 && want_full)
+		s = find_run_locked(pool, n, true, false);
 	if (s < 0 && !want_full && grow_locked(pool))
-		s = find_run_locked(pool, n, false);
+		s = find_run_locked(pool, n, false, false);
 	if (s >= 0)
 		take_locked(pool, (size_t)s, n, want_full);
 	else
@@ -314,7 +329,7 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 	pthread_mutex_lock(&pool->lock);
 	long s;
 	uint64_t t0 = 0;
-	while ((s = find_run_locked(pool, n, false)) < 0) {
+	while ((s = find_run_locked(pool, n, false, false)) < 0) {
 		if (grow_locked(pool))
 			continue;
 		/* The reservation is exhausted (the machine's memory is in
@@ -324,7 +339,7 @@ long uhmm__pool_get_empty_wait(struct uhmm_pool *pool, size_t n)
 			pthread_mutex_unlock(&pool->lock);
 			uhmm__pool_trim(pool, 0);
 			pthread_mutex_lock(&pool->lock);
-			if ((s = find_run_locked(pool, n, false)) >= 0)
+			if ((s = find_run_locked(pool, n, false, false)) >= 0)
 				break;
 		}
 		if (uhmm__settle_expired(&t0))
@@ -507,9 +522,12 @@ void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 		 * release them outside the lock, give them back EMPTY. */
 		size_t take[BATCH_PAGES], nt = 0;
 		pthread_mutex_lock(&pool->lock);
+		/* Warm THP blocks last: they bring a whole block home as one
+		 * PMD ("2 MiB on the CPU side"). */
+		for (int pass = 0; pass < 2; pass++)
 		for (size_t b = pool->nslots / BATCH_PAGES; b-- > 0 && nt < BATCH_PAGES &&
 							   pool->nfull_free > keep;) {
-			if (!pool->nfree[1][b])
+			if (!pool->nfree[1][b] || bit(pool->thp, b) != (pass == 1))
 				continue;
 			for (size_t i = (b + 1) * BATCH_PAGES; i-- > b * BATCH_PAGES &&
 							       nt < BATCH_PAGES &&
@@ -540,4 +558,144 @@ void uhmm__pool_trim(struct uhmm_pool *pool, size_t keep)
 		pthread_cond_broadcast(&pool->cond);
 		pthread_mutex_unlock(&pool->lock);
 	}
+}
+
+/* ---- transparent huge pages (docs/ARCHITECTURE.md "2 MiB on the CPU side") ---- */
+
+static bool sysfs_word(const char *path, const char *want)
+{
+	char buf[128];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	/* The setting in force is the bracketed word: "always [madvise] never" */
+	char *l = strchr(buf, '['), *r = l ? strchr(l, ']') : NULL;
+	if (!r)
+		return false;
+	*r = 0;
+	return strstr(want, l + 1) != NULL;
+}
+
+bool uhmm__thp_probe(void)
+{
+	/* Per process, but a prctl can change it: looked at for each
+	 * context (cheap). */
+#ifndef PR_GET_THP_DISABLE
+#define PR_GET_THP_DISABLE 42
+#endif
+	if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1)
+		return false;
+	/* enabled "always" or "madvise" (uhmm asks with MADV_HUGEPAGE);
+	 * defrag "never" still gives THPs when free ones exist. */
+	return sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise");
+}
+
+bool uhmm__thp_mapped(int pagemap_fd, uintptr_t a)
+{
+	if (pagemap_fd < 0)
+		return false;
+	struct page_region v[2];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg), .start = a, .end = a + UHMM_HUGE_SIZE,
+		.vec = (uintptr_t)v, .vec_len = 2,
+		.category_anyof_mask = PAGE_IS_PRESENT,
+		.return_mask = PAGE_IS_PRESENT | PAGE_IS_HUGE,
+	};
+	long n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+	return n == 1 && v[0].start == a && v[0].end == a + UHMM_HUGE_SIZE &&
+	       (v[0].categories & PAGE_IS_HUGE);
+}
+
+void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s)
+{
+	/* EMPTY slots have no page; this frees the empty page table 4 KiB
+	 * moves left (Linux 6.14+ with CONFIG_PT_RECLAIM: a MADV_DONTNEED of
+	 * a whole aligned 2 MiB frees its PTE table).  Measured on 6.18:
+	 * without it, a THP moved in is split into 512 PTEs. */
+	(void)madvise(pool_slot(pool, s), UHMM_HUGE_SIZE, MADV_DONTNEED);
+}
+
+/* A fresh THP (zeroed by the kernel) moved into EMPTY block s.  True if
+ * the block is one PMD-mapped THP now; false: nothing is in it. */
+static bool fill_huge(struct uhmm_pool *pool, size_t s)
+{
+	char *t = uhmm__umem_map(UHMM_HUGE_SIZE, UHMM_HUGE_SIZE, UMEM_NORESERVE);
+	if (!t)
+		return false;
+	bool ok = false;
+	if (madvise(t, UHMM_HUGE_SIZE, MADV_HUGEPAGE) == 0 &&
+	    madvise(t, UHMM_HUGE_SIZE, MADV_POPULATE_WRITE) == 0 &&
+	    uhmm__thp_mapped(pool->pagemap_fd, (uintptr_t)t)) {
+		uhmm__pool_clear_pmd(pool, s);
+		size_t done = 0;
+		long ret = uhmm__uffd_move(pool->ruffd, (uintptr_t)pool_slot(pool, s), (uintptr_t)t,
+					   UHMM_HUGE_SIZE, 0, &done);
+		ok = ret >= 0 && done == UHMM_HUGE_SIZE &&
+		     uhmm__thp_mapped(pool->pagemap_fd, (uintptr_t)pool_slot(pool, s));
+		if (!ok && done)
+			(void)madvise(pool_slot(pool, s), UHMM_HUGE_SIZE, MADV_DONTNEED);
+	}
+	uhmm__umem_unmap(t, UHMM_HUGE_SIZE);
+	return ok;
+}
+
+long uhmm__pool_get_huge(struct uhmm_pool *pool, bool *fresh, bool make)
+{
+	if (fresh)
+		*fresh = false;
+	/* pool_pages 0: no warm pool, installs copy from a bounce buffer
+	 * (UFFDIO_COPY), huge or not. */
+	if (!pool->base || !pool->thp_ok || pool->max_full == 0)
+		return -1;
+	pthread_mutex_lock(&pool->lock);
+	size_t nblocks = pool->nslots / BATCH_PAGES;
+	for (size_t b = 0; b < nblocks; b++) {
+		if (!bit(pool->thp, b) || pool->nfree[1][b] != BATCH_PAGES)
+			continue;
+		take_locked(pool, b * BATCH_PAGES, BATCH_PAGES, true);
+		pthread_mutex_unlock(&pool->lock);
+		/* Still one PMD?  (A THP can be split behind our back only
+		 * by memory pressure; then it is 512 warm pages, still
+		 * right, just not huge.) */
+		return (long)(b * BATCH_PAGES);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (!make)
+		return -1;
+	/* No warm one: a fresh THP into an EMPTY block. */
+	long s = uhmm__pool_get(pool, BATCH_PAGES, false);
+	if (s < 0)
+		return -1;
+	if (!fill_huge(pool, (size_t)s)) {
+		uint8_t none[BATCH_PAGES] = { 0 };
+		uhmm__pool_put_run(pool, (size_t)s, BATCH_PAGES, none);
+		return -1;
+	}
+	if (fresh)
+		*fresh = true; /* zeroed by the kernel */
+	return s;
+}
+
+void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s)
+{
+	bool huge = uhmm__thp_mapped(pool->pagemap_fd, (uintptr_t)pool_slot(pool, s));
+	pthread_mutex_lock(&pool->lock);
+	UHMM_ASSERT(s % BATCH_PAGES == 0 && s + BATCH_PAGES <= pool->nslots);
+	for (size_t i = s; i < s + BATCH_PAGES; i++) {
+		UHMM_ASSERT(bit(pool->busy, i));
+		slot_set(pool, i, false, true);
+	}
+	pool->nfull_free += BATCH_PAGES;
+	if (huge)
+		set_bit(pool->thp, s / BATCH_PAGES, true);
+	gauges_locked(pool);
+	bool arm = arm_locked(pool);
+	pthread_cond_broadcast(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+	kick(pool, arm);
 }

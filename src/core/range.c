@@ -421,6 +421,9 @@ UHMM_API int uhmm_alloc(uhmm_ctx *ctx, size_t len, void **out)
 	if (a > (uintptr_t)raw)
 		munmap(raw, a - (uintptr_t)raw);
 	munmap((char *)a + len, (uintptr_t)raw + UHMM_HUGE_SIZE - a);
+	/* Transparent huge pages where the machine has them (the service
+	 * thread fills untouched blocks with one, service.c). */
+	(void)madvise((void *)a, len, MADV_HUGEPAGE);
 	err = add_range(ctx, a, len, true);
 	if (err) {
 		munmap((void *)a, len);

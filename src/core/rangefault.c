@@ -32,20 +32,7 @@
 
 /* ---- kernel interfaces newer than the installed headers ---- */
 
-/* PAGEMAP_SCAN (Linux 6.7) */
-#ifndef PAGEMAP_SCAN
-#define PAGE_IS_PRESENT (1 << 3)
-#define PAGE_IS_PFNZERO (1 << 5)
-#define PAGE_IS_HUGE (1 << 6)
-struct page_region {
-	uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#endif
+/* PAGEMAP_SCAN: util/uffd_compat.h */
 
 /* PROCMAP_QUERY (Linux 6.11) */
 #ifndef PROCMAP_QUERY
@@ -309,7 +296,7 @@ static int rf_pagemap(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
 				if (vec[k].categories & PAGE_IS_PFNZERO)
 					fl |= UHMM_RE_ZERO;
 				if (vec[k].categories & PAGE_IS_HUGE)
-					fl |= UHMM_RE_HUGE;
+					fl |= UHMM_RE_HUGE | (9ull << UHMM_RE_ORDER_SHIFT);
 				for (uint64_t x = vec[k].start; x < vec[k].end; x += PAGE_SIZE)
 					ent[(x - start) >> PAGE_SHIFT] = fl;
 			}

@@ -523,6 +523,84 @@ static long fill_zeros(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t dst
 	}
 }
 
+/*
+ * A write fault on a never-populated page of a uhmm_alloc range (which
+ * asks for transparent huge pages) whose whole aligned 2 MiB block is free
+ * and empty: one zeroed THP moved in as one PMD, as the kernel's own write
+ * fault in a MADV_HUGEPAGE mapping would map one (a read fault gets the
+ * zero page, as before: the kernel's would map the huge zero page, which
+ * userfaultfd cannot install).  docs/ARCHITECTURE.md "2 MiB on the CPU
+ * side".  Holds page idx.  True if served (every page unlocked,
+ * the thread woken); false: nothing changed, page idx still held.
+ */
+static bool serve_zero_huge(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
+{
+	if (!r->owned || !ctx->move_in || !ctx->pool.thp_ok)
+		return false;
+	uintptr_t a = r->start + (idx << PAGE_SHIFT);
+	uintptr_t ba = a & ~(uintptr_t)(UHMM_HUGE_SIZE - 1);
+	if (ba < r->start || ba + UHMM_HUGE_SIZE > r->start + (r->npages << PAGE_SHIFT))
+		return false;
+	size_t lo = (ba - r->start) >> PAGE_SHIFT, k;
+	/* Every other page of the block: free, in system memory. */
+	for (k = 0; k < BATCH_PAGES; k++) {
+		if (lo + k == idx)
+			continue;
+		struct uhmm_page *p = range_page(r, lo + k);
+		if (!uhmm__page_trylock(p))
+			break;
+		if (pg_loc(atomic_load_explicit(&p->word, memory_order_relaxed)) != LOC_CPU) {
+			uhmm__page_unlock(ctx, p);
+			break;
+		}
+	}
+	bool ok = k == BATCH_PAGES;
+	/* Nothing present: no page to keep, so the block's PMD may be one
+	 * THP (a page table left by 4 KiB pages that went makes the kernel
+	 * split it: still zeros, just not huge). */
+	unsigned char vec[BATCH_PAGES];
+	if (ok && mincore((void *)ba, UHMM_HUGE_SIZE, vec) == 0) {
+		for (size_t i = 0; i < BATCH_PAGES && ok; i++)
+			ok = !(vec[i] & 1);
+	} else {
+		ok = false;
+	}
+	bool fresh = false;
+	long s = ok ? uhmm__pool_get_huge(&ctx->pool, &fresh, true) : -1;
+	size_t done = 0;
+	if (s >= 0) {
+		char *src = pool_slot(&ctx->pool, (size_t)s);
+		if (!fresh)
+			memset(src, 0, UHMM_HUGE_SIZE);
+		/* An event pending (EAGAIN, nothing done): the 4 KiB path
+		 * settles it. */
+		(void)uhmm__uffd_move(ctx->uffd, ba, (uintptr_t)src, UHMM_HUGE_SIZE,
+				      UFFDIO_MOVE_MODE_DONTWAKE, &done);
+		uint8_t full[BATCH_PAGES];
+		for (size_t i = 0; i < BATCH_PAGES; i++)
+			full[i] = (i << PAGE_SHIFT) >= done; /* moved in: EMPTY */
+		if (done == 0)
+			uhmm__pool_put_huge(&ctx->pool, (size_t)s);
+		else
+			uhmm__pool_put_run(&ctx->pool, (size_t)s, BATCH_PAGES, full);
+	}
+	for (size_t i = 0; i < (ok ? BATCH_PAGES : k); i++) {
+		if (lo + i == idx && !done)
+			continue; /* still ours: the 4 KiB path serves it */
+		struct uhmm_page *p = range_page(r, lo + i);
+		/* Zeros in place: as serve_zero's fill (no DISCARD left). */
+		if ((i << PAGE_SHIFT) < done)
+			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
+						  memory_order_relaxed);
+		uhmm__page_unlock(ctx, p);
+	}
+	if (!done)
+		return false;
+	/* (A faulting page not among those moved in faults again.) */
+	uhmm__uffd_wake(ctx->uffd, ba, UHMM_HUGE_SIZE);
+	return true;
+}
+
 /* Fill zeros into a never-populated page and up to zero_around - 1 pages
  * after it that are in system memory and free.  Holds page idx. */
 static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
@@ -530,7 +608,17 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 {
 	if (!how->self)
 		STAT_INC(ctx, cpu_faults); /* (before the wake: see serve_device) */
+	if (write && !how->self && serve_zero_huge(ctx, r, idx))
+		return;
 	size_t n = 1, max = ctx->opts.zero_around;
+	if (r->owned && ctx->pool.thp_ok) {
+		/* Not into the next 2 MiB block: its first write fault may
+		 * fill it with a THP (serve_zero_huge). */
+		uintptr_t a = r->start + (idx << PAGE_SHIFT);
+		size_t left = (UHMM_HUGE_SIZE - (a & (UHMM_HUGE_SIZE - 1))) >> PAGE_SHIFT;
+		if (max > left)
+			max = left;
+	}
 	while (n < max && idx + n < r->npages) {
 		struct uhmm_page *p = range_page(r, idx + n);
 		if (!uhmm__page_trylock(p))
@@ -622,7 +710,14 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	 * A faulting thread (self) has no bounce buffer of its own: it
 	 * brings a run of FULL slots (@slot), copies into them and moves
 	 * them in, or copies from them with NO_MOVE (they stay FULL). */
-	if (!self)
+	/* A whole aligned 2 MiB block (the policy brings the block): into a
+	 * warm THP, moved in as one PMD, so the range is THP-backed again
+	 * (docs/ARCHITECTURE.md "2 MiB on the CPU side"). */
+	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
+		     range_wants_thp(r);
+	if (whole && !self)
+		slot = uhmm__pool_get_huge(&ctx->pool, NULL, false);
+	if (!self && slot < 0)
 		slot = ctx->move_in && n > 1 ? uhmm__pool_get(&ctx->pool, n, true) : -1;
 	bool moving = slot >= 0 && ctx->move_in && n > 1;
 	if (slot >= 0) {
@@ -655,6 +750,13 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	install(ctx, &req, self);
 	size_t back = 0;
 	uint8_t full[BATCH_PAGES];
+	if (whole && moving) {
+		bool all = true;
+		for (size_t i = 0; i < n && all; i++)
+			all = want[i] == 2;
+		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va))
+			STAT_INC(ctx, thp_moves_in);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (want[i] == 2 || want[i] == 6)
 			back++;
@@ -839,7 +941,12 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 	if (how->self) {
 		/* Warm pages to copy into: the whole window, else the faulting
 		 * page alone, else the service thread (its bounce buffer). */
-		slot = uhmm__pool_get(&ctx->pool, hi - lo, true);
+		uintptr_t lva = r->start + (lo << PAGE_SHIFT);
+		if (ctx->move_in && hi - lo == BATCH_PAGES && !(lva & (UHMM_HUGE_SIZE - 1)) &&
+		    range_wants_thp(r))
+			slot = uhmm__pool_get_huge(&ctx->pool, NULL, false); /* a whole block: a THP */
+		if (slot < 0)
+			slot = uhmm__pool_get(&ctx->pool, hi - lo, true);
 		if (slot < 0 && hi - lo > 1) {
 			for (size_t i = lo; i < hi; i++)
 				if (i != idx)

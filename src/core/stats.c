@@ -95,6 +95,9 @@ void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp)
 	P(dev_huge_splits, "2 MiB device units split into 4 KiB pages");
 	P(dup_made, "read-mostly duplicates made on devices");
 	P(dup_dropped, "read-mostly duplicates dropped (collapse)");
+	P(thp_available, "transparent huge pages available (0: 4 KiB only)");
+	P(thp_moves_out, "2 MiB blocks moved out as one THP");
+	P(thp_moves_in, "2 MiB blocks installed as one THP");
 #undef P
 }
 

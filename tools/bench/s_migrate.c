@@ -13,13 +13,25 @@
  * uhmm_migrate(NULL) against by a sequential read (home_vs_touch), and
  * nomove_migrate_2m_vs_memcpy_ratio: the 2 MiB batches again without
  * UFFDIO_MOVE (nomove_gbps).
+ *
+ * Issue 18, 2 MiB on the CPU side (thp_round_trips): a registered buffer
+ * backed by transparent huge pages (MADV_HUGEPAGE, filled before it is
+ * registered) against the same buffer at 4 KiB (MADV_NOHUGEPAGE), both
+ * taken to the device and back by uhmm_migrate in one call each way:
+ * thp_vs_4k_roundtrip_speedup (round trip 4 KiB / THP),
+ * thp_kept_after_roundtrip (AnonHugePages after / before, smaps), and
+ * fault_2m_vs_memcpy_ratio: a CPU touch bringing a whole 2 MiB block home
+ * (fault_around 512) / memcpy of 2 MiB (the fault's wall time, divided
+ * over the blocks).
  */
 #define _GNU_SOURCE
 #include "bench.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static const size_t batch[] = { 4096, 64 << 10, 2 << 20 };
 static const char *batch_name[] = { "4k", "64k", "2m" };
@@ -143,6 +155,148 @@ out:
 		uhmm_free(ctx, buf);
 	uhmm_ctx_destroy(ctx);
 	return g;
+}
+
+/* An aligned anonymous mapping of exactly len bytes, huge or not, written. */
+static char *map_aligned(size_t len, bool huge)
+{
+	char *raw = mmap(NULL, len + UHMM_HUGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	char *p = (char *)(((uintptr_t)raw + UHMM_HUGE_SIZE - 1) & ~(uintptr_t)(UHMM_HUGE_SIZE - 1));
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	munmap(p + len, (size_t)(raw + len + UHMM_HUGE_SIZE - (p + len)));
+	madvise(p, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	memset(p, 0x3c, len);
+	return p;
+}
+
+/* AnonHugePages (bytes) of the mappings inside [p, p + len). */
+static size_t anon_huge_bytes(const void *p, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	bool in = false;
+	size_t total = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, kb;
+		char *dash = strchr(line, '-'), *sp = strchr(line, ' ');
+		if (dash && sp && dash < sp && sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in = lo >= (uintptr_t)p && hi <= (uintptr_t)p + len;
+		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+			total += (size_t)kb << 10;
+	}
+	if (f)
+		fclose(f);
+	return total;
+}
+
+/* Median round trip (to the device and back, one uhmm_migrate each way)
+ * of a registered buffer, THP-backed or not; *kept: AnonHugePages after
+ * the last trip / len. */
+static double round_trip_s(struct bench_sc *sc, size_t len, bool huge, int reps, double *kept)
+{
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	double med = NAN;
+	if (make_ctx(sc, 0, 0, len + (32u << 20), &ctx, &dev) < 0)
+		return NAN;
+	char *buf = map_aligned(len, huge);
+	double *v = calloc((size_t)reps + 1, sizeof(double));
+	int e = 0;
+	if (!buf || !v) {
+		bench_fail(sc, "mmap", -ENOMEM);
+		goto out;
+	}
+	if (huge && anon_huge_bytes(buf, len) < len / 2)
+		bench_note(sc, "the kernel gave %zu of %zu MiB as THPs", anon_huge_bytes(buf, len) >> 20,
+			   len >> 20);
+	if ((e = uhmm_register(ctx, buf, len)) < 0) {
+		bench_fail(sc, "uhmm_register", e);
+		goto out;
+	}
+	for (int r = 0; r <= reps; r++) { /* the first one warms the device */
+		uint64_t t = now_ns();
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0 ||
+		    (e = uhmm_migrate(ctx, buf, len, NULL, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate round trip", e);
+			goto out;
+		}
+		t = now_ns() - t;
+		if (r)
+			v[r - 1] = secs(t);
+	}
+	med = dist_of(v, (size_t)reps).median;
+	if (kept)
+		*kept = (double)anon_huge_bytes(buf, len) / (double)len;
+out:
+	free(v);
+	uhmm_ctx_destroy(ctx);
+	if (buf)
+		munmap(buf, len);
+	return med;
+}
+
+/* Wall time of a CPU touch that brings a whole 2 MiB block home
+ * (fault_around 512), per block, median over reps runs of len. */
+static double fault_2m_s(struct bench_sc *sc, size_t len, int reps)
+{
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	double med = NAN;
+	if (make_ctx_ra(sc, 0, 512, 0, len + (32u << 20), &ctx, &dev) < 0)
+		return NAN;
+	char *buf = map_aligned(len, true);
+	double *v = calloc((size_t)reps + 1, sizeof(double));
+	int e = 0;
+	if (!buf || !v || (e = uhmm_register(ctx, buf, len)) < 0) {
+		bench_fail(sc, "mmap/uhmm_register", e ? e : -ENOMEM);
+		goto out;
+	}
+	for (int r = 0; r <= reps; r++) {
+		if ((e = uhmm_migrate(ctx, buf, len, dev, 0)) < 0) {
+			bench_fail(sc, "uhmm_migrate", e);
+			goto out;
+		}
+		uint64_t t = now_ns();
+		for (size_t off = 0; off < len; off += UHMM_HUGE_SIZE)
+			(void)*(volatile char *)(buf + off);
+		t = now_ns() - t;
+		if (r)
+			v[r - 1] = secs(t) / (double)(len / UHMM_HUGE_SIZE);
+	}
+	med = dist_of(v, (size_t)reps).median;
+out:
+	free(v);
+	uhmm_ctx_destroy(ctx);
+	if (buf)
+		munmap(buf, len);
+	return med;
+}
+
+static void thp_round_trips(struct bench_sc *sc, size_t len, int reps)
+{
+	double kept = NAN;
+	bench_progress("  migrate: THP-backed round trips over %zu MiB", len >> 20);
+	double thp = round_trip_s(sc, len, true, reps, &kept);
+	bench_progress("  migrate: 4 KiB round trips over %zu MiB", len >> 20);
+	double k4 = round_trip_s(sc, len, false, reps, NULL);
+	bench_fig(sc, "thp_roundtrip_s", thp, "s", "round trip of a THP-backed buffer (median)");
+	bench_fig(sc, "4k_roundtrip_s", k4, "s", "round trip of the same at 4 KiB (MADV_NOHUGEPAGE)");
+	bench_ratio(sc, "thp_vs_4k_roundtrip_speedup", k4 / thp, "round trip 4 KiB / THP-backed");
+	bench_goal(sc, '>', 3.0);
+	bench_ratio(sc, "thp_kept_after_roundtrip", kept,
+		    "AnonHugePages after the round trips / buffer (smaps)");
+	bench_goal(sc, '>', 0.99);
+	bench_progress("  migrate: CPU touches bringing 2 MiB blocks home");
+	double f = fault_2m_s(sc, len, reps);
+	double mc = (double)UHMM_HUGE_SIZE / (memcpy_gbps(len, UHMM_HUGE_SIZE, reps) * 1e9);
+	bench_fig(sc, "fault_2m_us", f * 1e6, "us", "a touch bringing a THP block home (fault_around 512)");
+	bench_base(sc, "memcpy_2m_us", mc * 1e6, "us", "memcpy of 2 MiB, warm buffers");
+	bench_ratio(sc, "fault_2m_vs_memcpy_ratio", f / mc, "2 MiB fault home / memcpy 2 MiB");
+	bench_goal(sc, '<', 1.2);
 }
 
 int sc_migrate(struct bench_sc *sc)
@@ -280,6 +434,7 @@ int sc_migrate(struct bench_sc *sc)
 			    "uhmm_migrate(NULL) / sequential read of the same data");
 		bench_goal(sc, '<', 1.0);
 	}
+	thp_round_trips(sc, len, reps);
 	bench_note(sc, "%zu MiB each run; device memory and pages warmed by an untimed round trip;"
 		   " the buffer is brought home and rewritten between runs (untimed)", len >> 20);
 	{
