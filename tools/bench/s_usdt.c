@@ -66,6 +66,7 @@ int usdt_child(int argc, char **argv)
 	return 0;
 }
 
+#ifdef UHMM_BENCH_NOUSDT_DIR
 /* Run a child; *ns its figure.  @libdir: LD_LIBRARY_PATH, or NULL. */
 static int run_child(const char *libdir, size_t pages, int rounds, double *ns)
 {
@@ -123,6 +124,7 @@ static int run_child(const char *libdir, size_t pages, int rounds, double *ns)
 	*ns = atof(out);
 	return *ns > 0 ? 0 : -EIO;
 }
+#endif
 
 int sc_usdt(struct bench_sc *sc)
 {
