@@ -600,7 +600,10 @@ static void op_migrate(void)
 	uhmm_device *dst = (d & 2) ? dev_pick(d, &di) : NULL;
 	unsigned flags = (d & 0xf0) == 0xf0 ? 1u << (d & 7) : 0;
 	uint32_t allowed;
-	if (g.bad || flags) {
+	/* UHMM_MIGRATE_MOVE is a flag (read-mostly pages move instead of
+	 * being duplicated: nothing is advised read-mostly here, so it
+	 * changes nothing); any other bit is -EINVAL. */
+	if (g.bad || (flags & ~UHMM_MIGRATE_MOVE)) {
 		allowed = A_EINVAL;
 	} else if (dst && !g_dev_live[di]) {
 		allowed = A_EBADF | (managed_at(g.a) ? 0 : A_EFAULT);
