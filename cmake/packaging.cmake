@@ -105,7 +105,8 @@ This package contains the headers, the link libraries, pkg-config and
 CMake files, and the manual pages of every call.")
 set(CPACK_COMPONENT_TOOLS_DESCRIPTION
 "heterogeneous memory management in user space - tools
-uhmm-demo, uhmm-bench (benchmarks against baselines), uhmm-workloads (a
+uhmm-demo, uhmm-bench (benchmarks against baselines), uhmm-topo (the devices
+and their links as a matrix), uhmm-workloads (a
 suite of device workloads with oversubscription), uhmm-trace and
 uhmm-replay (traces and their replay against policies).")
 set(CPACK_COMPONENT_DEV_DEPENDS lib dmirror)
