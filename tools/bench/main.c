@@ -111,8 +111,15 @@ void bench_base(struct bench_sc *sc, const char *key, double v, const char *unit
 
 void bench_ratio(struct bench_sc *sc, const char *key, double v, const char *what)
 {
+	/* The JSON field is KEY_ratio; a key that names its field whole (it
+	 * ends in _ratio or _speedup, or is a fraction such as
+	 * thp_kept_after_roundtrip) is used as it is, so that the fields are
+	 * the ones the issues name (they read "..._ratio_ratio" before). */
 	char k[64];
-	snprintf(k, sizeof(k), "%s_ratio", key);
+	size_t n = strlen(key);
+	bool whole = (n > 6 && !strcmp(key + n - 6, "_ratio")) ||
+		     (n > 8 && !strcmp(key + n - 8, "_speedup")) || strstr(key, "_kept_");
+	snprintf(k, sizeof(k), whole ? "%s" : "%s_ratio", key);
 	add_item(sc, K_RATIO, k, v, "x", what);
 }
 
