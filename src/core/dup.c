@@ -350,6 +350,37 @@ static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool 
 }
 
 /*
+ * Take one of device @dev's duplicates whose page lies outside [xlo, xhi)
+ * and whose frame is in [flo, fhi) out of the table: *va and *dpfn say
+ * which.  PG_DUP stays on the page (a fault collapses what is left).
+ * False if there is none.
+ */
+static bool take_one(struct uhmm_ctx *ctx, unsigned dev, uintptr_t xlo, uintptr_t xhi,
+		     uint64_t flo, uint64_t fhi, uintptr_t *va, uint64_t *dpfn)
+{
+	bool found = false;
+	pthread_mutex_lock(&ctx->dup_lock);
+	for (size_t i = 0; i < ctx->dup_cap && !found; i++) {
+		struct uhmm_dup *e = &ctx->dup[i];
+		if (!e->p || (e->va >= xlo && e->va < xhi))
+			continue;
+		for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
+			if (e->dev[k] != dev || e->dpfn[k] < flo || e->dpfn[k] >= fhi)
+				continue;
+			*va = e->va;
+			*dpfn = e->dpfn[k];
+			e->dev[k] = 0;
+			if (entry_empty(e))
+				erase_locked(ctx, e);
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ctx->dup_lock);
+	return found;
+}
+
+/*
  * Take up to @want of device @dev's duplicates whose pages lie outside
  * [xlo, xhi), in frames [flo, fhi), out of the table, their mirrors invalidated, and free their
  * frames (device memory is needed: duplicates are the cheapest victims,
@@ -363,30 +394,9 @@ size_t uhmm__dup_reclaim(struct uhmm_ctx *ctx, unsigned dev, size_t want, uintpt
 	size_t freed = 0;
 	if (!atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
 		return 0;
-	while (freed < want) {
-		uintptr_t va = 0;
-		uint64_t dpfn = 0;
-		bool found = false;
-		pthread_mutex_lock(&ctx->dup_lock);
-		for (size_t i = 0; i < ctx->dup_cap && !found; i++) {
-			struct uhmm_dup *e = &ctx->dup[i];
-			if (!e->p || (e->va >= xlo && e->va < xhi))
-				continue;
-			for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
-				if (e->dev[k] != dev || e->dpfn[k] < flo || e->dpfn[k] >= fhi)
-					continue;
-				va = e->va;
-				dpfn = e->dpfn[k];
-				e->dev[k] = 0;
-				if (entry_empty(e))
-					erase_locked(ctx, e);
-				found = true;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&ctx->dup_lock);
-		if (!found)
-			break;
+	uintptr_t va;
+	uint64_t dpfn;
+	while (freed < want && take_one(ctx, dev, xlo, xhi, flo, fhi, &va, &dpfn)) {
 		uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
 		uhmm__dev_free_pages(ctx, dev, &dpfn, 1);
 		STAT_INC(ctx, dup_dropped);
@@ -397,31 +407,9 @@ size_t uhmm__dup_reclaim(struct uhmm_ctx *ctx, unsigned dev, size_t want, uintpt
 
 void uhmm__dup_drop_dev(struct uhmm_ctx *ctx, struct uhmm_device *d)
 {
-	for (;;) {
-		uintptr_t va = 0;
-		uint64_t dpfn = 0;
-		bool found = false;
-		pthread_mutex_lock(&ctx->dup_lock);
-		for (size_t i = 0; i < ctx->dup_cap && !found; i++) {
-			struct uhmm_dup *e = &ctx->dup[i];
-			if (!e->p)
-				continue;
-			for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
-				if (e->dev[k] != d->id)
-					continue;
-				va = e->va;
-				dpfn = e->dpfn[k];
-				e->dev[k] = 0;
-				if (entry_empty(e))
-					erase_locked(ctx, e); /* PG_DUP stays: a
-							       * fault collapses */
-				found = true;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&ctx->dup_lock);
-		if (!found)
-			return;
+	uintptr_t va;
+	uint64_t dpfn;
+	while (take_one(ctx, d->id, 1, 0, 0, UINT64_MAX, &va, &dpfn)) {
 		/* The device may map it still: it is told before the frame goes. */
 		uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
 		uhmm__dev_put_frames(ctx, d, &dpfn, 1);
