@@ -155,7 +155,21 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 			} else if (ret == -EBUSY) {
 				/* Shared with a fork child (fork leaves
 				 * coherent pages in place, copy-on-write):
-				 * a write of our own breaks the sharing. */
+				 * a write of our own breaks the sharing.
+				 * Only while the page is there: a discard
+				 * meanwhile makes the populate a userfault
+				 * on the page we hold, which nothing serves
+				 * (uhmm-torture --coherent hung); then it is
+				 * zapped, as above.  (A discard between this
+				 * look and the populate still hangs it:
+				 * docs/RELIABILITY.md, Open.) */
+				uint32_t pw = atomic_load_explicit(&p->word,
+								   memory_order_relaxed);
+				if ((pw & PG_ZAPPED) ||
+				    (mincore((void *)va, PAGE_SIZE, &v) == 0 && !(v & 1))) {
+					(void)madvise(f, PAGE_SIZE, MADV_DONTNEED);
+					break;
+				}
 				(void)madvise((void *)va, PAGE_SIZE, MADV_POPULATE_WRITE);
 			} else {
 				err = (int)ret;
