@@ -428,6 +428,23 @@ static uint64_t lane_key(uint64_t tag)
 	return (tag & UHMM__SD_TH) ? SD_HKEY(tag >> PAGE_SHIFT) : tag >> PAGE_SHIFT;
 }
 
+/* Drops the entry of @key (a page number, or SD_HKEY of a block) from
+ * its set of lane @wi's TLB; true if it held one. */
+static bool lane_drop_key(struct uhmm_simdev_item *wi, uint64_t key)
+{
+	struct uhmm__sd_tlbe *e = lane_set(wi, key);
+	bool any = false;
+	for (unsigned w = 0; w < wi->tlb_ways; w++) {
+		_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
+		uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
+		if (v && lane_key(v) == key) {
+			atomic_store_explicit(t, 0, memory_order_relaxed);
+			any = true;
+		}
+	}
+	return any;
+}
+
 /* Drops pages [first, last] (and the 2 MiB entries of their blocks) from
  * lane @wi's TLB; true if it held any. */
 static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
@@ -437,28 +454,10 @@ static bool lane_flush_locked(struct uhmm_simdev_item *wi, uint64_t first,
 	bool any = false;
 
 	if (last - first < n) {
-		for (uint64_t vpn = first; vpn <= last; vpn++) {
-			struct uhmm__sd_tlbe *e = lane_set(wi, vpn);
-			for (unsigned w = 0; w < wi->tlb_ways; w++) {
-				_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
-				uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
-				if (v && lane_key(v) == vpn) {
-					atomic_store_explicit(t, 0, memory_order_relaxed);
-					any = true;
-				}
-			}
-		}
-		for (uint64_t hk = SD_HKEY(first); hk <= SD_HKEY(last); hk++) {
-			struct uhmm__sd_tlbe *e = lane_set(wi, hk);
-			for (unsigned w = 0; w < wi->tlb_ways; w++) {
-				_Atomic uint64_t *t = (_Atomic uint64_t *)&e[w].tag;
-				uint64_t v = atomic_load_explicit(t, memory_order_relaxed);
-				if (v && lane_key(v) == hk) {
-					atomic_store_explicit(t, 0, memory_order_relaxed);
-					any = true;
-				}
-			}
-		}
+		for (uint64_t vpn = first; vpn <= last; vpn++)
+			any |= lane_drop_key(wi, vpn);
+		for (uint64_t hk = SD_HKEY(first); hk <= SD_HKEY(last); hk++)
+			any |= lane_drop_key(wi, hk);
 		return any;
 	}
 	for (uint64_t i = 0; i < n; i++) {
