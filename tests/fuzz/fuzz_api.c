@@ -520,7 +520,9 @@ static void op_register(void)
 		allowed = 0;
 		if (m.hole)
 			allowed |= A_EFAULT;
-		if (m.none || m.ro)
+		/* Read-only memory is managed (its pages migrate both ways);
+		 * inaccessible memory is refused. */
+		if (m.none)
 			allowed |= A_EOPNOTSUPP;
 		if (m.managed_any)
 			allowed |= A_EEXIST;
@@ -615,7 +617,8 @@ static void op_migrate(void)
 			allowed = A_OK | A_EBUSY | inj_any();
 			if (dst)
 				allowed |= A_ENOMEM;
-			if (m.ro || m.none)
+			/* Read-only pages migrate like writable ones. */
+			if (m.none)
 				allowed |= A_EPERM;
 			/* Known (docs/FUZZING.md, finding 4): a PROT_NONE page
 			 * gives -EFAULT, documented for unmanaged memory only. */
