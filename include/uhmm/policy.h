@@ -135,6 +135,15 @@ struct uhmm_pol_dev_fault {
 };
 /** The page has a preferred location (uhmm_pol_dev_fault.preferred). */
 #define UHMM_POL_F_PREFERRED 1u
+/** The page is advised read-mostly (UHMM_ADVISE_READ_MOSTLY); [lo, hi) is
+ * within the run of that advice.  The built-in policy answers a read fault
+ * on such a page UHMM_POL_DUPLICATE, any other MIGRATE. */
+#define UHMM_POL_F_READ_MOSTLY 2u
+/** The faulting device holds a read-only duplicate of the page already
+ * (it is not in its page table: a read needs only a mapping of it).  The
+ * built-in policy answers a read fault on such a page UHMM_POL_DUPLICATE
+ * (which maps the duplicate), any other MIGRATE (which collapses it). */
+#define UHMM_POL_F_DUPLICATED 4u
 
 /* Device atomics (the atomics policy is the policy's: the backend says what
  * it knows of an atomic fault, the policy chooses the verb). */
@@ -162,14 +171,21 @@ enum uhmm_pol_dev_action {
 	 * until the CPU touches it again.  Valid only for a fault with
 	 * UHMM_POL_F_ATOMIC_FAR. */
 	UHMM_POL_EXCLUSIVE = 3,
+	/** Give the device read-only duplicates of [lo, hi) (as for
+	 * read-mostly advice, uhmm_migrate() with UHMM_MIGRATE_DUPLICATE):
+	 * the pages stay where they are, the device reads its own copy, and
+	 * a write from any side collapses the duplicates first.  Valid only
+	 * for a read fault (UHMM_POL_READ), with MIGRATE's span rules; a
+	 * coherent device, which cannot hold a duplicate, migrates instead. */
+	UHMM_POL_DUPLICATE = 4,
 };
 
 struct uhmm_pol_dev_act {
 	uint32_t action;      /**< enum uhmm_pol_dev_action */
 	uint32_t _pad;
-	/** UHMM_POL_MIGRATE: the span to migrate.  Valid: page-aligned,
-	 * contains the page, within the fault's [lo, hi).  (Unused by the
-	 * other actions.) */
+	/** UHMM_POL_MIGRATE, UHMM_POL_DUPLICATE: the span to migrate or
+	 * duplicate.  Valid: page-aligned, contains the page, within the
+	 * fault's [lo, hi).  (Unused by the other actions.) */
 	uint64_t lo, hi;
 	/** Throttle: act no earlier than this long after the decision (the
 	 * backend waits before serving the fault's block; thrashing

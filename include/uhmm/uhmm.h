@@ -472,7 +472,10 @@ UHMM_API int uhmm_unregister(uhmm_ctx *ctx, void *addr, size_t len);
  *   span several adjacent ones).
  * @dst: the destination device, or NULL for system memory.
  * @flags: 0, or UHMM_MIGRATE_MOVE: move pages advised read-mostly too
- *   (their duplicates collapse first) instead of duplicating them.
+ *   (their duplicates collapse first) instead of duplicating them; or
+ *   UHMM_MIGRATE_DUPLICATE: give @dst read-only duplicates of every page
+ *   of the range, advised read-mostly or not (the pages stay where they
+ *   are; below).  Not both; DUPLICATE needs a device @dst.
  *
  * Read-mostly advice (UHMM_ADVISE_READ_MOSTLY): toward a device, without
  * UHMM_MIGRATE_MOVE, the pages of the range so advised get read-only
@@ -546,6 +549,16 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len, uhmm_device *ds
 /** uhmm_migrate() flag: move read-mostly pages instead of duplicating
  * them (a device's write fault asks for this). */
 #define UHMM_MIGRATE_MOVE (1u << 1)
+/** uhmm_migrate() flag: duplicate every page of the range on @dst, as
+ * read-mostly advice would, whatever the advice (the policy's
+ * UHMM_POL_DUPLICATE verb; policy.h).  Pages on another device come to
+ * system memory first; the CPU's copy stays current and writable (a write
+ * collapses the duplicates, as for advised pages); a coherent @dst gets
+ * the pages moved instead.  The duplicates are dropped first when @dst
+ * needs room (no copy), and by a migration that moves the pages.  Errors
+ * as for a migration to @dst, and -EOPNOTSUPP where the kernel lacks
+ * userfaultfd write-protection of anonymous memory (Linux 5.7). */
+#define UHMM_MIGRATE_DUPLICATE (1u << 2)
 
 /**
  * uhmm_prefetch - migrate [@addr, @addr + @len) to @dst (NULL: system

@@ -150,6 +150,23 @@ uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsign
 	return f;
 }
 
+bool uhmm__dup_held(struct uhmm_ctx *ctx, uintptr_t va, unsigned dev)
+{
+	struct uhmm_range *r = uhmm__range_get(ctx, va);
+	if (!r)
+		return false;
+	size_t idx = (va - r->start) >> PAGE_SHIFT;
+	bool held = false;
+	if (range_blk_present(r, idx)) {
+		const struct uhmm_page *p = range_page_peek(r, idx);
+		held = (atomic_load_explicit(&p->word, memory_order_acquire) & PG_DUP) &&
+		       uhmm__dup_frame(ctx, p, dev, va & ~(uintptr_t)(PAGE_SIZE - 1)) !=
+			       UINT64_MAX;
+	}
+	uhmm__range_put(r);
+	return held;
+}
+
 unsigned uhmm__dup_count(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 {
 	unsigned n = 0;
@@ -704,12 +721,13 @@ static int dup_run(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, struct uhmm_d
 	return err;
 }
 
-int uhmm__dup_migrate(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, struct uhmm_device *dst)
+int uhmm__dup_migrate(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, struct uhmm_device *dst,
+		      bool all)
 {
 	int err = 0;
 	for (uintptr_t x = a; x < b;) {
 		uintptr_t lo = x, hi = b;
-		bool rm = uhmm__advice_read_mostly(ctx, x, &lo, &hi);
+		bool rm = all || uhmm__advice_read_mostly(ctx, x, &lo, &hi);
 		int e;
 		if (rm && !dst->coh_base)
 			e = dup_run(ctx, x, hi, dst);

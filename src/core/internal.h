@@ -617,7 +617,8 @@ struct uhmm_ctx {
 	size_t nadv;
 	atomic_bool adv_any;      /* some advice was ever given */
 	/* Read-mostly duplicates (dup.c): rm_any once read-mostly advice
-	 * was given (write-protect faults on pages at home are then ours to
+	 * was given or duplicates asked for (UHMM_MIGRATE_DUPLICATE: the
+	 * policy's verb) (write-protect faults on pages at home are then ours to
 	 * clear); the duplicates' frames by page, under dup_lock (a leaf). */
 	atomic_bool rm_any;
 	pthread_mutex_t dup_lock;
@@ -652,9 +653,10 @@ void uhmm__dup_init(struct uhmm_ctx *ctx);
 /* Frees every duplicate (the context is going: mirrors were released). */
 void uhmm__dup_fini(struct uhmm_ctx *ctx);
 /* uhmm_migrate toward dst over [a, b) with read-mostly advice somewhere
- * in it: duplicates the read-mostly runs, moves the rest.  Entered. */
+ * in it: duplicates the read-mostly runs (@all: every page, the
+ * UHMM_MIGRATE_DUPLICATE verb), moves the rest.  Entered; rm_any set. */
 int uhmm__dup_migrate(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b,
-		      struct uhmm_device *dst);
+		      struct uhmm_device *dst, bool all);
 /* Collapse every duplicate of [a, b) to the CPU copy (mirrors
  * invalidated, frames freed, protection removed).  No page lock held. */
 void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
@@ -669,6 +671,9 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p);
  * only if it was made for that address. */
 uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsigned dev,
 			 uintptr_t va);
+/* Whether device @dev holds a duplicate of the page at @va (a look, no
+ * lock held after it). */
+bool uhmm__dup_held(struct uhmm_ctx *ctx, uintptr_t va, unsigned dev);
 /* Devices holding a duplicate of p (0 if none). */
 unsigned uhmm__dup_count(struct uhmm_ctx *ctx, const struct uhmm_page *p);
 /* Add p's duplicates to a uhmm_range_attrs' counts. */

@@ -1246,7 +1246,9 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 {
 	uintptr_t a = (uintptr_t)addr;
 	if (!addr || !len || ((a | len) & (PAGE_SIZE - 1)) || a + len < a ||
-	    (flags & ~UHMM_MIGRATE_MOVE))
+	    (flags & ~(UHMM_MIGRATE_MOVE | UHMM_MIGRATE_DUPLICATE)) ||
+	    ((flags & UHMM_MIGRATE_MOVE) && (flags & UHMM_MIGRATE_DUPLICATE)) ||
+	    ((flags & UHMM_MIGRATE_DUPLICATE) && !dst))
 		return -EINVAL;
 	int err = uhmm__ctx_enter(ctx);
 	if (err)
@@ -1262,13 +1264,26 @@ UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,
 	err = uhmm__ranges_cover(ctx, a, a + len);
 	if (err)
 		goto out;
+	/* Duplicates asked for (the policy's verb): as read-mostly advice,
+	 * over every page.  They need the CPU copy write-protected. */
+	if (flags & UHMM_MIGRATE_DUPLICATE) {
+		if (!ctx->wp && !dst->coh_base) {
+			err = -EOPNOTSUPP;
+			goto out;
+		}
+		/* Before the first duplicate: whoever may meet one (a
+		 * collapse, a reclaim, a migration that moves it) sees it. */
+		atomic_store_explicit(&ctx->rm_any, true, memory_order_release);
+		err = uhmm__dup_migrate(ctx, a, a + len, dst, true);
+		goto out;
+	}
 	/* Read-mostly advice (dup.c): duplicate instead, or collapse the
 	 * duplicates of what moves. */
 	if (dst && atomic_load_explicit(&ctx->rm_any, memory_order_acquire)) {
 		uintptr_t lo = a, hi = a + len;
 		if (!(flags & UHMM_MIGRATE_MOVE) &&
 		    (uhmm__advice_read_mostly(ctx, a, &lo, &hi) || hi < a + len)) {
-			err = uhmm__dup_migrate(ctx, a, a + len, dst);
+			err = uhmm__dup_migrate(ctx, a, a + len, dst, false);
 			goto out;
 		}
 		uhmm__dup_collapse_range(ctx, a, a + len);

@@ -187,7 +187,7 @@ static void prefetch_span(const struct uhmm_polctx *p, const uint64_t *bm, uint6
 
 /* Device faults: the backend's advice (map remotely) is followed; the rest
  * migrates its whole span (the block, or what of it is managed under one
- * advice): migrate on touch. */
+ * advice): migrate on touch; a read of read-mostly pages duplicates them. */
 static void builtin_dev_faults(struct uhmm_polctx *p, uhmm_loc dev,
 			       const struct uhmm_pol_dev_fault *f, size_t n,
 			       struct uhmm_pol_dev_act *a)
@@ -239,6 +239,11 @@ static void builtin_dev_faults(struct uhmm_polctx *p, uhmm_loc dev,
 			}
 			prefetch_span(p, bm, blk, &f[i], &a[i]);
 		}
+		/* Read-mostly advice: a read gets a duplicate (the CPU keeps
+		 * its copy); a write moves the pages (collapsing theirs). */
+		if (!stay && (f[i].flags & (UHMM_POL_F_READ_MOSTLY | UHMM_POL_F_DUPLICATED)) &&
+		    f[i].access == UHMM_POL_READ)
+			a[i].action = UHMM_POL_DUPLICATE;
 		if (thr && thr != UINT64_MAX)
 			a[i].delay_ns = thr;
 	}
@@ -374,7 +379,9 @@ static bool dev_act_valid(const struct uhmm_pol_dev_fault *f, const struct uhmm_
 		return !(f->flags & UHMM_POL_F_ATOMIC_FAR);
 	if (a->action == UHMM_POL_EXCLUSIVE)
 		return f->flags & UHMM_POL_F_ATOMIC_FAR;
-	if (a->action != UHMM_POL_MIGRATE)
+	if (a->action == UHMM_POL_DUPLICATE && f->access != UHMM_POL_READ)
+		return false; /* a write would collapse it at once */
+	if (a->action != UHMM_POL_MIGRATE && a->action != UHMM_POL_DUPLICATE)
 		return false;
 	return !((a->lo | a->hi) & (PG - 1)) && a->lo <= f->addr && f->addr < a->hi &&
 	       a->lo >= f->lo && a->hi <= f->hi;
@@ -797,12 +804,21 @@ UHMM_API int uhmm_device_fault_policy(uhmm_device *dev, const struct uhmm_pol_de
 		g[i] = f[i];
 		uintptr_t lo = g[i].lo, hi = g[i].hi;
 		unsigned pref = uhmm__advice_preferred(ctx, g[i].addr, &lo, &hi);
-		g[i].lo = lo;
-		g[i].hi = hi;
 		if (pref) {
 			g[i].flags |= UHMM_POL_F_PREFERRED;
 			g[i].preferred = pref - 1;
 		}
+		/* Read-mostly or not: the span within that run too (a
+		 * duplicate must not reach pages without the advice, a move
+		 * must not take pages with it). */
+		if (uhmm__advice_read_mostly(ctx, g[i].addr, &lo, &hi) &&
+		    !(g[i].flags & UHMM_POL_F_ATOMIC_FAR))
+			g[i].flags |= UHMM_POL_F_READ_MOSTLY;
+		if (atomic_load_explicit(&ctx->rm_any, memory_order_acquire) &&
+		    uhmm__dup_held(ctx, g[i].addr, dev->id))
+			g[i].flags |= UHMM_POL_F_DUPLICATED;
+		g[i].lo = lo;
+		g[i].hi = hi;
 	}
 	uhmm__pol_dev_faults(ctx, dev->id, g, n, act);
 	uhmm__umem_free(g);

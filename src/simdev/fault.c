@@ -501,14 +501,11 @@ static void managed_extent(struct sd_compute *c, uintptr_t va, uintptr_t lo,
  * pages remotely.  Migration refused otherwise: map remotely.
  */
 static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
-			    uintptr_t lo, uintptr_t hi, bool clipped)
+			    uintptr_t lo, uintptr_t hi, bool clipped, bool dup)
 {
-	/* A write moves read-mostly pages (their duplicates collapse to this
-	 * device); a read duplicates them (uhmm_migrate). */
-	unsigned flags = 0;
-	for (size_t i = 0; i < n; i++)
-		if (!fp[i].done && fp[i].acc != SD_READ)
-			flags = UHMM_MIGRATE_MOVE;
+	/* The policy's verb: move (read-mostly pages' duplicates collapse
+	 * to this device) or duplicate. */
+	unsigned flags = dup ? UHMM_MIGRATE_DUPLICATE : UHMM_MIGRATE_MOVE;
 	int err = uhmm_migrate(c->ctx, (void *)lo, hi - lo, c->dev, flags);
 
 	/* -EHWPOISON: everything moved but pages lost on a device, which
@@ -535,7 +532,7 @@ static void migrate_and_map(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			size_t j = i;
 			while (j < n && fp[j].va < b)
 				j++;
-			migrate_and_map(c, fp + i, j - i, a, b, true);
+			migrate_and_map(c, fp + i, j - i, a, b, true, dup);
 			i = j;
 		}
 		return;
@@ -608,8 +605,9 @@ static void resolve_block(struct sd_compute *c, struct sd_fpage *fp, size_t n,
 			j++;
 		struct sd_fpage *run = fp + c->pol_i[k];
 		size_t cnt = c->pol_i[j - 1] - c->pol_i[k] + 1;
-		if (a[k].action == UHMM_POL_MIGRATE)
-			migrate_and_map(c, run, cnt, a[k].lo, a[k].hi, false);
+		if (a[k].action == UHMM_POL_MIGRATE || a[k].action == UHMM_POL_DUPLICATE)
+			migrate_and_map(c, run, cnt, a[k].lo, a[k].hi, false,
+					a[k].action == UHMM_POL_DUPLICATE);
 		else
 			map_remote(c, run, cnt, f[k].lo, f[k].hi);
 		k = j;

@@ -604,8 +604,11 @@ static void op_migrate(void)
 	uint32_t allowed;
 	/* UHMM_MIGRATE_MOVE is a flag (read-mostly pages move instead of
 	 * being duplicated: nothing is advised read-mostly here, so it
-	 * changes nothing); any other bit is -EINVAL. */
-	if (g.bad || (flags & ~UHMM_MIGRATE_MOVE)) {
+	 * changes nothing); UHMM_MIGRATE_DUPLICATE leaves the pages where
+	 * they are and gives the device read-only copies (the data checks
+	 * hold either way); it needs a device; any other bit is -EINVAL. */
+	if (g.bad || (flags & ~(UHMM_MIGRATE_MOVE | UHMM_MIGRATE_DUPLICATE)) ||
+	    ((flags & UHMM_MIGRATE_DUPLICATE) && !dst)) {
 		allowed = A_EINVAL;
 	} else if (dst && !g_dev_live[di]) {
 		allowed = A_EBADF | (managed_at(g.a) ? 0 : A_EFAULT);
@@ -617,6 +620,10 @@ static void op_migrate(void)
 			allowed = A_OK | A_EBUSY | inj_any();
 			if (dst)
 				allowed |= A_ENOMEM;
+			/* Duplicates need write-protection (not in every
+			 * kernel). */
+			if (flags & UHMM_MIGRATE_DUPLICATE)
+				allowed |= A_EOPNOTSUPP;
 			/* Read-only pages migrate like writable ones. */
 			if (m.none)
 				allowed |= A_EPERM;

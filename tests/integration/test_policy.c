@@ -430,6 +430,108 @@ static void dev_fault_plugin_decides(void **state)
 	assert_int_equal(run_kernel(&o, 1), 64);
 }
 
+/* Duplication is a verb of the policy: a plug-in answers read faults
+ * UHMM_POL_DUPLICATE on memory nobody advised read-mostly. */
+static int dup_reads(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
+		     struct uhmm_pol_dev_act *a)
+{
+	(void)st;
+	(void)dev;
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct uhmm_pol_dev_act){
+			.action = f[i].access == UHMM_POL_READ ? UHMM_POL_DUPLICATE
+							       : UHMM_POL_MIGRATE,
+			.lo = f[i].lo, .hi = f[i].hi };
+	return 0;
+}
+
+static int dup_all(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
+		   struct uhmm_pol_dev_act *a)
+{
+	(void)st;
+	(void)dev;
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_DUPLICATE, .lo = f[i].lo,
+						  .hi = f[i].hi };
+	return 0;
+}
+
+static void k_write_idx(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	struct rd *r = arg;
+	uhmm_simdev_st64(wi, &r->buf[idx * (PG / 8)], 1000 + idx);
+}
+
+static void dev_fault_plugin_duplicates(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	struct uhmm_policy_ops o = ops_of("dup");
+	o.dev_faults = dup_reads;
+	ASSERT_OK(uhmm_policy_set(ctx, &o, NULL));
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * PG, (void **)&p));
+	uint64_t want = 0;
+	for (size_t i = 0; i < 64; i++) {
+		p[i * (PG / 8)] = i + 1;
+		want += i + 1;
+	}
+	struct rd r = { .buf = p };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_read, 64, &r));
+	assert_int_equal(atomic_load(&r.sum), want);
+	/* The CPU keeps every page; the device reads its duplicates. */
+	struct uhmm_range_attrs at;
+	ASSERT_OK(uhmm_range_attrs(ctx, p, 64 * PG, &at));
+	assert_int_equal(at.read_mostly, UHMM_ATTR_NONE);
+	assert_int_equal(at.bytes_cpu, 64 * PG);
+	assert_int_equal(at.bytes_duplicated, 64 * PG);
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 64 * PG, dev), 0);
+	/* A CPU write collapses its page, and the device reads it. */
+	p[3 * (PG / 8)] = 500;
+	want += 500 - 4;
+	ASSERT_OK(uhmm_range_attrs(ctx, p, 64 * PG, &at));
+	assert_int_equal(at.bytes_duplicated, 63 * PG);
+	atomic_store(&r.sum, 0);
+	ASSERT_OK(uhmm_simdev_launch(dev, k_read, 64, &r));
+	assert_int_equal(atomic_load(&r.sum), want);
+	/* A device write moves the pages (a migration, not a duplicate). */
+	ASSERT_OK(uhmm_simdev_launch(dev, k_write_idx, 64, &r));
+	ASSERT_OK(uhmm_range_attrs(ctx, p, 64 * PG, &at));
+	assert_int_equal(at.bytes_duplicated, 0);
+	assert_int_equal(uhmm_test_pages_on(ctx, p, 64 * PG, dev), 64);
+	for (size_t i = 0; i < 64; i++)
+		assert_int_equal(p[i * (PG / 8)], 1000 + i);
+	assert_int_equal(ejections(ctx), 0);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* A duplicate for a write fault is an invalid decision: ejected, and the
+ * write lands (the built-in policy serves it). */
+static void dev_fault_duplicate_on_write_ejects(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(16ul << 20, &dev);
+	struct uhmm_policy_ops o = ops_of("dupw");
+	o.dev_faults = dup_all;
+	ASSERT_OK(uhmm_policy_set(ctx, &o, NULL));
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * PG, (void **)&p));
+	memset(p, 0, 64 * PG);
+	struct rd r = { .buf = p };
+	ASSERT_OK(uhmm_simdev_launch(dev, k_write_idx, 64, &r));
+	for (size_t i = 0; i < 64; i++)
+		assert_int_equal(p[i * (PG / 8)], 1000 + i);
+	assert_int_equal(ejections(ctx), 1);
+	struct uhmm_policy_info pi;
+	ASSERT_OK(uhmm_policy_get(ctx, &pi));
+	assert_non_null(strstr(pi.ejected, "dev_faults"));
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* The backend's question checks its arguments. */
 static void fault_policy_checks_arguments(void **state)
 {
@@ -722,6 +824,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(evict_order_plugin_picks_victims),
 	cmocka_unit_test(evict_order_invalid_is_ejected),
 	cmocka_unit_test(dev_fault_plugin_decides),
+	cmocka_unit_test(dev_fault_plugin_duplicates),
+	cmocka_unit_test(dev_fault_duplicate_on_write_ejects),
 	cmocka_unit_test(fault_policy_checks_arguments),
 	cmocka_unit_test(swap_under_load),
 	cmocka_unit_test(ping_pong_is_pinned),

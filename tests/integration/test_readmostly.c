@@ -208,6 +208,50 @@ static void duplicate_and_collapse_sigbus(void **state)
 	dup_and_collapse(UHMM_CTX_SIGBUS);
 }
 
+/* UHMM_MIGRATE_DUPLICATE duplicates memory nobody advised read-mostly;
+ * a CPU write and a device write collapse it as they do advised pages;
+ * the flag's misuse is -EINVAL. */
+static void migrate_duplicate_flag(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	uint32_t id = uhmm_device_id(dev);
+	uint64_t *p;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p));
+	uint64_t want = fill(p, 40);
+	assert_int_equal(uhmm_migrate(ctx, p, LEN, dev,
+				      UHMM_MIGRATE_DUPLICATE | UHMM_MIGRATE_MOVE), -EINVAL);
+	assert_int_equal(uhmm_migrate(ctx, p, LEN, NULL, UHMM_MIGRATE_DUPLICATE), -EINVAL);
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, 0);
+	ASSERT_OK(uhmm_migrate(ctx, p, LEN, dev, UHMM_MIGRATE_DUPLICATE));
+	struct uhmm_range_attrs *at = attrs(ctx, p, LEN);
+	assert_int_equal(at->read_mostly, UHMM_ATTR_NONE);
+	assert_int_equal(at->bytes_cpu, LEN);
+	assert_int_equal(at->bytes_on[id], 0);
+	assert_int_equal(at->bytes_dup_on[id], LEN);
+	assert_int_equal(dev_bytes(dev), LEN);
+	uint64_t f0 = cpu_faults(ctx);
+	assert_int_equal(cpu_sum(p), want);
+	assert_int_equal(cpu_faults(ctx), f0);
+	assert_int_equal(dev_read(dev, p), want);
+	/* A CPU write collapses its page. */
+	p[9 * (PG / 8)] = 99;
+	want += 99 - (40 + 9);
+	assert_int_equal(attrs(ctx, p, LEN)->bytes_duplicated, LEN - PG);
+	assert_int_equal(dev_read(dev, p), want);
+	/* A migration that moves them collapses them first. */
+	ASSERT_OK(uhmm_migrate(ctx, p, LEN, dev, UHMM_MIGRATE_MOVE));
+	at = attrs(ctx, p, LEN);
+	assert_int_equal(at->bytes_duplicated, 0);
+	assert_int_equal(at->bytes_on[id], LEN);
+	assert_int_equal(dev_bytes(dev), LEN);
+	assert_int_equal(cpu_sum(p), want);
+	ASSERT_OK(uhmm_free(ctx, p));
+	assert_int_equal(dev_bytes(dev), 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* Several CPU writes to one duplicated page, while the device reads it
  * again between them: no write lost. */
 static void cpu_writes_are_never_lost(void **state)
@@ -438,6 +482,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
 	cmocka_unit_test(duplicate_and_collapse_sigbus),
 	cmocka_unit_test(cpu_writes_are_never_lost),
+	cmocka_unit_test(migrate_duplicate_flag),
 	cmocka_unit_test(two_devices_duplicate),
 	cmocka_unit_test(unset_and_migrate),
 	cmocka_unit_test(fork_with_duplicates),

@@ -432,7 +432,9 @@ static void dev_batch(struct sim *s, const struct ev *e)
 		bool ok = !err;
 		for (size_t i = 0; i < n && ok; i++)
 			ok = act[i].action == UHMM_POL_MAP_REMOTE ||
-			     (act[i].action == UHMM_POL_MIGRATE &&
+			     ((act[i].action == UHMM_POL_MIGRATE ||
+			       (act[i].action == UHMM_POL_DUPLICATE &&
+				f[i].access == UHMM_POL_READ)) &&
 			      span_ok(f[i].addr, act[i].lo, act[i].hi) && act[i].lo >= f[i].lo &&
 			      act[i].hi <= f[i].hi);
 		if (!ok) {
@@ -443,7 +445,9 @@ static void dev_batch(struct sim *s, const struct ev *e)
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (act[i].action == UHMM_POL_MIGRATE)
+		/* (A duplicate is simulated as a migration: the device
+		 * holds the pages and they take its room.) */
+		if (act[i].action == UHMM_POL_MIGRATE || act[i].action == UHMM_POL_DUPLICATE)
 			to_device(s, e->dev, act[i].lo, act[i].hi, f[i].access >= UHMM_POL_WRITE);
 		else
 			s->r.remote_maps++;
