@@ -148,19 +148,23 @@ def case_dead():
     if len(seg) != 1:
         fail("no segment of the workload: %r" % os.listdir(DIR))
     stale = os.path.join(DIR, "%d.1" % p.pid)
-    with open(os.path.join(DIR, seg[0]), "rb") as f, open(stale, "wb") as g:
-        g.write(f.read())
+    with open(os.path.join(DIR, seg[0]), "rb") as f:
+        image = f.read()
+    with open(stale, "wb") as g:
+        g.write(image)
     # (its pid field is the workload's: the name says the dead pid)
     r = stat("--json")
     if r.returncode != 0 or p.pid in [x["pid"] for x in json.loads(r.stdout)]:
         fail("a stale segment was listed")
+    if os.path.exists(stale):
+        fail("the segment of a dead pid was not removed")
     step(w, "destroyed")
     finish(w)
     # The workload's own segment, had it crashed, would be stale now too:
     # a copy of it under its pid, then a listing: removed.
     stale2 = os.path.join(DIR, "%s.7" % pid)
-    with open(stale, "rb") as f, open(stale2, "wb") as g:
-        g.write(f.read())
+    with open(stale2, "wb") as g:
+        g.write(image)
     os.chmod(stale2, 0o600)
     r = stat()
     if r.returncode != 0 or os.path.exists(stale2):

@@ -118,12 +118,15 @@ static int seg_cmp(const void *a, const void *b)
  * Segments left by dead processes are removed (where we may) and skipped;
  * so are ones that vanish or cannot be read consistently meanwhile.
  */
+static int scan_errno; /* why the last scan found no directory (0: it did) */
+
 static void scan(long pid, struct seglist *l)
 {
 	char dir[4096];
 	statread_dir(dir, sizeof(dir), uid_of(pid));
 	l->n = 0;
 	DIR *d = opendir(dir);
+	scan_errno = d ? 0 : errno;
 	if (!d)
 		return;
 	struct dirent *e;
@@ -137,12 +140,15 @@ static void scan(long pid, struct seglist *l)
 		struct statseg *s = &l->s[l->n];
 		if (statread_open(s, path))
 			continue;
-		if (statread_snapshot(s) || s->h->pid != p) {
+		/* Its process (by the name's pid) gone, or another since (the
+		 * start time): left by a process that was killed. */
+		bool ok = statread_snapshot(s) == 0 && s->h->pid == p;
+		if (!statread_alive(p, ok ? s->h->starttime : 0)) {
+			unlink(path);
 			statread_close(s);
 			continue;
 		}
-		if (!statread_alive(p, s->h->starttime)) {
-			unlink(path); /* stale: its process is gone */
+		if (!ok) { /* unreadable, or not what its name says */
 			statread_close(s);
 			continue;
 		}
@@ -679,6 +685,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: process %ld (%s) publishes no uhmm context: it does not use uhmm, "
 				"has no context now, or runs with UHMM_STAT=0 (or UHMM_CTX_NO_STAT)\n",
 			argv0, pid, comm);
+		if (scan_errno && scan_errno != ENOENT) {
+			char dir[4096];
+			statread_dir(dir, sizeof(dir), uid_of(pid));
+			fprintf(stderr, "%s: (or its segments cannot be read: %s: %s)\n", argv0, dir,
+				strerror(scan_errno));
+		}
 		return EXIT_NOT_UHMM;
 	}
 	if (once) {
