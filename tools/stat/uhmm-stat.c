@@ -674,13 +674,18 @@ int main(int argc, char **argv)
 	}
 	comm_of(pid, comm, sizeof(comm));
 	struct seglist *cur = calloc(1, sizeof(*cur)), *prev = calloc(1, sizeof(*prev));
-	if (!cur || !prev)
-		return 1;
+	struct sample *sm = NULL;
+	int rc = 0;
+	if (!cur || !prev) {
+		rc = 1;
+		goto out;
+	}
 	scan(pid, cur);
 	if (!cur->n) {
 		if (!process_exists(pid)) {
 			fprintf(stderr, "%s: process %ld exited\n", argv0, pid);
-			return EXIT_GONE;
+			rc = EXIT_GONE;
+			goto out;
 		}
 		fprintf(stderr, "%s: process %ld (%s) publishes no uhmm context: it does not use uhmm, "
 				"has no context now, or runs with UHMM_STAT=0 (or UHMM_CTX_NO_STAT)\n",
@@ -691,7 +696,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: (or its segments cannot be read: %s: %s)\n", argv0, dir,
 				strerror(scan_errno));
 		}
-		return EXIT_NOT_UHMM;
+		rc = EXIT_NOT_UHMM;
+		goto out;
 	}
 	if (once) {
 		if (json)
@@ -699,26 +705,25 @@ int main(int argc, char **argv)
 		else
 			for (size_t i = 0; i < cur->n; i++)
 				print_ctx(stdout, cur->s[i].h, NULL);
-		seglist_free(cur);
-		return 0;
+		goto out;
 	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	struct sample *sm = NULL;
 	size_t nsm = 0, cap = 0;
 	struct devcol cols[PNG_DEVS];
 	int ncols = 0;
 	double t0 = mono_s(), next = t0;
 	bool tty = isatty(1) && !json;
-	int rc = 0;
 	for (;;) {
 		if (png) {
 			if (nsm == cap) {
 				cap = cap ? cap * 2 : 64;
 				struct sample *ns = realloc(sm, cap * sizeof(*sm));
-				if (!ns)
-					return 1;
+				if (!ns) {
+					rc = 1;
+					goto out;
+				}
 				sm = ns;
 			}
 			memset(&sm[nsm], 0, sizeof(sm[0]));
@@ -777,9 +782,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: %s: %zu samples over %.1f s\n", argv0, png, nsm,
 				sm[nsm - 1].t);
 	}
+out:
 	free(sm);
-	seglist_free(cur);
-	seglist_free(prev);
+	if (cur)
+		seglist_free(cur);
+	if (prev)
+		seglist_free(prev);
 	free(cur);
 	free(prev);
 	return rc;
