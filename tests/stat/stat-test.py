@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 CASE, STAT, WORKLOAD = sys.argv[1], sys.argv[2], sys.argv[3]
 DIR = tempfile.mkdtemp(prefix="uhmm-stat-test-")
@@ -172,6 +173,21 @@ def case_dead():
     r = stat(pid, "--once")
     if r.returncode != 2:
         fail("a dead process with a stale segment: exit %d" % r.returncode)
+    # A process that exec'd: alive, same pid and start time, but the
+    # segment is no longer its (nobody rewrites it).  Once it is older
+    # than a second plus two periods, it is found out and removed.
+    w, (_, pid, *_rest) = start("--exec")
+    w.stdin.write("go\n")
+    w.stdin.flush()
+    time.sleep(1.5)  # a lower bound only: the segment can only age
+    try:
+        r = stat(pid, "--once")
+        if r.returncode != 3 or any(n.startswith(pid + ".") for n in os.listdir(DIR)):
+            fail("the segment of a process that exec'd: exit %d, %r" % (r.returncode,
+                                                                      os.listdir(DIR)))
+    finally:
+        w.kill()
+        w.wait()
 
 
 def case_disabled():

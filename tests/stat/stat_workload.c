@@ -10,9 +10,11 @@
  *
  * ("ready PID nostat" when nothing is published) and waits for a line on
  * stdin; then it destroys the context, prints "destroyed", waits for a
- * second line (or EOF) and exits.  Every wait is bounded (30 s).
+ * second line (or EOF) and exits.  Every wait is bounded (30 s).  With
+ * --exec, the first line makes it exec sleep(1) instead (the context's
+ * segment is left behind by a process that lives on).
  *
- *   stat_workload [--mib N] [--dev-mib N] [--no-stat]
+ *   stat_workload [--mib N] [--dev-mib N] [--no-stat] [--exec]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -60,7 +62,7 @@ static bool own_segment(struct statseg *s)
 int main(int argc, char **argv)
 {
 	size_t mib = 8, dev_mib = 32;
-	bool nostat = false;
+	bool nostat = false, exec = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mib") && i + 1 < argc)
 			mib = strtoul(argv[++i], NULL, 0);
@@ -68,6 +70,8 @@ int main(int argc, char **argv)
 			dev_mib = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--no-stat"))
 			nostat = true;
+		else if (!strcmp(argv[i], "--exec"))
+			exec = true;
 		else
 			return 2;
 	}
@@ -117,6 +121,11 @@ int main(int argc, char **argv)
 	char line[64];
 	if (!fgets(line, sizeof(line), stdin))
 		line[0] = 0;
+	if (exec) {
+		alarm(0);
+		execlp("sleep", "sleep", "20", (char *)NULL);
+		return 1;
+	}
 	if ((e = uhmm_ctx_destroy(ctx)))
 		die("uhmm_ctx_destroy", e);
 	printf("destroyed\n");

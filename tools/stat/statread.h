@@ -78,6 +78,30 @@ static inline bool statread_alive(long pid, unsigned long long starttime)
 	return t && (!starttime || t == starttime);
 }
 
+/*
+ * Does process @pid still map the segment file @path?  1 yes, 0 no (it
+ * exec'd, or unmapped it), -1 cannot tell (its maps unreadable).  For a
+ * segment whose publications stopped while its process lives on.
+ */
+static inline int statread_mapped(long pid, const char *path)
+{
+	char maps[64], line[4096 + 256], real[4096];
+	if (!realpath(path, real))
+		return -1;
+	snprintf(maps, sizeof(maps), "/proc/%ld/maps", pid);
+	FILE *f = fopen(maps, "r");
+	if (!f)
+		return -1;
+	int found = 0;
+	size_t rl = strlen(real);
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *p = strchr(line, '/');
+		found = p && !strncmp(p, real, rl) && (p[rl] == '\n' || p[rl] == 0);
+	}
+	fclose(f);
+	return found;
+}
+
 static inline void statread_close(struct statseg *s)
 {
 	if (s->map)

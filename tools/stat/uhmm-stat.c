@@ -152,6 +152,17 @@ static void scan(long pid, struct seglist *l)
 			statread_close(s);
 			continue;
 		}
+		/* Not rewritten for a while: is it still its process's (an
+		 * exec replaces the image, and no destructor removes it)? */
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		uint64_t late = 1000000000ull + 2000000ull * s->h->interval_ms;
+		if (now > s->h->update_ns + late && statread_mapped(p, path) == 0) {
+			unlink(path);
+			statread_close(s);
+			continue;
+		}
 		l->n++;
 	}
 	closedir(d);
