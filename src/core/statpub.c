@@ -482,10 +482,15 @@ void uhmm__statpub_start(struct uhmm_ctx *ctx)
 	h->created_ns = clock_ns(CLOCK_REALTIME);
 	unlink(tmp); /* a leftover of a process with our pid */
 	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)sp->seg_size)) {
+	if (fd < 0) {
 		err = -errno;
 		goto fail;
 	}
+	/* Its blocks allocated now: a store into a hole of a full tmpfs
+	 * would be a SIGBUS in the publisher, later. */
+	err = -posix_fallocate(fd, 0, (off_t)sp->seg_size);
+	if (err)
+		goto fail;
 	sp->seg = mmap(NULL, sp->seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (sp->seg == MAP_FAILED) {
 		sp->seg = NULL;
