@@ -108,7 +108,8 @@ struct uhmm_stat_hdr {
 	uint32_t max_ranges, ranges_off, range_size, nranges;
 	uint64_t nranges_total;
 	uint32_t rest_off, reserved0;
-	uint64_t reserved[7];
+	uint64_t publish_ns;      /* what the previous publication took (its walk) */
+	uint64_t reserved[6];
 };
 
 _Static_assert(sizeof(struct uhmm_stat_dev) % 8 == 0, "word-sized");

@@ -415,6 +415,7 @@ static void *pub_main(void *arg)
 		uint64_t t0 = uhmm__now_ns();
 		publish(sp);
 		uint64_t wait = (uint64_t)sp->interval_ms * 1000000ull, cost = uhmm__now_ns() - t0;
+		((struct uhmm_stat_hdr *)sp->stage)->publish_ns = cost; /* shown next time */
 		if (cost * 20 > wait)
 			wait = cost * 20;
 		struct timespec ts;

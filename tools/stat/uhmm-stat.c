@@ -254,8 +254,9 @@ static void print_ctx(FILE *f, const struct uhmm_stat_hdr *h, const struct rates
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-	fprintf(f, "context %" PRIu64 "  published %.1f s ago (every %u ms)%s%s%s\n", h->ctx_id,
-		(now - (double)h->update_ns) * 1e-9, h->interval_ms,
+	fprintf(f, "context %" PRIu64 "  published %.1f s ago (every %u ms, in %.0f us)%s%s%s\n",
+		h->ctx_id, (now - (double)h->update_ns) * 1e-9, h->interval_ms,
+		(double)h->publish_ns * 1e-3,
 		h->flags & UHMM_STAT_F_SIGBUS ? "  sigbus" : "",
 		h->flags & UHMM_STAT_F_USER_MODE_ONLY ? "  user-mode-only" : "",
 		h->flags & UHMM_STAT_F_NO_MOVE ? "  no-move" : "");
@@ -338,8 +339,8 @@ static void json_range(FILE *f, const struct uhmm_stat_hdr *h, const struct uhmm
 static void json_ctx(FILE *f, const struct uhmm_stat_hdr *h, const struct rates *r)
 {
 	fprintf(f, "{\"ctx_id\": %" PRIu64 ", \"format_version\": %u, \"generation\": %" PRIu64
-		   ", \"interval_ms\": %u, \"flags\": [",
-		h->ctx_id, h->version, h->generation, h->interval_ms);
+		   ", \"interval_ms\": %u, \"publish_ns\": %" PRIu64 ", \"flags\": [",
+		h->ctx_id, h->version, h->generation, h->interval_ms, h->publish_ns);
 	const char *fl[] = { "sigbus", "user_mode_only", "no_move", "ranges_cut", "devices_cut",
 			     "closed" };
 	bool first = true;
