@@ -6,7 +6,7 @@
 #   libuhmm-dev       headers, libuhmm.so and libuhmm.a, pkg-config and CMake
 #                     files, man pages of sections 3 and 7
 #   uhmm-tools        uhmm-demo, uhmm-bench, uhmm-workloads, uhmm-trace,
-#                     uhmm-replay and their pages
+#                     uhmm-replay, uhmm-topo, uhmm-stat and their pages
 #
 # Built for /usr (configure with -DCMAKE_INSTALL_PREFIX=/usr
 # -DUHMM_INSTALL_RPATH=OFF, as scripts/packages.sh does).
@@ -108,7 +108,8 @@ set(CPACK_COMPONENT_TOOLS_DESCRIPTION
 uhmm-demo, uhmm-bench (benchmarks against baselines), uhmm-topo (the devices
 and their links as a matrix), uhmm-workloads (a
 suite of device workloads with oversubscription), uhmm-trace and
-uhmm-replay (traces and their replay against policies).")
+uhmm-replay (traces and their replay against policies), uhmm-stat (a
+running program's devices, rates and residency, watched from outside).")
 set(CPACK_COMPONENT_DEV_DEPENDS lib dmirror)
 set(CPACK_COMPONENT_DMIRROR_DEPENDS lib)
 set(CPACK_COMPONENT_TOOLS_DEPENDS lib)

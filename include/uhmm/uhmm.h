@@ -159,6 +159,28 @@ enum {
 	 * kept until the process exits).
 	 */
 	UHMM_CTX_SIGBUS = 1u << 3,
+	/**
+	 * No live view.  By default every context publishes its counters
+	 * (what uhmm_stats_get() returns), its devices' memory in use and
+	 * where each managed range's bytes live (system memory, each
+	 * device, coherent memory) into a small file that another process
+	 * reads without stopping this one: `uhmm-stat PID` (uhmm-stat(1)).
+	 * The file is /dev/shm/uhmm-EUID/PID.N (or $UHMM_STAT_DIR/PID.N),
+	 * mode 0600 in a directory that must be the user's own (0700); it
+	 * is rewritten every UHMM_STAT_MS milliseconds (default 250, range
+	 * 10..60000) by a thread of the context, under a seqlock, and
+	 * removed at uhmm_ctx_destroy() or the process's exit.  Its format
+	 * is stable and versioned (docs/STAT.md).  The publication never
+	 * makes the fault path wait; uhmm-bench measures its cost
+	 * (stat_overhead_ratio).  A failure to publish (no /dev/shm, a
+	 * directory of someone else's) does not fail the context: the
+	 * decision log says so (UHMM_LOG=info).
+	 *
+	 * This flag turns the publication off.  The environment wins:
+	 * UHMM_STAT=0 turns it off for every context of the process, and
+	 * UHMM_STAT=1 on, whatever the flag.
+	 */
+	UHMM_CTX_NO_STAT = 1u << 4,
 };
 
 /**

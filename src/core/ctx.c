@@ -259,7 +259,7 @@ static int opts_resolve(const struct uhmm_ctx_opts *in, struct uhmm_ctx_opts *o)
 	}
 	if (o->flags & ~(uint32_t)(UHMM_CTX_REQUIRE_KERNEL_FAULTS |
 				   UHMM_CTX_USER_MODE_ONLY | UHMM_CTX_NO_MOVE |
-				   UHMM_CTX_SIGBUS))
+				   UHMM_CTX_SIGBUS | UHMM_CTX_NO_STAT))
 		return -EINVAL;
 	/* SIGBUS mode serves no kernel access (uhmm.h). */
 	if ((o->flags & UHMM_CTX_REQUIRE_KERNEL_FAULTS) && (o->flags & UHMM_CTX_SIGBUS))
@@ -395,6 +395,7 @@ UHMM_API int uhmm_ctx_create(const struct uhmm_ctx_opts *opts, uhmm_ctx **out)
 		}
 	}
 	uhmm__fork_init();
+	uhmm__statpub_start(ctx); /* the live view (uhmm-stat), if wanted */
 	*out = ctx;
 	return 0;
 fail:
@@ -450,6 +451,7 @@ UHMM_API int uhmm_ctx_destroy(uhmm_ctx *ctx)
 	while ((c = atomic_load(&ctx->calls)) != CTX_DYING)
 		uhmm_futex_wait(&ctx->calls, c);
 	uhmm__handle_del(ctx);
+	uhmm__statpub_stop(ctx); /* its file goes first: the context is going */
 	/* Prefetches not started end -ECANCELED (the one running ended with
 	 * the calls above). */
 	uhmm__prefetch_stop(ctx);

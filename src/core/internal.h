@@ -636,6 +636,8 @@ struct uhmm_ctx {
 	/* Pages poisoned now (LOC_POISON): a migration over a range looks
 	 * for them only when there are some (coherent.c). */
 	_Atomic uint64_t poisoned_now;
+	/* The live view's publisher (statpub.c; NULL: none). */
+	struct uhmm_statpub *statpub;
 };
 
 #define STAT_ADD(ctx, field, v) \
@@ -977,6 +979,12 @@ int uhmm__evict_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 
 /* stats.c */
 void uhmm__stats_print(struct uhmm_ctx *ctx, void *fp);
+
+/* statpub.c: the live view (docs/STAT.md).  Start publishing (a context
+ * in the registry; a failure only leaves the context without it); stop
+ * and remove the file (destroy, once no call is in flight). */
+void uhmm__statpub_start(struct uhmm_ctx *ctx);
+void uhmm__statpub_stop(struct uhmm_ctx *ctx);
 
 /* stacks.c: 0, or -EOPNOTSUPP if [start, end) meets a mapping holding a
  * thread stack (SIGBUS mode's rule, uhmm_register). */

@@ -1461,7 +1461,7 @@ static const struct row rows[] = {
 	{ "core_ctx", "uhmm_ctx_create", "opts.size 0", p_ctx_create, .v = CO_SIZE, .x = 0, .expect = -EINVAL },
 	{ "core_ctx", "uhmm_ctx_create", "opts.size one short", p_ctx_create, .v = CO_SIZE, .x = sizeof(struct uhmm_ctx_opts) - 1, .expect = -EINVAL },
 	{ "core_ctx", "uhmm_ctx_create", "REQUIRE_KERNEL_FAULTS|USER_MODE_ONLY", p_ctx_create, .v = CO_FLAGS, .x = UHMM_CTX_REQUIRE_KERNEL_FAULTS | UHMM_CTX_USER_MODE_ONLY, .expect = -EINVAL },
-	{ "core_ctx", "uhmm_ctx_create", "unknown flag 1<<4", p_ctx_create, .v = CO_FLAGS, .x = 1u << 4, .expect = -EINVAL },
+	{ "core_ctx", "uhmm_ctx_create", "unknown flag 1<<5", p_ctx_create, .v = CO_FLAGS, .x = 1u << 5, .expect = -EINVAL },
 	{ "core_ctx", "uhmm_ctx_create", "unknown flag 1<<31", p_ctx_create, .v = CO_FLAGS, .x = 1u << 31, .expect = -EINVAL },
 	{ "core_ctx", "uhmm_ctx_create", "fault_around 0", p_ctx_create, .v = CO_FAULT_AROUND, .x = 0, .expect = -EINVAL },
 	{ "core_ctx", "uhmm_ctx_create", "fault_around 513", p_ctx_create, .v = CO_FAULT_AROUND, .x = 513, .expect = -EINVAL },

@@ -125,6 +125,8 @@ int sc_policy(struct bench_sc *sc);
 int sc_simdev(struct bench_sc *sc);
 int sc_coherent(struct bench_sc *sc);
 int sc_usdt(struct bench_sc *sc);
+/* s_stat.c: the live view's publication on / off (stat_overhead_ratio). */
+int sc_stat(struct bench_sc *sc);
 /* s_usdt.c: the child process of the usdt scenario (uhmm-bench --usdt-child). */
 int usdt_child(int argc, char **argv);
 

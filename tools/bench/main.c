@@ -75,6 +75,7 @@ static struct bench_sc scenarios[] = {
 	{ .name = "simdev", .title = "9. simdev accessors: TLB-hit load, SAXPY, stencil, random access vs CPU loops", .fn = sc_simdev },
 	{ .name = "coherent", .title = "10. Coherent device memory: CPU reads in place vs memcpy", .fn = sc_coherent },
 	{ .name = "usdt", .title = "USDT probes unattached vs a build without them", .fn = sc_usdt },
+	{ .name = "stat", .title = "Live view (uhmm-stat): publication on / off under faults and migrations", .fn = sc_stat },
 };
 #define NSC (sizeof(scenarios) / sizeof(scenarios[0]))
 
