@@ -92,6 +92,11 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
  * otherwise (their mirrors were invalidated by whoever moved or zapped
  * the page).  A CPU fault on the page collapses them first. */
 #define PG_DUP 0x20000u
+/* ZEPOCH: which of the two counts of pages left to their holders
+ * (uhmm_ctx.zap_pending) a ZAPPED mark is in: set with ZAPPED by the
+ * service thread, cleared with it (uhmm_sync waits for the marks made
+ * before it: uhmm__zapped_wait, page.c). */
+#define PG_ZEPOCH 0x40000000u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
 #define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL | PG_COH | PG_POISON)
@@ -561,6 +566,13 @@ struct uhmm_ctx {
 	 * clear knows every one of them that returned has been followed.
 	 * EV_WAITERS: someone sleeps on it (uhmm__events_wait). */
 	_Atomic uint32_t events_busy;
+	/* Pages the service thread marked ZAPPED while someone held them
+	 * (their discard is finished by the holder's unlock), in two counts:
+	 * a mark goes into zap_pending[zap_epoch & 1] (PG_ZEPOCH says which)
+	 * and leaves it when the mark is cleared.  uhmm_sync flips the epoch
+	 * and waits for the other count to drain (page.c). */
+	_Atomic uint32_t zap_epoch;
+	_Atomic uint32_t zap_pending[2];
 	pthread_mutex_t req_lock;
 	struct install_req *req_head, **req_tail;
 	struct fault_req *freq_head, **freq_tail; /* under req_lock too */
@@ -850,6 +862,19 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Service thread: discard a page's device copy now, or mark it ZAPPED. */
 void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* The holder of p (or the service thread for a page in populate): zeros
+ * are in place at its address now, what a discard leaves; clear ZAPPED and
+ * DISCARD (the discard is finished: uhmm_sync no longer waits for it). */
+void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* uhmm_sync: wait until the ZAPPED marks made before the call are cleared
+ * (their holders published the pages), bounded: 0, or -ETIMEDOUT after
+ * UHMM_SETTLE_NS without one cleared.  Returns 0 at once in the service
+ * thread. */
+int uhmm__zapped_wait(struct uhmm_ctx *ctx);
+/* Tests only: called by uhmm__zapped_wait when it is about to sleep for a
+ * holder (NULL: nothing). */
+typedef void (*uhmm__zapped_wait_hook_fn)(struct uhmm_ctx *);
+extern _Atomic(uhmm__zapped_wait_hook_fn) uhmm__zapped_wait_hook;
 /* Tests only: called by uhmm__page_publish_unlock between its decision and
  * the store that unlocks (NULL: nothing). */
 typedef void (*uhmm__publish_hook_fn)(struct uhmm_ctx *, struct uhmm_page *);

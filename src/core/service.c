@@ -590,8 +590,7 @@ static bool serve_zero_huge(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 		struct uhmm_page *p = range_page(r, lo + i);
 		/* Zeros in place: as serve_zero's fill (no DISCARD left). */
 		if ((i << PAGE_SHIFT) < done)
-			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
-						  memory_order_relaxed);
+			uhmm__page_unzap(ctx, p);
 		uhmm__page_unlock(ctx, p);
 	}
 	if (!done)
@@ -674,8 +673,7 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		 * page would set, and the application's next write, to the
 		 * zero page without a fault, would not clear). */
 		if (i < filled || after[i])
-			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
-						  memory_order_relaxed);
+			uhmm__page_unzap(ctx, p);
 		uhmm__page_unlock(ctx, p);
 	}
 }
