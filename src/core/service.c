@@ -1122,6 +1122,14 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	size_t idx = (pa - r->start) >> PAGE_SHIFT;
 	struct uhmm_page *p = range_page(r, idx);
 	while (!uhmm__page_trylock(p)) {
+		/* Held by a coherent reclaim writing it in place, which may
+		 * wait for this very fault (coherent.c): zeros, not a park. */
+		if (unlikely(atomic_load_explicit(&p->word, memory_order_acquire) & PG_POPULATE) &&
+		    uhmm__coh_serve_populate(ctx, p, pa, f->flags)) {
+			if (!hint)
+				uhmm__range_put(r);
+			return true;
+		}
 		if (uhmm__page_park(p)) {
 			if (!hint)
 				uhmm__range_put(r);
