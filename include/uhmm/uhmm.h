@@ -791,14 +791,23 @@ UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,
  * after.  Calls that only look (uhmm_page_query(), uhmm_check_exclusive())
  * or that act on what they find (uhmm_migrate(), uhmm_range_fault()) may
  * meet the old state in between.  After uhmm_sync(), every such change made
- * by a call that returned before it is applied.  Cheap when nothing is in
- * flight (one atomic load).  The /dev/hmm_dmirror layer does this before
+ * by a call that returned before it is applied.  That includes a discard
+ * that met a page uhmm was busy with (a migration, an eviction, a fault in
+ * service): the service thread can only mark such a page, and whoever
+ * holds it finishes the discard (drops the copy it was publishing, frees
+ * the device frame) when it lets the page go; uhmm_sync() waits for those
+ * too (for as long as they make progress).  Cheap when nothing is in
+ * flight (two atomic loads).  The /dev/hmm_dmirror layer does this before
  * every request, as the kernel's mirror is invalidated before munmap()
  * returns.
  *
- * Returns 0.  Errors: -EBADF @ctx is not a live context; -ECHILD.  From an
- * invalidate callback (which runs while such a change is applied) it
- * returns 0 at once.
+ * Returns 0.  Errors: -EBADF @ctx is not a live context; -ECHILD;
+ * -ETIMEDOUT the changes are followed, but a page discarded while busy was
+ * not let go by its holder, and no other such page was either, for 2 s (a
+ * holder stuck, e.g. a thread that holds a page and calls uhmm_sync()
+ * itself: uhmm's device callbacks must not).  From an invalidate callback
+ * (which runs while such a change is applied) it returns 0 at once.
+ * Thread-safe.
  */
 UHMM_API int uhmm_sync(uhmm_ctx *ctx);
 

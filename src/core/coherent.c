@@ -38,10 +38,12 @@
  * handler publishes the page as an empty system page.
  *
  * Locks: page locks (held by the callers), fork_lock for reading around a
- * reclaim (migrate.c), nothing of its own.
+ * reclaim (migrate.c); uhmm_ctx.coh_pop_lock, a spin lock innermost of
+ * all, between a reclaim's populate and the service thread (populate()).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/userfaultfd.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -114,6 +116,81 @@ static int reclaim_by_copy(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t 
 	return err;
 }
 
+/*
+ * Breaking a fork child's sharing of a page in place: MADV_POPULATE_WRITE
+ * of it, while we hold the page.  An application discard of the page
+ * (MADV_DONTNEED: REMOVE read, the page marked ZAPPED, then the kernel's
+ * zap) can come at any moment before or during it, and then the populate
+ * is a missing userfault on the page we hold.  The service thread parks
+ * a fault on a held page until its holder unlocks: here that was for ever
+ * (uhmm-torture --coherent hung).  So the page says PG_POPULATE while the
+ * populate runs, and the service thread serves a missing fault on such a
+ * page with zeros (what the discard left; it clears ZAPPED: the discard
+ * is applied, and what the application writes from then on is the page's
+ * data, moved out with it).  coh_pop_lock makes "the flag is set" and the
+ * fill one step for the service thread: the owner clears the flag under
+ * it, so no fill lands after the owner went on to move the page out
+ * (which would leave zeros in place of a page on the device).  The lock
+ * (uhmm_ctx.coh_pop_lock, a spin lock: zero is unlocked) is held for a
+ * flag change or one fill ioctl, never across a wait.
+ */
+_Atomic(uhmm__coh_populate_hook_fn) uhmm__coh_populate_hook;
+
+/* coh_pop_lock: a spin lock (held for a flag change, or one fill ioctl). */
+static void pop_lock(struct uhmm_ctx *ctx)
+{
+	while (atomic_exchange_explicit(&ctx->coh_pop_lock, 1, memory_order_acquire))
+		sched_yield();
+}
+
+static void pop_unlock(struct uhmm_ctx *ctx)
+{
+	atomic_store_explicit(&ctx->coh_pop_lock, 0, memory_order_release);
+}
+
+static void populate(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t va)
+{
+	pop_lock(ctx);
+	atomic_fetch_or_explicit(&p->word, PG_POPULATE, memory_order_release);
+	pop_unlock(ctx);
+	uhmm__coh_populate_hook_fn hook =
+		atomic_load_explicit(&uhmm__coh_populate_hook, memory_order_acquire);
+	if (unlikely(hook))
+		hook(ctx, va); /* tests: the application discards here */
+	(void)madvise((void *)va, PAGE_SIZE, MADV_POPULATE_WRITE);
+	pop_lock(ctx);
+	atomic_fetch_and_explicit(&p->word, ~PG_POPULATE, memory_order_release);
+	pop_unlock(ctx);
+}
+
+bool uhmm__coh_serve_populate(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t pa,
+			      uint64_t flags)
+{
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		return false; /* not a discarded page: parked as usual */
+	pop_lock(ctx);
+	uint32_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+	if ((w & (PG_LOCKED | PG_POPULATE)) != (PG_LOCKED | PG_POPULATE)) {
+		pop_unlock(ctx);
+		return false;
+	}
+	/* Missing while in place: zapped (a discard; the REMOVE was handled
+	 * before the zap, so the page is marked ZAPPED).  Zeros, and the
+	 * waiters woken: the populate goes on.  EEXIST (filled already by
+	 * an earlier fault of the two), EAGAIN (an event to read first: the
+	 * thread faults again after the loop has read it): just the wake.
+	 * No events are read here, so no new ZAPPED mark is cleared. */
+	size_t done = 0;
+	long ret = uhmm__uffd_copy(ctx->uffd, pa, ctx->zeros, PAGE_SIZE, 0, false, &done);
+	if (ret >= 0 && done == PAGE_SIZE)
+		uhmm__page_unzap(ctx, p);
+	else
+		uhmm__uffd_wake(ctx->uffd, pa, PAGE_SIZE);
+	pop_unlock(ctx);
+	STAT_INC(ctx, cpu_faults);
+	return true;
+}
+
 int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 {
 	struct uhmm_page *p = range_page(r, idx);
@@ -156,13 +233,13 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 				/* Shared with a fork child (fork leaves
 				 * coherent pages in place, copy-on-write):
 				 * a write of our own breaks the sharing.
-				 * Only while the page is there: a discard
-				 * meanwhile makes the populate a userfault
-				 * on the page we hold, which nothing serves
-				 * (uhmm-torture --coherent hung); then it is
-				 * zapped, as above.  (A discard between this
-				 * look and the populate still hangs it:
-				 * docs/RELIABILITY.md, Open.) */
+				 * The page may be discarded before or during
+				 * the populate, which then waits in a
+				 * userfault on the page we hold: the service
+				 * thread serves that one with zeros
+				 * (PG_POPULATE, uhmm__coh_serve_populate).
+				 * A page seen discarded is taken as zeros at
+				 * once, as above. */
 				uint32_t pw = atomic_load_explicit(&p->word,
 								   memory_order_relaxed);
 				if ((pw & PG_ZAPPED) ||
@@ -170,7 +247,7 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 					(void)madvise(f, PAGE_SIZE, MADV_DONTNEED);
 					break;
 				}
-				(void)madvise((void *)va, PAGE_SIZE, MADV_POPULATE_WRITE);
+				populate(ctx, p, va);
 			} else {
 				err = (int)ret;
 				break;

@@ -92,6 +92,18 @@ void uhmm__assert_fail(const char *what, const char *file, int line)
  * otherwise (their mirrors were invalidated by whoever moved or zapped
  * the page).  A CPU fault on the page collapses them first. */
 #define PG_DUP 0x20000u
+/* ZEPOCH: which of the two counts of pages left to their holders
+ * (uhmm_ctx.zap_pending) a ZAPPED mark is in: set with ZAPPED by the
+ * service thread, cleared with it (uhmm_sync waits for the marks made
+ * before it: uhmm__zapped_wait, page.c). */
+#define PG_ZEPOCH 0x40000000u
+/* POPULATE: the owner (a coherent reclaim, coherent.c) is writing the page
+ * in place with MADV_POPULATE_WRITE to break a fork child's sharing of it.
+ * A CPU fault on the page meanwhile (it was discarded: missing) is served
+ * with zeros by the service thread although the page is held
+ * (uhmm__coh_serve_populate): the populate itself may be that fault.  Set
+ * and cleared by the owner under uhmm_ctx.coh_pop_lock (coherent.c). */
+#define PG_POPULATE 0x80000000u
 #define PG_DEV_SHIFT 8
 #define PG_DEV_MASK 0xff00u
 #define PG_LOC_MASK (PG_DEV_MASK | PG_EXCL | PG_COH | PG_POISON)
@@ -561,6 +573,16 @@ struct uhmm_ctx {
 	 * clear knows every one of them that returned has been followed.
 	 * EV_WAITERS: someone sleeps on it (uhmm__events_wait). */
 	_Atomic uint32_t events_busy;
+	/* Pages the service thread marked ZAPPED while someone held them
+	 * (their discard is finished by the holder's unlock), in two counts:
+	 * a mark goes into zap_pending[zap_epoch & 1] (PG_ZEPOCH says which)
+	 * and leaves it when the mark is cleared.  uhmm_sync flips the epoch
+	 * and waits for the other count to drain (page.c). */
+	_Atomic uint32_t zap_epoch;
+	_Atomic uint32_t zap_pending[2];
+	/* coherent.c: a reclaim's populate against the service thread's
+	 * zero-fill of its page (PG_POPULATE); a spin lock, 0: free. */
+	_Atomic uint32_t coh_pop_lock;
 	pthread_mutex_t req_lock;
 	struct install_req *req_head, **req_tail;
 	struct fault_req *freq_head, **freq_tail; /* under req_lock too */
@@ -857,6 +879,19 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Service thread: discard a page's device copy now, or mark it ZAPPED. */
 void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* The holder of p (or the service thread for a page in populate): zeros
+ * are in place at its address now, what a discard leaves; clear ZAPPED and
+ * DISCARD (the discard is finished: uhmm_sync no longer waits for it). */
+void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/* uhmm_sync: wait until the ZAPPED marks made before the call are cleared
+ * (their holders published the pages), bounded: 0, or -ETIMEDOUT after
+ * UHMM_SETTLE_NS without one cleared.  Returns 0 at once in the service
+ * thread. */
+int uhmm__zapped_wait(struct uhmm_ctx *ctx);
+/* Tests only: called by uhmm__zapped_wait when it is about to sleep for a
+ * holder (NULL: nothing). */
+typedef void (*uhmm__zapped_wait_hook_fn)(struct uhmm_ctx *);
+extern _Atomic(uhmm__zapped_wait_hook_fn) uhmm__zapped_wait_hook;
 /* Tests only: called by uhmm__page_publish_unlock between its decision and
  * the store that unlocks (NULL: nothing). */
 typedef void (*uhmm__publish_hook_fn)(struct uhmm_ctx *, struct uhmm_page *);
@@ -1042,6 +1077,16 @@ static inline char *coh_frame(const struct uhmm_device *d, uint64_t dpfn)
  * then on it is a device-private page of that device (LOC_DEV), absent
  * from the CPU page table.  0, or -errno with the page left in place. */
 int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
+/* Service thread: a CPU fault (flags: the message's) at pa on page p of r,
+ * which someone holds.  If the holder is a reclaim writing it in place
+ * (PG_POPULATE) and the fault is a missing one, serve it with zeros (the
+ * page was discarded) and return true; false: park it as usual. */
+bool uhmm__coh_serve_populate(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t pa,
+			      uint64_t flags);
+/* Tests only: called by a reclaim right before its MADV_POPULATE_WRITE
+ * (NULL: nothing). */
+typedef void (*uhmm__coh_populate_hook_fn)(struct uhmm_ctx *, uintptr_t va);
+extern _Atomic(uhmm__coh_populate_hook_fn) uhmm__coh_populate_hook;
 /* Lend pages of a batch (locked, copied into frames dpfn[i] of coherent
  * device d, want[i] 1) into place and publish them LOC_COH; pages not
  * lent stay locked with want[i] 0 or 1 (install_req's want codes). */

@@ -26,6 +26,77 @@
 #include "util/futex.h"
 
 _Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
+_Atomic(uhmm__zapped_wait_hook_fn) uhmm__zapped_wait_hook;
+
+/*
+ * Pages left to their holders.  A REMOVE or UNMAP that meets a held page
+ * only marks it ZAPPED; the holder finishes the discard when it unlocks
+ * (the copy it was about to publish is dropped, the device frame freed).
+ * uhmm_sync promises the discards that returned before it are applied, so
+ * it waits for those marks too.  Each mark is counted in one of two
+ * counts, zap_pending[zap_epoch & 1], and PG_ZEPOCH on the page says which;
+ * it leaves its count when the mark is cleared (the unlock, or a zero-fill
+ * of the page: uhmm__page_unzap).  uhmm_sync (after uhmm__events_wait: every
+ * mark of an event that returned is counted) needs each count seen at zero
+ * once: a mark made before sits in one of them.  To make the wait end while
+ * new marks keep coming, it first flips the epoch away from the count it
+ * waits for (new marks go into the other one).  Concurrent calls flipping
+ * back only make a wait longer, never shorter.
+ */
+static void zap_counted(struct uhmm_ctx *ctx, unsigned b)
+{
+	if (atomic_fetch_sub_explicit(&ctx->zap_pending[b], 1, memory_order_release) == 1)
+		uhmm_futex_wake_all(&ctx->zap_pending[b]);
+}
+
+/* A ZAPPED mark (word w) is cleared. */
+static void zap_resolved(struct uhmm_ctx *ctx, uint32_t w)
+{
+	zap_counted(ctx, (w & PG_ZEPOCH) ? 1 : 0);
+}
+
+int uhmm__zapped_wait(struct uhmm_ctx *ctx)
+{
+	if (pthread_equal(pthread_self(), ctx->service))
+		return 0; /* (a callback: the holders may be waiting for us) */
+	for (unsigned b = 0; b < 2; b++) {
+		uint32_t v = atomic_load_explicit(&ctx->zap_pending[b], memory_order_acquire);
+		if (!v)
+			continue;
+		/* New marks into the other count. */
+		uint32_t e = atomic_load_explicit(&ctx->zap_epoch, memory_order_relaxed);
+		while ((e & 1) == b &&
+		       !atomic_compare_exchange_weak_explicit(&ctx->zap_epoch, &e, e + 1,
+							      memory_order_relaxed,
+							      memory_order_relaxed))
+			;
+		uhmm__zapped_wait_hook_fn hook =
+			atomic_load_explicit(&uhmm__zapped_wait_hook, memory_order_acquire);
+		if (unlikely(hook))
+			hook(ctx);
+		/* Bounded on progress: the clock restarts whenever a mark
+		 * goes; UHMM_SETTLE_NS without one, and a holder is stuck. */
+		uint64_t t0 = 0;
+		uint32_t last = v;
+		while ((v = atomic_load_explicit(&ctx->zap_pending[b], memory_order_acquire)) != 0) {
+			if (v < last)
+				t0 = 0;
+			last = v;
+			if (uhmm__settle_expired(&t0))
+				return -ETIMEDOUT;
+			uhmm_futex_wait_ns(&ctx->zap_pending[b], v, BACKOFF_NS * 5);
+		}
+	}
+	return 0;
+}
+
+void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p)
+{
+	uint32_t w = atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED | PG_ZEPOCH),
+					       memory_order_release);
+	if (w & PG_ZAPPED)
+		zap_resolved(ctx, w);
+}
 
 bool uhmm__page_trylock(struct uhmm_page *p)
 {
@@ -214,6 +285,8 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	}
 	if (unlikely((prev | nw) & (PG_COH | PG_POISON)))
 		loc_gauges(ctx, p, prev, nw);
+	if (unlikely(w & PG_ZAPPED))
+		zap_resolved(ctx, w); /* the discard is applied: uhmm_sync */
 	after_unlock(ctx, p, w);
 	return published;
 }
@@ -252,10 +325,18 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 			    &p->word, &w, w & ~PG_OWNDISC, memory_order_relaxed,
 			    memory_order_relaxed))
 			return;
-		if ((w & PG_LOCKED) && !(w & PG_OWNDISC) &&
-		    atomic_compare_exchange_weak_explicit(
-			    &p->word, &w, w | PG_ZAPPED, memory_order_relaxed,
-			    memory_order_relaxed))
-			return;
+		if ((w & PG_LOCKED) && !(w & PG_OWNDISC)) {
+			if (w & PG_ZAPPED)
+				return; /* marked (and counted) already */
+			/* Counted before it is marked: the holder's unlock
+			 * may clear the mark at once. */
+			unsigned b = atomic_load_explicit(&ctx->zap_epoch, memory_order_relaxed) & 1;
+			atomic_fetch_add_explicit(&ctx->zap_pending[b], 1, memory_order_relaxed);
+			if (atomic_compare_exchange_weak_explicit(
+				    &p->word, &w, w | PG_ZAPPED | (b ? PG_ZEPOCH : 0),
+				    memory_order_relaxed, memory_order_relaxed))
+				return;
+			zap_counted(ctx, b);
+		}
 	}
 }

@@ -695,8 +695,11 @@ UHMM_API int uhmm_sync(uhmm_ctx *ctx)
 	if (err)
 		return err;
 	uhmm__events_wait(ctx);
+	/* And the discards that met held pages, which their holders finish
+	 * (page.c, "Pages left to their holders"). */
+	err = uhmm__zapped_wait(ctx);
 	uhmm__ctx_exit(ctx);
-	return 0;
+	return err;
 }
 
 UHMM_API int uhmm_page_query(uhmm_ctx *ctx, const void *addr,

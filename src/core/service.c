@@ -590,8 +590,7 @@ static bool serve_zero_huge(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 		struct uhmm_page *p = range_page(r, lo + i);
 		/* Zeros in place: as serve_zero's fill (no DISCARD left). */
 		if ((i << PAGE_SHIFT) < done)
-			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
-						  memory_order_relaxed);
+			uhmm__page_unzap(ctx, p);
 		uhmm__page_unlock(ctx, p);
 	}
 	if (!done)
@@ -674,8 +673,7 @@ static void serve_zero(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		 * page would set, and the application's next write, to the
 		 * zero page without a fault, would not clear). */
 		if (i < filled || after[i])
-			atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED),
-						  memory_order_relaxed);
+			uhmm__page_unzap(ctx, p);
 		uhmm__page_unlock(ctx, p);
 	}
 }
@@ -1124,6 +1122,14 @@ static bool serve_fault(struct uhmm_ctx *ctx, const struct parked_fault *f,
 	size_t idx = (pa - r->start) >> PAGE_SHIFT;
 	struct uhmm_page *p = range_page(r, idx);
 	while (!uhmm__page_trylock(p)) {
+		/* Held by a coherent reclaim writing it in place, which may
+		 * wait for this very fault (coherent.c): zeros, not a park. */
+		if (unlikely(atomic_load_explicit(&p->word, memory_order_acquire) & PG_POPULATE) &&
+		    uhmm__coh_serve_populate(ctx, p, pa, f->flags)) {
+			if (!hint)
+				uhmm__range_put(r);
+			return true;
+		}
 		if (uhmm__page_park(p)) {
 			if (!hint)
 				uhmm__range_put(r);

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "core/internal.h"
 #include "testlib.h"
 
 #define MiB (1ul << 20)
@@ -463,6 +465,87 @@ static void read_only_coherent_pages_move(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- a discard while the sharing with a fork child is broken ---- */
+
+static atomic_int populate_hooked;
+
+/* Runs on the reclaiming thread, right before its populate: the
+ * application discards the page there (the window of the hang). */
+static void discard_before_populate(struct uhmm_ctx *ctx, uintptr_t va)
+{
+	(void)ctx;
+	if (atomic_exchange(&populate_hooked, 1))
+		return; /* the first page only */
+	assert_int_equal(madvise((void *)va, PG, MADV_DONTNEED), 0);
+}
+
+/*
+ * A coherent page in place that a fork child shares cannot be moved out
+ * (UFFDIO_MOVE: -EBUSY): the reclaim writes it first (MADV_POPULATE_WRITE)
+ * to break the sharing, holding the page.  A discard right before (or
+ * during) that write turned it into a userfault on the held page, which
+ * the service thread parked until the holder unlocked: for ever
+ * (torture.coherent.short hung, about one run in five).  Now the service
+ * thread serves such a fault with zeros.  The hook discards the first
+ * page exactly there; the migration must end, that page read zeros, the
+ * other keep its data, and the child its own view of both.
+ */
+static void discard_during_a_shared_page_reclaim_reads_zeros(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	uhmm_device *dev = coherent_dev(ctx, 8 * MiB);
+	size_t len = 2 * PG;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 51);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
+	assert_int_equal(coherent_on(ctx, p, len, dev), 2);
+	int go[2], back[2];
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(back), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(go[1]);
+		close(back[0]);
+		char b = 0;
+		if (write(back[1], &b, 1) != 1 || read(go[0], &b, 1) != 1)
+			_exit(3);
+		_exit(uhmm_test_check(p, len, 51) != (size_t)-1);
+	}
+	close(go[0]);
+	close(back[1]);
+	char b;
+	assert_int_equal(read(back[0], &b, 1), 1); /* the child shares both */
+	atomic_store(&populate_hooked, 0);
+	atomic_store(&uhmm__coh_populate_hook, discard_before_populate);
+	int err = uhmm_migrate(ctx, p, len, NULL, 0);
+	atomic_store(&uhmm__coh_populate_hook, NULL);
+	ASSERT_OK(err);
+	assert_int_equal(atomic_load(&populate_hooked), 1); /* it struck */
+	ASSERT_OK(uhmm_sync(ctx));
+	for (size_t i = 0; i < PG; i++)
+		if (p[i])
+			fail_msg("byte %zu: %#x after the discard", i, (unsigned char)p[i]);
+	char ref[2 * PG];
+	uhmm_test_fill(ref, sizeof(ref), 51);
+	assert_memory_equal(p + PG, ref + PG, PG);
+	assert_int_equal(coherent_on(ctx, p, len, dev), 0);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+	assert_int_equal(write(go[1], &b, 1), 1);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	close(go[1]);
+	close(back[0]);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(cpu_reads_and_writes_in_place),
 	cmocka_unit_test(system_coherent_coherent_private_system),
@@ -473,6 +556,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(discard_frees_the_frame),
 	cmocka_unit_test(simdev_on_numa_node),
 	cmocka_unit_test(read_only_coherent_pages_move),
+	cmocka_unit_test(discard_during_a_shared_page_reclaim_reads_zeros),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -468,7 +468,9 @@ static void range_fault_skips_a_held_page_discarded(void **state)
 	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
 	uhmm__page_lock(pg); /* a holder */
 	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
-	ASSERT_OK(uhmm_sync(ctx));
+	/* The event handled.  (Not uhmm_sync, which also waits for the
+	 * holder's unlock, ours: sync_waits_for_a_discard_its_holder_finishes.) */
+	uhmm__events_wait(ctx);
 	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
 	uint64_t ent[4];
 	struct uhmm_range_req req = {
@@ -541,6 +543,117 @@ static void probe_sees_an_event_not_yet_read(void **state)
 	sem_destroy(&cb_release);
 }
 
+/* ---- uhmm_sync and a discard its page's holder finishes ---- */
+
+static __thread int is_holder; /* the migrating thread of the test */
+static sem_t in_publish, publish_go, sync_news;
+static atomic_int sync_returned, sync_waited;
+
+/* The holder's publication, held until the test says go. */
+static void stall_publish(struct uhmm_ctx *ctx, struct uhmm_page *p)
+{
+	(void)ctx;
+	(void)p;
+	if (!is_holder)
+		return;
+	atomic_store(&uhmm__publish_hook, NULL);
+	sem_post(&in_publish);
+	sem_wait(&publish_go);
+}
+
+static void note_sync_wait(struct uhmm_ctx *ctx)
+{
+	(void)ctx;
+	if (!atomic_exchange(&sync_waited, 1))
+		sem_post(&sync_news);
+}
+
+struct holder_arg {
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	char *p;
+	int err;
+};
+
+static void *hold_by_migrating(void *arg)
+{
+	struct holder_arg *a = arg;
+	is_holder = 1;
+	a->err = uhmm_migrate(a->ctx, a->p, PG, a->dev, 0);
+	return NULL;
+}
+
+static void *sync_now(void *arg)
+{
+	struct holder_arg *a = arg;
+	a->err = uhmm_sync(a->ctx);
+	atomic_store(&sync_returned, 1);
+	sem_post(&sync_news);
+	return NULL;
+}
+
+/*
+ * A discard (REMOVE) that meets a page someone holds only marks it ZAPPED;
+ * the holder drops the copy it was publishing and frees its device frame
+ * when it unlocks.  uhmm_sync promises the discards that returned are
+ * applied: it must wait for that unlock too.  (It did not: the torture saw
+ * a page "still poisoned after a discard" and device frames freed just
+ * after uhmm_sync.)  Here a migration holds the page, stopped inside its
+ * publication by a hook; the discard lands; uhmm_sync must still be
+ * waiting (a hook tells it is) when the holder is let go, not returned.
+ */
+static void sync_waits_for_a_discard_its_holder_finishes(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	uhmm_device *dev;
+	ctx_with_dev(&ctx, &dev);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, PG, (void **)&p));
+	memset(p, 0x5a, PG);
+	sem_init(&in_publish, 0, 0);
+	sem_init(&publish_go, 0, 0);
+	sem_init(&sync_news, 0, 0);
+	atomic_store(&sync_returned, 0);
+	atomic_store(&sync_waited, 0);
+	struct holder_arg h = { .ctx = ctx, .dev = dev, .p = p };
+	struct holder_arg s = { .ctx = ctx };
+	pthread_t ht, st;
+	atomic_store(&uhmm__publish_hook, stall_publish);
+	assert_int_equal(pthread_create(&ht, NULL, hold_by_migrating, &h), 0);
+	sem_wait(&in_publish);
+	/* The page is held (moved out of the CPU page table, its device copy
+	 * made): the REMOVE can only mark it. */
+	assert_int_equal(madvise(p, PG, MADV_DONTNEED), 0);
+	atomic_store(&uhmm__zapped_wait_hook, note_sync_wait);
+	assert_int_equal(pthread_create(&st, NULL, sync_now, &s), 0);
+	sem_wait(&sync_news); /* it returned, or it waits for the holder */
+	int early = atomic_load(&sync_returned);
+	sem_post(&publish_go);
+	pthread_join(ht, NULL);
+	pthread_join(st, NULL);
+	atomic_store(&uhmm__zapped_wait_hook, NULL);
+	atomic_store(&uhmm__publish_hook, NULL);
+	if (early)
+		fail_msg("uhmm_sync returned while the discard was still its holder's");
+	ASSERT_OK(s.err);
+	ASSERT_OK(h.err);
+	/* Applied: home and empty, the device's frame back. */
+	struct uhmm_page_info info;
+	ASSERT_OK(uhmm_page_query(ctx, p, &info));
+	assert_int_equal(info.where, UHMM_WHERE_CPU);
+	struct uhmm_device_stats ds;
+	ASSERT_OK(uhmm_device_stats(dev, &ds));
+	assert_int_equal(ds.bytes_in_use, 0);
+	for (size_t i = 0; i < PG; i++)
+		if (p[i])
+			fail_msg("byte %zu: %#x after the discard", i, (unsigned char)p[i]);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	sem_destroy(&in_publish);
+	sem_destroy(&publish_go);
+	sem_destroy(&sync_news);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(probe_sees_an_event_not_yet_read),
 	cmocka_unit_test(range_fault_racing_madvise_sees_the_discard),
@@ -551,6 +664,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(launch_after_madvise_keeps_its_stores),
 	cmocka_unit_test(discard_while_publishing_is_not_lost),
 	cmocka_unit_test(discard_of_a_held_system_page_is_not_lost),
+	cmocka_unit_test(sync_waits_for_a_discard_its_holder_finishes),
 };
 
 UHMM_TEST_MAIN(tests)

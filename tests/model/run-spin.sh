@@ -16,6 +16,10 @@
 #                                       3 minutes: not in ctest)
 #   tests/model/run-spin.sh --huge      the device huge page's split, huge.pml
 #                                       (below; ctest model.spin.huge)
+#   tests/model/run-spin.sh --coherent  a coherent reclaim's unsharing
+#                                       populate racing a discard,
+#                                       coherent.pml (below; ctest
+#                                       model.spin.coherent)
 #   tests/model/run-spin.sh --readmostly  the read-mostly model,
 #                                       readmostly.pml (below; ctest
 #                                       model.spin.readmostly)
@@ -107,6 +111,24 @@
 #     no-pt-split    (-DNO_PT_SPLIT) an assertion: the invalidation of one
 #                    page leaves the 2 MiB entry; the device keeps an entry
 #                    to frames released
+# --coherent (coherent.pml: the reclaim of a coherent page a fork child
+# shares, which writes it in place (MADV_POPULATE_WRITE) while holding it,
+# racing an application discard and a store after it; docs/ARCHITECTURE.md,
+# "Coherent device memory"):
+#   coherent    safety: must pass (nobody asleep for ever; the store after
+#               the discard kept, the old data gone)
+#   coherent-liveness  non-progress cycles: must pass
+#   mutations, must FAIL:
+#     no-serve       (-DNO_SERVE) an invalid end state: a fault on the page
+#                    in populate is parked like any (the code before the
+#                    fix): the populate's own fault is never served
+#     no-unzap       (-DNO_UNZAP) an assertion: the zero-fill leaves
+#                    ZAPPED; the page moved out, with the store made after
+#                    the discard, is dropped at the publication
+#     no-poplock     (-DNO_POPLOCK) an assertion: the look at PG_POPULATE
+#                    and the fill are two steps; the fill lands after the
+#                    reclaim moved the page out: zeros present at the
+#                    address of a page on the device
 # --readmostly (readmostly.pml: duplication of one page on two devices and
 # its collapse by CPU stores and a device write; docs/ARCHITECTURE.md,
 # "Read-mostly duplicates"):
@@ -138,7 +160,7 @@ SPIN_MEMLIM=${SPIN_MEMLIM:-4096}
 DEPTH=${SPIN_DEPTH:-10000}   # the searches reach depth < 300
 HASH=25         # 2^25 slots: no rehashing on the way
 
-only_bug=0 discard=0 evict=0 huge=0 keep=0 workdir=
+only_bug=0 discard=0 evict=0 huge=0 coherent=0 keep=0 workdir=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--bug) only_bug=1 ;;
@@ -146,10 +168,11 @@ while [ $# -gt 0 ]; do
 	--evict) evict=1 ;;
 	--evict-full) evict=2 ;;
 	--huge) huge=1 ;;
+	--coherent) coherent=1 ;;
 	--readmostly) evict=3 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --readmostly] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --coherent | --readmostly] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -284,6 +307,13 @@ elif [ $huge = 1 ]; then
 	check huge-3ops safety pass -DDEV_OPS=3
 	check no-split-wait safety 'assertion violated' -DNO_SPLIT_WAIT
 	check no-pt-split safety 'assertion violated' -DNO_PT_SPLIT
+elif [ $coherent = 1 ]; then
+	model=$here/coherent.pml
+	check coherent safety pass
+	check coherent-liveness liveness pass
+	check no-serve safety 'invalid end state' -DNO_SERVE
+	check no-unzap safety 'assertion violated' -DNO_UNZAP
+	check no-poplock safety 'assertion violated' -DNO_POPLOCK
 elif [ $evict = 1 ]; then
 	model=$here/evict.pml
 	check evict safety pass
