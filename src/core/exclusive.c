@@ -309,6 +309,14 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 			err = grab_batch(ctx, r, idx, n, dev, out, &busy);
 			if (err == -EHWPOISON)
 				err = 0;
+			/* Still refused: pages of a large folio the kernel
+			 * will not split (migrate.c), made again. */
+			if (!err && busy && uhmm__remake_present(ctx, r, idx, n)) {
+				busy = 0;
+				err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+				if (err == -EHWPOISON)
+					err = 0;
+			}
 			if (!err && busy)
 				err = -EBUSY;
 		}

@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -1204,6 +1205,13 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 			uhmm__unshare_present(a, n);
 			busy = 0;
 			err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
+			/* Still refused: pages of a large folio the kernel will
+			 * not split; made again as pages of their own. */
+			if (busy && (!err || err == -EBUSY) &&
+			    uhmm__remake_present(ctx, r, idx, n)) {
+				busy = 0;
+				err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
+			}
 			if (busy) {
 				STAT_ADD(ctx, migrate_busy, busy);
 				if (!err)
@@ -1239,6 +1247,140 @@ void uhmm__unshare_present(uintptr_t a, size_t n)
 			MADV_POPULATE_WRITE);
 		i = j;
 	}
+}
+
+/* UFFDIO_COPY of @len bytes at @src to the missing pages at @dst, without
+ * waking anyone; an event pending (EAGAIN: the kernel's mmap_changing) is
+ * read first, for up to 2 s.  0, or the ioctl's error. */
+static int copy_back(struct uhmm_ctx *ctx, uintptr_t dst, const char *src, size_t len)
+{
+	uint64_t t0 = uhmm__now_ns();
+	size_t off = 0;
+	while (off < len) {
+		struct uffdio_copy c = { .dst = dst + off, .src = (uintptr_t)(src + off),
+					 .len = len - off, .mode = UFFDIO_COPY_MODE_DONTWAKE };
+		if (ioctl(ctx->uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		int err = errno;
+		if (c.copy > 0) {
+			off += (size_t)c.copy;
+			continue;
+		}
+		if (err != EAGAIN || uhmm__now_ns() - t0 > 2000000000ull)
+			return -err;
+		uhmm__events_wait(ctx);
+		sched_yield();
+	}
+	return 0;
+}
+
+/*
+ * A page that UFFDIO_MOVE refuses even once its copy-on-write sharing is
+ * broken (-EBUSY for ever): a page of a transparent huge page that a fork
+ * child shared.  After the child is gone the parent maps the large folio
+ * alone, MADV_POPULATE_WRITE finds its pages writable and does nothing, and
+ * the kernel's split of the folio, which a 4 KiB move needs, keeps refusing
+ * (so does MADV_COLLAPSE; tests/integration/test_thp.c reproduces it).  A
+ * page made again is a page of its own, which moves: each page present at
+ * home is locked, write-protected (a CPU write waits for us), read through
+ * /proc/self/mem, discarded as uhmm's own (PG_OWNDISC: the REMOVE event
+ * consumes the mark, as on the no-move path) and copied back in place.  A
+ * discard by the application meanwhile (ZAPPED) wins: the page stays
+ * missing, zeros.  Needs write-protection and /proc/self/mem; a page whose
+ * copy back fails (an event stream that never ends) is written back after
+ * the unlock through /proc/self/mem, served as a missing page first.
+ */
+size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n)
+{
+	if (!ctx->wp || ctx->mem_fd < 0 || n > BATCH_PAGES ||
+	    pthread_equal(pthread_self(), ctx->service))
+		return 0;
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	unsigned char vec[BATCH_PAGES];
+	if (mincore((void *)va, n << PAGE_SHIFT, vec))
+		return 0;
+	char *buf = uhmm__pool_bounce_get(&ctx->pool);
+	if (!buf)
+		return 0;
+	uint8_t held[BATCH_PAGES] = { 0 }, late[BATCH_PAGES] = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		if (!(vec[i] & 1))
+			continue;
+		struct uhmm_page *p = range_page(r, idx + i);
+		uhmm__page_lock(p);
+		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+		if (pg_loc(w) == LOC_CPU && !(w & (PG_DISCARD | PG_ZAPPED | PG_DUP)))
+			held[i] = 1;
+		else
+			uhmm__page_unlock(ctx, p);
+	}
+	size_t made = 0;
+	for (size_t i = 0; i < n;) {
+		if (!held[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && held[j])
+			j++;
+		uintptr_t a = va + (i << PAGE_SHIFT);
+		size_t len = (j - i) << PAGE_SHIFT;
+		int e;
+		for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) == -EAGAIN &&
+				k < 16; k++)
+			sched_yield();
+		if (e || pread(ctx->mem_fd, buf + (i << PAGE_SHIFT), len, (off_t)a) != (ssize_t)len) {
+			if (!e)
+				(void)uhmm__uffd_writeprotect(ctx->uffd, a, len, false);
+			i = j; /* left as they are: the move refuses them again */
+			continue;
+		}
+		for (size_t x = i; x < j; x++)
+			atomic_fetch_or_explicit(&range_page(r, idx + x)->word, PG_OWNDISC,
+						 memory_order_relaxed);
+		e = madvise((void *)a, len, MADV_DONTNEED) ? -errno : 0;
+		uhmm__events_wait(ctx);
+		for (size_t x = i; x < j; x++)
+			atomic_fetch_and_explicit(&range_page(r, idx + x)->word, ~PG_OWNDISC,
+						  memory_order_relaxed);
+		if (e) {
+			(void)uhmm__uffd_writeprotect(ctx->uffd, a, len, false);
+			i = j;
+			continue;
+		}
+		/* Back in place, but not what the application discarded since
+		 * (its REMOVE made the held page ZAPPED: zeros are its data). */
+		for (size_t x = i; x < j;) {
+			uint32_t w = atomic_load_explicit(&range_page(r, idx + x)->word,
+							  memory_order_relaxed);
+			if (w & PG_ZAPPED) {
+				x++;
+				continue;
+			}
+			size_t y = x + 1;
+			while (y < j && !(atomic_load_explicit(&range_page(r, idx + y)->word,
+							       memory_order_relaxed) & PG_ZAPPED))
+				y++;
+			if (copy_back(ctx, va + (x << PAGE_SHIFT), buf + (x << PAGE_SHIFT),
+				      (y - x) << PAGE_SHIFT))
+				memset(late + x, 1, y - x);
+			else
+				made += y - x;
+			x = y;
+		}
+		i = j;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (held[i])
+			uhmm__page_unlock(ctx, range_page(r, idx + i));
+	/* Not copied back: written back through the kernel's own fault (a
+	 * missing userfault, served with zeros, then our bytes). */
+	for (size_t i = 0; i < n; i++)
+		if (late[i])
+			(void)!pwrite(ctx->mem_fd, buf + (i << PAGE_SHIFT), PAGE_SIZE,
+				      (off_t)(va + (i << PAGE_SHIFT)));
+	uhmm__pool_bounce_put(&ctx->pool, buf);
+	return made;
 }
 
 UHMM_API int uhmm_migrate(uhmm_ctx *ctx, void *addr, size_t len,

@@ -377,6 +377,57 @@ static void exclusive_access_to_one_page_of_a_thp(void **state)
 	munmap(p, len);
 }
 
+/*
+ * A THP once shared with a fork child: while the child lives, a page
+ * moves once its copy-on-write is broken; after the child exits, the
+ * parent maps the large folio alone, MADV_POPULATE_WRITE finds its pages
+ * writable, and the kernel's split of the folio (which a 4 KiB move
+ * needs) refuses for good: UFFDIO_MOVE says -EBUSY for ever (Linux 6.18).
+ * uhmm makes such pages again as pages of their own (migrate.c,
+ * uhmm__remake_present): the migration and the exclusive grab succeed,
+ * data intact.
+ */
+static void thp_once_shared_with_an_exited_child_still_moves(void **state)
+{
+	(void)state;
+	SKIP_IF_NO_MOVE();
+	struct fixture f;
+	setup(&f, 1);
+	size_t len = TM;
+	THP_OR_SKIP(p, len, 21);
+	ASSERT_OK(uhmm_register(f.ctx, p, len));
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0) {
+		char x;
+		close(pfd[1]);
+		(void)!read(pfd[0], &x, 1);
+		_exit(0);
+	}
+	close(pfd[0]);
+	/* Shared: the copy-on-write is broken, the page moves. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p + PG, PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, p + 2 * PG, PG, f.dev, 0));
+	close(pfd[1]);
+	int st;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	/* The child is gone: the folio's other pages refuse to move. */
+	ASSERT_OK(uhmm_migrate(f.ctx, p + 3 * PG, PG, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 3 * PG, PG, f.dev), 1);
+	void *pg[1];
+	ASSERT_OK(uhmm_make_exclusive(f.dev, p + 5 * PG, 1, pg));
+	assert_int_equal(uhmm_check_exclusive(f.dev, p + 5 * PG, 1), 1);
+	assert_int_equal(uhmm_test_check(pg[0], PG, 21 + 5 * PG / 8), (size_t)-1);
+	ASSERT_OK(uhmm_migrate(f.ctx, p + 6 * PG, 64 * PG, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 6 * PG, 64 * PG, f.dev), 64);
+	/* Every byte where it was. */
+	uhmm_test_assert_data(p, 0, len, 21);
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+	munmap(p, len);
+}
+
 /* uhmm_range_fault reports the order of a huge mapping; a 4 KiB mapping
  * says 0. */
 static void range_fault_reports_the_order_of_a_thp(void **state)
@@ -480,6 +531,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(alloc_memory_is_thp_backed),
 	cmocka_unit_test(partial_operations_split_a_huge_block),
 	cmocka_unit_test(exclusive_access_to_one_page_of_a_thp),
+	cmocka_unit_test(thp_once_shared_with_an_exited_child_still_moves),
 	cmocka_unit_test(range_fault_reports_the_order_of_a_thp),
 	cmocka_unit_test(thp_disabled_process_works_at_4k),
 };
