@@ -245,6 +245,7 @@ static void collapse_held(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx
 	uintptr_t va = r->start + ((idx + lo) << PAGE_SHIFT);
 	uintptr_t vend = r->start + ((idx + hi) << PAGE_SHIFT);
 	bool inv = uhmm__invalidate_start(ctx, va, vend, UHMM_INV_MIGRATE, NULL, 0);
+	size_t gone = 0;
 	for (size_t i = lo; i < hi; i++) {
 		if (!dup[i])
 			continue;
@@ -252,8 +253,10 @@ static void collapse_held(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx
 		if (atomic_load_explicit(&p->word, memory_order_relaxed) & PG_DUP) {
 			uhmm__dup_free_page(ctx, p);
 			atomic_fetch_and_explicit(&p->word, ~PG_DUP, memory_order_relaxed);
+			gone++;
 		}
 	}
+	uhmm__trace_dup(ctx, va, gone, 0u);
 	/* The protection goes last: a CPU write waiting on it goes on now,
 	 * when no device can read a stale duplicate any more.  (Gone or
 	 * changed meanwhile: an munmap or mremap; nothing to write then.) */
@@ -632,6 +635,7 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 	}
 	uhmm__pool_bounce_put(&ctx->pool, buf);
 	/* Record them.  Out of memory for the table: not duplicated. */
+	size_t made = 0;
 	for (size_t m = 0; m < k; m++) {
 		if (dpfn[m] == UINT64_MAX)
 			continue;
@@ -655,7 +659,9 @@ static int dup_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, siz
 		}
 		atomic_fetch_or_explicit(&p->word, PG_DUP, memory_order_relaxed);
 		STAT_INC(ctx, dup_made);
+		made++;
 	}
+	uhmm__trace_dup(ctx, va, made, d->id);
 	/* Unlock; pages protected but not duplicated lose the protection
 	 * (unless an earlier duplicate of theirs needs it). */
 	for (size_t i = 0; i < n; i++) {

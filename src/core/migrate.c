@@ -285,8 +285,10 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 		bool all = true;
 		for (size_t i = 0; i < n && all; i++)
 			all = want[i] == 2;
-		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va))
+		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va)) {
 			STAT_INC(ctx, thp_moves_in);
+			UHMM_PROBE(thp_move, va, true);
+		}
 	}
 	if (slot >= 0) {
 		uint8_t full[BATCH_PAGES];
@@ -800,6 +802,7 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		b->thp = uhmm__thp_mapped(ctx->pagemap_fd, (uintptr_t)slots);
 		if (b->thp) {
 			STAT_INC(ctx, thp_moves_out);
+			UHMM_PROBE(thp_move, va0, false);
 			if (!atomic_load_explicit(&b->r->arr->thp, memory_order_relaxed))
 				atomic_store_explicit(&b->r->arr->thp, true, memory_order_relaxed);
 		}

@@ -105,4 +105,25 @@ void uhmm__pr_poison(unsigned dev, uint64_t dpfn, uintptr_t addr)
 {
 	STAP_PROBE3(uhmm, poison, dev, dpfn, addr);
 }
+
+void uhmm__pr_dup_made(unsigned dev, uintptr_t addr, size_t pages)
+{
+	STAP_PROBE3(uhmm, dup_made, dev, addr, pages);
+}
+
+void uhmm__pr_dup_collapse(uintptr_t addr, size_t pages)
+{
+	STAP_PROBE2(uhmm, dup_collapse, addr, pages);
+}
+
+void uhmm__pr_access_counter(unsigned dev, uintptr_t addr, size_t len, uint64_t count,
+			     unsigned action)
+{
+	STAP_PROBE5(uhmm, access_counter, dev, addr, len, count, action);
+}
+
+void uhmm__pr_thp_move(uintptr_t addr, bool in)
+{
+	STAP_PROBE2(uhmm, thp_move, addr, (int)in);
+}
 #endif

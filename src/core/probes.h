@@ -33,7 +33,11 @@
 	X(prefetch)          \
 	X(advice)            \
 	X(policy_eject)      \
-	X(poison)
+	X(poison)            \
+	X(dup_made)          \
+	X(dup_collapse)      \
+	X(access_counter)    \
+	X(thp_move)
 
 #ifdef UHMM_USDT
 #define UHMM__PROBE_SEMA_DECL(name) extern volatile unsigned short uhmm_##name##_semaphore;
@@ -67,6 +71,11 @@ void uhmm__pr_prefetch(uintptr_t addr, size_t len, unsigned dst);
 void uhmm__pr_advice(uintptr_t addr, size_t len, unsigned advice, unsigned dev);
 void uhmm__pr_policy_eject(const char *policy, const char *callback, const char *why);
 void uhmm__pr_poison(unsigned dev, uint64_t dpfn, uintptr_t addr);
+void uhmm__pr_dup_made(unsigned dev, uintptr_t addr, size_t pages);
+void uhmm__pr_dup_collapse(uintptr_t addr, size_t pages);
+void uhmm__pr_access_counter(unsigned dev, uintptr_t addr, size_t len, uint64_t count,
+			     unsigned action);
+void uhmm__pr_thp_move(uintptr_t addr, bool in);
 
 /* The event points (one line each). */
 #define UHMM_PROBE(name, ...)                        \

@@ -752,8 +752,10 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 		bool all = true;
 		for (size_t i = 0; i < n && all; i++)
 			all = want[i] == 2;
-		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va))
+		if (all && uhmm__thp_mapped(ctx->pagemap_fd, va)) {
 			STAT_INC(ctx, thp_moves_in);
+			UHMM_PROBE(thp_move, va, true);
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (want[i] == 2 || want[i] == 6)

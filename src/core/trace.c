@@ -344,6 +344,22 @@ void uhmm__tr_range(struct uhmm_ctx *ctx, unsigned kind, uintptr_t addr, size_t 
 	r->b = (uint8_t)b;
 }
 
+void uhmm__tr_counter(struct uhmm_ctx *ctx, unsigned dev, uintptr_t addr, size_t len,
+		      uint64_t count, unsigned action)
+{
+	struct uhmm_trace *t = ctx->trace;
+	if (!t)
+		return;
+	struct uhmm_trace_rec *r = rec_get(t, UHMM_TR_COUNTER);
+	if (!r)
+		return;
+	r->addr = addr;
+	r->len = len;
+	r->a = (uint8_t)action;
+	r->b = (uint8_t)dev;
+	r->span = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+}
+
 void uhmm__tr_device(struct uhmm_ctx *ctx, unsigned id, const char *name, uint64_t mem_bytes)
 {
 	struct uhmm_trace *t = ctx->trace;

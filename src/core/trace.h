@@ -87,6 +87,11 @@ enum uhmm_trace_kind {
 				* policy layer: uhmm__trace_prefetch) */
 	UHMM_TR_ADVICE = 7,    /* addr, len, a = advice, b = device
 				* (uhmm__trace_advice) */
+	UHMM_TR_DUP = 8,       /* addr, len = bytes, a = 1 duplicates made on
+				* device b, 0 collapsed (b = 0: every device's) */
+	UHMM_TR_COUNTER = 9,   /* addr, len = the region, b = device, a = the
+				* policy's action (0 ignore, 1 migrate), span =
+				* accesses counted (saturated) */
 	UHMM_TR_NKINDS
 };
 /* UHMM_TR_CPU_FAULT c: how the page was found. */
@@ -151,6 +156,8 @@ void uhmm__tr_inval(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, unsign
 void uhmm__tr_range(struct uhmm_ctx *ctx, unsigned kind, uintptr_t addr, size_t len,
 		    unsigned a, unsigned b);
 void uhmm__tr_device(struct uhmm_ctx *ctx, unsigned id, const char *name, uint64_t mem_bytes);
+void uhmm__tr_counter(struct uhmm_ctx *ctx, unsigned dev, uintptr_t addr, size_t len,
+		      uint64_t count, unsigned action);
 void uhmm__tr_device_mem(struct uhmm_device *dev, uint64_t mem_bytes);
 uint64_t uhmm__tr_now(struct uhmm_ctx *ctx);
 struct install_req;
@@ -211,6 +218,25 @@ uint32_t uhmm__tr_tid(void);
 		UHMM_PROBE(advice, addr, len, adv, dev);                         \
 		if (UHMM__TRACING())                                             \
 			uhmm__tr_range(ctx, UHMM_TR_ADVICE, addr, len, adv, dev); \
+	} while (0)
+/* Read-mostly duplicates of @pages pages from @addr made on @dev, or
+ * collapsed (@dev 0). */
+#define uhmm__trace_dup(ctx, addr, pages, dev)                                  \
+	do {                                                                     \
+		if (dev)                                                         \
+			UHMM_PROBE(dup_made, dev, addr, pages);                  \
+		else                                                             \
+			UHMM_PROBE(dup_collapse, addr, pages);                   \
+		if (UHMM__TRACING() && (pages))                                  \
+			uhmm__tr_range(ctx, UHMM_TR_DUP, addr, (pages) << 12,    \
+				       (dev) != 0, dev);                         \
+	} while (0)
+/* An access-counter notification and the policy's answer. */
+#define uhmm__trace_counter(ctx, dev, addr, len, count, action)                 \
+	do {                                                                     \
+		UHMM_PROBE(access_counter, dev, addr, len, count, action);       \
+		if (UHMM__TRACING())                                             \
+			uhmm__tr_counter(ctx, dev, addr, len, count, action);    \
 	} while (0)
 #define uhmm__trace_device(ctx, id, name, mem)                                   \
 	do {                                                                     \

@@ -478,6 +478,8 @@ void uhmm__pol_access_counter(struct uhmm_ctx *ctx, uhmm_loc dev,
 		}
 	}
 	pol_leave(p, ph);
+	uhmm__trace_counter(ctx, dev, n->addr, n->len, n->count,
+			    act->action == UHMM_POL_CTR_MIGRATE);
 }
 
 /*

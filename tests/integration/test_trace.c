@@ -680,6 +680,79 @@ static void advice_and_prefetch_are_recorded(void **state)
 	unlink(path);
 }
 
+static void k_page_words(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	(void)uhmm_simdev_ld64(wi, (uint64_t *)arg + idx * (4096 / 8));
+}
+
+static void k_first_word(uhmm_simdev_item *wi, uint64_t idx, void *arg)
+{
+	(void)idx;
+	(void)uhmm_simdev_ld64(wi, (uint64_t *)arg);
+}
+
+/* Read-mostly duplicates (made, collapsed) and access-counter
+ * notifications have records of their own. */
+static void duplicates_and_counters_are_recorded(void **state)
+{
+	(void)state;
+	char *path = tmpname("dupctr");
+	unlink(path);
+	struct uhmm_ctx_opts o;
+	uhmm_ctx_opts_init(&o);
+	o.trace_path = path;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(&o, &ctx));
+	struct uhmm_simdev_opts so;
+	uhmm_simdev_opts_init(&so);
+	so.mem_bytes = 8ul << 20;
+	so.counters = 1;
+	so.counter_threshold = 8;
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_simdev_create(ctx, &so, &dev));
+	char *p, *q;
+	ASSERT_OK(uhmm_alloc(ctx, 64 * 4096, (void **)&p));
+	memset(p, 5, 64 * 4096);
+	int e = uhmm_advise(ctx, p, 64 * 4096, UHMM_ADVISE_READ_MOSTLY, NULL);
+	if (e == -EOPNOTSUPP)
+		TEST_SKIP("no userfaultfd write-protection: no read-mostly duplicates");
+	ASSERT_OK(e);
+	ASSERT_OK(uhmm_simdev_launch(dev, k_page_words, 64, p));
+	p[3 * 4096] = 1; /* collapses page 3 */
+	ASSERT_OK(uhmm_alloc(ctx, 16 * 4096, (void **)&q));
+	memset(q, 7, 16 * 4096);
+	ASSERT_OK(uhmm_advise(ctx, q, 16 * 4096, UHMM_ADVISE_ACCESSED_BY, dev));
+	ASSERT_OK(uhmm_simdev_launch(dev, k_first_word, 8, q));
+	unsigned id = uhmm_device_id(dev);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_free(ctx, q));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	struct tfile t = load(path);
+	uint64_t made = 0, collapsed = 0, ctr = 0;
+	for (size_t i = 0; i < t.n; i++) {
+		const struct uhmm_trace_rec *r = &t.v[i].r;
+		if (r->kind == UHMM_TR_DUP && r->a == 1) {
+			assert_int_equal(r->b, id);
+			assert_true(r->addr >= (uintptr_t)p && r->addr < (uintptr_t)p + 64 * 4096);
+			made += r->len;
+		} else if (r->kind == UHMM_TR_DUP) {
+			assert_int_equal(r->b, 0);
+			collapsed += r->len;
+		} else if (r->kind == UHMM_TR_COUNTER) {
+			assert_int_equal(r->b, id);
+			assert_int_equal(r->a, 1); /* the built-in migrates */
+			assert_int_equal(r->span, 8);
+			assert_true(r->addr >= (uintptr_t)q && r->addr < (uintptr_t)q + 16 * 4096);
+			ctr++;
+		}
+	}
+	assert_int_equal(made, 64 * 4096);
+	assert_true(collapsed >= 4096);
+	assert_int_equal(ctr, 1);
+	tfile_free(&t);
+	unlink(path);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(trace_counts_match_stats),
 	cmocka_unit_test(trace_round_trip),
@@ -691,6 +764,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(sigbus_mode_records_faults_on_the_faulting_thread),
 	cmocka_unit_test(trace_option_and_environment),
 	cmocka_unit_test(advice_and_prefetch_are_recorded),
+	cmocka_unit_test(duplicates_and_counters_are_recorded),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -40,7 +40,7 @@ static inline int trec_cmp(const void *x, const void *y)
 static inline const char *tr_kind_name(unsigned k)
 {
 	static const char *names[] = { "?", "cpu_fault", "dev_fault", "migrate", "evict",
-				       "inval", "prefetch", "advice" };
+				       "inval", "prefetch", "advice", "dup", "counter" };
 	return k < UHMM_TR_NKINDS ? names[k] : "?";
 }
 
