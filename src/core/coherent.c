@@ -202,6 +202,12 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 	uint64_t dpfn = atomic_load_explicit(&p->dpfn, memory_order_relaxed);
 	char *f = coh_frame(d, dpfn);
 	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	/* The range was unmapped: its address may hold a new mapping
+	 * already, whose page a move would carry off (a new mapping read
+	 * zeros in uhmm-torture --coherent).  The page stays; the unmap's
+	 * event releases it. */
+	if (atomic_load_explicit(&r->dead, memory_order_acquire))
+		return -EFAULT;
 	int err = 0;
 	unsigned char v = 1;
 	if (mincore((void *)va, PAGE_SIZE, &v) == 0 && !(v & 1)) {
@@ -328,7 +334,9 @@ void uhmm__poison_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 	 * elsewhere, which uhmm's SIGBUS handler then reports as the former
 	 * (sigbus.c: the address is noted first). */
 	bool noted = uhmm__poison_note(p, va) == 0;
-	poison_at(ctx, va);
+	/* (Not at the address of a dead range: a new mapping may be there.) */
+	if (!atomic_load_explicit(&r->dead, memory_order_acquire))
+		poison_at(ctx, va);
 	STAT_INC(ctx, poisoned_pages);
 	UHMM_PROBE(poison, pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed)),
 		   atomic_load_explicit(&p->dpfn, memory_order_relaxed), va);
