@@ -487,7 +487,23 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		 * overlapping part): they are victims soon, or given back. */
 		bool others = atomic_load_explicit(&b->dst->frames_inflight,
 						   memory_order_acquire) != 0;
-		return v.busy || v.inflight || freed || others ? -EAGAIN : -ENOMEM;
+		if (v.busy || v.inflight || freed || others)
+			return -EAGAIN;
+		/* The walk saw nothing to wait for.  But uhmm may hold frames
+		 * of the device that no listed block shows yet or any more:
+		 * duplicates being made (dup.c: taken, copied, recorded only
+		 * then), another batch's frames while it evicts for the rest,
+		 * frames an event is about to release (its range out of the
+		 * table, the block dropped by a walk before the release).  The
+		 * request fails at once only if what uhmm holds is its own
+		 * blocks' pages, which no eviction for it may take; else it
+		 * backs off, bounded, as for busy victims
+		 * (a_dup_being_made_makes_the_request_wait_not_fail,
+		 * unlisted_frames_make_the_request_wait_not_fail). */
+		if (uhmm__dev_frames_elsewhere(ctx, b->dst->id, b->xlo, b->xhi) ||
+		    uhmm__dev_freed_since(ctx, freed0))
+			return -EAGAIN;
+		return -ENOMEM;
 	}
 	atomic_fetch_add_explicit(&b->dst->frames_inflight, need, memory_order_acq_rel);
 	b->ninflight = need;
