@@ -970,6 +970,9 @@ bool uhmm__dev_freed_since(struct uhmm_ctx *ctx, uint32_t seen);
 /* How long a request waits for busy victims between two tries, at most (a
  * frame released wakes it sooner). */
 #define BACKOFF_NS 2000000ull
+/* How long a request waits, at most, for frames uhmm holds where no walk
+ * looks (uhmm__dev_frames_elsewhere) when nothing else is busy. */
+#define ELSEWHERE_NS 200000000ull
 /* Wait (at most max_ns) for device frames to be released after the count
  * was seen at seen. */
 void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns);
