@@ -358,13 +358,13 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 				 * (a write must collapse it first).  Discarded while
 				 * held: the holder's unlock frees the duplicates
 				 * without an invalidation of its own, as a device
-				 * copy below, so no duplicate: the CPU's view, which
-				 * maps the address, not a frame (and never waits for
-				 * the holder, as a duplicated page never did)
+				 * copy below; the page is empty as of now
 				 * (range_fault_skips_a_held_duplicate_discarded). */
-				uint64_t f = self && !(w & PG_ZAPPED)
-						     ? uhmm__dup_frame(ctx, p, self, a)
-						     : UINT64_MAX;
+				if (w & PG_ZAPPED) {
+					*ent = 0;
+					continue;
+				}
+				uint64_t f = self ? uhmm__dup_frame(ctx, p, self, a) : UINT64_MAX;
 				if (f != UINT64_MAX)
 					*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | (f & UHMM_RE_DPFN_MASK);
 				else
