@@ -355,15 +355,7 @@ static int rf_snapshot(struct uhmm_ctx *ctx, struct uhmm_range_req *req,
 			if (unlikely(w & PG_DUP) && (rights[i] & RIGHT_R)) {
 				/* Duplicated (read-mostly, dup.c): the requester's
 				 * own read-only copy, or the CPU's, read-only too
-				 * (a write must collapse it first).  Discarded while
-				 * held: the holder's unlock frees the duplicates
-				 * without an invalidation of its own, as a device
-				 * copy below; the page is empty as of now
-				 * (range_fault_skips_a_held_duplicate_discarded). */
-				if (w & PG_ZAPPED) {
-					*ent = 0;
-					continue;
-				}
+				 * (a write must collapse it first). */
 				uint64_t f = self ? uhmm__dup_frame(ctx, p, self, a) : UINT64_MAX;
 				if (f != UINT64_MAX)
 					*ent = UHMM_RE_VALID | UHMM_RE_DEVICE | (f & UHMM_RE_DPFN_MASK);

@@ -19,11 +19,9 @@
 #include <unistd.h>
 
 #include <uhmm/device.h>
-#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
-#include "core/internal.h"
 #include "testlib.h"
 
 #define PG 4096ul
@@ -604,68 +602,6 @@ static void a_dup_being_made_makes_the_request_wait_not_fail(void **state)
 	pthread_mutex_destroy(&g.lock);
 }
 
-static void noop_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
-			    void *priv)
-{
-	(void)n, (void)ev, (void)priv;
-}
-
-/*
- * A duplicated page someone holds when an madvise discards it: the REMOVE
- * can only mark it ZAPPED, and its duplicates are freed at the holder's
- * unlock, with no invalidation of its own (the REMOVE's is over).  A range
- * fault in between must not give the device its duplicate (it did:
- * uhmm-torture --readmostly --sigbus, a device read after an madvise and a
- * CPU write read 186 words of a frame reused since).  The test holds the
- * page, as dup_batch or a collapse does.
- */
-static void range_fault_skips_a_held_duplicate_discarded(void **state)
-{
-	(void)state;
-	uhmm_device *dev;
-	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
-	char *p;
-	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
-	memset(p, 0x33, 4 * PG);
-	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
-	if (e == -EOPNOTSUPP) {
-		ASSERT_OK(uhmm_ctx_destroy(ctx));
-		TEST_SKIP("read-mostly needs write-protection");
-	}
-	ASSERT_OK(e);
-	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
-	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
-	struct uhmm_notifier *n;
-	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, noop_invalidate, NULL, &n));
-	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)p + PG);
-	assert_non_null(r);
-	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
-	uhmm__page_lock(pg); /* a holder */
-	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
-	ASSERT_OK(uhmm_sync(ctx));
-	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
-	assert_true(atomic_load(&pg->word) & PG_DUP);
-	uint64_t ent[4];
-	struct uhmm_range_req req = {
-		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
-		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
-	};
-	ASSERT_OK(uhmm_range_fault(ctx, &req));
-	assert_false(uhmm_notifier_read_retry(n, req.notifier_seq));
-	for (int i = 0; i < 4; i++)
-		if (ent[i] & UHMM_RE_DEVICE)
-			fail_msg("page %d: entry %#llx, a duplicate the discard frees", i,
-				 (unsigned long long)ent[i]);
-	uhmm__page_unlock(ctx, pg); /* frees the duplicate */
-	uhmm__range_put(r);
-	assert_int_equal(dev_bytes_settled(dev, 0), 0);
-	for (size_t i = 0; i < 4 * PG; i++)
-		assert_int_equal(p[i], 0);
-	ASSERT_OK(uhmm_notifier_remove(n));
-	ASSERT_OK(uhmm_free(ctx, p));
-	ASSERT_OK(uhmm_ctx_destroy(ctx));
-}
-
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(duplicate_and_collapse_full),
 	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
@@ -678,7 +614,6 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(detach_drops_duplicates),
 	cmocka_unit_test(free_drops_duplicates),
 	cmocka_unit_test(a_dup_being_made_makes_the_request_wait_not_fail),
-	cmocka_unit_test(range_fault_skips_a_held_duplicate_discarded),
 };
 
 UHMM_TEST_MAIN(tests)
