@@ -1140,8 +1140,8 @@ static void op_advise(struct tstate *t, unsigned si, uint64_t opid)
 	pick_sub(t, s, &off, &len);
 	/* Devices, then the CPU, unset, read-mostly and its unset
 	 * (--readmostly: not by default yet, see docs/ARCHITECTURE.md
-	 * "Read-mostly duplicates": a migration that fits may still fail
-	 * -ENOMEM with duplicates on the device, under eviction). */
+	 * "Read-mostly duplicates": a device may read stale data after a
+	 * discard of a duplicated page someone held). */
 	unsigned d = (unsigned)rnd_below(t, NDEV + (G.readmostly ? 4 : 2));
 	int adv = d == NDEV + 1 ? UHMM_ADVISE_UNSET_PREFERRED_LOCATION
 		: d == NDEV + 2 ? UHMM_ADVISE_READ_MOSTLY
