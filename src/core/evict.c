@@ -379,6 +379,50 @@ size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 	return v->moved;
 }
 
+/*
+ * Frames of device @dev that uhmm holds beyond the pages of the request's
+ * own blocks: the blocks of page state that the live ranges over
+ * [xlo, xhi) overlap, whose pages are never the request's victims
+ * (evict_one).  Counted whole (a block shared by two ranges, each piece
+ * of it: counted more than once, which errs toward failing at once, as
+ * before).  The page words are read without locks, after which
+ * frames_used: a page published meanwhile came from frames that were in
+ * flight (the caller looked at those already).
+ */
+bool uhmm__dev_frames_elsewhere(struct uhmm_ctx *ctx, unsigned dev, uintptr_t xlo,
+				uintptr_t xhi)
+{
+	struct uhmm_device *d = uhmm__dev_get(ctx, dev);
+	if (!d || !atomic_load_explicit(&d->frames_used, memory_order_acquire))
+		return false;
+	uint64_t own = 0;
+	const struct uhmm_pagearr *la = NULL;
+	size_t lb = SIZE_MAX;
+	pthread_rwlock_rdlock(&ctx->ranges_lock);
+	for (size_t k = 0; k < ctx->nranges && xlo < xhi; k++) {
+		const struct uhmm_range *x = ctx->ranges[k];
+		uintptr_t s = x->start > xlo ? x->start : xlo;
+		uintptr_t e = range_end(x) < xhi ? range_end(x) : xhi;
+		if (s >= e)
+			continue;
+		size_t b0 = (x->first + ((s - x->start) >> PAGE_SHIFT)) / BATCH_PAGES;
+		size_t b1 = (x->first + ((e - x->start - 1) >> PAGE_SHIFT)) / BATCH_PAGES;
+		for (size_t b = b0; b <= b1; b++) {
+			if (x->arr == la && b == lb)
+				continue; /* the previous piece's last block */
+			la = x->arr;
+			lb = b;
+			const struct uhmm_pblk *pb =
+				atomic_load_explicit(&x->arr->dir[b].blk, memory_order_acquire);
+			for (size_t i = 0; pb && i < BATCH_PAGES; i++)
+				own += pg_ondev(atomic_load_explicit(&pb->pages[i].word,
+								     memory_order_relaxed)) == dev;
+		}
+	}
+	pthread_rwlock_unlock(&ctx->ranges_lock);
+	return atomic_load_explicit(&d->frames_used, memory_order_acquire) > own;
+}
+
 #define FREED_WAITERS 1u
 
 void uhmm__dev_freed(struct uhmm_ctx *ctx)

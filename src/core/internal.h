@@ -1003,6 +1003,13 @@ void uhmm__lru_drop_dev(struct uhmm_ctx *ctx, unsigned dev);
  */
 size_t uhmm__evict(struct uhmm_ctx *ctx, struct uhmm_victim *v, size_t want,
 		   uintptr_t xlo, uintptr_t xhi);
+/* Does uhmm hold frames of device dev beyond the pages on it of the 2 MiB
+ * blocks of page state that [xlo, xhi) overlaps (a request's own blocks,
+ * never its victims)?  Frames in flight, being made duplicates, or about
+ * to be released, that a walk cannot see: a request that found no victim
+ * waits for them instead of failing (migrate.c). */
+bool uhmm__dev_frames_elsewhere(struct uhmm_ctx *ctx, unsigned dev, uintptr_t xlo,
+				uintptr_t xhi);
 /* Device frames were released: wake requests waiting for device memory. */
 void uhmm__dev_freed(struct uhmm_ctx *ctx);
 /* Have device frames been released since the count read as seen? */
@@ -1010,6 +1017,9 @@ bool uhmm__dev_freed_since(struct uhmm_ctx *ctx, uint32_t seen);
 /* How long a request waits for busy victims between two tries, at most (a
  * frame released wakes it sooner). */
 #define BACKOFF_NS 2000000ull
+/* How long a request waits, at most, for frames uhmm holds where no walk
+ * looks (uhmm__dev_frames_elsewhere) when nothing else is busy. */
+#define ELSEWHERE_NS 200000000ull
 /* Wait (at most max_ns) for device frames to be released after the count
  * was seen at seen. */
 void uhmm__dev_freed_wait(struct uhmm_ctx *ctx, uint32_t seen, uint64_t max_ns);

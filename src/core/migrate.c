@@ -490,7 +490,24 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		 * overlapping part): they are victims soon, or given back. */
 		bool others = atomic_load_explicit(&b->dst->frames_inflight,
 						   memory_order_acquire) != 0;
-		return v.busy || v.inflight || freed || others ? -EAGAIN : -ENOMEM;
+		if (v.busy || v.inflight || freed || others)
+			return -EAGAIN;
+		/* The walk saw nothing to wait for.  But uhmm may hold frames
+		 * of the device that no listed block shows yet or any more:
+		 * duplicates being made (dup.c: taken, copied, recorded only
+		 * then), another batch's frames while it evicts for the rest,
+		 * frames an event is about to release (its range out of the
+		 * table, the block dropped by a walk before the release).  The
+		 * request fails at once only if what uhmm holds is its own
+		 * blocks' pages, which no eviction for it may take; else it
+		 * backs off, bounded, as for busy victims
+		 * (a_dup_being_made_makes_the_request_wait_not_fail,
+		 * unlisted_frames_make_the_request_wait_not_fail). */
+		if (uhmm__dev_freed_since(ctx, freed0))
+			return -EAGAIN;
+		if (uhmm__dev_frames_elsewhere(ctx, b->dst->id, b->xlo, b->xhi))
+			return -EINPROGRESS; /* a shorter back-off (batch_to_device) */
+		return -ENOMEM;
 	}
 	atomic_fetch_add_explicit(&b->dst->frames_inflight, need, memory_order_acq_rel);
 	b->ninflight = need;
@@ -1163,14 +1180,28 @@ static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 			   size_t idx, size_t n, struct uhmm_device *dst,
 			   uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
 {
-	uint64_t t0 = 0;
+	uint64_t t0 = 0, t_else = 0;
 	for (;;) {
 		int err = batch_to_device_once(ctx, r, idx, n, dst, xlo, xhi, busy_out);
-		if (err != -EAGAIN)
+		if (err != -EAGAIN && err != -EINPROGRESS)
 			return err;
 		STAT_INC(ctx, evict_backoffs);
 		if (uhmm__settle_expired(&t0))
 			return -ENOMEM;
+		/* Frames held where no walk looks are released or listed
+		 * within milliseconds (a copy, an event); a request that saw
+		 * nothing else for ELSEWHERE_NS gives up: frames no page holds
+		 * for longer are not worth 2 s of every fitting request (a
+		 * device's fault path tries page after page). */
+		if (err == -EINPROGRESS) {
+			uint64_t now = uhmm__now_ns();
+			if (!t_else)
+				t_else = now;
+			else if (now - t_else > ELSEWHERE_NS)
+				return -ENOMEM;
+		} else {
+			t_else = 0;
+		}
 		/* Counted from now: the failed try gave its own frames back,
 		 * which must not wake it (a retry without a pause, 2 s of
 		 * spinning); a frame someone released since the try is

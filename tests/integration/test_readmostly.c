@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -477,6 +478,174 @@ static void detach_drops_duplicates(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- a device whose copy engine waits at a gate ---- */
+
+#define GATE_PAGES 64u
+
+struct gated {
+	char *mem;
+	uint8_t used[GATE_PAGES];
+	_Atomic unsigned nused;
+	atomic_bool open;
+	pthread_mutex_t lock;
+};
+
+static long gated_alloc(void *priv, unsigned order, size_t n, uint64_t *dpfn)
+{
+	struct gated *g = priv;
+	if (order)
+		return 0;
+	size_t got = 0;
+	pthread_mutex_lock(&g->lock);
+	for (uint64_t f = 0; f < GATE_PAGES && got < n; f++)
+		if (!g->used[f]) {
+			g->used[f] = 1;
+			dpfn[got++] = f;
+		}
+	atomic_fetch_add(&g->nused, (unsigned)got);
+	pthread_mutex_unlock(&g->lock);
+	return (long)got;
+}
+
+static void gated_free(void *priv, unsigned order, size_t n, const uint64_t *dpfn)
+{
+	struct gated *g = priv;
+	(void)order;
+	pthread_mutex_lock(&g->lock);
+	for (size_t i = 0; i < n; i++)
+		g->used[dpfn[i]] = 0;
+	atomic_fetch_sub(&g->nused, (unsigned)n);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static int gated_submit(void *priv, struct uhmm_copy *c, size_t n, uhmm_fence_t *f)
+{
+	struct gated *g = priv;
+	for (size_t i = 0; i < n; i++) {
+		char *d = g->mem + c[i].dpfn * PG;
+		size_t len = (size_t)c[i].npages * PG;
+		if (c[i].dir == UHMM_COPY_TO_DEVICE)
+			memcpy(d, c[i].sys, len);
+		else if (c[i].dir == UHMM_COPY_FROM_DEVICE)
+			memcpy(c[i].sys, d, len);
+		else
+			memset(d, 0, len);
+		c[i].status = 0;
+	}
+	*f = 1;
+	return 0;
+}
+
+/* The copies are done only once the test opens the gate. */
+static int gated_wait(void *priv, uhmm_fence_t f)
+{
+	struct gated *g = priv;
+	(void)f;
+	while (!atomic_load(&g->open))
+		uhmm_test_nap();
+	return 0;
+}
+
+static const struct uhmm_device_ops gated_ops = {
+	.alloc = gated_alloc,
+	.free = gated_free,
+	.copy_submit = gated_submit,
+	.copy_wait = gated_wait,
+};
+
+struct mig {
+	uhmm_ctx *ctx;
+	void *p;
+	size_t len;
+	uhmm_device *dev;
+	_Atomic int rc;
+};
+
+static void *mig_thread(void *arg)
+{
+	struct mig *m = arg;
+	atomic_store(&m->rc, uhmm_migrate(m->ctx, m->p, m->len, m->dev, 0));
+	return NULL;
+}
+
+static uint64_t backoffs(uhmm_ctx *ctx)
+{
+	struct uhmm_stats st;
+	ASSERT_OK(uhmm_stats_get(ctx, &st));
+	return st.evict_backoffs;
+}
+
+/*
+ * Duplicates being made hold their frames before the table records them
+ * (taken, copied, recorded): a migration that fits the device and finds it
+ * full of them meanwhile waits, then reclaims them, and moves; it does not
+ * fail -ENOMEM at once (uhmm-torture --readmostly: "-ENOMEM though the
+ * request fits", 512 frames held by uhmm and no page on the device).  The
+ * making is held at the copy, by a device whose copy engine waits at a
+ * gate.
+ */
+static void a_dup_being_made_makes_the_request_wait_not_fail(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct gated g = { 0 };
+	pthread_mutex_init(&g.lock, NULL);
+	g.mem = mmap(NULL, GATE_PAGES * PG, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(g.mem != MAP_FAILED);
+	uhmm_device *dev;
+	ASSERT_OK(uhmm_device_attach(ctx, &gated_ops, &g, "gated", &dev));
+	uint64_t *p, *q;
+	ASSERT_OK(uhmm_alloc(ctx, LEN, (void **)&p)); /* NPG == GATE_PAGES */
+	ASSERT_OK(uhmm_alloc(ctx, 16 * PG, (void **)&q));
+	uint64_t want = fill(p, 300);
+	memset(q, 0x5a, 16 * PG);
+	int e = uhmm_advise(ctx, p, LEN, UHMM_ADVISE_READ_MOSTLY, NULL);
+	if (e == -EOPNOTSUPP) {
+		atomic_store(&g.open, true);
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+		TEST_SKIP("read-mostly needs write-protection");
+	}
+	ASSERT_OK(e);
+	/* Duplicates of p on the device: every frame, held at the copy. */
+	struct mig d = { .ctx = ctx, .p = p, .len = LEN, .dev = dev, .rc = 1 };
+	pthread_t td, tm;
+	assert_int_equal(pthread_create(&td, NULL, mig_thread, &d), 0);
+	for (int i = 0; i < 20000 && atomic_load(&g.nused) < GATE_PAGES; i++)
+		uhmm_test_nap();
+	assert_int_equal(atomic_load(&g.nused), GATE_PAGES);
+	/* q needs 16 of them. */
+	uint64_t b0 = backoffs(ctx);
+	struct mig m = { .ctx = ctx, .p = q, .len = 16 * PG, .dev = dev, .rc = 1 };
+	assert_int_equal(pthread_create(&tm, NULL, mig_thread, &m), 0);
+	for (int i = 0; i < 10000 && backoffs(ctx) < b0 + 2 && atomic_load(&m.rc) == 1; i++)
+		uhmm_test_nap();
+	assert_int_equal(atomic_load(&m.rc), 1); /* waiting, not failed */
+	assert_int_equal(atomic_load(&d.rc), 1);
+	atomic_store(&g.open, true);
+	assert_int_equal(pthread_join(td, NULL), 0);
+	assert_int_equal(pthread_join(tm, NULL), 0);
+	ASSERT_OK(atomic_load(&d.rc));
+	/* (The wait is bounded at ELSEWHERE_NS: preempted that long before
+	 * the gate opened, the request says -ENOMEM; the duplicates are
+	 * reclaimable now.) */
+	if (atomic_load(&m.rc) == -ENOMEM)
+		atomic_store(&m.rc, uhmm_migrate(ctx, q, 16 * PG, dev, 0));
+	ASSERT_OK(atomic_load(&m.rc));
+	/* q moved, in frames of duplicates reclaimed; p's data is the CPU's. */
+	struct uhmm_range_attrs *at = attrs(ctx, q, 16 * PG);
+	assert_int_equal(at->bytes_cpu, 0);
+	for (size_t i = 0; i < 16 * PG; i++)
+		assert_int_equal(((unsigned char *)q)[i], 0x5a);
+	assert_int_equal(cpu_sum(p), want);
+	ASSERT_OK(uhmm_free(ctx, q));
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	munmap(g.mem, GATE_PAGES * PG);
+	pthread_mutex_destroy(&g.lock);
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(duplicate_and_collapse_full),
 	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
@@ -489,6 +658,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(munmap_frees_duplicates),
 	cmocka_unit_test(detach_drops_duplicates),
 	cmocka_unit_test(free_drops_duplicates),
+	cmocka_unit_test(a_dup_being_made_makes_the_request_wait_not_fail),
 };
 
 UHMM_TEST_MAIN(tests)
