@@ -244,7 +244,9 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	 * too: release it and publish an empty system page.  (Published as it
 	 * was, it let a CPU touch bring the discarded data back.) */
 	uint32_t nw = loc;
-	if (loc == prev && dpfn == prev_dpfn)
+	/* (A coherent page in place that becomes a system page stays where
+	 * it is too: uhmm__page_zap's DISCARD for it survives.) */
+	if ((loc == prev && dpfn == prev_dpfn) || (loc == LOC_CPU && pg_coh(prev)))
 		nw |= w & PG_DISCARD;
 	/* Read-mostly duplicates (dup.c) stay while the page stays at home
 	 * and is not discarded; else they go (whoever moved or discarded the
@@ -303,11 +305,16 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
 	for (;;) {
 		if (uhmm__page_trylock(p)) {
-			if (pg_dev(atomic_load_explicit(&p->word, memory_order_relaxed))) {
+			uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+			if (pg_dev(w))
 				STAT_INC(ctx, device_pages_freed_by_events);
-			} else {
-				/* In system memory: the kernel zaps it after we
-				 * return; until then nobody may carry it off. */
+			if (!pg_dev(w) || pg_coh(w)) {
+				/* In the CPU page table (system memory, or a
+				 * coherent page in place): the kernel zaps it
+				 * after we return; until then nobody may carry
+				 * it off (a migration that moved the stale page
+				 * out before the zap brought the discarded data
+				 * back: uhmm-torture --coherent). */
 				atomic_fetch_or_explicit(&p->word, PG_DISCARD,
 							 memory_order_relaxed);
 			}
