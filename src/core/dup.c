@@ -465,9 +465,7 @@ static int protect(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t a, size
 {
 	int e = 0;
 	for (int tries = 0; tries < 2; tries++) {
-		for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) == -EAGAIN &&
-				k < 16; k++)
-			sched_yield();
+		e = uhmm__uffd_protect_yielding(ctx->uffd, a, len);
 		if (e != -EINVAL && e != -ENOENT)
 			return e;
 		/* Not registered for write-protection: register it. */

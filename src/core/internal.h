@@ -769,6 +769,11 @@ int uhmm__uffd_register_wp(int fd, uintptr_t start, size_t len, bool wp);
  * waiting on a write-protect fault there.  -EAGAIN while an event of the
  * descriptor is pending (the kernel's mmap_changing). */
 int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp);
+/* Write-protect, an -EAGAIN (an event pending) tried again up to 16 times
+ * with a yield between: a pending event is read soon, but perhaps only
+ * once a thread waiting on a page the caller holds goes on, so not long.
+ * 0 or the last error. */
+int uhmm__uffd_protect_yielding(int fd, uintptr_t start, size_t len);
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len);
 /* Each returns bytes handled (>= 0), or -errno with *done set to the bytes
  * handled before the error.  The kernel's count of a failed call can fall

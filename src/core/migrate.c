@@ -25,7 +25,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -600,10 +599,7 @@ static int nomove_read(struct uhmm_ctx *ctx, struct batch *b)
 			 * for a page we hold goes on.  So not long: the batch
 			 * lets go of its pages and tries again
 			 * (batch_to_device, -EAGAIN). */
-			int e;
-			for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) ==
-						-EAGAIN && k < 16; k++)
-				sched_yield();
+			int e = uhmm__uffd_protect_yielding(ctx->uffd, a, len);
 			if (e) {
 				/* Gone or changed (munmap, mremap racing us):
 				 * the pages stay. */
@@ -1283,29 +1279,27 @@ void uhmm__unshare_present(uintptr_t a, size_t n)
 	}
 }
 
-/* UFFDIO_COPY of @len bytes at @src to the missing pages at @dst, without
- * waking anyone; an event pending (EAGAIN: the kernel's mmap_changing) is
- * read first, for up to 2 s.  0, or the ioctl's error. */
+/* UFFDIO_COPY of @len bytes at @src to the missing pages at @dst (emptied
+ * by uhmm's own discard: uhmm__uffd_copy checks a short report against
+ * the page tables), without waking anyone; an event pending (EAGAIN with
+ * nothing done: the kernel's mmap_changing) is read first, for up to 2 s.
+ * 0, or the ioctl's error. */
 static int copy_back(struct uhmm_ctx *ctx, uintptr_t dst, const char *src, size_t len)
 {
 	uint64_t t0 = uhmm__now_ns();
 	size_t off = 0;
-	while (off < len) {
-		struct uffdio_copy c = { .dst = dst + off, .src = (uintptr_t)(src + off),
-					 .len = len - off, .mode = UFFDIO_COPY_MODE_DONTWAKE };
-		if (ioctl(ctx->uffd, UFFDIO_COPY, &c) == 0)
+	for (;;) {
+		size_t done = 0;
+		long ret = uhmm__uffd_copy(ctx->uffd, dst + off, src + off, len - off,
+					   UFFDIO_COPY_MODE_DONTWAKE, true, &done);
+		off += done;
+		if (ret >= 0)
 			return 0;
-		int err = errno;
-		if (c.copy > 0) {
-			off += (size_t)c.copy;
-			continue;
-		}
-		if (err != EAGAIN || uhmm__now_ns() - t0 > 2000000000ull)
-			return -err;
+		if (ret != -EAGAIN || uhmm__now_ns() - t0 > 2000000000ull)
+			return (int)ret;
 		uhmm__events_wait(ctx);
 		sched_yield();
 	}
-	return 0;
 }
 
 /*
@@ -1359,10 +1353,7 @@ size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 			j++;
 		uintptr_t a = va + (i << PAGE_SHIFT);
 		size_t len = (j - i) << PAGE_SHIFT;
-		int e;
-		for (int k = 0; (e = uhmm__uffd_writeprotect(ctx->uffd, a, len, true)) == -EAGAIN &&
-				k < 16; k++)
-			sched_yield();
+		int e = uhmm__uffd_protect_yielding(ctx->uffd, a, len);
 		if (e || pread(ctx->mem_fd, buf + (i << PAGE_SHIFT), len, (off_t)a) != (ssize_t)len) {
 			if (!e)
 				(void)uhmm__uffd_writeprotect(ctx->uffd, a, len, false);

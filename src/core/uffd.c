@@ -174,6 +174,15 @@ int uhmm__uffd_writeprotect(int fd, uintptr_t start, size_t len, bool wp)
 	return ioctl(fd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }
 
+int uhmm__uffd_protect_yielding(int fd, uintptr_t start, size_t len)
+{
+	int e;
+	for (int k = 0; (e = uhmm__uffd_writeprotect(fd, start, len, true)) == -EAGAIN && k < 16;
+	     k++)
+		sched_yield();
+	return e;
+}
+
 int uhmm__uffd_unregister(int fd, uintptr_t start, size_t len)
 {
 	struct uffdio_range r = { .start = start, .len = len };

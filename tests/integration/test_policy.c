@@ -432,17 +432,24 @@ static void dev_fault_plugin_decides(void **state)
 
 /* Duplication is a verb of the policy: a plug-in answers read faults
  * UHMM_POL_DUPLICATE on memory nobody advised read-mostly. */
+/* Each fault's span duplicated: the reads only, or (invalid) every fault. */
+static int dup_span(const struct uhmm_pol_dev_fault *f, size_t n, struct uhmm_pol_dev_act *a,
+		    bool writes_too)
+{
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct uhmm_pol_dev_act){
+			.action = writes_too || f[i].access == UHMM_POL_READ ? UHMM_POL_DUPLICATE
+									     : UHMM_POL_MIGRATE,
+			.lo = f[i].lo, .hi = f[i].hi };
+	return 0;
+}
+
 static int dup_reads(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
 		     struct uhmm_pol_dev_act *a)
 {
 	(void)st;
 	(void)dev;
-	for (size_t i = 0; i < n; i++)
-		a[i] = (struct uhmm_pol_dev_act){
-			.action = f[i].access == UHMM_POL_READ ? UHMM_POL_DUPLICATE
-							       : UHMM_POL_MIGRATE,
-			.lo = f[i].lo, .hi = f[i].hi };
-	return 0;
+	return dup_span(f, n, a, false);
 }
 
 static int dup_all(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f, size_t n,
@@ -450,10 +457,7 @@ static int dup_all(void *st, uhmm_loc dev, const struct uhmm_pol_dev_fault *f, s
 {
 	(void)st;
 	(void)dev;
-	for (size_t i = 0; i < n; i++)
-		a[i] = (struct uhmm_pol_dev_act){ .action = UHMM_POL_DUPLICATE, .lo = f[i].lo,
-						  .hi = f[i].hi };
-	return 0;
+	return dup_span(f, n, a, true);
 }
 
 static void k_write_idx(uhmm_simdev_item *wi, uint64_t idx, void *arg)
