@@ -99,18 +99,17 @@ void uhmm__coh_detach(struct uhmm_ctx *ctx, struct uhmm_device *d)
  * in place).  Returns 0, -EINVAL (the mapping is not read-only: gone or
  * changed), -EBUSY, or madvise's error (the page stays in place).
  */
-static int reclaim_by_copy(struct uhmm_ctx *ctx, struct uhmm_page *p, uintptr_t va, char *f)
+static int reclaim_by_copy(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, char *f)
 {
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
 	if (pthread_equal(pthread_self(), ctx->service) || ctx->mem_fd < 0)
 		return -EBUSY;
 	if (uhmm__range_writable(ctx, va, va + PAGE_SIZE) != -EPERM)
 		return -EINVAL;
 	if (pread(ctx->mem_fd, f, PAGE_SIZE, (off_t)va) != (ssize_t)PAGE_SIZE)
 		(void)madvise(f, PAGE_SIZE, MADV_DONTNEED); /* zapped: zeros */
-	atomic_fetch_or_explicit(&p->word, PG_OWNDISC, memory_order_relaxed);
-	int err = madvise((void *)va, PAGE_SIZE, MADV_DONTNEED) ? -errno : 0;
-	uhmm__events_wait(ctx);
-	atomic_fetch_and_explicit(&p->word, ~PG_OWNDISC, memory_order_relaxed);
+	uint8_t sel = 1;
+	int err = uhmm__own_discard(ctx, r, idx, 1, &sel);
 	if (err)
 		(void)madvise(f, PAGE_SIZE, MADV_DONTNEED); /* in place still */
 	return err;
@@ -228,7 +227,7 @@ int uhmm__coh_reclaim(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx)
 			}
 			if (ret == -EINVAL) {
 				/* A read-only mapping: by copy. */
-				err = reclaim_by_copy(ctx, p, va, f);
+				err = reclaim_by_copy(ctx, r, idx, f);
 				break;
 			}
 			if (ret == -EEXIST) {

@@ -884,6 +884,22 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 void uhmm__page_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* Service thread: discard a page's device copy now, or mark it ZAPPED. */
 void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p);
+/*
+ * uhmm's own discard of pages it holds: the CPU copies of the pages i of
+ * [idx, idx + n) of r (n <= BATCH_PAGES) with sel[i] set, each locked by the
+ * caller, are dropped with MADV_DONTNEED, whose REMOVE events are uhmm's
+ * own: the pages carry PG_OWNDISC, which the REMOVE handler consumes
+ * instead of taking the event for the application's discard
+ * (uhmm__page_zap).  Returns once the events are handled and the marks
+ * cleared.  A run madvise refuses is tried page by page; a page still
+ * refused gets sel[i] = 0 (its CPU copy stays in place).  Not on the
+ * service thread (its madvise would wait for itself to read the event).
+ * 0, or the first madvise error (-errno) of a page left in place.  Used by
+ * the no-move migration (migrate.c), the page remake (migrate.c) and the
+ * reclaim of a read-only coherent page by copy (coherent.c).
+ */
+int uhmm__own_discard(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n,
+		      uint8_t *sel);
 /* The holder of p (or the service thread for a page in populate): zeros
  * are in place at its address now, what a discard leaves; clear ZAPPED and
  * DISCARD (the discard is finished: uhmm_sync no longer waits for it). */

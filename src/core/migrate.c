@@ -644,43 +644,15 @@ static int nomove_read(struct uhmm_ctx *ctx, struct batch *b)
  */
 static void nomove_drop(struct uhmm_ctx *ctx, struct batch *b)
 {
-	uintptr_t va = b->r->start + (b->idx << PAGE_SHIFT);
-	bool any = false;
-	for (size_t i = 0; i < b->n; i++) {
-		if (b->kind[i] == K_NOMOVE || (b->kind[i] == K_HOLE && b->drop[i])) {
-			b->drop[i] = 1;
-			atomic_fetch_or_explicit(&range_page(b->r, b->idx + i)->word,
-						 PG_OWNDISC, memory_order_relaxed);
-			any = true;
-		} else {
-			b->drop[i] = 0;
-		}
-	}
-	if (!any)
-		return;
-	for (size_t i = 0; i < b->n;) {
-		if (!b->drop[i]) {
-			i++;
-			continue;
-		}
-		size_t j = i + 1;
-		while (j < b->n && b->drop[j])
-			j++;
-		if (madvise((void *)(va + (i << PAGE_SHIFT)), (j - i) << PAGE_SHIFT,
-			    MADV_DONTNEED)) {
-			/* Page by page: those that stay are not moved. */
-			for (size_t x = i; x < j; x++)
-				if (madvise((void *)(va + (x << PAGE_SHIFT)), PAGE_SIZE,
-					    MADV_DONTNEED))
-					b->kind[x] = K_STAY;
-		}
-		i = j;
-	}
-	uhmm__events_wait(ctx);
 	for (size_t i = 0; i < b->n; i++)
-		if (b->drop[i])
-			atomic_fetch_and_explicit(&range_page(b->r, b->idx + i)->word,
-						  ~PG_OWNDISC, memory_order_relaxed);
+		b->drop[i] = b->kind[i] == K_NOMOVE || (b->kind[i] == K_HOLE && b->drop[i]);
+	uint8_t kept[BATCH_PAGES];
+	memcpy(kept, b->drop, b->n);
+	(void)uhmm__own_discard(ctx, b->r, b->idx, b->n, b->drop);
+	/* Refused (page.c): the page stays at home, not moved. */
+	for (size_t i = 0; i < b->n; i++)
+		if (kept[i] && !b->drop[i])
+			b->kind[i] = K_STAY;
 }
 
 /* Move the system pages out of the CPU page table into reserve slots. */
@@ -1360,31 +1332,29 @@ size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 			i = j; /* left as they are: the move refuses them again */
 			continue;
 		}
-		for (size_t x = i; x < j; x++)
-			atomic_fetch_or_explicit(&range_page(r, idx + x)->word, PG_OWNDISC,
-						 memory_order_relaxed);
-		e = madvise((void *)a, len, MADV_DONTNEED) ? -errno : 0;
-		uhmm__events_wait(ctx);
-		for (size_t x = i; x < j; x++)
-			atomic_fetch_and_explicit(&range_page(r, idx + x)->word, ~PG_OWNDISC,
-						  memory_order_relaxed);
-		if (e) {
-			(void)uhmm__uffd_writeprotect(ctx->uffd, a, len, false);
-			i = j;
-			continue;
-		}
+		uint8_t gone[BATCH_PAGES];
+		memset(gone, 1, j - i);
+		(void)uhmm__own_discard(ctx, r, idx + i, j - i, gone);
 		/* Back in place, but not what the application discarded since
-		 * (its REMOVE made the held page ZAPPED: zeros are its data). */
+		 * (its REMOVE made the held page ZAPPED: zeros are its data);
+		 * a page madvise refused is as it was: unprotected. */
 		for (size_t x = i; x < j;) {
 			uint32_t w = atomic_load_explicit(&range_page(r, idx + x)->word,
 							  memory_order_relaxed);
+			if (!gone[x - i]) {
+				(void)uhmm__uffd_writeprotect(ctx->uffd, va + (x << PAGE_SHIFT),
+							      PAGE_SIZE, false);
+				x++;
+				continue;
+			}
 			if (w & PG_ZAPPED) {
 				x++;
 				continue;
 			}
 			size_t y = x + 1;
-			while (y < j && !(atomic_load_explicit(&range_page(r, idx + y)->word,
-							       memory_order_relaxed) & PG_ZAPPED))
+			while (y < j && gone[y - i] &&
+			       !(atomic_load_explicit(&range_page(r, idx + y)->word,
+						      memory_order_relaxed) & PG_ZAPPED))
 				y++;
 			if (copy_back(ctx, va + (x << PAGE_SHIFT), buf + (x << PAGE_SHIFT),
 				      (y - x) << PAGE_SHIFT))

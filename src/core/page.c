@@ -347,3 +347,55 @@ void uhmm__page_zap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 		}
 	}
 }
+
+int uhmm__own_discard(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n,
+		      uint8_t *sel)
+{
+	UHMM_ASSERT(n <= BATCH_PAGES && !pthread_equal(pthread_self(), ctx->service));
+	uintptr_t va = r->start + (idx << PAGE_SHIFT);
+	uint8_t marked[BATCH_PAGES];
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		marked[i] = sel[i] != 0;
+		if (marked[i]) {
+			atomic_fetch_or_explicit(&range_page(r, idx + i)->word, PG_OWNDISC,
+						 memory_order_relaxed);
+			any = true;
+		}
+	}
+	if (!any)
+		return 0;
+	int err = 0;
+	for (size_t i = 0; i < n;) {
+		if (!sel[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && sel[j])
+			j++;
+		if (madvise((void *)(va + (i << PAGE_SHIFT)), (j - i) << PAGE_SHIFT,
+			    MADV_DONTNEED)) {
+			/* Page by page (the run may cross two mappings, or
+			 * one of them changed): those refused stay. */
+			for (size_t x = i; x < j; x++) {
+				if (!madvise((void *)(va + (x << PAGE_SHIFT)), PAGE_SIZE,
+					     MADV_DONTNEED))
+					continue;
+				if (!err)
+					err = -errno;
+				sel[x] = 0;
+			}
+		}
+		i = j;
+	}
+	/* madvise returned once its event was read; handled too, before the
+	 * marks go (a mark cleared first would make our REMOVE look like
+	 * the application's: the page zapped, its data lost). */
+	uhmm__events_wait(ctx);
+	for (size_t i = 0; i < n; i++)
+		if (marked[i])
+			atomic_fetch_and_explicit(&range_page(r, idx + i)->word, ~PG_OWNDISC,
+						  memory_order_relaxed);
+	return err;
+}

@@ -226,8 +226,17 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req)
 			 * page back, or (a bug worth hearing about) a page while
 			 * we recorded it on a device.  Keep the device copy
 			 * (nothing is lost) and tell the caller. */
-			fprintf(stderr, "uhmm: page %#lx present while on a device\n",
-				(unsigned long)(r->start + ((req->idx + k) << PAGE_SHIFT)));
+			uintptr_t at = r->start + ((req->idx + k) << PAGE_SHIFT);
+			/* What the next report needs: the page's word and
+			 * whether a huge page maps its block. */
+			fprintf(stderr,
+				"uhmm: page %#lx present while on a device (word %#x, %s, "
+				"from %s)\n",
+				(unsigned long)at,
+				(unsigned)atomic_load_explicit(&range_page(r, req->idx + k)->word,
+							       memory_order_relaxed),
+				uhmm__thp_mapped(ctx->pagemap_fd, at) ? "huge page" : "4 KiB page",
+				req->src_is_slots ? "slots" : "a buffer");
 			req->want[k] = 0;
 			if (!req->result)
 				req->result = -EEXIST;

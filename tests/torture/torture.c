@@ -317,6 +317,30 @@ static void mismatch(struct tstate *t, unsigned si, size_t off, unsigned width,
 	pthread_mutex_unlock(&G.report_lock);
 }
 
+/* After an -EIO (a page present in the CPU page table while uhmm records
+ * it on a device: "present while on a device"), which pages of
+ * [off, off + len) are in that state now, with their histories.  The
+ * library keeps the device copy in that case, so the state lasts. */
+static void report_split(struct slot *s, size_t off, size_t len)
+{
+	unsigned char vec[256];
+	for (size_t p = off / PG; p < s->npages && p * PG < off + len;) {
+		size_t n = s->npages - p < 256 ? s->npages - p : 256;
+		if (mincore(s->base + p * PG, n * PG, vec))
+			return;
+		for (size_t i = 0; i < n && (p + i) * PG < off + len; i++) {
+			struct uhmm_page_info pi;
+			if (!(vec[i] & 1) || uhmm_page_query(G.ctx, s->base + (p + i) * PG, &pi) ||
+			    pi.where != UHMM_WHERE_DEVICE)
+				continue;
+			fprintf(stderr, "    page %zu present and on %s (seq %u)\n", p + i,
+				pi.device ? uhmm_device_name(pi.device) : "?", pi.seq);
+			print_hist(s, p + i);
+		}
+		p += n;
+	}
+}
+
 static void unexpected(struct tstate *t, enum kind k, const char *call, int err,
 		       const char *fmt, ...)
 {
@@ -464,7 +488,13 @@ static bool migrate_outcome(struct tstate *t, enum kind k, const char *call, int
 			return false;
 		}
 	}
-	return outcome(t, k, call, r, true, true, ok_eperm);
+	bool ok = outcome(t, k, call, r, true, true, ok_eperm);
+	if (!ok && r == -EIO) {
+		pthread_mutex_lock(&G.report_lock);
+		report_split((struct slot *)s, off, len);
+		pthread_mutex_unlock(&G.report_lock);
+	}
+	return ok;
 }
 
 /* After a migration home failed unexpectedly: where the pages of
@@ -1221,7 +1251,11 @@ static void op_exclusive(struct tstate *t, unsigned si, uint64_t opid)
 	 * a grab of up to 256 pages by each of 4 threads does not fill it,
 	 * but pages held exclusively stay there until revoked.  Not device
 	 * memory: a grab takes no device frame. */
-	outcome(t, K_EXCLUSIVE, "uhmm_make_exclusive", r, true, true, false);
+	if (!outcome(t, K_EXCLUSIVE, "uhmm_make_exclusive", r, true, true, false) && r == -EIO) {
+		pthread_mutex_lock(&G.report_lock);
+		report_split(s, off, len);
+		pthread_mutex_unlock(&G.report_lock);
+	}
 	if (rnd_below(t, 2))
 		check_own_in(t, si, off, len, "after exclusive grab (revokes)");
 }
