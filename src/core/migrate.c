@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/log.h"
 
 /* ---- running copies ---- */
 
@@ -1286,9 +1287,9 @@ static int copy_back(struct uhmm_ctx *ctx, uintptr_t dst, const char *src, size_
  * /proc/self/mem, discarded as uhmm's own (PG_OWNDISC: the REMOVE event
  * consumes the mark, as on the no-move path) and copied back in place.  A
  * discard by the application meanwhile (ZAPPED) wins: the page stays
- * missing, zeros.  Needs write-protection and /proc/self/mem; a page whose
- * copy back fails (an event stream that never ends) is written back after
- * the unlock through /proc/self/mem, served as a missing page first.
+ * missing, zeros.  Needs write-protection and /proc/self/mem.  A page whose
+ * copy back fails (its mapping went away or moved under us, or events kept
+ * refusing the copy for 2 s) is left missing, and said (a warning).
  */
 size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n)
 {
@@ -1368,12 +1369,15 @@ size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 	for (size_t i = 0; i < n; i++)
 		if (held[i])
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
-	/* Not copied back: written back through the kernel's own fault (a
-	 * missing userfault, served with zeros, then our bytes). */
+	/* Not copied back (the mapping went away or moved, or events kept
+	 * refusing the copy for 2 s): the page is missing, zeros at its
+	 * next touch.  Said, as it is a loss when the mapping moved
+	 * (docs/RELIABILITY.md, "Open"); /proc/self/mem cannot write it
+	 * (a write to a missing page of a userfaultfd range fails, EIO). */
 	for (size_t i = 0; i < n; i++)
 		if (late[i])
-			(void)!pwrite(ctx->mem_fd, buf + (i << PAGE_SHIFT), PAGE_SIZE,
-				      (off_t)(va + (i << PAGE_SHIFT)));
+			uhmm__log(UHMM_LOG_WARN, "page %#lx not copied back after its remake",
+				  (unsigned long)(va + (i << PAGE_SHIFT)));
 	uhmm__pool_bounce_put(&ctx->pool, buf);
 	return made;
 }
