@@ -528,8 +528,10 @@ struct uhmm_ctx {
 	/* fork.c's list of the contexts it holds across fork() (under its
 	 * fork_mutex; see uhmm__live_contexts_hold). */
 	struct uhmm_ctx *fork_next;
-	/* Faulting threads installing pages now (uhmm__sb_enter): the
-	 * service thread waits for none to be left before it reads events. */
+	/* Threads other than the service thread installing pages now
+	 * (uhmm__sb_enter: SIGBUS-mode faulting threads, the page remake's
+	 * copy back): the service thread waits for none to be left before
+	 * it reads events. */
 	_Atomic uint32_t sb_active;
 	struct uhmm_ctx_opts opts;
 
@@ -948,8 +950,10 @@ void uhmm__install_pages(struct uhmm_ctx *ctx, struct install_req *req);
  * on the page lock, the copy engine, device fences and the service thread.
  * uhmm__fault_request: hand the fault to the service thread and wait until
  * it is served (false: the address is not managed, not even as the grown
- * tail of a range, uhmm__ranges_grow).  uhmm__sb_enter/leave bracket an install by a faulting
- * thread: enter fails while the service thread reads or handles events.
+ * tail of a range, uhmm__ranges_grow).  uhmm__sb_enter/leave bracket an install by a thread
+ * other than the service thread (a faulting thread; the page remake's copy
+ * back, in every mode): enter fails while the service thread reads or
+ * handles events; a bracket never waits on anything.
  */
 void uhmm__serve_self(struct uhmm_ctx *ctx, struct uhmm_range *r, uintptr_t addr,
 		      bool write);

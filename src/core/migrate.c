@@ -1252,27 +1252,59 @@ void uhmm__unshare_present(uintptr_t a, size_t n)
 	}
 }
 
-/* UFFDIO_COPY of @len bytes at @src to the missing pages at @dst (emptied
- * by uhmm's own discard: uhmm__uffd_copy checks a short report against
- * the page tables), without waking anyone; an event pending (EAGAIN with
- * nothing done: the kernel's mmap_changing) is read first, for up to 2 s.
- * 0, or the ioctl's error. */
-static int copy_back(struct uhmm_ctx *ctx, uintptr_t dst, const char *src, size_t len)
+/*
+ * The remake's copy back of pages [x, y) of the batch at va (page i of
+ * the batch is page idx + i of r; its bytes at buf + i * 4K), each dropped
+ * by uhmm's own discard, held by us.  Each page is looked at (ZAPPED: the
+ * application discarded it since, zeros are its data, not copied) and
+ * copied inside one bracket (uhmm__sb_enter): the service thread reads and
+ * handles no event meanwhile, so the application's REMOVE was handled
+ * before the look (ZAPPED), or is pending (mmap_changing: the copy says
+ * EAGAIN, and the page is looked at again once it is handled), or is read
+ * after the copy (and its zap, which follows the read, takes our page, as
+ * the application asked).  A look outside the bracket let the discarded
+ * bytes come back after the application's madvise had returned (the spin
+ * model remake.pml found both ways).  Up to 2 s of events; a page not
+ * copied back gets late[i] = 1.  Returns the number copied back.
+ */
+static size_t copy_back(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, uintptr_t va,
+			const char *buf, size_t x, size_t y, uint8_t *late)
 {
 	uint64_t t0 = uhmm__now_ns();
-	size_t off = 0;
-	for (;;) {
+	size_t made = 0;
+	while (x < y) {
+		while (!uhmm__sb_enter(ctx))
+			uhmm__events_wait(ctx);
+		if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+			uhmm__sb_leave(ctx);
+			memset(late + x, 1, y - x); /* its address is not its own now */
+			break;
+		}
+		while (x < y && (atomic_load_explicit(&range_page(r, idx + x)->word,
+						      memory_order_relaxed) & PG_ZAPPED))
+			x++;
+		size_t e = x;
+		while (e < y && !(atomic_load_explicit(&range_page(r, idx + e)->word,
+						       memory_order_relaxed) & PG_ZAPPED))
+			e++;
 		size_t done = 0;
-		long ret = uhmm__uffd_copy(ctx->uffd, dst + off, src + off, len - off,
-					   UFFDIO_COPY_MODE_DONTWAKE, true, &done);
-		off += done;
+		long ret = x < e ? uhmm__uffd_copy(ctx->uffd, va + (x << PAGE_SHIFT),
+						   buf + (x << PAGE_SHIFT), (e - x) << PAGE_SHIFT,
+						   UFFDIO_COPY_MODE_DONTWAKE, true, &done)
+				 : 0;
+		uhmm__sb_leave(ctx);
+		made += done >> PAGE_SHIFT;
+		x += done >> PAGE_SHIFT;
 		if (ret >= 0)
-			return 0;
-		if (ret != -EAGAIN || uhmm__now_ns() - t0 > 2000000000ull)
-			return (int)ret;
-		uhmm__events_wait(ctx);
-		sched_yield();
+			continue;
+		if (ret == -EAGAIN && uhmm__now_ns() - t0 < 2000000000ull) {
+			uhmm__events_wait(ctx);
+			sched_yield();
+			continue;
+		}
+		late[x++] = 1;
 	}
+	return made;
 }
 
 /*
@@ -1340,28 +1372,16 @@ size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t i
 		 * (its REMOVE made the held page ZAPPED: zeros are its data);
 		 * a page madvise refused is as it was: unprotected. */
 		for (size_t x = i; x < j;) {
-			uint32_t w = atomic_load_explicit(&range_page(r, idx + x)->word,
-							  memory_order_relaxed);
 			if (!gone[x - i]) {
 				(void)uhmm__uffd_writeprotect(ctx->uffd, va + (x << PAGE_SHIFT),
 							      PAGE_SIZE, false);
 				x++;
 				continue;
 			}
-			if (w & PG_ZAPPED) {
-				x++;
-				continue;
-			}
 			size_t y = x + 1;
-			while (y < j && gone[y - i] &&
-			       !(atomic_load_explicit(&range_page(r, idx + y)->word,
-						      memory_order_relaxed) & PG_ZAPPED))
+			while (y < j && gone[y - i])
 				y++;
-			if (copy_back(ctx, va + (x << PAGE_SHIFT), buf + (x << PAGE_SHIFT),
-				      (y - x) << PAGE_SHIFT))
-				memset(late + x, 1, y - x);
-			else
-				made += y - x;
+			made += copy_back(ctx, r, idx, va, buf, x, y, late);
 			x = y;
 		}
 		i = j;

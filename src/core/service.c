@@ -60,12 +60,11 @@ static void events_begin(struct uhmm_ctx *ctx)
 	 * refused with EAGAIN while the event is pending, or sees the event
 	 * handled (ZAPPED, dead): the order the service thread keeps by being
 	 * the only installer in the default mode.  They never wait inside
-	 * their bracket (uhmm__sb_enter). */
-	if (ctx->sigbus) {
-		uint32_t v;
-		while ((v = atomic_load_explicit(&ctx->sb_active, memory_order_seq_cst)) != 0)
-			uhmm_futex_wait(&ctx->sb_active, v);
-	}
+	 * their bracket (uhmm__sb_enter).  In every mode: the page remake's
+	 * copy back (migrate.c) installs from an application thread too. */
+	uint32_t v;
+	while ((v = atomic_load_explicit(&ctx->sb_active, memory_order_seq_cst)) != 0)
+		uhmm_futex_wait(&ctx->sb_active, v);
 }
 
 bool uhmm__sb_enter(struct uhmm_ctx *ctx)
