@@ -90,9 +90,9 @@ struct uhmm_simdev_opts {
 	/** The counting region, bytes: a power of two, 4 KiB..2 MiB; default
 	 * 64 KiB.  UHMM_SIMDEV_COUNTER_REGION overrides it. */
 	uint64_t counter_region;
-	/* Added in 0.2.0 (after UHMM_SIMDEV_OPTS_SIZE_V1). */
+	/* Added after the ABI baseline (UHMM_SIMDEV_OPTS_SIZE_V1 ends here). */
 	/**
-	 * A DAX device whose memory the device's memory is, or NULL
+	 * The DAX device to take the device's memory from, or NULL
 	 * (default): by name, "daxR.N" or "/dev/daxR.N" (R and N decimal).
 	 * Supported mode: the device onlined as system RAM (Linux's kmem
 	 * driver: `daxctl reconfigure-device --mode=system-ram daxR.N`),
@@ -120,9 +120,9 @@ struct uhmm_simdev_opts {
 	const char *dax;
 };
 
-/** The size of struct uhmm_simdev_opts before @dax (0.1.x): a program
- * built against that header passes it; the fields it lacks keep their
- * defaults. */
+/** Size of struct uhmm_simdev_opts before dax was added (the ABI
+ * baseline's): a program built against that header passes it, and the
+ * fields it lacks keep their defaults. */
 #define UHMM_SIMDEV_OPTS_SIZE_V1 offsetof(struct uhmm_simdev_opts, dax)
 
 /** Fill @opts with the defaults. */
