@@ -9,12 +9,15 @@
  * and every pair's bandwidth and latency.
  *
  *   uhmm-topo [-n N] [-l PRESET[,PRESET...]] [-c all|I[,I...]] [-m MiB]
+ *             [-d I=DAX]...
  *
  *   -n N       simdevs (1..16; default 2)
  *   -l LIST    link preset of each device in turn (the last one repeats;
  *              uhmm-topo -L lists them); default: UHMM_SIMDEV_LINK or none
  *   -c LIST    devices (0-based) whose memory is coherent, or "all"
  *   -m MiB     memory of each device, a multiple of 2 (default 64)
+ *   -d I=DAX   device I's memory on the DAX device DAX in system-ram mode
+ *              (uhmm_simdev_opts.dax; its NUMA node is shown with its name)
  *   -L         list the link presets and exit
  */
 #define _GNU_SOURCE
@@ -33,7 +36,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: uhmm-topo [-n N] [-l PRESET[,PRESET...]] [-c all|I[,I...]] "
-		   "[-m MiB] [-L]\n");
+		   "[-m MiB] [-d I=DAX]... [-L]\n");
 }
 
 /* The matrix's code of a link: X self, SYS through system memory, else
@@ -91,9 +94,20 @@ int main(int argc, char **argv)
 	unsigned ndev = 2;
 	const char *links_arg = NULL, *coh_arg = NULL;
 	unsigned long mem_mib = 64;
+	const char *dax[MAXDEV] = { 0 };
 	int c;
-	while ((c = getopt(argc, argv, "n:l:c:m:Lh")) != -1) {
+	while ((c = getopt(argc, argv, "n:l:c:m:d:Lh")) != -1) {
 		switch (c) {
+		case 'd': {
+			char *end;
+			unsigned long i = strtoul(optarg, &end, 0);
+			if (end == optarg || *end != '=' || i >= MAXDEV || !end[1]) {
+				fprintf(stderr, "uhmm-topo: -d %s: not I=DAX\n", optarg);
+				return 2;
+			}
+			dax[i] = end + 1;
+			break;
+		}
 		case 'n':
 			ndev = (unsigned)strtoul(optarg, NULL, 0);
 			break;
@@ -125,6 +139,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	for (unsigned i = ndev; i < MAXDEV; i++)
+		if (dax[i]) {
+			fprintf(stderr, "uhmm-topo: -d: no device %u\n", i);
+			return 2;
+		}
 
 	/* Options of each device. */
 	char *links[MAXDEV] = { 0 }, *links_copy = NULL;
@@ -163,18 +182,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uhmm-topo: uhmm_ctx_create: %s\n", uhmm_strerror(err));
 		return 1;
 	}
+	uhmm_device *made[MAXDEV] = { 0 };
 	for (unsigned i = 0; i < ndev; i++) {
 		struct uhmm_simdev_opts o;
 		uhmm_simdev_opts_init(&o);
 		o.mem_bytes = (uint64_t)mem_mib << 20;
 		o.link = links[i];
 		o.coherent = coherent[i];
-		uhmm_device *d;
-		err = uhmm_simdev_create(ctx, &o, &d);
+		o.dax = dax[i];
+		err = uhmm_simdev_create(ctx, &o, &made[i]);
 		if (err) {
-			fprintf(stderr, "uhmm-topo: simdev %u (%s%s): %s\n", i,
+			fprintf(stderr, "uhmm-topo: simdev %u (%s%s%s%s): %s\n", i,
 				links[i] ? links[i] : "default link",
-				coherent[i] ? ", coherent" : "", uhmm_strerror(err));
+				coherent[i] ? ", coherent" : "", dax[i] ? ", on " : "",
+				dax[i] ? dax[i] : "",
+				dax[i] && err == -ENODEV ? "no such DAX device"
+				: dax[i] && err == -EOPNOTSUPP
+					? "DAX device not in system-ram mode"
+					: uhmm_strerror(err));
 			uhmm_ctx_destroy(ctx);
 			free(links_copy);
 			return 1;
@@ -202,8 +227,15 @@ int main(int argc, char **argv)
 		printf("%-10.10s", devs[i].name);
 		for (long j = 0; j < n; j++)
 			printf(" %-9s", code(&mat[i * MAXDEV + j].link));
-		char numa[16];
-		if (devs[i].numa_node >= 0)
+		/* The DAX device it stands on, if -d named one. */
+		const char *on = NULL;
+		for (unsigned k = 0; k < ndev; k++)
+			if (made[k] == devs[i].dev)
+				on = dax[k];
+		char numa[64];
+		if (devs[i].numa_node >= 0 && on)
+			snprintf(numa, sizeof(numa), "%d (%s)", devs[i].numa_node, on);
+		else if (devs[i].numa_node >= 0)
 			snprintf(numa, sizeof(numa), "%d", devs[i].numa_node);
 		else
 			snprintf(numa, sizeof(numa), "N/A");

@@ -90,7 +90,40 @@ struct uhmm_simdev_opts {
 	/** The counting region, bytes: a power of two, 4 KiB..2 MiB; default
 	 * 64 KiB.  UHMM_SIMDEV_COUNTER_REGION overrides it. */
 	uint64_t counter_region;
+	/* Added after the ABI baseline (UHMM_SIMDEV_OPTS_SIZE_V1 ends here). */
+	/**
+	 * The DAX device to take the device's memory from, or NULL
+	 * (default): by name, "daxR.N" or "/dev/daxR.N" (R and N decimal).
+	 * Supported mode: the device onlined as system RAM (Linux's kmem
+	 * driver: `daxctl reconfigure-device --mode=system-ram daxR.N`),
+	 * which is how CXL and persistent memory serve as memory: its
+	 * capacity is then a NUMA node (usually CPU-less), the device's
+	 * `target_node`, and simdev binds its memory to that node exactly as
+	 * @numa_node does (the topology query reports that node).  Read from
+	 * sysfs, under $UHMM_SYSFS_ROOT (default "/sys"; a variable for tests
+	 * and containers): bus/dax/devices/<name>/driver (a link whose last
+	 * component is "kmem" in system-ram mode) and .../target_node.
+	 *
+	 * The device in devdax mode (driver "device_dax", or none) is
+	 * refused (-EOPNOTSUPP): its memory is reached only by mapping the
+	 * character device, a MAP_SHARED mapping, and coherent pages are
+	 * moved into place with UFFDIO_MOVE, which moves only anonymous
+	 * private pages.  Reconfigure it to system-ram mode.
+	 *
+	 * Errors of uhmm_simdev_create(): -EINVAL a name not of that form, a
+	 * target_node that is not a node the machine has (or has no memory
+	 * on, or not below 1024), or @numa_node >= 0 naming another node;
+	 * -ENODEV no such DAX device (no bus/dax/devices/<name>, or no
+	 * readable target_node there); -EOPNOTSUPP the device is not in
+	 * system-ram mode.  The name is read at creation only.
+	 */
+	const char *dax;
 };
+
+/** Size of struct uhmm_simdev_opts before dax was added (the ABI
+ * baseline's): a program built against that header passes it, and the
+ * fields it lacks keep their defaults. */
+#define UHMM_SIMDEV_OPTS_SIZE_V1 offsetof(struct uhmm_simdev_opts, dax)
 
 /** Fill @opts with the defaults. */
 UHMM_API void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts);
@@ -99,15 +132,21 @@ UHMM_API void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts);
  * uhmm_simdev_create - create a software device and attach it to @ctx.
  * The device is released by uhmm_device_detach() or with the context.
  * @opts may be NULL for the defaults.
+ * opts->size is sizeof(struct uhmm_simdev_opts) or, for a program built
+ * against an older header, UHMM_SIMDEV_OPTS_SIZE_V1 (the fields after it
+ * keep their defaults).
  * Errors: -EBADF @ctx is not a live context; -EINVAL @out is NULL, or bad
- * options (opts->size too small, mem_bytes 0 or not a multiple of 2 MiB,
+ * options (opts->size neither of those, mem_bytes 0 or not a multiple of 2 MiB,
  * copy_threads out of range, negative or NaN bandwidth or peer bandwidth,
  * opts->link not a preset name, counters not 0 or 1, counter_threshold or
  * counter_region out of range), or the environment variable
  * UHMM_SIMDEV_LINK, when it applies, names no preset (the bad name is
  * printed on stderr), or UHMM_SIMDEV_COUNTERS, _COUNTER_THRESHOLD or
- * _COUNTER_REGION is set to a value out of range; -ENOMEM; -EAGAIN thread creation failed; errors of
- * uhmm_device_attach().
+ * _COUNTER_REGION is set to a value out of range, or @numa_node or @dax
+ * names a node the machine does not have, or both name different nodes;
+ * -ENODEV opts->dax names no DAX device; -EOPNOTSUPP opts->dax is a
+ * device not in system-ram mode (see @dax); -ENOMEM; -EAGAIN thread
+ * creation failed; errors of uhmm_device_attach().
  */
 UHMM_API int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		       uhmm_device **out);

@@ -17,9 +17,11 @@
 #include "core/trace.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +101,7 @@ void uhmm_simdev_opts_init(struct uhmm_simdev_opts *opts)
 		.counters = 1,
 		.counter_threshold = 256,
 		.counter_region = 64 << 10,
+		.dax = NULL,
 	};
 }
 
@@ -147,6 +150,95 @@ static int bind_node(void *base, size_t len, int node)
 	return 0;
 }
 
+/* ---- a DAX device in system-ram mode (simdev.h, uhmm_simdev_opts.dax) --- */
+
+/* The device's name in @name without "/dev/": "dax" digits "." digits
+ * (1..9 each, so no path component and no overflow), else NULL. */
+static const char *dax_name(const char *name)
+{
+	if (!strncmp(name, "/dev/", 5))
+		name += 5;
+	if (strncmp(name, "dax", 3))
+		return NULL;
+	const char *c = name + 3;
+	for (unsigned part = 0; part < 2; part++) {
+		size_t n = 0;
+		while (c[n] >= '0' && c[n] <= '9')
+			n++;
+		if (n < 1 || n > 9)
+			return NULL;
+		c += n;
+		if (part == 0 && *c++ != '.')
+			return NULL;
+	}
+	return *c ? NULL : name;
+}
+
+/* Reads the short file @path (a sysfs attribute) into @buf, NUL-ended
+ * without its trailing newline; -errno on failure. */
+static int read_small(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n;
+	do
+		n = read(fd, buf, len - 1);
+	while (n < 0 && errno == EINTR);
+	int err = n < 0 ? (errno ? -errno : -EIO) : 0;
+	close(fd);
+	if (err)
+		return err;
+	size_t k = (size_t)n < len ? (size_t)n : len - 1;
+	buf[k] = '\0';
+	while (k > 0 && (buf[k - 1] == '\n' || buf[k - 1] == ' '))
+		buf[--k] = '\0';
+	return 0;
+}
+
+/*
+ * The NUMA node of the DAX device @dax in system-ram mode, from sysfs
+ * ($UHMM_SYSFS_ROOT, default /sys): -EINVAL a bad name or a node out of
+ * range; -ENODEV no such device; -EOPNOTSUPP not in system-ram mode (the
+ * kmem driver).  Whether the machine has the node, mbind tells (bind_node).
+ */
+static int dax_node(const char *dax, int *node)
+{
+	const char *name = dax_name(dax);
+	if (!name)
+		return -EINVAL;
+	const char *root = getenv("UHMM_SYSFS_ROOT");
+	if (!root || !*root)
+		root = "/sys";
+	char dir[4096], path[4096 + 16], buf[4096];
+	int n = snprintf(dir, sizeof(dir), "%s/bus/dax/devices/%s", root, name);
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return -EINVAL; /* (a root too long to be a path) */
+	struct stat st;
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return -ENODEV;
+	/* The driver: its link's last component.  No link: no driver bound. */
+	snprintf(path, sizeof(path), "%s/driver", dir);
+	ssize_t l = readlink(path, buf, sizeof(buf) - 1);
+	if (l < 0)
+		return -EOPNOTSUPP;
+	buf[l] = '\0';
+	const char *drv = strrchr(buf, '/');
+	drv = drv ? drv + 1 : buf;
+	if (strcmp(drv, "kmem"))
+		return -EOPNOTSUPP; /* device_dax: a MAP_SHARED mapping only */
+	snprintf(path, sizeof(path), "%s/target_node", dir);
+	if (read_small(path, buf, 32) != 0)
+		return -ENODEV;
+	char *end;
+	errno = 0;
+	long v = strtol(buf, &end, 10);
+	if (end == buf || *end || errno || v < 0 || v >= SD_MAX_NODES)
+		return -EINVAL;
+	*node = (int)v;
+	return 0;
+}
+
 int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 {
 	struct uhmm_simdev_opts defaults;
@@ -161,6 +253,18 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	int err = opts_check(opts);
 	if (err)
 		return err;
+	/* The node the memory is bound to: numa_node's, or the DAX device's
+	 * (which numa_node, if given too, must name). */
+	int node = opts->numa_node;
+	if (opts->dax) {
+		int dnode;
+		err = dax_node(opts->dax, &dnode);
+		if (err)
+			return err;
+		if (node >= 0 && node != dnode)
+			return -EINVAL;
+		node = dnode;
+	}
 
 	/* The link: a preset's figures, or the fields as given. */
 	const struct uhmm_simdev_link *lk = uhmm__link_preset(opts->link);
@@ -213,14 +317,14 @@ int uhmm__simdev_new(const struct uhmm_simdev_opts *opts, struct simdev **out)
 	atomic_init(&sd->bytes_copied, 0);
 
 	sd->coherent = opts->coherent;
-	sd->numa_node = opts->numa_node;
+	sd->numa_node = node;
 	atomic_init(&sd->peer_access, false);
 	err = uhmm__devmem_init(&sd->mem, opts->mem_bytes);
 	if (err)
 		goto fail_free;
-	if (opts->numa_node >= 0) {
+	if (node >= 0) {
 		/* Before anything touches it: pages are placed at first touch. */
-		err = bind_node(sd->mem.base, sd->mem.bytes, opts->numa_node);
+		err = bind_node(sd->mem.base, sd->mem.bytes, node);
 		if (err) {
 			uhmm__devmem_fini(&sd->mem);
 			goto fail_free;
@@ -747,12 +851,17 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 		return -EINVAL;
 	if (!ctx)
 		return -EBADF;
-	if (opts && opts->size < sizeof(o))
-		return -EINVAL; /* (before reading past what the caller has) */
-	if (opts)
-		o = *opts;
-	else
-		uhmm_simdev_opts_init(&o);
+	/* A program built against an older header passes the smaller struct
+	 * it knows (checked before reading past it): the fields it does not
+	 * have keep their defaults.  One built against a newer header is
+	 * refused. */
+	if (opts && opts->size != UHMM_SIMDEV_OPTS_SIZE_V1 && opts->size != sizeof(o))
+		return -EINVAL;
+	uhmm_simdev_opts_init(&o);
+	if (opts) {
+		memcpy(&o, opts, opts->size);
+		o.size = sizeof(o);
+	}
 	/* UHMM_SIMDEV_LINK names the preset of simdevs whose options choose
 	 * no link of their own. */
 	const char *link_env = getenv("UHMM_SIMDEV_LINK");
@@ -792,7 +901,7 @@ int uhmm_simdev_create(uhmm_ctx *ctx, const struct uhmm_simdev_opts *opts,
 	if (err)
 		return err;
 
-	const char *name = opts ? opts->name : NULL;
+	const char *name = o.name;
 	if (!name) {
 		snprintf(namebuf, sizeof(namebuf), "simdev%u",
 			 atomic_fetch_add(&simdev_seq, 1));

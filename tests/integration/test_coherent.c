@@ -10,18 +10,21 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ftw.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <uhmm/device.h>
 #include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
+#include <uhmm/topology.h>
 #include <uhmm/uhmm.h>
 
 #include "core/internal.h"
@@ -460,6 +463,231 @@ static void simdev_on_numa_node(void **state)
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* ---- a DAX device in system-ram mode (uhmm_simdev_opts.dax) ----------- */
+
+/* A fake sysfs tree (UHMM_SYSFS_ROOT) in a temporary directory. */
+static char sysfs_root[64];
+
+static void sysfs_path(char *buf, size_t len, const char *rel)
+{
+	int n = snprintf(buf, len, "%s/%s", sysfs_root, rel);
+	assert_true(n > 0 && (size_t)n < len);
+}
+
+static void sysfs_mkdirs(const char *rel)
+{
+	char path[256], *c;
+	sysfs_path(path, sizeof(path), rel);
+	for (c = path + strlen(sysfs_root) + 1;; c++) {
+		if (*c == '/' || !*c) {
+			char was = *c;
+			*c = '\0';
+			if (mkdir(path, 0755) != 0)
+				assert_int_equal(errno, EEXIST);
+			*c = was;
+			if (!was)
+				break;
+		}
+	}
+}
+
+/* bus/dax/devices/@name, its driver link to @driver (NULL: none) and its
+ * target_node @node (NULL: none). */
+static void fake_dax(const char *name, const char *driver, const char *node)
+{
+	char rel[128], path[256];
+	snprintf(rel, sizeof(rel), "bus/dax/devices/%s", name);
+	sysfs_mkdirs(rel);
+	if (driver) {
+		char target[128];
+		snprintf(rel, sizeof(rel), "bus/dax/drivers/%s", driver);
+		sysfs_mkdirs(rel);
+		snprintf(target, sizeof(target), "../../../../bus/dax/drivers/%s", driver);
+		snprintf(rel, sizeof(rel), "bus/dax/devices/%s/driver", name);
+		sysfs_path(path, sizeof(path), rel);
+		assert_int_equal(symlink(target, path), 0);
+	}
+	if (node) {
+		snprintf(rel, sizeof(rel), "bus/dax/devices/%s/target_node", name);
+		sysfs_path(path, sizeof(path), rel);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fprintf(f, "%s\n", node);
+		assert_int_equal(fclose(f), 0);
+	}
+}
+
+static void sysfs_setup(void)
+{
+	snprintf(sysfs_root, sizeof(sysfs_root), "/tmp/uhmm-sysfs-XXXXXX");
+	assert_non_null(mkdtemp(sysfs_root));
+	assert_int_equal(setenv("UHMM_SYSFS_ROOT", sysfs_root, 1), 0);
+}
+
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static void sysfs_teardown(void)
+{
+	assert_int_equal(unsetenv("UHMM_SYSFS_ROOT"), 0);
+	assert_int_equal(nftw(sysfs_root, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* A kmem (system-ram) DAX device on node 0: the simdev's memory is bound
+ * to its node, coherent pages move there and back with their data, and
+ * the topology reports the node. */
+static void simdev_on_dax_system_ram(void **state)
+{
+	(void)state;
+	sysfs_setup();
+	fake_dax("dax0.0", "kmem", "0");
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	o.coherent = 1;
+	o.dax = "dax0.0";
+	uhmm_device *d, *d2;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &d));
+	/* The /dev/ name, and numa_node naming the same node, are fine. */
+	o.dax = "/dev/dax0.0";
+	o.numa_node = 0;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &d2));
+	size_t len = 2 * MiB;
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
+	uhmm_test_fill(p, len, 71);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, d, 0));
+	assert_int_equal(coherent_on(ctx, p, len, d), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 71), (size_t)-1);
+	if (!uhmm_test_no_move()) {
+		/* The device's frames are in place: on the device's node. */
+		void *pages[64];
+		int st[64];
+		for (size_t i = 0; i < 64; i++) {
+			pages[i] = p + i * (len / 64);
+			st[i] = -1;
+		}
+		long r = syscall(SYS_move_pages, 0, 64ul, pages, NULL, st, 0);
+		if (r == 0)
+			for (size_t i = 0; i < 64; i++)
+				assert_int_equal(st[i], 0);
+		else
+			fprintf(stderr, "move_pages: %s (node not checked)\n", strerror(errno));
+	}
+	ASSERT_OK(uhmm_migrate(ctx, p, len, d2, 0));
+	assert_int_equal(coherent_on(ctx, p, len, d2), len / PG);
+	ASSERT_OK(uhmm_migrate(ctx, p, len, NULL, 0));
+	assert_int_equal(uhmm_test_pages_on(ctx, p, len, NULL), len / PG);
+	assert_int_equal(uhmm_test_check(p, len, 71), (size_t)-1);
+	struct uhmm_topo_dev devs[2];
+	assert_int_equal(uhmm_topology(ctx, devs, 2, NULL), 2);
+	assert_int_equal(devs[0].numa_node, 0);
+	assert_int_equal(devs[1].numa_node, 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	sysfs_teardown();
+}
+
+/* What is not a DAX device in system-ram mode is refused, each with its
+ * error. */
+static void simdev_dax_refusals(void **state)
+{
+	(void)state;
+	sysfs_setup();
+	fake_dax("dax0.0", "kmem", "0");
+	fake_dax("dax1.0", "device_dax", "0");   /* devdax mode */
+	fake_dax("dax2.0", NULL, "0");           /* no driver bound */
+	fake_dax("dax3.0", "kmem", "1023");      /* a node nobody has */
+	fake_dax("dax4.0", "kmem", "1");         /* another node than 0 */
+	fake_dax("dax5.0", "kmem", "4096");      /* not below 1024 */
+	fake_dax("dax6.0", "kmem", "x");         /* not a number */
+	fake_dax("dax7.0", "kmem", NULL);        /* no target_node */
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	o.coherent = 1;
+	uhmm_device *d = NULL;
+	static const struct {
+		const char *dax;
+		int32_t numa_node;
+		int err;
+	} cases[] = {
+		{ "dax1.0", -1, -EOPNOTSUPP },
+		{ "/dev/dax1.0", -1, -EOPNOTSUPP },
+		{ "dax2.0", -1, -EOPNOTSUPP },
+		{ "dax9.0", -1, -ENODEV },
+		{ "/dev/dax0.1", -1, -ENODEV },
+		{ "dax7.0", -1, -ENODEV },
+		{ "dax3.0", -1, -EINVAL },
+		{ "dax5.0", -1, -EINVAL },
+		{ "dax6.0", -1, -EINVAL },
+		/* numa_node names another node than the device's */
+		{ "dax4.0", 0, -EINVAL },
+		{ "dax0.0", 1, -EINVAL },
+		{ "", -1, -EINVAL },
+		{ "dax0", -1, -EINVAL },
+		{ "dax0.", -1, -EINVAL },
+		{ "dax.0", -1, -EINVAL },
+		{ "dax0.0x", -1, -EINVAL },
+		{ "dax0.0/", -1, -EINVAL },
+		{ "../dax0.0", -1, -EINVAL },
+		{ "/dev/../dax0.0", -1, -EINVAL },
+		{ "dev/dax0.0", -1, -EINVAL },
+		{ "mem0.0", -1, -EINVAL },
+		{ "dax0.1234567890", -1, -EINVAL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		o.dax = cases[i].dax;
+		o.numa_node = cases[i].numa_node;
+		int err = uhmm_simdev_create(ctx, &o, &d);
+		if (err != cases[i].err)
+			fail_msg("dax \"%s\" numa_node %d: %d, not %d", cases[i].dax,
+				 cases[i].numa_node, err, cases[i].err);
+	}
+	/* Nothing was attached by the refusals. */
+	assert_int_equal(uhmm_topology(ctx, NULL, 0, NULL), 0);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+	sysfs_teardown();
+}
+
+/* A caller built against the header before `dax` passes the smaller
+ * struct: it still creates a simdev, and what lies past it is not read. */
+static void simdev_opts_v1_size(void **state)
+{
+	(void)state;
+	uhmm_ctx *ctx;
+	ASSERT_OK(uhmm_ctx_create(NULL, &ctx));
+	struct uhmm_simdev_opts o;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	o.coherent = 1;
+	o.dax = "not read"; /* would be -EINVAL if it were */
+	o.size = UHMM_SIMDEV_OPTS_SIZE_V1;
+	uhmm_device *d;
+	ASSERT_OK(uhmm_simdev_create(ctx, &o, &d));
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 2 * MiB, (void **)&p));
+	uhmm_test_fill(p, 2 * MiB, 81);
+	ASSERT_OK(uhmm_migrate(ctx, p, 2 * MiB, d, 0));
+	assert_int_equal(coherent_on(ctx, p, 2 * MiB, d), 2 * MiB / PG);
+	assert_int_equal(uhmm_test_check(p, 2 * MiB, 81), (size_t)-1);
+	/* Other sizes: refused. */
+	o.size = UHMM_SIMDEV_OPTS_SIZE_V1 - 8;
+	assert_int_equal(uhmm_simdev_create(ctx, &o, &d), -EINVAL);
+	o.size = UHMM_SIMDEV_OPTS_SIZE_V1 + 4;
+	assert_int_equal(uhmm_simdev_create(ctx, &o, &d), -EINVAL);
+	o.size = sizeof(o) + 8;
+	assert_int_equal(uhmm_simdev_create(ctx, &o, &d), -EINVAL);
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 /* Coherent pages in place in a mapping made read-only: they move away
  * (home, to a private device) with their data, although UFFDIO_MOVE
  * refuses read-only mappings (they are taken out by copy then); made
@@ -599,6 +827,9 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(discard_frees_the_frame),
 	cmocka_unit_test(discard_of_a_page_in_place_is_not_carried_off_before_the_zap),
 	cmocka_unit_test(simdev_on_numa_node),
+	cmocka_unit_test(simdev_on_dax_system_ram),
+	cmocka_unit_test(simdev_dax_refusals),
+	cmocka_unit_test(simdev_opts_v1_size),
 	cmocka_unit_test(read_only_coherent_pages_move),
 	cmocka_unit_test(discard_during_a_shared_page_reclaim_reads_zeros),
 };
