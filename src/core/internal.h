@@ -182,11 +182,6 @@ struct uhmm_pagearr {
 	 * decided before a bump moves nothing home after it (service.c
 	 * "uhmm_migrate's promise"). */
 	_Atomic uint32_t dev_epoch;
-	/* A THP of these pages moved out whole (migrate.c): whole blocks of
-	 * them come home as THPs (as do uhmm_alloc's, range->owned); else
-	 * at 4 KiB (a fresh THP for memory that never had one would be
-	 * zeroed for nothing).  docs/ARCHITECTURE.md "2 MiB on the CPU side". */
-	atomic_bool thp;
 	struct uhmm_pdir dir[];
 };
 
@@ -210,6 +205,9 @@ struct uhmm_pblk *uhmm__pblk_create(struct uhmm_pagearr *a, size_t b);
 #define HUGE_SPLITTING 0x8000u
 /* The flag of @p's block (any page of the block). */
 _Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p);
+/* Did @p's block's CPU side last leave as one THP (migrate.c)?  Cleared
+ * when the block's page state is created. */
+_Atomic uint8_t *uhmm__pblk_cpu_thp(const struct uhmm_page *p);
 /* Is @p's block one unit on device @dev? */
 static inline bool uhmm__huge_on(const struct uhmm_page *p, unsigned dev)
 {
@@ -252,6 +250,11 @@ static inline struct uhmm_page *range_page(struct uhmm_range *r, size_t idx)
 	if (unlikely(!b))
 		b = uhmm__pblk_create(r->arr, i / BATCH_PAGES);
 	return &b->pages[i % BATCH_PAGES];
+}
+static inline bool block_wants_thp(struct uhmm_range *r, size_t idx)
+{
+	return r->owned || atomic_load_explicit(uhmm__pblk_cpu_thp(range_page(r, idx)),
+						memory_order_relaxed);
 }
 /* Page idx of r to read only: &uhmm__page_none if its block was never
  * created (in system memory, unlocked). */
@@ -446,10 +449,17 @@ void uhmm__pool_put_huge(struct uhmm_pool *pool, size_t s);
 void uhmm__pool_clear_pmd(struct uhmm_pool *pool, size_t s);
 /* Is the 2 MiB at a (aligned) mapped by one PMD, a THP?  (PAGEMAP_SCAN;
  * false where it cannot tell.) */
-static inline bool range_wants_thp(const struct uhmm_range *r)
-{
-	return r->owned || atomic_load_explicit(&r->arr->thp, memory_order_relaxed);
-}
+/*
+ * Does block @idx / 512 of r come home as a THP when it comes home whole?
+ * uhmm_alloc's ranges always (range->owned); registered memory keeps what
+ * the process had: a block whose CPU side last left as one THP
+ * (uhmm__pblk_cpu_thp, set and cleared by migrate.c), else at 4 KiB (a
+ * fresh THP for memory that never had one would be zeroed for nothing).
+ * docs/ARCHITECTURE.md "2 MiB on the CPU side".  The block exists (a
+ * page of it is held).
+ */
+static inline bool block_wants_thp(struct uhmm_range *r, size_t idx);
+
 bool uhmm__thp_mapped(int pagemap_fd, uintptr_t a);
 /* Probe THP availability once per process: sysfs enabled/defrag,
  * prctl(PR_GET_THP_DISABLE).  Returns true if MADV_HUGEPAGE memory can

@@ -254,7 +254,7 @@ static int batch_to_system_locked(struct uhmm_ctx *ctx, struct uhmm_range *r,
 	 * THP, moved in as one PMD (docs/ARCHITECTURE.md "2 MiB on the CPU
 	 * side"). */
 	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
-		     range_wants_thp(r);
+		     block_wants_thp(r, idx);
 	for (size_t i = 0; i < n && whole; i++)
 		whole = want[i] == 1;
 	slot = whole ? uhmm__pool_get_huge(&ctx->pool, NULL, false) : -1;
@@ -789,9 +789,19 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		if (b->thp) {
 			STAT_INC(ctx, thp_moves_out);
 			UHMM_PROBE(thp_move, va0, false);
-			if (!atomic_load_explicit(&b->r->arr->thp, memory_order_relaxed))
-				atomic_store_explicit(&b->r->arr->thp, true, memory_order_relaxed);
 		}
+	}
+	/* What the block's CPU side was as it left, for its way home
+	 * (block_wants_thp): one THP, or 4 KiB pages as soon as one page of
+	 * it left by itself.  A batch that moved nothing out of the CPU page
+	 * table (device to device, all holes) says nothing of it. */
+	bool left_4k = false;
+	for (size_t i = 0; i < b->n && !b->thp && !left_4k; i++)
+		left_4k = b->kind[i] == K_FROM_CPU || b->kind[i] == K_NOMOVE;
+	if (b->thp || left_4k) {
+		_Atomic uint8_t *ct = uhmm__pblk_cpu_thp(range_page(b->r, b->idx));
+		if (atomic_load_explicit(ct, memory_order_relaxed) != b->thp)
+			atomic_store_explicit(ct, b->thp, memory_order_relaxed);
 	}
 	bool nomove = false;
 	for (size_t i = 0; i < b->n && !nomove; i++)

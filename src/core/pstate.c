@@ -40,6 +40,8 @@ const struct uhmm_page uhmm__page_none;
 struct chunk_hdr {
 	/* uhmm__pblk_huge(): per block of the chunk, block 0 unused */
 	_Atomic uint16_t huge[CHUNK_BLOCKS];
+	/* uhmm__pblk_cpu_thp(): likewise */
+	_Atomic uint8_t cpu_thp[CHUNK_BLOCKS];
 };
 _Static_assert(sizeof(struct chunk_hdr) <= sizeof(struct uhmm_pblk),
 	       "a chunk's header fits in its first block");
@@ -49,6 +51,13 @@ _Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p)
 	uintptr_t a = (uintptr_t)p;
 	struct chunk_hdr *h = (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
 	return &h->huge[(a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk)];
+}
+
+_Atomic uint8_t *uhmm__pblk_cpu_thp(const struct uhmm_page *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	struct chunk_hdr *h = (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
+	return &h->cpu_thp[(a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk)];
 }
 
 static pthread_mutex_t blk_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,6 +85,8 @@ static struct uhmm_pblk *blk_alloc(void)
 	pthread_mutex_unlock(&blk_lock);
 	memset(b, 0, sizeof(struct uhmm_pblk));
 	atomic_store_explicit(uhmm__pblk_huge((struct uhmm_page *)(void *)b), 0,
+			      memory_order_relaxed);
+	atomic_store_explicit(uhmm__pblk_cpu_thp((struct uhmm_page *)(void *)b), 0,
 			      memory_order_relaxed);
 	return (struct uhmm_pblk *)b;
 }

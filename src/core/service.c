@@ -720,7 +720,7 @@ static size_t bring_home(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t lo,
 	 * warm THP, moved in as one PMD, so the range is THP-backed again
 	 * (docs/ARCHITECTURE.md "2 MiB on the CPU side"). */
 	bool whole = ctx->move_in && n == BATCH_PAGES && !(va & (UHMM_HUGE_SIZE - 1)) &&
-		     range_wants_thp(r);
+		     block_wants_thp(r, lo);
 	if (whole && !self)
 		slot = uhmm__pool_get_huge(&ctx->pool, NULL, false);
 	if (!self && slot < 0)
@@ -951,7 +951,7 @@ static void serve_device(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		 * page alone, else the service thread (its bounce buffer). */
 		uintptr_t lva = r->start + (lo << PAGE_SHIFT);
 		if (ctx->move_in && hi - lo == BATCH_PAGES && !(lva & (UHMM_HUGE_SIZE - 1)) &&
-		    range_wants_thp(r))
+		    block_wants_thp(r, lo))
 			slot = uhmm__pool_get_huge(&ctx->pool, NULL, false); /* a whole block: a THP */
 		if (slot < 0)
 			slot = uhmm__pool_get(&ctx->pool, hi - lo, true);

@@ -151,6 +151,50 @@ static void thp_round_trip_by_migrate_stays_huge(void **state)
 }
 
 /*
+ * Registered memory keeps what the process had, block by block: of two
+ * blocks of a THP-backed span, the one whose huge page was split (its
+ * pages PTE-mapped) leaves at 4 KiB and comes home at 4 KiB, the other
+ * leaves and comes home as one THP.  Block 0 is the split one, and comes
+ * home first: a flag per range (one block left huge, so all come home
+ * huge) gave it the one warm huge page, block 1 none.
+ */
+static void registered_memory_keeps_each_blocks_unit(void **state)
+{
+	(void)state;
+	SKIP_IF_NO_MOVE();
+	struct fixture f;
+	setup(&f, 0);
+	size_t len = 2 * TM;
+	THP_OR_SKIP(p, len, 12);
+	/* Split block 0's PMD (a one-page mprotect splits the mapping and
+	 * the huge page's mapping, the second merges the mapping back), then
+	 * make block 0 a mapping of its own (MADV_NOHUGEPAGE), so smaps
+	 * tells the two blocks apart. */
+	assert_int_equal(mprotect(p + PG, PG, PROT_READ), 0);
+	assert_int_equal(mprotect(p + PG, PG, PROT_READ | PROT_WRITE), 0);
+	assert_int_equal(madvise(p, TM, MADV_NOHUGEPAGE), 0);
+	if (anon_huge(p, TM) != 0 || anon_huge(p + TM, TM) != TM) {
+		ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+		munmap(p, len);
+		TEST_SKIP("the kernel did not keep block 0 split and block 1 huge");
+	}
+	ASSERT_OK(uhmm_register(f.ctx, p, len));
+	struct uhmm_stats s0 = stats(f.ctx);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, len, f.dev), len / PG);
+	struct uhmm_stats s1 = stats(f.ctx);
+	assert_int_equal(s1.thp_moves_out - s0.thp_moves_out, 1);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
+	struct uhmm_stats s2 = stats(f.ctx);
+	assert_int_equal(s2.thp_moves_in - s1.thp_moves_in, 1);
+	assert_int_equal(anon_huge(p, TM), 0);
+	assert_int_equal(anon_huge(p + TM, TM), TM);
+	assert_int_equal(uhmm_test_check(p, len, 12), (size_t)-1);
+	ASSERT_OK(uhmm_ctx_destroy(f.ctx));
+	munmap(p, len);
+}
+
+/*
  * Reserve blocks used at 4 KiB keep a page table after their pages left;
  * a THP moved into one would be split.  The block's PMD is emptied first:
  * with a page table left in every EMPTY block of the reserve, THPs still
@@ -525,6 +569,7 @@ static void thp_disabled_process_works_at_4k(void **state)
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(thp_round_trip_by_migrate_stays_huge),
 	cmocka_unit_test(thp_moves_out_whole_after_4k_traffic),
+	cmocka_unit_test(registered_memory_keeps_each_blocks_unit),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge),
 	cmocka_unit_test(thp_round_trip_by_fault_stays_huge_sigbus),
 	cmocka_unit_test(no_warm_thp_block_comes_home_at_4k),
