@@ -450,14 +450,15 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 	 * moving: one 2 MiB device page, if the device has one free (else
 	 * 4 KiB pages, evicting as usual). */
 	uint64_t hbase;
-	if (need == BATCH_PAGES && b->n == BATCH_PAGES &&
-	    (b->r->first + b->idx) % BATCH_PAGES == 0 &&
-	    !((b->r->start + (b->idx << PAGE_SHIFT)) & (UHMM_HUGE_SIZE - 1)) &&
-	    uhmm__dev_get_huge(b->dst, &hbase) == 1) {
+	bool unit = need == BATCH_PAGES && b->n == BATCH_PAGES &&
+		    (b->r->first + b->idx) % BATCH_PAGES == 0 &&
+		    !((b->r->start + (b->idx << PAGE_SHIFT)) & (UHMM_HUGE_SIZE - 1));
+	if (unit && uhmm__dev_get_huge(b->dst, &hbase) == 1) {
 		for (size_t k = 0; k < need; k++)
 			got[k] = hbase + k;
 		have = need;
 		b->huge = hbase + 1;
+		unit = false;
 	}
 	while (have < need) {
 		long n = uhmm__dev_get_frames(b->dst, need - have, got + have);
@@ -471,7 +472,29 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		/* The device is full: evict least recently used blocks that
 		 * are not the request's own, with trylock only. */
 		struct uhmm_victim v = { .dev = b->dst->id, .hi = UINT64_MAX };
-		uhmm__evict(ctx, &v, need - have, b->xlo, b->xhi);
+		if (unit) {
+			/* A batch that could be one unit, and no 2 MiB page
+			 * free: once, a whole block's worth is evicted with
+			 * our loose frames given back (the chunk they came
+			 * from may be whole again), and a 2 MiB page asked for
+			 * again; evicted units give theirs back whole.  Else
+			 * the 4 KiB way.  (Eviction otherwise takes what it
+			 * needs in loose frames, and a full device of units
+			 * made no unit again: eviction_gives_units_back_whole.) */
+			unit = false;
+			uhmm__dev_put_frames(ctx, b->dst, got, have);
+			have = 0;
+			uhmm__evict(ctx, &v, need, b->xlo, b->xhi);
+			if (v.moved && uhmm__dev_get_huge(b->dst, &hbase) == 1) {
+				for (size_t k = 0; k < need; k++)
+					got[k] = hbase + k;
+				have = need;
+				b->huge = hbase + 1;
+				break;
+			}
+		} else {
+			uhmm__evict(ctx, &v, need - have, b->xlo, b->xhi);
+		}
 		if (v.moved)
 			continue;
 		/* Nothing moved.  Victims someone holds may be free soon, and

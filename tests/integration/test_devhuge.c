@@ -181,9 +181,78 @@ static void whole_block_moves_as_one_device_huge_page(void **state)
 	teardown(&f);
 }
 
-/* No 2 MiB page free: 4 KiB pages (here after evicting the page that
- * split the last free chunk), the same data. */
+/* Eviction gives units back whole: on a full device of units, blocks
+ * that evict others become units themselves (the evicted units' frames
+ * went back as 2 MiB pages, not 512 loose frames), the data right. */
+static void eviction_gives_units_back_whole(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f);
+	size_t nblk = 12; /* the device holds 8 */
+	char *p;
+	ASSERT_OK(uhmm_alloc(f.ctx, nblk * BLK, (void **)&p));
+	uhmm_test_fill(p, nblk * BLK, 21);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, 8 * BLK, f.dev, 0));
+	assert_int_equal(mem(f.dev).huge_pages, 8);
+	struct uhmm_stats s0 = stats(f.ctx);
+	for (size_t b = 8; b < nblk; b++) {
+		ASSERT_OK(uhmm_migrate(f.ctx, p + b * BLK, BLK, f.dev, 0));
+		assert_int_equal(uhmm_test_pages_on(f.ctx, p + b * BLK, BLK, f.dev), NPG);
+	}
+	struct uhmm_stats s1 = stats(f.ctx);
+	assert_true(s1.evicted_pages - s0.evicted_pages >= 4 * NPG);
+	assert_int_equal(s1.dev_huge_units - s0.dev_huge_units, 4);
+	struct uhmm_simdev_meminfo m = mem(f.dev);
+	assert_int_equal(m.huge_pages, 8);
+	assert_int_equal(m.free_pages, 0);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, nblk * BLK, NULL, 0));
+	uhmm_test_assert_data(p, 0, nblk * BLK, 21);
+	m = mem(f.dev);
+	assert_int_equal(m.huge_free, m.total_pages / NPG);
+	teardown(&f);
+}
+
+/* No 2 MiB page free, and enough loose frames: 4 KiB pages, the same
+ * data, nothing evicted.  (Two chunks for uhmm: x fills chunk A at 4 KiB,
+ * y splits chunk B, one page of x goes home: 512 loose frames.) */
 static void no_free_huge_page_falls_back_to_4k(void **state)
+{
+	(void)state;
+	struct fix f;
+	setup(&f);
+	char *p, *x, *y;
+	ASSERT_OK(uhmm_alloc(f.ctx, BLK, (void **)&p));
+	ASSERT_OK(uhmm_alloc(f.ctx, BLK, (void **)&x));
+	ASSERT_OK(uhmm_alloc(f.ctx, BLK, (void **)&y));
+	uhmm_test_fill(p, BLK, 3);
+	uhmm_test_fill(x, BLK, 4);
+	uhmm_test_fill(y, PG, 5);
+	ASSERT_OK(uhmm_simdev_set_tenant(f.dev, 16 * MiB - 2 * BLK));
+	ASSERT_OK(uhmm_migrate(f.ctx, x, PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, x + PG, BLK - PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, y, PG, f.dev, 0));
+	ASSERT_OK(uhmm_migrate(f.ctx, x, PG, NULL, 0));
+	assert_int_equal(mem(f.dev).huge_free, 0);
+	assert_int_equal(mem(f.dev).free_pages, NPG);
+	struct uhmm_stats s0 = stats(f.ctx);
+	ASSERT_OK(uhmm_migrate(f.ctx, p, BLK, f.dev, 0));
+	assert_int_equal(stats(f.ctx).evicted_pages, s0.evicted_pages);
+	uhmm_test_assert_data(x, 0, BLK, 4);
+	uhmm_test_assert_data(y, 0, PG, 5);
+	assert_int_equal(uhmm_test_pages_on(f.ctx, p, BLK, f.dev), NPG);
+	assert_int_equal(mem(f.dev).huge_pages, 0);
+	assert_int_equal(stats(f.ctx).dev_huge_units, 0);
+	dev_write(f.dev, p, NPG);
+	assert_int_equal(dstats(f.dev).pt_huge_entries, 0);
+	assert_int_equal(dev_sum(f.dev, p, NPG), tri(NPG));
+	teardown(&f);
+}
+
+/* A full device whose only victim is a loose page that split the last
+ * free chunk: evicting it makes the chunk whole, and the block becomes a
+ * unit (it used to take 4 KiB pages after the eviction). */
+static void eviction_for_a_block_makes_room_for_a_unit(void **state)
 {
 	(void)state;
 	struct fix f;
@@ -199,11 +268,9 @@ static void no_free_huge_page_falls_back_to_4k(void **state)
 	ASSERT_OK(uhmm_migrate(f.ctx, p, BLK, f.dev, 0));
 	uhmm_test_assert_data(q, 0, PG, 4);
 	assert_int_equal(uhmm_test_pages_on(f.ctx, p, BLK, f.dev), NPG);
-	assert_int_equal(mem(f.dev).huge_pages, 0);
-	assert_int_equal(stats(f.ctx).dev_huge_units, 0);
-	dev_write(f.dev, p, NPG);
-	assert_int_equal(dstats(f.dev).pt_huge_entries, 0);
-	assert_int_equal(dev_sum(f.dev, p, NPG), tri(NPG));
+	assert_int_equal(mem(f.dev).huge_pages, 1);
+	assert_int_equal(stats(f.ctx).dev_huge_units, 1);
+	uhmm_test_assert_data(p, 0, BLK, 3);
 	teardown(&f);
 }
 
@@ -402,6 +469,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(munmap_of_one_page_splits_the_unit),
 	cmocka_unit_test(mprotect_of_one_page_splits_the_entry_only),
 	cmocka_unit_test(unit_moves_between_devices),
+	cmocka_unit_test(eviction_gives_units_back_whole),
+	cmocka_unit_test(eviction_for_a_block_makes_room_for_a_unit),
 };
 
 UHMM_TEST_MAIN(tests)
