@@ -18,8 +18,10 @@
 #                                       (below; ctest model.spin.huge)
 #   tests/model/run-spin.sh --coherent  a coherent reclaim's unsharing
 #                                       populate racing a discard,
-#                                       coherent.pml (below; ctest
-#                                       model.spin.coherent)
+#                                       coherent.pml, and a discard of a
+#                                       coherent page in place racing its
+#                                       migrations, cohdiscard.pml (below;
+#                                       ctest model.spin.coherent)
 #   tests/model/run-spin.sh --readmostly  the read-mostly model,
 #                                       readmostly.pml (below; ctest
 #                                       model.spin.readmostly)
@@ -129,6 +131,20 @@
 #                    and the fill are two steps; the fill lands after the
 #                    reclaim moved the page out: zeros present at the
 #                    address of a page on the device
+#   and cohdiscard.pml (an application discard of a coherent page in
+#   place racing migrations of it, home or to a device; docs/ARCHITECTURE.md,
+#   "A discard of a coherent page in place in the model"):
+#   coh-discard safety: must pass (after madvise returned the page reads
+#               zeros or a later store, never the old data)
+#   coh-discard-3 safety with -DMIGS=3 (three migrations): must pass
+#   coh-discard-liveness  non-progress cycles: must pass
+#   mutation, must FAIL:
+#     no-coh-discard (-DNO_COH_DISCARD) an assertion: the unheld coherent
+#                    page published a system page without DISCARD (page_zap
+#                    before 6f6024b, or a publication dropping the mark); a
+#                    migration to a device between the REMOVE's read and
+#                    the zap carries the old data off, read again after
+#                    madvise returned
 # --readmostly (readmostly.pml: duplication of one page on two devices and
 # its collapse by CPU stores and a device write; docs/ARCHITECTURE.md,
 # "Read-mostly duplicates"):
@@ -314,6 +330,11 @@ elif [ $coherent = 1 ]; then
 	check no-serve safety 'invalid end state' -DNO_SERVE
 	check no-unzap safety 'assertion violated' -DNO_UNZAP
 	check no-poplock safety 'assertion violated' -DNO_POPLOCK
+	model=$here/cohdiscard.pml
+	check coh-discard safety pass
+	check coh-discard-3 safety pass -DMIGS=3
+	check coh-discard-liveness liveness pass
+	check no-coh-discard safety 'assertion violated' -DNO_COH_DISCARD
 elif [ $evict = 1 ]; then
 	model=$here/evict.pml
 	check evict safety pass
