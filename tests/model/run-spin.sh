@@ -25,6 +25,8 @@
 #   tests/model/run-spin.sh --readmostly  the read-mostly model,
 #                                       readmostly.pml (below; ctest
 #                                       model.spin.readmostly)
+#   tests/model/run-spin.sh --remake    the page remake, remake.pml (below;
+#                                       ctest model.spin.remake)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
@@ -158,6 +160,28 @@
 #     early-unprotect (-DEARLY_UNPROTECT) an assertion: the collapse
 #                    removes the protection before the invalidation; the
 #                    store lands while a device reads its stale duplicate
+# --remake (remake.pml: the remake of a page UFFDIO_MOVE keeps refusing,
+# uhmm__remake_present, racing a CPU writer, a CPU reader and an
+# application discard; docs/ARCHITECTURE.md, "The page remake in the
+# model"):
+#   remake      safety: must pass (the copy back bracketed against the
+#               event reads: the protocol proposed; see remake-as-committed)
+#   remake-liveness  non-progress cycles: must pass
+#   remake-as-committed (-DUNBRACKETED) must FAIL, an assertion: the copy
+#               back as committed at a3f752d (one look at ZAPPED, EAGAIN
+#               retries without one) brings the discarded data back after
+#               the application's madvise returned
+#   remake-relook (-DUNBRACKETED -DRELOOK) must FAIL: a look again after
+#               each EAGAIN is not enough (the copy lands between the
+#               REMOVE's read, the zap, and its handling)
+#   mutations, must FAIL (assertions):
+#     early-ownclear (-DEARLY_OWNCLEAR) PG_OWNDISC cleared without
+#                    uhmm__events_wait: the own REMOVE taken for the
+#                    application's, the page not copied back: data lost
+#     ignore-zapped  (-DIGNORE_ZAPPED) the copy back ignores ZAPPED: the
+#                    discarded data back after the discard
+#     no-wp          (-DNO_WP) no write-protection: a store between the read
+#                    and the DONTNEED lost
 # --evict-full (not in ctest):
 #   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
 #   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
@@ -186,9 +210,10 @@ while [ $# -gt 0 ]; do
 	--huge) huge=1 ;;
 	--coherent) coherent=1 ;;
 	--readmostly) evict=3 ;;
+	--remake) evict=4 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --coherent | --readmostly] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --coherent | --readmostly | --remake] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -358,6 +383,15 @@ elif [ $evict = 3 ]; then
 	check readmostly-dev-write safety pass -DDEV_WRITE
 	check late-protect safety 'assertion violated' -DLATE_PROTECT
 	check early-unprotect safety 'assertion violated' -DEARLY_UNPROTECT
+elif [ $evict = 4 ]; then
+	model=$here/remake.pml
+	check remake safety pass
+	check remake-liveness liveness pass
+	check remake-as-committed safety 'assertion violated' -DUNBRACKETED
+	check remake-relook safety 'assertion violated' -DUNBRACKETED -DRELOOK
+	check early-ownclear safety 'assertion violated' -DEARLY_OWNCLEAR
+	check ignore-zapped safety 'assertion violated' -DIGNORE_ZAPPED
+	check no-wp safety 'assertion violated' -DNO_WP
 elif [ $evict = 2 ]; then
 	model=$here/evict.pml
 	check evict-two-homer safety pass -DTWO_REQ
