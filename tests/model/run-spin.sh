@@ -18,11 +18,15 @@
 #                                       (below; ctest model.spin.huge)
 #   tests/model/run-spin.sh --coherent  a coherent reclaim's unsharing
 #                                       populate racing a discard,
-#                                       coherent.pml (below; ctest
-#                                       model.spin.coherent)
+#                                       coherent.pml, and a discard of a
+#                                       coherent page in place racing its
+#                                       migrations, cohdiscard.pml (below;
+#                                       ctest model.spin.coherent)
 #   tests/model/run-spin.sh --readmostly  the read-mostly model,
 #                                       readmostly.pml (below; ctest
 #                                       model.spin.readmostly)
+#   tests/model/run-spin.sh --remake    the page remake, remake.pml (below;
+#                                       ctest model.spin.remake)
 #   options: --workdir DIR (where pan is built and run; default: a fresh
 #            temporary directory, removed at the end), --keep (keep it)
 #   environment: SPIN (spin), CC (cc), SPIN_TIMEOUT (seconds a check may
@@ -129,6 +133,20 @@
 #                    and the fill are two steps; the fill lands after the
 #                    reclaim moved the page out: zeros present at the
 #                    address of a page on the device
+#   and cohdiscard.pml (an application discard of a coherent page in
+#   place racing migrations of it, home or to a device; docs/ARCHITECTURE.md,
+#   "A discard of a coherent page in place in the model"):
+#   coh-discard safety: must pass (after madvise returned the page reads
+#               zeros or a later store, never the old data)
+#   coh-discard-3 safety with -DMIGS=3 (three migrations): must pass
+#   coh-discard-liveness  non-progress cycles: must pass
+#   mutation, must FAIL:
+#     no-coh-discard (-DNO_COH_DISCARD) an assertion: the unheld coherent
+#                    page published a system page without DISCARD (page_zap
+#                    before 6f6024b, or a publication dropping the mark); a
+#                    migration to a device between the REMOVE's read and
+#                    the zap carries the old data off, read again after
+#                    madvise returned
 # --readmostly (readmostly.pml: duplication of one page on two devices and
 # its collapse by CPU stores and a device write; docs/ARCHITECTURE.md,
 # "Read-mostly duplicates"):
@@ -142,6 +160,28 @@
 #     early-unprotect (-DEARLY_UNPROTECT) an assertion: the collapse
 #                    removes the protection before the invalidation; the
 #                    store lands while a device reads its stale duplicate
+# --remake (remake.pml: the remake of a page UFFDIO_MOVE keeps refusing,
+# uhmm__remake_present, racing a CPU writer, a CPU reader and an
+# application discard; docs/ARCHITECTURE.md, "The page remake in the
+# model"):
+#   remake      safety: must pass (the copy back bracketed against the
+#               event reads: the protocol proposed; see remake-as-committed)
+#   remake-liveness  non-progress cycles: must pass
+#   remake-as-committed (-DUNBRACKETED) must FAIL, an assertion: the copy
+#               back as committed at a3f752d (one look at ZAPPED, EAGAIN
+#               retries without one) brings the discarded data back after
+#               the application's madvise returned
+#   remake-relook (-DUNBRACKETED -DRELOOK) must FAIL: a look again after
+#               each EAGAIN is not enough (the copy lands between the
+#               REMOVE's read, the zap, and its handling)
+#   mutations, must FAIL (assertions):
+#     early-ownclear (-DEARLY_OWNCLEAR) PG_OWNDISC cleared without
+#                    uhmm__events_wait: the own REMOVE taken for the
+#                    application's, the page not copied back: data lost
+#     ignore-zapped  (-DIGNORE_ZAPPED) the copy back ignores ZAPPED: the
+#                    discarded data back after the discard
+#     no-wp          (-DNO_WP) no write-protection: a store between the read
+#                    and the DONTNEED lost
 # --evict-full (not in ctest):
 #   evict-two-homer  safety with -DTWO_REQ (and the migrator): must pass
 #   evict-two-liveness  non-progress cycles with -DTWO_REQ -DNO_HOMER: must
@@ -170,9 +210,10 @@ while [ $# -gt 0 ]; do
 	--huge) huge=1 ;;
 	--coherent) coherent=1 ;;
 	--readmostly) evict=3 ;;
+	--remake) evict=4 ;;
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
-	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --coherent | --readmostly] [--keep] [--workdir DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--bug | --discard | --evict | --evict-full | --huge | --coherent | --readmostly | --remake] [--keep] [--workdir DIR]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -314,6 +355,11 @@ elif [ $coherent = 1 ]; then
 	check no-serve safety 'invalid end state' -DNO_SERVE
 	check no-unzap safety 'assertion violated' -DNO_UNZAP
 	check no-poplock safety 'assertion violated' -DNO_POPLOCK
+	model=$here/cohdiscard.pml
+	check coh-discard safety pass
+	check coh-discard-3 safety pass -DMIGS=3
+	check coh-discard-liveness liveness pass
+	check no-coh-discard safety 'assertion violated' -DNO_COH_DISCARD
 elif [ $evict = 1 ]; then
 	model=$here/evict.pml
 	check evict safety pass
@@ -337,6 +383,15 @@ elif [ $evict = 3 ]; then
 	check readmostly-dev-write safety pass -DDEV_WRITE
 	check late-protect safety 'assertion violated' -DLATE_PROTECT
 	check early-unprotect safety 'assertion violated' -DEARLY_UNPROTECT
+elif [ $evict = 4 ]; then
+	model=$here/remake.pml
+	check remake safety pass
+	check remake-liveness liveness pass
+	check remake-as-committed safety 'assertion violated' -DUNBRACKETED
+	check remake-relook safety 'assertion violated' -DUNBRACKETED -DRELOOK
+	check early-ownclear safety 'assertion violated' -DEARLY_OWNCLEAR
+	check ignore-zapped safety 'assertion violated' -DIGNORE_ZAPPED
+	check no-wp safety 'assertion violated' -DNO_WP
 elif [ $evict = 2 ]; then
 	model=$here/evict.pml
 	check evict-two-homer safety pass -DTWO_REQ
