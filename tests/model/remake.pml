@@ -60,7 +60,7 @@
  * D's REMOVE read (the copy is no more refused: mmap_changing is down),
  * D's zap made, then R's copy lands, before the service thread handled
  * the REMOVE (-DRELOOK, a look again after each EAGAIN, still has (2)).
- * The default is the bracketed copy: R enters a bracket while no event is
+ * The default is the bracketed copy (the code since 7e85eac): R enters a bracket while no event is
  * between its read and its handling (events_busy clear), the service
  * thread reads no event while R is in it (as events_begin waits for the
  * SIGBUS installers, uhmm__sb_enter), and the look and the copy are made

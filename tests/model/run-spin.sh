@@ -165,7 +165,7 @@
 # application discard; docs/ARCHITECTURE.md, "The page remake in the
 # model"):
 #   remake      safety: must pass (the copy back bracketed against the
-#               event reads: the protocol proposed; see remake-as-committed)
+#               event reads: the code since 7e85eac; see remake-as-committed)
 #   remake-liveness  non-progress cycles: must pass
 #   remake-as-committed (-DUNBRACKETED) must FAIL, an assertion: the copy
 #               back as committed at a3f752d (one look at ZAPPED, EAGAIN
