@@ -250,10 +250,15 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		nw |= w & PG_DISCARD;
 	/* Read-mostly duplicates (dup.c) stay while the page stays at home
 	 * and is not discarded; else they go (whoever moved or discarded the
-	 * page invalidated the mirrors first). */
+	 * page invalidated the mirrors first).  But discarded while we held
+	 * it: the REMOVE's invalidation is over, and a range fault since may
+	 * have handed a device a duplicate: the mirrors are told again,
+	 * before the frames go (uhmm__dup_drop_zapped). */
 	if (unlikely(w & PG_DUP)) {
 		if (loc == LOC_CPU && !(w & PG_ZAPPED) && !(nw & PG_DISCARD))
 			nw |= PG_DUP;
+		else if (w & PG_ZAPPED)
+			uhmm__dup_drop_zapped(ctx, p);
 		else
 			uhmm__dup_free_page(ctx, p);
 	}
@@ -274,7 +279,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		if (!(w & PG_ZAPPED))
 			continue; /* WAITERS or PARKED added: try again */
 		if (nw & PG_DUP)
-			uhmm__dup_free_page(ctx, p);
+			uhmm__dup_drop_zapped(ctx, p);
 		if (loc != LOC_CPU) {
 			drop_copy(ctx, p, loc, dpfn);
 			atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);
