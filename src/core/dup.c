@@ -229,7 +229,10 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 /*
  * A page discarded while someone held it (an madvise's REMOVE found it
  * locked and only marked it ZAPPED, page.c): its holder's unlock drops
- * its duplicates, and must tell the devices first.  The REMOVE's own
+ * its duplicates, and must tell the devices first.  (So does the unlock
+ * of a page that leaves home with duplicates: a migration toward a
+ * device that finds one made after its collapse; its invalidation, the
+ * device's own, leaves that device's DEV entries, the duplicate's too.)  The REMOVE's own
  * invalidation is over by then, and in between a range fault may have
  * given a device the duplicate's frame (rf_snapshot: the page still says
  * PG_DUP) with a sequence no later invalidation had changed: freed with
@@ -250,7 +253,7 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
  * still gets the duplicate, or the CPU's view, without waiting on the
  * page.
  */
-void uhmm__dup_drop_zapped(struct uhmm_ctx *ctx, const struct uhmm_page *p)
+void uhmm__dup_drop_inv(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 {
 	uint8_t dev[UHMM_MAX_DUPLICATES] = { 0 };
 	uint64_t dpfn[UHMM_MAX_DUPLICATES];

@@ -33,7 +33,7 @@
  * invalidation (every device's entry removed) around uhmm__page_zap: a
  * page nobody holds loses its duplicates there and then (and the kernel's
  * zap empties the CPU page); a page held is only marked ZAPPED, and its
- * holder's unlock drops the duplicates (uhmm__dup_drop_zapped: a second
+ * holder's unlock drops the duplicates (uhmm__dup_drop_inv: a second
  * invalidation first, since the REMOVE's is over and a range fault since
  * may have installed an entry to a duplicate).  The madvise "returns"
  * (uhmm_sync) once the mark is gone.  Accesses while it is set may read
@@ -122,7 +122,7 @@ inline drop_dups() {
 }
 
 /* uhmm__page_publish_unlock: a page ZAPPED while held loses its
- * duplicates (uhmm__dup_drop_zapped: invalidation, then the frames). */
+ * duplicates (uhmm__dup_drop_inv: invalidation, then the frames). */
 inline unlock_page() {
 	do
 	:: zapped ->

@@ -168,7 +168,7 @@
 #     zap-unlock-no-inv (-DDISCARD -DDUPS=1 -DZAP_UNLOCK_NO_INV) an
 #                    assertion: the unlock of a page the REMOVE found held
 #                    frees its duplicates without an invalidation of its own
-#                    (the code before uhmm__dup_drop_zapped); a range fault
+#                    (the code before uhmm__dup_drop_inv); a range fault
 #                    after the REMOVE's invalidation installed an entry to
 #                    a duplicate and the device reads the freed frame
 # --remake (remake.pml: the remake of a page UFFDIO_MOVE keeps refusing,
