@@ -227,21 +227,24 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 }
 
 /*
- * A page discarded while someone held it (an madvise's REMOVE found it
- * locked and only marked it ZAPPED, page.c): its holder's unlock drops
- * its duplicates, and must tell the devices first.  (So does the unlock
- * of a page that leaves home with duplicates: a migration toward a
- * device that finds one made after its collapse; its invalidation, the
- * device's own, leaves that device's DEV entries, the duplicate's too.)  The REMOVE's own
- * invalidation is over by then, and in between a range fault may have
- * given a device the duplicate's frame (rf_snapshot: the page still says
- * PG_DUP) with a sequence no later invalidation had changed: freed with
- * no invalidation of its own, the frame stayed mapped by the device while
- * it was reused (uhmm-torture --readmostly --sigbus: device reads of
- * stale data).  So: out of the table first (a range fault from now on
- * finds no frame and gives the CPU's view), then the invalidation (a
- * range fault that found it fails its read_retry, an entry installed is
- * removed), then the frames go.
+ * Duplicates dropped at an unlock (uhmm__page_publish_unlock) that a
+ * device may still map, with no invalidation after they were handed out:
+ *  - a page discarded while someone held it (an madvise's REMOVE found it
+ *    locked and only marked it ZAPPED, page.c).  The REMOVE's own
+ *    invalidation is over by the unlock, and in between a range fault
+ *    may have given a device the duplicate's frame (rf_snapshot: the page
+ *    still says PG_DUP) with a sequence nothing had changed since;
+ *  - a page leaving home with duplicates: a migration toward a device
+ *    that finds one made after its collapse.  Its invalidation is the
+ *    device's own, through which simdev keeps its DEV entries, the
+ *    duplicate's among them.
+ * Freed with no invalidation of its own, the frame stayed mapped by the
+ * device while it was reused (uhmm-torture --readmostly --sigbus: device
+ * reads of stale data).  So: out of the table first (a range fault from
+ * now on finds no frame and gives the CPU's view), then an invalidation
+ * with no device (nothing spared; a range fault that found the frame
+ * fails its read_retry, an entry installed is removed), then the frames
+ * go.
  *
  * Why the holder may wait here (the cycle last tried, an empty entry in
  * rf_snapshot, made the device's fault path wait for the holder, and the
