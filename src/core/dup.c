@@ -227,6 +227,63 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 }
 
 /*
+ * Duplicates dropped at an unlock (uhmm__page_publish_unlock) that a
+ * device may still map, with no invalidation after they were handed out:
+ *  - a page discarded while someone held it (an madvise's REMOVE found it
+ *    locked and only marked it ZAPPED, page.c).  The REMOVE's own
+ *    invalidation is over by the unlock, and in between a range fault
+ *    may have given a device the duplicate's frame (rf_snapshot: the page
+ *    still says PG_DUP) with a sequence nothing had changed since;
+ *  - a page leaving home with duplicates: a migration toward a device
+ *    that finds one made after its collapse.  Its invalidation is the
+ *    device's own, through which simdev keeps its DEV entries, the
+ *    duplicate's among them.
+ * Freed with no invalidation of its own, the frame stayed mapped by the
+ * device while it was reused (uhmm-torture --readmostly --sigbus: device
+ * reads of stale data).  So: out of the table first (a range fault from
+ * now on finds no frame and gives the CPU's view), then an invalidation
+ * with no device (nothing spared; a range fault that found the frame
+ * fails its read_retry, an entry installed is removed), then the frames
+ * go.
+ *
+ * Why the holder may wait here (the cycle last tried, an empty entry in
+ * rf_snapshot, made the device's fault path wait for the holder, and the
+ * torture hung): this is the order every collapse already takes, page
+ * lock -> invalidation, and the invalidation waits only for the
+ * notifiers' callbacks, which take no page lock and never wait for a
+ * device fault (simdev: pt_lock, unit locks, lanes inside one access to
+ * device memory).  The device's fault path waits for nothing new: it
+ * still gets the duplicate, or the CPU's view, without waiting on the
+ * page.
+ */
+void uhmm__dup_drop_inv(struct uhmm_ctx *ctx, const struct uhmm_page *p)
+{
+	uint8_t dev[UHMM_MAX_DUPLICATES] = { 0 };
+	uint64_t dpfn[UHMM_MAX_DUPLICATES];
+	uintptr_t va = 0;
+	bool any = false;
+	pthread_mutex_lock(&ctx->dup_lock);
+	struct uhmm_dup *e = find_locked(ctx, p);
+	if (e) {
+		memcpy(dev, e->dev, sizeof(dev));
+		memcpy(dpfn, e->dpfn, sizeof(dpfn));
+		va = e->va;
+		any = !entry_empty(e);
+		erase_locked(ctx, e);
+	}
+	pthread_mutex_unlock(&ctx->dup_lock);
+	if (!any)
+		return;
+	uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
+	for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
+		if (!dev[k])
+			continue;
+		uhmm__dev_free_pages(ctx, dev[k], &dpfn[k], 1);
+		STAT_INC(ctx, dup_dropped);
+	}
+}
+
+/*
  * Collapse pages [idx, idx + n) of r, which the caller holds; dup[i] says
  * which have PG_DUP.  One invalidation over the span.
  */

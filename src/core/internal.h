@@ -703,6 +703,11 @@ void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
 /* Free page p's duplicates (its mirrors were invalidated).  Any lock. */
 void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p);
+/* Free the duplicates of page p, discarded (ZAPPED) while its caller held
+ * it, or leaving home: the mirrors over the address they were made for are
+ * invalidated first (no device spared).  Caller holds p (its unlock), no
+ * lock a notifier callback takes. */
+void uhmm__dup_drop_inv(struct uhmm_ctx *ctx, const struct uhmm_page *p);
 /* The frame of device dev's duplicate of p, or UINT64_MAX; with va != 0,
  * only if it was made for that address. */
 uint64_t uhmm__dup_frame(struct uhmm_ctx *ctx, const struct uhmm_page *p, unsigned dev,

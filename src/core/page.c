@@ -249,11 +249,19 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 	if ((loc == prev && dpfn == prev_dpfn) || (loc == LOC_CPU && pg_coh(prev)))
 		nw |= w & PG_DISCARD;
 	/* Read-mostly duplicates (dup.c) stay while the page stays at home
-	 * and is not discarded; else they go (whoever moved or discarded the
-	 * page invalidated the mirrors first). */
+	 * and is not discarded; else they go, the mirrors told before the
+	 * frames are freed (uhmm__dup_drop_inv), but by a discard of a page
+	 * nobody held (uhmm__page_zap's own unlock, inside the REMOVE's
+	 * invalidation).  Discarded while we held it: the REMOVE's
+	 * invalidation is over, and a range fault since may have handed a
+	 * device a duplicate.  Leaving home with duplicates (one made between
+	 * a migration's collapse and its lock): the migration's invalidation
+	 * spares the destination's device entries, a duplicate's among them. */
 	if (unlikely(w & PG_DUP)) {
 		if (loc == LOC_CPU && !(w & PG_ZAPPED) && !(nw & PG_DISCARD))
 			nw |= PG_DUP;
+		else if ((w & PG_ZAPPED) || loc != LOC_CPU)
+			uhmm__dup_drop_inv(ctx, p);
 		else
 			uhmm__dup_free_page(ctx, p);
 	}
@@ -274,7 +282,7 @@ bool uhmm__page_publish_unlock(struct uhmm_ctx *ctx, struct uhmm_page *p,
 		if (!(w & PG_ZAPPED))
 			continue; /* WAITERS or PARKED added: try again */
 		if (nw & PG_DUP)
-			uhmm__dup_free_page(ctx, p);
+			uhmm__dup_drop_inv(ctx, p);
 		if (loc != LOC_CPU) {
 			drop_copy(ctx, p, loc, dpfn);
 			atomic_store_explicit(&p->dpfn, 0, memory_order_relaxed);

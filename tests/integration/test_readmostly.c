@@ -19,9 +19,11 @@
 #include <unistd.h>
 
 #include <uhmm/device.h>
+#include <uhmm/mirror.h>
 #include <uhmm/simdev.h>
 #include <uhmm/uhmm.h>
 
+#include "core/internal.h"
 #include "testlib.h"
 
 #define PG 4096ul
@@ -646,6 +648,160 @@ static void a_dup_being_made_makes_the_request_wait_not_fail(void **state)
 	pthread_mutex_destroy(&g.lock);
 }
 
+/* Invalidations seen over one page (the held one, below). */
+struct inv_count {
+	uintptr_t va;
+	_Atomic unsigned n;
+};
+
+static void count_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			     void *priv)
+{
+	struct inv_count *c = priv;
+	(void)n;
+	if (ev->start <= c->va && ev->end > c->va)
+		atomic_fetch_add(&c->n, 1);
+}
+
+/*
+ * A duplicated page someone holds when an madvise discards it: the REMOVE
+ * can only mark it ZAPPED, its invalidation is over when it returns, and
+ * the duplicates go at the holder's unlock.  A range fault in between may
+ * give the device the duplicate's frame (the page still says PG_DUP); the
+ * unlock must then tell the mirrors before the frame is freed, else the
+ * device keeps mapping a frame that is reused (uhmm-torture --readmostly
+ * --sigbus: a device read after an madvise and a CPU write read 186 words
+ * of a frame reused since).  The test holds the page, as dup_batch or a
+ * collapse does.
+ */
+static void held_duplicate_discarded_is_invalidated_before_freed(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	memset(p, 0x33, 4 * PG);
+	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
+	if (e == -EOPNOTSUPP) {
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+		TEST_SKIP("read-mostly needs write-protection");
+	}
+	ASSERT_OK(e);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
+	struct inv_count cnt = { .va = (uintptr_t)p + PG };
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, count_invalidate, &cnt, &n));
+	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)p + PG);
+	assert_non_null(r);
+	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
+	uhmm__page_lock(pg); /* a holder */
+	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
+	/* Its REMOVE handled (uhmm_sync would wait for our hold). */
+	uhmm__events_wait(ctx);
+	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
+	assert_true(atomic_load(&pg->word) & PG_DUP);
+	uint64_t ent[4];
+	struct uhmm_range_req req = {
+		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
+		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
+	};
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	assert_false(uhmm_notifier_read_retry(n, req.notifier_seq));
+	unsigned before = atomic_load(&cnt.n);
+	uhmm__page_unlock(ctx, pg); /* frees the duplicate */
+	uhmm__range_put(r);
+	/* Entries of the three pages not held: no duplicate (the REMOVE
+	 * dropped them inside its invalidation). */
+	for (int i = 0; i < 4; i++)
+		if (i != 1 && (ent[i] & UHMM_RE_DEVICE))
+			fail_msg("page %d: entry %#llx, a duplicate the discard freed", i,
+				 (unsigned long long)ent[i]);
+	/* The held page's entry may be its duplicate (a device would map it
+	 * now): then its frame is freed only after an invalidation, which
+	 * the device's read_retry sees and its callback hears. */
+	if (ent[1] & UHMM_RE_DEVICE) {
+		assert_true(atomic_load(&cnt.n) > before);
+		assert_true(uhmm_notifier_read_retry(n, req.notifier_seq));
+	}
+	assert_int_equal(dev_bytes_settled(dev, 0), 0);
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(p[i], 0);
+	ASSERT_OK(uhmm_notifier_remove(n));
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
+/* Invalidations over one page that spare no device's entries (simdev
+ * keeps its DEV entries through its own migrations' invalidations). */
+struct inv_spare {
+	uintptr_t va;
+	const struct uhmm_device *dev;
+	_Atomic unsigned all; /* sparing nothing */
+};
+
+static void spare_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
+			     void *priv)
+{
+	struct inv_spare *c = priv;
+	(void)n;
+	if (ev->start <= c->va && ev->end > c->va &&
+	    !(ev->reason == UHMM_INV_MIGRATE && ev->device == c->dev))
+		atomic_fetch_add(&c->all, 1);
+}
+
+/*
+ * A migration toward a device that finds a page still duplicated (a
+ * duplicate made on that device between the migration's collapse and its
+ * lock: here the collapse is skipped).  The migration's own invalidation
+ * spares the device's DEV entries, the one to its duplicate among them;
+ * the duplicate's frame is freed at the unlock: the device must be told
+ * by an invalidation that spares nothing, else it keeps reading a freed
+ * frame.
+ */
+static void a_duplicate_a_migration_meets_is_invalidated_for_its_device(void **state)
+{
+	(void)state;
+	uhmm_device *dev;
+	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	memset(p, 0x44, 4 * PG);
+	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
+	if (e == -EOPNOTSUPP) {
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+		TEST_SKIP("read-mostly needs write-protection");
+	}
+	ASSERT_OK(e);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
+	struct inv_spare cnt = { .va = (uintptr_t)p + PG, .dev = dev };
+	struct uhmm_notifier *n;
+	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, spare_invalidate, &cnt, &n));
+	/* The device maps its duplicates. */
+	uint64_t ent[4];
+	struct uhmm_range_req req = {
+		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
+		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
+	};
+	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	assert_true(ent[1] & UHMM_RE_DEVICE);
+	unsigned before = atomic_load(&cnt.all);
+	/* The collapse misses them, as one that ran before they were made. */
+	atomic_store(&ctx->rm_any, false);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, UHMM_MIGRATE_MOVE));
+	atomic_store(&ctx->rm_any, true);
+	assert_true(atomic_load(&cnt.all) > before);
+	assert_true(uhmm_notifier_read_retry(n, req.notifier_seq));
+	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 0);
+	ASSERT_OK(uhmm_notifier_remove(n));
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(p[i], 0x44);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(duplicate_and_collapse_full),
 	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
@@ -659,6 +815,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(detach_drops_duplicates),
 	cmocka_unit_test(free_drops_duplicates),
 	cmocka_unit_test(a_dup_being_made_makes_the_request_wait_not_fail),
+	cmocka_unit_test(held_duplicate_discarded_is_invalidated_before_freed),
+	cmocka_unit_test(a_duplicate_a_migration_meets_is_invalidated_for_its_device),
 };
 
 UHMM_TEST_MAIN(tests)

@@ -28,6 +28,18 @@
  * current data (a duplicate is never stale while a device can reach it),
  * and at the end the page holds every store.
  *
+ * With -DDISCARD, an application madvise(MADV_DONTNEED) of the page
+ * races them all: its REMOVE, handled by the service thread, is an
+ * invalidation (every device's entry removed) around uhmm__page_zap: a
+ * page nobody holds loses its duplicates there and then (and the kernel's
+ * zap empties the CPU page); a page held is only marked ZAPPED, and its
+ * holder's unlock drops the duplicates (uhmm__dup_drop_inv: a second
+ * invalidation first, since the REMOVE's is over and a range fault since
+ * may have installed an entry to a duplicate).  The madvise "returns"
+ * (uhmm_sync) once the mark is gone.  Accesses while it is set may read
+ * the old data (a read racing the discard), never a freed frame; after
+ * it, the current data.
+ *
  * Mutations (must fail with an assertion):
  *   -DLATE_PROTECT     the duplication copies the page before it
  *                      write-protects it: a CPU store during duplication
@@ -38,6 +50,12 @@
  *                      no-move mode before dup.c's first commit): the CPU
  *                      store lands while a device still reads its stale
  *                      duplicate
+ *   -DDISCARD -DZAP_UNLOCK_NO_INV  the holder's unlock of a page ZAPPED
+ *                      while held frees its duplicates without an
+ *                      invalidation of its own (the code before this
+ *                      check): a device range fault between the REMOVE's
+ *                      invalidation and the unlock installed an entry to a
+ *                      duplicate, and the device reads the freed frame
  */
 
 #ifndef NDEV
@@ -58,9 +76,14 @@ bool dup_valid[NDEV + 1];   /* device d holds a duplicate (frame) */
 byte dup_data[NDEV + 1];    /* ... with this data */
 bool pte[NDEV + 1];         /* device d's entry leads to its duplicate */
 byte nseq = 0;              /* notifier sequence: odd while invalidating */
+byte ninv = 0;            /* invalidations under way (nested: the
+                             * sequence moves at the first start and the
+                             * last end, notifier.c) */
 byte stores = 0;            /* CPU stores done */
 bool dev_wrote = false;
 bool woke = false;          /* the faulting CPU thread was woken */
+bool zapped = false;        /* PG_ZAPPED: discarded while held */
+byte wiped = 0;             /* stores the discard wiped out */
 
 chan fault = [1] of { bit };
 
@@ -68,8 +91,54 @@ inline lock_page() {
 	atomic { !locked -> locked = true }
 }
 
+/* uhmm__invalidate_start: every device's entry removed (and fenced). */
+inline inv_start() {
+	atomic {
+		if
+		:: ninv == 0 -> nseq++
+		:: else -> skip
+		fi;
+		ninv++;
+		pte[1] = false;
+		pte[2] = false
+	}
+}
+
+inline inv_end() {
+	atomic {
+		ninv--;
+		if
+		:: ninv == 0 -> nseq++
+		:: else -> skip
+		fi
+	}
+}
+
+/* The duplicates go: frames freed, PG_DUP cleared. */
+inline drop_dups() {
+	dup_valid[1] = false;
+	dup_valid[2] = false;
+	dupbit = false
+}
+
+/* uhmm__page_publish_unlock: a page ZAPPED while held loses its
+ * duplicates (uhmm__dup_drop_inv: invalidation, then the frames). */
 inline unlock_page() {
-	locked = false
+	do
+	:: zapped ->
+#ifndef ZAP_UNLOCK_NO_INV
+		inv_start();
+#endif
+		drop_dups();
+#ifndef ZAP_UNLOCK_NO_INV
+		inv_end();
+#endif
+		/* the mark goes with the lock (one compare-and-swap) */
+		atomic { zapped = false; locked = false };
+		break
+	:: atomic { !zapped -> locked = false };
+		break
+	od
 }
 
 /* collapse_held: the caller holds the page. */
@@ -77,18 +146,14 @@ inline collapse() {
 #ifdef EARLY_UNPROTECT
 	atomic { wp = false; woke = true };
 #endif
-	atomic {
-		nseq++;
-		pte[1] = false;
-		pte[2] = false
-	};
+	inv_start();
 	dup_valid[1] = false;
 	dup_valid[2] = false;
 	dupbit = false;
 #ifndef EARLY_UNPROTECT
 	atomic { wp = false; woke = true };
 #endif
-	nseq++
+	inv_end()
 }
 
 proctype cpu()
@@ -173,10 +238,11 @@ proctype device(byte d)
 			:: else -> skip
 			fi
 		};
-		/* an access through the entry (if any) */
+		/* an access through the entry (if any): never a freed frame;
+		 * the current data unless a discard is under way */
 		atomic {
 			if
-			:: pte[d] -> assert(dup_valid[d] && dup_data[d] == cpu_data)
+			:: pte[d] -> assert(dup_valid[d] && (zapped || dup_data[d] == cpu_data))
 			:: else -> skip
 			fi
 		};
@@ -187,15 +253,39 @@ next:		skip
 	od
 }
 
+#ifdef DISCARD
+/* madvise(MADV_DONTNEED): the REMOVE handled (service.c: invalidation
+ * start, uhmm__ranges_zap, invalidation end), then uhmm_sync waits for
+ * the holder's unlock. */
+proctype discard()
+{
+	inv_start();
+	atomic {
+		/* the kernel's zap of the CPU page */
+		wiped = wiped + cpu_data;
+		cpu_data = 0;
+		if
+		:: !locked -> drop_dups() /* trylock: uhmm__page_zap unlocks it */
+		:: else -> zapped = true
+		fi
+	};
+	inv_end();
+	!zapped
+}
+#endif
+
 init {
 	atomic {
 		run service();
 		run cpu();
 		run device(1);
-		run device(2)
+		run device(2);
+#ifdef DISCARD
+		run discard();
+#endif
 	};
 	/* every actor but the service thread done: the page holds every
-	 * store (the CPU's W, and the device's) */
+	 * store (the CPU's W, and the device's) but those discarded */
 	(_nr_pr == 2);
-	assert(cpu_data == W + (dev_wrote -> 1 : 0))
+	assert(cpu_data + wiped == W + (dev_wrote -> 1 : 0))
 }

@@ -160,6 +160,17 @@
 #     early-unprotect (-DEARLY_UNPROTECT) an assertion: the collapse
 #                    removes the protection before the invalidation; the
 #                    store lands while a device reads its stale duplicate
+#   readmostly-discard  safety with -DDISCARD -DDUPS=1 (an application
+#               madvise races them: its REMOVE finds the page held or not):
+#               must pass (no device access through a freed duplicate)
+#   readmostly-discard-dev-write  the same with -DDEV_WRITE: must pass
+#   mutation, must FAIL:
+#     zap-unlock-no-inv (-DDISCARD -DDUPS=1 -DZAP_UNLOCK_NO_INV) an
+#                    assertion: the unlock of a page the REMOVE found held
+#                    frees its duplicates without an invalidation of its own
+#                    (the code before uhmm__dup_drop_inv); a range fault
+#                    after the REMOVE's invalidation installed an entry to
+#                    a duplicate and the device reads the freed frame
 # --remake (remake.pml: the remake of a page UFFDIO_MOVE keeps refusing,
 # uhmm__remake_present, racing a CPU writer, a CPU reader and an
 # application discard; docs/ARCHITECTURE.md, "The page remake in the
@@ -383,6 +394,10 @@ elif [ $evict = 3 ]; then
 	check readmostly-dev-write safety pass -DDEV_WRITE
 	check late-protect safety 'assertion violated' -DLATE_PROTECT
 	check early-unprotect safety 'assertion violated' -DEARLY_UNPROTECT
+	check readmostly-discard safety pass -DDISCARD -DDUPS=1
+	check readmostly-discard-dev-write safety pass -DDISCARD -DDUPS=1 -DDEV_WRITE
+	check zap-unlock-no-inv safety 'assertion violated' -DDISCARD -DDUPS=1 \
+		-DZAP_UNLOCK_NO_INV
 elif [ $evict = 4 ]; then
 	model=$here/remake.pml
 	check remake safety pass
