@@ -205,25 +205,41 @@ void uhmm__dup_attrs(struct uhmm_ctx *ctx, const struct uhmm_page *p, uint64_t *
 
 /* ---- dropping ----------------------------------------------------------- */
 
-/* Take p's duplicates out of the table and free their frames. */
-void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
+/* Take p's duplicates out of the table; with @inv, invalidate the mirrors
+ * over the address they were made for (no device spared); then free their
+ * frames. */
+static void drop(struct uhmm_ctx *ctx, const struct uhmm_page *p, bool inv)
 {
 	uint8_t dev[UHMM_MAX_DUPLICATES] = { 0 };
 	uint64_t dpfn[UHMM_MAX_DUPLICATES];
+	uintptr_t va = 0;
+	bool any = false;
 	pthread_mutex_lock(&ctx->dup_lock);
 	struct uhmm_dup *e = find_locked(ctx, p);
 	if (e) {
 		memcpy(dev, e->dev, sizeof(dev));
 		memcpy(dpfn, e->dpfn, sizeof(dpfn));
+		va = e->va;
+		any = !entry_empty(e);
 		erase_locked(ctx, e);
 	}
 	pthread_mutex_unlock(&ctx->dup_lock);
+	if (!any)
+		return;
+	if (inv)
+		uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
 	for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
 		if (!dev[k])
 			continue;
 		uhmm__dev_free_pages(ctx, dev[k], &dpfn[k], 1);
 		STAT_INC(ctx, dup_dropped);
 	}
+}
+
+/* Take p's duplicates out of the table and free their frames. */
+void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
+{
+	drop(ctx, p, false);
 }
 
 /*
@@ -258,29 +274,7 @@ void uhmm__dup_free_page(struct uhmm_ctx *ctx, const struct uhmm_page *p)
  */
 void uhmm__dup_drop_inv(struct uhmm_ctx *ctx, const struct uhmm_page *p)
 {
-	uint8_t dev[UHMM_MAX_DUPLICATES] = { 0 };
-	uint64_t dpfn[UHMM_MAX_DUPLICATES];
-	uintptr_t va = 0;
-	bool any = false;
-	pthread_mutex_lock(&ctx->dup_lock);
-	struct uhmm_dup *e = find_locked(ctx, p);
-	if (e) {
-		memcpy(dev, e->dev, sizeof(dev));
-		memcpy(dpfn, e->dpfn, sizeof(dpfn));
-		va = e->va;
-		any = !entry_empty(e);
-		erase_locked(ctx, e);
-	}
-	pthread_mutex_unlock(&ctx->dup_lock);
-	if (!any)
-		return;
-	uhmm__invalidate(ctx, va, va + PAGE_SIZE, UHMM_INV_MIGRATE, NULL, 0);
-	for (unsigned k = 0; k < UHMM_MAX_DUPLICATES; k++) {
-		if (!dev[k])
-			continue;
-		uhmm__dev_free_pages(ctx, dev[k], &dpfn[k], 1);
-		STAT_INC(ctx, dup_dropped);
-	}
+	drop(ctx, p, true);
 }
 
 /*

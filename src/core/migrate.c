@@ -390,6 +390,16 @@ enum {
 	K_NOMOVE,       /* system page copied in place, then discarded */
 };
 
+/* The batch's frames are the 2 MiB device page at @hbase: frame k is
+ * page k's (got[], b->huge).  Returns the number of frames. */
+static size_t take_unit(struct batch *b, uint64_t *got, uint64_t hbase)
+{
+	for (size_t k = 0; k < BATCH_PAGES; k++)
+		got[k] = hbase + k;
+	b->huge = hbase + 1;
+	return BATCH_PAGES;
+}
+
 /* Lock the pages and decide; allocate device pages for the movers. */
 static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 {
@@ -454,10 +464,7 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 		    (b->r->first + b->idx) % BATCH_PAGES == 0 &&
 		    !((b->r->start + (b->idx << PAGE_SHIFT)) & (UHMM_HUGE_SIZE - 1));
 	if (unit && uhmm__dev_get_huge(b->dst, &hbase) == 1) {
-		for (size_t k = 0; k < need; k++)
-			got[k] = hbase + k;
-		have = need;
-		b->huge = hbase + 1;
+		have = take_unit(b, got, hbase);
 		unit = false;
 	}
 	while (have < need) {
@@ -486,10 +493,7 @@ static int migrate_collect(struct uhmm_ctx *ctx, struct batch *b)
 			have = 0;
 			uhmm__evict(ctx, &v, need, b->xlo, b->xhi);
 			if (v.moved && uhmm__dev_get_huge(b->dst, &hbase) == 1) {
-				for (size_t k = 0; k < need; k++)
-					got[k] = hbase + k;
-				have = need;
-				b->huge = hbase + 1;
+				have = take_unit(b, got, hbase);
 				break;
 			}
 		} else {

@@ -46,18 +46,24 @@ struct chunk_hdr {
 _Static_assert(sizeof(struct chunk_hdr) <= sizeof(struct uhmm_pblk),
 	       "a chunk's header fits in its first block");
 
-_Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p)
+/* The header of @p's chunk, and @p's block's index in it. */
+static struct chunk_hdr *hdr_of(const struct uhmm_page *p, size_t *blk)
 {
 	uintptr_t a = (uintptr_t)p;
-	struct chunk_hdr *h = (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
-	return &h->huge[(a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk)];
+	*blk = (a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk);
+	return (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
+}
+
+_Atomic uint16_t *uhmm__pblk_huge(const struct uhmm_page *p)
+{
+	size_t i;
+	return &hdr_of(p, &i)->huge[i];
 }
 
 _Atomic uint8_t *uhmm__pblk_cpu_thp(const struct uhmm_page *p)
 {
-	uintptr_t a = (uintptr_t)p;
-	struct chunk_hdr *h = (struct chunk_hdr *)(a & ~(CHUNK_BYTES - 1));
-	return &h->cpu_thp[(a & (CHUNK_BYTES - 1)) / sizeof(struct uhmm_pblk)];
+	size_t i;
+	return &hdr_of(p, &i)->cpu_thp[i];
 }
 
 static pthread_mutex_t blk_lock = PTHREAD_MUTEX_INITIALIZER;
