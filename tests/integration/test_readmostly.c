@@ -654,6 +654,25 @@ struct inv_count {
 	_Atomic unsigned n;
 };
 
+/* Four pages filled with @fill, advised read-mostly and migrated to @dev:
+ * duplicated there, the CPU copies kept (skips, @ctx destroyed, where
+ * read-mostly cannot be had). */
+static char *duplicated_4(uhmm_ctx *ctx, uhmm_device *dev, int fill)
+{
+	char *p;
+	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
+	memset(p, fill, 4 * PG);
+	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
+	if (e == -EOPNOTSUPP) {
+		ASSERT_OK(uhmm_ctx_destroy(ctx));
+		TEST_SKIP("read-mostly needs write-protection");
+	}
+	ASSERT_OK(e);
+	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
+	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
+	return p;
+}
+
 static void count_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_event *ev,
 			     void *priv)
 {
@@ -679,17 +698,7 @@ static void held_duplicate_discarded_is_invalidated_before_freed(void **state)
 	(void)state;
 	uhmm_device *dev;
 	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
-	char *p;
-	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
-	memset(p, 0x33, 4 * PG);
-	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
-	if (e == -EOPNOTSUPP) {
-		ASSERT_OK(uhmm_ctx_destroy(ctx));
-		TEST_SKIP("read-mostly needs write-protection");
-	}
-	ASSERT_OK(e);
-	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
-	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
+	char *p = duplicated_4(ctx, dev, 0x33);
 	struct inv_count cnt = { .va = (uintptr_t)p + PG };
 	struct uhmm_notifier *n;
 	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, count_invalidate, &cnt, &n));
@@ -765,17 +774,7 @@ static void a_duplicate_a_migration_meets_is_invalidated_for_its_device(void **s
 	(void)state;
 	uhmm_device *dev;
 	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
-	char *p;
-	ASSERT_OK(uhmm_alloc(ctx, 4 * PG, (void **)&p));
-	memset(p, 0x44, 4 * PG);
-	int e = uhmm_advise(ctx, p, 4 * PG, UHMM_ADVISE_READ_MOSTLY, NULL);
-	if (e == -EOPNOTSUPP) {
-		ASSERT_OK(uhmm_ctx_destroy(ctx));
-		TEST_SKIP("read-mostly needs write-protection");
-	}
-	ASSERT_OK(e);
-	ASSERT_OK(uhmm_migrate(ctx, p, 4 * PG, dev, 0));
-	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 4 * PG);
+	char *p = duplicated_4(ctx, dev, 0x44);
 	struct inv_spare cnt = { .va = (uintptr_t)p + PG, .dev = dev };
 	struct uhmm_notifier *n;
 	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, spare_invalidate, &cnt, &n));
