@@ -83,6 +83,30 @@ static size_t anon_huge(const void *p, size_t len)
 	return total;
 }
 
+/*
+ * Huge pages khugepaged has collapsed since boot (every process), or -1
+ * when the kernel does not say.  khugepaged collapses any block of a
+ * MADV_HUGEPAGE mapping with one page present (max_ptes_none is 511 by
+ * default) at any time: a test that expects a block at 4 KiB compares
+ * this before and after, and accepts a huge block only when it moved.
+ */
+static long collapsed(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/khugepaged/pages_collapsed", "r");
+	long n = -1;
+	if (f && fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Whether khugepaged may have collapsed a block since c0 = collapsed(). */
+static bool khugepaged_ran(long c0)
+{
+	return c0 < 0 || collapsed() != c0;
+}
+
 /* An aligned mapping of len bytes backed by THPs (filled with the pattern
  * of seed), exactly len long; NULL (after a note) if the kernel gave no
  * huge pages. */
@@ -299,8 +323,10 @@ static void no_warm_thp_block_comes_home_at_4k(void **state)
 	for (size_t b = 0; b < pool->nslots / BATCH_PAGES; b++)
 		assert_false((pool->thp[b / 64] >> (b % 64)) & 1); /* no warm THP left */
 	struct uhmm_stats s1 = stats(f.ctx);
+	long c0 = collapsed();
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
-	assert_int_equal(anon_huge(p, len), 0);
+	if (!khugepaged_ran(c0))
+		assert_int_equal(anon_huge(p, len), 0);
 	assert_int_equal(uhmm_test_check(p, len, 13), (size_t)-1);
 	assert_int_equal(stats(f.ctx).thp_moves_in - s1.thp_moves_in, 0);
 	uhmm__pool_put_huge(pool, (size_t)s);
@@ -327,23 +353,31 @@ static void alloc_memory_is_thp_backed(void **state)
 		TEST_SKIP("the kernel gives no THP now");
 	munmap(t, TM);
 	char *p;
+	long c0 = collapsed();
 	ASSERT_OK(uhmm_alloc(f.ctx, len, (void **)&p));
 	uhmm_test_assert_zero(p + TM + 3 * PG, PG); /* a read: the zero page */
 	p[3 * TM + 77] = 1;                          /* a write: a THP */
 	p[77] = 1;
-	assert_int_equal(anon_huge(p, len), 2 * TM);
+	if (!khugepaged_ran(c0))
+		assert_int_equal(anon_huge(p, len), 2 * TM);
 	uhmm_test_assert_zero(p + TM, TM);
 	uhmm_test_assert_zero(p + 3 * TM, 77);
 	uhmm_test_assert_zero(p + 3 * TM + 78, TM - 78);
 	/* Block 1 has the zero page at 4 KiB (as the kernel's huge zero
 	 * page, written, is split): it stays at 4 KiB; the others are THPs. */
 	uhmm_test_fill(p, len, 19);
-	assert_int_equal(anon_huge(p, len), len - TM);
+	if (!khugepaged_ran(c0))
+		assert_int_equal(anon_huge(p, len), len - TM);
+	else /* khugepaged may have made block 1 huge too */
+		assert_true(anon_huge(p, len) >= len - TM);
 	struct uhmm_stats s0 = stats(f.ctx);
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, f.dev, 0));
 	ASSERT_OK(uhmm_migrate(f.ctx, p, len, NULL, 0));
 	struct uhmm_stats s1 = stats(f.ctx);
-	assert_int_equal(s1.thp_moves_out - s0.thp_moves_out, len / TM - 1);
+	if (!khugepaged_ran(c0))
+		assert_int_equal(s1.thp_moves_out - s0.thp_moves_out, len / TM - 1);
+	else
+		assert_true(s1.thp_moves_out - s0.thp_moves_out >= len / TM - 1);
 	/* Home, block 1 (out at 4 KiB: its page table is still in the
 	 * range) takes one of the 3 warm THPs too, which the move splits:
 	 * nothing records that it went out at 4 KiB (the per-block unit of
