@@ -167,6 +167,9 @@ struct copy_engine {
 	unsigned ncache;
 	uint64_t next_fence;               /* fences start at 1; 0 is never valid */
 	uint64_t busy;                     /* batches submitted, not yet complete */
+	/* The latest modelled completion time of a completed batch (copy.c,
+	 * "Modelled time is kept by the waiter"): a fence waits for it. */
+	uint64_t deadline;
 	bool stop;                         /* threads exit once the queue is empty */
 	/* Chunks run (copy.c: a run of whole copies or a part of a large
 	 * one), and of them those run by a submitter or waiter instead of a

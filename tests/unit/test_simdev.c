@@ -785,6 +785,52 @@ static void large_copy_is_split_into_parts(void **state)
 	ops->destroy(sd);
 }
 
+/*
+ * The engines do not sleep out a transfer's modelled time (copy.c,
+ * "Modelled time is kept by the waiter"): the waiter and a fence do.  Two
+ * engines, 1 GB/s each way: a 1 MiB transfer split into parts over both,
+ * and one the other way, both waited for by a fence; then each waited for
+ * alone: never done before the link could have carried it.
+ */
+static void split_transfer_and_fence_keep_the_model(void **state)
+{
+	(void)state;
+	struct uhmm_simdev_opts o;
+	struct simdev *sd;
+	uhmm_simdev_opts_init(&o);
+	o.mem_bytes = 4 * MiB;
+	o.bandwidth_gbps = 0.1;
+	o.copy_threads = 2;
+	ASSERT_OK(uhmm__simdev_new(&o, &sd));
+	unsigned char *buf = malloc(MiB), *out = calloc(1, MiB);
+	assert_non_null(buf);
+	assert_non_null(out);
+	uhmm_test_fill(buf, MiB, 5);
+	ASSERT_OK(copy1(sd, UHMM_COPY_TO_DEVICE, buf, 0, MiB / PG));
+
+	struct uhmm_copy a = { buf, MiB / PG, MiB / PG, UHMM_COPY_TO_DEVICE, 1 };
+	struct uhmm_copy b = { out, 0, MiB / PG, UHMM_COPY_FROM_DEVICE, 1 };
+	uhmm_fence_t fa, fb;
+	uint64_t t0 = uhmm_test_now_ns();
+	ASSERT_OK(ops->copy_submit(sd, &a, 1, &fa));
+	ASSERT_OK(ops->copy_submit(sd, &b, 1, &fb));
+	ASSERT_OK(ops->fence(sd));
+	assert_true(uhmm_test_now_ns() - t0 >= 10000000); /* 1 MiB at 10^8 B/s */
+	ASSERT_OK(ops->copy_wait(sd, fa));
+	ASSERT_OK(ops->copy_wait(sd, fb));
+	assert_true(uhmm_test_check(out, MiB, 5) == (size_t)-1);
+
+	/* Alone, split over both engines: the waiter sleeps what is left. */
+	t0 = uhmm_test_now_ns();
+	ASSERT_OK(copy1(sd, UHMM_COPY_FROM_DEVICE, out, MiB / PG, MiB / PG));
+	assert_true(uhmm_test_now_ns() - t0 >= 10000000);
+	assert_true(eng_read(sd, &sd->eng.chunks) > 4); /* it was split */
+	assert_true(uhmm_test_check(out, MiB, 5) == (size_t)-1);
+	free(buf);
+	free(out);
+	ops->destroy(sd);
+}
+
 /* With a transfer model only the workers (the modelled engines) copy. */
 static void modelled_engine_runs_on_workers_only(void **state)
 {
@@ -882,6 +928,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(injected_copy_failures_exact_count),
 	cmocka_unit_test(bandwidth_model_slows_copies),
 	cmocka_unit_test(latency_model_delays_each_copy),
+	cmocka_unit_test(split_transfer_and_fence_keep_the_model),
 	cmocka_unit_test(small_batch_runs_in_submitter),
 	cmocka_unit_test(large_copy_is_split_into_parts),
 	cmocka_unit_test(modelled_engine_runs_on_workers_only),
