@@ -81,9 +81,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-#if defined(__x86_64__) && defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+
+#include "util/dmacopy.h"
 
 /* A runner claims about this much of a batch at once; a copy larger than
  * this is split into parts of this size (without a transfer model, or
@@ -257,47 +256,6 @@ static bool copy_is_valid(const struct devmem *dm, const struct uhmm_copy *c)
 	return uhmm__devmem_range_ok(dm, c->dpfn, c->npages);
 }
 
-/*
- * The engine's data movement.  A DMA engine writes memory without filling
- * the CPU's caches, and a copy through the caches reads every destination
- * line before it overwrites it: for transfers of DMA_NT_BYTES or more the
- * engine stores with non-temporal stores (SSE2, every x86-64), which
- * measured 1.7-2x glibc's memcpy on cold 2 MiB chunks on the 2-vCPU VM
- * of docs/PERFORMANCE.md (its memcpy keeps to cached stores up to a
- * threshold of several MiB).  Smaller copies, or unaligned ones, and
- * other architectures use memcpy.
- */
-#define DMA_NT_BYTES (64u << 10)
-
-static void dma_copy(void *dst, const void *src, size_t len)
-{
-#if defined(__x86_64__) && defined(__SSE2__)
-	if (len >= DMA_NT_BYTES && !((uintptr_t)dst & 15) && !(len & 127)) {
-		__m128i *d = dst;
-		const __m128i *s = src;
-		for (size_t i = 0; i < len / 16; i += 8) {
-			__m128i a0 = _mm_loadu_si128(s + i), a1 = _mm_loadu_si128(s + i + 1);
-			__m128i a2 = _mm_loadu_si128(s + i + 2), a3 = _mm_loadu_si128(s + i + 3);
-			__m128i a4 = _mm_loadu_si128(s + i + 4), a5 = _mm_loadu_si128(s + i + 5);
-			__m128i a6 = _mm_loadu_si128(s + i + 6), a7 = _mm_loadu_si128(s + i + 7);
-			_mm_stream_si128(d + i, a0);
-			_mm_stream_si128(d + i + 1, a1);
-			_mm_stream_si128(d + i + 2, a2);
-			_mm_stream_si128(d + i + 3, a3);
-			_mm_stream_si128(d + i + 4, a4);
-			_mm_stream_si128(d + i + 5, a5);
-			_mm_stream_si128(d + i + 6, a6);
-			_mm_stream_si128(d + i + 7, a7);
-		}
-		/* Ordered before the completion that publishes the data (the
-		 * engine lock's release does not order streaming stores). */
-		_mm_sfence();
-		return;
-	}
-#endif
-	memcpy(dst, src, len);
-}
-
 /* Pages [off, off + np) of copy @c (valid), or only the first half of
  * them if @fail (an injected link error in the middle of the transfer). */
 static void copy_move_data(struct simdev *sd, const struct uhmm_copy *c,
@@ -309,10 +267,10 @@ static void copy_move_data(struct simdev *sd, const struct uhmm_copy *c,
 
 	switch (c->dir) {
 	case UHMM_COPY_TO_DEVICE:
-		dma_copy(dev, (const unsigned char *)c->sys + at, len);
+		uhmm__dma_copy(dev, (const unsigned char *)c->sys + at, len);
 		break;
 	case UHMM_COPY_FROM_DEVICE:
-		dma_copy((unsigned char *)c->sys + at, dev, len);
+		uhmm__dma_copy((unsigned char *)c->sys + at, dev, len);
 		break;
 	default: /* UHMM_COPY_ZERO */
 		memset(dev, 0, len);
