@@ -410,12 +410,12 @@ int uhmm__sigbus_add(struct uhmm_ctx *ctx)
 		base += c->n;
 		if (chunk_next(c))
 			continue;
-		/* Full: one more chunk (zeros from mmap: every slot empty),
-		 * published whole.  Off the malloc heap: the handler reads
-		 * it, and the application may register its heap. */
-		struct sb_chunk *n = mmap(NULL, SB_CHUNK_BYTES, PROT_READ | PROT_WRITE,
-					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (n == MAP_FAILED) {
+		/* Full: one more chunk (zeros: every slot empty), published
+		 * whole.  uhmm's own memory (never the application's heap,
+		 * which it may register, nor a hole it left): the handler
+		 * reads it. */
+		struct sb_chunk *n = uhmm__umem_map(SB_CHUNK_BYTES, 0, 0);
+		if (!n) {
 			pthread_mutex_unlock(&add_lock);
 			return -ENOMEM;
 		}

@@ -434,7 +434,7 @@ static void *pub_main(void *arg)
 static void pub_free(struct uhmm_statpub *sp)
 {
 	if (sp->seg)
-		munmap(sp->seg, sp->seg_size);
+		uhmm__umem_unmap(sp->seg, sp->seg_size);
 	if (sp->stage)
 		uhmm__umem_unmap(sp->stage, sp->seg_size);
 	pthread_mutex_destroy(&sp->lock);
@@ -492,9 +492,10 @@ void uhmm__statpub_start(struct uhmm_ctx *ctx)
 	err = -posix_fallocate(fd, 0, (off_t)sp->seg_size);
 	if (err)
 		goto fail;
-	sp->seg = mmap(NULL, sp->seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (sp->seg == MAP_FAILED) {
-		sp->seg = NULL;
+	/* In uhmm's own address space, not where mmap(NULL) would put it: an
+	 * application's hole (holes_stay_unmapped). */
+	sp->seg = uhmm__umem_map_file(sp->seg_size, fd);
+	if (!sp->seg) {
 		err = -errno;
 		goto fail;
 	}

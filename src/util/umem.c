@@ -52,10 +52,11 @@ struct resv {
 
 static struct resv *_Atomic resv_list;
 
-static int commit(uintptr_t a, size_t len, int prot, int extra)
+static int commit(uintptr_t a, size_t len, int prot, int extra, int fd)
 {
-	void *p = mmap((void *)a, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | extra,
-		       -1, 0);
+	void *p = fd < 0 ? mmap((void *)a, len, prot,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | extra, -1, 0)
+			 : mmap((void *)a, len, prot, MAP_SHARED | MAP_FIXED | extra, fd, 0);
 	return p == MAP_FAILED ? -1 : 0;
 }
 
@@ -77,7 +78,7 @@ static struct resv *reserve(size_t len)
 	void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	if (commit((uintptr_t)p, PG, PROT_READ | PROT_WRITE, 0)) {
+	if (commit((uintptr_t)p, PG, PROT_READ | PROT_WRITE, 0, -1)) {
 		munmap(p, len);
 		return NULL;
 	}
@@ -143,7 +144,7 @@ static uintptr_t slab_new(uint32_t c)
 	}
 	uintptr_t s = slab_next;
 	/* The last page stays PROT_NONE: a guard between slabs. */
-	if (commit(s, SLAB - PG, PROT_READ | PROT_WRITE, 0)) {
+	if (commit(s, SLAB - PG, PROT_READ | PROT_WRITE, 0, -1)) {
 		pthread_mutex_unlock(&slab_lock);
 		return 0;
 	}
@@ -366,7 +367,23 @@ static uintptr_t va_take_locked(size_t len, size_t align)
 	return 0;
 }
 
+static void *map_in_reserve(size_t len, size_t align, unsigned flags, int fd);
+
 UMEM_EXPORT void *uhmm__umem_map(size_t len, size_t align, unsigned flags)
+{
+	return map_in_reserve(len, align, flags, -1);
+}
+
+UMEM_EXPORT void *uhmm__umem_map_file(size_t len, int fd)
+{
+	if (fd < 0) {
+		errno = EBADF;
+		return NULL;
+	}
+	return map_in_reserve(len, PG, UMEM_NORESERVE, fd);
+}
+
+static void *map_in_reserve(size_t len, size_t align, unsigned flags, int fd)
 {
 	if (align < PG)
 		align = PG;
@@ -392,8 +409,11 @@ UMEM_EXPORT void *uhmm__umem_map(size_t len, size_t align, unsigned flags)
 	int prot = flags & UMEM_RDONLY ? PROT_READ : PROT_READ | PROT_WRITE;
 	int extra = (flags & UMEM_NORESERVE ? MAP_NORESERVE : 0) |
 		    (flags & UMEM_POPULATE ? MAP_POPULATE : 0);
-	if (commit(a, len, prot, extra)) {
+	if (fd >= 0)
+		extra &= ~MAP_NORESERVE; /* (a file's pages are the file's) */
+	if (commit(a, len, prot, extra, fd)) {
 		int e = errno;
+		decommit(a, len); /* a failed MAP_FIXED may have unmapped it */
 		pthread_mutex_lock(&va_lock);
 		va_insert_locked(a - PG, a + len + PG);
 		pthread_mutex_unlock(&va_lock);

@@ -79,6 +79,14 @@ UMEM_EXPORT char *uhmm__umem_strdup(const char *s);
  * address space or the memory is exhausted (errno says which).
  */
 UMEM_EXPORT void *uhmm__umem_map(size_t len, size_t align, unsigned flags);
+/*
+ * A shared mapping of @len bytes of file @fd from offset 0, read-write, at
+ * an address inside umem's reservations (never in a hole the application
+ * left in its own mappings, as mmap(NULL, ...) may choose).  Not counted
+ * in uhmm__umem_bytes.  NULL and errno as mmap's.  Given back with
+ * uhmm__umem_unmap.
+ */
+UMEM_EXPORT void *uhmm__umem_map_file(size_t len, int fd);
 /* Give back what uhmm__umem_map(len, ...) returned (the same len). */
 UMEM_EXPORT void uhmm__umem_unmap(void *p, size_t len);
 
