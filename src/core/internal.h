@@ -1022,6 +1022,10 @@ void uhmm__unshare_present(uintptr_t a, size_t n);
  * made again as pages of their own (see there).  Not on the service
  * thread; the pages are not held by the caller.  Returns pages remade. */
 size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n);
+/* Tests only: when it returns true, a remake's copy back fails as if the
+ * mapping had moved (NULL: nothing). */
+typedef bool (*uhmm__copy_back_hook_fn)(struct uhmm_ctx *);
+extern _Atomic(uhmm__copy_back_hook_fn) uhmm__copy_back_hook;
 
 /* evict.c */
 /* Note that block blk of a has (or is getting) pages on device dev: it

@@ -363,6 +363,7 @@ struct batch {
 	long slot;                  /* EMPTY reserve run for the batch */
 	bool thp;                   /* a THP moved out whole: the slots hold it */
 	size_t nbusy;
+	bool busy_nomove;           /* pages the move refuses (-EBUSY) go the no-move way */
 	uint8_t sfull[BATCH_PAGES]; /* slot i holds a page (mincore after the move) */
 	bool sknown;                /* sfull[] is exact: no restore moved pages out */
 	uintptr_t xlo, xhi;         /* the request: never evicted for it */
@@ -683,6 +684,24 @@ static void nomove_drop(struct uhmm_ctx *ctx, struct batch *b)
 			b->kind[i] = K_STAY;
 }
 
+/*
+ * Page k of the batch that UFFDIO_MOVE refused (-EBUSY): busy, for the
+ * caller to retry once the copy-on-write is broken; on the last try
+ * (b->busy_nomove), a page of a large folio the kernel will not split
+ * (a THP once shared with a fork child) is copied the no-move way instead,
+ * where that way exists (write-protection and /proc/self/mem): its bytes
+ * go to the device and the CPU's copy is discarded, nothing to put back.
+ */
+static void refused(struct uhmm_ctx *ctx, struct batch *b, size_t k)
+{
+	if (b->busy_nomove && ctx->wp && ctx->mem_fd >= 0) {
+		b->kind[k] = K_NOMOVE;
+		return;
+	}
+	b->kind[k] = K_BUSY;
+	b->nbusy++;
+}
+
 /* Move the system pages out of the CPU page table into reserve slots. */
 static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 {
@@ -752,9 +771,9 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 		}
 		if (ret == -EBUSY) {
 			/* Shared with a fork child, or pinned: retried below
-			 * after the copy-on-write is broken. */
-			b->kind[k] = K_BUSY;
-			b->nbusy++;
+			 * after the copy-on-write is broken (or, on the last
+			 * try, copied the no-move way). */
+			refused(ctx, b, k);
 			i = k + 1;
 			continue;
 		}
@@ -775,8 +794,7 @@ static int migrate_unmap(struct uhmm_ctx *ctx, struct batch *b)
 				continue;
 			}
 			if (ret == -EBUSY) {
-				b->kind[k] = K_BUSY;
-				b->nbusy++;
+				refused(ctx, b, k);
 				i = j;
 				continue;
 			}
@@ -1090,13 +1108,13 @@ static void release_slots(struct uhmm_ctx *ctx, struct batch *b)
 
 static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
 				size_t idx, size_t n, struct uhmm_device *dst,
-				uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
+				uintptr_t xlo, uintptr_t xhi, size_t *busy_out, bool busy_nomove)
 {
 	struct batch *b = uhmm__umem_malloc(sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	*b = (struct batch){ .r = r, .idx = idx, .n = n, .dst = dst, .slot = -1,
-			     .xlo = xlo, .xhi = xhi };
+			     .xlo = xlo, .xhi = xhi, .busy_nomove = busy_nomove };
 	uint64_t t0 = uhmm__trace_t0(ctx);
 	UHMM_PROBE(migrate_start, r->start + (idx << PAGE_SHIFT), n << PAGE_SHIFT, 0, dst->id,
 		   uhmm__trace_cause());
@@ -1184,11 +1202,12 @@ static int batch_to_device_once(struct uhmm_ctx *ctx, struct uhmm_range *r,
  */
 static int batch_to_device(struct uhmm_ctx *ctx, struct uhmm_range *r,
 			   size_t idx, size_t n, struct uhmm_device *dst,
-			   uintptr_t xlo, uintptr_t xhi, size_t *busy_out)
+			   uintptr_t xlo, uintptr_t xhi, size_t *busy_out, bool busy_nomove)
 {
 	uint64_t t0 = 0, t_else = 0;
 	for (;;) {
-		int err = batch_to_device_once(ctx, r, idx, n, dst, xlo, xhi, busy_out);
+		int err = batch_to_device_once(ctx, r, idx, n, dst, xlo, xhi, busy_out,
+					       busy_nomove);
 		if (err != -EAGAIN && err != -EINPROGRESS)
 			return err;
 		STAT_INC(ctx, evict_backoffs);
@@ -1233,7 +1252,7 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 		err = uhmm__migrate_range_to_system(ctx, r, idx, n, 0);
 	} else {
 		size_t busy = 0;
-		err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
+		err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy, false);
 		if (busy && (!err || err == -EBUSY)) {
 			/* Break copy-on-write sharing (a fork child still maps
 			 * the page) by populating for write, then try again.
@@ -1244,13 +1263,15 @@ static int migrate_one_batch(struct uhmm_ctx *ctx, uintptr_t a, size_t n,
 			 * shared: -EBUSY for ever). */
 			uhmm__unshare_present(a, n);
 			busy = 0;
-			err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
+			err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy, false);
 			/* Still refused: pages of a large folio the kernel will
-			 * not split; made again as pages of their own. */
-			if (busy && (!err || err == -EBUSY) &&
-			    uhmm__remake_present(ctx, r, idx, n)) {
+			 * not split; their bytes go the no-move way (copied,
+			 * the CPU's copy discarded: unlike a remake, nothing
+			 * has to be put back, so nothing can be lost when the
+			 * mapping moves meanwhile). */
+			if (busy && (!err || err == -EBUSY)) {
 				busy = 0;
-				err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy);
+				err = batch_to_device(ctx, r, idx, n, dst, xlo, xhi, &busy, true);
 			}
 			if (busy) {
 				STAT_ADD(ctx, migrate_busy, busy);
@@ -1304,15 +1325,19 @@ void uhmm__unshare_present(uintptr_t a, size_t n)
  * model remake.pml found both ways).  Up to 2 s of events; a page not
  * copied back gets late[i] = 1.  Returns the number copied back.
  */
+_Atomic(uhmm__copy_back_hook_fn) uhmm__copy_back_hook;
+
 static size_t copy_back(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, uintptr_t va,
 			const char *buf, size_t x, size_t y, uint8_t *late)
 {
 	uint64_t t0 = uhmm__now_ns();
 	size_t made = 0;
+	uhmm__copy_back_hook_fn hook = atomic_load_explicit(&uhmm__copy_back_hook,
+							    memory_order_acquire);
 	while (x < y) {
 		while (!uhmm__sb_enter(ctx))
 			uhmm__events_wait(ctx);
-		if (atomic_load_explicit(&r->dead, memory_order_acquire)) {
+		if (atomic_load_explicit(&r->dead, memory_order_acquire) || (hook && hook(ctx))) {
 			uhmm__sb_leave(ctx);
 			memset(late + x, 1, y - x); /* its address is not its own now */
 			break;
