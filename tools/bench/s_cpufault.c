@@ -346,7 +346,7 @@ int sc_cpufault(struct bench_sc *sc)
 	bench_base(sc, "copy_read_gbps", cr, "GB/s", w);
 	bench_base(sc, "resident_read_gbps", res, "GB/s", "the same read with the buffer resident");
 	bench_ratio(sc, "seq_read_vs_memcpy", best / mc, "sequential read from device (faster mode) / memcpy");
-	bench_goal(sc, '>', 0.5);
+	bench_goal(sc, '>', 0.9); /* issue 18 (issue 6 asked for 0.5) */
 	bench_ratio(sc, "seq_read_vs_copy_read", best / cr,
 		    "the same / copy-then-read chunk after chunk");
 	bench_ratio(sc, "seq_read_service_vs_memcpy", seq / mc, "service thread with read-ahead / memcpy");
