@@ -391,7 +391,7 @@ int sc_migrate(struct bench_sc *sc)
 		snprintf(w, sizeof(w), "floor: raw UFFDIO_MOVE + memcpy per %zu KiB batch", batch[b] >> 10);
 		bench_base(sc, k, gb_floor[named[b]], "GB/s", w);
 	}
-	static const double goal[3] = { 0.3, 0.8, 0.8 };
+	static const double goal[3] = { 0.3, 0.8, 0.95 }; /* issue 18 */
 	for (size_t b = 0; b < 3; b++) {
 		char k[64], w[112];
 		snprintf(k, sizeof(k), "migrate_%s_vs_memcpy", batch_name[b]);
