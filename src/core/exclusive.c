@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "core/internal.h"
@@ -83,8 +84,53 @@ int uhmm__revoke_range(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 enum { G_KEEP, G_GRAB, G_TRANSFER, G_BUSY, G_FAIL };
 
 /* Grab pages [idx, idx + n) of r (one 2 MiB block at most) for dev. */
+/*
+ * Pages [i, j) of the batch at va, held, that UFFDIO_MOVE refused for good
+ * (a THP once shared with an exited fork child: migrate.c, "refused"):
+ * each is write-protected (a CPU write waits for us), read through
+ * /proc/self/mem, copied into its reserve slot (UFFDIO_COPY), and its CPU
+ * copy discarded as uhmm's own, as the no-move migration does: the slot
+ * then holds the page as a move would have left it.  Nothing is put back,
+ * so nothing is lost if the mapping moves meanwhile (a remake's copy back
+ * could).  A page this cannot take stays busy (unprotected).  Returns the
+ * pages taken; kind[] says which.
+ */
+static size_t grab_by_copy(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
+			   uintptr_t va, char *slots, uint8_t *kind, size_t i, size_t j)
+{
+	if (!ctx->wp || ctx->mem_fd < 0 || pthread_equal(pthread_self(), ctx->service))
+		return 0;
+	char buf[PAGE_SIZE] __attribute__((aligned(64)));
+	size_t taken = 0;
+	for (size_t k = i; k < j; k++) {
+		uintptr_t a = va + (k << PAGE_SHIFT);
+		size_t one = 0;
+		if (uhmm__uffd_protect_yielding(ctx->uffd, a, PAGE_SIZE))
+			continue;
+		if (pread(ctx->mem_fd, buf, PAGE_SIZE, (off_t)a) != (ssize_t)PAGE_SIZE ||
+		    uhmm__uffd_copy(ctx->pool.ruffd, (uintptr_t)slots + (k << PAGE_SHIFT), buf,
+				    PAGE_SIZE, UFFDIO_COPY_MODE_DONTWAKE, true, &one) < 0 ||
+		    one != PAGE_SIZE) {
+			(void)uhmm__uffd_writeprotect(ctx->uffd, a, PAGE_SIZE, false);
+			continue;
+		}
+		uint8_t gone = 1;
+		(void)uhmm__own_discard(ctx, r, idx + k, 1, &gone);
+		if (!gone) {
+			/* Refused: the page stays where it is, and the slot's
+			 * copy goes with the slot (unused). */
+			(void)uhmm__uffd_writeprotect(ctx->uffd, a, PAGE_SIZE, false);
+			continue;
+		}
+		kind[k] = G_GRAB;
+		taken++;
+	}
+	return taken;
+}
+
 static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-		      size_t n, struct uhmm_device *dev, void **out, size_t *busy)
+		      size_t n, struct uhmm_device *dev, void **out, size_t *busy,
+		      bool busy_copy)
 {
 	uint8_t kind[BATCH_PAGES];
 	uintptr_t va = r->start + (idx << PAGE_SHIFT), vend = va + (n << PAGE_SHIFT);
@@ -184,6 +230,18 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 			err = -EFAULT;
 			i = j;
 		}
+	}
+	/* The last try: pages the kernel will not let move are copied in. */
+	for (size_t i = 0; i < n && busy_copy && slots;) {
+		if (kind[i] != G_BUSY) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && kind[j] == G_BUSY)
+			j++;
+		*busy -= grab_by_copy(ctx, r, idx, va, slots, kind, i, j);
+		i = j;
 	}
 	/* A hole becomes a zero page the device can work on; a page the
 	 * application discarded (its zap may still be coming) too. */
@@ -291,7 +349,7 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 		size_t busy = 0;
 		void **out = pages ? pages + ((x - a) >> PAGE_SHIFT) : NULL;
 		size_t idx = (x - r->start) >> PAGE_SHIFT;
-		err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+		err = grab_batch(ctx, r, idx, n, dev, out, &busy, false);
 		if (err == -EHWPOISON) {
 			/* A lost page: not held; the others are, go on. */
 			poisoned = true;
@@ -306,14 +364,15 @@ UHMM_API int uhmm_make_exclusive(uhmm_device *dev, void *addr, size_t npages,
 			 * pages after it left shared). */
 			uhmm__unshare_present(x, n);
 			busy = 0;
-			err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+			err = grab_batch(ctx, r, idx, n, dev, out, &busy, false);
 			if (err == -EHWPOISON)
 				err = 0;
 			/* Still refused: pages of a large folio the kernel
-			 * will not split (migrate.c), made again. */
-			if (!err && busy && uhmm__remake_present(ctx, r, idx, n)) {
+			 * will not split (migrate.c); copied into their slots
+			 * instead (grab_by_copy). */
+			if (!err && busy) {
 				busy = 0;
-				err = grab_batch(ctx, r, idx, n, dev, out, &busy);
+				err = grab_batch(ctx, r, idx, n, dev, out, &busy, true);
 				if (err == -EHWPOISON)
 					err = 0;
 			}

@@ -1017,15 +1017,6 @@ int uhmm__evacuate(struct uhmm_ctx *ctx, unsigned dev_id);
  * pages) present in the CPU page table, n <= BATCH_PAGES; absent pages
  * are not touched (no fault).  No page lock may be held. */
 void uhmm__unshare_present(uintptr_t a, size_t n);
-/* migrate.c: pages of [idx, idx + n) of r (n <= BATCH_PAGES) at home and
- * present that UFFDIO_MOVE still refuses after uhmm__unshare_present are
- * made again as pages of their own (see there).  Not on the service
- * thread; the pages are not held by the caller.  Returns pages remade. */
-size_t uhmm__remake_present(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n);
-/* Tests only: when it returns true, a remake's copy back fails as if the
- * mapping had moved (NULL: nothing). */
-typedef bool (*uhmm__copy_back_hook_fn)(struct uhmm_ctx *);
-extern _Atomic(uhmm__copy_back_hook_fn) uhmm__copy_back_hook;
 
 /* evict.c */
 /* Note that block blk of a has (or is getting) pages on device dev: it

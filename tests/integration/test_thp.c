@@ -461,19 +461,13 @@ static void exclusive_access_to_one_page_of_a_thp(void **state)
  * parent maps the large folio alone, MADV_POPULATE_WRITE finds its pages
  * writable, and the kernel's split of the folio (which a 4 KiB move
  * needs) refuses for good: UFFDIO_MOVE says -EBUSY for ever (Linux 6.18).
- * A migration copies such pages the no-move way (their bytes to the
- * device, the CPU's copy discarded: nothing to put back); an exclusive
- * grab makes them again as pages of their own (migrate.c,
- * uhmm__remake_present).  Both succeed, data intact.  The migrations run
- * with every remake's copy back failing (uhmm__copy_back_hook, as when
- * the mapping moves meanwhile): a migration that remade its pages would
- * lose their bytes.
+ * uhmm takes such pages by copy: a migration the no-move way (migrate.c,
+ * "refused": their bytes to the device, the CPU's copy discarded), an
+ * exclusive grab into its reserve slots (exclusive.c, grab_by_copy).
+ * Both succeed, data intact, and nothing is put back in place (the remake
+ * they replace copied the bytes back, and lost them when the mapping moved
+ * meanwhile: tests/model/remake.pml, docs/RELIABILITY.md).
  */
-static bool copy_back_fails(struct uhmm_ctx *ctx)
-{
-	(void)ctx;
-	return true;
-}
 
 static void thp_once_shared_with_an_exited_child_still_moves(void **state)
 {
@@ -502,12 +496,10 @@ static void thp_once_shared_with_an_exited_child_still_moves(void **state)
 	int st;
 	assert_int_equal(waitpid(c, &st, 0), c);
 	/* The child is gone: the folio's other pages refuse to move. */
-	atomic_store(&uhmm__copy_back_hook, copy_back_fails);
 	ASSERT_OK(uhmm_migrate(f.ctx, p + 3 * PG, PG, f.dev, 0));
 	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 3 * PG, PG, f.dev), 1);
 	ASSERT_OK(uhmm_migrate(f.ctx, p + 6 * PG, 64 * PG, f.dev, 0));
 	assert_int_equal(uhmm_test_pages_on(f.ctx, p + 6 * PG, 64 * PG, f.dev), 64);
-	atomic_store(&uhmm__copy_back_hook, NULL);
 	uhmm_test_assert_data(p, 0, len, 21);
 	void *pg[1];
 	ASSERT_OK(uhmm_make_exclusive(f.dev, p + 5 * PG, 1, pg));

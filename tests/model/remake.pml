@@ -1,7 +1,17 @@
 /*
- * remake.pml - the page remake (uhmm__remake_present, src/core/migrate.c),
- * one page, checked with spin by tests/model/run-spin.sh --remake (ctest:
+ * remake.pml - a page UFFDIO_MOVE keeps refusing, taken by copy: one page,
+ * checked with spin by tests/model/run-spin.sh --remake (ctest:
  * model.spin.remake).
+ *
+ * The default is the code's protocol since this round's fifth session, the
+ * copy out (migrate.c "refused" and the no-move path; exclusive.c
+ * grab_by_copy): R locks, protects, reads, discards the CPU's copy as its
+ * own and publishes the bytes elsewhere (a device page, a reserve slot: the
+ * page is then *away*, its PTE missing; a fault brings it home).  Nothing
+ * is put back.  The publication honours ZAPPED as every unlock does: an
+ * application discard made while R held the page drops the copy.
+ * -DREMAKE is the protocol before it, the remake (uhmm__remake_present,
+ * removed), described next: the copy back in place.
  *
  * A page of a THP once shared with a fork child, which UFFDIO_MOVE keeps
  * refusing, is made again as a page of its own.  The page is in system
@@ -68,15 +78,18 @@
  * enters and looks again.
  *
  * Options: -DNO_D (no application discard), -DNO_W (no writer), -DNO_L (no
- *   reader), -DUNBRACKETED (the copy back as committed: must fail),
- *   -DRELOOK (with it: a look at ZAPPED after each EAGAIN; fails too).
+ *   reader), -DREMAKE (the remake instead of the copy out), with it
+ *   -DUNBRACKETED (the copy back as committed: must fail) and -DRELOOK (a
+ *   look at ZAPPED after each EAGAIN; fails too).  The mutations below
+ *   apply to the copy out (the default) and to the remake alike.
  * Mutations of the bracketed protocol run-spin.sh must see caught
  * (assertions):
  *   -DEARLY_OWNCLEAR  PG_OWNDISC cleared as soon as madvise returns,
  *       without events_wait: the own REMOVE, handled later, is taken for
  *       the application's, the page ZAPPED and not copied back: data lost.
- *   -DIGNORE_ZAPPED   the copy back ignores ZAPPED: the application's
- *       discard made meanwhile is undone, the old data back after it.
+ *   -DIGNORE_ZAPPED   the copy back (the publication elsewhere) ignores
+ *       ZAPPED: the application's discard made meanwhile is undone, the
+ *       old data back after it.
  *   -DNO_WP           no write-protection: W's store between the read and
  *       the DONTNEED is lost.
  */
@@ -130,6 +143,9 @@ bit fq[3];            /* a fault message of W / D / L, not yet read */
 bit wpf[3];           /* ... a write-protect fault */
 bit waiting[3];       /* W / D / L asleep in a userfault */
 bit parked[3];        /* its message parked on the page lock */
+
+bit away;             /* the page lives elsewhere (copy out): PTE missing */
+byte awaydata;        /* ... its data there */
 
 bit r_done, w_done, d_done, l_done;
 
@@ -199,6 +215,20 @@ proctype R()
 	busy == 0;             /* uhmm__events_wait */
 #endif
 	owndisc = 0;
+#ifndef REMAKE
+	/* The copy out: published elsewhere with the bytes read; a page
+	 * ZAPPED while held is published DISCARD, the copy dropped. */
+	atomic {
+		if
+		:: SEES_ZAPPED -> discard = 1
+		:: else -> away = 1; awaydata = buf
+		fi;
+		zapped = 0;
+		owndisc = 0;
+		locked = 0
+	};
+	goto done;
+#endif
 #ifdef UNBRACKETED
 	/* As committed: the look at ZAPPED, then copy_back, whose EAGAIN
 	 * retries (after events_wait) look no more (-DRELOOK: they do). */
@@ -287,7 +317,8 @@ inline serve(i)
 			:: else -> skip
 			fi;
 			if
-			:: !present -> present = 1; vadata = 0; discard = 0 /* zero fill */
+			:: !present && away -> present = 1; vadata = awaydata; away = 0 /* home */
+			:: !present && !away -> present = 1; vadata = 0; discard = 0 /* zero fill */
 			:: else -> skip /* EEXIST */
 			fi;
 			waiting[i] = 0
@@ -304,7 +335,7 @@ proctype S()
 			if
 			:: locked && owndisc -> owndisc = 0 /* its own: consumed */
 			:: locked && !owndisc -> zapped = 1
-			:: !locked -> discard = 1           /* the zap follows */
+			:: !locked -> discard = 1; away = 0 /* the zap follows; elsewhere: freed */
 			fi;
 			busy = 0
 		}
@@ -341,5 +372,5 @@ init
 	};
 	(r_done && w_done && d_done && l_done && _nr_pr == 1);
 	assert(!locked);
-	assert(IN_MEM(present -> vadata : 0))
+	assert(IN_MEM(present -> vadata : (away -> awaydata : 0)))
 }

@@ -171,26 +171,29 @@
 #                    (the code before uhmm__dup_drop_inv); a range fault
 #                    after the REMOVE's invalidation installed an entry to
 #                    a duplicate and the device reads the freed frame
-# --remake (remake.pml: the remake of a page UFFDIO_MOVE keeps refusing,
-# uhmm__remake_present, racing a CPU writer, a CPU reader and an
-# application discard; docs/ARCHITECTURE.md, "The page remake in the
-# model"):
-#   remake      safety: must pass (the copy back bracketed against the
-#               event reads: the code since 7e85eac; see remake-as-committed)
-#   remake-liveness  non-progress cycles: must pass
-#   remake-as-committed (-DUNBRACKETED) must FAIL, an assertion: the copy
+# --remake (remake.pml: a page UFFDIO_MOVE keeps refusing, taken by copy
+# -- the copy out, the default: migrate.c "refused", exclusive.c
+# grab_by_copy; -DREMAKE the remake it replaced, uhmm__remake_present --
+# racing a CPU writer, a CPU reader and an application discard;
+# docs/ARCHITECTURE.md, "The page remake in the model"):
+#   copyout     safety: must pass (the code since this round's fifth session)
+#   copyout-liveness  non-progress cycles: must pass
+#   remake      safety with -DREMAKE: must pass (the copy back bracketed
+#               against the event reads: the code from 7e85eac until the
+#               copy out replaced it; see remake-as-committed)
+#   remake-as-committed (-DREMAKE -DUNBRACKETED) must FAIL, an assertion: the copy
 #               back as committed at a3f752d (one look at ZAPPED, EAGAIN
 #               retries without one) brings the discarded data back after
 #               the application's madvise returned
-#   remake-relook (-DUNBRACKETED -DRELOOK) must FAIL: a look again after
+#   remake-relook (-DREMAKE -DUNBRACKETED -DRELOOK) must FAIL: a look again after
 #               each EAGAIN is not enough (the copy lands between the
 #               REMOVE's read, the zap, and its handling)
-#   mutations, must FAIL (assertions):
+#   mutations of the copy out, must FAIL (assertions):
 #     early-ownclear (-DEARLY_OWNCLEAR) PG_OWNDISC cleared without
 #                    uhmm__events_wait: the own REMOVE taken for the
-#                    application's, the page not copied back: data lost
-#     ignore-zapped  (-DIGNORE_ZAPPED) the copy back ignores ZAPPED: the
-#                    discarded data back after the discard
+#                    application's, the page published DISCARD: data lost
+#     ignore-zapped  (-DIGNORE_ZAPPED) the publication elsewhere ignores
+#                    ZAPPED: the discarded data back after the discard
 #     no-wp          (-DNO_WP) no write-protection: a store between the read
 #                    and the DONTNEED lost
 # --evict-full (not in ctest):
@@ -400,13 +403,14 @@ elif [ $evict = 3 ]; then
 		-DZAP_UNLOCK_NO_INV
 elif [ $evict = 4 ]; then
 	model=$here/remake.pml
-	check remake safety pass
-	check remake-liveness liveness pass
-	check remake-as-committed safety 'assertion violated' -DUNBRACKETED
-	check remake-relook safety 'assertion violated' -DUNBRACKETED -DRELOOK
+	check copyout safety pass
+	check copyout-liveness liveness pass
 	check early-ownclear safety 'assertion violated' -DEARLY_OWNCLEAR
 	check ignore-zapped safety 'assertion violated' -DIGNORE_ZAPPED
 	check no-wp safety 'assertion violated' -DNO_WP
+	check remake safety pass -DREMAKE
+	check remake-as-committed safety 'assertion violated' -DREMAKE -DUNBRACKETED
+	check remake-relook safety 'assertion violated' -DREMAKE -DUNBRACKETED -DRELOOK
 elif [ $evict = 2 ]; then
 	model=$here/evict.pml
 	check evict-two-homer safety pass -DTWO_REQ
