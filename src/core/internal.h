@@ -699,6 +699,10 @@ void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 /* The same, and remove a write protection left on pages at home without
  * duplicates (before a write range fault populates them). */
 void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
+/* The same without waiting for a page lock: pages someone holds are
+ * skipped (a write range fault's populate retries, on a device's fault
+ * path).  No page lock held. */
+void uhmm__dup_collapse_write_try(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 /* The same for page idx of r, which the caller holds (a CPU fault). */
 void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
 /* Free page p's duplicates (its mirrors were invalidated).  Any lock. */
@@ -939,6 +943,11 @@ extern _Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
  * changes (NULL: nothing). */
 typedef void (*uhmm__event_hook_fn)(struct uhmm_ctx *, uintptr_t start, uintptr_t end);
 extern _Atomic(uhmm__event_hook_fn) uhmm__event_hook;
+/* Tests only: called by uhmm_range_fault before it populates [start, end)
+ * (rangefault.c, populate; NULL: nothing). */
+typedef void (*uhmm__rf_populate_hook_fn)(struct uhmm_ctx *, uintptr_t start, uintptr_t end,
+					  bool write);
+extern _Atomic(uhmm__rf_populate_hook_fn) uhmm__rf_populate_hook;
 
 /* service.c */
 int uhmm__service_start(struct uhmm_ctx *ctx);

@@ -801,6 +801,72 @@ static void a_duplicate_a_migration_meets_is_invalidated_for_its_device(void **s
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
 
+/* The populate hook (rangefault.c): device dev reads, duplicating
+ * [p, p + len), just before a write range fault's first populate. */
+static struct {
+	uhmm_device *dev;
+	void *p;
+	size_t len;
+	_Atomic int calls;
+	int err;
+} redup;
+
+static void dup_before_populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end,
+				bool write)
+{
+	(void)start;
+	(void)end;
+	if (!write || atomic_fetch_add(&redup.calls, 1))
+		return;
+	redup.err = uhmm_migrate(ctx, redup.p, redup.len, redup.dev, UHMM_MIGRATE_DUPLICATE);
+}
+
+/*
+ * SIGBUS mode: a write range fault collapses the range's duplicates, then
+ * populates; another device's read in between duplicates the pages again
+ * and write-protects them, and MADV_POPULATE_WRITE cannot wait for a
+ * write-protect fault in this mode (it fails EFAULT).  The populate's
+ * retries must collapse them again, else the range fault fails -EFAULT
+ * after 2 s of retries (uhmm-torture --readmostly --sigbus:
+ * "uhmm_simdev_launch(write) = -14", about one run in 60-100).
+ */
+static void a_duplicate_made_before_a_write_populate_is_collapsed(void **state)
+{
+	(void)state;
+	uhmm_device *a, *b;
+	uhmm_ctx *ctx = mkctx(UHMM_CTX_SIGBUS, &a, &b);
+	char *p = duplicated_4(ctx, a, 0x5a);
+	redup.dev = b;
+	redup.p = p;
+	redup.len = 4 * PG;
+	atomic_store(&redup.calls, 0);
+	redup.err = 0;
+	atomic_store(&uhmm__rf_populate_hook, dup_before_populate);
+	uint64_t ent[4];
+	struct uhmm_range_req req = {
+		.start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
+		.flags = UHMM_RF_FAULT_WRITE, .device = a, .entries = ent,
+	};
+	int err = uhmm_range_fault(ctx, &req);
+	atomic_store(&uhmm__rf_populate_hook, NULL);
+	ASSERT_OK(redup.err);
+	assert_true(atomic_load(&redup.calls) >= 1);
+	ASSERT_OK(err);
+	for (int i = 0; i < 4; i++)
+		if ((ent[i] & (UHMM_RE_VALID | UHMM_RE_WRITE | UHMM_RE_DEVICE)) !=
+		    (UHMM_RE_VALID | UHMM_RE_WRITE))
+			fail_msg("page %d: entry %#llx, not a writable system page", i,
+				 (unsigned long long)ent[i]);
+	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 0);
+	assert_int_equal(dev_bytes_settled(b, 0), 0);
+	for (size_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(p[i], 0x5a);
+	p[PG] = 0x11;
+	assert_int_equal(p[PG], 0x11);
+	ASSERT_OK(uhmm_free(ctx, p));
+	ASSERT_OK(uhmm_ctx_destroy(ctx));
+}
+
 static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(duplicate_and_collapse_full),
 	cmocka_unit_test(duplicate_and_collapse_user_mode_only),
@@ -816,6 +882,7 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(a_dup_being_made_makes_the_request_wait_not_fail),
 	cmocka_unit_test(held_duplicate_discarded_is_invalidated_before_freed),
 	cmocka_unit_test(a_duplicate_a_migration_meets_is_invalidated_for_its_device),
+	cmocka_unit_test(a_duplicate_made_before_a_write_populate_is_collapsed),
 };
 
 UHMM_TEST_MAIN(tests)
