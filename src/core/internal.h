@@ -923,7 +923,9 @@ int uhmm__own_discard(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, si
 		      uint8_t *sel);
 /* The holder of p (or the service thread for a page in populate): zeros
  * are in place at its address now, what a discard leaves; clear ZAPPED and
- * DISCARD (the discard is finished: uhmm_sync no longer waits for it). */
+ * DISCARD (the discard is finished: uhmm_sync no longer waits for it).
+ * Read-mostly duplicates of p are of the discarded data: dropped first,
+ * the mirrors invalidated (uhmm__dup_drop_inv). */
 void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* uhmm_sync: wait until the ZAPPED marks made before the call are cleared
  * (their holders published the pages), bounded: 0, or -ETIMEDOUT after
