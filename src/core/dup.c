@@ -342,9 +342,11 @@ void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_
  * duplicates (PG_DUP cleared or never set: a page that left and came back
  * with its protection, found by the pagemap), which a write range fault
  * could not populate in SIGBUS or user-mode-only mode.
+ * @nowait: never wait for a page lock: a page someone holds is skipped
+ * (uhmm__dup_collapse_write_try).
  */
 static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, size_t n,
-			   bool stray)
+			   bool stray, bool nowait)
 {
 	uint8_t dup[BATCH_PAGES];
 	uint64_t pm[BATCH_PAGES];
@@ -366,7 +368,14 @@ static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t id
 		if (!dup[i])
 			continue;
 		struct uhmm_page *p = range_page(r, idx + i);
-		uhmm__page_lock(p);
+		if (nowait) {
+			if (!uhmm__page_trylock(p)) {
+				dup[i] = 0; /* held: the caller's next retry */
+				continue;
+			}
+		} else {
+			uhmm__page_lock(p);
+		}
 		uint32_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
 		if (!(w & PG_DUP) && !(pm_ok && pg_loc(w) == LOC_CPU)) {
 			uhmm__page_unlock(ctx, p);
@@ -379,19 +388,42 @@ static void collapse_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t id
 			uhmm__page_unlock(ctx, range_page(r, idx + i));
 }
 
-static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray);
+static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray,
+			   bool nowait);
 
 void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
 {
-	collapse_range(ctx, a, b, false);
+	collapse_range(ctx, a, b, false, false);
 }
 
 void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
 {
-	collapse_range(ctx, a, b, true);
+	collapse_range(ctx, a, b, true, false);
 }
 
-static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray)
+/*
+ * uhmm__dup_collapse_write for the retries of a write range fault's
+ * populate in SIGBUS mode (rangefault.c, populate): a device read may
+ * duplicate a page again, and write-protect it, between the range fault's
+ * collapse and its populate, which cannot wait for a write-protect fault
+ * in that mode (it fails EFAULT until the protection goes).  This runs on
+ * a device's fault path, which must not wait for a page lock: a holder
+ * may be waiting for that very device (a blocking collapse here stopped
+ * uhmm-torture --readmostly --sigbus in its watchdog once in 60 runs:
+ * migrate, dev-atomic, mprotect and dev-write stuck).  So a page someone
+ * holds is skipped; the populate fails again and the next retry tries
+ * again, all of it bounded by the retries' UHMM_SETTLE_NS.  What it does
+ * wait for, with pages locked, is the collapse's invalidation: the order
+ * every collapse takes (page lock -> invalidation), whose callbacks take
+ * no page lock and never wait for a device fault.
+ */
+void uhmm__dup_collapse_write_try(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b)
+{
+	collapse_range(ctx, a, b, true, true);
+}
+
+static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool stray,
+			   bool nowait)
 {
 	if (!atomic_load_explicit(&ctx->rm_any, memory_order_acquire))
 		return;
@@ -412,7 +444,7 @@ static void collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b, bool 
 			size_t n = range_blk_left(r, idx);
 			if (n > e - idx)
 				n = e - idx;
-			collapse_batch(ctx, r, idx, n, stray);
+			collapse_batch(ctx, r, idx, n, stray, nowait);
 			idx += n;
 		}
 		x = r->start + (e << PAGE_SHIFT);

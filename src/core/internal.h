@@ -699,6 +699,10 @@ void uhmm__dup_collapse_range(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 /* The same, and remove a write protection left on pages at home without
  * duplicates (before a write range fault populates them). */
 void uhmm__dup_collapse_write(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
+/* The same without waiting for a page lock: pages someone holds are
+ * skipped (a write range fault's populate retries, on a device's fault
+ * path).  No page lock held. */
+void uhmm__dup_collapse_write_try(struct uhmm_ctx *ctx, uintptr_t a, uintptr_t b);
 /* The same for page idx of r, which the caller holds (a CPU fault). */
 void uhmm__dup_collapse_locked(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx);
 /* Free page p's duplicates (its mirrors were invalidated).  Any lock. */
@@ -919,7 +923,9 @@ int uhmm__own_discard(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx, si
 		      uint8_t *sel);
 /* The holder of p (or the service thread for a page in populate): zeros
  * are in place at its address now, what a discard leaves; clear ZAPPED and
- * DISCARD (the discard is finished: uhmm_sync no longer waits for it). */
+ * DISCARD (the discard is finished: uhmm_sync no longer waits for it).
+ * Read-mostly duplicates of p are of the discarded data: dropped first,
+ * the mirrors invalidated (uhmm__dup_drop_inv). */
 void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p);
 /* uhmm_sync: wait until the ZAPPED marks made before the call are cleared
  * (their holders published the pages), bounded: 0, or -ETIMEDOUT after
@@ -939,6 +945,11 @@ extern _Atomic(uhmm__publish_hook_fn) uhmm__publish_hook;
  * changes (NULL: nothing). */
 typedef void (*uhmm__event_hook_fn)(struct uhmm_ctx *, uintptr_t start, uintptr_t end);
 extern _Atomic(uhmm__event_hook_fn) uhmm__event_hook;
+/* Tests only: called by uhmm_range_fault before it populates [start, end)
+ * (rangefault.c, populate; NULL: nothing). */
+typedef void (*uhmm__rf_populate_hook_fn)(struct uhmm_ctx *, uintptr_t start, uintptr_t end,
+					  bool write);
+extern _Atomic(uhmm__rf_populate_hook_fn) uhmm__rf_populate_hook;
 
 /* service.c */
 int uhmm__service_start(struct uhmm_ctx *ctx);

@@ -92,6 +92,22 @@ int uhmm__zapped_wait(struct uhmm_ctx *ctx)
 
 void uhmm__page_unzap(struct uhmm_ctx *ctx, struct uhmm_page *p)
 {
+	/*
+	 * Read-mostly duplicates (dup.c) of a page filled with zeros are of
+	 * the data a discard dropped: a page is duplicated only while
+	 * present, and it was missing for this fill.  They must go here,
+	 * the mirrors told first (uhmm__dup_drop_inv), as the unlock of a
+	 * ZAPPED page does: clearing ZAPPED below makes that unlock keep
+	 * PG_DUP.  (A neighbour in a CPU fault's zero-around window, held
+	 * while an madvise's REMOVE marked it: devices kept reading the old
+	 * bytes, then a reused frame's; uhmm-torture --readmostly --sigbus.)
+	 * The holder waits in that invalidation with the page locked, the
+	 * order of every collapse (page lock -> invalidation).
+	 */
+	if (unlikely(atomic_load_explicit(&p->word, memory_order_relaxed) & PG_DUP)) {
+		uhmm__dup_drop_inv(ctx, p);
+		atomic_fetch_and_explicit(&p->word, ~PG_DUP, memory_order_relaxed);
+	}
 	uint32_t w = atomic_fetch_and_explicit(&p->word, ~(PG_DISCARD | PG_ZAPPED | PG_ZEPOCH),
 					       memory_order_release);
 	if (w & PG_ZAPPED)

@@ -185,14 +185,28 @@ static void sb_fault_in(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bo
 	}
 }
 
+_Atomic(uhmm__rf_populate_hook_fn) uhmm__rf_populate_hook;
+
 /* MADV_POPULATE_{READ,WRITE} of [start, end): 0 or -errno.  In SIGBUS mode
  * the managed pages missing are served first; one discarded or migrated
  * again before the populate reaches it (or a fill refused while events
  * are pending) makes it fail: again then, for up to UHMM_SETTLE_NS, as the
- * service thread settles a populate's fault (service.c, settle). */
+ * service thread settles a populate's fault (service.c, settle).
+ *
+ * A write populate also fails (EFAULT) on a write-protected page in that
+ * mode: another device's read may have duplicated a page again (dup.c)
+ * since rf_fault_in collapsed the range.  Before each retry of a write,
+ * what is duplicated or protected is collapsed again, without waiting for
+ * a page lock (uhmm__dup_collapse_write_try: this is a device's fault
+ * path, and a page's holder may be waiting for that device; a page held
+ * is left to the next retry, all of it bounded as before). */
 static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool write)
 {
 	uint64_t t0 = 0;
+	uhmm__rf_populate_hook_fn hook =
+		atomic_load_explicit(&uhmm__rf_populate_hook, memory_order_acquire);
+	if (unlikely(hook))
+		hook(ctx, start, end, write); /* tests: a device reads here */
 	for (;;) {
 		if (ctx->sigbus)
 			sb_fault_in(ctx, start, end, write);
@@ -204,6 +218,8 @@ static int populate(struct uhmm_ctx *ctx, uintptr_t start, uintptr_t end, bool w
 			return -err;
 		if (uhmm__settle_expired(&t0))
 			return -err;
+		if (write)
+			uhmm__dup_collapse_write_try(ctx, start, end);
 	}
 }
 

@@ -40,6 +40,12 @@
  * the old data (a read racing the discard), never a freed frame; after
  * it, the current data.
  *
+ * With -DDISCARD -DFILL, a fill of zeros (filler: serve_zero, a CPU
+ * fault's zero-around window) may hold the page when the REMOVE marks it:
+ * it fills the missing page and clears the mark (uhmm__page_unzap), which
+ * drops the duplicates first, invalidating (they are of the discarded
+ * data, and the unlock no longer sees a discard).
+ *
  * Mutations (must fail with an assertion):
  *   -DLATE_PROTECT     the duplication copies the page before it
  *                      write-protects it: a CPU store during duplication
@@ -56,6 +62,11 @@
  *                      check): a device range fault between the REMOVE's
  *                      invalidation and the unlock installed an entry to a
  *                      duplicate, and the device reads the freed frame
+ *   -DDISCARD -DFILL -DUNZAP_KEEPS_DUP  a fill of zeros that held the page when
+ *                      the REMOVE marked it clears the mark and keeps the
+ *                      duplicates (the code before uhmm__page_unzap
+ *                      dropped them): the unlock sees no discard, keeps
+ *                      PG_DUP, and a device reads the discarded data
  */
 
 #ifndef NDEV
@@ -253,6 +264,31 @@ next:		skip
 	od
 }
 
+#if defined(DISCARD) && defined(FILL)
+/* A fill of zeros (service.c, serve_zero: a neighbour in a CPU fault's
+ * zero-around window, or the faulting page): it locks the page, and fills
+ * it only if it is missing, i.e. after the kernel's zap (here: once the
+ * REMOVE has marked it ZAPPED while this fill held it).  Zeros in place,
+ * uhmm__page_unzap clears the mark; the duplicates, of the discarded
+ * data, go there first (uhmm__dup_drop_inv), since the unlock no longer
+ * sees a discard. */
+proctype filler()
+{
+	lock_page();
+	if
+	:: zapped ->
+#ifndef UNZAP_KEEPS_DUP
+		inv_start();
+		drop_dups();
+		inv_end();
+#endif
+		zapped = false
+	:: else -> skip
+	fi;
+	unlock_page()
+}
+#endif
+
 #ifdef DISCARD
 /* madvise(MADV_DONTNEED): the REMOVE handled (service.c: invalidation
  * start, uhmm__ranges_zap, invalidation end), then uhmm_sync waits for
@@ -282,6 +318,9 @@ init {
 		run device(2);
 #ifdef DISCARD
 		run discard();
+#ifdef FILL
+		run filler();
+#endif
 #endif
 	};
 	/* every actor but the service thread done: the page holds every

@@ -171,6 +171,14 @@
 #                    (the code before uhmm__dup_drop_inv); a range fault
 #                    after the REMOVE's invalidation installed an entry to
 #                    a duplicate and the device reads the freed frame
+#   readmostly-discard-fill  safety with -DDISCARD -DFILL -DDUPS=1 -DW=1 (a
+#               fill of zeros may hold the page when the REMOVE marks it,
+#               uhmm__page_unzap): must pass
+#     unzap-keeps-dup (-DDISCARD -DFILL -DDUPS=1 -DW=1 -DUNZAP_KEEPS_DUP) an assertion:
+#                    a fill of zeros held the page when the REMOVE marked
+#                    it, cleared the mark and kept the duplicates (the code
+#                    before uhmm__page_unzap dropped them); the device
+#                    reads the discarded data
 # --remake (remake.pml: a page UFFDIO_MOVE keeps refusing, taken by copy
 # -- the copy out, the default: migrate.c "refused", exclusive.c
 # grab_by_copy; -DREMAKE the remake it replaced, uhmm__remake_present --
@@ -401,6 +409,9 @@ elif [ $evict = 3 ]; then
 	check readmostly-discard-dev-write safety pass -DDISCARD -DDUPS=1 -DDEV_WRITE
 	check zap-unlock-no-inv safety 'assertion violated' -DDISCARD -DDUPS=1 \
 		-DZAP_UNLOCK_NO_INV
+	check readmostly-discard-fill safety pass -DDISCARD -DFILL -DDUPS=1 -DW=1
+	check unzap-keeps-dup safety 'assertion violated' -DDISCARD -DFILL -DDUPS=1 -DW=1 \
+		-DUNZAP_KEEPS_DUP
 elif [ $evict = 4 ]; then
 	model=$here/remake.pml
 	check copyout safety pass
