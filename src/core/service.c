@@ -843,9 +843,13 @@ static void readahead_step(struct uhmm_ctx *ctx)
 		s->next = s->end; /* the scan ran off its range */
 		return;
 	}
-	/* One fault-around block's worth a step. */
-	size_t fa = ctx->opts.fault_around;
+	/* What is left of a 2 MiB block a step: one copy and one move (a
+	 * PMD where the block comes home whole), as the scan's own faults
+	 * bring (policy.c).  A fault that arrives meanwhile waits for one
+	 * step at most. */
 	size_t bs = (s->next - r->start) >> PAGE_SHIFT;
+	uintptr_t bend = (s->next & ~(uintptr_t)(UHMM_HUGE_SIZE - 1)) + UHMM_HUGE_SIZE;
+	size_t fa = (bend - s->next) >> PAGE_SHIFT;
 	size_t be = bs + fa < r->npages ? bs + fa : r->npages;
 	if (r->start + (be << PAGE_SHIFT) > s->end)
 		be = (s->end - r->start) >> PAGE_SHIFT;

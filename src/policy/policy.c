@@ -89,12 +89,27 @@ static void builtin_cpu_fault(struct uhmm_polctx *p, const struct uhmm_pol_cpu_f
 	if (!s) {
 		*lru = (struct uhmm_pol_scan){ .last = blk, .wend = 0, .used = ++p->scan_clock };
 	} else {
-		s->wend = blk + bsz + (win + bsz - 1) / bsz * bsz;
-		s->last = blk;
+		/* A scan's fault brings its whole 2 MiB block home: one copy
+		 * and one move (a PMD where the block goes back whole), and
+		 * the reader's next faults are a block away instead of a
+		 * fault-around block (measured: fault_around 512 read 0.87-
+		 * 0.95x memcpy where 64 with read-ahead read 0.49-0.65x). */
+		uint64_t b2 = page & ~(BLK - 1), e2 = b2 + BLK;
+		if (b2 < f->range_start)
+			b2 = f->range_start;
+		if (e2 > f->range_end)
+			e2 = f->range_end;
+		if (b2 < a->lo)
+			a->lo = b2;
+		if (e2 > a->hi)
+			a->hi = e2;
+		uint64_t end = a->hi > blk + bsz ? a->hi : blk + bsz;
+		s->wend = end + (win + bsz - 1) / bsz * bsz;
+		s->last = end - bsz;
 		s->used = ++p->scan_clock;
 		uint64_t e = s->wend < f->range_end ? s->wend : f->range_end;
-		if (blk + bsz < e) {
-			a->ahead_lo = blk + bsz;
+		if (end < e) {
+			a->ahead_lo = end;
 			a->ahead_hi = e;
 			a->ahead_stream = (uint32_t)(s - p->scans);
 		}

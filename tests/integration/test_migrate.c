@@ -600,7 +600,8 @@ static void spinning_service_thread_finds_the_next_fault(void **state)
 
 /* ---- read-ahead (readahead_pages) ---- */
 
-#define RA_FA 16ul /* fault-around block, pages */
+#define RA_FA 16ul
+#define TM (2ul << 20) /* fault-around block, pages */
 
 static uhmm_ctx *ra_ctx(uint32_t readahead, uint64_t latency_ns, uhmm_device **dev)
 {
@@ -621,7 +622,7 @@ static uhmm_ctx *ra_ctx(uint32_t readahead, uint64_t latency_ns, uhmm_device **d
 /* Every page of [p, p + len) is present in the CPU page table. */
 static bool resident(const void *p, size_t len)
 {
-	unsigned char v[256];
+	unsigned char v[1024];
 	assert_true(len / PG <= sizeof(v));
 	assert_int_equal(mincore((void *)p, len, v), 0);
 	for (size_t i = 0; i < len / PG; i++)
@@ -642,28 +643,30 @@ static bool wait_resident(const void *p, size_t len)
 	return false;
 }
 
-/* CPU faults in ascending, consecutive fault-around blocks make the
- * service thread bring the next blocks back before they are touched, as far
- * as readahead_pages past the last fault and no further. */
+/* CPU faults in ascending, consecutive fault-around blocks make a scan:
+ * its faults bring their whole 2 MiB block home (policy.c), and the service
+ * thread brings the next blocks back before they are touched, as far as
+ * readahead_pages past the last fault's 2 MiB block and no further. */
 static void sequential_faults_read_ahead(void **state)
 {
 	(void)state;
 	uhmm_device *dev;
 	uhmm_ctx *ctx = ra_ctx(4 * RA_FA, 0, &dev);
-	size_t blk = RA_FA * PG, len = 32 * blk;
+	size_t blk = RA_FA * PG, len = 2 * TM;
 	char *p;
 	ASSERT_OK(uhmm_alloc(ctx, len, (void **)&p));
 	uhmm_test_fill(p, len, 41);
 	ASSERT_OK(uhmm_migrate(ctx, p, len, dev, 0));
-	/* Blocks 0, 1, 2 read in order: the scan's window reaches block 6
-	 * (1 + 1 + 4) or 7 (if block 2 still faulted). */
+	/* Blocks 0, 1, 2 read in order: block 1 continues the scan, which
+	 * brings the first 2 MiB home, and asks for 4 fault-around blocks
+	 * past it (or, if block 2 of the first 2 MiB faulted too, no more). */
 	for (size_t b = 0; b < 3; b++)
 		(void)*(volatile char *)(p + b * blk);
-	assert_true(wait_resident(p + 3 * blk, 3 * blk));
-	assert_true(stats(ctx).readahead_pages >= 3 * RA_FA);
+	assert_true(wait_resident(p, TM + 4 * blk));
+	assert_true(stats(ctx).readahead_pages >= 4 * RA_FA);
 	/* Nothing past the window came back. */
-	assert_int_equal(uhmm_test_pages_on(ctx, p + 7 * blk, len - 7 * blk, dev),
-			 (len - 7 * blk) / PG);
+	assert_int_equal(uhmm_test_pages_on(ctx, p + TM + 4 * blk, TM - 4 * blk, dev),
+			 (TM - 4 * blk) / PG);
 	assert_int_equal(uhmm_test_check(p, len, 41), (size_t)-1);
 	ASSERT_OK(uhmm_free(ctx, p));
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
