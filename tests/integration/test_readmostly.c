@@ -682,6 +682,45 @@ static void count_invalidate(struct uhmm_notifier *n, const struct uhmm_inv_even
 		atomic_fetch_add(&c->n, 1);
 }
 
+/* The set-up of the two tests below: four duplicated pages, page 1 held
+ * (as a migration's batch, a collapse or a fill of zeros holds it) when an
+ * madvise discards all four, its REMOVE handled (ZAPPED, still PG_DUP),
+ * then a snapshot range fault of the four that did not need a retry. */
+struct held_dup {
+	char *p;
+	struct inv_count cnt;
+	struct uhmm_notifier *n;
+	struct uhmm_range *r;
+	struct uhmm_page *pg;
+	uint64_t ent[4];
+	struct uhmm_range_req req;
+	unsigned before; /* invalidations of page 1 counted after the fault */
+};
+
+static void held_dup_discarded(uhmm_ctx *ctx, uhmm_device *dev, int fill, struct held_dup *h)
+{
+	h->p = duplicated_4(ctx, dev, fill);
+	uintptr_t p = (uintptr_t)h->p;
+	h->cnt = (struct inv_count){ .va = p + PG };
+	ASSERT_OK(uhmm_notifier_insert(ctx, p, 4 * PG, count_invalidate, &h->cnt, &h->n));
+	h->r = uhmm__range_get(ctx, p + PG);
+	assert_non_null(h->r);
+	h->pg = range_page(h->r, (p + PG - h->r->start) >> PAGE_SHIFT);
+	uhmm__page_lock(h->pg); /* a holder */
+	assert_int_equal(madvise(h->p, 4 * PG, MADV_DONTNEED), 0);
+	/* Its REMOVE handled (uhmm_sync would wait for our hold). */
+	uhmm__events_wait(ctx);
+	assert_true(atomic_load(&h->pg->word) & PG_ZAPPED);
+	assert_true(atomic_load(&h->pg->word) & PG_DUP);
+	h->req = (struct uhmm_range_req){
+		.notifier = h->n, .start = p, .end = p + 4 * PG,
+		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = h->ent,
+	};
+	ASSERT_OK(uhmm_range_fault(ctx, &h->req));
+	assert_false(uhmm_notifier_read_retry(h->n, h->req.notifier_seq));
+	h->before = atomic_load(&h->cnt.n);
+}
+
 /*
  * A duplicated page someone holds when an madvise discards it: the REMOVE
  * can only mark it ZAPPED, its invalidation is over when it returns, and
@@ -698,29 +737,12 @@ static void held_duplicate_discarded_is_invalidated_before_freed(void **state)
 	(void)state;
 	uhmm_device *dev;
 	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
-	char *p = duplicated_4(ctx, dev, 0x33);
-	struct inv_count cnt = { .va = (uintptr_t)p + PG };
-	struct uhmm_notifier *n;
-	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, count_invalidate, &cnt, &n));
-	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)p + PG);
-	assert_non_null(r);
-	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
-	uhmm__page_lock(pg); /* a holder */
-	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
-	/* Its REMOVE handled (uhmm_sync would wait for our hold). */
-	uhmm__events_wait(ctx);
-	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
-	assert_true(atomic_load(&pg->word) & PG_DUP);
-	uint64_t ent[4];
-	struct uhmm_range_req req = {
-		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
-		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
-	};
-	ASSERT_OK(uhmm_range_fault(ctx, &req));
-	assert_false(uhmm_notifier_read_retry(n, req.notifier_seq));
-	unsigned before = atomic_load(&cnt.n);
-	uhmm__page_unlock(ctx, pg); /* frees the duplicate */
-	uhmm__range_put(r);
+	struct held_dup h;
+	held_dup_discarded(ctx, dev, 0x33, &h);
+	char *p = h.p;
+	uint64_t *ent = h.ent;
+	uhmm__page_unlock(ctx, h.pg); /* frees the duplicate */
+	uhmm__range_put(h.r);
 	/* Entries of the three pages not held: no duplicate (the REMOVE
 	 * dropped them inside its invalidation). */
 	for (int i = 0; i < 4; i++)
@@ -731,13 +753,13 @@ static void held_duplicate_discarded_is_invalidated_before_freed(void **state)
 	 * now): then its frame is freed only after an invalidation, which
 	 * the device's read_retry sees and its callback hears. */
 	if (ent[1] & UHMM_RE_DEVICE) {
-		assert_true(atomic_load(&cnt.n) > before);
-		assert_true(uhmm_notifier_read_retry(n, req.notifier_seq));
+		assert_true(atomic_load(&h.cnt.n) > h.before);
+		assert_true(uhmm_notifier_read_retry(h.n, h.req.notifier_seq));
 	}
 	assert_int_equal(dev_bytes_settled(dev, 0), 0);
 	for (size_t i = 0; i < 4 * PG; i++)
 		assert_int_equal(p[i], 0);
-	ASSERT_OK(uhmm_notifier_remove(n));
+	ASSERT_OK(uhmm_notifier_remove(h.n));
 	ASSERT_OK(uhmm_free(ctx, p));
 	ASSERT_OK(uhmm_ctx_destroy(ctx));
 }
@@ -819,36 +841,21 @@ static void duplicates_go_when_a_discarded_page_is_filled(void **state)
 	(void)state;
 	uhmm_device *dev;
 	uhmm_ctx *ctx = mkctx(0, &dev, NULL);
-	char *p = duplicated_4(ctx, dev, 0x57);
-	struct inv_count cnt = { .va = (uintptr_t)p + PG };
-	struct uhmm_notifier *n;
-	ASSERT_OK(uhmm_notifier_insert(ctx, (uintptr_t)p, 4 * PG, count_invalidate, &cnt, &n));
-	struct uhmm_range *r = uhmm__range_get(ctx, (uintptr_t)p + PG);
-	assert_non_null(r);
-	struct uhmm_page *pg = range_page(r, ((uintptr_t)p + PG - r->start) >> PAGE_SHIFT);
-	uhmm__page_lock(pg); /* the fill */
-	assert_int_equal(madvise(p, 4 * PG, MADV_DONTNEED), 0);
-	uhmm__events_wait(ctx);
-	assert_true(atomic_load(&pg->word) & PG_ZAPPED);
-	assert_true(atomic_load(&pg->word) & PG_DUP);
-	uint64_t ent[4];
-	struct uhmm_range_req req = {
-		.notifier = n, .start = (uintptr_t)p, .end = (uintptr_t)p + 4 * PG,
-		.flags = UHMM_RF_SNAPSHOT, .device = dev, .entries = ent,
-	};
-	ASSERT_OK(uhmm_range_fault(ctx, &req));
-	unsigned before = atomic_load(&cnt.n);
-	uhmm__page_unzap(ctx, pg); /* zeros filled in place */
-	uhmm__page_unlock(ctx, pg);
-	uhmm__range_put(r);
-	assert_false(atomic_load(&pg->word) & PG_DUP);
+	struct held_dup h; /* page 1 held by the fill */
+	held_dup_discarded(ctx, dev, 0x57, &h);
+	char *p = h.p;
+	uint64_t *ent = h.ent;
+	uhmm__page_unzap(ctx, h.pg); /* zeros filled in place */
+	uhmm__page_unlock(ctx, h.pg);
+	uhmm__range_put(h.r);
+	assert_false(atomic_load(&h.pg->word) & PG_DUP);
 	assert_int_equal(attrs(ctx, p, 4 * PG)->bytes_duplicated, 0);
 	/* A duplicate handed out before is invalidated before it is freed. */
 	if (ent[1] & UHMM_RE_DEVICE) {
-		assert_true(atomic_load(&cnt.n) > before);
-		assert_true(uhmm_notifier_read_retry(n, req.notifier_seq));
+		assert_true(atomic_load(&h.cnt.n) > h.before);
+		assert_true(uhmm_notifier_read_retry(h.n, h.req.notifier_seq));
 	}
-	ASSERT_OK(uhmm_range_fault(ctx, &req));
+	ASSERT_OK(uhmm_range_fault(ctx, &h.req));
 	for (int i = 0; i < 4; i++)
 		if (ent[i] & UHMM_RE_DEVICE)
 			fail_msg("page %d: entry %#llx, a duplicate of discarded data", i,
@@ -858,7 +865,7 @@ static void duplicates_go_when_a_discarded_page_is_filled(void **state)
 	struct karg k = { .buf = (uint64_t *)(void *)p };
 	ASSERT_OK(uhmm_simdev_launch(dev, k_read, 4, &k));
 	assert_int_equal(atomic_load(&k.sum), 0);
-	ASSERT_OK(uhmm_notifier_remove(n));
+	ASSERT_OK(uhmm_notifier_remove(h.n));
 	for (size_t i = 0; i < 4 * PG; i++)
 		assert_int_equal(p[i], 0);
 	ASSERT_OK(uhmm_free(ctx, p));
