@@ -83,10 +83,10 @@ int uhmm__revoke_range(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 
 enum { G_KEEP, G_GRAB, G_TRANSFER, G_BUSY, G_FAIL };
 
-/* Grab pages [idx, idx + n) of r (one 2 MiB block at most) for dev. */
 /*
- * Pages [i, j) of the batch at va, held, that UFFDIO_MOVE refused for good
- * (a THP once shared with an exited fork child: migrate.c, "refused"):
+ * The pages of the batch at va that UFFDIO_MOVE refused for good (kind[]
+ * G_BUSY, held; a THP once shared with an exited fork child: migrate.c,
+ * "refused"):
  * each is write-protected (a CPU write waits for us), read through
  * /proc/self/mem, copied into its reserve slot (UFFDIO_COPY), and its CPU
  * copy discarded as uhmm's own, as the no-move migration does: the slot
@@ -96,13 +96,15 @@ enum { G_KEEP, G_GRAB, G_TRANSFER, G_BUSY, G_FAIL };
  * pages taken; kind[] says which.
  */
 static size_t grab_by_copy(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
-			   uintptr_t va, char *slots, uint8_t *kind, size_t i, size_t j)
+			   uintptr_t va, char *slots, uint8_t *kind, size_t n)
 {
 	if (!ctx->wp || ctx->mem_fd < 0 || pthread_equal(pthread_self(), ctx->service))
 		return 0;
 	char buf[PAGE_SIZE] __attribute__((aligned(64)));
 	size_t taken = 0;
-	for (size_t k = i; k < j; k++) {
+	for (size_t k = 0; k < n; k++) {
+		if (kind[k] != G_BUSY)
+			continue;
 		uintptr_t a = va + (k << PAGE_SHIFT);
 		size_t one = 0;
 		if (uhmm__uffd_protect_yielding(ctx->uffd, a, PAGE_SIZE))
@@ -128,6 +130,8 @@ static size_t grab_by_copy(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t id
 	return taken;
 }
 
+/* Grab pages [idx, idx + n) of r (one 2 MiB block at most) for dev; on
+ * the last try (@busy_copy) the pages the move refuses are copied in. */
 static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		      size_t n, struct uhmm_device *dev, void **out, size_t *busy,
 		      bool busy_copy)
@@ -232,17 +236,8 @@ static int grab_batch(struct uhmm_ctx *ctx, struct uhmm_range *r, size_t idx,
 		}
 	}
 	/* The last try: pages the kernel will not let move are copied in. */
-	for (size_t i = 0; i < n && busy_copy && slots;) {
-		if (kind[i] != G_BUSY) {
-			i++;
-			continue;
-		}
-		size_t j = i + 1;
-		while (j < n && kind[j] == G_BUSY)
-			j++;
-		*busy -= grab_by_copy(ctx, r, idx, va, slots, kind, i, j);
-		i = j;
-	}
+	if (busy_copy && slots && *busy)
+		*busy -= grab_by_copy(ctx, r, idx, va, slots, kind, n);
 	/* A hole becomes a zero page the device can work on; a page the
 	 * application discarded (its zap may still be coming) too. */
 	unsigned char vec[BATCH_PAGES];
