@@ -60,8 +60,10 @@ static void events_begin(struct uhmm_ctx *ctx)
 	 * refused with EAGAIN while the event is pending, or sees the event
 	 * handled (ZAPPED, dead): the order the service thread keeps by being
 	 * the only installer in the default mode.  They never wait inside
-	 * their bracket (uhmm__sb_enter).  In every mode: the page remake's
-	 * copy back (migrate.c) installs from an application thread too. */
+	 * their bracket (uhmm__sb_enter).  Looked at in every mode (one
+	 * load: outside SIGBUS mode nobody opens a bracket since the page
+	 * remake's copy back is gone), so any installer from another thread
+	 * keeps that order. */
 	uint32_t v;
 	while ((v = atomic_load_explicit(&ctx->sb_active, memory_order_seq_cst)) != 0)
 		uhmm_futex_wait(&ctx->sb_active, v);
@@ -849,8 +851,8 @@ static void readahead_step(struct uhmm_ctx *ctx)
 	 * step at most. */
 	size_t bs = (s->next - r->start) >> PAGE_SHIFT;
 	uintptr_t bend = (s->next & ~(uintptr_t)(UHMM_HUGE_SIZE - 1)) + UHMM_HUGE_SIZE;
-	size_t fa = (bend - s->next) >> PAGE_SHIFT;
-	size_t be = bs + fa < r->npages ? bs + fa : r->npages;
+	size_t step = (bend - s->next) >> PAGE_SHIFT;
+	size_t be = bs + step < r->npages ? bs + step : r->npages;
 	if (r->start + (be << PAGE_SHIFT) > s->end)
 		be = (s->end - r->start) >> PAGE_SHIFT;
 	s->next = r->start + (be << PAGE_SHIFT);

@@ -104,6 +104,10 @@ struct hop_span {
 	uint64_t t;                /* submission, CLOCK_MONOTONIC ns */
 };
 
+/* The modelled end of the last transfer this thread ran (a copy engine
+ * runs one transfer at a time). */
+static __thread uint64_t engine_free __attribute__((tls_model("initial-exec")));
+
 /*
  * This thread's last run of FROM_DEVICE-only submissions (see above).
  * initial-exec, as every thread variable of uhmm's: the default model
@@ -112,10 +116,6 @@ struct hop_span {
  * application may register, and a fault-service thread migrating the page
  * that holds its own DTV would wait on itself.  (132 bytes of static TLS.)
  */
-/* The modelled end of the last transfer this thread ran (a copy engine
- * runs one transfer at a time). */
-static __thread uint64_t engine_free __attribute__((tls_model("initial-exec")));
-
 static __thread struct {
 	unsigned n;                /* spans[0, n) */
 	struct hop_span s[HOP_SPANS];

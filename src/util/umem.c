@@ -380,6 +380,9 @@ UMEM_EXPORT void *uhmm__umem_map_file(size_t len, int fd)
 		errno = EBADF;
 		return NULL;
 	}
+	/* Not uhmm's pages but the file's: kept aside as NORESERVE mappings
+	 * are, out of the gauge (the kernel ignores MAP_NORESERVE on a
+	 * shared mapping). */
 	return map_in_reserve(len, PG, UMEM_NORESERVE, fd);
 }
 
@@ -409,8 +412,6 @@ static void *map_in_reserve(size_t len, size_t align, unsigned flags, int fd)
 	int prot = flags & UMEM_RDONLY ? PROT_READ : PROT_READ | PROT_WRITE;
 	int extra = (flags & UMEM_NORESERVE ? MAP_NORESERVE : 0) |
 		    (flags & UMEM_POPULATE ? MAP_POPULATE : 0);
-	if (fd >= 0)
-		extra &= ~MAP_NORESERVE; /* (a file's pages are the file's) */
 	if (commit(a, len, prot, extra, fd)) {
 		int e = errno;
 		decommit(a, len); /* a failed MAP_FIXED may have unmapped it */
